@@ -1,0 +1,372 @@
+//! One agent's handle on NATS: streams, buckets, publishing, blobs, heartbeats.
+
+use crate::BusError;
+use async_nats::jetstream::{self, kv, object_store, stream};
+use protocol::events::Event;
+use protocol::messages::Offloaded;
+use protocol::operator::AgentLiveness;
+use protocol::results::BlobRef;
+use protocol::subjects as subj;
+use protocol::{Envelope, HostId, Payload, Role};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Packages larger than this go through the object store (NATS refuses 1 MiB by default).
+pub const DEFAULT_BLOB_THRESHOLD: usize = 256 * 1024;
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A KV bucket holding JSON records.
+#[derive(Clone)]
+pub struct Kv {
+    name: &'static str,
+    store: kv::Store,
+}
+
+impl Kv {
+    /// The record under `key`, if any.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BusError> {
+        Ok(self.get_rev(key).await?.map(|(v, _)| v))
+    }
+
+    /// The record and its revision.
+    pub async fn get_rev<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, BusError> {
+        let entry = self.store.entry(key).await.map_err(|e| BusError::js(format!("read {}/{key}", self.name), e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let v = serde_json::from_slice(&e.value).map_err(|err| BusError::BadRecord {
+                    bucket: self.name.into(),
+                    key: key.into(),
+                    reason: err.to_string(),
+                })?;
+                Ok(Some((v, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes the record unconditionally.
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<u64, BusError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| BusError::js("encode", e))?;
+        self.store.put(key, bytes.into()).await.map_err(|e| BusError::js(format!("write {}/{key}", self.name), e))
+    }
+
+    /// Writes the record only if the key is absent; `Ok(false)` when it existed.
+    pub async fn create<T: Serialize>(&self, key: &str, value: &T) -> Result<bool, BusError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| BusError::js("encode", e))?;
+        match self.store.create(key, bytes.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(BusError::js(format!("create {}/{key}", self.name), e)),
+        }
+    }
+
+    /// Read-modify-write with compare-and-set, retried on conflicting writers.
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<Option<T>, BusError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T),
+    {
+        for _ in 0..32 {
+            let Some((mut v, rev)) = self.get_rev::<T>(key).await? else { return Ok(None) };
+            f(&mut v);
+            let bytes = serde_json::to_vec(&v).map_err(|e| BusError::js("encode", e))?;
+            match self.store.update(key, bytes.into(), rev).await {
+                Ok(_) => return Ok(Some(v)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(BusError::js(format!("update {}/{key}", self.name), e)),
+            }
+        }
+        Err(BusError::js(format!("update {}/{key}", self.name), "too many concurrent writers"))
+    }
+
+    /// Every key (for listings).
+    pub async fn keys(&self) -> Result<Vec<String>, BusError> {
+        use futures::TryStreamExt;
+        let keys = self.store.keys().await.map_err(|e| BusError::js(format!("list {}", self.name), e))?;
+        keys.try_collect().await.map_err(|e| BusError::js(format!("list {}", self.name), e))
+    }
+
+    /// Watches one key for changes (current value first).
+    pub async fn watch(&self, key: &str) -> Result<kv::Watch, BusError> {
+        self.store.watch_with_history(key).await.map_err(|e| BusError::js(format!("watch {}/{key}", self.name), e))
+    }
+}
+
+/// What happened to a published package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// JetStream saw the same message id within its dedup window.
+    pub duplicate: bool,
+    /// The payload went through the object store.
+    pub offloaded: bool,
+}
+
+/// An agent's connection to the streams and buckets.
+#[derive(Clone)]
+pub struct Bus {
+    /// The raw client (request/reply).
+    pub client: async_nats::Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// Which agent this is.
+    pub role: Role,
+    /// Which host it serves.
+    pub host: HostId,
+    /// Applied packages per role.
+    pub ledger: Kv,
+    /// Cycle records.
+    pub cycles: Kv,
+    /// Escalation records.
+    pub escalations: Kv,
+    /// Per-model results as they are measured.
+    pub results: Kv,
+    /// Agent heartbeats.
+    pub heartbeats: Kv,
+    blobs: object_store::ObjectStore,
+    blob_threshold: usize,
+}
+
+async fn ensure_stream(js: &jetstream::Context, cfg: stream::Config) -> Result<(), BusError> {
+    let name = cfg.name.clone();
+    js.get_or_create_stream(cfg).await.map_err(|e| BusError::js(format!("create stream {name}"), e))?;
+    Ok(())
+}
+
+async fn ensure_kv(js: &jetstream::Context, name: &'static str, history: i64, max_age: Duration) -> Result<Kv, BusError> {
+    let store = match js.get_key_value(name).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                history,
+                max_age,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(format!("create bucket {name}"), e))?,
+    };
+    Ok(Kv { name, store })
+}
+
+impl Bus {
+    /// Creates or verifies the streams and buckets, and returns the handle for `role` on `host`.
+    pub async fn open(client: async_nats::Client, role: Role, host: HostId) -> Result<Bus, BusError> {
+        let js = jetstream::new(client.clone());
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: subj::HANDOFF_STREAM.into(),
+                subjects: vec![subj::HANDOFF_WILDCARD.into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                max_age: 30 * DAY,
+                max_bytes: 4 << 30,
+                max_message_size: 1 << 20,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: subj::EVENT_STREAM.into(),
+                subjects: vec![subj::EVENT_WILDCARD.into()],
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                max_age: 30 * DAY,
+                max_bytes: 1 << 30,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: subj::DEAD_LETTER_STREAM.into(),
+                subjects: vec![subj::DEAD_LETTER_WILDCARD.into()],
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                max_age: 30 * DAY,
+                max_bytes: 256 << 20,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let ledger = ensure_kv(&js, subj::LEDGER_BUCKET, 1, 60 * DAY).await?;
+        let cycles = ensure_kv(&js, subj::CYCLES_BUCKET, 5, Duration::ZERO).await?;
+        let escalations = ensure_kv(&js, subj::ESCALATIONS_BUCKET, 5, Duration::ZERO).await?;
+        let results = ensure_kv(&js, subj::RESULTS_BUCKET, 1, 90 * DAY).await?;
+        let heartbeats = ensure_kv(&js, subj::HEARTBEATS_BUCKET, 1, DAY).await?;
+        let blobs = match js.get_object_store(subj::BLOB_BUCKET).await {
+            Ok(o) => o,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: subj::BLOB_BUCKET.into(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::js("create object store", e))?,
+        };
+        Ok(Bus {
+            client,
+            js,
+            role,
+            host,
+            ledger,
+            cycles,
+            escalations,
+            results,
+            heartbeats,
+            blobs,
+            blob_threshold: DEFAULT_BLOB_THRESHOLD,
+        })
+    }
+
+    /// Lowers the size above which packages are offloaded (tests).
+    pub fn with_blob_threshold(mut self, bytes: usize) -> Self {
+        self.blob_threshold = bytes;
+        self
+    }
+
+    /// Publishes a package to its receiver on this bus's host.
+    pub async fn publish(&self, env: &Envelope) -> Result<PublishOutcome, BusError> {
+        let host = self.host.clone();
+        self.publish_to(env, &host).await
+    }
+
+    /// Publishes a package to its receiver on `host`, waiting until JetStream has stored it.
+    pub async fn publish_to(&self, env: &Envelope, host: &HostId) -> Result<PublishOutcome, BusError> {
+        let subject = subj::handoff(env.to, host, &env.cycle);
+        let mut bytes = env.to_bytes();
+        let mut offloaded = false;
+        if bytes.len() > self.blob_threshold {
+            let blob = self.put_blob(&format!("pkg/{}/{}", env.cycle, env.id), &bytes).await?;
+            let mut small = env.clone();
+            small.payload = Payload::Offloaded(Offloaded { inner_kind: env.payload.kind().into(), blob });
+            bytes = small.to_bytes();
+            offloaded = true;
+        }
+        let ack = self
+            .js
+            .send_publish(
+                subject.clone(),
+                jetstream::message::PublishMessage::build().payload(bytes.into()).message_id(env.id.to_string()),
+            )
+            .await
+            .map_err(|e| BusError::js(format!("publish to {subject}"), e))?
+            .await
+            .map_err(|e| BusError::js(format!("publish to {subject}"), e))?;
+        tracing::debug!(message = "Package published.", kind = env.payload.kind(), id = %env.id, %subject, duplicate = ack.duplicate);
+        Ok(PublishOutcome { sequence: ack.sequence, duplicate: ack.duplicate, offloaded })
+    }
+
+    /// Replaces an offloaded package by the one it points to, checking its digest.
+    pub async fn resolve(&self, env: Envelope) -> Result<Envelope, BusError> {
+        let Payload::Offloaded(off) = &env.payload else { return Ok(env) };
+        let bytes = self.get_blob(&off.blob).await?;
+        let inner = Envelope::from_bytes(&bytes).map_err(|e| BusError::BadRecord {
+            bucket: subj::BLOB_BUCKET.into(),
+            key: off.blob.key.clone(),
+            reason: e.to_string(),
+        })?;
+        if inner.id != env.id || inner.payload.kind() != off.inner_kind {
+            return Err(BusError::BadRecord {
+                bucket: subj::BLOB_BUCKET.into(),
+                key: off.blob.key.clone(),
+                reason: "the stored package does not match its reference".into(),
+            });
+        }
+        Ok(inner)
+    }
+
+    /// Publishes a progress event and logs it.
+    pub async fn event(&self, ev: &Event) -> Result<(), BusError> {
+        tracing::info!(message = %ev.line());
+        let subject = subj::event(&ev.cycle, ev.from);
+        let bytes = serde_json::to_vec(ev).map_err(|e| BusError::js("encode event", e))?;
+        self.js
+            .publish(subject.clone(), bytes.into())
+            .await
+            .map_err(|e| BusError::js(format!("publish to {subject}"), e))?
+            .await
+            .map_err(|e| BusError::js(format!("publish to {subject}"), e))?;
+        Ok(())
+    }
+
+    /// Publishes an event, logging instead of failing when NATS is unavailable.
+    pub async fn event_best_effort(&self, ev: Event) {
+        if let Err(error) = self.event(&ev).await {
+            tracing::warn!(message = "Event not published.", %error);
+        }
+    }
+
+    /// Sets a package aside on the dead-letter stream with the reason.
+    pub async fn dead_letter(&self, subject: &str, payload: &[u8], reason: &str) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Tc-Original-Subject", subject);
+        headers.insert("Tc-Reason", reason.chars().take(1000).collect::<String>().replace(['\r', '\n'], " ").as_str());
+        let body: Vec<u8> = payload.iter().take(900 * 1024).copied().collect();
+        let dlq = subj::dead_letter(self.role);
+        self.js
+            .publish_with_headers(dlq.clone(), headers, body.into())
+            .await
+            .map_err(|e| BusError::js(format!("publish to {dlq}"), e))?
+            .await
+            .map_err(|e| BusError::js(format!("publish to {dlq}"), e))?;
+        Ok(())
+    }
+
+    /// Stores bytes in the object store and returns their reference.
+    pub async fn put_blob(&self, key: &str, bytes: &[u8]) -> Result<BlobRef, BusError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let mut reader = bytes;
+        self.blobs.put(key, &mut reader).await.map_err(|e| BusError::js(format!("store blob {key}"), e))?;
+        Ok(BlobRef { key: key.into(), sha256, size: bytes.len() as u64 })
+    }
+
+    /// Reads a blob and checks its SHA-256.
+    pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>, BusError> {
+        let mut obj = self.blobs.get(&r.key).await.map_err(|e| BusError::js(format!("read blob {}", r.key), e))?;
+        let mut buf = Vec::with_capacity(r.size.min(64 << 20) as usize);
+        obj.read_to_end(&mut buf).await.map_err(|e| BusError::js(format!("read blob {}", r.key), e))?;
+        let actual = hex::encode(Sha256::digest(&buf));
+        if actual != r.sha256 {
+            return Err(BusError::BlobMismatch { key: r.key.clone(), expected: r.sha256.clone(), actual });
+        }
+        Ok(buf)
+    }
+
+    /// The key this agent's heartbeat is kept under.
+    pub fn agent_key(&self) -> String {
+        if self.role.host_bound() { format!("{}-{}", self.role, self.host) } else { self.role.to_string() }
+    }
+
+    /// Writes a heartbeat every `every` until the task is dropped or aborted.
+    pub fn spawn_heartbeat(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let beat = AgentLiveness {
+                    agent: bus.agent_key(),
+                    last_seen: chrono::Utc::now(),
+                    age_s: 0.0,
+                    pid: std::process::id(),
+                };
+                if let Err(error) = bus.heartbeats.put(&bus.agent_key(), &beat).await {
+                    tracing::debug!(message = "Heartbeat not written.", %error);
+                }
+            }
+        })
+    }
+}

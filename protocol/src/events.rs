@@ -1,0 +1,194 @@
+//! Progress events: published once, read by `status --watch`, `up`, the logs and the reports'
+//! timeline.
+
+use crate::ids::{CycleId, Role};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Phases of a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Main accepted the plan.
+    Planned,
+    /// Reader verifies the host.
+    Verifying,
+    /// Writer deploys and measures.
+    Benchmarking,
+    /// Documentation writes reports.
+    Documenting,
+    /// Done.
+    Complete,
+}
+
+/// Something that happened in a cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Cycle.
+    pub cycle: CycleId,
+    /// Who saw it.
+    pub from: Role,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// The typed event bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The cycle started.
+    CycleStarted {
+        /// Plan name.
+        plan: String,
+        /// Models in the plan.
+        models: u32,
+        /// Measured requests in total (models × prompts × repetitions).
+        requests: u32,
+    },
+    /// A phase began.
+    PhaseStarted {
+        /// Which.
+        phase: Phase,
+    },
+    /// A host check finished.
+    CheckDone {
+        /// Check name.
+        name: String,
+        /// pass / warn / fail / unavailable.
+        status: String,
+        /// Measured value.
+        measured: String,
+    },
+    /// A model's turn began.
+    ModelStarted {
+        /// Model name.
+        model: String,
+        /// Position from 1.
+        index: u32,
+        /// Models in the plan.
+        of: u32,
+        /// Attempt from 1.
+        attempt: u32,
+    },
+    /// A step inside a model's turn (engine start, pull, warm-up…).
+    Step {
+        /// Model name.
+        model: String,
+        /// What happened, in words.
+        what: String,
+    },
+    /// One measured request finished.
+    RunMeasured {
+        /// Model.
+        model: String,
+        /// Prompt id.
+        prompt: String,
+        /// Repetition from 1.
+        repetition: u32,
+        /// TTFT, ms.
+        ttft_ms: f64,
+        /// Output tokens.
+        tokens: u32,
+        /// Client decode tokens/s.
+        decode_tps: Option<f64>,
+    },
+    /// A model's turn ended.
+    ModelFinished {
+        /// Model.
+        model: String,
+        /// measured / failed / skipped.
+        outcome: String,
+    },
+    /// Debug opened an escalation.
+    EscalationOpened {
+        /// Escalation id.
+        id: String,
+        /// Model.
+        model: String,
+        /// Diagnosis in words.
+        diagnosis: String,
+        /// Whether the operator is asked.
+        awaiting_operator: bool,
+    },
+    /// An escalation was decided.
+    EscalationDecided {
+        /// Escalation id.
+        id: String,
+        /// The change, in words.
+        decision: String,
+        /// Who decided.
+        by: String,
+    },
+    /// A package could not be processed and was set aside.
+    DeadLetter {
+        /// Subject it came on.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// A package was delivered again and ignored.
+    DuplicateIgnored {
+        /// Package id.
+        id: String,
+    },
+    /// Reports written.
+    ReportsWritten {
+        /// Directory.
+        dir: String,
+    },
+    /// The cycle completed.
+    CycleCompleted {
+        /// Report directory.
+        dir: String,
+    },
+    /// The cycle failed.
+    CycleFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The operator canceled the cycle.
+    CycleCanceled,
+}
+
+impl Event {
+    /// A new event stamped now.
+    pub fn new(cycle: CycleId, from: Role, body: EventBody) -> Self {
+        Self { cycle, from, at: Utc::now(), body }
+    }
+
+    /// One line for logs and piped output.
+    pub fn line(&self) -> String {
+        let b = &self.body;
+        let text = match b {
+            EventBody::CycleStarted { plan, models, requests } => {
+                format!("cycle started: plan `{plan}`, {models} model(s), {requests} measured request(s)")
+            }
+            EventBody::PhaseStarted { phase } => format!("phase: {phase:?}"),
+            EventBody::CheckDone { name, status, measured } => format!("check {name}: {status} ({measured})"),
+            EventBody::ModelStarted { model, index, of, attempt } => {
+                format!("model {index}/{of} {model}: attempt {attempt}")
+            }
+            EventBody::Step { model, what } => format!("{model}: {what}"),
+            EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps } => format!(
+                "{model} {prompt} #{repetition}: TTFT {ttft_ms:.0} ms, {tokens} tokens{}",
+                decode_tps.map(|t| format!(", {t:.1} tok/s")).unwrap_or_default()
+            ),
+            EventBody::ModelFinished { model, outcome } => format!("{model}: {outcome}"),
+            EventBody::EscalationOpened { id, model, diagnosis, awaiting_operator } => format!(
+                "escalation {id} ({model}): {diagnosis}{}",
+                if *awaiting_operator { " — waiting for the operator: threadcycle escalations" } else { "" }
+            ),
+            EventBody::EscalationDecided { id, decision, by } => format!("escalation {id}: {decision} (by {by})"),
+            EventBody::DeadLetter { subject, reason } => format!("dead letter on {subject}: {reason}"),
+            EventBody::DuplicateIgnored { id } => format!("duplicate package {id} ignored"),
+            EventBody::ReportsWritten { dir } => format!("reports written to {dir}"),
+            EventBody::CycleCompleted { dir } => format!("cycle complete: {dir}"),
+            EventBody::CycleFailed { reason } => format!("cycle failed: {reason}"),
+            EventBody::CycleCanceled => "cycle canceled".into(),
+        };
+        format!("[{}] {} {}", self.cycle, self.from, text)
+    }
+}

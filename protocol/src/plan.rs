@@ -1,0 +1,658 @@
+//! Cycle plans: what to test, on which engine, and what counts as success.
+//!
+//! A plan is TOML. Parsing rejects unknown fields (a typo is an error, not a silent default)
+//! and every semantic check names the field and what was expected.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A plan could not be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// The TOML did not parse or a field had the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A field parsed but its value cannot be used.
+    #[error("field `{field}`: {problem}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `models[1].memory_limit_gb`.
+        field: String,
+        /// What was wrong and what was expected.
+        problem: String,
+    },
+}
+
+/// The whole plan for one testing cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// A short name shown in reports.
+    pub name: String,
+    /// What this plan is for.
+    #[serde(default)]
+    pub description: String,
+    /// Settings that apply to every model unless the model overrides them.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// What the host must offer.
+    #[serde(default)]
+    pub host: HostRequirements,
+    /// The models to test, in order.
+    pub models: Vec<ModelSpec>,
+    /// The prompts every model answers.
+    pub prompts: Vec<PromptSpec>,
+    /// Several models at once, and concurrent requests to one.
+    #[serde(default)]
+    pub concurrent: Option<ConcurrentPhase>,
+    /// The success criteria held against the measurements.
+    #[serde(default)]
+    pub criteria: Criteria,
+    /// What Debug does with each class of failure.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Inputs for the business case.
+    #[serde(default)]
+    pub cost: Option<CostInputs>,
+}
+
+/// Measurement settings shared by all models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Measured repetitions of each prompt (the warm-up is extra).
+    pub repetitions: u32,
+    /// Send one excluded request before measuring.
+    pub warmup: bool,
+    /// Output token cap per request.
+    pub max_tokens: u32,
+    /// Sampling temperature (0 for repeatability).
+    pub temperature: f64,
+    /// Fixed sampling seed.
+    pub seed: u64,
+    /// Context window in tokens.
+    pub context: u32,
+    /// Parallel request slots in the engine.
+    pub parallel: u32,
+    /// Per-request limit in seconds.
+    pub request_timeout_s: u64,
+    /// How long the engine may take to answer its health check, in seconds.
+    pub load_timeout_s: u64,
+    /// Telemetry samples per second.
+    pub sample_hz: f64,
+    /// Coefficient of variation above which a figure is flagged as unstable.
+    pub cv_flag: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            repetitions: 3,
+            warmup: true,
+            max_tokens: 256,
+            temperature: 0.0,
+            seed: 42,
+            context: 4096,
+            parallel: 1,
+            request_timeout_s: 600,
+            load_timeout_s: 300,
+            sample_hz: 1.0,
+            cv_flag: 0.10,
+        }
+    }
+}
+
+/// What the host must offer before the cycle runs models.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostRequirements {
+    /// Where model files live (disk free is measured here). `~` and `${VAR}` expand.
+    pub model_store: Option<String>,
+    /// Minimum free disk under the model store, GB.
+    pub min_disk_free_gb: Option<f64>,
+    /// Memory a container must really be able to allocate, GB.
+    pub allocatable_gb: Option<f64>,
+    /// Minimum total RAM, GB.
+    pub min_ram_gb: Option<f64>,
+}
+
+/// Which inference engine serves a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Ollama's REST API.
+    Ollama,
+    /// llama.cpp's `llama-server` (OpenAI-compatible API).
+    LlamaServer,
+}
+
+/// Where the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// A container created through the Docker API.
+    Docker,
+    /// A host process started and stopped by the Writer.
+    Process,
+}
+
+/// A closed or half-open range of projected figures, e.g. `{ min = 13, max = 15 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// Lower bound, if any.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Upper bound, if any.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+impl Bounds {
+    /// Whether `v` lies within the bounds.
+    pub fn contains(&self, v: f64) -> bool {
+        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+}
+
+impl std::fmt::Display for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.min, self.max) {
+            (Some(a), Some(b)) if a == b => write!(f, "{a}"),
+            (Some(a), Some(b)) => write!(f, "{a}–{b}"),
+            (Some(a), None) => write!(f, "{a}+"),
+            (None, Some(b)) => write!(f, "≤ {b}"),
+            (None, None) => write!(f, "—"),
+        }
+    }
+}
+
+/// The figures the plan expects for a model (from the seed's validation matrix).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Projected {
+    /// RAM used, GB.
+    pub ram_gb: Option<Bounds>,
+    /// VRAM used, GB.
+    pub vram_gb: Option<Bounds>,
+    /// Response time per prompt, seconds.
+    pub response_time_s: Option<Bounds>,
+    /// Words per answer.
+    pub words: Option<Bounds>,
+}
+
+/// GPUs requested for a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuRequest {
+    /// `--gpus all`.
+    All,
+    /// No GPU.
+    None,
+    /// The GPUs with these indices.
+    Indices(Vec<u32>),
+}
+
+/// One model to deploy and measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A short label, unique in the plan (e.g. `deepseek-coder-33b`).
+    pub name: String,
+    /// Which engine serves it.
+    pub engine: EngineKind,
+    /// Where the engine runs.
+    pub runtime: Runtime,
+    /// The Ollama tag (`deepseek-coder:33b`), for the Ollama engine.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// The GGUF file, for llama-server. `~` and `${VAR}` / `${VAR:-default}` expand.
+    #[serde(default)]
+    pub model_path: Option<String>,
+    /// Container image, for the Docker runtime.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The engine binary, for the process runtime (default: `llama-server` on PATH or `$LLAMA_SERVER`).
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Container memory limit, GB.
+    #[serde(default)]
+    pub memory_limit_gb: Option<f64>,
+    /// GPUs for the container.
+    #[serde(default)]
+    pub gpus: Option<GpuRequest>,
+    /// Host port for the engine (a free one when absent).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Context window override.
+    #[serde(default)]
+    pub context: Option<u32>,
+    /// Layers to put on the GPU (engine default when absent).
+    #[serde(default)]
+    pub gpu_layers: Option<i32>,
+    /// CPU threads for the engine.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Environment for the engine (e.g. `OLLAMA_KV_CACHE_TYPE`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Extra engine arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Parameter count in billions, when known (for reports).
+    #[serde(default)]
+    pub params_b: Option<f64>,
+    /// The figures the plan expects.
+    #[serde(default)]
+    pub projected: Projected,
+    /// Keep the container after measuring.
+    #[serde(default)]
+    pub keep: bool,
+}
+
+impl ModelSpec {
+    /// What identifies the model to the engine (tag or file).
+    pub fn model_ref(&self) -> &str {
+        self.tag.as_deref().or(self.model_path.as_deref()).unwrap_or(&self.name)
+    }
+}
+
+/// One prompt every model answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSpec {
+    /// Short id used in tables (e.g. `lab-architecture`).
+    pub id: String,
+    /// A human title.
+    #[serde(default)]
+    pub title: String,
+    /// Optional system message.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// The prompt text.
+    pub text: String,
+    /// Topics a complete answer covers (rubric).
+    #[serde(default)]
+    pub required_topics: Vec<String>,
+    /// Output token cap for this prompt.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+/// The concurrent phase.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrentPhase {
+    /// Models deployed together.
+    pub models: Vec<ModelSpec>,
+    /// Concurrency levels for one model (e.g. 1, 2, 4).
+    pub levels: Vec<u32>,
+}
+
+/// Success criteria.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Criteria {
+    /// Minimum GPU utilisation while generating, %.
+    pub min_gpu_util_pct: Option<f64>,
+    /// Maximum sustained GPU temperature, °C.
+    pub max_temp_c: Option<f64>,
+    /// Temperature at which a paused run resumes, °C.
+    pub resume_temp_c: Option<f64>,
+    /// Maximum idle GPU temperature, °C.
+    pub max_idle_temp_c: Option<f64>,
+    /// Memory must stay within container limits.
+    pub memory_within_limits: Option<bool>,
+    /// Minimum decode tokens/s.
+    pub min_decode_tps: Option<f64>,
+}
+
+/// What Debug does with a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAction {
+    /// Apply the first safe remediation, up to `max_attempts`.
+    Auto,
+    /// Wait for the operator up to `ask_timeout_s`, then fall back to `auto`'s choice.
+    Ask,
+    /// Skip the model.
+    Skip,
+}
+
+/// Debug's policy per failure class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// The action for classes not listed in `per_class`.
+    pub default: PolicyAction,
+    /// Per failure class (`oom_killed`, `engine_unhealthy`, `unknown_tag`, …).
+    pub per_class: BTreeMap<String, PolicyAction>,
+    /// Attempts per model, the first included.
+    pub max_attempts: u32,
+    /// How long an `ask` waits for the operator, seconds.
+    pub ask_timeout_s: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { default: PolicyAction::Auto, per_class: BTreeMap::new(), max_attempts: 3, ask_timeout_s: 900 }
+    }
+}
+
+/// A dated cloud API price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudPrice {
+    /// Provider and model, e.g. `GPT-4`.
+    pub name: String,
+    /// USD per million tokens, low end.
+    pub usd_per_mtok_min: f64,
+    /// USD per million tokens, high end.
+    pub usd_per_mtok_max: f64,
+    /// When the price was quoted (YYYY-MM-DD).
+    pub as_of: String,
+}
+
+/// Inputs for cost per million tokens.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostInputs {
+    /// Electricity price, USD per kWh.
+    pub electricity_usd_per_kwh: f64,
+    /// Hardware price, USD.
+    pub hardware_usd: f64,
+    /// Hardware lifetime, years.
+    pub lifetime_years: f64,
+    /// Hours of use per day.
+    pub hours_per_day: f64,
+    /// Power draw to assume when none is measured, watts.
+    pub assumed_power_w: Option<f64>,
+    /// Cloud prices to compare against.
+    pub cloud: Vec<CloudPrice>,
+}
+
+impl Plan {
+    /// Parses and validates a plan from TOML text.
+    pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
+        let plan: Plan = toml::from_str(text).map_err(|e| PlanError::Syntax(e.to_string()))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Checks every value that parsed but may still be unusable.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let bad = |field: String, problem: String| Err(PlanError::Invalid { field, problem });
+        if self.name.trim().is_empty() {
+            return bad("name".into(), "must not be empty".into());
+        }
+        if self.models.is_empty() {
+            return bad("models".into(), "the plan lists no model: add at least one [[models]] table".into());
+        }
+        if self.prompts.is_empty() {
+            return bad("prompts".into(), "the plan lists no prompt: add at least one [[prompts]] table".into());
+        }
+        let d = &self.defaults;
+        if !(1..=1000).contains(&d.repetitions) {
+            return bad("defaults.repetitions".into(), format!("expected 1 to 1000, got {}", d.repetitions));
+        }
+        if !(1..=1_000_000).contains(&d.max_tokens) {
+            return bad("defaults.max_tokens".into(), format!("expected 1 to 1000000, got {}", d.max_tokens));
+        }
+        if !(0.0..=2.0).contains(&d.temperature) {
+            return bad("defaults.temperature".into(), format!("expected 0.0 to 2.0, got {}", d.temperature));
+        }
+        if !(128..=10_000_000).contains(&d.context) {
+            return bad("defaults.context".into(), format!("expected 128 to 10000000 tokens, got {}", d.context));
+        }
+        if !(1..=256).contains(&d.parallel) {
+            return bad("defaults.parallel".into(), format!("expected 1 to 256, got {}", d.parallel));
+        }
+        if !(1..=86_400).contains(&d.request_timeout_s) {
+            return bad("defaults.request_timeout_s".into(), format!("expected 1 to 86400, got {}", d.request_timeout_s));
+        }
+        if !(1..=86_400).contains(&d.load_timeout_s) {
+            return bad("defaults.load_timeout_s".into(), format!("expected 1 to 86400, got {}", d.load_timeout_s));
+        }
+        if !(d.sample_hz > 0.0 && d.sample_hz <= 10.0) {
+            return bad("defaults.sample_hz".into(), format!("expected more than 0 and at most 10, got {}", d.sample_hz));
+        }
+        if !(d.cv_flag > 0.0 && d.cv_flag.is_finite()) {
+            return bad("defaults.cv_flag".into(), format!("expected a positive number, got {}", d.cv_flag));
+        }
+        for (field, v) in [
+            ("host.min_disk_free_gb", self.host.min_disk_free_gb),
+            ("host.allocatable_gb", self.host.allocatable_gb),
+            ("host.min_ram_gb", self.host.min_ram_gb),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
+                    return bad(field.into(), format!("expected 0 to 1000000 GB, got {v}"));
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let all_models = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("models[{i}]"), m))
+            .chain(self.concurrent.iter().flat_map(|c| {
+                c.models.iter().enumerate().map(|(i, m)| (format!("concurrent.models[{i}]"), m))
+            }));
+        for (at, m) in all_models {
+            validate_model(&at, m)?;
+            if !at.starts_with("concurrent") && !names.insert(m.name.clone()) {
+                return bad(format!("{at}.name"), format!("`{}` is used by an earlier model: names must be unique", m.name));
+            }
+        }
+        if let Some(c) = &self.concurrent {
+            if let Some(l) = c.levels.iter().find(|l| !(1..=256).contains(*l)) {
+                return bad("concurrent.levels".into(), format!("expected levels from 1 to 256, got {l}"));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, p) in self.prompts.iter().enumerate() {
+            if !valid_label(&p.id) {
+                return bad(format!("prompts[{i}].id"), format!("`{}` is not a usable id: use 1 to 64 of A-Z a-z 0-9 - _", p.id));
+            }
+            if !ids.insert(p.id.clone()) {
+                return bad(format!("prompts[{i}].id"), format!("`{}` is used by an earlier prompt", p.id));
+            }
+            if p.text.trim().is_empty() {
+                return bad(format!("prompts[{i}].text"), "must not be empty".into());
+            }
+            if let Some(0) = p.max_tokens {
+                return bad(format!("prompts[{i}].max_tokens"), "expected at least 1".into());
+            }
+        }
+        if !(1..=100).contains(&self.policy.max_attempts) {
+            return bad("policy.max_attempts".into(), format!("expected 1 to 100, got {}", self.policy.max_attempts));
+        }
+        if let Some(c) = &self.cost {
+            for (field, v) in [
+                ("cost.electricity_usd_per_kwh", c.electricity_usd_per_kwh),
+                ("cost.hardware_usd", c.hardware_usd),
+                ("cost.lifetime_years", c.lifetime_years),
+                ("cost.hours_per_day", c.hours_per_day),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return bad(field.into(), format!("expected a number ≥ 0, got {v}"));
+                }
+            }
+            if c.hours_per_day > 24.0 {
+                return bad("cost.hours_per_day".into(), format!("expected at most 24, got {}", c.hours_per_day));
+            }
+        }
+        Ok(())
+    }
+
+    /// The context window for a model.
+    pub fn context_for(&self, m: &ModelSpec) -> u32 {
+        m.context.unwrap_or(self.defaults.context)
+    }
+
+    /// The output token cap for a prompt.
+    pub fn max_tokens_for(&self, p: &PromptSpec) -> u32 {
+        p.max_tokens.unwrap_or(self.defaults.max_tokens)
+    }
+
+    /// The policy for a failure class.
+    pub fn policy_for(&self, class: &str) -> PolicyAction {
+        self.policy.per_class.get(class).copied().unwrap_or(self.policy.default)
+    }
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
+    let bad = |field: &str, problem: String| Err(PlanError::Invalid { field: format!("{at}.{field}"), problem });
+    if !valid_label(&m.name) {
+        return bad("name", format!("`{}` is not a usable name: use 1 to 64 of A-Z a-z 0-9 - _", m.name));
+    }
+    match m.engine {
+        EngineKind::Ollama if m.tag.as_deref().is_none_or(|t| t.trim().is_empty()) => {
+            return bad("tag", "the ollama engine needs the model's tag, e.g. `deepseek-coder:33b`".into());
+        }
+        EngineKind::LlamaServer if m.model_path.as_deref().is_none_or(|t| t.trim().is_empty()) => {
+            return bad("model_path", "the llama-server engine needs the GGUF file's path".into());
+        }
+        _ => {}
+    }
+    if m.runtime == Runtime::Docker && m.image.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return bad("image", "the docker runtime needs an image, e.g. `ollama/ollama:0.12.6`".into());
+    }
+    if m.runtime == Runtime::Process && m.engine == EngineKind::Ollama {
+        return bad("runtime", "the process runtime runs llama-server only; use runtime = \"docker\" for ollama".into());
+    }
+    if let Some(l) = m.memory_limit_gb {
+        if !(l.is_finite() && l >= 0.0625 && l <= 100_000.0) {
+            return bad("memory_limit_gb", format!("expected 0.0625 to 100000 GB, got {l}"));
+        }
+    }
+    if let Some(c) = m.context {
+        if !(128..=10_000_000).contains(&c) {
+            return bad("context", format!("expected 128 to 10000000 tokens, got {c}"));
+        }
+    }
+    if let Some(t) = m.threads {
+        if !(1..=1024).contains(&t) {
+            return bad("threads", format!("expected 1 to 1024, got {t}"));
+        }
+    }
+    if let Some(l) = m.gpu_layers {
+        if l < -1 {
+            return bad("gpu_layers", format!("expected -1 (engine decides) or a layer count, got {l}"));
+        }
+    }
+    for k in m.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return bad("env", format!("`{k}` is not a usable environment variable name"));
+        }
+    }
+    Ok(())
+}
+
+/// Expands `~`, `$VAR`, `${VAR}` and `${VAR:-default}` in a path from a plan.
+///
+/// `lookup` supplies the environment (so the caller decides where it comes from).
+pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = raw;
+    if let Some(r) = rest.strip_prefix('~') {
+        if r.is_empty() || r.starts_with('/') {
+            out.push_str(&lookup("HOME").ok_or("`~` used but HOME is not set")?);
+            rest = r;
+        }
+    }
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("unclosed `${{` in `{raw}`"))?;
+            let body = &inner[..end];
+            let (name, default) = match body.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (body, None),
+            };
+            match (lookup(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(&expand_path(d, lookup)?),
+                (None, None) => return Err(format!("environment variable {name} is not set (used in `{raw}`)")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            let len = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+            if len == 0 {
+                out.push('$');
+                rest = after;
+                continue;
+            }
+            let name = &after[..len];
+            out.push_str(&lookup(name).ok_or_else(|| format!("environment variable {name} is not set (used in `{raw}`)"))?);
+            rest = &after[len..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+name = "t"
+[[models]]
+name = "m"
+engine = "llama-server"
+runtime = "process"
+model_path = "/m.gguf"
+[[prompts]]
+id = "p"
+text = "hi"
+"#;
+
+    #[test]
+    fn minimal_plan_parses_with_defaults() {
+        let p = Plan::from_toml(MIN).expect("valid");
+        assert_eq!(p.defaults.repetitions, 3);
+        assert_eq!(p.models[0].engine, EngineKind::LlamaServer);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Plan::from_toml(&MIN.replace("text = \"hi\"", "text = \"hi\"\ntxet = 1")).unwrap_err();
+        assert!(e.to_string().contains("txet"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_line() {
+        let e = Plan::from_toml(&MIN.replace("name = \"t\"", "name = \"t\"\n[defaults]\nrepetitions = \"three\"")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("repetitions") && s.contains("line"), "{s}");
+    }
+
+    #[test]
+    fn semantic_error_names_field() {
+        let e = Plan::from_toml(&MIN.replace("runtime = \"process\"", "runtime = \"process\"\nmemory_limit_gb = -3")).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::Invalid { field: "models[0].memory_limit_gb".into(), problem: "expected 0.0625 to 100000 GB, got -3".into() }
+        );
+    }
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/root".to_string()),
+            "A" => Some("x".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand_path("~/m", &env).unwrap(), "/root/m");
+        assert_eq!(expand_path("${A}/b/$A", &env).unwrap(), "x/b/x");
+        assert_eq!(expand_path("${B:-~/d}/f", &env).unwrap(), "/root/d/f");
+        assert!(expand_path("${B}/f", &env).unwrap_err().contains("B is not set"));
+        assert_eq!(expand_path("a$", &env).unwrap(), "a$");
+    }
+}

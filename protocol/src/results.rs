@@ -1,0 +1,526 @@
+//! Measurements and findings carried between agents: host facts, checks, fit verdicts,
+//! benchmark runs, escalations.
+
+use serde::{Deserialize, Serialize};
+
+/// A reference to a payload kept in the JetStream object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Object name in the bucket.
+    pub key: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Outcome of one verification check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Within the threshold.
+    Pass,
+    /// Usable, with a caveat.
+    Warn,
+    /// Below the threshold.
+    Fail,
+    /// Could not be measured here (e.g. no NVIDIA GPU).
+    Unavailable,
+}
+
+/// One host check: what was measured and what it was held to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Stable name, e.g. `ram.available`.
+    pub name: String,
+    /// Result.
+    pub status: CheckStatus,
+    /// The measured value, in words and units.
+    pub measured: String,
+    /// The threshold it was held to, if any.
+    pub threshold: Option<String>,
+    /// Detail for the operator.
+    pub detail: String,
+}
+
+/// One GPU as NVML reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// Index.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    /// VRAM total, bytes.
+    pub vram_total: u64,
+    /// VRAM used, bytes.
+    pub vram_used: u64,
+    /// Temperature, °C.
+    pub temperature_c: Option<u32>,
+    /// Power draw, W.
+    pub power_w: Option<f64>,
+    /// Driver version.
+    pub driver: String,
+}
+
+/// What the Reader measured about the host.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Host name.
+    pub hostname: String,
+    /// Host id (subject token).
+    pub host_id: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// RAM total, bytes.
+    pub ram_total: u64,
+    /// RAM available, bytes.
+    pub ram_available: u64,
+    /// Swap total, bytes.
+    pub swap_total: u64,
+    /// Swap free, bytes.
+    pub swap_free: u64,
+    /// The memory limit of the cgroup we run in, bytes (None = unlimited).
+    pub cgroup_memory_limit: Option<u64>,
+    /// Model store path.
+    pub model_store: String,
+    /// Free disk under the model store, bytes.
+    pub disk_free: u64,
+    /// GPUs (empty when there is none or no NVML).
+    pub gpus: Vec<GpuInfo>,
+    /// Why there are no GPU figures, when there are none.
+    pub gpu_note: Option<String>,
+    /// Docker engine version, when reachable.
+    pub docker_version: Option<String>,
+    /// Docker runtimes configured (e.g. `nvidia`).
+    pub docker_runtimes: Vec<String>,
+    /// Why Docker is not usable, when it is not.
+    pub docker_note: Option<String>,
+}
+
+/// The Reader's verdict on one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Fits wholly where it will run.
+    Go,
+    /// Fits with some layers on the CPU.
+    GoPartialOffload,
+    /// Will not fit.
+    NoGo,
+    /// Not enough is known to predict.
+    Unknown,
+}
+
+/// Predicted memory need and verdict for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitVerdict {
+    /// Model name from the plan.
+    pub model: String,
+    /// The verdict.
+    pub fit: Fit,
+    /// Where the metadata came from (GGUF header, /api/show, built-in table, file size).
+    pub source: String,
+    /// Predicted weights, bytes.
+    pub weights_bytes: Option<u64>,
+    /// Predicted KV cache, bytes.
+    pub kv_bytes: Option<u64>,
+    /// Predicted VRAM, bytes.
+    pub vram_bytes: Option<u64>,
+    /// Predicted RAM, bytes.
+    pub ram_bytes: Option<u64>,
+    /// Layers on the GPU out of the total.
+    pub gpu_layers: Option<(u32, u32)>,
+    /// Why.
+    pub reason: String,
+    /// The smallest change that would make it fit, when it does not.
+    pub suggestion: Option<String>,
+}
+
+/// Mean, spread and sample count of one figure over repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Samples.
+    pub n: u32,
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one sample).
+    pub stddev: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Coefficient of variation above the plan's flag.
+    pub unstable: bool,
+}
+
+impl Stat {
+    /// Mean, sample standard deviation and spread flag of `xs`; None when empty or not finite.
+    pub fn of(xs: &[f64], cv_flag: f64) -> Option<Stat> {
+        if xs.is_empty() || xs.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let stddev = var.sqrt();
+        let cv = if mean.abs() > f64::EPSILON { stddev / mean.abs() } else { 0.0 };
+        Some(Stat {
+            n: xs.len() as u32,
+            mean,
+            stddev,
+            min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            unstable: xs.len() > 1 && cv > cv_flag,
+        })
+    }
+}
+
+/// p50 / p90 / p99 of a distribution (nearest-rank).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `xs`; None when empty.
+    pub fn of(xs: &[f64]) -> Option<Percentiles> {
+        let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let idx = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            v[idx.clamp(1, v.len()) - 1]
+        };
+        Some(Percentiles { p50: rank(50.0), p90: rank(90.0), p99: rank(99.0) })
+    }
+}
+
+/// Structure of one answer, read with a markdown parser.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AnswerAnalysis {
+    /// Words of prose and code.
+    pub words: u32,
+    /// Headings.
+    pub headings: u32,
+    /// Fenced or indented code blocks.
+    pub code_blocks: u32,
+    /// List items.
+    pub list_items: u32,
+    /// Tables.
+    pub tables: u32,
+    /// Required topics the answer mentions.
+    pub topics_covered: Vec<String>,
+    /// Required topics it does not.
+    pub topics_missing: Vec<String>,
+}
+
+/// One measured request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Prompt id.
+    pub prompt_id: String,
+    /// Repetition, from 1.
+    pub repetition: u32,
+    /// The nonce that kept the prompt cache from flattering prefill.
+    pub nonce: String,
+    /// Time to first token, ms (client side).
+    pub ttft_ms: f64,
+    /// End-to-end latency, ms (client side).
+    pub e2e_ms: f64,
+    /// Time per output token after the first, ms: (e2e − TTFT) / (tokens − 1).
+    pub tpot_ms: Option<f64>,
+    /// Inter-token gaps, ms.
+    pub itl_ms: Option<Percentiles>,
+    /// Output tokens.
+    pub output_tokens: u32,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u32>,
+    /// Decode tokens/s measured by the client: (tokens − 1) / (e2e − TTFT).
+    pub client_decode_tps: Option<f64>,
+    /// Decode tokens/s the engine reports.
+    pub engine_decode_tps: Option<f64>,
+    /// Prefill tokens/s the engine reports.
+    pub engine_prefill_tps: Option<f64>,
+    /// Prefill time the engine reports, ms.
+    pub engine_prompt_ms: Option<f64>,
+    /// Why generation stopped (`stop`, `length`).
+    pub finish_reason: Option<String>,
+    /// Structure of the answer.
+    pub analysis: AnswerAnalysis,
+    /// The full answer in the object store.
+    pub answer: Option<BlobRef>,
+    /// The first characters of the answer (untrusted text: escape when rendering).
+    pub excerpt: String,
+}
+
+/// Figures over the repetitions of one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptSummary {
+    /// Prompt id.
+    pub prompt_id: String,
+    /// TTFT, ms.
+    pub ttft_ms: Option<Stat>,
+    /// End-to-end, ms.
+    pub e2e_ms: Option<Stat>,
+    /// Client decode tokens/s.
+    pub client_decode_tps: Option<Stat>,
+    /// Engine decode tokens/s.
+    pub engine_decode_tps: Option<Stat>,
+    /// Engine prefill tokens/s.
+    pub engine_prefill_tps: Option<Stat>,
+    /// Output tokens.
+    pub output_tokens: Option<Stat>,
+    /// Words.
+    pub words: Option<Stat>,
+}
+
+/// Everything needed to reproduce a measurement.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Host name.
+    pub host: String,
+    /// CPU model.
+    pub cpu: String,
+    /// GPU names, or a note that there is none.
+    pub gpu: String,
+    /// NVIDIA driver, when known.
+    pub driver: Option<String>,
+    /// Engine and its version.
+    pub engine: String,
+    /// Engine version string.
+    pub engine_version: Option<String>,
+    /// Model reference (tag or file).
+    pub model: String,
+    /// Model digest or file SHA-256, when known.
+    pub model_digest: Option<String>,
+    /// Quantisation, when known.
+    pub quantization: Option<String>,
+    /// Context window.
+    pub context: u32,
+    /// Layers on the GPU, when known.
+    pub gpu_layers: Option<String>,
+    /// CPU threads.
+    pub threads: Option<u32>,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Temperature.
+    pub temperature: f64,
+    /// SHA-256 of the plan file.
+    pub plan_hash: String,
+    /// threadcycle's version.
+    pub threadcycle_version: String,
+}
+
+/// How one attempt at a model ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// From 1.
+    pub number: u32,
+    /// Settings changed for this attempt (from a remediation), as `key=value`.
+    pub changes: Vec<String>,
+    /// `ok`, or the failure.
+    pub outcome: String,
+    /// The escalation raised, if it failed.
+    pub escalation: Option<String>,
+}
+
+/// Final state of a model in the cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Measured.
+    Measured,
+    /// Failed after the attempts allowed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Not run.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything the Writer measured for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelResult {
+    /// Position in the plan.
+    pub index: u32,
+    /// Model name from the plan.
+    pub model: String,
+    /// How it ended.
+    pub status: ModelStatus,
+    /// Attempts in order.
+    pub attempts: Vec<Attempt>,
+    /// Time from engine start to healthy, ms.
+    pub load_ms: Option<f64>,
+    /// Measured requests.
+    pub runs: Vec<RunResult>,
+    /// Per-prompt figures.
+    pub prompts: Vec<PromptSummary>,
+    /// Peak resident memory of the engine, bytes (process RSS or container usage).
+    pub peak_ram_bytes: Option<u64>,
+    /// Peak VRAM, bytes.
+    pub peak_vram_bytes: Option<u64>,
+    /// Reproducibility manifest.
+    pub manifest: Manifest,
+    /// When measuring started and ended (RFC 3339).
+    pub started_at: String,
+    /// End time.
+    pub finished_at: String,
+}
+
+/// Failure classes Debug knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The engine never answered its health check.
+    EngineUnhealthy,
+    /// The engine process or container exited.
+    EngineExited,
+    /// Killed by the OOM killer.
+    OomKilled,
+    /// The GPU ran out of memory.
+    GpuOutOfMemory,
+    /// The model tag or file does not exist.
+    ModelNotFound,
+    /// A request failed or timed out.
+    RequestFailed,
+    /// The prompt exceeded the context.
+    ContextOverflow,
+    /// The GPU stayed too hot.
+    Thermal,
+    /// A host check failed.
+    HostCheck,
+    /// Anything else.
+    Other,
+}
+
+impl FailureClass {
+    /// Name used in plans' `policy.per_class`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::EngineUnhealthy => "engine_unhealthy",
+            FailureClass::EngineExited => "engine_exited",
+            FailureClass::OomKilled => "oom_killed",
+            FailureClass::GpuOutOfMemory => "gpu_out_of_memory",
+            FailureClass::ModelNotFound => "model_not_found",
+            FailureClass::RequestFailed => "request_failed",
+            FailureClass::ContextOverflow => "context_overflow",
+            FailureClass::Thermal => "thermal",
+            FailureClass::HostCheck => "host_check",
+            FailureClass::Other => "other",
+        }
+    }
+}
+
+/// A concrete change Debug proposes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RemedyAction {
+    /// Retry with these settings (`key=value`: `memory_limit_gb`, `context`, `gpu_layers`,
+    /// `load_timeout_s`, `env.NAME`, …).
+    Retry {
+        /// The settings.
+        set: Vec<(String, String)>,
+    },
+    /// Wait, then retry unchanged.
+    CoolDown {
+        /// Seconds.
+        seconds: u64,
+    },
+    /// Skip this model and go on.
+    Skip,
+    /// Abort the whole cycle.
+    Abort,
+}
+
+/// One ranked remediation option.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemedyOption {
+    /// 1-based rank shown to the operator.
+    pub number: u32,
+    /// What it does, in words.
+    pub summary: String,
+    /// Why it should help.
+    pub rationale: String,
+    /// Whether `auto` may apply it.
+    pub safe: bool,
+    /// The change.
+    pub action: RemedyAction,
+}
+
+/// Evidence Debug gathered itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Exit status of the engine process or container.
+    pub exit_status: Option<String>,
+    /// Whether the kernel OOM killer was involved.
+    pub oom_killed: Option<bool>,
+    /// Last log lines of the engine (untrusted text).
+    pub log_tail: Vec<String>,
+    /// The engine's error text.
+    pub engine_error: Option<String>,
+    /// Host RAM available, bytes.
+    pub host_ram_available: Option<u64>,
+    /// GPU memory free, bytes.
+    pub gpu_free: Option<u64>,
+    /// GPU temperature, °C.
+    pub gpu_temp_c: Option<u32>,
+    /// Earlier attempts at this model.
+    pub attempts: u32,
+}
+
+/// How an escalation was decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The option chosen (its number), or None for a custom change.
+    pub option: Option<u32>,
+    /// The change applied.
+    pub action: RemedyAction,
+    /// `policy:auto`, `policy:skip`, `timeout-default`, or `operator:<name>`.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// An escalation as Debug records it: failure, evidence, diagnosis, options, decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationRecord {
+    /// Escalation id (the package id of the escalation).
+    pub id: String,
+    /// Cycle id.
+    pub cycle: String,
+    /// Model name.
+    pub model: String,
+    /// Attempt that failed.
+    pub attempt: u32,
+    /// What the escalating agent reported.
+    pub failure: String,
+    /// Class after diagnosis.
+    pub class: FailureClass,
+    /// Diagnosis in words.
+    pub diagnosis: String,
+    /// How sure (0–1).
+    pub confidence: f64,
+    /// The evidence quoted.
+    pub evidence: Evidence,
+    /// Ranked options.
+    pub options: Vec<RemedyOption>,
+    /// The decision, once made.
+    pub decision: Option<Decision>,
+    /// When opened (RFC 3339).
+    pub opened_at: String,
+}

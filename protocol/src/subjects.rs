@@ -1,0 +1,98 @@
+//! NATS names: subjects, streams, consumers, buckets.
+//!
+//! Architecture invariant: stream subjects (`tc.handoff.>`, `tc.evt.>`, `tc.dlq.>`) and
+//! request/reply subjects (`tc.svc.>`) never overlap, so a request is never answered by a
+//! stream's PubAck.
+
+use crate::ids::{CycleId, HostId, Role};
+
+/// Stream holding handoff packages.
+pub const HANDOFF_STREAM: &str = "TC_HANDOFFS";
+/// Stream holding progress events.
+pub const EVENT_STREAM: &str = "TC_EVENTS";
+/// Stream holding packages that could not be processed.
+pub const DEAD_LETTER_STREAM: &str = "TC_DEAD_LETTERS";
+/// KV bucket: which packages each role has applied.
+pub const LEDGER_BUCKET: &str = "tc_ledger";
+/// KV bucket: cycle records.
+pub const CYCLES_BUCKET: &str = "tc_cycles";
+/// KV bucket: escalation records.
+pub const ESCALATIONS_BUCKET: &str = "tc_escalations";
+/// KV bucket: per-model results kept as they are measured.
+pub const RESULTS_BUCKET: &str = "tc_results";
+/// KV bucket: agent heartbeats.
+pub const HEARTBEATS_BUCKET: &str = "tc_heartbeats";
+/// Object store bucket for large payloads and answers.
+pub const BLOB_BUCKET: &str = "tc_blobs";
+
+/// Subjects of the handoff stream.
+pub const HANDOFF_WILDCARD: &str = "tc.handoff.>";
+/// Subjects of the event stream.
+pub const EVENT_WILDCARD: &str = "tc.evt.>";
+/// Subjects of the dead-letter stream.
+pub const DEAD_LETTER_WILDCARD: &str = "tc.dlq.>";
+
+/// The subject a package for `to` in `cycle` is published on.
+pub fn handoff(to: Role, host: &HostId, cycle: &CycleId) -> String {
+    if to.host_bound() {
+        format!("tc.handoff.{}.{}.{}", to.as_str(), host, cycle)
+    } else {
+        format!("tc.handoff.{}.{}", to.as_str(), cycle)
+    }
+}
+
+/// The filter of a role's durable consumer.
+pub fn handoff_filter(role: Role, host: &HostId) -> String {
+    if role.host_bound() { format!("tc.handoff.{}.{}.>", role.as_str(), host) } else { format!("tc.handoff.{}.>", role.as_str()) }
+}
+
+/// The durable consumer name of a role.
+pub fn consumer_name(role: Role, host: &HostId) -> String {
+    if role.host_bound() { format!("{}-{}", role.as_str(), host) } else { role.as_str().to_string() }
+}
+
+/// The subject events of a cycle are published on.
+pub fn event(cycle: &CycleId, from: Role) -> String {
+    format!("tc.evt.{}.{}", cycle, from.as_str())
+}
+
+/// Subject filter for all events of one cycle.
+pub fn events_of(cycle: &CycleId) -> String {
+    format!("tc.evt.{cycle}.>")
+}
+
+/// Dead-letter subject for a role.
+pub fn dead_letter(role: Role) -> String {
+    format!("tc.dlq.{}", role.as_str())
+}
+
+/// Main's operator request subject.
+pub const OPERATOR_SUBJECT: &str = "tc.svc.main.operator";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_and_service_subjects_never_overlap() {
+        let c = CycleId::parse("c").expect("valid");
+        let h = HostId::local();
+        for r in Role::AGENTS {
+            assert!(handoff(r, &h, &c).starts_with("tc.handoff."));
+            assert!(event(&c, r).starts_with("tc.evt."));
+        }
+        assert!(OPERATOR_SUBJECT.starts_with("tc.svc."));
+        for s in [HANDOFF_WILDCARD, EVENT_WILDCARD, DEAD_LETTER_WILDCARD] {
+            assert!(!s.starts_with("tc.svc"));
+        }
+    }
+
+    #[test]
+    fn host_bound_roles_carry_the_host() {
+        let c = CycleId::parse("c").expect("valid");
+        let h = HostId::parse("gpu2").expect("valid");
+        assert_eq!(handoff(Role::Writer, &h, &c), "tc.handoff.writer.gpu2.c");
+        assert_eq!(handoff_filter(Role::Writer, &h), "tc.handoff.writer.gpu2.>");
+        assert_eq!(handoff(Role::Debug, &h, &c), "tc.handoff.debug.c");
+    }
+}
