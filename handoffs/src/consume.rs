@@ -28,6 +28,12 @@ pub enum HandleError {
 /// A handler finished; nothing else to say.
 pub type Handled = Result<(), HandleError>;
 
+/// What an agent does with each package addressed to it.
+pub trait Handler: Send + Sync {
+    /// Applies one package. Publishing done here must use ids derived from `env.id`.
+    fn handle(&self, env: Envelope) -> impl std::future::Future<Output = Handled> + Send;
+}
+
 /// Counters kept by a consumer loop (shared, for tests and status).
 #[derive(Debug, Default)]
 pub struct ConsumeStats {
@@ -49,15 +55,12 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Order of effects: decode → already in the ledger? (ack, skip) → handler → ledger record →
 /// acknowledged ack. A crash anywhere before the ledger record means redelivery and a second
 /// run of the handler, so handlers publish with ids derived from the package they handle.
-pub async fn consume<H>(
+pub async fn consume<H: Handler>(
     bus: &Bus,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<ConsumeStats>,
-    mut handler: H,
-) -> Result<(), BusError>
-where
-    H: AsyncFnMut(Envelope) -> Handled,
-{
+    handler: &H,
+) -> Result<(), BusError> {
     let name = subj::consumer_name(bus.role, &bus.host);
     let filter = subj::handoff_filter(bus.role, &bus.host);
     while !*shutdown.borrow() {
@@ -104,16 +107,18 @@ where
                 }
                 None => break,
             };
-            process_one(bus, &stats, &mut handler, msg).await;
+            // Dropping the handler on shutdown drops what it holds (an engine process is stopped by
+            // its Drop); the unacked package is redelivered to the next run.
+            tokio::select! {
+                _ = process_one(bus, &stats, handler, msg) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
         }
     }
     Ok(())
 }
 
-async fn process_one<H>(bus: &Bus, stats: &ConsumeStats, handler: &mut H, msg: async_nats::jetstream::Message)
-where
-    H: AsyncFnMut(Envelope) -> Handled,
-{
+async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, msg: async_nats::jetstream::Message) {
     let subject = msg.subject.to_string();
     let env = match Envelope::from_bytes(&msg.payload) {
         Ok(env) => env,
@@ -156,7 +161,7 @@ where
     let kind = env.payload.kind();
     let id = env.id;
     let cycle = env.cycle.clone();
-    let outcome = handler(env).await;
+    let outcome = handler.handle(env).await;
     keepalive.abort();
     match outcome {
         Ok(()) => {

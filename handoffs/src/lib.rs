@@ -19,5 +19,5 @@ pub mod server;
 
 pub use bus::{Bus, Kv, PublishOutcome};
 pub use connect::{ConnectConfig, connect};
-pub use consume::{ConsumeStats, HandleError, Handled, consume};
+pub use consume::{ConsumeStats, HandleError, Handled, Handler, consume};
 pub use error::BusError;

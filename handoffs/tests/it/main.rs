@@ -1,0 +1,3 @@
+//! Integration tests of the coordination runtime against a real nats-server.
+
+mod handoff_delivery;
