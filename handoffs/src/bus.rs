@@ -89,6 +89,11 @@ impl Kv {
         keys.try_collect().await.map_err(|e| BusError::js(format!("list {}", self.name), e))
     }
 
+    /// Deletes a key (absent keys are fine).
+    pub async fn store_delete(&self, key: &str) -> Result<(), BusError> {
+        self.store.delete(key).await.map_err(|e| BusError::js(format!("delete {}/{key}", self.name), e))
+    }
+
     /// Watches one key for changes (current value first).
     pub async fn watch(&self, key: &str) -> Result<kv::Watch, BusError> {
         self.store.watch_with_history(key).await.map_err(|e| BusError::js(format!("watch {}/{key}", self.name), e))

@@ -109,6 +109,9 @@ pub struct CycleRecord {
     pub report_dir: Option<String>,
     /// Files in it.
     pub report_files: Vec<String>,
+    /// Last event-stream sequence folded into this record (so a redelivered event counts once).
+    #[serde(default)]
+    pub last_event_seq: u64,
 }
 
 /// An agent's liveness as Main sees it.

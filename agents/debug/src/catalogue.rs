@@ -1,0 +1,335 @@
+//! Known failure signatures (engine-api-facts §7) matched against evidence → a diagnosis, how
+//! sure it is, the evidence quoted, and ranked remedies.
+
+use protocol::messages::Escalation;
+use protocol::results::{Evidence, FailureClass, RemedyAction, RemedyOption};
+
+/// A diagnosis and its remedies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// Class.
+    pub class: FailureClass,
+    /// In words, with the evidence quoted.
+    pub text: String,
+    /// How sure (0–1).
+    pub confidence: f64,
+    /// Ranked options (Skip and Abort always last).
+    pub options: Vec<RemedyOption>,
+}
+
+struct Signature {
+    class: FailureClass,
+    needles: &'static [&'static str],
+    what: &'static str,
+}
+
+/// Matched case-insensitively against log lines, the engine's error and the failure text.
+const SIGNATURES: &[Signature] = &[
+    Signature {
+        class: FailureClass::OomKilled,
+        needles: &["signal: killed", "oom-kill", "oomkilled", "exit status 137", "exited (137)", "killed by the oom killer"],
+        what: "the engine was killed by the kernel's OOM killer",
+    },
+    Signature {
+        class: FailureClass::GpuOutOfMemory,
+        needles: &[
+            "cudamalloc failed",
+            "out of device memory",
+            "unable to allocate cuda",
+            "cuda error: out of memory",
+            "failed to allocate cuda",
+            "erroroutofmemory",
+            "vk_error_out_of_device_memory",
+        ],
+        what: "the GPU ran out of memory",
+    },
+    Signature {
+        class: FailureClass::ModelNotFound,
+        needles: &[
+            "pull model manifest: file does not exist",
+            "not found, try pulling it first",
+            "model file",
+            "no such file or directory",
+            "failed to open gguf",
+        ],
+        what: "the model does not exist under that tag or path",
+    },
+    Signature {
+        class: FailureClass::ContextOverflow,
+        needles: &["exceeds the available context size", "input length exceeds the context length", "exceed_context_size_error"],
+        what: "the prompt does not fit in the context window",
+    },
+    Signature {
+        class: FailureClass::GpuOutOfMemory,
+        needles: &["out of memory", "failed to allocate", "allocation failed", "not enough memory", "insufficient memory"],
+        what: "memory could not be allocated",
+    },
+    Signature {
+        class: FailureClass::EngineUnhealthy,
+        needles: &["timed out waiting for llama", "did not become healthy", "not healthy within"],
+        what: "the engine did not finish loading in time",
+    },
+    Signature {
+        class: FailureClass::EngineExited,
+        needles: &["error loading model", "gguf_init", "invalid magic", "bad magic", "ggml_assert", "failed to load model"],
+        what: "the engine could not load the model file",
+    },
+    Signature {
+        class: FailureClass::Other,
+        needles: &["could not select device driver", "no compatible gpus were discovered"],
+        what: "no GPU is visible to the engine",
+    },
+    Signature {
+        class: FailureClass::RequestFailed,
+        needles: &["server busy, please try again", "maximum pending requests exceeded"],
+        what: "the engine's request queue is full",
+    },
+];
+
+fn setting<'a>(e: &'a Escalation, key: &str) -> Option<&'a str> {
+    e.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
+    RemedyOption { number: 0, summary, rationale: rationale.into(), safe, action }
+}
+
+fn retry(set: &[(&str, String)]) -> RemedyAction {
+    RemedyAction::Retry { set: set.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+}
+
+fn gb(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Diagnoses an escalation with the evidence Debug gathered.
+pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
+    let mut haystack = e.failure.to_lowercase();
+    for l in &ev.log_tail {
+        haystack.push('\n');
+        haystack.push_str(&l.to_lowercase());
+    }
+    if let Some(t) = &ev.engine_error {
+        haystack.push('\n');
+        haystack.push_str(&t.to_lowercase());
+    }
+    if let Some(s) = &ev.exit_status {
+        haystack.push('\n');
+        haystack.push_str(&s.to_lowercase());
+    }
+    let oom_flag = ev.oom_killed == Some(true);
+    let hit = if oom_flag {
+        Some((&SIGNATURES[0], "OOMKilled: true".to_string()))
+    } else {
+        SIGNATURES.iter().find_map(|s| {
+            s.needles.iter().find(|n| haystack.contains(*n)).map(|n| (s, quote(e, ev, n)))
+        })
+    };
+    let (class, what, quoted, confidence) = match hit {
+        Some((s, q)) => (s.class, s.what.to_string(), q, if oom_flag { 0.95 } else { 0.8 }),
+        None => (e.suspected, format!("no known signature matched; the Writer reported {}", e.suspected.as_str()), e.failure.clone(), 0.4),
+    };
+    let mut options = remedies(class, e, ev);
+    options.push(opt("skip this model".into(), "the rest of the cycle goes on; the report records why", true, RemedyAction::Skip));
+    options.push(opt("abort the cycle".into(), "stops every remaining model; measured results are still reported", false, RemedyAction::Abort));
+    for (i, o) in options.iter_mut().enumerate() {
+        o.number = i as u32 + 1;
+    }
+    let text = format!("{what} (evidence: \u{201c}{quoted}\u{201d})");
+    Diagnosis { class, text, confidence, options }
+}
+
+/// The line of evidence that matched, quoted back (trimmed).
+fn quote(e: &Escalation, ev: &Evidence, needle: &str) -> String {
+    let all = ev
+        .log_tail
+        .iter()
+        .map(String::as_str)
+        .chain(ev.engine_error.as_deref())
+        .chain(ev.exit_status.as_deref())
+        .chain(std::iter::once(e.failure.as_str()));
+    for line in all {
+        if line.to_lowercase().contains(needle) {
+            return line.trim().chars().take(240).collect();
+        }
+    }
+    needle.to_string()
+}
+
+fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOption> {
+    let context: Option<u32> = setting(e, "context").and_then(|v| v.parse().ok());
+    let limit: Option<f64> = setting(e, "memory_limit_gb").and_then(|v| v.parse().ok());
+    let layers: Option<i32> = setting(e, "gpu_layers").and_then(|v| v.parse().ok());
+    let load: Option<u64> = setting(e, "load_timeout_s").and_then(|v| v.parse().ok());
+    let ollama = setting(e, "engine").is_some_and(|v| v.eq_ignore_ascii_case("ollama"));
+    let mut v = Vec::new();
+    let smaller_ctx = |v: &mut Vec<RemedyOption>, safe: bool| {
+        if let Some(c) = context.filter(|c| *c >= 1024) {
+            v.push(opt(
+                format!("context {c} → {}", c / 2),
+                "the KV cache and compute graph shrink with the context",
+                safe,
+                retry(&[("context", (c / 2).to_string())]),
+            ));
+        }
+    };
+    let kv_q8 = |v: &mut Vec<RemedyOption>| {
+        if ollama {
+            v.push(opt(
+                "OLLAMA_KV_CACHE_TYPE=q8_0 with flash attention".into(),
+                "a q8_0 KV cache takes about half the memory of f16",
+                true,
+                retry(&[("env.OLLAMA_KV_CACHE_TYPE", "q8_0".into()), ("env.OLLAMA_FLASH_ATTENTION", "1".into())]),
+            ));
+        } else {
+            v.push(opt(
+                "KV cache q8_0 (-ctk q8_0 -ctv q8_0) with flash attention".into(),
+                "a q8_0 KV cache takes about half the memory of f16",
+                true,
+                retry(&[("arg", "-fa".into()), ("arg", "on".into()), ("arg", "-ctk".into()), ("arg", "q8_0".into()), ("arg", "-ctv".into()), ("arg", "q8_0".into())]),
+            ));
+        }
+    };
+    match class {
+        FailureClass::OomKilled => {
+            if let Some(l) = limit {
+                let want = (l * 1.5).max(l + 2.0).ceil();
+                let room = ev.host_ram_available.map(gb);
+                match room {
+                    Some(r) if want <= r => v.push(opt(
+                        format!("memory limit {l} GB → {want} GB"),
+                        "the container was killed at its limit and the host has the memory",
+                        true,
+                        retry(&[("memory_limit_gb", want.to_string())]),
+                    )),
+                    Some(r) => v.push(opt(
+                        format!("memory limit {l} GB → {want} GB (host has only {r:.1} GB available)"),
+                        "the container was killed at its limit, but raising it may starve the host",
+                        false,
+                        retry(&[("memory_limit_gb", want.to_string())]),
+                    )),
+                    None => v.push(opt(
+                        format!("memory limit {l} GB → {want} GB"),
+                        "the container was killed at its limit",
+                        true,
+                        retry(&[("memory_limit_gb", want.to_string())]),
+                    )),
+                }
+            }
+            smaller_ctx(&mut v, true);
+            kv_q8(&mut v);
+        }
+        FailureClass::GpuOutOfMemory => {
+            let fewer = layers.filter(|l| *l > 1).map(|l| l * 3 / 4);
+            if let Some(f) = fewer {
+                v.push(opt(format!("GPU layers {} → {f}", layers.unwrap_or_default()), "fewer layers on the GPU leave room for the KV cache and graph", true, retry(&[("gpu_layers", f.to_string())])));
+            }
+            kv_q8(&mut v);
+            smaller_ctx(&mut v, true);
+        }
+        FailureClass::EngineUnhealthy => {
+            let t = load.unwrap_or(300);
+            v.push(opt(
+                format!("load timeout {t} s → {} s", t * 3),
+                "large models load slowly from disk; the engine may just need longer",
+                true,
+                retry(&[("load_timeout_s", (t * 3).to_string())]),
+            ));
+        }
+        FailureClass::ContextOverflow => {
+            if let Some(c) = context {
+                v.push(opt(format!("context {c} → {}", c * 2), "the prompt plus answer did not fit", true, retry(&[("context", (c * 2).to_string())])));
+            }
+        }
+        FailureClass::RequestFailed | FailureClass::Thermal => {
+            v.push(opt("cool down 30 s and retry".into(), "a transient overload or heat may pass", true, RemedyAction::CoolDown { seconds: 30 }));
+        }
+        FailureClass::ModelNotFound => {
+            // Nothing to retry: the tag or path must be fixed in the plan ("check the tag").
+        }
+        _ => {
+            v.push(opt("retry once unchanged".into(), "the cause is unknown; one retry tells a transient failure from a real one", true, RemedyAction::CoolDown { seconds: 5 }));
+        }
+    }
+    v
+}
+
+/// The option `auto` applies: the first safe one while attempts remain, else skip.
+pub fn auto_choice(d: &Diagnosis, attempt: u32, max_attempts: u32) -> &RemedyOption {
+    let last = d.options.iter().find(|o| matches!(o.action, RemedyAction::Skip)).unwrap_or(&d.options[0]);
+    if attempt >= max_attempts {
+        return last;
+    }
+    d.options.iter().find(|o| o.safe).unwrap_or(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::plan::Policy;
+
+    fn esc(failure: &str, settings: &[(&str, &str)]) -> Escalation {
+        Escalation {
+            model: "m".into(),
+            attempt: 1,
+            failure: failure.into(),
+            suspected: FailureClass::Other,
+            evidence: Evidence::default(),
+            target: None,
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            max_attempts: 3,
+            policy: Policy::default(),
+        }
+    }
+
+    #[test]
+    fn oom_kill_raises_the_limit_when_the_host_has_room() {
+        let e = esc("container exited", &[("memory_limit_gb", "0.5"), ("context", "2048")]);
+        let ev = Evidence { oom_killed: Some(true), host_ram_available: Some(16 << 30), ..Default::default() };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::OomKilled);
+        assert!(d.confidence > 0.9);
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "3".into())] });
+        assert_eq!(auto_choice(&d, 1, 3).number, 1);
+        assert!(matches!(auto_choice(&d, 3, 3).action, RemedyAction::Skip));
+    }
+
+    #[test]
+    fn unknown_tag_says_check_the_tag_and_auto_skips() {
+        let e = esc("pull failed", &[]);
+        let ev = Evidence { engine_error: Some("pull model manifest: file does not exist".into()), ..Default::default() };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::ModelNotFound);
+        assert!(d.text.contains("file does not exist"), "{}", d.text);
+        assert!(matches!(auto_choice(&d, 1, 3).action, RemedyAction::Skip));
+    }
+
+    #[test]
+    fn never_healthy_gets_a_longer_timeout_and_quotes_the_log() {
+        let e = esc("llama-server did not become healthy within 5s", &[("load_timeout_s", "5")]);
+        let ev = Evidence { log_tail: vec!["load_model: loading model".into()], ..Default::default() };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::EngineUnhealthy);
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("load_timeout_s".into(), "15".into())] });
+    }
+
+    #[test]
+    fn cuda_oom_lowers_gpu_layers_first() {
+        let e = esc("failed", &[("gpu_layers", "40"), ("context", "4096")]);
+        let ev = Evidence {
+            log_tail: vec!["ggml_backend_cuda_buffer_type_alloc_buffer: allocating 35533.34 MiB on device 0: cudaMalloc failed: out of memory".into()],
+            ..Default::default()
+        };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::GpuOutOfMemory);
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("gpu_layers".into(), "30".into())] });
+    }
+
+    #[test]
+    fn options_are_numbered_with_skip_and_abort_last() {
+        let d = diagnose(&esc("weird", &[]), &Evidence::default());
+        let n: Vec<u32> = d.options.iter().map(|o| o.number).collect();
+        assert_eq!(n, (1..=d.options.len() as u32).collect::<Vec<_>>());
+        assert!(matches!(d.options.last().map(|o| &o.action), Some(RemedyAction::Abort)));
+    }
+}

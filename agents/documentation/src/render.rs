@@ -1,0 +1,3505 @@
+//! Turns a cycle's results into the report folder: markdown pages, charts, raw data and one
+//! self-contained HTML file.
+//!
+//! Everything here is a pure function of [`ReportInput`]: no clock, no environment, no I/O, and
+//! every map is ordered, so the same results always give the same bytes.
+
+use crate::charts;
+use crate::html;
+use crate::markdown::{Align, cell, cell_short, fence, inline, shell_word, table, yaml_str};
+use protocol::messages::BenchmarkResults;
+use protocol::plan::{
+    Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime,
+};
+use protocol::results::{
+    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, ModelResult, ModelStatus,
+    RemedyAction, RunResult, Stat,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Everything the reports are made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportInput {
+    /// The cycle id.
+    pub cycle: String,
+    /// The Writer's results, with the Reader's verification inside.
+    pub results: BenchmarkResults,
+    /// Debug's record of every escalation in the cycle.
+    pub troubleshooting: Vec<EscalationRecord>,
+    /// Full answers by object-store key (may be empty; excerpts are used then).
+    pub answers: BTreeMap<String, String>,
+}
+
+/// One file of the report folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFile {
+    /// Path relative to the report folder, with `/` separators.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+}
+
+/// The markdown pages, in reading order: path and title.
+pub const PAGES: &[(&str, &str)] = &[
+    ("README.md", "Summary"),
+    ("benchmark-report.md", "Benchmark report"),
+    ("deployment-guide.md", "Deployment guide"),
+    ("troubleshooting.md", "Troubleshooting log"),
+    ("business-case.md", "Business case"),
+    ("quality.md", "Answer quality"),
+];
+
+/// Decode chart path.
+const DECODE_CHART: &str = "charts/decode-tps.svg";
+/// TTFT chart path.
+const TTFT_CHART: &str = "charts/ttft.svg";
+/// Placeholder for a figure that was not measured or not projected.
+const DASH: &str = "—";
+/// Bytes in a GiB; the plan's "GB" are read as GiB, as Docker's memory limits are.
+const GIB: f64 = 1_073_741_824.0;
+
+/// Renders every report file for one cycle.
+pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
+    let ctx = Ctx::new(input);
+    let pages = vec![
+        ("README.md".to_string(), readme(&ctx)),
+        ("benchmark-report.md".to_string(), benchmark_report(&ctx)),
+        ("deployment-guide.md".to_string(), deployment_guide(&ctx)),
+        ("troubleshooting.md".to_string(), troubleshooting(&ctx)),
+        ("business-case.md".to_string(), business_case(&ctx)),
+        ("quality.md".to_string(), quality(&ctx)),
+    ];
+    let svgs: BTreeMap<String, String> = [
+        (DECODE_CHART.to_string(), decode_chart(&ctx)),
+        (TTFT_CHART.to_string(), ttft_chart(&ctx)),
+    ]
+    .into_iter()
+    .collect();
+    let title = format!("{} — cycle {}", ctx.plan.name, input.cycle);
+    let html_pages: Vec<html::Page> = pages
+        .iter()
+        .map(|(path, md)| html::Page {
+            path,
+            title: PAGES
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, t)| *t)
+                .unwrap_or(path),
+            markdown: md,
+        })
+        .collect();
+    let html = html::render_html(&title, &html_pages, &svgs);
+    let mut files: Vec<ReportFile> = pages
+        .into_iter()
+        .map(|(path, text)| ReportFile {
+            path,
+            bytes: text.into_bytes(),
+        })
+        .collect();
+    files.extend(svgs.into_iter().map(|(path, svg)| ReportFile {
+        path,
+        bytes: svg.into_bytes(),
+    }));
+    files.push(ReportFile {
+        path: "data/results.json".into(),
+        bytes: results_json(&input.results).into_bytes(),
+    });
+    files.push(ReportFile {
+        path: "data/results.csv".into(),
+        bytes: results_csv(&input.results).into_bytes(),
+    });
+    files.push(ReportFile {
+        path: "report.html".into(),
+        bytes: html.into_bytes(),
+    });
+    files
+}
+
+// ---------------------------------------------------------------------------------------------
+// Derived figures
+
+/// Mean, spread and count of each figure over a set of runs.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    ttft_ms: Option<Stat>,
+    e2e_ms: Option<Stat>,
+    tpot_ms: Option<Stat>,
+    client_tps: Option<Stat>,
+    engine_tps: Option<Stat>,
+    prefill_tps: Option<Stat>,
+    tokens: Option<Stat>,
+    words: Option<Stat>,
+}
+
+impl Figures {
+    fn of(runs: &[&RunResult], cv: f64) -> Self {
+        let stat = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            let xs: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
+            Stat::of(&xs, cv)
+        };
+        Figures {
+            ttft_ms: stat(&|r| Some(r.ttft_ms)),
+            e2e_ms: stat(&|r| Some(r.e2e_ms)),
+            tpot_ms: stat(&|r| r.tpot_ms),
+            client_tps: stat(&|r| r.client_decode_tps),
+            engine_tps: stat(&|r| r.engine_decode_tps),
+            prefill_tps: stat(&|r| r.engine_prefill_tps),
+            tokens: stat(&|r| Some(f64::from(r.output_tokens))),
+            words: stat(&|r| Some(f64::from(r.analysis.words))),
+        }
+    }
+
+    /// Decode tokens/s for costs and criteria: the client's figure, else the engine's.
+    fn decode(&self) -> Option<(f64, &'static str)> {
+        self.client_tps
+            .map(|s| (s.mean, "client-side"))
+            .or_else(|| self.engine_tps.map(|s| (s.mean, "engine-reported")))
+    }
+}
+
+/// The settings a model was measured with: the plan's, with every remedy applied in order.
+#[derive(Debug, Clone)]
+struct Effective {
+    memory_limit_gb: Option<f64>,
+    context: u32,
+    gpu_layers: Option<i32>,
+    threads: Option<u32>,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+    load_timeout_s: u64,
+    tag: Option<String>,
+    model_path: Option<String>,
+    /// The attempt that succeeded, if one did.
+    attempt: Option<u32>,
+    /// Changes from the plan, in order, without repeats.
+    changes: Vec<String>,
+}
+
+impl Effective {
+    fn of(plan: &Plan, spec: &ModelSpec, r: &ModelResult) -> Self {
+        let mut e = Effective {
+            memory_limit_gb: spec.memory_limit_gb,
+            context: plan.context_for(spec),
+            gpu_layers: spec.gpu_layers,
+            threads: spec.threads,
+            env: spec.env.clone(),
+            args: spec.args.clone(),
+            load_timeout_s: plan.defaults.load_timeout_s,
+            tag: spec.tag.clone(),
+            model_path: spec.model_path.clone(),
+            attempt: None,
+            changes: Vec::new(),
+        };
+        let mut attempts: Vec<_> = r.attempts.iter().collect();
+        attempts.sort_by_key(|a| a.number);
+        for a in attempts {
+            for change in &a.changes {
+                if !e.changes.contains(change) {
+                    e.apply(change);
+                    e.changes.push(change.clone());
+                }
+            }
+            if a.outcome.trim().eq_ignore_ascii_case("ok") {
+                e.attempt = Some(a.number);
+                break;
+            }
+        }
+        if e.attempt.is_none() && r.status == ModelStatus::Measured {
+            e.attempt = Some(r.attempts.iter().map(|a| a.number).max().unwrap_or(1));
+        }
+        e
+    }
+
+    fn apply(&mut self, change: &str) {
+        let Some((key, value)) = change.split_once('=') else {
+            return;
+        };
+        match key {
+            "memory_limit_gb" => self.memory_limit_gb = value.parse().ok().or(self.memory_limit_gb),
+            "context" => self.context = value.parse().unwrap_or(self.context),
+            "gpu_layers" => self.gpu_layers = value.parse().ok().or(self.gpu_layers),
+            "threads" => self.threads = value.parse().ok().or(self.threads),
+            "load_timeout_s" => self.load_timeout_s = value.parse().unwrap_or(self.load_timeout_s),
+            "tag" => self.tag = Some(value.to_string()),
+            "model_path" => self.model_path = Some(value.to_string()),
+            k if k.starts_with("env.") && k.len() > 4 => {
+                self.env.insert(k[4..].to_string(), value.to_string());
+            }
+            k if k.starts_with("arg") => self.args.push(value.to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// One model as the reports see it.
+struct View<'a> {
+    r: &'a ModelResult,
+    spec: Option<&'a ModelSpec>,
+    verdict: Option<&'a FitVerdict>,
+    all: Figures,
+    settings: Option<Effective>,
+}
+
+impl View<'_> {
+    fn measured(&self) -> bool {
+        self.r.status == ModelStatus::Measured && !self.r.runs.is_empty()
+    }
+
+    fn name(&self) -> String {
+        cell(&self.r.model)
+    }
+
+    /// Prompt ids in plan order, then any the plan does not list.
+    fn prompt_ids(&self, plan: &Plan) -> Vec<String> {
+        let mut ids: Vec<String> = plan.prompts.iter().map(|p| p.id.clone()).collect();
+        for r in &self.r.runs {
+            if !ids.contains(&r.prompt_id) {
+                ids.push(r.prompt_id.clone());
+            }
+        }
+        ids.retain(|id| self.r.runs.iter().any(|r| &r.prompt_id == id));
+        ids
+    }
+
+    fn runs_of(&self, prompt: &str) -> Vec<&RunResult> {
+        let mut v: Vec<&RunResult> = self
+            .r
+            .runs
+            .iter()
+            .filter(|r| r.prompt_id == prompt)
+            .collect();
+        v.sort_by_key(|r| r.repetition);
+        v
+    }
+}
+
+/// Verdict of one success criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+    NotMeasured,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "**PASS**",
+            Verdict::Fail => "**FAIL**",
+            Verdict::NotMeasured => "NOT MEASURED",
+        }
+    }
+}
+
+/// One row of the success-criteria table; text fields are markdown already.
+struct Criterion {
+    what: String,
+    threshold: String,
+    measured: String,
+    verdict: Verdict,
+}
+
+/// Everything the pages share.
+struct Ctx<'a> {
+    input: &'a ReportInput,
+    plan: &'a Plan,
+    views: Vec<View<'a>>,
+    escalations: Vec<&'a EscalationRecord>,
+    criteria: Vec<Criterion>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(input: &'a ReportInput) -> Self {
+        let ver = &input.results.verification;
+        let plan = &ver.plan;
+        let cv = plan.defaults.cv_flag;
+        let mut models: Vec<&ModelResult> = input.results.models.iter().collect();
+        models.sort_by_key(|m| m.index);
+        let views = models
+            .into_iter()
+            .map(|r| {
+                let spec = plan.models.iter().find(|s| s.name == r.model);
+                let runs: Vec<&RunResult> = r.runs.iter().collect();
+                View {
+                    r,
+                    spec,
+                    verdict: ver.verdicts.iter().find(|v| v.model == r.model),
+                    all: Figures::of(&runs, cv),
+                    settings: spec.map(|s| Effective::of(plan, s, r)),
+                }
+            })
+            .collect();
+        let mut escalations: Vec<&EscalationRecord> = input.troubleshooting.iter().collect();
+        escalations.sort_by(|a, b| (&a.opened_at, &a.id).cmp(&(&b.opened_at, &b.id)));
+        escalations.dedup_by(|a, b| a.id == b.id);
+        let mut ctx = Ctx {
+            input,
+            plan,
+            views,
+            escalations,
+            criteria: Vec::new(),
+        };
+        ctx.criteria = criteria(&ctx);
+        ctx
+    }
+
+    fn measured(&self) -> impl Iterator<Item = &View<'a>> {
+        self.views.iter().filter(|v| v.measured())
+    }
+
+    fn cycle(&self) -> String {
+        inline(&self.input.cycle)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+/// A figure with as many decimals as its size deserves.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return DASH.to_string();
+    }
+    format!("{v:.*}", decimals(v))
+}
+
+/// Decimals a figure of this size deserves: three significant digits, at most two decimals.
+fn decimals(v: f64) -> usize {
+    let a = v.abs();
+    if a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else {
+        2
+    }
+}
+
+/// A setting or plan input: whole numbers without decimals, others like [`num`].
+fn plain(v: f64) -> String {
+    if v.is_finite() && (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        num(v)
+    }
+}
+
+/// A count averaged over repetitions: whole numbers as they are, else one decimal.
+fn count(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A share from 0 to 1 as a whole percentage.
+fn percent(v: f64) -> String {
+    format!("{:.0} %", v * 100.0)
+}
+
+/// Dollars: cents below $100, whole dollars with thousands separators above.
+fn usd(v: f64) -> String {
+    if !v.is_finite() {
+        return DASH.to_string();
+    }
+    if v.abs() >= 100.0 {
+        let whole = format!("{:.0}", v.abs());
+        let mut grouped = String::new();
+        for (i, c) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{}${grouped}", if v < 0.0 { "-" } else { "" })
+    } else if v.abs() >= 0.1 {
+        format!("${v:.2}")
+    } else {
+        format!("${v:.4}")
+    }
+}
+
+fn opt_num(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_else(|| DASH.to_string())
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / GIB
+}
+
+fn opt_gib(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| num(gib(b)))
+        .unwrap_or_else(|| DASH.to_string())
+}
+
+/// `mean ± sd`, scaled; `⚠` marks a spread above the plan's flag.
+fn stat_text(s: Option<&Stat>, scale: f64) -> String {
+    match s {
+        None => DASH.to_string(),
+        Some(s) if s.n <= 1 => num(s.mean * scale),
+        Some(s) => {
+            let flag = if s.unstable { " ⚠" } else { "" };
+            let d = decimals(s.mean * scale);
+            format!("{:.d$} ± {:.d$}{flag}", s.mean * scale, s.stddev * scale)
+        }
+    }
+}
+
+fn bounds(b: Option<&Bounds>) -> String {
+    b.map(|b| b.to_string()).unwrap_or_else(|| DASH.to_string())
+}
+
+/// Where a measured value falls against projected bounds.
+fn against(b: Option<&Bounds>, v: Option<f64>) -> &'static str {
+    match (b, v) {
+        (None, _) => "no projection",
+        (Some(_), None) => "not measured",
+        (Some(b), Some(v)) if b.contains(v) => "within",
+        (Some(b), Some(v)) if b.min.is_some_and(|m| v < m) => "below",
+        (Some(_), Some(_)) => "above",
+    }
+}
+
+fn outcome(v: &View) -> String {
+    match &v.r.status {
+        ModelStatus::Measured => match v.settings.as_ref().and_then(|s| s.attempt) {
+            Some(n) if n > 1 => format!("measured (attempt {n})"),
+            _ => "measured".to_string(),
+        },
+        ModelStatus::Failed { reason } => format!("failed: {}", cell_short(reason, 90)),
+        ModelStatus::Skipped { reason } => format!("skipped: {}", cell_short(reason, 90)),
+    }
+}
+
+fn fit_word(f: Fit) -> &'static str {
+    match f {
+        Fit::Go => "go",
+        Fit::GoPartialOffload => "go, partial offload",
+        Fit::NoGo => "no-go",
+        Fit::Unknown => "unknown",
+    }
+}
+
+fn check_word(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Pass => "PASS",
+        CheckStatus::Warn => "WARN",
+        CheckStatus::Fail => "**FAIL**",
+        CheckStatus::Unavailable => "unavailable",
+    }
+}
+
+fn action_text(a: &RemedyAction) -> String {
+    match a {
+        RemedyAction::Retry { set } if set.is_empty() => "retry unchanged".to_string(),
+        RemedyAction::Retry { set } => {
+            format!(
+                "retry with {}",
+                set.iter()
+                    .map(|(k, v)| cell(&format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        RemedyAction::CoolDown { seconds } => format!("cool down for {seconds} s, then retry"),
+        RemedyAction::Skip => "skip the model".to_string(),
+        RemedyAction::Abort => "abort the cycle".to_string(),
+    }
+}
+
+fn class_words(c: FailureClass) -> &'static str {
+    match c {
+        FailureClass::EngineUnhealthy => "engine never became healthy",
+        FailureClass::EngineExited => "engine exited",
+        FailureClass::OomKilled => "killed by the OOM killer",
+        FailureClass::GpuOutOfMemory => "GPU out of memory",
+        FailureClass::ModelNotFound => "model not found",
+        FailureClass::RequestFailed => "request failed",
+        FailureClass::ContextOverflow => "prompt exceeded the context",
+        FailureClass::Thermal => "GPU too hot",
+        FailureClass::HostCheck => "host check failed",
+        FailureClass::Other => "other failure",
+    }
+}
+
+fn nav(current: &str) -> String {
+    let links: Vec<String> = PAGES
+        .iter()
+        .map(|(path, title)| {
+            if *path == current {
+                format!("**{title}**")
+            } else {
+                format!("[{title}]({path})")
+            }
+        })
+        .collect();
+    format!("{}\n\n", links.join(" · "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Success criteria
+
+fn criteria(ctx: &Ctx) -> Vec<Criterion> {
+    let c = &ctx.plan.criteria;
+    let mut out = Vec::new();
+    if let Some(min) = c.min_decode_tps {
+        for v in &ctx.views {
+            let (measured, verdict) = match v.all.decode() {
+                Some((tps, src)) => (
+                    format!("{} tok/s ({src})", num(tps)),
+                    if tps >= min {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                ),
+                None => (outcome(v), Verdict::NotMeasured),
+            };
+            out.push(Criterion {
+                what: format!("Decode speed — {}", v.name()),
+                threshold: format!("≥ {} tok/s", plain(min)),
+                measured,
+                verdict,
+            });
+        }
+    }
+    if c.memory_within_limits == Some(true) {
+        for v in &ctx.views {
+            let limit = v.settings.as_ref().and_then(|s| s.memory_limit_gb);
+            let oom: Vec<u32> = ctx
+                .escalations
+                .iter()
+                .filter(|e| e.model == v.r.model && e.class == FailureClass::OomKilled)
+                .map(|e| e.attempt)
+                .collect();
+            let note = if oom.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; attempt {} was OOM-killed first",
+                    oom.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let (measured, verdict) =
+                match (v.measured().then_some(v.r.peak_ram_bytes).flatten(), limit) {
+                    (Some(peak), Some(l)) => (
+                        format!("peak {} GiB of {} GiB{note}", num(gib(peak)), plain(l)),
+                        if gib(peak) <= l {
+                            Verdict::Pass
+                        } else {
+                            Verdict::Fail
+                        },
+                    ),
+                    (Some(peak), None) => (
+                        format!("peak {} GiB, no limit set{note}", num(gib(peak))),
+                        Verdict::NotMeasured,
+                    ),
+                    (None, _) if !v.measured() => (outcome(v), Verdict::NotMeasured),
+                    (None, _) => (
+                        format!("no memory peak was recorded{note}"),
+                        Verdict::NotMeasured,
+                    ),
+                };
+            out.push(Criterion {
+                what: format!("Memory within the container limit — {}", v.name()),
+                threshold: limit
+                    .map(|l| format!("≤ {} GiB", plain(l)))
+                    .unwrap_or_else(|| "the limit in force".into()),
+                measured,
+                verdict,
+            });
+        }
+    }
+    if let Some(min) = c.min_gpu_util_pct {
+        out.push(Criterion {
+            what: "GPU utilisation while generating".into(),
+            threshold: format!("≥ {} %", plain(min)),
+            measured: "the results carry no GPU utilisation samples".into(),
+            verdict: Verdict::NotMeasured,
+        });
+    }
+    if let Some(max) = c.max_temp_c {
+        out.push(Criterion {
+            what: "Sustained GPU temperature".into(),
+            threshold: format!("≤ {} °C", plain(max)),
+            measured: "the results carry no temperature samples taken during the runs".into(),
+            verdict: Verdict::NotMeasured,
+        });
+    }
+    if let Some(max) = c.max_idle_temp_c {
+        let host = &ctx.input.results.verification.host;
+        let temps: Vec<u32> = host.gpus.iter().filter_map(|g| g.temperature_c).collect();
+        let (measured, verdict) = match temps.iter().max() {
+            Some(&t) => (
+                format!("{t} °C at host verification, before any model was loaded"),
+                if f64::from(t) <= max {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+            ),
+            None => (
+                host.gpu_note
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| "no GPU temperature was reported".into()),
+                Verdict::NotMeasured,
+            ),
+        };
+        out.push(Criterion {
+            what: "Idle GPU temperature".into(),
+            threshold: format!("≤ {} °C", plain(max)),
+            measured,
+            verdict,
+        });
+    }
+    out
+}
+
+fn criteria_table(ctx: &Ctx) -> String {
+    let rows: Vec<Vec<String>> = ctx
+        .criteria
+        .iter()
+        .map(|c| {
+            vec![
+                c.what.clone(),
+                c.threshold.clone(),
+                c.measured.clone(),
+                c.verdict.word().to_string(),
+            ]
+        })
+        .collect();
+    let mut s = table(
+        &["Criterion", "Threshold", "Measured", "Verdict"],
+        &[],
+        &rows,
+    );
+    if let Some(t) = ctx.plan.criteria.resume_temp_c {
+        let _ = write!(
+            s,
+            "\nA paused run resumes when the GPU cools to {} °C (a setting, not a criterion).\n",
+            plain(t)
+        );
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// README.md
+
+fn readme(ctx: &Ctx) -> String {
+    let ver = &ctx.input.results.verification;
+    let plan = ctx.plan;
+    let host = &ver.host;
+    let mut s = String::new();
+    let _ = writeln!(s, "# {} — test cycle {}\n", inline(&plan.name), ctx.cycle());
+    s.push_str(&nav("README.md"));
+    if !plan.description.trim().is_empty() {
+        let _ = writeln!(s, "{}\n", inline(plan.description.trim()));
+    }
+    let prompts = plan.prompts.len();
+    let _ = writeln!(
+        s,
+        "This cycle tested {} model(s) from the plan on **{}**, each answering {} prompt(s) {} time(s) after {}.\n",
+        plan.models.len(),
+        inline(&host.hostname),
+        prompts,
+        plan.defaults.repetitions,
+        if plan.defaults.warmup {
+            "one excluded warm-up request"
+        } else {
+            "no warm-up"
+        }
+    );
+    let gpus = if host.gpus.is_empty() {
+        host.gpu_note
+            .as_deref()
+            .map(cell)
+            .unwrap_or_else(|| "none reported".into())
+    } else {
+        host.gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} ({} GiB, driver {})",
+                    cell(&g.name),
+                    plain(gib(g.vram_total)),
+                    cell(&g.driver)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let first = ctx
+        .views
+        .iter()
+        .filter(|v| v.measured())
+        .map(|v| v.r.started_at.as_str())
+        .min();
+    let last = ctx
+        .views
+        .iter()
+        .filter(|v| v.measured())
+        .map(|v| v.r.finished_at.as_str())
+        .max();
+    let rows = vec![
+        vec!["Cycle".into(), ctx.cycle()],
+        vec![
+            "Plan".into(),
+            format!(
+                "{} ({}, sha256 {})",
+                cell(&plan.name),
+                cell(&ver.plan_source),
+                cell(short_hash(&ver.plan_hash))
+            ),
+        ],
+        vec![
+            "Host".into(),
+            format!(
+                "{}, {}, {} logical CPUs, {} GiB RAM",
+                cell(&host.hostname),
+                cell(&host.cpu_model),
+                host.cpus,
+                plain(gib(host.ram_total))
+            ),
+        ],
+        vec!["GPU".into(), gpus],
+        vec![
+            "Measured".into(),
+            match (first, last) {
+                (Some(a), Some(b)) => format!("{} to {}", cell(a), cell(b)),
+                _ => DASH.into(),
+            },
+        ],
+    ];
+    s.push_str(&table(&["Item", "Value"], &[], &rows));
+    s.push_str("\n## Results\n\n");
+    let measured = ctx.measured().count();
+    let failed = ctx
+        .views
+        .iter()
+        .filter(|v| matches!(v.r.status, ModelStatus::Failed { .. }))
+        .count();
+    let skipped = ctx
+        .views
+        .iter()
+        .filter(|v| matches!(v.r.status, ModelStatus::Skipped { .. }))
+        .count();
+    let _ = writeln!(
+        s,
+        "{measured} of {} model(s) measured, {failed} failed, {skipped} skipped.\n",
+        ctx.views.len()
+    );
+    if let Some(why) = &ctx.input.results.aborted {
+        let _ = writeln!(
+            s,
+            "**The cycle stopped early:** {}. Models after that point were not run.\n",
+            inline(why)
+        );
+    }
+    let rows: Vec<Vec<String>> = ctx
+        .views
+        .iter()
+        .map(|v| {
+            vec![
+                v.name(),
+                outcome(v),
+                v.r.attempts
+                    .len()
+                    .max(usize::from(v.measured()))
+                    .to_string(),
+                v.all
+                    .decode()
+                    .map(|(t, _)| num(t))
+                    .unwrap_or_else(|| DASH.into()),
+                opt_num(v.all.ttft_ms.map(|s| s.mean)),
+                opt_num(v.all.e2e_ms.map(|s| s.mean / 1000.0)),
+                opt_gib(v.r.peak_ram_bytes),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &[
+            "Model",
+            "Outcome",
+            "Attempts",
+            "Decode tok/s",
+            "TTFT ms",
+            "Response s",
+            "Peak RAM GiB",
+        ],
+        &[
+            Align::Left,
+            Align::Left,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+        ],
+        &rows,
+    ));
+    s.push_str("\nDecode tokens/s are client-side means over all measured requests; see the [benchmark report](benchmark-report.md) for the engine's own figures and the spread.\n");
+    for name in plan
+        .models
+        .iter()
+        .map(|m| &m.name)
+        .filter(|n| !ctx.views.iter().any(|v| &v.r.model == *n))
+    {
+        let _ = writeln!(
+            s,
+            "\nThe plan lists {}, but the results hold nothing for it.",
+            inline(name)
+        );
+    }
+    s.push_str("\n## Success criteria\n\n");
+    if ctx.criteria.is_empty() {
+        s.push_str("The plan sets no success criteria (add a `[criteria]` table to hold results to thresholds).\n");
+    } else {
+        let count = |v: Verdict| ctx.criteria.iter().filter(|c| c.verdict == v).count();
+        let _ = writeln!(
+            s,
+            "{} passed, {} failed, {} not measured.\n",
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::NotMeasured)
+        );
+        s.push_str(&criteria_table(ctx));
+    }
+    s.push_str("\n## Host checks\n\n");
+    let checks = &ver.checks;
+    let n = |st: CheckStatus| checks.iter().filter(|c| c.status == st).count();
+    let _ = writeln!(
+        s,
+        "{} check(s): {} passed, {} with a warning, {} failed, {} unavailable.",
+        checks.len(),
+        n(CheckStatus::Pass),
+        n(CheckStatus::Warn),
+        n(CheckStatus::Fail),
+        n(CheckStatus::Unavailable)
+    );
+    let notable: Vec<_> = checks
+        .iter()
+        .filter(|c| c.status != CheckStatus::Pass)
+        .collect();
+    if !notable.is_empty() {
+        s.push('\n');
+        for c in notable {
+            let _ = writeln!(
+                s,
+                "- {} {}: {}",
+                check_word(c.status),
+                cell(&c.name),
+                cell(&c.detail)
+            );
+        }
+    }
+    let open: Vec<_> = ctx
+        .escalations
+        .iter()
+        .filter(|e| e.decision.is_none())
+        .collect();
+    let _ = writeln!(
+        s,
+        "\n{} escalation(s) were raised{}.",
+        ctx.escalations.len(),
+        if open.is_empty() {
+            String::new()
+        } else {
+            format!(", {} without a recorded decision", open.len())
+        }
+    );
+    s.push_str("\n## Reports\n\n");
+    s.push_str("- [Benchmark report](benchmark-report.md): the validation matrix (projected against measured), per-prompt figures, metric definitions, host checks, fit verdicts, criteria and reproducibility manifests.\n");
+    s.push_str("- [Deployment guide](deployment-guide.md): the exact settings each measured model ran with, as `docker run`, command lines and compose.\n");
+    s.push_str("- [Troubleshooting log](troubleshooting.md): every failure, its evidence, diagnosis, options and decision.\n");
+    s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
+    s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
+    s.push_str("- Raw data: [results.json](data/results.json), [results.csv](data/results.csv); charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg).\n");
+    s.push_str("- [Everything on one page](report.html) (self-contained HTML).\n");
+    s
+}
+
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+// ---------------------------------------------------------------------------------------------
+// benchmark-report.md
+
+fn benchmark_report(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let ver = &ctx.input.results.verification;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Benchmark report — {} (cycle {})\n",
+        inline(&plan.name),
+        ctx.cycle()
+    );
+    s.push_str(&nav("benchmark-report.md"));
+
+    s.push_str("## Performance validation matrix\n\n");
+    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits.\n\n");
+    let rows: Vec<Vec<String>> = ctx
+        .views
+        .iter()
+        .map(|v| {
+            vec![
+                v.name(),
+                outcome(v),
+                v.spec
+                    .and_then(|m| m.params_b)
+                    .map(|p| format!("{} B", num(p)))
+                    .unwrap_or_else(|| DASH.into()),
+                opt_gib(v.r.peak_ram_bytes),
+                opt_gib(v.r.peak_vram_bytes),
+                if v.measured() {
+                    v.r.manifest
+                        .gpu_layers
+                        .as_deref()
+                        .map(cell)
+                        .unwrap_or_else(|| DASH.into())
+                } else {
+                    DASH.into()
+                },
+                opt_num(v.all.e2e_ms.map(|s| s.mean / 1000.0)),
+                opt_num(v.all.words.map(|s| s.mean)),
+                opt_num(v.all.client_tps.map(|s| s.mean)),
+                opt_num(v.all.prefill_tps.map(|s| s.mean)),
+                opt_num(v.all.ttft_ms.map(|s| s.mean)),
+            ]
+        })
+        .collect();
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend([Align::Right; 9]);
+    s.push_str(&table(
+        &[
+            "Model",
+            "Outcome",
+            "Params",
+            "Peak RAM GiB",
+            "Peak VRAM GiB",
+            "GPU layers",
+            "Response s",
+            "Words",
+            "Decode tok/s",
+            "Prefill tok/s",
+            "TTFT ms",
+        ],
+        &align,
+        &rows,
+    ));
+    for v in &ctx.views {
+        let _ = writeln!(s, "\n### {}: projected against measured\n", v.name());
+        let p = v.spec.map(|m| &m.projected);
+        let verdict = v.verdict;
+        if !v.measured() {
+            let _ = writeln!(s, "Not measured: {}.", outcome(v));
+            if let Some(f) = verdict {
+                let _ = writeln!(
+                    s,
+                    "\nThe Reader predicted {}: {} GiB of VRAM and {} GiB of RAM.",
+                    fit_word(f.fit),
+                    opt_gib(f.vram_bytes),
+                    opt_gib(f.ram_bytes)
+                );
+            }
+            continue;
+        }
+        let ram = v
+            .measured()
+            .then_some(v.r.peak_ram_bytes)
+            .flatten()
+            .map(gib);
+        let vram = v
+            .measured()
+            .then_some(v.r.peak_vram_bytes)
+            .flatten()
+            .map(gib);
+        let resp = v.all.e2e_ms.map(|s| s.mean / 1000.0);
+        let words = v.all.words.map(|s| s.mean);
+        let pred_layers = verdict
+            .and_then(|f| f.gpu_layers)
+            .map(|(a, b)| format!("{a}/{b}"));
+        let rows = vec![
+            vec![
+                "RAM, GiB".into(),
+                bounds(p.and_then(|p| p.ram_gb.as_ref())),
+                opt_gib(verdict.and_then(|f| f.ram_bytes)),
+                opt_num(ram),
+                against(p.and_then(|p| p.ram_gb.as_ref()), ram).into(),
+            ],
+            vec![
+                "VRAM, GiB".into(),
+                bounds(p.and_then(|p| p.vram_gb.as_ref())),
+                opt_gib(verdict.and_then(|f| f.vram_bytes)),
+                opt_num(vram),
+                against(p.and_then(|p| p.vram_gb.as_ref()), vram).into(),
+            ],
+            vec![
+                "Layers on GPU".into(),
+                DASH.into(),
+                pred_layers.unwrap_or_else(|| DASH.into()),
+                if v.measured() {
+                    v.r.manifest
+                        .gpu_layers
+                        .as_deref()
+                        .map(cell)
+                        .unwrap_or_else(|| DASH.into())
+                } else {
+                    DASH.into()
+                },
+                "no projection".into(),
+            ],
+            vec![
+                "Response time, s".into(),
+                bounds(p.and_then(|p| p.response_time_s.as_ref())),
+                DASH.into(),
+                stat_text(v.all.e2e_ms.as_ref(), 0.001),
+                against(p.and_then(|p| p.response_time_s.as_ref()), resp).into(),
+            ],
+            vec![
+                "Words per answer".into(),
+                bounds(p.and_then(|p| p.words.as_ref())),
+                DASH.into(),
+                stat_text(v.all.words.as_ref(), 1.0),
+                against(p.and_then(|p| p.words.as_ref()), words).into(),
+            ],
+            vec![
+                "Decode tok/s (client)".into(),
+                DASH.into(),
+                DASH.into(),
+                stat_text(v.all.client_tps.as_ref(), 1.0),
+                "no projection".into(),
+            ],
+            vec![
+                "Decode tok/s (engine)".into(),
+                DASH.into(),
+                DASH.into(),
+                stat_text(v.all.engine_tps.as_ref(), 1.0),
+                "no projection".into(),
+            ],
+            vec![
+                "Prefill tok/s (engine)".into(),
+                DASH.into(),
+                DASH.into(),
+                stat_text(v.all.prefill_tps.as_ref(), 1.0),
+                "no projection".into(),
+            ],
+            vec![
+                "TTFT, ms".into(),
+                DASH.into(),
+                DASH.into(),
+                stat_text(v.all.ttft_ms.as_ref(), 1.0),
+                "no projection".into(),
+            ],
+            vec![
+                "TPOT, ms".into(),
+                DASH.into(),
+                DASH.into(),
+                stat_text(v.all.tpot_ms.as_ref(), 1.0),
+                "no projection".into(),
+            ],
+            vec![
+                "Load time, s".into(),
+                DASH.into(),
+                DASH.into(),
+                opt_num(v.r.load_ms.map(|ms| ms / 1000.0)),
+                "no projection".into(),
+            ],
+        ];
+        s.push_str(&table(
+            &[
+                "Figure",
+                "Plan projects",
+                "Reader predicts",
+                "Measured",
+                "Against plan",
+            ],
+            &[
+                Align::Left,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+                Align::Left,
+            ],
+            &rows,
+        ));
+    }
+
+    s.push_str("\n## Charts\n\n");
+    let _ = writeln!(
+        s,
+        "![Decode tokens/s by model (client-side mean)]({DECODE_CHART})\n"
+    );
+    let _ = writeln!(
+        s,
+        "![Time to first token by model (client-side mean, ms)]({TTFT_CHART})"
+    );
+
+    s.push_str("\n## Per-prompt detail\n\n");
+    let _ = writeln!(
+        s,
+        "Mean ± sample standard deviation over the measured repetitions (warm-up excluded). ⚠ marks a figure whose coefficient of variation is above the plan's flag of {} %: treat it with care.",
+        plain(plan.defaults.cv_flag * 100.0)
+    );
+    for v in ctx.measured() {
+        let _ = writeln!(s, "\n### {}\n", v.name());
+        let rows: Vec<Vec<String>> = v
+            .prompt_ids(plan)
+            .iter()
+            .map(|id| {
+                let runs = v.runs_of(id);
+                let f = Figures::of(&runs, plan.defaults.cv_flag);
+                vec![
+                    cell(id),
+                    runs.len().to_string(),
+                    stat_text(f.ttft_ms.as_ref(), 1.0),
+                    stat_text(f.e2e_ms.as_ref(), 0.001),
+                    stat_text(f.tpot_ms.as_ref(), 1.0),
+                    stat_text(f.client_tps.as_ref(), 1.0),
+                    stat_text(f.engine_tps.as_ref(), 1.0),
+                    stat_text(f.prefill_tps.as_ref(), 1.0),
+                    stat_text(f.tokens.as_ref(), 1.0),
+                    stat_text(f.words.as_ref(), 1.0),
+                ]
+            })
+            .collect();
+        let mut align = vec![Align::Left];
+        align.extend([Align::Right; 9]);
+        s.push_str(&table(
+            &[
+                "Prompt",
+                "n",
+                "TTFT ms",
+                "E2E s",
+                "TPOT ms",
+                "Decode tok/s (client)",
+                "Decode tok/s (engine)",
+                "Prefill tok/s",
+                "Output tokens",
+                "Words",
+            ],
+            &align,
+            &rows,
+        ));
+        let truncated =
+            v.r.runs
+                .iter()
+                .filter(|r| r.finish_reason.as_deref() == Some("length"))
+                .count();
+        if truncated > 0 {
+            let _ = writeln!(
+                s,
+                "\n{truncated} of {} answers stopped at the output token cap.",
+                v.r.runs.len()
+            );
+        }
+    }
+
+    s.push_str("\n## Metric definitions\n\n");
+    s.push_str("- **TTFT** (time to first token): client-side, from sending the request to the first streamed chunk that carries answer text. It includes queueing, prompt processing (prefill) and, on a cold engine, loading.\n");
+    s.push_str("- **E2E** (end-to-end latency, \"response time\"): client-side, from sending the request to the last streamed chunk.\n");
+    s.push_str("- **TPOT** (time per output token after the first) = (E2E − TTFT) / (output tokens − 1), per request, as vLLM defines it.\n");
+    s.push_str("- **Decode tok/s (client)** = (output tokens − 1) / (E2E − TTFT): what a user streaming the answer sees, including HTTP and streaming overhead.\n");
+    s.push_str("- **Decode tok/s (engine)**: the engine's own counter (Ollama `eval_count / eval_duration`, llama-server `timings.predicted_per_second`): pure generation speed, usually a little higher than the client's.\n");
+    s.push_str("- **Prefill tok/s (engine)**: the engine's prompt-processing speed (Ollama `prompt_eval_count / prompt_eval_duration`, llama-server `timings.prompt_per_second`). Each repetition carries a fresh nonce so the prompt cache does not flatter it.\n");
+    s.push_str(
+        "- **Words**: words of prose and code in the answer, read with a markdown parser.\n",
+    );
+    let _ = writeln!(
+        s,
+        "- **Spread**: mean ± sample standard deviation over repetitions; ⚠ when the coefficient of variation exceeds {} %.",
+        plain(plan.defaults.cv_flag * 100.0)
+    );
+    let _ = writeln!(
+        s,
+        "- Sampling: temperature {}, seed {}, context {} tokens by default, output capped at {} tokens per request unless the prompt sets its own cap.",
+        plain(plan.defaults.temperature),
+        plan.defaults.seed,
+        plan.defaults.context,
+        plan.defaults.max_tokens
+    );
+
+    s.push_str("\n## Host verification\n\n");
+    s.push_str(&host_facts(ctx));
+    s.push('\n');
+    let rows: Vec<Vec<String>> = ver
+        .checks
+        .iter()
+        .map(|c| {
+            vec![
+                cell(&c.name),
+                check_word(c.status).into(),
+                cell(&c.measured),
+                c.threshold
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| DASH.into()),
+                cell(&c.detail),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("No host checks were recorded.\n");
+    } else {
+        s.push_str(&table(
+            &["Check", "Status", "Measured", "Threshold", "Detail"],
+            &[],
+            &rows,
+        ));
+    }
+
+    s.push_str("\n## Fit verdicts\n\n");
+    s.push_str("The Reader's prediction before any model ran: weights + KV cache + compute graph against the VRAM and RAM it measured.\n\n");
+    let rows: Vec<Vec<String>> = ver
+        .verdicts
+        .iter()
+        .map(|f| {
+            vec![
+                cell(&f.model),
+                fit_word(f.fit).into(),
+                opt_gib(f.weights_bytes),
+                opt_gib(f.kv_bytes),
+                opt_gib(f.vram_bytes),
+                opt_gib(f.ram_bytes),
+                f.gpu_layers
+                    .map(|(a, b)| format!("{a}/{b}"))
+                    .unwrap_or_else(|| DASH.into()),
+                cell(&f.source),
+                match &f.suggestion {
+                    Some(sug) => format!(
+                        "{}. Suggestion: {}",
+                        cell(f.reason.trim_end_matches('.')),
+                        cell(sug)
+                    ),
+                    None => cell(&f.reason),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("No fit verdicts were recorded.\n");
+    } else {
+        let mut align = vec![Align::Left, Align::Left];
+        align.extend([Align::Right; 5]);
+        align.extend([Align::Left; 2]);
+        s.push_str(&table(
+            &[
+                "Model",
+                "Verdict",
+                "Weights GiB",
+                "KV cache GiB",
+                "VRAM GiB",
+                "RAM GiB",
+                "GPU layers",
+                "Source",
+                "Reason",
+            ],
+            &align,
+            &rows,
+        ));
+    }
+
+    s.push_str("\n## Success criteria\n\n");
+    if ctx.criteria.is_empty() {
+        s.push_str("The plan sets no success criteria.\n");
+    } else {
+        s.push_str(&criteria_table(ctx));
+    }
+
+    s.push_str("\n## Reproducibility manifest\n\n");
+    s.push_str("What is needed to repeat each measurement.\n");
+    for v in ctx.measured() {
+        let m = &v.r.manifest;
+        let _ = writeln!(s, "\n### {}\n", v.name());
+        let o = |x: &Option<String>| x.as_deref().map(cell).unwrap_or_else(|| DASH.into());
+        let rows = vec![
+            vec!["Host".into(), cell(&m.host)],
+            vec!["CPU".into(), cell(&m.cpu)],
+            vec!["GPU".into(), cell(&m.gpu)],
+            vec!["Driver".into(), o(&m.driver)],
+            vec![
+                "Engine".into(),
+                format!("{} {}", cell(&m.engine), o(&m.engine_version)),
+            ],
+            vec!["Model".into(), cell(&m.model)],
+            vec!["Model digest".into(), o(&m.model_digest)],
+            vec!["Quantisation".into(), o(&m.quantization)],
+            vec!["Context".into(), m.context.to_string()],
+            vec!["Layers on GPU".into(), o(&m.gpu_layers)],
+            vec![
+                "CPU threads".into(),
+                m.threads
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "engine default".into()),
+            ],
+            vec!["Seed".into(), m.seed.to_string()],
+            vec!["Temperature".into(), plain(m.temperature)],
+            vec!["Plan SHA-256".into(), cell(&m.plan_hash)],
+            vec!["threadcycle".into(), cell(&m.threadcycle_version)],
+            vec![
+                "Measured".into(),
+                format!("{} to {}", cell(&v.r.started_at), cell(&v.r.finished_at)),
+            ],
+        ];
+        s.push_str(&table(&["Field", "Value"], &[], &rows));
+    }
+    if ctx.measured().next().is_none() {
+        s.push_str("\nNo model was measured.\n");
+    }
+    s
+}
+
+fn host_facts(ctx: &Ctx) -> String {
+    let h = &ctx.input.results.verification.host;
+    let mut rows = vec![
+        vec![
+            "Host".into(),
+            format!("{} (id {})", cell(&h.hostname), cell(&h.host_id)),
+        ],
+        vec!["Kernel".into(), cell(&h.kernel)],
+        vec![
+            "CPU".into(),
+            format!("{}, {} logical CPUs", cell(&h.cpu_model), h.cpus),
+        ],
+        vec![
+            "RAM".into(),
+            format!(
+                "{} GiB total, {} GiB available",
+                plain(gib(h.ram_total)),
+                num(gib(h.ram_available))
+            ),
+        ],
+        vec![
+            "Swap".into(),
+            format!(
+                "{} GiB total, {} GiB free",
+                plain(gib(h.swap_total)),
+                plain(gib(h.swap_free))
+            ),
+        ],
+        vec![
+            "Memory limit of the agent's cgroup".into(),
+            h.cgroup_memory_limit
+                .map(|b| format!("{} GiB", num(gib(b))))
+                .unwrap_or_else(|| "none".into()),
+        ],
+        vec![
+            "Model store".into(),
+            format!(
+                "{} ({} GiB free)",
+                cell(&h.model_store),
+                num(gib(h.disk_free))
+            ),
+        ],
+    ];
+    for g in &h.gpus {
+        rows.push(vec![
+            format!("GPU {}", g.index),
+            format!(
+                "{}: {} GiB VRAM, {} GiB in use, {}, {}, driver {}",
+                cell(&g.name),
+                plain(gib(g.vram_total)),
+                num(gib(g.vram_used)),
+                g.temperature_c
+                    .map(|t| format!("{t} °C"))
+                    .unwrap_or_else(|| "temperature unknown".into()),
+                g.power_w
+                    .map(|p| format!("{} W", num(p)))
+                    .unwrap_or_else(|| "power unknown".into()),
+                cell(&g.driver)
+            ),
+        ]);
+    }
+    if let Some(n) = &h.gpu_note {
+        rows.push(vec!["GPU note".into(), cell(n)]);
+    }
+    rows.push(vec![
+        "Docker".into(),
+        match &h.docker_version {
+            Some(v) => format!(
+                "{}, runtimes: {}",
+                cell(v),
+                if h.docker_runtimes.is_empty() {
+                    DASH.to_string()
+                } else {
+                    cell(&h.docker_runtimes.join(", "))
+                }
+            ),
+            None => h
+                .docker_note
+                .as_deref()
+                .map(cell)
+                .unwrap_or_else(|| "not reachable".into()),
+        },
+    ]);
+    table(&["Item", "Value"], &[], &rows)
+}
+
+fn decode_chart(ctx: &Ctx) -> String {
+    let bars: Vec<(String, Option<f64>)> = ctx
+        .views
+        .iter()
+        .map(|v| (v.r.model.clone(), v.all.client_tps.map(|s| s.mean)))
+        .collect();
+    charts::bar_chart(
+        "Decode tokens/s by model (client-side mean)",
+        "tok/s",
+        &bars,
+    )
+}
+
+fn ttft_chart(ctx: &Ctx) -> String {
+    let bars: Vec<(String, Option<f64>)> = ctx
+        .views
+        .iter()
+        .map(|v| (v.r.model.clone(), v.all.ttft_ms.map(|s| s.mean)))
+        .collect();
+    charts::bar_chart(
+        "Time to first token by model (client-side mean)",
+        "ms",
+        &bars,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// deployment-guide.md
+
+fn deployment_guide(ctx: &Ctx) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Deployment guide — {} (cycle {})\n",
+        inline(&ctx.plan.name),
+        ctx.cycle()
+    );
+    s.push_str(&nav("deployment-guide.md"));
+    s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Follow the steps in order; every command can be pasted as it is.\n");
+    let host = &ctx.input.results.verification.host;
+    let mut any = false;
+    for v in ctx.measured() {
+        let (Some(spec), Some(e)) = (v.spec, v.settings.as_ref()) else {
+            let _ = writeln!(
+                s,
+                "\n## {}\n\nThe plan no longer lists this model, so its settings are unknown.",
+                v.name()
+            );
+            continue;
+        };
+        any = true;
+        let _ = writeln!(s, "\n## {}\n", v.name());
+        match (e.attempt, e.changes.is_empty()) {
+            (Some(n), true) if n <= 1 => {
+                s.push_str("Measured on the first attempt with the plan's settings.\n\n")
+            }
+            (n, _) => {
+                let _ = writeln!(
+                    s,
+                    "Measured on attempt {} after these changes to the plan: {}. See the [troubleshooting log](troubleshooting.md).\n",
+                    n.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                    if e.changes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        e.changes
+                            .iter()
+                            .map(|c| cell(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+            }
+        }
+        let port = spec.port.unwrap_or(match spec.engine {
+            EngineKind::Ollama => 11434,
+            EngineKind::LlamaServer => 8080,
+        });
+        let mut rows = vec![
+            vec![
+                "Engine".into(),
+                match spec.engine {
+                    EngineKind::Ollama => "Ollama".into(),
+                    EngineKind::LlamaServer => "llama.cpp `llama-server`".into(),
+                },
+            ],
+            vec![
+                "Runtime".into(),
+                match spec.runtime {
+                    Runtime::Docker => "Docker container".into(),
+                    Runtime::Process => "host process".into(),
+                },
+            ],
+            vec![
+                "Model".into(),
+                cell(
+                    e.tag
+                        .as_deref()
+                        .or(e.model_path.as_deref())
+                        .unwrap_or(&spec.name),
+                ),
+            ],
+        ];
+        if spec.runtime == Runtime::Docker {
+            rows.push(vec![
+                "Image".into(),
+                spec.image
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| DASH.into()),
+            ]);
+            rows.push(vec![
+                "Memory limit".into(),
+                e.memory_limit_gb
+                    .map(|g| format!("{} GiB (swap off)", num(g)))
+                    .unwrap_or_else(|| "none".into()),
+            ]);
+            rows.push(vec![
+                "GPUs".into(),
+                match &spec.gpus {
+                    Some(GpuRequest::All) => "all".into(),
+                    Some(GpuRequest::Indices(ix)) => {
+                        ix.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                    Some(GpuRequest::None) | None => "none".into(),
+                },
+            ]);
+        }
+        rows.push(vec![
+            "Port".into(),
+            if spec.port.is_some() {
+                port.to_string()
+            } else {
+                format!("{port} (the plan sets none; the engine's usual port is shown)")
+            },
+        ]);
+        rows.push(vec!["Context".into(), format!("{} tokens", e.context)]);
+        rows.push(vec![
+            "Parallel slots".into(),
+            ctx.plan.defaults.parallel.to_string(),
+        ]);
+        rows.push(vec![
+            "GPU layers".into(),
+            match e.gpu_layers {
+                Some(l) if l >= 0 => l.to_string(),
+                _ => "engine decides".into(),
+            },
+        ]);
+        rows.push(vec![
+            "CPU threads".into(),
+            e.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "engine default".into()),
+        ]);
+        rows.push(vec![
+            "Load timeout".into(),
+            format!("{} s", e.load_timeout_s),
+        ]);
+        for (k, val) in &e.env {
+            rows.push(vec![format!("Environment {}", cell(k)), cell(val)]);
+        }
+        if !e.args.is_empty() {
+            rows.push(vec!["Extra arguments".into(), cell(&e.args.join(" "))]);
+        }
+        rows.push(vec![
+            "Measured with".into(),
+            format!(
+                "{} (layers on GPU: {})",
+                cell(&v.r.manifest.engine),
+                v.r.manifest
+                    .gpu_layers
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| DASH.into())
+            ),
+        ]);
+        s.push_str(&table(&["Setting", "Value"], &[], &rows));
+        match spec.runtime {
+            Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store),
+            Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port),
+        }
+    }
+    if !any {
+        s.push_str("\nNo model was measured, so there are no settings to recommend yet.\n");
+    }
+    let not: Vec<String> = ctx
+        .views
+        .iter()
+        .filter(|v| !v.measured())
+        .map(|v| format!("{} ({})", v.name(), outcome(v)))
+        .collect();
+    if !not.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nNot covered here because they were not measured: {}.",
+            not.join("; ")
+        );
+    }
+    s
+}
+
+/// Environment the engine container gets: the plan's, plus what the settings imply for Ollama.
+fn engine_env(plan: &Plan, spec: &ModelSpec, e: &Effective) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if spec.engine == EngineKind::Ollama {
+        env.insert("OLLAMA_CONTEXT_LENGTH".to_string(), e.context.to_string());
+        env.insert(
+            "OLLAMA_NUM_PARALLEL".to_string(),
+            plan.defaults.parallel.to_string(),
+        );
+    }
+    env.extend(e.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// `llama-server` arguments for the settings; `model` is the path the engine sees.
+fn llama_args(plan: &Plan, e: &Effective, model: &str, host: &str, port: u16) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--model".into(),
+        model.into(),
+        "--host".into(),
+        host.into(),
+        "--port".into(),
+        port.to_string(),
+        "-c".into(),
+        e.context.to_string(),
+        "-np".into(),
+        plan.defaults.parallel.to_string(),
+    ];
+    if let Some(t) = e.threads {
+        a.extend(["-t".into(), t.to_string()]);
+    }
+    if let Some(l) = e.gpu_layers.filter(|l| *l >= 0) {
+        a.extend(["-ngl".into(), l.to_string()]);
+    }
+    a.extend(e.args.iter().cloned());
+    a
+}
+
+/// A command spread over lines with `\`, one option (and its value) per line.
+fn command_lines(words: &[String]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = shell_word(&words[i]);
+        if lines.len() == 1
+            && i > 0
+            && !words[..i].iter().any(|w| w.starts_with('-'))
+            && !words[i].starts_with('-')
+        {
+            // The command itself (`docker run`, `VAR=x llama-server`) stays on the first line.
+            if let Some(first) = lines.last_mut() {
+                first.push(' ');
+                first.push_str(&w);
+            }
+            i += 1;
+        } else if words[i].starts_with('-') && i + 1 < words.len() && !words[i + 1].starts_with('-')
+        {
+            lines.push(format!("{w} {}", shell_word(&words[i + 1])));
+            i += 2;
+        } else {
+            lines.push(w);
+            i += 1;
+        }
+    }
+    lines.join(" \\\n  ")
+}
+
+fn docker_memory(gb: f64) -> String {
+    if (gb - gb.round()).abs() < 1e-9 {
+        format!("{}g", gb.round() as u64)
+    } else {
+        format!("{}m", (gb * 1024.0).round() as u64)
+    }
+}
+
+fn container_name(spec: &ModelSpec) -> String {
+    let n: String = spec
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("tc-{n}")
+}
+
+fn docker_steps(
+    s: &mut String,
+    plan: &Plan,
+    spec: &ModelSpec,
+    e: &Effective,
+    port: u16,
+    model_store: &str,
+) {
+    let name = container_name(spec);
+    let image = spec.image.clone().unwrap_or_else(|| "IMAGE".into());
+    let (container_port, volume, cmd) = match spec.engine {
+        EngineKind::Ollama => {
+            let store = if model_store.trim().is_empty() {
+                "ollama".to_string()
+            } else {
+                model_store.to_string()
+            };
+            (11434u16, format!("{store}:/root/.ollama"), Vec::new())
+        }
+        EngineKind::LlamaServer => {
+            let path = e.model_path.clone().unwrap_or_default();
+            let (dir, file) = path
+                .rsplit_once('/')
+                .map(|(d, f)| (d.to_string(), f.to_string()))
+                .unwrap_or((".".into(), path.clone()));
+            let dir = if dir.is_empty() { "/".to_string() } else { dir };
+            (
+                8080u16,
+                format!("{dir}:/models:ro"),
+                llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080),
+            )
+        }
+    };
+    let env = engine_env(plan, spec, e);
+    let mut words: Vec<String> = vec![
+        "docker".into(),
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        name.clone(),
+    ];
+    if let Some(gb) = e.memory_limit_gb {
+        words.extend([
+            "--memory".into(),
+            docker_memory(gb),
+            "--memory-swap".into(),
+            docker_memory(gb),
+        ]);
+    }
+    match &spec.gpus {
+        Some(GpuRequest::All) => words.extend(["--gpus".into(), "all".into()]),
+        Some(GpuRequest::Indices(ix)) => words.extend([
+            "--gpus".into(),
+            format!(
+                "\"device={}\"",
+                ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ),
+        ]),
+        Some(GpuRequest::None) | None => {}
+    }
+    words.extend(["-p".into(), format!("127.0.0.1:{port}:{container_port}")]);
+    for (k, v) in &env {
+        words.extend(["-e".into(), format!("{k}={v}")]);
+    }
+    words.extend(["-v".into(), volume.clone(), image.clone()]);
+    words.extend(cmd.iter().cloned());
+
+    s.push_str("\n**1. Start the engine**\n\n");
+    s.push_str(&fence(&command_lines(&words), "sh"));
+    let base = format!("http://127.0.0.1:{port}");
+    match spec.engine {
+        EngineKind::Ollama => {
+            let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+            s.push_str("\n**2. Pull the model**\n\n");
+            s.push_str(&fence(
+                &format!(
+                    "docker exec {} ollama pull {}",
+                    shell_word(&name),
+                    shell_word(&tag)
+                ),
+                "sh",
+            ));
+            s.push_str("\n**3. Ask it something with the measured options**\n\n");
+            let mut options = serde_json::Map::new();
+            options.insert("num_ctx".into(), e.context.into());
+            if let Some(l) = e.gpu_layers.filter(|l| *l >= 0) {
+                options.insert("num_gpu".into(), l.into());
+            }
+            if let Some(t) = e.threads {
+                options.insert("num_thread".into(), t.into());
+            }
+            options.insert("seed".into(), plan.defaults.seed.into());
+            options.insert("temperature".into(), plan.defaults.temperature.into());
+            options.insert("num_predict".into(), plan.defaults.max_tokens.into());
+            let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": options });
+            let body = serde_json::to_string(&body).unwrap_or_default();
+            s.push_str(&fence(
+                &format!("curl -s {base}/api/generate \\\n  -d {}", shell_word(&body)),
+                "sh",
+            ));
+        }
+        EngineKind::LlamaServer => {
+            s.push_str("\n**2. Wait until it is healthy**\n\n");
+            s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
+            s.push_str("\n**3. Ask it something**\n\n");
+            s.push_str(&fence(&openai_curl(plan, &base), "sh"));
+        }
+    }
+    s.push_str("\n**4. The same as a compose service**\n\n");
+    let mut y = String::new();
+    let _ = writeln!(y, "services:\n  {}:", name.trim_start_matches("tc-"));
+    let _ = writeln!(y, "    image: {}", yaml_str(&image));
+    let _ = writeln!(y, "    container_name: {}", yaml_str(&name));
+    if !cmd.is_empty() {
+        let _ = writeln!(
+            y,
+            "    command: [{}]",
+            cmd.iter()
+                .map(|c| yaml_str(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        y,
+        "    ports:\n      - {}",
+        yaml_str(&format!("127.0.0.1:{port}:{container_port}"))
+    );
+    if !env.is_empty() {
+        y.push_str("    environment:\n");
+        for (k, v) in &env {
+            let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
+        }
+    }
+    let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&volume));
+    if let Some(gb) = e.memory_limit_gb {
+        let _ = writeln!(
+            y,
+            "    mem_limit: {}\n    memswap_limit: {}",
+            docker_memory(gb),
+            docker_memory(gb)
+        );
+    }
+    match &spec.gpus {
+        Some(GpuRequest::All) => y.push_str(
+            "    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              count: all\n              capabilities: [gpu]\n",
+        ),
+        Some(GpuRequest::Indices(ix)) => {
+            let _ = write!(
+                y,
+                "    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [{}]\n              capabilities: [gpu]\n",
+                ix.iter().map(|i| yaml_str(&i.to_string())).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Some(GpuRequest::None) | None => {}
+    }
+    s.push_str(&fence(&y, "yaml"));
+    s.push_str("\n**5. Tear it down**\n\n");
+    s.push_str(&fence(&format!("docker rm -f {}", shell_word(&name)), "sh"));
+}
+
+fn openai_curl(plan: &Plan, base: &str) -> String {
+    let body = serde_json::json!({
+        "messages": [{ "role": "user", "content": "Say hello." }],
+        "max_tokens": plan.defaults.max_tokens,
+        "temperature": plan.defaults.temperature,
+        "seed": plan.defaults.seed,
+    });
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    format!(
+        "curl -s {base}/v1/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+        shell_word(&body)
+    )
+}
+
+fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16) {
+    let binary = spec.binary.clone().unwrap_or_else(|| "llama-server".into());
+    let model = e.model_path.clone().unwrap_or_default();
+    let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    words.push(binary);
+    words.extend(llama_args(plan, e, &model, "127.0.0.1", port));
+    words.extend(["--metrics".into(), "--no-webui".into()]);
+    s.push_str("\n**1. Start the engine**\n\n");
+    s.push_str(&fence(&command_lines(&words), "sh"));
+    let base = format!("http://127.0.0.1:{port}");
+    s.push_str("\n**2. Wait until it is healthy**\n\n");
+    s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
+    s.push_str("\n**3. Ask it something**\n\n");
+    s.push_str(&fence(&openai_curl(plan, &base), "sh"));
+    s.push_str("\n**4. As a compose service**\n\n");
+    s.push_str("This model ran as a host process, not in a container. To run it under compose, use a `llama-server` image of your choice (set `image` below: threadcycle did not measure one) with the same arguments:\n\n");
+    let (dir, file) = model
+        .rsplit_once('/')
+        .map(|(d, f)| (d.to_string(), f.to_string()))
+        .unwrap_or((".".into(), model.clone()));
+    let dir = if dir.is_empty() { "/".to_string() } else { dir };
+    let args = llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080);
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "services:\n  {}:",
+        container_name(spec).trim_start_matches("tc-")
+    );
+    y.push_str("    image: \"REPLACE-WITH-A-LLAMA-SERVER-IMAGE\"\n");
+    let _ = writeln!(
+        y,
+        "    command: [{}]",
+        args.iter()
+            .map(|c| yaml_str(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        y,
+        "    ports:\n      - {}",
+        yaml_str(&format!("127.0.0.1:{port}:8080"))
+    );
+    if !e.env.is_empty() {
+        y.push_str("    environment:\n");
+        for (k, v) in &e.env {
+            let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
+        }
+    }
+    let _ = writeln!(
+        y,
+        "    volumes:\n      - {}",
+        yaml_str(&format!("{dir}:/models:ro"))
+    );
+    s.push_str(&fence(&y, "yaml"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// troubleshooting.md
+
+fn troubleshooting(ctx: &Ctx) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Troubleshooting log — {} (cycle {})\n",
+        inline(&ctx.plan.name),
+        ctx.cycle()
+    );
+    s.push_str(&nav("troubleshooting.md"));
+    let recorded: BTreeSet<&str> = ctx.escalations.iter().map(|e| e.id.as_str()).collect();
+    let missing: Vec<&String> = ctx
+        .input
+        .results
+        .escalations
+        .iter()
+        .filter(|id| !recorded.contains(id.as_str()))
+        .collect();
+    if ctx.escalations.is_empty() {
+        s.push_str(
+            "No escalations: every model that ran did so without a failure Debug had to handle.\n",
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "{} escalation(s) in this cycle, oldest first.\n",
+            ctx.escalations.len()
+        );
+        let rows: Vec<Vec<String>> = ctx
+            .escalations
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                vec![
+                    (i + 1).to_string(),
+                    cell(&e.model),
+                    e.attempt.to_string(),
+                    class_words(e.class).into(),
+                    e.decision
+                        .as_ref()
+                        .map(|d| action_text(&d.action))
+                        .unwrap_or_else(|| "none recorded".into()),
+                    escalation_outcome(ctx, e).0,
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &["#", "Model", "Attempt", "Failure", "Decision", "Outcome"],
+            &[Align::Right, Align::Left, Align::Right],
+            &rows,
+        ));
+    }
+    for (i, e) in ctx.escalations.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "\n## {}. {}, attempt {}: {}\n",
+            i + 1,
+            inline(&e.model),
+            e.attempt,
+            class_words(e.class)
+        );
+        let _ = writeln!(
+            s,
+            "Opened {} · escalation {}\n",
+            inline(&e.opened_at),
+            inline(&e.id)
+        );
+        s.push_str("### Failure\n\n");
+        let _ = writeln!(s, "{}", inline(&e.failure));
+        s.push_str("\n### Evidence\n\n");
+        let ev = &e.evidence;
+        let mut rows: Vec<Vec<String>> = vec![
+            vec![
+                "Exit status".into(),
+                ev.exit_status
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| DASH.into()),
+            ],
+            vec![
+                "OOM killed".into(),
+                match ev.oom_killed {
+                    Some(true) => "**yes**".into(),
+                    Some(false) => "no".into(),
+                    None => DASH.into(),
+                },
+            ],
+            vec![
+                "Engine error".into(),
+                ev.engine_error
+                    .as_deref()
+                    .map(cell)
+                    .unwrap_or_else(|| DASH.into()),
+            ],
+            vec![
+                "Host RAM available".into(),
+                ev.host_ram_available
+                    .map(|b| format!("{} GiB", num(gib(b))))
+                    .unwrap_or_else(|| DASH.into()),
+            ],
+            vec![
+                "GPU memory free".into(),
+                ev.gpu_free
+                    .map(|b| format!("{} GiB", num(gib(b))))
+                    .unwrap_or_else(|| DASH.into()),
+            ],
+            vec![
+                "GPU temperature".into(),
+                ev.gpu_temp_c
+                    .map(|t| format!("{t} °C"))
+                    .unwrap_or_else(|| DASH.into()),
+            ],
+        ];
+        rows.push(vec!["Earlier attempts".into(), ev.attempts.to_string()]);
+        s.push_str(&table(&["Evidence", "Value"], &[], &rows));
+        if ev.log_tail.is_empty() {
+            s.push_str("\nNo engine log lines were captured.\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "\nLast {} line(s) of the engine log:\n",
+                ev.log_tail.len()
+            );
+            s.push_str(&fence(&ev.log_tail.join("\n"), "text"));
+        }
+        s.push_str("\n### Diagnosis\n\n");
+        let _ = writeln!(
+            s,
+            "Class `{}` ({}), confidence {}.\n\n{}\n",
+            e.class.as_str(),
+            class_words(e.class),
+            percent(e.confidence.clamp(0.0, 1.0)),
+            inline(&e.diagnosis)
+        );
+        s.push_str("### Options\n\n");
+        if e.options.is_empty() {
+            s.push_str("Debug proposed no option.\n");
+        } else {
+            let rows: Vec<Vec<String>> = e
+                .options
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.number.to_string(),
+                        cell(&o.summary),
+                        cell(&o.rationale),
+                        if o.safe { "yes".into() } else { "no".into() },
+                        action_text(&o.action),
+                    ]
+                })
+                .collect();
+            s.push_str(&table(
+                &[
+                    "#",
+                    "Option",
+                    "Why it should help",
+                    "Safe for auto",
+                    "Change",
+                ],
+                &[Align::Right],
+                &rows,
+            ));
+        }
+        s.push_str("\n### Decision\n\n");
+        match &e.decision {
+            Some(d) => {
+                let chosen = match d.option {
+                    Some(n) => format!("Option {n}"),
+                    None => "A custom change".to_string(),
+                };
+                let _ = writeln!(
+                    s,
+                    "{chosen} — {} — decided by {} at {}.",
+                    action_text(&d.action),
+                    inline(&d.by),
+                    inline(&d.at)
+                );
+            }
+            None => s.push_str("No decision was recorded.\n"),
+        }
+        s.push_str("\n### Outcome\n\n");
+        let _ = writeln!(s, "{}", escalation_outcome(ctx, e).1);
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nThe Writer raised escalation(s) {} but Debug's record of them did not reach Documentation.",
+            missing
+                .iter()
+                .map(|m| inline(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    s
+}
+
+/// Short and long outcome of an escalation, from the model's attempts and final status.
+fn escalation_outcome(ctx: &Ctx, e: &EscalationRecord) -> (String, String) {
+    let Some(v) = ctx.views.iter().find(|v| v.r.model == e.model) else {
+        return (
+            "unknown".into(),
+            "The results hold nothing for this model.".into(),
+        );
+    };
+    let next = v.r.attempts.iter().find(|a| a.number == e.attempt + 1);
+    let status = outcome(v);
+    match next {
+        Some(a) => {
+            let ok = a.outcome.trim().eq_ignore_ascii_case("ok");
+            let changes = if a.changes.is_empty() {
+                "no change".to_string()
+            } else {
+                a.changes
+                    .iter()
+                    .map(|c| cell(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let short = if ok {
+                format!("attempt {} ok", a.number)
+            } else {
+                format!("attempt {} failed", a.number)
+            };
+            let long = format!(
+                "Attempt {} ran with {changes}: {}. Final state: {status}.",
+                a.number,
+                if ok {
+                    "it succeeded".to_string()
+                } else {
+                    cell(&a.outcome)
+                }
+            );
+            (short, long)
+        }
+        None => (
+            status.clone(),
+            format!("There was no further attempt. Final state: {status}."),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// business-case.md
+
+fn business_case(ctx: &Ctx) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Business case — {} (cycle {})\n",
+        inline(&ctx.plan.name),
+        ctx.cycle()
+    );
+    s.push_str(&nav("business-case.md"));
+    let Some(cost) = ctx.plan.cost.as_ref() else {
+        s.push_str("The plan has no `[cost]` section, so no cost per token can be worked out. Add one like this (the figures are examples: put in your own electricity price, what the box cost, and dated cloud prices):\n\n");
+        s.push_str(&fence(
+            "[cost]\nelectricity_usd_per_kwh = 0.30   # your tariff\nhardware_usd = 2500              # what the box cost\nlifetime_years = 3               # over how long to write it off\nhours_per_day = 8                # hours a day it generates\nassumed_power_w = 350            # wall power while generating, if not measured\n\n[[cost.cloud]]\nname = \"Provider model (output tokens)\"\nusd_per_mtok_min = 2.5\nusd_per_mtok_max = 10.0\nas_of = \"YYYY-MM-DD\"\n",
+            "toml",
+        ));
+        return s;
+    };
+    s.push_str("What one million generated tokens cost on this box, from the measured decode speed, the power drawn while generating and the hardware written off over its lifetime, against the plan's dated cloud prices.\n\n");
+    s.push_str("## Inputs\n\n");
+    let rows = vec![
+        vec![
+            "Electricity".into(),
+            format!("{} per kWh", usd(cost.electricity_usd_per_kwh)),
+            "plan `cost.electricity_usd_per_kwh`".into(),
+        ],
+        vec![
+            "Hardware price".into(),
+            usd(cost.hardware_usd),
+            "plan `cost.hardware_usd`".into(),
+        ],
+        vec![
+            "Lifetime".into(),
+            format!("{} years", plain(cost.lifetime_years)),
+            "plan `cost.lifetime_years`".into(),
+        ],
+        vec![
+            "Use".into(),
+            format!("{} hours a day", plain(cost.hours_per_day)),
+            "plan `cost.hours_per_day`".into(),
+        ],
+        vec![
+            "Power while generating".into(),
+            cost.assumed_power_w
+                .map(|w| format!("{} W", num(w)))
+                .unwrap_or_else(|| DASH.into()),
+            if cost.assumed_power_w.is_some() {
+                "plan `cost.assumed_power_w`: assumed, because the results carry no power measured during the runs".into()
+            } else {
+                "not measured and not assumed: add `cost.assumed_power_w`".into()
+            },
+        ],
+        vec![
+            "Decode speed".into(),
+            "per model, below".into(),
+            "measured: client-side mean over all requests".into(),
+        ],
+    ];
+    s.push_str(&table(&["Input", "Value", "Source"], &[], &rows));
+    s.push_str("\n## Formulas\n\n");
+    s.push_str("- tokens per hour = decode tok/s × 3600\n");
+    s.push_str("- energy per token = power W ÷ decode tok/s, in joules\n");
+    s.push_str("- energy per million tokens = power W ÷ 1000 ÷ tokens per hour × 10⁶, in kWh\n");
+    s.push_str("- electricity per million tokens = that kWh × electricity price\n");
+    s.push_str(
+        "- hardware per hour of use = hardware price ÷ (lifetime years × 365 × hours a day)\n",
+    );
+    s.push_str("- hardware per million tokens = hardware per hour ÷ tokens per hour × 10⁶\n");
+    s.push_str("\nThe figures assume the box generates at the measured single-stream speed for every hour of use, and count output tokens only: prompt tokens are processed far faster (prefill) and are left out. Idle power, cooling and the operator's time are not included.\n");
+
+    s.push_str("\n## Cost per million output tokens\n\n");
+    let hours = cost.lifetime_years * 365.0 * cost.hours_per_day;
+    let hw_per_hour = (hours > 0.0).then(|| cost.hardware_usd / hours);
+    let mut totals: Vec<(String, Option<f64>)> = Vec::new();
+    let mut rows = Vec::new();
+    for v in &ctx.views {
+        let Some((tps, src)) = v.all.decode().filter(|(t, _)| *t > 0.0) else {
+            rows.push(vec![
+                v.name(),
+                DASH.into(),
+                DASH.into(),
+                DASH.into(),
+                DASH.into(),
+                DASH.into(),
+                DASH.into(),
+                outcome(v),
+            ]);
+            continue;
+        };
+        let per_hour = tps * 3600.0;
+        let kwh = cost.assumed_power_w.map(|w| w / 1000.0 * 1e6 / per_hour);
+        let energy = kwh.map(|k| k * cost.electricity_usd_per_kwh);
+        let hw = hw_per_hour.map(|h| h / per_hour * 1e6);
+        let total = match (energy, hw) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        totals.push((v.name(), total));
+        rows.push(vec![
+            v.name(),
+            format!("{} ({src})", num(tps)),
+            cost.assumed_power_w
+                .map(|w| format!("{} (assumed)", num(w)))
+                .unwrap_or_else(|| DASH.into()),
+            cost.assumed_power_w
+                .map(|w| num(w / tps))
+                .unwrap_or_else(|| DASH.into()),
+            kwh.map(num).unwrap_or_else(|| DASH.into()),
+            energy.map(usd).unwrap_or_else(|| DASH.into()),
+            hw.map(usd).unwrap_or_else(|| DASH.into()),
+            total
+                .map(|t| format!("**{}**", usd(t)))
+                .unwrap_or_else(|| DASH.into()),
+        ]);
+    }
+    let mut align = vec![Align::Left];
+    align.extend([Align::Right; 7]);
+    s.push_str(&table(
+        &[
+            "Model",
+            "Decode tok/s",
+            "Power W",
+            "J per token",
+            "kWh per Mtok",
+            "Electricity per Mtok",
+            "Hardware per Mtok",
+            "Total per Mtok",
+        ],
+        &align,
+        &rows,
+    ));
+    if let Some(h) = hw_per_hour {
+        let _ = writeln!(
+            s,
+            "\nHardware written off over {} hours of use: {} per hour.",
+            plain(hours),
+            usd(h)
+        );
+    } else {
+        s.push_str("\nThe hardware cannot be written off: lifetime or hours a day is zero.\n");
+    }
+
+    s.push_str("\n## Against cloud APIs\n\n");
+    cloud_table(&mut s, cost, &totals);
+    s
+}
+
+fn cloud_table(s: &mut String, cost: &CostInputs, totals: &[(String, Option<f64>)]) {
+    if cost.cloud.is_empty() {
+        s.push_str("The plan lists no cloud prices: add `[[cost.cloud]]` entries (name, USD per million tokens low and high, and the date of the quote).\n");
+        return;
+    }
+    let mut headers: Vec<String> =
+        vec!["Cloud offer".into(), "USD per Mtok".into(), "Quoted".into()];
+    headers.extend(totals.iter().map(|(n, _)| format!("vs {n}")));
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut cloud: Vec<_> = cost.cloud.iter().collect();
+    cloud.sort_by(|a, b| {
+        a.usd_per_mtok_min
+            .total_cmp(&b.usd_per_mtok_min)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let rows: Vec<Vec<String>> = cloud
+        .iter()
+        .map(|c| {
+            let range = if c.usd_per_mtok_min == c.usd_per_mtok_max {
+                usd(c.usd_per_mtok_min)
+            } else {
+                format!("{}–{}", usd(c.usd_per_mtok_min), usd(c.usd_per_mtok_max))
+            };
+            let mut row = vec![cell(&c.name), range, cell(&c.as_of)];
+            for (_, total) in totals {
+                row.push(match total {
+                    None => DASH.into(),
+                    Some(t) => compare_price(*t, c.usd_per_mtok_min, c.usd_per_mtok_max),
+                });
+            }
+            row
+        })
+        .collect();
+    s.push_str(&table(
+        &header_refs,
+        &[Align::Left, Align::Right, Align::Left],
+        &rows,
+    ));
+    s.push_str("\nEach \"vs\" cell compares that model's local total per million output tokens with the cloud price. Cloud prices are as quoted on the date shown; check them before deciding.\n");
+}
+
+fn compare_price(local: f64, lo: f64, hi: f64) -> String {
+    if local <= 0.0 {
+        return DASH.into();
+    }
+    let span = |a: f64, b: f64| {
+        if num(a) == num(b) {
+            format!("{}×", num(a))
+        } else {
+            format!("{}–{}×", num(a), num(b))
+        }
+    };
+    if local < lo {
+        format!("local {} cheaper", span(lo / local, hi / local))
+    } else if local > hi && hi > 0.0 {
+        format!(
+            "cloud {} cheaper",
+            span(local / hi, if lo > 0.0 { local / lo } else { local / hi })
+        )
+    } else {
+        "within the cloud range".into()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// quality.md
+
+/// Structure of the answers to one prompt, averaged over repetitions.
+struct Structure {
+    n: usize,
+    words: f64,
+    headings: f64,
+    code_blocks: f64,
+    list_items: f64,
+    tables: f64,
+    coverage: Option<f64>,
+    missing: BTreeSet<String>,
+}
+
+fn structure(runs: &[&RunResult]) -> Structure {
+    let n = runs.len().max(1) as f64;
+    let mean =
+        |f: &dyn Fn(&RunResult) -> u32| runs.iter().map(|r| f64::from(f(r))).sum::<f64>() / n;
+    let covs: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| {
+            let total = r.analysis.topics_covered.len() + r.analysis.topics_missing.len();
+            (total > 0).then(|| r.analysis.topics_covered.len() as f64 / total as f64)
+        })
+        .collect();
+    Structure {
+        n: runs.len(),
+        words: mean(&|r| r.analysis.words),
+        headings: mean(&|r| r.analysis.headings),
+        code_blocks: mean(&|r| r.analysis.code_blocks),
+        list_items: mean(&|r| r.analysis.list_items),
+        tables: mean(&|r| r.analysis.tables),
+        coverage: (!covs.is_empty()).then(|| covs.iter().sum::<f64>() / covs.len() as f64),
+        missing: runs
+            .iter()
+            .flat_map(|r| r.analysis.topics_missing.iter().cloned())
+            .collect(),
+    }
+}
+
+fn pct_change(new: f64, base: f64) -> String {
+    if base.abs() < f64::EPSILON {
+        return DASH.into();
+    }
+    let p = (new - base) / base * 100.0;
+    format!("{}{:.0} %", if p >= 0.0 { "+" } else { "−" }, p.abs())
+}
+
+fn quality(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Answer quality — {} (cycle {})\n",
+        inline(&plan.name),
+        ctx.cycle()
+    );
+    s.push_str(&nav("quality.md"));
+    s.push_str("The structure of each answer, read with a markdown parser, and how many of the prompt's required topics (the plan's rubric) it mentions. These are structural measures: they say whether an answer is complete and organised, not whether it is correct. Figures are means over the repetitions.\n");
+    let prompt_spec = |id: &str| plan.prompts.iter().find(|p| p.id == id);
+    s.push_str("\n## Per model and prompt\n\n");
+    let mut rows = Vec::new();
+    for v in ctx.measured() {
+        for id in v.prompt_ids(plan) {
+            let st = structure(&v.runs_of(&id));
+            let rubric = prompt_spec(&id)
+                .map(|p: &PromptSpec| p.required_topics.len())
+                .unwrap_or(0);
+            rows.push(vec![
+                v.name(),
+                cell(&id),
+                st.n.to_string(),
+                count(st.words),
+                count(st.headings),
+                count(st.code_blocks),
+                count(st.list_items),
+                count(st.tables),
+                match st.coverage {
+                    Some(c) => format!("{} of {rubric}", percent(c)),
+                    None => "no rubric".into(),
+                },
+                if st.missing.is_empty() {
+                    DASH.into()
+                } else {
+                    st.missing
+                        .iter()
+                        .map(|m| cell(m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        s.push_str("No model was measured.\n");
+    } else {
+        let mut align = vec![Align::Left, Align::Left];
+        align.extend([Align::Right; 7]);
+        s.push_str(&table(
+            &[
+                "Model",
+                "Prompt",
+                "n",
+                "Words",
+                "Headings",
+                "Code blocks",
+                "List items",
+                "Tables",
+                "Rubric covered",
+                "Topics missed (any repetition)",
+            ],
+            &align,
+            &rows,
+        ));
+    }
+
+    s.push_str("\n## Against the baseline\n\n");
+    let smallest = plan
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.params_b.map(|p| (p, i, m)))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, _, m)| m);
+    match smallest {
+        None => s.push_str("The plan gives no parameter counts (`params_b`), so there is no smallest model to use as the baseline.\n"),
+        Some(base) => match ctx.measured().find(|v| v.r.model == base.name) {
+            None => {
+                let _ = writeln!(s, "The baseline is the plan's smallest model, {}, but it was not measured, so there is nothing to compare against.", inline(&base.name));
+            }
+            Some(bv) => {
+                let _ = writeln!(
+                    s,
+                    "The baseline is the plan's smallest model, {} ({} B parameters). Each row shows how a larger model's answers differ from it on the same prompt.\n",
+                    bv.name(),
+                    num(base.params_b.unwrap_or(0.0))
+                );
+                let mut rows = Vec::new();
+                for v in ctx.measured().filter(|v| v.r.model != base.name) {
+                    for id in v.prompt_ids(plan) {
+                        let b_runs = bv.runs_of(&id);
+                        if b_runs.is_empty() {
+                            continue;
+                        }
+                        let (st, bs) = (structure(&v.runs_of(&id)), structure(&b_runs));
+                        rows.push(vec![
+                            v.name(),
+                            cell(&id),
+                            format!("{} → {} ({})", count(bs.words), count(st.words), pct_change(st.words, bs.words)),
+                            match (bs.coverage, st.coverage) {
+                                (Some(a), Some(b)) => {
+                                    let d = (b - a) * 100.0;
+                                    format!("{} → {} ({}{:.0} points)", percent(a), percent(b), if d >= 0.0 { "+" } else { "−" }, d.abs())
+                                }
+                                _ => DASH.into(),
+                            },
+                            format!("{} → {}", count(bs.code_blocks), count(st.code_blocks)),
+                            format!("{} → {}", count(bs.headings + bs.list_items + bs.tables), count(st.headings + st.list_items + st.tables)),
+                        ]);
+                    }
+                }
+                if rows.is_empty() {
+                    s.push_str("No other model was measured on the same prompts.\n");
+                } else {
+                    s.push_str(&table(
+                        &["Model", "Prompt", "Words", "Rubric covered", "Code blocks", "Headings + list items + tables"],
+                        &[],
+                        &rows,
+                    ));
+                }
+            }
+        },
+    }
+
+    s.push_str("\n## Sample answers\n\n");
+    s.push_str("The first measured repetition of each prompt, shown as the model wrote it (as plain text: nothing in an answer is rendered).\n");
+    for v in ctx.measured() {
+        for id in v.prompt_ids(plan) {
+            let Some(r) = v.runs_of(&id).into_iter().next() else {
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "\n### {} — {} (repetition {})\n",
+                v.name(),
+                inline(&id),
+                r.repetition
+            );
+            if let Some(p) = prompt_spec(&id).filter(|p| !p.title.trim().is_empty()) {
+                let _ = writeln!(s, "Prompt: {}\n", inline(&p.title));
+            }
+            let full = r
+                .answer
+                .as_ref()
+                .and_then(|b| ctx.input.answers.get(&b.key));
+            match full {
+                Some(text) => {
+                    let _ = writeln!(
+                        s,
+                        "Full answer, {} words, {} output tokens:\n",
+                        r.analysis.words, r.output_tokens
+                    );
+                    s.push_str(&fence(text, "text"));
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "Excerpt (the full answer of {} words was not available to the report):\n",
+                        r.analysis.words
+                    );
+                    s.push_str(&fence(&r.excerpt, "text"));
+                }
+            }
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// data/
+
+fn results_json(results: &BenchmarkResults) -> String {
+    match serde_json::to_string_pretty(results) {
+        Ok(mut s) => {
+            s.push('\n');
+            s
+        }
+        Err(e) => format!(
+            "{{\"error\": {}}}\n",
+            yaml_str(&format!("the results could not be serialised: {e}"))
+        ),
+    }
+}
+
+/// A CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A text field from outside: spreadsheet formula starters are defused with a leading `'`.
+fn csv_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        csv_field(&format!("'{s}"))
+    } else {
+        csv_field(s)
+    }
+}
+
+fn csv_opt(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| x.to_string())
+        .unwrap_or_default()
+}
+
+/// Column names of `data/results.csv`.
+pub const CSV_COLUMNS: &[&str] = &[
+    "model",
+    "prompt",
+    "repetition",
+    "nonce",
+    "ttft_ms",
+    "e2e_ms",
+    "tpot_ms",
+    "itl_p50_ms",
+    "itl_p90_ms",
+    "itl_p99_ms",
+    "output_tokens",
+    "prompt_tokens",
+    "client_decode_tps",
+    "engine_decode_tps",
+    "engine_prefill_tps",
+    "engine_prompt_ms",
+    "finish_reason",
+    "words",
+    "headings",
+    "code_blocks",
+    "list_items",
+    "tables",
+    "topics_covered",
+    "topics_missing",
+    "answer_key",
+    "answer_sha256",
+    "excerpt",
+];
+
+fn results_csv(results: &BenchmarkResults) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    let mut models: Vec<&ModelResult> = results.models.iter().collect();
+    models.sort_by_key(|m| m.index);
+    for m in models {
+        let mut runs: Vec<&RunResult> = m.runs.iter().collect();
+        runs.sort_by(|a, b| (&a.prompt_id, a.repetition).cmp(&(&b.prompt_id, b.repetition)));
+        for r in runs {
+            let a = &r.analysis;
+            let row = [
+                csv_text(&m.model),
+                csv_text(&r.prompt_id),
+                r.repetition.to_string(),
+                csv_text(&r.nonce),
+                csv_opt(Some(r.ttft_ms)),
+                csv_opt(Some(r.e2e_ms)),
+                csv_opt(r.tpot_ms),
+                csv_opt(r.itl_ms.map(|p| p.p50)),
+                csv_opt(r.itl_ms.map(|p| p.p90)),
+                csv_opt(r.itl_ms.map(|p| p.p99)),
+                r.output_tokens.to_string(),
+                r.prompt_tokens.map(|t| t.to_string()).unwrap_or_default(),
+                csv_opt(r.client_decode_tps),
+                csv_opt(r.engine_decode_tps),
+                csv_opt(r.engine_prefill_tps),
+                csv_opt(r.engine_prompt_ms),
+                csv_text(r.finish_reason.as_deref().unwrap_or_default()),
+                a.words.to_string(),
+                a.headings.to_string(),
+                a.code_blocks.to_string(),
+                a.list_items.to_string(),
+                a.tables.to_string(),
+                csv_text(&a.topics_covered.join("; ")),
+                csv_text(&a.topics_missing.join("; ")),
+                csv_text(
+                    r.answer
+                        .as_ref()
+                        .map(|b| b.key.as_str())
+                        .unwrap_or_default(),
+                ),
+                csv_text(
+                    r.answer
+                        .as_ref()
+                        .map(|b| b.sha256.as_str())
+                        .unwrap_or_default(),
+                ),
+                csv_text(&r.excerpt),
+            ];
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A realistic cycle to render, and the tests on every page.
+    use super::*;
+    use protocol::messages::VerificationReport;
+    use protocol::results::{
+        AnswerAnalysis, Attempt, BlobRef, Check, Decision, Evidence, GpuInfo, HostFacts, Manifest,
+        Percentiles, RemedyOption,
+    };
+
+    /// An answer meant to break out of every context it is shown in.
+    pub(crate) const HOSTILE: &str = "Plan | step 1 <script>alert(1)</script> ``` `code` **bold** [x](javascript:alert(1)) <img src=x onerror=alert(2)> & done";
+
+    const PLAN: &str = r#"
+name = "Large-model validation"
+description = "Which 14B-70B models this 24 GB box can really run, how fast, and at what cost."
+
+[defaults]
+repetitions = 3
+max_tokens = 1024
+context = 8192
+cv_flag = 0.10
+
+[[models]]
+name = "qwen25-coder-14b"
+engine = "ollama"
+runtime = "docker"
+tag = "qwen2.5-coder:14b"
+image = "ollama/ollama:0.12.6"
+memory_limit_gb = 24
+gpus = "all"
+port = 11434
+params_b = 14.8
+env = { OLLAMA_KV_CACHE_TYPE = "q8_0" }
+projected = { ram_gb = { min = 2, max = 4 }, vram_gb = { min = 10, max = 12 }, response_time_s = { min = 8, max = 20 }, words = { min = 250, max = 450 } }
+
+[[models]]
+name = "llama31-70b"
+engine = "ollama"
+runtime = "docker"
+tag = "llama3.1:70b"
+image = "ollama/ollama:0.12.6"
+memory_limit_gb = 30
+gpus = "all"
+port = 11435
+params_b = 70.6
+projected = { ram_gb = { min = 24, max = 30 }, vram_gb = { min = 21, max = 23 }, response_time_s = { min = 60, max = 180 }, words = { min = 300, max = 600 } }
+
+[[models]]
+name = "codellama-34b"
+engine = "llama-server"
+runtime = "process"
+model_path = "/srv/models/codellama-34b.Q8_0.gguf"
+gpu_layers = 99
+threads = 16
+params_b = 33.7
+
+[[prompts]]
+id = "lab-architecture"
+title = "Design a homelab inference architecture"
+text = "Design ..."
+required_topics = ["GPU", "memory", "monitoring", "backup"]
+
+[[prompts]]
+id = "rust-parser"
+title = "Write a streaming NDJSON parser in Rust"
+text = "Write ..."
+required_topics = ["error handling", "tests", "backpressure"]
+
+[criteria]
+min_decode_tps = 10
+max_temp_c = 83
+resume_temp_c = 70
+max_idle_temp_c = 45
+memory_within_limits = true
+min_gpu_util_pct = 80
+
+[cost]
+electricity_usd_per_kwh = 0.32
+hardware_usd = 3200
+lifetime_years = 3
+hours_per_day = 8
+assumed_power_w = 380
+cloud = [
+  { name = "GPT-4o (output)", usd_per_mtok_min = 10.0, usd_per_mtok_max = 10.0, as_of = "2025-06-01" },
+  { name = "DeepSeek-V3 API (output)", usd_per_mtok_min = 0.28, usd_per_mtok_max = 1.10, as_of = "2025-06-01" },
+]
+"#;
+
+    const GIB_U: u64 = 1 << 30;
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        prompt: &str,
+        rep: u32,
+        ttft: f64,
+        tokens: u32,
+        tps: f64,
+        words: u32,
+        covered: &[&str],
+        missing: &[&str],
+    ) -> RunResult {
+        let e2e = ttft + f64::from(tokens - 1) / tps * 1000.0;
+        RunResult {
+            prompt_id: prompt.into(),
+            repetition: rep,
+            nonce: format!(
+                "{:08x}",
+                (ttft * 1000.0) as u64 ^ u64::from(tokens) << 20 ^ u64::from(rep)
+            ),
+            ttft_ms: ttft,
+            e2e_ms: e2e,
+            tpot_ms: Some((e2e - ttft) / f64::from(tokens - 1)),
+            itl_ms: Some(Percentiles {
+                p50: 1000.0 / tps,
+                p90: 1150.0 / tps,
+                p99: 1400.0 / tps,
+            }),
+            output_tokens: tokens,
+            prompt_tokens: Some(412),
+            client_decode_tps: Some(tps),
+            engine_decode_tps: Some(tps * 1.03),
+            engine_prefill_tps: Some(if tps > 20.0 {
+                2150.0 + f64::from(rep) * 20.0
+            } else {
+                48.0 + f64::from(rep)
+            }),
+            engine_prompt_ms: Some(if tps > 20.0 { 190.0 } else { 8500.0 }),
+            finish_reason: Some(if tokens >= 1024 { "length" } else { "stop" }.into()),
+            analysis: AnswerAnalysis {
+                words,
+                headings: if prompt == "lab-architecture" { 5 } else { 2 },
+                code_blocks: if prompt == "rust-parser" { 3 } else { 1 },
+                list_items: 12 + rep,
+                tables: u32::from(prompt == "lab-architecture"),
+                topics_covered: covered.iter().map(|t| t.to_string()).collect(),
+                topics_missing: missing.iter().map(|t| t.to_string()).collect(),
+            },
+            answer: Some(BlobRef {
+                key: format!("answers/{prompt}-{rep}"),
+                sha256: format!("{:064x}", rep),
+                size: 2048,
+            }),
+            excerpt: format!("## Answer {rep}\nHere is the {prompt} answer."),
+        }
+    }
+
+    fn manifest(model: &str, layers: &str) -> Manifest {
+        Manifest {
+            host: "gpubox".into(),
+            cpu: "AMD Ryzen 9 7950X 16-Core Processor (32 logical CPUs)".into(),
+            gpu: "NVIDIA GeForce RTX 4090".into(),
+            driver: Some("550.120".into()),
+            engine: "ollama".into(),
+            engine_version: Some("0.12.6".into()),
+            model: model.into(),
+            model_digest: Some("sha256:3a1f9c2e7b4d".into()),
+            quantization: Some("Q4_K_M".into()),
+            context: 8192,
+            gpu_layers: Some(layers.into()),
+            threads: None,
+            seed: 42,
+            temperature: 0.0,
+            plan_hash: "9f2c4e1ab37d5c88e0f6a1b2c3d4e5f60718293a4b5c6d7e8f9011223344556f".into(),
+            threadcycle_version: "0.1.0".into(),
+        }
+    }
+
+    /// Two measured models (one after an OOM and a remedy) and one skipped, with a hostile answer.
+    pub(crate) fn fixture() -> ReportInput {
+        let plan = Plan::from_toml(PLAN).expect("fixture plan is valid");
+        let host = HostFacts {
+            hostname: "gpubox".into(),
+            host_id: "gpubox".into(),
+            kernel: "6.8.0-45-generic".into(),
+            cpu_model: "AMD Ryzen 9 7950X 16-Core Processor".into(),
+            cpus: 32,
+            ram_total: 64 * GIB_U,
+            ram_available: 58 * GIB_U,
+            swap_total: 8 * GIB_U,
+            swap_free: 8 * GIB_U,
+            cgroup_memory_limit: None,
+            model_store: "/srv/ollama".into(),
+            disk_free: 412 * GIB_U,
+            gpus: vec![GpuInfo {
+                index: 0,
+                name: "NVIDIA GeForce RTX 4090".into(),
+                vram_total: 24 * GIB_U,
+                vram_used: GIB_U / 2,
+                temperature_c: Some(38),
+                power_w: Some(21.5),
+                driver: "550.120".into(),
+            }],
+            gpu_note: None,
+            docker_version: Some("27.3.1".into()),
+            docker_runtimes: vec!["nvidia".into(), "runc".into()],
+            docker_note: None,
+        };
+        let check =
+            |name: &str, status, measured: &str, threshold: Option<&str>, detail: &str| Check {
+                name: name.into(),
+                status,
+                measured: measured.into(),
+                threshold: threshold.map(str::to_string),
+                detail: detail.into(),
+            };
+        let checks = vec![
+            check(
+                "ram.total",
+                CheckStatus::Pass,
+                "64.0 GiB",
+                Some("≥ 32 GiB"),
+                "enough for 70B with partial offload",
+            ),
+            check(
+                "disk.free",
+                CheckStatus::Warn,
+                "412 GiB",
+                Some("≥ 500 GiB"),
+                "free space under /srv/ollama is below the plan's minimum",
+            ),
+            check(
+                "gpu.nvml",
+                CheckStatus::Pass,
+                "NVIDIA GeForce RTX 4090, 24 GiB",
+                None,
+                "driver 550.120",
+            ),
+            check(
+                "docker.nvidia_runtime",
+                CheckStatus::Pass,
+                "nvidia, runc",
+                None,
+                "GPU containers can start",
+            ),
+            check(
+                "engine.version",
+                CheckStatus::Unavailable,
+                "unknown",
+                None,
+                "Ollama answers only once a container runs",
+            ),
+        ];
+        let verdict = |model: &str,
+                       fit,
+                       vram: f64,
+                       ram: f64,
+                       layers: Option<(u32, u32)>,
+                       reason: &str,
+                       suggestion: Option<&str>| FitVerdict {
+            model: model.into(),
+            fit,
+            source: "built-in table (quantisation Q4_K_M)".into(),
+            weights_bytes: Some(((vram + ram) * 0.85 * GIB_U as f64) as u64),
+            kv_bytes: Some(((vram + ram) * 0.1 * GIB_U as f64) as u64),
+            vram_bytes: Some((vram * GIB_U as f64) as u64),
+            ram_bytes: Some((ram * GIB_U as f64) as u64),
+            gpu_layers: layers,
+            reason: reason.into(),
+            suggestion: suggestion.map(str::to_string),
+        };
+        let verdicts = vec![
+            verdict(
+                "qwen25-coder-14b",
+                Fit::Go,
+                10.8,
+                1.2,
+                Some((49, 49)),
+                "fits wholly in VRAM",
+                None,
+            ),
+            verdict(
+                "llama31-70b",
+                Fit::GoPartialOffload,
+                21.9,
+                22.4,
+                Some((38, 81)),
+                "43 of 81 layers stay on the CPU",
+                None,
+            ),
+            verdict(
+                "codellama-34b",
+                Fit::NoGo,
+                23.6,
+                13.5,
+                None,
+                "Q8_0 weights need 35.9 GiB, more than VRAM and the free RAM together",
+                Some("use the Q4_K_M file (19.1 GiB)"),
+            ),
+        ];
+        let verification = VerificationReport {
+            plan,
+            plan_hash: "9f2c4e1ab37d5c88e0f6a1b2c3d4e5f60718293a4b5c6d7e8f9011223344556f".into(),
+            plan_source: "plans/large-models.toml".into(),
+            host,
+            checks,
+            verdicts,
+        };
+        let topics_a = ["GPU", "memory", "monitoring"];
+        let mut qwen_runs = Vec::new();
+        for rep in 1..=3 {
+            qwen_runs.push(run(
+                "lab-architecture",
+                rep,
+                182.0 + f64::from(rep) * 6.0,
+                620 + rep * 11,
+                66.0 + f64::from(rep) * 0.8,
+                402 + rep * 9,
+                &topics_a,
+                &["backup"],
+            ));
+        }
+        for rep in 1..=3 {
+            let mut r = run(
+                "rust-parser",
+                rep,
+                175.0 + f64::from(rep) * 4.0,
+                540 + rep * 7,
+                67.5 - f64::from(rep) * 0.5,
+                310 + rep * 5,
+                &["error handling", "tests", "backpressure"],
+                &[],
+            );
+            if rep == 1 {
+                r.excerpt = HOSTILE.into();
+            }
+            qwen_runs.push(r);
+        }
+        let mut llama_runs = Vec::new();
+        for rep in 1..=3 {
+            // The first TTFT is far slower: the KV cache was still being paged in.
+            let ttft = if rep == 1 {
+                9400.0
+            } else {
+                4150.0 + f64::from(rep) * 40.0
+            };
+            llama_runs.push(run(
+                "lab-architecture",
+                rep,
+                ttft,
+                820 + rep * 9,
+                3.1 + f64::from(rep) * 0.05,
+                530 + rep * 6,
+                &["GPU", "memory", "monitoring", "backup"],
+                &[],
+            ));
+        }
+        for rep in 1..=3 {
+            llama_runs.push(run(
+                "rust-parser",
+                rep,
+                4080.0 + f64::from(rep) * 30.0,
+                1024,
+                3.2 - f64::from(rep) * 0.04,
+                455 + rep * 3,
+                &["error handling", "tests"],
+                &["backpressure"],
+            ));
+        }
+        for (model, runs) in [
+            ("qwen25-coder-14b", &mut qwen_runs),
+            ("llama31-70b", &mut llama_runs),
+        ] {
+            for r in runs.iter_mut() {
+                if let Some(b) = r.answer.as_mut() {
+                    b.key = format!("answers/{model}/{}-{}", r.prompt_id, r.repetition);
+                }
+            }
+        }
+        let qwen = ModelResult {
+            index: 0,
+            model: "qwen25-coder-14b".into(),
+            status: ModelStatus::Measured,
+            attempts: vec![Attempt {
+                number: 1,
+                changes: vec![],
+                outcome: "ok".into(),
+                escalation: None,
+            }],
+            load_ms: Some(6120.0),
+            runs: qwen_runs,
+            prompts: vec![],
+            peak_ram_bytes: Some((2.9 * GIB_U as f64) as u64),
+            peak_vram_bytes: Some((11.2 * GIB_U as f64) as u64),
+            manifest: manifest("qwen2.5-coder:14b", "49/49"),
+            started_at: "2025-06-14T09:31:02Z".into(),
+            finished_at: "2025-06-14T09:44:40Z".into(),
+        };
+        let esc_id = "0197a1c2-6f3e-7a10-9b2e-4d5c6e7f8a90";
+        let llama = ModelResult {
+            index: 1,
+            model: "llama31-70b".into(),
+            status: ModelStatus::Measured,
+            attempts: vec![
+                Attempt {
+                    number: 1,
+                    changes: vec![],
+                    outcome: "container tc-c42-llama31-70b was killed by the OOM killer at 29.9 GiB of a 30 GiB limit".into(),
+                    escalation: Some(esc_id.into()),
+                },
+                Attempt { number: 2, changes: vec!["memory_limit_gb=40".into()], outcome: "ok".into(), escalation: None },
+            ],
+            load_ms: Some(48_200.0),
+            runs: llama_runs,
+            prompts: vec![],
+            peak_ram_bytes: Some((33.7 * GIB_U as f64) as u64),
+            peak_vram_bytes: Some((22.6 * GIB_U as f64) as u64),
+            manifest: manifest("llama3.1:70b", "38/81"),
+            started_at: "2025-06-14T09:45:10Z".into(),
+            finished_at: "2025-06-14T11:02:55Z".into(),
+        };
+        let codellama = ModelResult {
+            index: 2,
+            model: "codellama-34b".into(),
+            status: ModelStatus::Skipped {
+                reason: "the Reader predicts no fit: Q8_0 weights need 35.9 GiB".into(),
+            },
+            attempts: vec![],
+            load_ms: None,
+            runs: vec![],
+            prompts: vec![],
+            peak_ram_bytes: None,
+            peak_vram_bytes: None,
+            manifest: Manifest {
+                engine: "llama-server".into(),
+                model: "/srv/models/codellama-34b.Q8_0.gguf".into(),
+                ..manifest("", "")
+            },
+            started_at: "2025-06-14T11:03:00Z".into(),
+            finished_at: "2025-06-14T11:03:00Z".into(),
+        };
+        let escalation = EscalationRecord {
+            id: esc_id.into(),
+            cycle: "c42".into(),
+            model: "llama31-70b".into(),
+            attempt: 1,
+            failure: "container tc-c42-llama31-70b exited with status 137 while loading the model".into(),
+            class: FailureClass::OomKilled,
+            diagnosis: "The kernel OOM killer stopped the container at 29.9 GiB of its 30 GiB limit while the 43 CPU-resident layers were loaded.".into(),
+            confidence: 0.92,
+            evidence: Evidence {
+                exit_status: Some("137 (SIGKILL)".into()),
+                oom_killed: Some(true),
+                log_tail: vec![
+                    "llm_load_tensors: offloaded 38/81 layers to GPU".into(),
+                    "llm_load_tensors: CPU buffer size = 21340.55 MiB | CUDA0 buffer size = 19874.02 MiB".into(),
+                    "```".into(),
+                    "time=2025-06-14T09:46:31Z level=INFO msg=\"loading model\" <b>not html</b>".into(),
+                ],
+                engine_error: None,
+                host_ram_available: Some(57 * GIB_U),
+                gpu_free: Some(GIB_U + GIB_U / 5),
+                gpu_temp_c: Some(51),
+                attempts: 0,
+            },
+            options: vec![
+                RemedyOption {
+                    number: 1,
+                    summary: "Raise the container memory limit to 40 GiB".into(),
+                    rationale: "57 GiB of host RAM are free; the CPU-resident layers need about 22 GiB plus the KV cache".into(),
+                    safe: true,
+                    action: RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "40".into())] },
+                },
+                RemedyOption {
+                    number: 2,
+                    summary: "Quantise the KV cache to q8_0".into(),
+                    rationale: "halves the KV cache at a small quality cost".into(),
+                    safe: true,
+                    action: RemedyAction::Retry { set: vec![("env.OLLAMA_KV_CACHE_TYPE".into(), "q8_0".into())] },
+                },
+                RemedyOption {
+                    number: 3,
+                    summary: "Skip this model".into(),
+                    rationale: "keeps the cycle going".into(),
+                    safe: true,
+                    action: RemedyAction::Skip,
+                },
+            ],
+            decision: Some(Decision {
+                option: Some(1),
+                action: RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "40".into())] },
+                by: "policy:auto".into(),
+                at: "2025-06-14T09:47:02Z".into(),
+            }),
+            opened_at: "2025-06-14T09:46:40Z".into(),
+        };
+        let mut answers = BTreeMap::new();
+        answers.insert(
+            "answers/qwen25-coder-14b/rust-parser-1".to_string(),
+            format!("{HOSTILE}\n\n````rust\nfn main() {{}}\n````\n\n<iframe src=\"http://evil\"></iframe>\n"),
+        );
+        ReportInput {
+            cycle: "c42".into(),
+            results: BenchmarkResults {
+                verification,
+                models: vec![qwen, llama, codellama],
+                escalations: vec![esc_id.into()],
+                aborted: None,
+            },
+            troubleshooting: vec![escalation],
+            answers,
+        }
+    }
+
+    fn page(files: &[ReportFile], path: &str) -> String {
+        let f = files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} was not produced"));
+        String::from_utf8(f.bytes.clone()).expect("utf-8")
+    }
+
+    #[test]
+    fn produces_every_file() {
+        let files = render_reports(&fixture());
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "README.md",
+                "benchmark-report.md",
+                "deployment-guide.md",
+                "troubleshooting.md",
+                "business-case.md",
+                "quality.md",
+                "charts/decode-tps.svg",
+                "charts/ttft.svg",
+                "data/results.json",
+                "data/results.csv",
+                "report.html",
+            ]
+        );
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(render_reports(&fixture()), render_reports(&fixture()));
+    }
+
+    #[test]
+    fn links_and_tables_check_out() {
+        let problems = crate::checks::check_reports(&render_reports(&fixture()));
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn snapshot_readme() {
+        insta::assert_snapshot!("readme", page(&render_reports(&fixture()), "README.md"));
+    }
+
+    #[test]
+    fn snapshot_benchmark_report() {
+        insta::assert_snapshot!(
+            "benchmark_report",
+            page(&render_reports(&fixture()), "benchmark-report.md")
+        );
+    }
+
+    #[test]
+    fn snapshot_deployment_guide() {
+        insta::assert_snapshot!(
+            "deployment_guide",
+            page(&render_reports(&fixture()), "deployment-guide.md")
+        );
+    }
+
+    #[test]
+    fn snapshot_troubleshooting() {
+        insta::assert_snapshot!(
+            "troubleshooting",
+            page(&render_reports(&fixture()), "troubleshooting.md")
+        );
+    }
+
+    #[test]
+    fn snapshot_business_case() {
+        insta::assert_snapshot!(
+            "business_case",
+            page(&render_reports(&fixture()), "business-case.md")
+        );
+    }
+
+    #[test]
+    fn snapshot_quality() {
+        insta::assert_snapshot!("quality", page(&render_reports(&fixture()), "quality.md"));
+    }
+
+    #[test]
+    fn snapshot_csv() {
+        insta::assert_snapshot!(
+            "results_csv",
+            page(&render_reports(&fixture()), "data/results.csv")
+        );
+    }
+
+    #[test]
+    fn snapshot_decode_chart() {
+        insta::assert_snapshot!(
+            "decode_chart",
+            page(&render_reports(&fixture()), "charts/decode-tps.svg")
+        );
+    }
+
+    #[test]
+    fn json_is_the_whole_results() {
+        let input = fixture();
+        let json = page(&render_reports(&input), "data/results.json");
+        let back: serde_json::Value = serde_json::from_str(&json).expect("parses");
+        let whole: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&input.results).expect("serialises"))
+                .expect("parses");
+        assert_eq!(back, whole);
+    }
+
+    #[test]
+    fn csv_has_one_row_per_run_and_quotes_hostile_text() {
+        let csv = page(&render_reports(&fixture()), "data/results.csv");
+        assert_eq!(csv.matches("\r\n").count(), 1 + 12);
+        assert!(
+            csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE)
+        );
+        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn report_html_shows_hostile_text_as_text() {
+        let html = page(&render_reports(&fixture()), "report.html");
+        assert!(!html.contains("<script"), "a script tag reached the HTML");
+        assert!(!html.contains("<img src=x"), "an img tag reached the HTML");
+        assert!(!html.contains("<iframe"), "an iframe reached the HTML");
+        assert!(!html.contains("<b>not html</b>"));
+        assert!(
+            !html.contains("href=\"javascript:"),
+            "a javascript: URL survived as a link"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("<svg"), "charts are inlined");
+        assert!(
+            !html.contains("src=\"charts/"),
+            "charts are not external images"
+        );
+    }
+
+    #[test]
+    fn missing_cost_section_says_what_to_add() {
+        let mut input = fixture();
+        input.results.verification.plan.cost = None;
+        let page = page(&render_reports(&input), "business-case.md");
+        assert!(page.contains("no `[cost]` section") && page.contains("assumed_power_w"));
+    }
+
+    #[test]
+    fn nothing_measured_still_renders_clean_reports() {
+        let mut input = fixture();
+        for m in &mut input.results.models {
+            m.status = ModelStatus::Failed {
+                reason: "engine never answered".into(),
+            };
+            m.runs.clear();
+        }
+        input.troubleshooting.clear();
+        let files = render_reports(&input);
+        assert!(crate::checks::check_reports(&files).is_empty());
+        let bench = page(&files, "benchmark-report.md");
+        assert!(bench.contains("NOT MEASURED"));
+        assert!(
+            bench
+                .lines()
+                .filter(|l| l.contains("Decode speed"))
+                .all(|l| l.contains("NOT MEASURED")),
+            "{bench}"
+        );
+    }
+
+    #[test]
+    fn remedies_are_applied_in_order() {
+        let input = fixture();
+        let plan = &input.results.verification.plan;
+        let e = Effective::of(plan, &plan.models[1], &input.results.models[1]);
+        assert_eq!(
+            (e.memory_limit_gb, e.attempt, e.changes.clone()),
+            (Some(40.0), Some(2), vec!["memory_limit_gb=40".to_string()])
+        );
+    }
+
+    #[test]
+    fn process_runtime_gets_a_llama_server_command() {
+        let input = fixture();
+        let plan = &input.results.verification.plan;
+        let spec = &plan.models[2];
+        let e = Effective::of(plan, spec, &input.results.models[2]);
+        let mut s = String::new();
+        process_steps(&mut s, plan, spec, &e, 8080);
+        assert!(
+            s.contains("llama-server \\\n  --model /srv/models/codellama-34b.Q8_0.gguf"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-ngl 99") && s.contains("-t 16") && s.contains("-c 8192"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn cloud_comparison_reads_both_ways() {
+        assert_eq!(compare_price(1.0, 10.0, 10.0), "local 10.0× cheaper");
+        assert_eq!(compare_price(2.0, 0.28, 1.1), "cloud 1.82–7.14× cheaper");
+        assert_eq!(compare_price(0.5, 0.28, 1.1), "within the cloud range");
+    }
+
+    #[test]
+    fn criteria_cover_every_threshold_in_the_plan() {
+        let input = fixture();
+        let ctx = Ctx::new(&input);
+        let verdicts: Vec<(String, Verdict)> = ctx
+            .criteria
+            .iter()
+            .map(|c| (c.what.clone(), c.verdict))
+            .collect();
+        assert!(
+            verdicts.contains(&("Decode speed — qwen25-coder-14b".into(), Verdict::Pass)),
+            "{verdicts:?}"
+        );
+        assert!(verdicts.contains(&("Decode speed — llama31-70b".into(), Verdict::Fail)));
+        assert!(verdicts.contains(&("Decode speed — codellama-34b".into(), Verdict::NotMeasured)));
+        assert!(verdicts.contains(&(
+            "GPU utilisation while generating".into(),
+            Verdict::NotMeasured
+        )));
+        assert!(verdicts.contains(&("Idle GPU temperature".into(), Verdict::Pass)));
+    }
+}

@@ -1,0 +1,13 @@
+//! Adapters to the machine, shared by Reader, Writer and Debug.
+//!
+//! Architecture invariant: only this crate touches Docker, NVML, `/proc`, the filesystem's
+//! free space, engine processes or engine HTTP. Agents hold policy; this crate holds I/O.
+
+pub mod docker;
+pub mod fake_http;
+pub mod engine;
+pub mod gpu;
+pub mod ollama;
+pub mod openai;
+pub mod process;
+pub mod system;

@@ -1,0 +1,166 @@
+//! Main's processes: the operator service, the event follower that keeps cycle records current,
+//! and the handoff consumer that closes cycles when the reports are published.
+
+use crate::operator::answer;
+use async_nats::jetstream::consumer::pull;
+use futures::StreamExt;
+use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
+use protocol::events::{Event, EventBody, Phase};
+use protocol::operator::{CycleRecord, CycleState, OperatorReply, OperatorRequest};
+use protocol::subjects as subj;
+use protocol::{Envelope, Payload, Role};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs Main until `shutdown` turns true.
+pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
+    let service = tokio::spawn(serve_operator(bus.clone(), shutdown.clone()));
+    let follower = tokio::spawn(follow_events(bus.clone(), shutdown.clone()));
+    let main = MainAgent { bus: bus.clone() };
+    let r = consume(&bus, shutdown, stats, &main).await;
+    service.abort();
+    follower.abort();
+    r
+}
+
+/// Answers operator requests (a queue group, so several Mains could share the load).
+async fn serve_operator(bus: Bus, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut sub = match bus.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(message = "Operator service unavailable; retrying.", %error);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => m,
+                _ = shutdown.changed() => return,
+            };
+            let Some(msg) = msg else { break };
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let reply = match serde_json::from_slice::<OperatorRequest>(&msg.payload) {
+                    Ok(req) => answer(&bus, req).await,
+                    Err(e) => OperatorReply::Error { code: "bad_request".into(), message: format!("not an operator request: {e}") },
+                };
+                if let Some(to) = msg.reply {
+                    let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                    if let Err(error) = bus.client.publish(to, bytes.into()).await {
+                        tracing::warn!(message = "Operator reply not sent.", %error);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Folds events into cycle records (phase, models done, requests measured), each event once.
+async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let messages = async {
+            let stream = bus.js.get_stream(subj::EVENT_STREAM).await.map_err(|e| e.to_string())?;
+            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    "main-events",
+                    pull::Config { durable_name: Some("main-events".into()), ack_wait: Duration::from_secs(30), ..Default::default() },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(message = "Event follower unavailable; retrying.", %error);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                m = messages.next() => m,
+                _ = shutdown.changed() => return,
+            };
+            let Some(Ok(msg)) = next else { break };
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
+                let applied = bus
+                    .cycles
+                    .update::<CycleRecord, _>(ev.cycle.as_str(), |r| {
+                        if seq <= r.last_event_seq {
+                            return;
+                        }
+                        r.last_event_seq = seq;
+                        match &ev.body {
+                            EventBody::PhaseStarted { phase } if !r.state.is_final() => {
+                                r.state = CycleState::Running { phase: *phase };
+                            }
+                            EventBody::ModelFinished { .. } => r.models_done += 1,
+                            EventBody::RunMeasured { .. } => r.requests_done += 1,
+                            _ => return,
+                        }
+                        r.updated_at = ev.at;
+                    })
+                    .await;
+                if let Err(error) = applied {
+                    tracing::warn!(message = "Cycle record not updated; event will be redelivered.", %error);
+                    continue;
+                }
+            }
+            let _ = msg.ack().await;
+        }
+    }
+}
+
+struct MainAgent {
+    bus: Bus,
+}
+
+impl Handler for MainAgent {
+    async fn handle(&self, env: Envelope) -> Handled {
+        let Envelope { cycle, payload, .. } = env;
+        match payload {
+            Payload::ReportsPublished(r) => {
+                let state = match &r.aborted {
+                    Some(reason) => CycleState::Failed { reason: reason.clone() },
+                    None => CycleState::Completed,
+                };
+                let mut first = false;
+                let updated = self
+                    .bus
+                    .cycles
+                    .update::<CycleRecord, _>(cycle.as_str(), |rec| {
+                        first = !rec.state.is_final() || rec.report_dir.is_none();
+                        if !matches!(rec.state, CycleState::Canceled) {
+                            rec.state = state.clone();
+                        }
+                        rec.report_dir = Some(r.dir.clone());
+                        rec.report_files = r.files.clone();
+                        rec.updated_at = chrono::Utc::now();
+                    })
+                    .await
+                    .map_err(|e| HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) })?;
+                if updated.is_none() {
+                    return Err(HandleError::Reject(format!("reports published for unknown cycle `{cycle}`")));
+                }
+                if first {
+                    let body = match &r.aborted {
+                        Some(reason) => EventBody::CycleFailed { reason: format!("{reason} (reports in {})", r.dir) },
+                        None => EventBody::CycleCompleted { dir: r.dir.clone() },
+                    };
+                    self.bus.event_best_effort(Event::new(cycle.clone(), Role::Main, EventBody::PhaseStarted { phase: Phase::Complete })).await;
+                    self.bus.event_best_effort(Event::new(cycle, Role::Main, body)).await;
+                }
+                Ok(())
+            }
+            other => Err(HandleError::Reject(format!("main does not take `{}` packages", other.kind()))),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Answers to operator commands.
+
+use handoffs::{Bus, BusError};
+use protocol::events::{Event, EventBody, Phase};
+use protocol::messages::{CyclePlan, OperatorDecision};
+use protocol::operator::{AgentLiveness, CycleRecord, CycleState, OperatorReply, OperatorRequest};
+use protocol::plan::Plan;
+use protocol::results::EscalationRecord;
+use protocol::{CycleId, Envelope, HostId, Payload, Role};
+use sha2::{Digest, Sha256};
+
+fn error(code: &str, message: impl Into<String>) -> OperatorReply {
+    OperatorReply::Error { code: code.into(), message: message.into() }
+}
+
+/// Answers one request; NATS trouble becomes an `unavailable` error reply.
+pub async fn answer(bus: &Bus, req: OperatorRequest) -> OperatorReply {
+    match answer_inner(bus, req).await {
+        Ok(r) => r,
+        Err(e) => error("unavailable", e.to_string()),
+    }
+}
+
+async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, BusError> {
+    Ok(match req {
+        OperatorRequest::Start { plan_toml, plan_source, host } => start(bus, &plan_toml, &plan_source, &host).await?,
+        OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
+        OperatorRequest::Cancel { cycle } => cancel(bus, &cycle).await?,
+        OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
+            Some(r) => OperatorReply::Reports { dir: r.report_dir, files: r.report_files },
+            None => error("not_found", format!("no cycle `{cycle}`")),
+        },
+        OperatorRequest::Escalations { all } => {
+            let mut items = escalations(bus).await?;
+            if !all {
+                items.retain(|r| r.decision.is_none());
+            }
+            OperatorReply::Escalations { items }
+        }
+        OperatorRequest::Resolve { id, option, action, by } => resolve(bus, &id, option, action, &by).await?,
+    })
+}
+
+async fn start(bus: &Bus, plan_toml: &str, source: &str, host: &str) -> Result<OperatorReply, BusError> {
+    let plan = match Plan::from_toml(plan_toml) {
+        Ok(p) => p,
+        Err(e) => return Ok(error("bad_plan", format!("{source}: {e}"))),
+    };
+    let host_id = match HostId::parse(host) {
+        Ok(h) => h,
+        Err(e) => return Ok(error("bad_host", e.to_string())),
+    };
+    let now = chrono::Utc::now();
+    let cycle = CycleId::generate(now);
+    let requests = plan.models.len() as u32 * plan.prompts.len() as u32 * plan.defaults.repetitions;
+    let record = CycleRecord {
+        id: cycle.to_string(),
+        plan: plan.name.clone(),
+        plan_source: source.into(),
+        plan_hash: hex::encode(Sha256::digest(plan_toml.as_bytes())),
+        host: host_id.to_string(),
+        state: CycleState::Running { phase: Phase::Planned },
+        started_at: now,
+        updated_at: now,
+        models_total: plan.models.len() as u32,
+        models_done: 0,
+        requests_done: 0,
+        requests_total: requests,
+        report_dir: None,
+        report_files: Vec::new(),
+        last_event_seq: 0,
+    };
+    bus.cycles.create(cycle.as_str(), &record).await?;
+    bus.event_best_effort(Event::new(
+        cycle.clone(),
+        Role::Main,
+        EventBody::CycleStarted { plan: plan.name.clone(), models: plan.models.len() as u32, requests },
+    ))
+    .await;
+    let env = Envelope::new(
+        cycle.clone(),
+        Role::Main,
+        Role::Reader,
+        None,
+        Payload::CyclePlan(CyclePlan { plan, plan_hash: record.plan_hash.clone(), plan_source: source.into(), host: host_id.to_string() }),
+    );
+    bus.publish_to(&env, &host_id).await?;
+    Ok(OperatorReply::Started { cycle: cycle.to_string() })
+}
+
+async fn status(bus: &Bus, cycle: Option<&str>) -> Result<OperatorReply, BusError> {
+    let mut cycles = Vec::new();
+    match cycle {
+        Some(c) => match bus.cycles.get::<CycleRecord>(c).await? {
+            Some(r) => cycles.push(r),
+            None => return Ok(error("not_found", format!("no cycle `{c}`"))),
+        },
+        None => {
+            for k in bus.cycles.keys().await? {
+                if let Some(r) = bus.cycles.get::<CycleRecord>(&k).await? {
+                    cycles.push(r);
+                }
+            }
+        }
+    }
+    cycles.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    let now = chrono::Utc::now();
+    let mut agents = Vec::new();
+    for k in bus.heartbeats.keys().await? {
+        if let Some(mut a) = bus.heartbeats.get::<AgentLiveness>(&k).await? {
+            a.age_s = (now - a.last_seen).num_milliseconds() as f64 / 1000.0;
+            agents.push(a);
+        }
+    }
+    agents.sort_by(|a, b| a.agent.cmp(&b.agent));
+    Ok(OperatorReply::Status { cycles, agents })
+}
+
+async fn cancel(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
+    let mut changed = false;
+    let rec = bus
+        .cycles
+        .update::<CycleRecord, _>(cycle, |r| {
+            changed = false;
+            if !r.state.is_final() {
+                r.state = CycleState::Canceled;
+                r.updated_at = chrono::Utc::now();
+                changed = true;
+            }
+        })
+        .await?;
+    let Some(rec) = rec else { return Ok(error("not_found", format!("no cycle `{cycle}`"))) };
+    if changed {
+        if let Ok(id) = CycleId::parse(cycle) {
+            bus.event_best_effort(Event::new(id, Role::Main, EventBody::CycleCanceled)).await;
+        }
+    }
+    Ok(OperatorReply::Canceled { state: rec.state })
+}
+
+/// Every escalation record, oldest first.
+pub async fn escalations(bus: &Bus) -> Result<Vec<EscalationRecord>, BusError> {
+    let mut out = Vec::new();
+    for k in bus.escalations.keys().await? {
+        if k.starts_with("ask.") {
+            continue;
+        }
+        if let Some(r) = bus.escalations.get::<EscalationRecord>(&k).await? {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| a.opened_at.cmp(&b.opened_at));
+    Ok(out)
+}
+
+async fn resolve(
+    bus: &Bus,
+    id: &str,
+    option: Option<u32>,
+    action: Option<protocol::results::RemedyAction>,
+    by: &str,
+) -> Result<OperatorReply, BusError> {
+    let Some(rec) = bus.escalations.get::<EscalationRecord>(id).await? else {
+        return Ok(error("not_found", format!("no escalation `{id}`: `threadcycle escalations --all` lists them")));
+    };
+    if let Some(d) = &rec.decision {
+        return Ok(error("already_resolved", format!("escalation `{id}` was already decided by {} at {}", d.by, d.at)));
+    }
+    if option.is_none() && action.is_none() {
+        return Ok(error("bad_decision", "name an option number, --set key=value, --skip or --abort"));
+    }
+    if let Some(n) = option {
+        if !rec.options.iter().any(|o| o.number == n) {
+            return Ok(error(
+                "unknown_option",
+                format!("escalation `{id}` has options 1 to {}; {n} is not one of them", rec.options.len()),
+            ));
+        }
+    }
+    let cycle = match CycleId::parse(&rec.cycle) {
+        Ok(c) => c,
+        Err(e) => return Ok(error("bad_record", e.to_string())),
+    };
+    let env = Envelope::new(
+        cycle,
+        Role::Main,
+        Role::Debug,
+        None,
+        Payload::OperatorDecision(OperatorDecision { escalation: id.into(), option, action, by: by.into() }),
+    );
+    bus.publish(&env).await?;
+    Ok(OperatorReply::Resolved { id: id.into() })
+}

@@ -1,0 +1,366 @@
+//! The Reader's phase: measure the host, hold each figure to the plan's threshold, predict every
+//! model's fit, and hand the verification report to the Writer.
+
+use crate::fit::{FitInputs, HostCapacity, KvType, verdict};
+use crate::{builtin, gguf};
+use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
+use protocol::events::{Event, EventBody, Phase};
+use protocol::ids::derive_id;
+use protocol::messages::{CyclePlan, VerificationReport};
+use protocol::operator::CycleRecord;
+use protocol::plan::{EngineKind, ModelSpec, Plan, Runtime, expand_path};
+use protocol::results::{Check, CheckStatus, Fit, FitVerdict, HostFacts};
+use protocol::{CycleId, Envelope, Payload, Role};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Runs the Reader until `shutdown` turns true.
+pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
+    let reader = Reader { bus: bus.clone() };
+    consume(&bus, shutdown, stats, &reader).await
+}
+
+struct Reader {
+    bus: Bus,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GB", b as f64 / GIB)
+}
+
+fn check(name: &str, status: CheckStatus, measured: String, threshold: Option<String>, detail: String) -> Check {
+    Check { name: name.into(), status, measured, threshold, detail }
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Where the plan keeps its models: the plan's `host.model_store`, else the folder of the first
+/// local model file, else the home directory.
+pub fn model_store(plan: &Plan) -> PathBuf {
+    if let Some(s) = &plan.host.model_store {
+        if let Ok(p) = expand_path(s, &env_lookup) {
+            return PathBuf::from(p);
+        }
+    }
+    plan.models
+        .iter()
+        .filter_map(|m| m.model_path.as_deref())
+        .filter_map(|p| expand_path(p, &env_lookup).ok())
+        .filter_map(|p| Path::new(&p).parent().map(Path::to_path_buf))
+        .next()
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/".into())))
+}
+
+/// Measures the host. Blocking parts (NVML, statvfs, Docker) run off the async threads.
+pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
+    let mut checks = Vec::new();
+    let mut f = HostFacts {
+        hostname: host::system::hostname(),
+        host_id: host_id.into(),
+        kernel: host::system::kernel(),
+        cpu_model: host::system::cpu_model(),
+        cpus: host::system::cpus(),
+        ..Default::default()
+    };
+    match host::system::meminfo() {
+        Ok(m) => {
+            f.ram_total = m.total;
+            f.ram_available = m.available;
+            f.swap_total = m.swap_total;
+            f.swap_free = m.swap_free;
+            let (st, thr) = match plan.host.min_ram_gb {
+                Some(min) if (m.total as f64) < min * GIB => (CheckStatus::Fail, Some(format!("≥ {min} GB"))),
+                Some(min) => (CheckStatus::Pass, Some(format!("≥ {min} GB"))),
+                None => (CheckStatus::Pass, None),
+            };
+            checks.push(check("ram.total", st, gib(m.total), thr, "total RAM".into()));
+            checks.push(check(
+                "ram.available",
+                CheckStatus::Pass,
+                gib(m.available),
+                None,
+                format!("swap {} of {} free", gib(m.swap_free), gib(m.swap_total)),
+            ));
+        }
+        Err(e) => checks.push(check("ram.total", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
+    }
+    f.cgroup_memory_limit = host::system::cgroup_memory_limit();
+    checks.push(check(
+        "cgroup.memory_limit",
+        if f.cgroup_memory_limit.is_some_and(|l| l < f.ram_total) { CheckStatus::Warn } else { CheckStatus::Pass },
+        f.cgroup_memory_limit.map(gib).unwrap_or_else(|| "unlimited".into()),
+        None,
+        "memory limit of the cgroup the agents (and a process-runtime engine) run in".into(),
+    ));
+    let store = model_store(plan);
+    f.model_store = store.display().to_string();
+    match tokio::task::spawn_blocking(move || host::system::disk_free(&store)).await {
+        Ok(Ok((free, at))) => {
+            f.disk_free = free;
+            let (st, thr) = match plan.host.min_disk_free_gb {
+                Some(min) if (free as f64) < min * GIB => (CheckStatus::Fail, Some(format!("≥ {min} GB"))),
+                Some(min) => (CheckStatus::Pass, Some(format!("≥ {min} GB"))),
+                None => (CheckStatus::Pass, None),
+            };
+            checks.push(check("disk.free", st, gib(free), thr, format!("free under {} (measured at {})", f.model_store, at.display())));
+        }
+        Ok(Err(e)) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
+        Err(e) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
+    }
+    let gpus = tokio::task::spawn_blocking(|| {
+        let g = host::gpu::Gpus::probe();
+        (g.inventory(), g.note().map(str::to_string))
+    })
+    .await;
+    match gpus {
+        Ok((Ok(list), note)) if !list.is_empty() => {
+            for g in &list {
+                let temp = g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_else(|| "n/a".into());
+                checks.push(check(
+                    &format!("gpu{}.vram", g.index),
+                    CheckStatus::Pass,
+                    format!("{} free of {}", gib(g.vram_total.saturating_sub(g.vram_used)), gib(g.vram_total)),
+                    None,
+                    format!("{} (driver {})", g.name, g.driver),
+                ));
+                let (st, thr) = match (plan.criteria.max_idle_temp_c, g.temperature_c) {
+                    (Some(max), Some(t)) if f64::from(t) >= max => (CheckStatus::Fail, Some(format!("< {max} °C"))),
+                    (Some(max), Some(_)) => (CheckStatus::Pass, Some(format!("< {max} °C"))),
+                    (Some(max), None) => (CheckStatus::Unavailable, Some(format!("< {max} °C"))),
+                    (None, _) => (CheckStatus::Pass, None),
+                };
+                checks.push(check(&format!("gpu{}.idle_temperature", g.index), st, temp, thr, "idle temperature before the cycle".into()));
+            }
+            f.gpus = list;
+            f.gpu_note = note;
+        }
+        Ok((Ok(_), note)) => {
+            let note = note.unwrap_or_else(|| "no NVIDIA GPU (NVML found no device)".into());
+            checks.push(check("gpu", CheckStatus::Unavailable, note.clone(), None, "models run on the CPU".into()));
+            f.gpu_note = Some(note);
+        }
+        Ok((Err(e), _)) => {
+            let note = format!("NVML error: {e}");
+            checks.push(check("gpu", CheckStatus::Fail, note.clone(), None, "NVML loaded but could not list GPUs".into()));
+            f.gpu_note = Some(note);
+        }
+        Err(e) => f.gpu_note = Some(format!("GPU probe failed: {e}")),
+    }
+    let wants_docker = plan.models.iter().any(|m| m.runtime == Runtime::Docker);
+    match host::docker::DockerRuntime::connect().await {
+        Ok(d) => match d.engine_info().await {
+            Ok(info) => {
+                f.docker_version = Some(info.version.clone());
+                f.docker_runtimes = info.runtimes.clone();
+                let wants_gpu = plan.models.iter().any(|m| m.runtime == Runtime::Docker && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None));
+                let nvidia = info.runtimes.iter().any(|r| r == "nvidia");
+                checks.push(check(
+                    "docker.engine",
+                    CheckStatus::Pass,
+                    format!("Docker {} (API {})", info.version, info.api_version),
+                    None,
+                    format!("runtimes: {}", info.runtimes.join(", ")),
+                ));
+                if wants_gpu {
+                    checks.push(check(
+                        "docker.gpu_runtime",
+                        if nvidia { CheckStatus::Pass } else { CheckStatus::Warn },
+                        if nvidia { "nvidia runtime configured".into() } else { "no nvidia runtime".into() },
+                        Some("nvidia runtime for GPU containers".into()),
+                        "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into(),
+                    ));
+                }
+                for m in plan.models.iter().filter(|m| m.runtime == Runtime::Docker) {
+                    if let Some(img) = &m.image {
+                        let present = d.image_present(img).await.unwrap_or(false);
+                        checks.push(check(
+                            &format!("image.{}", m.name),
+                            if present { CheckStatus::Pass } else { CheckStatus::Warn },
+                            if present { format!("{img} present") } else { format!("{img} not present locally") },
+                            None,
+                            if present { "image found in the local store".into() } else { "it will be pulled at deployment (needs a registry)".into() },
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                f.docker_note = Some(e.to_string());
+                checks.push(check("docker.engine", if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable }, "error".into(), None, e.to_string()));
+            }
+        },
+        Err(e) => {
+            f.docker_note = Some(e.to_string());
+            checks.push(check(
+                "docker.engine",
+                if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable },
+                "not reachable".into(),
+                None,
+                e.to_string(),
+            ));
+        }
+    }
+    for m in plan.models.iter().filter(|m| m.runtime == Runtime::Process) {
+        match host::process::find_llama_server(m.binary.as_deref()) {
+            Ok(bin) => {
+                let version = tokio::task::spawn_blocking({
+                    let bin = bin.clone();
+                    move || host::process::llama_server_version(&bin)
+                })
+                .await
+                .ok()
+                .flatten();
+                checks.push(check(
+                    &format!("engine.{}", m.name),
+                    CheckStatus::Pass,
+                    version.unwrap_or_else(|| "version unknown".into()),
+                    None,
+                    format!("llama-server at {}", bin.display()),
+                ));
+            }
+            Err(e) => checks.push(check(&format!("engine.{}", m.name), CheckStatus::Fail, "not found".into(), None, e.to_string())),
+        }
+    }
+    (f, checks)
+}
+
+/// Predicts every model's fit on the measured host.
+pub fn verdicts(plan: &Plan, facts: &HostFacts) -> (Vec<FitVerdict>, Vec<Check>) {
+    let mut checks = Vec::new();
+    let mut out = Vec::new();
+    for m in &plan.models {
+        let (v, file_check) = model_verdict(plan, m, facts);
+        if let Some(c) = file_check {
+            checks.push(c);
+        }
+        out.push(v);
+    }
+    (out, checks)
+}
+
+fn model_verdict(plan: &Plan, m: &ModelSpec, facts: &HostFacts) -> (FitVerdict, Option<Check>) {
+    let mut file_check = None;
+    let meta = match (m.engine, &m.model_path, &m.tag) {
+        (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
+            Ok(p) => match gguf::read_metadata(Path::new(&p)) {
+                Ok(meta) => {
+                    file_check = Some(check(
+                        &format!("model.{}", m.name),
+                        CheckStatus::Pass,
+                        format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
+                        None,
+                        format!("GGUF header read from {p}"),
+                    ));
+                    Ok(meta)
+                }
+                Err(e) => {
+                    file_check = Some(check(&format!("model.{}", m.name), CheckStatus::Fail, "unreadable".into(), None, format!("{p}: {e}")));
+                    Err(format!("cannot read the model file: {e}"))
+                }
+            },
+            Err(e) => Err(format!("model_path: {e}")),
+        },
+        (_, _, Some(tag)) => builtin::lookup(tag).ok_or_else(|| {
+            format!("no metadata for `{tag}` yet: not in the built-in table; it is read from /api/show after the pull")
+        }),
+        _ => Err("the plan gives neither a model file nor a tag".into()),
+    };
+    let v = match meta {
+        Ok(meta) => {
+            let host = HostCapacity {
+                gpus_free_vram: facts.gpus.iter().map(|g| g.vram_total.saturating_sub(g.vram_used)).collect(),
+                ram_available: facts.ram_available,
+                container_limit: match m.runtime {
+                    Runtime::Docker => m.memory_limit_gb.map(|g| (g * GIB) as u64),
+                    Runtime::Process => facts.cgroup_memory_limit,
+                },
+            };
+            let kv_type = m
+                .env
+                .get("OLLAMA_KV_CACHE_TYPE")
+                .and_then(|t| KvType::parse(t))
+                .unwrap_or(KvType::F16);
+            let inputs = FitInputs {
+                context: plan.context_for(m),
+                parallel: plan.defaults.parallel,
+                kv_type,
+                gpu_layers_override: m.gpu_layers,
+                ..FitInputs::default()
+            };
+            verdict(&m.name, &meta, &host, &inputs)
+        }
+        Err(reason) => FitVerdict {
+            model: m.name.clone(),
+            fit: Fit::Unknown,
+            source: "none".into(),
+            weights_bytes: None,
+            kv_bytes: None,
+            vram_bytes: None,
+            ram_bytes: None,
+            gpu_layers: None,
+            reason,
+            suggestion: None,
+        },
+    };
+    (v, file_check)
+}
+
+fn retry(e: BusError) -> HandleError {
+    HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
+}
+
+impl Handler for Reader {
+    async fn handle(&self, env: Envelope) -> Handled {
+        let Envelope { id, cycle, payload, .. } = env;
+        match payload {
+            Payload::CyclePlan(p) => self.verify(id, &cycle, p).await,
+            other => Err(HandleError::Reject(format!("the reader does not take `{}` packages", other.kind()))),
+        }
+    }
+}
+
+impl Reader {
+    async fn verify(&self, pkg: Uuid, cycle: &CycleId, p: CyclePlan) -> Handled {
+        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(retry)?;
+        if rec.is_some_and(|r| r.state.is_final()) {
+            return Ok(());
+        }
+        self.bus.event_best_effort(Event::new(cycle.clone(), Role::Reader, EventBody::PhaseStarted { phase: Phase::Verifying })).await;
+        let (facts, mut checks) = host_facts(&p.plan, &p.host).await;
+        let (verdicts, model_checks) = verdicts(&p.plan, &facts);
+        checks.extend(model_checks);
+        for c in &checks {
+            self.bus
+                .event_best_effort(Event::new(
+                    cycle.clone(),
+                    Role::Reader,
+                    EventBody::CheckDone {
+                        name: c.name.clone(),
+                        status: format!("{:?}", c.status).to_lowercase(),
+                        measured: c.measured.clone(),
+                    },
+                ))
+                .await;
+        }
+        let report = VerificationReport {
+            plan: p.plan,
+            plan_hash: p.plan_hash,
+            plan_source: p.plan_source,
+            host: facts,
+            checks,
+            verdicts,
+        };
+        let env = Envelope {
+            id: derive_id(pkg, "verification-report", 0),
+            ..Envelope::new(cycle.clone(), Role::Reader, Role::Writer, Some(pkg), Payload::VerificationReport(Box::new(report)))
+        };
+        self.bus.publish(&env).await.map_err(retry)?;
+        Ok(())
+    }
+}

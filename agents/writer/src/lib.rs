@@ -1,0 +1,7 @@
+//! The Writer agent: deploys each planned model, measures it honestly, tears it down, and hands
+//! the results on; a failure becomes an escalation to Debug and a retry with its remedy.
+
+pub mod agent;
+pub mod analysis;
+pub mod measure;
+pub mod settings;
