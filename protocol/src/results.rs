@@ -353,6 +353,79 @@ pub enum ModelStatus {
     },
 }
 
+/// Peak, mean and minimum of one sampled figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    /// Highest sample.
+    pub peak: f64,
+    /// Mean of the samples.
+    pub mean: f64,
+    /// Lowest sample.
+    pub min: f64,
+    /// Samples.
+    pub samples: u32,
+}
+
+/// A pause the thermal guard made between requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThermalPause {
+    /// Seconds into the run.
+    pub at_s: f64,
+    /// Temperature that triggered it, °C.
+    pub temp_c: f64,
+    /// How long it waited, s.
+    pub waited_s: f64,
+    /// Whether the GPU cooled below the resume threshold in time.
+    pub recovered: bool,
+}
+
+/// What the sampler saw during one model's measured runs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TelemetrySummary {
+    /// Samples per second.
+    pub sample_hz: f64,
+    /// Samples taken.
+    pub samples: u32,
+    /// Seconds sampled.
+    pub duration_s: f64,
+    /// GPU utilisation, % (first GPU, or the mean over GPUs).
+    pub gpu_util_pct: Option<MetricSummary>,
+    /// GPU temperature, °C (hottest GPU).
+    pub gpu_temp_c: Option<MetricSummary>,
+    /// GPU power, W (all GPUs).
+    pub gpu_power_w: Option<MetricSummary>,
+    /// VRAM used, bytes (all GPUs).
+    pub vram_used_bytes: Option<MetricSummary>,
+    /// GPU SM clock, MHz.
+    pub sm_clock_mhz: Option<MetricSummary>,
+    /// GPU energy over the run, J.
+    pub gpu_energy_j: Option<f64>,
+    /// Where the energy figure came from (`nvml energy counter`, `power integral`).
+    pub energy_source: Option<String>,
+    /// Energy per generated token, J.
+    pub joules_per_token: Option<f64>,
+    /// Throttle reasons seen at least once.
+    pub throttle_reasons: Vec<String>,
+    /// Engine memory: container working set (usage − page cache) or process RSS, bytes.
+    pub engine_mem_bytes: Option<MetricSummary>,
+    /// Container page cache, bytes.
+    pub engine_cache_bytes: Option<MetricSummary>,
+    /// The engine's memory limit, bytes.
+    pub engine_mem_limit: Option<u64>,
+    /// Engine CPU, % of one core.
+    pub engine_cpu_pct: Option<MetricSummary>,
+    /// Host memory available, bytes.
+    pub host_mem_available_bytes: Option<MetricSummary>,
+    /// Host swap used, bytes.
+    pub host_swap_used_bytes: Option<MetricSummary>,
+    /// Pauses made by the thermal guard.
+    pub thermal_pauses: Vec<ThermalPause>,
+    /// The (downsampled) time series, CSV, in the object store.
+    pub series: Option<BlobRef>,
+    /// Why some figures are missing (e.g. no NVIDIA GPU).
+    pub notes: Vec<String>,
+}
+
 /// Everything the Writer measured for one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
@@ -376,6 +449,12 @@ pub struct ModelResult {
     pub peak_vram_bytes: Option<u64>,
     /// Reproducibility manifest.
     pub manifest: Manifest,
+    /// Telemetry sampled while measuring.
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySummary>,
+    /// The container or process settings the engine ran with (`docker run` / command line).
+    #[serde(default)]
+    pub deployment: Vec<String>,
     /// When measuring started and ended (RFC 3339).
     pub started_at: String,
     /// End time.

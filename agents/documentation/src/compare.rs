@@ -194,6 +194,14 @@ pub fn compare(
             verdict.to_string(),
         ]);
         sections.push_str(&format!("\n### {}\n\n", inline(name)));
+        if rows.iter().all(|r| r[1] == "—" && r[2] == "—") {
+            sections.push_str(&format!(
+                "Not measured in either cycle ({} in {ac}, {} in {bc}).\n",
+                status(ma),
+                status(mb)
+            ));
+            continue;
+        }
         sections.push_str(&table(
             &[
                 "Figure",

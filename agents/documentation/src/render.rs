@@ -3155,6 +3155,8 @@ cloud = [
             peak_ram_bytes: Some((2.9 * GIB_U as f64) as u64),
             peak_vram_bytes: Some((11.2 * GIB_U as f64) as u64),
             manifest: manifest("qwen2.5-coder:14b", "49/49"),
+            telemetry: None,
+            deployment: Vec::new(),
             started_at: "2025-06-14T09:31:02Z".into(),
             finished_at: "2025-06-14T09:44:40Z".into(),
         };
@@ -3178,6 +3180,8 @@ cloud = [
             peak_ram_bytes: Some((33.7 * GIB_U as f64) as u64),
             peak_vram_bytes: Some((22.6 * GIB_U as f64) as u64),
             manifest: manifest("llama3.1:70b", "38/81"),
+            telemetry: None,
+            deployment: Vec::new(),
             started_at: "2025-06-14T09:45:10Z".into(),
             finished_at: "2025-06-14T11:02:55Z".into(),
         };
@@ -3198,6 +3202,8 @@ cloud = [
                 model: "/srv/models/codellama-34b.Q8_0.gguf".into(),
                 ..manifest("", "")
             },
+            telemetry: None,
+            deployment: Vec::new(),
             started_at: "2025-06-14T11:03:00Z".into(),
             finished_at: "2025-06-14T11:03:00Z".into(),
         };

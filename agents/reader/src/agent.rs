@@ -232,10 +232,21 @@ pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
 
 /// Predicts every model's fit on the measured host.
 pub fn verdicts(plan: &Plan, facts: &HostFacts) -> (Vec<FitVerdict>, Vec<Check>) {
+    let base = HostCapacity {
+        gpus_free_vram: facts.gpus.iter().map(|g| g.vram_total.saturating_sub(g.vram_used)).collect(),
+        ram_available: facts.ram_available,
+        container_limit: facts.cgroup_memory_limit,
+    };
+    plan_verdicts(plan, &base)
+}
+
+/// Predicts every model's fit on a host with `base` capacity (measured, or a host profile);
+/// a Docker model's own memory limit replaces the base container limit.
+pub fn plan_verdicts(plan: &Plan, base: &HostCapacity) -> (Vec<FitVerdict>, Vec<Check>) {
     let mut checks = Vec::new();
     let mut out = Vec::new();
     for m in &plan.models {
-        let (v, file_check) = model_verdict(plan, m, facts);
+        let (v, file_check) = model_verdict(plan, m, base);
         if let Some(c) = file_check {
             checks.push(c);
         }
@@ -244,7 +255,7 @@ pub fn verdicts(plan: &Plan, facts: &HostFacts) -> (Vec<FitVerdict>, Vec<Check>)
     (out, checks)
 }
 
-fn model_verdict(plan: &Plan, m: &ModelSpec, facts: &HostFacts) -> (FitVerdict, Option<Check>) {
+fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Option<Check>) {
     let mut file_check = None;
     let meta = match (m.engine, &m.model_path, &m.tag) {
         (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
@@ -274,12 +285,11 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, facts: &HostFacts) -> (FitVerdict, 
     let v = match meta {
         Ok(meta) => {
             let host = HostCapacity {
-                gpus_free_vram: facts.gpus.iter().map(|g| g.vram_total.saturating_sub(g.vram_used)).collect(),
-                ram_available: facts.ram_available,
-                container_limit: match m.runtime {
-                    Runtime::Docker => m.memory_limit_gb.map(|g| (g * GIB) as u64),
-                    Runtime::Process => facts.cgroup_memory_limit,
+                container_limit: match (m.runtime, m.memory_limit_gb) {
+                    (Runtime::Docker, Some(g)) => Some((g * GIB) as u64),
+                    _ => base.container_limit,
                 },
+                ..base.clone()
             };
             let kv_type = m
                 .env

@@ -533,6 +533,8 @@ fn measured(
         peak_ram_bytes: info.peak_ram,
         peak_vram_bytes: None,
         manifest: manifest(report, s, &s.model, Some(&info)),
+        telemetry: None,
+        deployment: Vec::new(),
         started_at,
         finished_at: now(),
     }
@@ -551,6 +553,8 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         peak_ram_bytes: None,
         peak_vram_bytes: None,
         manifest: manifest(report, &s, m, None),
+        telemetry: None,
+        deployment: Vec::new(),
         started_at: now(),
         finished_at: now(),
     }

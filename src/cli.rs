@@ -1,0 +1,259 @@
+//! The command line: parse flags into plain data, then dispatch.
+
+use crate::exit;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use handoffs::ConnectConfig;
+use protocol::Role;
+use protocol::results::RemedyAction;
+use std::path::PathBuf;
+
+/// threadcycle runs a large-model testing cycle on a GPU host: verify the host, deploy and
+/// benchmark every planned model with telemetry, troubleshoot failures with you in the loop,
+/// and write the reports — five agents over NATS.
+///
+/// Quick start on one machine: `threadcycle up plans/demo.toml`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// How to reach NATS.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The GPU host this Reader/Writer serves, or that a cycle runs on.
+    #[arg(long, global = true, env = "THREADCYCLE_HOST", default_value = "local")]
+    pub host: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// NATS connection flags (flags override the environment).
+#[derive(Debug, Args, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL. `up` starts a private server when this is not given.
+    #[arg(long = "nats", global = true, env = "NATS_URL")]
+    pub url: Option<String>,
+    /// NATS user.
+    #[arg(long = "nats-user", global = true, env = "NATS_USER")]
+    pub user: Option<String>,
+    /// NATS password.
+    #[arg(long = "nats-password", global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// NATS token.
+    #[arg(long = "nats-token", global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// NATS credentials file.
+    #[arg(long = "nats-creds", global = true, env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// CA certificate for TLS.
+    #[arg(long = "nats-ca", global = true, env = "NATS_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(long = "nats-cert", global = true, env = "NATS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(long = "nats-key", global = true, env = "NATS_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The connection settings for `url`.
+    pub fn config(&self, url: &str, name: &str, retry_initial: bool) -> ConnectConfig {
+        ConnectConfig {
+            url: url.into(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            creds_file: self.creds.clone(),
+            tls_ca: self.ca.clone(),
+            tls_cert: self.cert.clone(),
+            tls_key: self.key.clone(),
+            require_tls: false,
+            name: name.into(),
+            retry_initial,
+        }
+    }
+
+    /// The URL to use when none is given.
+    pub fn url_or_default(&self) -> String {
+        self.url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the whole cycle on this machine: a private NATS, the five agents, progress, reports.
+    Up {
+        /// The plan file.
+        plan: PathBuf,
+        /// Where reports go.
+        #[arg(long, env = "THREADCYCLE_OUT", default_value = "docs-out")]
+        out: PathBuf,
+    },
+    /// Run one agent process.
+    Agent {
+        /// main, reader, writer, debug or documentation.
+        role: Role,
+        /// Where reports go (documentation).
+        #[arg(long, env = "THREADCYCLE_OUT", default_value = "docs-out")]
+        out: PathBuf,
+        /// Where engine pid and log files go (writer).
+        #[arg(long, env = "THREADCYCLE_RUN_DIR")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Start a cycle from a plan (Main must be running).
+    Start {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Show cycles and agents.
+    Status {
+        /// One cycle.
+        cycle: Option<String>,
+        /// Refresh every two seconds.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Cancel a cycle: the engine is stopped, nothing more is measured.
+    Cancel {
+        /// The cycle.
+        cycle: String,
+    },
+    /// Where a cycle's reports are.
+    Reports {
+        /// The cycle.
+        cycle: String,
+    },
+    /// List escalations waiting for you (or all of them).
+    Escalations {
+        /// Include decided ones.
+        #[arg(long)]
+        all: bool,
+        /// Refresh every two seconds.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Answer an escalation: an option number, or --set / --skip / --abort.
+    Resolve {
+        /// Escalation id (from `threadcycle escalations`).
+        id: String,
+        /// The option number to apply.
+        option: Option<u32>,
+        /// Retry with these settings instead (key=value; repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Skip the model.
+        #[arg(long, conflicts_with_all = ["abort", "set"])]
+        skip: bool,
+        /// Abort the cycle.
+        #[arg(long, conflicts_with = "set")]
+        abort: bool,
+        /// Your name, recorded with the decision.
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Plans: check one without running anything.
+    Plan {
+        /// What to do with it.
+        #[command(subcommand)]
+        cmd: PlanCmd,
+    },
+    /// Compare two cycles' results (markdown, regressions flagged).
+    Compare {
+        /// The earlier cycle.
+        a: String,
+        /// The later cycle.
+        b: String,
+        /// Where the reports are.
+        #[arg(long, default_value = "docs-out")]
+        out: PathBuf,
+        /// Change (%) that counts as a regression.
+        #[arg(long, default_value_t = 5.0)]
+        threshold: f64,
+    },
+}
+
+/// Plan subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// Validate a plan and print each model's predicted fit.
+    Check {
+        /// The plan file.
+        plan: PathBuf,
+        /// Describe the target machine instead of measuring this one (e.g. hosts/rtx5070ti-32gb.toml).
+        #[arg(long)]
+        host_profile: Option<PathBuf>,
+    },
+}
+
+/// Reads and validates a plan, with errors naming the file.
+pub fn read_plan(path: &std::path::Path) -> Result<(String, protocol::plan::Plan), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
+    let plan = protocol::plan::Plan::from_toml(&text).map_err(|e| format!("plan {}: {e}", path.display()))?;
+    Ok((text, plan))
+}
+
+fn parse_set(pairs: &[String]) -> Result<Vec<(String, String)>, String> {
+    pairs
+        .iter()
+        .map(|p| p.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("--set `{p}`: expected KEY=VALUE")))
+        .collect()
+}
+
+/// Dispatches a parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.cmd {
+        Cmd::Agent { role, out, run_dir } => crate::agents::run(&cli.nats, &cli.host, role, out, run_dir).await,
+        Cmd::Up { plan, out } => crate::up::run(&cli.nats, &cli.host, &plan, &out).await,
+        Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await,
+        Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold),
+        Cmd::Start { plan } => {
+            let (text, _) = match read_plan(&plan) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::BAD_INPUT);
+                }
+            };
+            let req = protocol::operator::OperatorRequest::Start { plan_toml: text, plan_source: plan.display().to_string(), host: cli.host.clone() };
+            crate::client::one_shot(&cli.nats, req, cli.json).await
+        }
+        Cmd::Status { cycle, watch } => {
+            let req = protocol::operator::OperatorRequest::Status { cycle };
+            if watch { crate::client::watch(&cli.nats, req, cli.json).await } else { crate::client::one_shot(&cli.nats, req, cli.json).await }
+        }
+        Cmd::Cancel { cycle } => crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle }, cli.json).await,
+        Cmd::Reports { cycle } => crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Reports { cycle }, cli.json).await,
+        Cmd::Escalations { all, watch } => {
+            let req = protocol::operator::OperatorRequest::Escalations { all };
+            if watch { crate::client::watch(&cli.nats, req, cli.json).await } else { crate::client::one_shot(&cli.nats, req, cli.json).await }
+        }
+        Cmd::Resolve { id, option, set, skip, abort, by } => {
+            let action = if skip {
+                Some(RemedyAction::Skip)
+            } else if abort {
+                Some(RemedyAction::Abort)
+            } else if !set.is_empty() {
+                match parse_set(&set) {
+                    Ok(set) => Some(RemedyAction::Retry { set }),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(exit::BAD_INPUT);
+                    }
+                }
+            } else {
+                None
+            };
+            if action.is_none() && option.is_none() {
+                eprintln!("error: name an option number, or --set KEY=VALUE, --skip or --abort");
+                return Ok(exit::BAD_INPUT);
+            }
+            let req = protocol::operator::OperatorRequest::Resolve { id, option, action, by };
+            crate::client::one_shot(&cli.nats, req, cli.json).await.context("resolve")
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Text and JSON output for operator commands, `plan check` and `compare`.
+
+use crate::exit;
+use anyhow::Result;
+use protocol::operator::{CycleState, OperatorReply};
+use protocol::results::{EscalationRecord, Fit, FitVerdict};
+use std::path::Path;
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Prints Main's answer.
+pub fn print_reply(reply: &OperatorReply, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        return;
+    }
+    match reply {
+        OperatorReply::Started { cycle } => println!("cycle {cycle} started"),
+        OperatorReply::Status { cycles, agents } => {
+            if cycles.is_empty() {
+                println!("no cycles");
+            }
+            for c in cycles {
+                let state = match &c.state {
+                    CycleState::Running { phase } => format!("running ({phase:?})").to_lowercase(),
+                    CycleState::Completed => "completed".into(),
+                    CycleState::Failed { reason } => format!("failed: {reason}"),
+                    CycleState::Canceled => "canceled".into(),
+                };
+                println!(
+                    "{}  {}  plan `{}` on {}  models {}/{}  requests {}/{}",
+                    c.id, state, c.plan, c.host, c.models_done, c.models_total, c.requests_done, c.requests_total
+                );
+                if let Some(d) = &c.report_dir {
+                    println!("    reports: {d}");
+                }
+            }
+            if !agents.is_empty() {
+                println!("agents:");
+                for a in agents {
+                    let health = if a.age_s > 20.0 { "STALE" } else { "alive" };
+                    println!("  {:<20} {health} (last heartbeat {:.0} s ago, pid {})", a.agent, a.age_s, a.pid);
+                }
+            }
+        }
+        OperatorReply::Canceled { state } => println!("cycle is now {state:?}"),
+        OperatorReply::Reports { dir, files } => match dir {
+            Some(d) => {
+                println!("{d}");
+                for f in files.iter().filter(|f| !f.starts_with("data/answers/")) {
+                    println!("  {f}");
+                }
+            }
+            None => println!("no reports yet"),
+        },
+        OperatorReply::Escalations { items } => {
+            if items.is_empty() {
+                println!("no escalations waiting");
+            }
+            for e in items {
+                print_escalation(e);
+            }
+        }
+        OperatorReply::Resolved { id } => println!("escalation {id}: decision sent"),
+        OperatorReply::Error { code, message } => eprintln!("error ({code}): {message}"),
+    }
+}
+
+/// Prints one escalation with its numbered options.
+pub fn print_escalation(e: &EscalationRecord) {
+    let state = match &e.decision {
+        Some(d) => format!("decided by {} at {}", d.by, d.at),
+        None => "WAITING FOR YOU".into(),
+    };
+    println!("escalation {}  cycle {}  model {}  attempt {}  [{}]", e.id, e.cycle, e.model, e.attempt, state);
+    println!("  failure:   {}", e.failure.chars().take(300).collect::<String>());
+    println!("  diagnosis: {} (confidence {:.0}%)", e.diagnosis, e.confidence * 100.0);
+    for o in &e.options {
+        println!("  {}) {}{} — {}", o.number, o.summary, if o.safe { "" } else { " (needs your say-so)" }, o.rationale);
+    }
+    if e.decision.is_none() {
+        println!("  answer: threadcycle resolve {} <number>   (or --set key=value, --skip, --abort)", e.id);
+    }
+}
+
+fn verdict_row(v: &FitVerdict) -> String {
+    let fit = match v.fit {
+        Fit::Go => "GO",
+        Fit::GoPartialOffload => "GO (partial offload)",
+        Fit::NoGo => "NO-GO",
+        Fit::Unknown => "UNKNOWN",
+    };
+    let layers = v.gpu_layers.map(|(a, b)| format!("{a}/{b}")).unwrap_or_else(|| "—".into());
+    format!(
+        "{:<22} {:<21} VRAM {:>9}  RAM {:>9}  layers on GPU {:>6}  — {}{}",
+        v.model,
+        fit,
+        v.vram_bytes.map(gib).unwrap_or_else(|| "—".into()),
+        v.ram_bytes.map(gib).unwrap_or_else(|| "—".into()),
+        layers,
+        v.reason,
+        v.suggestion.as_ref().map(|s| format!(" → {s}")).unwrap_or_default()
+    )
+}
+
+/// `threadcycle plan check`: validate and predict, running nothing.
+pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Result<u8> {
+    let (_, plan) = match crate::cli::read_plan(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::BAD_INPUT);
+        }
+    };
+    let (verdicts, host_label) = match profile {
+        Some(p) => match agent_reader::profile::load(p) {
+            Ok(prof) => (agent_reader::agent::plan_verdicts(&plan, &prof.capacity()).0, format!("host profile {}", p.display())),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+        None => {
+            let (facts, _) = agent_reader::agent::host_facts(&plan, "local").await;
+            let label = format!(
+                "this machine ({}, {} RAM available, {})",
+                facts.hostname,
+                gib(facts.ram_available),
+                facts.gpu_note.clone().unwrap_or_else(|| facts.gpus.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", "))
+            );
+            (agent_reader::agent::verdicts(&plan, &facts).0, label)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts }))?);
+    } else {
+        println!("plan `{}` ({}): {} model(s), {} prompt(s) × {} repetition(s)", plan.name, path.display(), plan.models.len(), plan.prompts.len(), plan.defaults.repetitions);
+        println!("effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s, policy {:?} (max {} attempts)",
+            plan.defaults.context, plan.defaults.max_tokens, plan.defaults.temperature, plan.defaults.seed,
+            plan.defaults.load_timeout_s, plan.defaults.request_timeout_s, plan.policy.default, plan.policy.max_attempts);
+        println!("fit on {host_label}:");
+        for v in &verdicts {
+            println!("  {}", verdict_row(v));
+        }
+    }
+    Ok(if verdicts.iter().any(|v| v.fit == Fit::NoGo) { exit::FAILED } else { 0 })
+}
+
+/// `threadcycle compare`: markdown comparison of two cycles' results.
+pub fn compare(out: &Path, a: &str, b: &str, threshold: f64) -> Result<u8> {
+    let load = |c: &str| -> Result<protocol::messages::BenchmarkResults, String> {
+        let p = out.join(c).join("data/results.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a results file: {e}", p.display()))
+    };
+    match (load(a), load(b)) {
+        (Ok(ra), Ok(rb)) => {
+            print!("{}", agent_documentation::compare::compare(a, &ra, b, &rb, threshold));
+            Ok(0)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            Ok(exit::BAD_INPUT)
+        }
+    }
+}
