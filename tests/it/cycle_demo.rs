@@ -1,0 +1,41 @@
+//! The demo cycle end to end: every prompt measured, the reports on disk.
+
+use super::support::*;
+
+#[test]
+fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("docs-out");
+    let o = threadcycle().args(["up", "plans/demo.toml", "--out"]).arg(&out).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    let dir = cycle_dir(&out);
+    assert!(String::from_utf8_lossy(&o.stdout).trim_end().ends_with("README.md"), "{}", show(&o));
+    let plan = protocol::plan::Plan::from_toml(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo.toml")).expect("plan"))
+        .expect("valid");
+    let r = results(&dir);
+    let model = &r["models"][0];
+    assert_eq!(model["status"]["state"], "measured", "{model}");
+    let runs = model["runs"].as_array().expect("runs");
+    for p in &plan.prompts {
+        let rows: Vec<_> = runs.iter().filter(|x| x["prompt_id"] == p.id.as_str()).collect();
+        assert_eq!(rows.len() as u32, plan.defaults.repetitions, "prompt {}", p.id);
+        for x in rows {
+            assert!(x["ttft_ms"].as_f64().is_some_and(|t| t > 0.0), "{x}");
+            assert!(x["output_tokens"].as_u64().is_some_and(|t| t > 0), "{x}");
+            assert!(x["client_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "{x}");
+            assert!(x["engine_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "engine-reported decode missing: {x}");
+            assert!(x["analysis"]["words"].as_u64().is_some_and(|w| w > 0), "{x}");
+        }
+    }
+    let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");
+    for p in &plan.prompts {
+        assert!(report.contains(&p.id), "benchmark-report.md has no row for {}", p.id);
+    }
+    for f in ["README.md", "deployment-guide.md", "troubleshooting.md", "business-case.md", "quality.md", "report.html", "data/results.csv"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(model["peak_ram_bytes"].as_u64().is_some_and(|b| b > 50 << 20), "peak RAM of the engine was not measured: {model}");
+    assert!(model["manifest"]["engine_version"].as_str().is_some_and(|v| v.contains("version")), "{model}");
+}
