@@ -227,8 +227,8 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
             }
             _ = poll.tick() => {
                 // A missed event must not leave us waiting: ask Main for the record too.
-                if let Ok(OperatorReply::Status { cycles, .. }) = request(&client, &OperatorRequest::Status { cycle: Some(cycle.clone()) }, Duration::from_secs(10)).await {
-                    if let Some(c) = cycles.first() {
+                if let Ok(OperatorReply::Status { cycles, .. }) = request(&client, &OperatorRequest::Status { cycle: Some(cycle.clone()) }, Duration::from_secs(10)).await
+                    && let Some(c) = cycles.first() {
                         match &c.state {
                             CycleState::Completed => break Outcome::Completed(c.report_dir.clone().unwrap_or_default()),
                             CycleState::Failed { reason } => break Outcome::Failed(reason.clone()),
@@ -236,7 +236,6 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
                             CycleState::Running { .. } => {}
                         }
                     }
-                }
                 if let Some((role, status)) = agents.exited() {
                     break Outcome::Failed(format!("the {role} agent exited ({status}); its log: {}", log_dir.join(format!("{role}.log")).display()));
                 }

@@ -95,8 +95,8 @@ impl NatsServer {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait() {
                     let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
                     let tail: Vec<&str> = tail.lines().rev().take(5).collect();
                     return Err(BusError::Server(format!(
@@ -104,7 +104,6 @@ impl NatsServer {
                         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                     )));
                 }
-            }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(BusError::Server(format!("nats-server did not listen on 127.0.0.1:{} within 20 s", self.port)))

@@ -44,7 +44,7 @@ pub enum EnvelopeError {
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
 pub enum Payload {
     /// Main → Reader.
-    CyclePlan(CyclePlan),
+    CyclePlan(Box<CyclePlan>),
     /// Reader → Writer.
     VerificationReport(Box<VerificationReport>),
     /// Writer → Documentation.

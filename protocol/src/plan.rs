@@ -423,11 +423,10 @@ impl Plan {
             ("host.allocatable_gb", self.host.allocatable_gb),
             ("host.min_ram_gb", self.host.min_ram_gb),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
+            if let Some(v) = v
+                && !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
                     return bad(field.into(), format!("expected 0 to 1000000 GB, got {v}"));
                 }
-            }
         }
         let mut names = std::collections::BTreeSet::new();
         let all_models = self
@@ -444,11 +443,10 @@ impl Plan {
                 return bad(format!("{at}.name"), format!("`{}` is used by an earlier model: names must be unique", m.name));
             }
         }
-        if let Some(c) = &self.concurrent {
-            if let Some(l) = c.levels.iter().find(|l| !(1..=256).contains(*l)) {
+        if let Some(c) = &self.concurrent
+            && let Some(l) = c.levels.iter().find(|l| !(1..=256).contains(*l)) {
                 return bad("concurrent.levels".into(), format!("expected levels from 1 to 256, got {l}"));
             }
-        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, p) in self.prompts.iter().enumerate() {
             if !valid_label(&p.id) {
@@ -525,26 +523,22 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
     if m.runtime == Runtime::Process && m.engine == EngineKind::Ollama {
         return bad("runtime", "the process runtime runs llama-server only; use runtime = \"docker\" for ollama".into());
     }
-    if let Some(l) = m.memory_limit_gb {
-        if !(l.is_finite() && l >= 0.0625 && l <= 100_000.0) {
+    if let Some(l) = m.memory_limit_gb
+        && !(l.is_finite() && (0.0625..=100_000.0).contains(&l)) {
             return bad("memory_limit_gb", format!("expected 0.0625 to 100000 GB, got {l}"));
         }
-    }
-    if let Some(c) = m.context {
-        if !(128..=10_000_000).contains(&c) {
+    if let Some(c) = m.context
+        && !(128..=10_000_000).contains(&c) {
             return bad("context", format!("expected 128 to 10000000 tokens, got {c}"));
         }
-    }
-    if let Some(t) = m.threads {
-        if !(1..=1024).contains(&t) {
+    if let Some(t) = m.threads
+        && !(1..=1024).contains(&t) {
             return bad("threads", format!("expected 1 to 1024, got {t}"));
         }
-    }
-    if let Some(l) = m.gpu_layers {
-        if l < -1 {
+    if let Some(l) = m.gpu_layers
+        && l < -1 {
             return bad("gpu_layers", format!("expected -1 (engine decides) or a layer count, got {l}"));
         }
-    }
     for k in m.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return bad("env", format!("`{k}` is not a usable environment variable name"));
@@ -559,12 +553,11 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
 pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = raw;
-    if let Some(r) = rest.strip_prefix('~') {
-        if r.is_empty() || r.starts_with('/') {
+    if let Some(r) = rest.strip_prefix('~')
+        && (r.is_empty() || r.starts_with('/')) {
             out.push_str(&lookup("HOME").ok_or("`~` used but HOME is not set")?);
             rest = r;
         }
-    }
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];

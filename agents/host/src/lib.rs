@@ -11,3 +11,4 @@ pub mod ollama;
 pub mod openai;
 pub mod process;
 pub mod system;
+pub mod telemetry;

@@ -137,10 +137,8 @@ impl OpenAiClient {
                 break;
             }
         }
-        if !done {
-            if let Some(rest) = lines.finish() {
-                self.on_sse_line(&rest, start.elapsed(), &mut g, &mut content_chunks)?;
-            }
+        if let (false, Some(rest)) = (done, lines.finish()) {
+            self.on_sse_line(&rest, start.elapsed(), &mut g, &mut content_chunks)?;
         }
         g.e2e = start.elapsed();
         if g.output_tokens.is_none() && content_chunks > 0 {

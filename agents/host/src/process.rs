@@ -181,10 +181,8 @@ impl EngineProcess {
         if let Some(t) = spec.threads {
             cmd.args(["-t", &t.to_string()]);
         }
-        if let Some(l) = spec.gpu_layers {
-            if l >= 0 {
-                cmd.args(["-ngl", &l.to_string()]);
-            }
+        if let Some(l) = spec.gpu_layers.filter(|l| *l >= 0) {
+            cmd.args(["-ngl", &l.to_string()]);
         }
         cmd.args(&spec.args).envs(&spec.env).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
         cmd.process_group(0);
@@ -214,12 +212,10 @@ impl EngineProcess {
 
     /// How it exited, if it has.
     pub fn exit_status(&mut self) -> Option<String> {
-        if self.exit.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    self.exit = Some(describe_exit(st));
-                }
-            }
+        if let (None, Some(c)) = (&self.exit, self.child.as_mut())
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            self.exit = Some(describe_exit(st));
         }
         self.exit.clone()
     }

@@ -44,11 +44,10 @@ fn env_lookup(k: &str) -> Option<String> {
 /// Where the plan keeps its models: the plan's `host.model_store`, else the folder of the first
 /// local model file, else the home directory.
 pub fn model_store(plan: &Plan) -> PathBuf {
-    if let Some(s) = &plan.host.model_store {
-        if let Ok(p) = expand_path(s, &env_lookup) {
+    if let Some(s) = &plan.host.model_store
+        && let Ok(p) = expand_path(s, &env_lookup) {
             return PathBuf::from(p);
         }
-    }
     plan.models
         .iter()
         .filter_map(|m| m.model_path.as_deref())
@@ -329,7 +328,7 @@ impl Handler for Reader {
     async fn handle(&self, env: Envelope) -> Handled {
         let Envelope { id, cycle, payload, .. } = env;
         match payload {
-            Payload::CyclePlan(p) => self.verify(id, &cycle, p).await,
+            Payload::CyclePlan(p) => self.verify(id, &cycle, *p).await,
             other => Err(HandleError::Reject(format!("the reader does not take `{}` packages", other.kind()))),
         }
     }

@@ -140,11 +140,10 @@ impl Writer {
         for (i, m) in report.plan.models.iter().enumerate() {
             let key = format!("{cycle}.{i}");
             if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(retry)? {
-                if let ModelStatus::Skipped { reason } = &done.status {
-                    if reason.starts_with("cycle aborted") {
+                if let ModelStatus::Skipped { reason } = &done.status
+                    && reason.starts_with("cycle aborted") {
                         aborted.get_or_insert_with(|| reason.clone());
                     }
-                }
                 results.push(done);
                 continue;
             }
@@ -285,11 +284,10 @@ impl Writer {
         let limit = Duration::from_secs(plan.policy.ask_timeout_s.saturating_add(600));
         let start = tokio::time::Instant::now();
         loop {
-            if let Some(rec) = self.bus.escalations.get::<EscalationRecord>(esc).await.map_err(retry)? {
-                if let Some(d) = rec.decision {
+            if let Some(rec) = self.bus.escalations.get::<EscalationRecord>(esc).await.map_err(retry)?
+                && let Some(d) = rec.decision {
                     return Ok(Some(d));
                 }
-            }
             if self.canceled(cycle).await.map_err(retry)? {
                 return Ok(None);
             }
