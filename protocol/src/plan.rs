@@ -247,6 +247,9 @@ pub struct ModelSpec {
     /// Keep the container after measuring.
     #[serde(default)]
     pub keep: bool,
+    /// Run the model even when the Reader predicts it does not fit (the operator's override).
+    #[serde(default)]
+    pub ignore_fit: bool,
 }
 
 impl ModelSpec {

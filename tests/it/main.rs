@@ -2,6 +2,7 @@
 //! Gemma 3 270M model. `make test` installs them; a missing one fails with what to install.
 
 mod cycle_demo;
+mod cycle_docker;
 mod cycle_escalation;
 mod plan_errors;
 mod support;

@@ -65,9 +65,25 @@ pub fn describe(a: &RemedyAction) -> String {
     }
 }
 
-/// Evidence Debug reads itself: host memory and the GPU, beside what the Writer sent.
-async fn gather(mut ev: Evidence, attempt: u32) -> Evidence {
+/// Evidence Debug reads itself — the container's state and logs, host memory and the GPU —
+/// beside what the Writer sent.
+async fn gather(mut ev: Evidence, attempt: u32, target: Option<&str>) -> Evidence {
     ev.attempts = attempt.saturating_sub(1);
+    if let Some(id) = target.and_then(|t| t.strip_prefix("container:")) {
+        if let Ok(docker) = host::docker::DockerRuntime::connect().await {
+            if let Ok(st) = docker.state(id).await {
+                ev.oom_killed = Some(st.oom_killed || ev.oom_killed == Some(true));
+                if !st.running {
+                    ev.exit_status = st.exit_code.map(|c| format!("exit status {c}")).or(ev.exit_status);
+                }
+            }
+            if let Ok(lines) = docker.log_tail(id, 30).await {
+                if !lines.is_empty() {
+                    ev.log_tail = lines;
+                }
+            }
+        }
+    }
     if let Ok(m) = host::system::meminfo() {
         ev.host_ram_available = Some(m.available);
     }
@@ -100,7 +116,7 @@ impl Debug {
             }
             return Ok(());
         }
-        let evidence = gather(e.evidence.clone(), e.attempt).await;
+        let evidence = gather(e.evidence.clone(), e.attempt, e.target.as_deref()).await;
         let d: Diagnosis = diagnose(&e, &evidence);
         let policy = e.policy.per_class.get(d.class.as_str()).copied().unwrap_or(e.policy.default);
         let decision = match policy {

@@ -9,17 +9,15 @@ use crate::analysis::analyse;
 use crate::measure::{run_result, summarise, with_nonce};
 use crate::settings::Settings;
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
-use host::engine::{EngineError, GenRequest, Generation};
-use host::openai::OpenAiClient;
-use host::process::{EngineProcess, ProcessError, ProcessSpec, find_llama_server, llama_server_version, offloaded_layers};
+use crate::deploy::{Deployed, Failure, deploy, engine_failure, remove_failed};
+use host::engine::{EngineError, GenRequest};
 use protocol::events::{Event, EventBody, Phase};
 use protocol::ids::derive_id;
 use protocol::messages::{BenchmarkResults, Escalation, VerificationReport};
 use protocol::operator::CycleRecord;
-use protocol::plan::{EngineKind, ModelSpec, Plan, Runtime, expand_path};
+use protocol::plan::{EngineKind, ModelSpec, Plan};
 use protocol::results::{
-    Attempt, Decision, EscalationRecord, Evidence, FailureClass, Fit, Manifest, ModelResult, ModelStatus, RemedyAction,
-    RunResult,
+    Attempt, Decision, EscalationRecord, FailureClass, Fit, Manifest, ModelResult, ModelStatus, RemedyAction, RunResult,
 };
 use protocol::{CycleId, Envelope, Payload, Role};
 use std::path::PathBuf;
@@ -41,8 +39,15 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
     if reaped > 0 {
         tracing::warn!(message = "Stopped engines left by an earlier Writer.", count = reaped);
     }
+    let removed = crate::deploy::remove_leftovers(bus.host.as_str()).await;
+    if removed > 0 {
+        tracing::warn!(message = "Removed containers left by an earlier Writer.", count = removed);
+    }
     let writer = Writer { bus: bus.clone(), cfg };
-    consume(&bus, shutdown, stats, &writer).await
+    let r = consume(&bus, shutdown, stats, &writer).await;
+    // A measurement interrupted by shutdown leaves its container: remove it now, not on restart.
+    crate::deploy::remove_leftovers(bus.host.as_str()).await;
+    r
 }
 
 struct Writer {
@@ -60,53 +65,12 @@ enum AttemptError {
     Bus(BusError),
 }
 
-/// A failure as the Writer saw it.
-struct Failure {
-    class: FailureClass,
-    message: String,
-    evidence: Evidence,
-    target: Option<String>,
-}
-
 fn retry(e: BusError) -> HandleError {
     HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
 }
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An engine that is deployed and answering.
-struct Deployed {
-    client: OpenAiClient,
-    process: EngineProcess,
-    load_ms: f64,
-    engine_version: Option<String>,
-}
-
-impl Deployed {
-    fn evidence(&mut self, engine_error: Option<String>) -> Evidence {
-        Evidence {
-            exit_status: self.process.exit_status(),
-            oom_killed: None,
-            log_tail: self.process.log_tail(20),
-            engine_error,
-            ..Default::default()
-        }
-    }
-
-    fn peak_ram(&self) -> Option<u64> {
-        host::system::process_memory(self.process.pid()).map(|(_, hwm)| hwm)
-    }
-
-    fn layers(&self) -> Option<String> {
-        let log = std::fs::read_to_string(self.process.log_path()).ok()?;
-        offloaded_layers(&log).map(|(a, b)| format!("{a}/{b}"))
-    }
-
-    async fn generate(&self, req: &GenRequest) -> Result<Generation, EngineError> {
-        self.client.generate_stream(req).await
-    }
 }
 
 impl Handler for Writer {
@@ -193,7 +157,7 @@ impl Writer {
         aborted: &mut Option<String>,
     ) -> Result<Option<ModelResult>, HandleError> {
         let plan = &report.plan;
-        if let Some(v) = report.verdicts.get(i).filter(|v| v.fit == Fit::NoGo) {
+        if let Some(v) = report.verdicts.get(i).filter(|v| v.fit == Fit::NoGo && !m.ignore_fit) {
             return Ok(Some(skipped(i, m, report, format!("the Reader predicted it does not fit: {}", v.reason))));
         }
         let mut settings = Settings::planned(plan, m);
@@ -214,6 +178,7 @@ impl Writer {
                 Err(AttemptError::Canceled) => return Ok(None),
                 Err(AttemptError::Bus(e)) => return Err(retry(e)),
                 Err(AttemptError::Failed(f)) => {
+                    let kept = f.target.clone();
                     let esc = derive_id(pkg, &format!("escalation-{i}"), number);
                     attempts.push(Attempt {
                         number,
@@ -242,7 +207,9 @@ impl Writer {
                         )
                     };
                     self.bus.publish(&out).await.map_err(retry)?;
-                    let Some(decision) = self.await_decision(cycle, &esc.to_string(), plan).await? else { return Ok(None) };
+                    let decision = self.await_decision(cycle, &esc.to_string(), plan).await;
+                    remove_failed(kept.as_deref()).await;
+                    let Some(decision) = decision? else { return Ok(None) };
                     match decision.action {
                         RemedyAction::Retry { set } => {
                             for (k, v) in &set {
@@ -312,17 +279,21 @@ impl Writer {
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
-        let mut dep = self.deploy(cycle, s).await?;
-        let info_base = DeployInfo {
-            load_ms: dep.load_ms,
-            engine_version: dep.engine_version.clone(),
-            peak_ram: None,
-            layers: None,
+        let steps = std::sync::Mutex::new(Vec::new());
+        let on_step = |what: String| {
+            if let Ok(mut v) = steps.lock() {
+                v.push(what);
+            }
         };
+        let deployed = deploy(cycle, self.bus.host.as_str(), s, &self.cfg.run_dir, plan.host.model_store.as_deref(), &on_step).await;
         let step = |what: String| EventBody::Step { model: m.name.clone(), what };
-        self.event(cycle, step(format!("engine healthy after {:.1} s", dep.load_ms / 1000.0))).await;
+        for what in steps.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+            self.event(cycle, step(what)).await;
+        }
+        let mut dep = deployed.map_err(AttemptError::Failed)?;
+        self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
         let base_req = |prompt: &protocol::plan::PromptSpec, text: String| GenRequest {
-            model: m.model_ref().to_string(),
+            model: dep.model_ref.clone(),
             system: prompt.system.clone(),
             prompt: text,
             max_tokens: plan.max_tokens_for(prompt),
@@ -336,7 +307,7 @@ impl Writer {
             let p = &plan.prompts[0];
             let req = GenRequest { max_tokens: 16, ..base_req(p, with_nonce("Say hello.", &short_nonce())) };
             if let Err(e) = dep.generate(&req).await {
-                return Err(request_failure(&mut dep, "warm-up", e));
+                return Err(request_failure(&mut dep, "warm-up", e).await);
             }
             self.event(cycle, step("warm-up done (excluded from results)".into())).await;
         }
@@ -344,13 +315,14 @@ impl Writer {
         for p in &plan.prompts {
             for rep in 1..=plan.defaults.repetitions {
                 if self.canceled(cycle).await.map_err(AttemptError::Bus)? {
+                    dep.teardown().await;
                     return Err(AttemptError::Canceled);
                 }
                 let nonce = short_nonce();
                 let req = base_req(p, with_nonce(&p.text, &nonce));
                 let g = match dep.generate(&req).await {
                     Ok(g) => g,
-                    Err(e) => return Err(request_failure(&mut dep, &p.id, e)),
+                    Err(e) => return Err(request_failure(&mut dep, &p.id, e).await),
                 };
                 let key = format!("answers/{cycle}/{}/{}/{rep}", m.name, p.id);
                 let blob = self.bus.put_blob(&key, g.text.as_bytes()).await.map_err(AttemptError::Bus)?;
@@ -370,81 +342,21 @@ impl Writer {
                 runs.push(r);
             }
         }
-        let info = DeployInfo { peak_ram: dep.peak_ram(), layers: dep.layers(), ..info_base };
-        dep.process.stop();
-        self.event(cycle, step("engine stopped".into())).await;
+        let info = DeployInfo {
+            load_ms: dep.load_ms,
+            engine_version: dep.engine_version.clone(),
+            peak_ram: dep.peak_ram(),
+            peak_vram: dep.vram().await,
+            layers: dep.layers().await,
+            quantization: dep.quantization.clone(),
+            digest: dep.digest.clone(),
+            deployment: dep.deployment.clone(),
+        };
+        dep.teardown().await;
+        self.event(cycle, step(if dep.keep { "measured; container kept as the plan asks".into() } else { "engine stopped".into() })).await;
         Ok((runs, info))
     }
 
-    async fn deploy(&self, cycle: &CycleId, s: &Settings) -> Result<Deployed, AttemptError> {
-        let m = &s.model;
-        match (m.runtime, m.engine) {
-            (Runtime::Process, EngineKind::LlamaServer) => self.deploy_process(cycle, s).await,
-            (runtime, engine) => Err(AttemptError::Failed(Failure {
-                class: FailureClass::Other,
-                message: format!(
-                    "this Writer cannot deploy engine {engine:?} on runtime {runtime:?} yet; use engine = \"llama-server\" with runtime = \"process\""
-                ),
-                evidence: Evidence::default(),
-                target: None,
-            })),
-        }
-    }
-
-    async fn deploy_process(&self, cycle: &CycleId, s: &Settings) -> Result<Deployed, AttemptError> {
-        let m = &s.model;
-        let fail = |class, message: String, evidence: Evidence| AttemptError::Failed(Failure { class, message, evidence, target: None });
-        let binary = find_llama_server(m.binary.as_deref())
-            .map_err(|e| fail(FailureClass::EngineExited, e.to_string(), Evidence::default()))?;
-        let raw = m.model_path.as_deref().unwrap_or_default();
-        let model_path = expand_path(raw, &|k| std::env::var(k).ok())
-            .map_err(|e| fail(FailureClass::ModelNotFound, format!("model_path `{raw}`: {e}"), Evidence::default()))?;
-        if !std::path::Path::new(&model_path).is_file() {
-            return Err(fail(
-                FailureClass::ModelNotFound,
-                format!("model file {model_path} does not exist (run `make model` for the demo model)"),
-                Evidence::default(),
-            ));
-        }
-        let spec = ProcessSpec {
-            name: format!("{cycle}-{}", m.name),
-            binary: binary.clone(),
-            model_path: model_path.into(),
-            port: m.port,
-            context: s.context,
-            parallel: 1,
-            threads: m.threads,
-            gpu_layers: m.gpu_layers,
-            args: m.args.clone(),
-            env: m.env.clone(),
-            run_dir: self.cfg.run_dir.clone(),
-        };
-        self.event(cycle, EventBody::Step { model: m.name.clone(), what: format!("starting {}", binary.display()) }).await;
-        let mut process = EngineProcess::start(&spec).map_err(|e| fail(FailureClass::EngineExited, e.to_string(), Evidence::default()))?;
-        let target = Some(format!("process:{}", process.pid()));
-        match process.wait_healthy(Duration::from_secs(s.load_timeout_s)).await {
-            Ok(took) => Ok(Deployed {
-                client: OpenAiClient::new(&process.base_url()),
-                process,
-                load_ms: took.as_secs_f64() * 1000.0,
-                engine_version: llama_server_version(&binary),
-            }),
-            Err(e) => {
-                let (class, evidence) = match &e {
-                    ProcessError::Exited { status, log_tail } => (
-                        FailureClass::EngineExited,
-                        Evidence { exit_status: Some(status.clone()), log_tail: log_tail.clone(), ..Default::default() },
-                    ),
-                    ProcessError::NotHealthy { log_tail, .. } => {
-                        (FailureClass::EngineUnhealthy, Evidence { log_tail: log_tail.clone(), ..Default::default() })
-                    }
-                    _ => (FailureClass::Other, Evidence::default()),
-                };
-                process.stop();
-                Err(AttemptError::Failed(Failure { class, message: e.to_string(), evidence, target }))
-            }
-        }
-    }
 }
 
 /// What the deployment told us, for the result.
@@ -452,26 +364,23 @@ struct DeployInfo {
     load_ms: f64,
     engine_version: Option<String>,
     peak_ram: Option<u64>,
+    peak_vram: Option<u64>,
     layers: Option<String>,
+    quantization: Option<String>,
+    digest: Option<String>,
+    deployment: Vec<String>,
 }
 
-fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> AttemptError {
-    let evidence = dep.evidence(e.engine_text().map(str::to_string));
-    let died = evidence.exit_status.is_some();
-    let text = e.engine_text().unwrap_or_default().to_lowercase();
-    let class = if died {
-        FailureClass::EngineExited
-    } else if text.contains("context size") || text.contains("exceeds the context") {
-        FailureClass::ContextOverflow
-    } else {
-        FailureClass::RequestFailed
-    };
-    let message = match &evidence.exit_status {
-        Some(st) => format!("{what}: the engine died ({st}) during the request: {e}"),
-        None => format!("{what}: {e}"),
-    };
-    dep.process.stop();
-    AttemptError::Failed(Failure { class, message, evidence, target: Some(format!("process:{}", dep.process.pid())) })
+async fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> AttemptError {
+    let mut f = engine_failure(&e, what);
+    f.evidence = dep.evidence(e.engine_text().map(str::to_string)).await;
+    if let Some(st) = f.evidence.exit_status.clone() {
+        f.class = if f.evidence.oom_killed == Some(true) { FailureClass::OomKilled } else { FailureClass::EngineExited };
+        f.message = format!("{what}: the engine died ({st}) during the request: {e}");
+    }
+    f.target = Some(dep.target());
+    dep.teardown().await;
+    AttemptError::Failed(f)
 }
 
 fn short_nonce() -> String {
@@ -495,10 +404,8 @@ fn manifest(report: &VerificationReport, s: &Settings, m: &ModelSpec, info: Opti
         },
         engine_version: info.and_then(|i| i.engine_version.clone()),
         model: m.model_ref().to_string(),
-        model_digest: None,
-        quantization: report.verdicts.iter().find(|v| v.model == m.name).and_then(|v| {
-            v.source.split_once("quantisation ").map(|(_, q)| q.split([',', ')']).next().unwrap_or(q).to_string())
-        }),
+        model_digest: info.and_then(|i| i.digest.clone()),
+        quantization: info.and_then(|i| i.quantization.clone()),
         context: s.context,
         gpu_layers: info.and_then(|i| i.layers.clone()),
         threads: m.threads,
@@ -529,10 +436,10 @@ fn measured(
         prompts: summarise(&runs, report.plan.defaults.cv_flag),
         runs,
         peak_ram_bytes: info.peak_ram,
-        peak_vram_bytes: None,
+        peak_vram_bytes: info.peak_vram,
         manifest: manifest(report, s, &s.model, Some(&info)),
         telemetry: None,
-        deployment: Vec::new(),
+        deployment: info.deployment.clone(),
         started_at,
         finished_at: now(),
     }

@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod analysis;
+pub mod deploy;
 pub mod measure;
 pub mod settings;

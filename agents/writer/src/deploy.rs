@@ -1,0 +1,516 @@
+//! Getting an engine up for one attempt — a llama-server host process, or a container (Ollama or
+//! llama-server) created through the Docker API — and taking it down again.
+//!
+//! A failed container is kept until Debug has looked at it (its state and logs are evidence);
+//! every container carries labels naming the cycle and the model so a crashed run's leftovers
+//! are found and removed.
+
+use crate::settings::Settings;
+use host::docker::{ContainerSpec, DockerError, DockerRuntime};
+use host::engine::{EngineError, GenRequest, Generation};
+use host::ollama::OllamaClient;
+use host::openai::OpenAiClient;
+use host::process::{EngineProcess, ProcessError, ProcessSpec, find_llama_server, llama_server_version, offloaded_layers};
+use protocol::CycleId;
+use protocol::plan::{EngineKind, GpuRequest, Runtime, expand_path};
+use protocol::results::{Evidence, FailureClass};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A failure as the Writer saw it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What kind it looks like.
+    pub class: FailureClass,
+    /// In words.
+    pub message: String,
+    /// What the Writer already holds.
+    pub evidence: Evidence,
+    /// Where Debug can look: `process:<pid>` or `container:<id>`.
+    pub target: Option<String>,
+}
+
+impl Failure {
+    fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Failure { class, message: message.into(), evidence: Evidence::default(), target: None }
+    }
+}
+
+/// The client for the deployed engine.
+pub enum Api {
+    /// llama-server's OpenAI-compatible API.
+    OpenAi(OpenAiClient),
+    /// Ollama's API.
+    Ollama(OllamaClient),
+}
+
+/// Where the engine runs.
+pub enum Place {
+    /// A host process.
+    Process(EngineProcess),
+    /// A container.
+    Container {
+        /// The engine.
+        docker: DockerRuntime,
+        /// Container id.
+        id: String,
+    },
+}
+
+/// A deployed, answering engine.
+pub struct Deployed {
+    /// Its API.
+    pub api: Api,
+    /// Where it runs.
+    pub place: Place,
+    /// Start → healthy (and pulled), ms.
+    pub load_ms: f64,
+    /// Engine version.
+    pub engine_version: Option<String>,
+    /// What the engine calls the model.
+    pub model_ref: String,
+    /// Quantisation the engine reports.
+    pub quantization: Option<String>,
+    /// Model digest the engine reports.
+    pub digest: Option<String>,
+    /// The equivalent command line(s), for the deployment guide.
+    pub deployment: Vec<String>,
+    /// Keep the container after measuring.
+    pub keep: bool,
+}
+
+/// Labels every container of ours carries (the Docker adapter adds `threadcycle.managed`).
+pub fn labels(cycle: &CycleId, model: &str, host: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("threadcycle.cycle".into(), cycle.to_string()),
+        ("threadcycle.model".into(), model.to_string()),
+        ("threadcycle.host".into(), host.to_string()),
+    ])
+}
+
+/// Removes every container this host's Writer left (after a crash, or at shutdown).
+pub async fn remove_leftovers(host: &str) -> u32 {
+    match DockerRuntime::connect().await {
+        Ok(d) => d.remove_labeled(&[("threadcycle.host", host)]).await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn gib_to_bytes(g: f64) -> u64 {
+    (g * (1u64 << 30) as f64) as u64
+}
+
+/// Shell-quotes one word for a copy-pasteable command line.
+fn sh(w: &str) -> String {
+    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+".contains(&b)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+fn docker_run_line(spec: &ContainerSpec) -> String {
+    let mut w = vec!["docker".to_string(), "run".into(), "-d".into(), "--name".into(), spec.name.clone()];
+    if let Some(m) = spec.memory_limit_bytes {
+        w.push(format!("--memory={}m", m >> 20));
+        w.push(format!("--memory-swap={}m", spec.memory_swap_bytes.map(|s| s >> 20).unwrap_or((m >> 20) as i64)));
+    }
+    if let Some(c) = &spec.cpuset {
+        w.push(format!("--cpuset-cpus={c}"));
+    }
+    match &spec.gpus {
+        GpuRequest::All => w.push("--gpus=all".into()),
+        GpuRequest::Indices(ix) => w.push(format!("--gpus=\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(","))),
+        GpuRequest::None => {}
+    }
+    w.push("-p".into());
+    w.push(format!("127.0.0.1:{}:{}", spec.host_port.map(|p| p.to_string()).unwrap_or_default(), spec.container_port));
+    for b in &spec.binds {
+        w.push("-v".into());
+        w.push(b.clone());
+    }
+    for (k, v) in &spec.env {
+        w.push("-e".into());
+        w.push(format!("{k}={v}"));
+    }
+    w.push(spec.image.clone());
+    w.extend(spec.cmd.iter().cloned());
+    w.iter().map(|x| sh(x)).collect::<Vec<_>>().join(" ")
+}
+
+fn llama_args(s: &Settings, model_in_engine: &str, host: &str, port: u16) -> Vec<String> {
+    let m = &s.model;
+    let mut a: Vec<String> = vec!["--model".into(), model_in_engine.into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
+    a.extend(["-c".into(), s.context.to_string(), "-np".into(), "1".into(), "--metrics".into(), "--no-webui".into()]);
+    if let Some(t) = m.threads {
+        a.extend(["-t".into(), t.to_string()]);
+    }
+    if let Some(l) = m.gpu_layers.filter(|l| *l >= 0) {
+        a.extend(["-ngl".into(), l.to_string()]);
+    }
+    a.extend(m.args.iter().cloned());
+    a
+}
+
+fn model_file(s: &Settings) -> Result<PathBuf, Failure> {
+    let raw = s.model.model_path.as_deref().unwrap_or_default();
+    let p = expand_path(raw, &env_lookup).map_err(|e| Failure::new(FailureClass::ModelNotFound, format!("model_path `{raw}`: {e}")))?;
+    if !Path::new(&p).is_file() {
+        return Err(Failure::new(FailureClass::ModelNotFound, format!("model file {p} does not exist (run `make model` for the demo model)")));
+    }
+    Ok(PathBuf::from(p))
+}
+
+/// Deploys the engine for one attempt and waits until it answers (and, for Ollama, has the model).
+pub async fn deploy(
+    cycle: &CycleId,
+    host: &str,
+    s: &Settings,
+    run_dir: &Path,
+    model_store: Option<&str>,
+    on_step: &(dyn Fn(String) + Sync),
+) -> Result<Deployed, Failure> {
+    match (s.model.runtime, s.model.engine) {
+        (Runtime::Process, EngineKind::LlamaServer) => deploy_process(cycle, s, run_dir, on_step).await,
+        (Runtime::Docker, engine) => deploy_container(cycle, host, s, engine, model_store, on_step).await,
+        (Runtime::Process, EngineKind::Ollama) => Err(Failure::new(
+            FailureClass::Other,
+            "the process runtime runs llama-server only; use runtime = \"docker\" for ollama",
+        )),
+    }
+}
+
+async fn deploy_process(cycle: &CycleId, s: &Settings, run_dir: &Path, on_step: &(dyn Fn(String) + Sync)) -> Result<Deployed, Failure> {
+    let m = &s.model;
+    let binary = find_llama_server(m.binary.as_deref()).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let model_path = model_file(s)?;
+    let spec = ProcessSpec {
+        name: format!("{cycle}-{}", m.name),
+        binary: binary.clone(),
+        model_path: model_path.clone(),
+        port: m.port,
+        context: s.context,
+        parallel: 1,
+        threads: m.threads,
+        gpu_layers: m.gpu_layers,
+        args: m.args.clone(),
+        env: m.env.clone(),
+        run_dir: run_dir.to_path_buf(),
+    };
+    on_step(format!("starting {}", binary.display()));
+    let mut process = EngineProcess::start(&spec).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let target = Some(format!("process:{}", process.pid()));
+    let mut line: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={}", sh(v))).collect();
+    line.push(sh(&binary.display().to_string()));
+    line.extend(llama_args(s, &model_path.display().to_string(), "127.0.0.1", process.base_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080)).iter().map(|a| sh(a)));
+    match process.wait_healthy(Duration::from_secs(s.load_timeout_s)).await {
+        Ok(took) => Ok(Deployed {
+            api: Api::OpenAi(OpenAiClient::new(&process.base_url())),
+            place: Place::Process(process),
+            load_ms: took.as_secs_f64() * 1000.0,
+            engine_version: llama_server_version(&binary),
+            model_ref: model_path.display().to_string(),
+            quantization: None,
+            digest: None,
+            deployment: vec![line.join(" ")],
+            keep: false,
+        }),
+        Err(e) => {
+            let (class, evidence) = match &e {
+                ProcessError::Exited { status, log_tail } => (
+                    FailureClass::EngineExited,
+                    Evidence { exit_status: Some(status.clone()), log_tail: log_tail.clone(), ..Default::default() },
+                ),
+                ProcessError::NotHealthy { log_tail, .. } => {
+                    (FailureClass::EngineUnhealthy, Evidence { log_tail: log_tail.clone(), ..Default::default() })
+                }
+                _ => (FailureClass::Other, Evidence::default()),
+            };
+            process.stop();
+            Err(Failure { class, message: e.to_string(), evidence, target })
+        }
+    }
+}
+
+async fn deploy_container(
+    cycle: &CycleId,
+    host: &str,
+    s: &Settings,
+    engine: EngineKind,
+    model_store: Option<&str>,
+    on_step: &(dyn Fn(String) + Sync),
+) -> Result<Deployed, Failure> {
+    let m = &s.model;
+    let docker = DockerRuntime::connect().await.map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
+    let name = format!("tc-{cycle}-{}", m.name);
+    let lbl = labels(cycle, &m.name, host);
+    let removed = docker
+        .remove_labeled(&[("threadcycle.cycle", cycle.as_str()), ("threadcycle.model", m.name.as_str())])
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        on_step(format!("removed {removed} container(s) left by an earlier attempt"));
+    }
+    let image = m.image.clone().unwrap_or_default();
+    let mut spec = ContainerSpec::new(&name, &image, 8080);
+    spec.labels = lbl;
+    spec.memory_limit_bytes = m.memory_limit_gb.map(gib_to_bytes);
+    spec.gpus = m.gpus.clone().unwrap_or(GpuRequest::None);
+    spec.host_port = m.port;
+    spec.env = m.env.clone();
+    let model_ref;
+    match engine {
+        EngineKind::LlamaServer => {
+            let file = model_file(s)?;
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+            let fname = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+            spec.container_port = 8080;
+            spec.binds = vec![format!("{}:/models:ro", dir.display())];
+            spec.cmd = llama_args(s, &format!("/models/{fname}"), "0.0.0.0", 8080);
+            model_ref = file.display().to_string();
+        }
+        EngineKind::Ollama => {
+            spec.container_port = 11434;
+            let store = model_store.and_then(|p| expand_path(p, &env_lookup).ok()).unwrap_or_else(|| "threadcycle-ollama".into());
+            spec.binds = vec![format!("{store}:/root/.ollama")];
+            spec.env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
+            model_ref = m.tag.clone().unwrap_or_default();
+        }
+    }
+    let deployment = vec![docker_run_line(&spec)];
+    on_step(format!("creating container {name} from {image}"));
+    let started = tokio::time::Instant::now();
+    let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
+    let base = format!("http://127.0.0.1:{}", running.host_port);
+    let target = Some(format!("container:{}", running.id));
+    let timeout = Duration::from_secs(s.load_timeout_s);
+    let api = match engine {
+        EngineKind::LlamaServer => Api::OpenAi(OpenAiClient::new(&base)),
+        EngineKind::Ollama => Api::Ollama(OllamaClient::new(&base)),
+    };
+    if let Err(mut f) = wait_ready(&docker, &running.id, &name, &api, timeout).await {
+        f.target = target;
+        return Err(f);
+    }
+    let mut d = Deployed {
+        api,
+        place: Place::Container { docker: docker.clone(), id: running.id.clone() },
+        load_ms: 0.0,
+        engine_version: None,
+        model_ref: model_ref.clone(),
+        quantization: None,
+        digest: None,
+        deployment,
+        keep: m.keep,
+    };
+    if let Api::Ollama(c) = &d.api {
+        d.engine_version = c.version().await.ok().map(|v| format!("ollama {v}"));
+        let present = c.has_model(&model_ref).await.unwrap_or(false);
+        if present {
+            on_step(format!("{model_ref} already present: pull skipped"));
+        } else {
+            on_step(format!("pulling {model_ref}"));
+            let mut last = std::time::Instant::now();
+            let pulled = c
+                .pull(&model_ref, |p| {
+                    if let (Some(t), Some(done)) = (p.total, p.completed) {
+                        if last.elapsed() > Duration::from_secs(5) && t > 0 {
+                            last = std::time::Instant::now();
+                            tracing::info!(message = "Pull progress.", model = %model_ref, percent = done * 100 / t);
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = pulled {
+                let mut f = engine_failure(&e, "pull");
+                f.target = target;
+                f.evidence.log_tail = docker.log_tail(&running.id, 20).await.unwrap_or_default();
+                return Err(f);
+            }
+        }
+        if let Ok(show) = c.show(&model_ref).await {
+            d.quantization = show.quantization_level.clone();
+        }
+        if let Ok(list) = c.list().await {
+            d.digest = list.into_iter().find(|t| t.name == model_ref || t.model == model_ref).map(|t| t.digest);
+        }
+    } else {
+        d.engine_version = docker.log_tail(&running.id, 200).await.ok().and_then(|l| l.into_iter().find(|x| x.contains("build")));
+    }
+    d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(d)
+}
+
+/// Polls the engine's health until it answers; a container that stops meanwhile fails at once
+/// with its exit code, OOM flag and log tail.
+async fn wait_ready(docker: &DockerRuntime, id: &str, name: &str, api: &Api, timeout: Duration) -> Result<(), Failure> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let ready = match api {
+            Api::OpenAi(c) => matches!(c.health().await, Ok(host::openai::Health::Ready)),
+            Api::Ollama(c) => c.healthy().await,
+        };
+        if ready {
+            return Ok(());
+        }
+        if let Ok(st) = docker.state(id).await {
+            if !st.running {
+                let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
+                let e = DockerError::Exited {
+                    container: name.to_string(),
+                    exit_code: st.exit_code,
+                    oom_killed: st.oom_killed,
+                    memory_limit_bytes: st.memory_limit_bytes,
+                    log_tail,
+                };
+                return Err(container_failure(&e, name));
+            }
+        }
+        if start.elapsed() > timeout {
+            let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
+            return Err(container_failure(&DockerError::NotHealthy { container: name.to_string(), after: timeout, log_tail }, name));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn container_failure(e: &DockerError, name: &str) -> Failure {
+    match e {
+        DockerError::Exited { exit_code, oom_killed, log_tail, .. } => Failure {
+            class: if *oom_killed { FailureClass::OomKilled } else { FailureClass::EngineExited },
+            message: e.to_string(),
+            evidence: Evidence {
+                exit_status: exit_code.map(|c| format!("exit status {c}")),
+                oom_killed: Some(*oom_killed),
+                log_tail: log_tail.clone(),
+                ..Default::default()
+            },
+            target: Some(format!("container:{name}")),
+        },
+        DockerError::NotHealthy { log_tail, .. } => Failure {
+            class: FailureClass::EngineUnhealthy,
+            message: e.to_string(),
+            evidence: Evidence { log_tail: log_tail.clone(), ..Default::default() },
+            target: Some(format!("container:{name}")),
+        },
+        DockerError::ImageMissing { .. } => Failure::new(FailureClass::Other, e.to_string()),
+        other => Failure::new(FailureClass::Other, other.to_string()),
+    }
+}
+
+/// Turns an engine error into a failure with the engine's own text as evidence.
+pub fn engine_failure(e: &EngineError, what: &str) -> Failure {
+    let text = e.engine_text().unwrap_or_default().to_lowercase();
+    let class = if text.contains("file does not exist") || text.contains("not found") {
+        FailureClass::ModelNotFound
+    } else if text.contains("context size") || text.contains("exceeds the context") {
+        FailureClass::ContextOverflow
+    } else {
+        FailureClass::RequestFailed
+    };
+    Failure {
+        class,
+        message: format!("{what}: {e}"),
+        evidence: Evidence { engine_error: e.engine_text().map(str::to_string), ..Default::default() },
+        target: None,
+    }
+}
+
+impl Deployed {
+    /// One streamed generation.
+    pub async fn generate(&self, req: &GenRequest) -> Result<Generation, EngineError> {
+        match &self.api {
+            Api::OpenAi(c) => c.generate_stream(req).await,
+            Api::Ollama(c) => c.generate_stream(req).await,
+        }
+    }
+
+    /// The engine as Debug should find it (`process:<pid>` / `container:<id>`).
+    pub fn target(&self) -> String {
+        match &self.place {
+            Place::Process(p) => format!("process:{}", p.pid()),
+            Place::Container { id, .. } => format!("container:{id}"),
+        }
+    }
+
+    /// Evidence about the engine's state after a failed request.
+    pub async fn evidence(&mut self, engine_error: Option<String>) -> Evidence {
+        match &mut self.place {
+            Place::Process(p) => {
+                Evidence { exit_status: p.exit_status(), log_tail: p.log_tail(20), engine_error, ..Default::default() }
+            }
+            Place::Container { docker, id } => {
+                let st = docker.state(id).await.ok();
+                Evidence {
+                    exit_status: st.as_ref().filter(|s| !s.running).and_then(|s| s.exit_code).map(|c| format!("exit status {c}")),
+                    oom_killed: st.as_ref().map(|s| s.oom_killed),
+                    log_tail: docker.log_tail(id, 20).await.unwrap_or_default(),
+                    engine_error,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    /// Peak resident memory of a host-process engine (containers: from telemetry).
+    pub fn peak_ram(&self) -> Option<u64> {
+        match &self.place {
+            Place::Process(p) => host::system::process_memory(p.pid()).map(|(_, hwm)| hwm),
+            Place::Container { .. } => None,
+        }
+    }
+
+    /// The GPU/CPU split: llama-server's load log, or Ollama's `/api/ps`.
+    pub async fn layers(&self) -> Option<String> {
+        match (&self.api, &self.place) {
+            (Api::Ollama(c), _) => {
+                let ps = c.ps().await.ok()?;
+                ps.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref).map(|p| p.processor())
+            }
+            (Api::OpenAi(_), Place::Process(p)) => {
+                let log = std::fs::read_to_string(p.log_path()).ok()?;
+                offloaded_layers(&log).map(|(a, b)| format!("{a}/{b} layers on GPU"))
+            }
+            (Api::OpenAi(_), Place::Container { docker, id }) => {
+                let log = docker.log_tail(id, 400).await.ok()?.join("\n");
+                offloaded_layers(&log).map(|(a, b)| format!("{a}/{b} layers on GPU"))
+            }
+        }
+    }
+
+    /// VRAM the engine holds, from Ollama's `/api/ps` (`size_vram`).
+    pub async fn vram(&self) -> Option<u64> {
+        match &self.api {
+            Api::Ollama(c) => c.ps().await.ok()?.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref).map(|p| p.size_vram),
+            Api::OpenAi(_) => None,
+        }
+    }
+
+    /// Stops the engine; a container is removed unless the plan keeps it.
+    pub async fn teardown(&mut self) {
+        match &mut self.place {
+            Place::Process(p) => p.stop(),
+            Place::Container { docker, id } => {
+                if !self.keep {
+                    if let Err(error) = docker.remove(id).await {
+                        tracing::warn!(message = "Container not removed.", %error, %id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes a container kept for Debug's inspection.
+pub async fn remove_failed(target: Option<&str>) {
+    if let Some(id) = target.and_then(|t| t.strip_prefix("container:")) {
+        if let Ok(d) = DockerRuntime::connect().await {
+            let _ = d.remove(id).await;
+        }
+    }
+}
