@@ -69,21 +69,19 @@ pub fn describe(a: &RemedyAction) -> String {
 /// beside what the Writer sent.
 async fn gather(mut ev: Evidence, attempt: u32, target: Option<&str>) -> Evidence {
     ev.attempts = attempt.saturating_sub(1);
-    if let Some(id) = target.and_then(|t| t.strip_prefix("container:")) {
-        if let Ok(docker) = host::docker::DockerRuntime::connect().await {
+    if let Some(id) = target.and_then(|t| t.strip_prefix("container:"))
+        && let Ok(docker) = host::docker::DockerRuntime::connect().await {
             if let Ok(st) = docker.state(id).await {
                 ev.oom_killed = Some(st.oom_killed || ev.oom_killed == Some(true));
                 if !st.running {
                     ev.exit_status = st.exit_code.map(|c| format!("exit status {c}")).or(ev.exit_status);
                 }
             }
-            if let Ok(lines) = docker.log_tail(id, 30).await {
-                if !lines.is_empty() {
+            if let Ok(lines) = docker.log_tail(id, 30).await
+                && !lines.is_empty() {
                     ev.log_tail = lines;
                 }
-            }
         }
-    }
     if let Ok(m) = host::system::meminfo() {
         ev.host_ram_available = Some(m.available);
     }

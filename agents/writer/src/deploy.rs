@@ -318,12 +318,11 @@ async fn deploy_container(
             let mut last = std::time::Instant::now();
             let pulled = c
                 .pull(&model_ref, |p| {
-                    if let (Some(t), Some(done)) = (p.total, p.completed) {
-                        if last.elapsed() > Duration::from_secs(5) && t > 0 {
+                    if let (Some(t), Some(done)) = (p.total, p.completed)
+                        && last.elapsed() > Duration::from_secs(5) && t > 0 {
                             last = std::time::Instant::now();
                             tracing::info!(message = "Pull progress.", model = %model_ref, percent = done * 100 / t);
                         }
-                    }
                 })
                 .await;
             if let Err(e) = pulled {
@@ -358,8 +357,8 @@ async fn wait_ready(docker: &DockerRuntime, id: &str, name: &str, api: &Api, tim
         if ready {
             return Ok(());
         }
-        if let Ok(st) = docker.state(id).await {
-            if !st.running {
+        if let Ok(st) = docker.state(id).await
+            && !st.running {
                 let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
                 let e = DockerError::Exited {
                     container: name.to_string(),
@@ -370,7 +369,6 @@ async fn wait_ready(docker: &DockerRuntime, id: &str, name: &str, api: &Api, tim
                 };
                 return Err(container_failure(&e, name));
             }
-        }
         if start.elapsed() > timeout {
             let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
             return Err(container_failure(&DockerError::NotHealthy { container: name.to_string(), after: timeout, log_tail }, name));
@@ -496,11 +494,10 @@ impl Deployed {
         match &mut self.place {
             Place::Process(p) => p.stop(),
             Place::Container { docker, id } => {
-                if !self.keep {
-                    if let Err(error) = docker.remove(id).await {
+                if !self.keep
+                    && let Err(error) = docker.remove(id).await {
                         tracing::warn!(message = "Container not removed.", %error, %id);
                     }
-                }
             }
         }
     }
@@ -508,9 +505,8 @@ impl Deployed {
 
 /// Removes a container kept for Debug's inspection.
 pub async fn remove_failed(target: Option<&str>) {
-    if let Some(id) = target.and_then(|t| t.strip_prefix("container:")) {
-        if let Ok(d) = DockerRuntime::connect().await {
+    if let Some(id) = target.and_then(|t| t.strip_prefix("container:"))
+        && let Ok(d) = DockerRuntime::connect().await {
             let _ = d.remove(id).await;
         }
-    }
 }
