@@ -11,6 +11,7 @@ use crate::settings::Settings;
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
 use crate::deploy::{Deployed, Failure, deploy, engine_failure, remove_failed};
 use host::engine::{EngineError, GenRequest};
+use host::telemetry::{Sampler, ThermalGuard};
 use protocol::events::{Event, EventBody, Phase};
 use protocol::ids::derive_id;
 use protocol::messages::{BenchmarkResults, Escalation, VerificationReport};
@@ -43,7 +44,13 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
     if removed > 0 {
         tracing::warn!(message = "Removed containers left by an earlier Writer.", count = removed);
     }
-    let writer = Writer { bus: bus.clone(), cfg };
+    let gpus = Arc::new(tokio::task::spawn_blocking(host::gpu::Gpus::probe).await.unwrap_or_else(|e| {
+        host::gpu::Gpus::Unavailable(format!("GPU probe failed: {e}"))
+    }));
+    if let Some(note) = gpus.note() {
+        tracing::info!(message = "Telemetry without GPU figures.", %note);
+    }
+    let writer = Writer { bus: bus.clone(), cfg, gpus };
     let r = consume(&bus, shutdown, stats, &writer).await;
     // A measurement interrupted by shutdown leaves its container: remove it now, not on restart.
     crate::deploy::remove_leftovers(bus.host.as_str()).await;
@@ -53,6 +60,7 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
 struct Writer {
     bus: Bus,
     cfg: WriterConfig,
+    gpus: Arc<host::gpu::Gpus>,
 }
 
 /// Why an attempt at a model did not produce results.
@@ -292,6 +300,8 @@ impl Writer {
         }
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
+        let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
+        let guard = ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
         let base_req = |prompt: &protocol::plan::PromptSpec, text: String| GenRequest {
             model: dep.model_ref.clone(),
             system: prompt.system.clone(),
@@ -318,6 +328,22 @@ impl Writer {
                     dep.teardown().await;
                     return Err(AttemptError::Canceled);
                 }
+                if let Some(g) = &guard {
+                    let paused = g.wait_until_cool(&sampler, |t| tracing::warn!(message = "GPU too hot; pausing between requests.", temp_c = t)).await;
+                    if let Err(pause) = paused {
+                        let evidence = dep.evidence(None).await;
+                        dep.teardown().await;
+                        return Err(AttemptError::Failed(Failure {
+                            class: FailureClass::Thermal,
+                            message: format!(
+                                "the GPU stayed at {:.0} °C (limit {:.0} °C) for {:.0} s without cooling below {:.0} °C",
+                                pause.temp_c, g.max_c, pause.waited_s, g.resume_c
+                            ),
+                            evidence: protocol::results::Evidence { gpu_temp_c: Some(pause.temp_c as u32), ..evidence },
+                            target: Some(dep.target()),
+                        }));
+                    }
+                }
                 let nonce = short_nonce();
                 let req = base_req(p, with_nonce(&p.text, &nonce));
                 let g = match dep.generate(&req).await {
@@ -342,11 +368,21 @@ impl Writer {
                 runs.push(r);
             }
         }
+        let tokens: u64 = runs.iter().map(|r| u64::from(r.output_tokens)).sum();
+        let (mut telemetry, series) = sampler.finish(tokens).await;
+        let key = format!("telemetry/{cycle}/{}/attempt-{}", m.name, s.changes.len() + 1);
+        match self.bus.put_blob(&key, series.as_bytes()).await {
+            Ok(blob) => telemetry.series = Some(blob),
+            Err(error) => tracing::warn!(message = "Telemetry series not stored.", %error),
+        }
+        let sampled_ram = telemetry.engine_mem_bytes.map(|m| m.peak as u64);
+        let sampled_vram = telemetry.vram_used_bytes.map(|m| m.peak as u64);
         let info = DeployInfo {
             load_ms: dep.load_ms,
             engine_version: dep.engine_version.clone(),
-            peak_ram: dep.peak_ram(),
-            peak_vram: dep.vram().await,
+            peak_ram: dep.peak_ram().max(sampled_ram),
+            peak_vram: dep.vram().await.or(sampled_vram),
+            telemetry: Some(telemetry),
             layers: dep.layers().await,
             quantization: dep.quantization.clone(),
             digest: dep.digest.clone(),
@@ -361,6 +397,7 @@ impl Writer {
 
 /// What the deployment told us, for the result.
 struct DeployInfo {
+    telemetry: Option<protocol::results::TelemetrySummary>,
     load_ms: f64,
     engine_version: Option<String>,
     peak_ram: Option<u64>,
@@ -438,7 +475,7 @@ fn measured(
         peak_ram_bytes: info.peak_ram,
         peak_vram_bytes: info.peak_vram,
         manifest: manifest(report, s, &s.model, Some(&info)),
-        telemetry: None,
+        telemetry: info.telemetry.clone(),
         deployment: info.deployment.clone(),
         started_at,
         finished_at: now(),

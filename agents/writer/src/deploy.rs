@@ -78,6 +78,24 @@ pub struct Deployed {
     pub deployment: Vec<String>,
     /// Keep the container after measuring.
     pub keep: bool,
+    /// Whether `teardown` ran.
+    torn_down: bool,
+}
+
+impl Drop for Deployed {
+    /// An attempt abandoned midway (NATS trouble, shutdown) must not leave its container: a host
+    /// process stops through its own Drop; a container is removed in the background.
+    fn drop(&mut self) {
+        if self.torn_down || self.keep {
+            return;
+        }
+        if let (Place::Container { docker, id }, Ok(rt)) = (&self.place, tokio::runtime::Handle::try_current()) {
+            let (docker, id) = (docker.clone(), id.clone());
+            rt.spawn(async move {
+                let _ = docker.remove(&id).await;
+            });
+        }
+    }
 }
 
 /// Labels every container of ours carries (the Docker adapter adds `threadcycle.managed`).
@@ -219,6 +237,7 @@ async fn deploy_process(cycle: &CycleId, s: &Settings, run_dir: &Path, on_step: 
             digest: None,
             deployment: vec![line.join(" ")],
             keep: false,
+            torn_down: false,
         }),
         Err(e) => {
             let (class, evidence) = match &e {
@@ -307,6 +326,7 @@ async fn deploy_container(
         digest: None,
         deployment,
         keep: m.keep,
+        torn_down: false,
     };
     if let Api::Ollama(c) = &d.api {
         d.engine_version = c.version().await.ok().map(|v| format!("ollama {v}"));
@@ -428,6 +448,14 @@ impl Deployed {
         }
     }
 
+    /// What the telemetry sampler should watch.
+    pub fn telemetry_target(&self) -> host::telemetry::EngineTarget {
+        match &self.place {
+            Place::Process(p) => host::telemetry::EngineTarget::Process { pid: p.pid() },
+            Place::Container { docker, id } => host::telemetry::EngineTarget::Container { docker: docker.clone(), id: id.clone() },
+        }
+    }
+
     /// The engine as Debug should find it (`process:<pid>` / `container:<id>`).
     pub fn target(&self) -> String {
         match &self.place {
@@ -491,6 +519,7 @@ impl Deployed {
 
     /// Stops the engine; a container is removed unless the plan keeps it.
     pub async fn teardown(&mut self) {
+        self.torn_down = true;
         match &mut self.place {
             Place::Process(p) => p.stop(),
             Place::Container { docker, id } => {

