@@ -100,7 +100,7 @@ def sd(xs): return st.stdev(xs) if len(xs) > 1 else 0.0
 
 print(f"\nresults: {sys.argv[1]}")
 print(f"\n{'prompt':8} {'rep':>3} {'tokens':>6} {'client tok/s':>12} {'engine tok/s':>12} {'ratio':>7} {'TTFT ms':>9} {'prompt_ms':>9} {'TTFT-prompt':>11}")
-ratios, gaps, client, engine, ttft_extra_tokens = [], [], [], [], []
+ratios, gaps, client, engine = [], [], [], []
 for r in runs:
     c, e = r.get("client_decode_tps"), r.get("engine_decode_tps")
     pm = r.get("engine_prompt_ms")
@@ -109,7 +109,6 @@ for r in runs:
     if ratio: ratios.append(ratio); client.append(c); engine.append(e)
     if gap is not None:
         gaps.append(gap)
-        if e: ttft_extra_tokens.append(gap / (1000.0 / e))
     f = lambda x, p=1: "-" if x is None else f"{x:.{p}f}"
     print(f"{r['prompt_id']:8} {r['repetition']:>3} {r['output_tokens']:>6} {f(c):>12} {f(e):>12} {f(ratio,3):>7} {f(r['ttft_ms']):>9} {f(pm):>9} {f(gap):>11}")
 
@@ -126,30 +125,39 @@ print(f"   client {mean(client):.2f} ± {sd(client):.2f} tok/s, engine {mean(eng
 print(f"   mean per-run ratio client/engine = {r_mean:.4f} ({(r_mean-1)*100:+.2f} %), worst run {worst:.4f} ({(worst-1)*100:+.2f} %)")
 print(f"   goal |diff| <= 2 %: {'MET' if ok1 else 'MISSED'}")
 
-def lb_ts(doc):
-    row = [x for x in doc if x.get("n_gen", 0) > 0 and x.get("n_prompt", 0) == 0][0]
-    return row["avg_ts"], row["stddev_ts"], row.get("n_threads"), row.get("build_commit"), row.get("samples_ts", [])
-b = [lb_ts(d) for d in lb]
-lb_mean = mean([x[0] for x in b])
-c_mean = mean(client)
-ratio2 = c_mean / lb_mean
+def lb_row(doc):
+    return [x for x in doc if x.get("n_gen", 0) > 0 and x.get("n_prompt", 0) == 0][0]
+rows = [lb_row(d) for d in lb]
+lb_samples = [s for r in rows for s in r.get("samples_ts", [])]
+print(f"\n2) client decode vs llama-bench tg{max_tokens} (threads {rows[0].get('n_threads')}, no server, no HTTP)")
+for name, r in zip(("before", "after"), rows):
+    print(f"   llama-bench {name:6}: {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} tok/s  samples {[round(x,1) for x in r.get('samples_ts', [])]}")
+# Contention on a shared machine only ever slows a run down, and llama.cpp's threads wait on each
+# other, so one stolen core can cut a run's rate several-fold: the mean is shown, but the median and
+# the best run are the fairer comparisons there.
+stats = [("mean", mean), ("median", st.median), ("best run", max)]
+print(f"   {'':9} {'llama-bench':>11} {'client':>8} {'engine':>8} {'client/llama-bench':>18}")
+ratios2 = {}
+for name, fn in stats:
+    a, c, e = fn(lb_samples), fn(client), fn(engine)
+    ratios2[name] = c / a
+    print(f"   {name:9} {a:>11.2f} {c:>8.2f} {e:>8.2f} {c/a:>18.4f} ({(c/a-1)*100:+.1f} %)")
+ratio2 = ratios2["median"]
 ok2 = abs(ratio2 - 1) <= 0.10
-print(f"\n2) client decode vs llama-bench tg{max_tokens} (threads {b[0][2]}, build {b[0][3]})")
-for name, x in zip(("before", "after"), b):
-    print(f"   llama-bench {name:6}: {x[0]:.2f} ± {x[1]:.2f} tok/s  samples {[round(s,1) for s in x[4]]}")
-print(f"   llama-bench mean of both {lb_mean:.2f} tok/s; threadcycle client mean {c_mean:.2f}; engine (server) mean {mean(engine):.2f}")
-print(f"   ratio client/llama-bench = {ratio2:.4f} ({(ratio2-1)*100:+.2f} %); engine/llama-bench = {mean(engine)/lb_mean:.4f}")
-print(f"   goal |diff| <= 10 %: {'MET' if ok2 else 'MISSED'}")
+print(f"   goal |diff| <= 10 % (medians): {'MET' if ok2 else 'MISSED'}; best runs: {(ratios2['best run']-1)*100:+.1f} %; means: {(ratios2['mean']-1)*100:+.1f} %")
+lb_mean = mean(lb_samples)
+c_mean = mean(client)
 
 print("\n3) TTFT (client) vs timings.prompt_ms (engine prefill)")
 ttft = [r["ttft_ms"] for r in runs]
 pms = [r["engine_prompt_ms"] for r in runs if r.get("engine_prompt_ms") is not None]
 print(f"   TTFT {mean(ttft):.1f} ± {sd(ttft):.1f} ms, prompt_ms {mean(pms):.1f} ± {sd(pms):.1f} ms")
 print(f"   TTFT - prompt_ms = {mean(gaps):.1f} ms mean (min {min(gaps):.1f}, max {max(gaps):.1f}),"
-      f" = {mean(ttft_extra_tokens):.2f} decode steps at the engine's rate")
-print("   (TTFT includes prefill + sampling and decoding the first token + HTTP/SSE; prompt_ms is prefill only)")
-summary = {"client_engine_ratio": r_mean, "client_engine_worst": worst, "client_llamabench_ratio": ratio2,
-           "client_tps": c_mean, "engine_tps": mean(engine), "llama_bench_tps": [x[0] for x in b],
+      f"; one decode step at the engine's mean rate is {1000/mean(engine):.1f} ms")
+print("   (the first token is sampled from the prefill's logits, so TTFT - prompt_ms is request parsing, templating and")
+print("    tokenising, sampling and detokenising the first token, and the HTTP/SSE hop: no decode step)")
+summary = {"client_engine_ratio": r_mean, "client_engine_worst": worst, "client_llamabench_ratio_median": ratio2,
+           "client_tps": c_mean, "engine_tps": mean(engine), "llama_bench_tps": [r["avg_ts"] for r in rows], "client_llamabench_ratios": ratios2,
            "ttft_ms": mean(ttft), "prompt_ms": mean(pms), "ttft_minus_prompt_ms": mean(gaps),
            "goal_engine_2pct": ok1, "goal_llamabench_10pct": ok2}
 print("\nSUMMARY " + json.dumps(summary))

@@ -47,6 +47,9 @@ pub struct BenchmarkResults {
     pub escalations: Vec<String>,
     /// Why the cycle stopped early, if it did (an operator's abort).
     pub aborted: Option<String>,
+    /// The concurrent phase, when the plan has one.
+    #[serde(default)]
+    pub concurrent: Option<crate::results::ConcurrentResult>,
 }
 
 /// Writer (or any agent) → Debug: something failed.

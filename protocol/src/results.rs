@@ -603,3 +603,52 @@ pub struct EscalationRecord {
     /// When opened (RFC 3339).
     pub opened_at: String,
 }
+
+/// One concurrency level against one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelResult {
+    /// Model name.
+    pub model: String,
+    /// Requests in flight at once.
+    pub level: u32,
+    /// Requests that finished.
+    pub requests: u32,
+    /// Requests that failed.
+    pub failed: u32,
+    /// Mean end-to-end latency, ms.
+    pub mean_e2e_ms: f64,
+    /// Mean TTFT, ms.
+    pub mean_ttft_ms: f64,
+    /// Mean client decode tokens/s per request.
+    pub mean_decode_tps: Option<f64>,
+    /// Output tokens/s of all requests together (sum of tokens / wall time).
+    pub aggregate_tps: f64,
+    /// Mean e2e at this level over mean e2e at level 1.
+    pub degradation: Option<f64>,
+}
+
+/// One model's request while the other concurrent models ran too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TogetherResult {
+    /// Model name.
+    pub model: String,
+    /// End-to-end latency with the others running, ms.
+    pub e2e_ms: f64,
+    /// The same model alone (level 1), ms.
+    pub alone_e2e_ms: Option<f64>,
+    /// Together over alone.
+    pub degradation: Option<f64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The plan's concurrent phase.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConcurrentResult {
+    /// Concurrency levels per model.
+    pub levels: Vec<LevelResult>,
+    /// All concurrent models deployed at once.
+    pub together: Vec<TogetherResult>,
+    /// What could not be done, and why.
+    pub notes: Vec<String>,
+}

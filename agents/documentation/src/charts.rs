@@ -160,10 +160,21 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> Str
 /// A line chart of several series of (x, y) points, e.g. telemetry over time; non-finite
 /// points are skipped. Both axes start at zero unless the data goes below it.
 pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
-    let (left, right, top, bottom_margin) = (64.0, 24.0, 48.0, 64.0);
-    let height = 340.0;
+    line_chart_with_axes(title, "", "", series)
+}
+
+/// [`line_chart`] with the axes named (`x_label` under the x axis, `y_label` over the y axis);
+/// an empty label is left out.
+pub fn line_chart_with_axes(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    let (left, right, top, plot_h) = (64.0, 24.0, 48.0, 228.0);
+    let legend_rows = series.len().div_ceil(4).max(1) as f64;
+    let height = 326.0 + 14.0 * legend_rows;
     let plot_w = WIDTH - left - right;
-    let plot_h = height - top - bottom_margin;
     let points = || {
         series
             .iter()
@@ -190,6 +201,24 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let sx = |x: f64| left + plot_w * (x - x_min) / x_top;
     let sy = |y: f64| top + plot_h - plot_h * (y - y_min) / y_top;
     let bottom = top + plot_h;
+    if !y_label.is_empty() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"11\" fill=\"#5f6b73\">{}</text>",
+            left - 6.0,
+            top - 8.0,
+            xml_escape(y_label)
+        );
+    }
+    if !x_label.is_empty() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"11\" fill=\"#5f6b73\" text-anchor=\"end\">{}</text>",
+            left + plot_w,
+            bottom + 30.0,
+            xml_escape(x_label)
+        );
+    }
     let mut t = 0.0;
     while t <= y_top + y_step / 2.0 {
         let y = sy(y_min + t);
@@ -232,7 +261,7 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
             );
         }
         let lx = left + 150.0 * (i % 4) as f64;
-        let ly = height - 22.0 + 14.0 * (i / 4) as f64 - 8.0;
+        let ly = bottom + 44.0 + 14.0 * (i / 4) as f64;
         let _ = writeln!(
             out,
             "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"12\" height=\"4\" fill=\"{colour}\"/>\n\

@@ -12,8 +12,8 @@ use protocol::plan::{
     Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime,
 };
 use protocol::results::{
-    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, ModelResult, ModelStatus,
-    RemedyAction, RunResult, Stat,
+    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, MetricSummary, ModelResult,
+    ModelStatus, RemedyAction, RunResult, Stat, TelemetrySummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -29,6 +29,9 @@ pub struct ReportInput {
     pub troubleshooting: Vec<EscalationRecord>,
     /// Full answers by object-store key (may be empty; excerpts are used then).
     pub answers: BTreeMap<String, String>,
+    /// Each model's sampled telemetry series (the CSV that `telemetry.series` points to), by
+    /// model name; may be empty, and then the charts over time are left out.
+    pub telemetry_series: BTreeMap<String, String>,
 }
 
 /// One file of the report folder.
@@ -54,6 +57,8 @@ pub const PAGES: &[(&str, &str)] = &[
 const DECODE_CHART: &str = "charts/decode-tps.svg";
 /// TTFT chart path.
 const TTFT_CHART: &str = "charts/ttft.svg";
+/// Every model's telemetry series in one file.
+const TELEMETRY_CSV: &str = "data/telemetry.csv";
 /// Placeholder for a figure that was not measured or not projected.
 const DASH: &str = "—";
 /// Bytes in a GiB; the plan's "GB" are read as GiB, as Docker's memory limits are.
@@ -70,12 +75,17 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         ("business-case.md".to_string(), business_case(&ctx)),
         ("quality.md".to_string(), quality(&ctx)),
     ];
-    let svgs: BTreeMap<String, String> = [
+    let mut svgs: BTreeMap<String, String> = [
         (DECODE_CHART.to_string(), decode_chart(&ctx)),
         (TTFT_CHART.to_string(), ttft_chart(&ctx)),
     ]
     .into_iter()
     .collect();
+    svgs.extend(
+        ctx.time_charts
+            .iter()
+            .map(|c| (c.path.to_string(), c.svg.clone())),
+    );
     let title = format!("{} — cycle {}", ctx.plan.name, input.cycle);
     let html_pages: Vec<html::Page> = pages
         .iter()
@@ -109,6 +119,12 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         path: "data/results.csv".into(),
         bytes: results_csv(&input.results).into_bytes(),
     });
+    if !ctx.series.is_empty() {
+        files.push(ReportFile {
+            path: TELEMETRY_CSV.into(),
+            bytes: telemetry_csv(&ctx.series).into_bytes(),
+        });
+    }
     files.push(ReportFile {
         path: "report.html".into(),
         bytes: html.into_bytes(),
@@ -246,6 +262,75 @@ impl View<'_> {
         self.r.status == ModelStatus::Measured && !self.r.runs.is_empty()
     }
 
+    /// Telemetry of a measured model.
+    fn tel(&self) -> Option<&TelemetrySummary> {
+        self.r.telemetry.as_ref().filter(|_| self.measured())
+    }
+
+    /// Whether the engine ran as a host process (no container, so no memory limit).
+    fn host_process(&self) -> bool {
+        self.spec.is_some_and(|s| s.runtime == Runtime::Process)
+    }
+
+    /// What the engine memory figure is: a container's working set or a process's RSS.
+    fn mem_kind(&self) -> &'static str {
+        if self.host_process() {
+            "RSS"
+        } else {
+            "working set"
+        }
+    }
+
+    /// Peak engine memory: the Writer's figure, else the sampler's peak.
+    fn peak_ram(&self) -> Option<u64> {
+        if !self.measured() {
+            return None;
+        }
+        self.r.peak_ram_bytes.or_else(|| {
+            self.tel()
+                .and_then(|t| t.engine_mem_bytes)
+                .map(|m| m.peak.max(0.0) as u64)
+        })
+    }
+
+    /// Peak VRAM: the Writer's figure, else the sampler's peak of VRAM in use.
+    fn peak_vram(&self) -> Option<u64> {
+        if !self.measured() {
+            return None;
+        }
+        self.r.peak_vram_bytes.or_else(|| {
+            self.tel()
+                .and_then(|t| t.vram_used_bytes)
+                .map(|m| m.peak.max(0.0) as u64)
+        })
+    }
+
+    /// Why the GPU figures are missing, when the sampler saw no GPU at all.
+    fn no_gpu(&self, host_note: Option<&str>) -> Option<String> {
+        let t = self.tel()?;
+        if t.gpu_util_pct.is_some()
+            || t.gpu_temp_c.is_some()
+            || t.gpu_power_w.is_some()
+            || t.vram_used_bytes.is_some()
+        {
+            return None;
+        }
+        let note = t
+            .notes
+            .iter()
+            .map(String::as_str)
+            .find(|n| {
+                let l = n.to_ascii_lowercase();
+                l.contains("gpu") || l.contains("nvml") || l.contains("nvidia")
+            })
+            .or(host_note);
+        Some(match note {
+            Some(n) if n.to_ascii_lowercase().starts_with("no nvidia gpu") => cell(n),
+            Some(n) => format!("no NVIDIA GPU ({})", cell(n)),
+            None => "no NVIDIA GPU was sampled".to_string(),
+        })
+    }
+
     fn name(&self) -> String {
         cell(&self.r.model)
     }
@@ -280,6 +365,8 @@ enum Verdict {
     Pass,
     Fail,
     NotMeasured,
+    /// The threshold does not apply (e.g. a memory limit where none is in force).
+    NotApplicable,
 }
 
 impl Verdict {
@@ -288,6 +375,7 @@ impl Verdict {
             Verdict::Pass => "**PASS**",
             Verdict::Fail => "**FAIL**",
             Verdict::NotMeasured => "NOT MEASURED",
+            Verdict::NotApplicable => "N/A",
         }
     }
 }
@@ -300,6 +388,114 @@ struct Criterion {
     verdict: Verdict,
 }
 
+/// One model's telemetry series, read from the sampler's CSV (`t_s,samples,<metric>,…`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Series {
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Series {
+    /// Reads the CSV; None when it has no header or no `t_s` column.
+    fn parse(text: &str) -> Option<Series> {
+        let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+        let columns: Vec<String> = lines
+            .next()?
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect();
+        if !columns.iter().any(|c| c == "t_s") {
+            return None;
+        }
+        let rows = lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split(',').map(|v| v.trim().to_string()).collect())
+            .collect();
+        Some(Series { columns, rows })
+    }
+
+    /// `(t_s, column × scale)` for every row where both are numbers.
+    fn points(&self, column: &str, scale: f64) -> Vec<(f64, f64)> {
+        let (Some(t), Some(c)) = (
+            self.columns.iter().position(|x| x == "t_s"),
+            self.columns.iter().position(|x| x == column),
+        ) else {
+            return Vec::new();
+        };
+        self.rows
+            .iter()
+            .filter_map(|r| {
+                let x: f64 = r.get(t)?.parse().ok()?;
+                let y: f64 = r.get(c)?.parse().ok()?;
+                (x.is_finite() && y.is_finite()).then_some((x, y * scale))
+            })
+            .collect()
+    }
+}
+
+/// A chart over time: file, series column, title, y-axis unit and scale.
+const TIME_CHARTS: &[(&str, &str, &str, &str, f64)] = &[
+    (
+        "charts/engine-memory.svg",
+        "engine_mem_bytes",
+        "Engine memory over time (container working set or process RSS)",
+        "GiB",
+        1.0 / GIB,
+    ),
+    (
+        "charts/host-memory.svg",
+        "host_mem_available_bytes",
+        "Host memory available over time",
+        "GiB",
+        1.0 / GIB,
+    ),
+    (
+        "charts/gpu-temperature.svg",
+        "gpu_temp_c",
+        "GPU temperature over time (hottest GPU)",
+        "°C",
+        1.0,
+    ),
+    (
+        "charts/gpu-power.svg",
+        "gpu_power_w",
+        "GPU power over time (all GPUs)",
+        "W",
+        1.0,
+    ),
+];
+
+/// A rendered chart over time.
+struct TimeChart {
+    path: &'static str,
+    title: &'static str,
+    svg: String,
+}
+
+/// The charts over time that have data, in [`TIME_CHARTS`] order.
+fn time_charts(series: &[(String, Series)]) -> Vec<TimeChart> {
+    TIME_CHARTS
+        .iter()
+        .filter_map(|&(path, column, title, unit, scale)| {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = series
+                .iter()
+                .map(|(model, s)| (model.clone(), s.points(column, scale)))
+                .filter(|(_, p)| !p.is_empty())
+                .collect();
+            (!lines.is_empty()).then(|| TimeChart {
+                path,
+                title,
+                svg: charts::line_chart_with_axes(
+                    title,
+                    "seconds into the model's measured runs",
+                    unit,
+                    &lines,
+                ),
+            })
+        })
+        .collect()
+}
+
 /// Everything the pages share.
 struct Ctx<'a> {
     input: &'a ReportInput,
@@ -307,6 +503,9 @@ struct Ctx<'a> {
     views: Vec<View<'a>>,
     escalations: Vec<&'a EscalationRecord>,
     criteria: Vec<Criterion>,
+    /// Telemetry series of the measured models, in plan order.
+    series: Vec<(String, Series)>,
+    time_charts: Vec<TimeChart>,
 }
 
 impl<'a> Ctx<'a> {
@@ -333,12 +532,23 @@ impl<'a> Ctx<'a> {
         let mut escalations: Vec<&EscalationRecord> = input.troubleshooting.iter().collect();
         escalations.sort_by(|a, b| (&a.opened_at, &a.id).cmp(&(&b.opened_at, &b.id)));
         escalations.dedup_by(|a, b| a.id == b.id);
+        let series: Vec<(String, Series)> = views
+            .iter()
+            .filter(|v: &&View| v.measured())
+            .filter_map(|v| {
+                let text = input.telemetry_series.get(&v.r.model)?;
+                Some((v.r.model.clone(), Series::parse(text)?))
+            })
+            .collect();
+        let time_charts = time_charts(&series);
         let mut ctx = Ctx {
             input,
             plan,
             views,
             escalations,
             criteria: Vec::new(),
+            series,
+            time_charts,
         };
         ctx.criteria = criteria(&ctx);
         ctx
@@ -566,9 +776,9 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
             });
         }
     }
+    let host_note = ctx.input.results.verification.host.gpu_note.as_deref();
     if c.memory_within_limits == Some(true) {
         for v in &ctx.views {
-            let limit = v.settings.as_ref().and_then(|s| s.memory_limit_gb);
             let oom: Vec<u32> = ctx
                 .escalations
                 .iter()
@@ -586,51 +796,136 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
                         .join(", ")
                 )
             };
-            let (measured, verdict) =
-                match (v.measured().then_some(v.r.peak_ram_bytes).flatten(), limit) {
-                    (Some(peak), Some(l)) => (
-                        format!("peak {} GiB of {} GiB{note}", num(gib(peak)), plain(l)),
-                        if gib(peak) <= l {
-                            Verdict::Pass
-                        } else {
-                            Verdict::Fail
-                        },
+            // The sampler's peak and the limit it saw in force; the Writer's peak and the
+            // planned limit when there is no telemetry.
+            let sampled = v.tel().and_then(|t| t.engine_mem_bytes);
+            let peak = sampled.map(|m| m.peak).or(v.peak_ram().map(|b| b as f64));
+            let limit = if v.host_process() {
+                None
+            } else {
+                v.tel()
+                    .and_then(|t| t.engine_mem_limit)
+                    .map(gib)
+                    .or(v.settings.as_ref().and_then(|s| s.memory_limit_gb))
+            };
+            let what = if sampled.is_some() {
+                format!("peak {} (sampled)", v.mem_kind())
+            } else {
+                "peak".to_string()
+            };
+            let (measured, verdict) = match (peak, limit) {
+                _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
+                (Some(p), Some(l)) => (
+                    format!("{what} {} GiB of {} GiB{note}", num(p / GIB), num(l)),
+                    if p / GIB <= l {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                ),
+                (Some(p), None) if v.host_process() => (
+                    format!(
+                        "{what} {} GiB; a host process runs under no container limit{note}",
+                        num(p / GIB)
                     ),
-                    (Some(peak), None) => (
-                        format!("peak {} GiB, no limit set{note}", num(gib(peak))),
-                        Verdict::NotMeasured,
-                    ),
-                    (None, _) if !v.measured() => (outcome(v), Verdict::NotMeasured),
-                    (None, _) => (
-                        format!("no memory peak was recorded{note}"),
-                        Verdict::NotMeasured,
-                    ),
-                };
+                    Verdict::NotApplicable,
+                ),
+                (Some(p), None) => (
+                    format!("{what} {} GiB; no limit was set{note}", num(p / GIB)),
+                    Verdict::NotApplicable,
+                ),
+                (None, _) => (
+                    format!("no memory peak was recorded{note}"),
+                    Verdict::NotMeasured,
+                ),
+            };
             out.push(Criterion {
                 what: format!("Memory within the container limit — {}", v.name()),
-                threshold: limit
-                    .map(|l| format!("≤ {} GiB", plain(l)))
-                    .unwrap_or_else(|| "the limit in force".into()),
+                threshold: match limit {
+                    Some(l) => format!("≤ {} GiB", plain(l)),
+                    None if v.host_process() => "no limit (host process)".into(),
+                    None => "the limit in force".into(),
+                },
                 measured,
                 verdict,
             });
         }
     }
     if let Some(min) = c.min_gpu_util_pct {
-        out.push(Criterion {
-            what: "GPU utilisation while generating".into(),
-            threshold: format!("≥ {} %", plain(min)),
-            measured: "the results carry no GPU utilisation samples".into(),
-            verdict: Verdict::NotMeasured,
-        });
+        for v in &ctx.views {
+            let (measured, verdict) = match (v.tel(), v.tel().and_then(|t| t.gpu_util_pct)) {
+                _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
+                (_, Some(u)) => (
+                    format!(
+                        "mean {} % over the measured runs (peak {} %, {} samples)",
+                        num(u.mean),
+                        num(u.peak),
+                        u.samples
+                    ),
+                    if u.mean >= min {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                ),
+                (Some(_), None) => (
+                    format!(
+                        "not measured: {}",
+                        v.no_gpu(host_note)
+                            .unwrap_or_else(|| "the GPU reported no utilisation".into())
+                    ),
+                    Verdict::NotMeasured,
+                ),
+                (None, None) => (
+                    "no telemetry was recorded during the runs".into(),
+                    Verdict::NotMeasured,
+                ),
+            };
+            out.push(Criterion {
+                what: format!("GPU utilisation while generating — {}", v.name()),
+                threshold: format!("≥ {} % (mean)", plain(min)),
+                measured,
+                verdict,
+            });
+        }
     }
     if let Some(max) = c.max_temp_c {
-        out.push(Criterion {
-            what: "Sustained GPU temperature".into(),
-            threshold: format!("≤ {} °C", plain(max)),
-            measured: "the results carry no temperature samples taken during the runs".into(),
-            verdict: Verdict::NotMeasured,
-        });
+        for v in &ctx.views {
+            let (measured, verdict) = match (v.tel(), v.tel().and_then(|t| t.gpu_temp_c)) {
+                _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
+                (Some(t), Some(temp)) => (
+                    format!(
+                        "peak {} °C, mean {} °C; {}",
+                        num(temp.peak),
+                        num(temp.mean),
+                        pauses_text(t)
+                    ),
+                    if temp.peak <= max {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                ),
+                (Some(_), None) => (
+                    format!(
+                        "not measured: {}",
+                        v.no_gpu(host_note)
+                            .unwrap_or_else(|| "the GPU reported no temperature".into())
+                    ),
+                    Verdict::NotMeasured,
+                ),
+                (None, _) => (
+                    "no telemetry was recorded during the runs".into(),
+                    Verdict::NotMeasured,
+                ),
+            };
+            out.push(Criterion {
+                what: format!("Sustained GPU temperature — {}", v.name()),
+                threshold: format!("≤ {} °C (peak)", plain(max)),
+                measured,
+                verdict,
+            });
+        }
     }
     if let Some(max) = c.max_idle_temp_c {
         let host = &ctx.input.results.verification.host;
@@ -660,6 +955,27 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
         });
     }
     out
+}
+
+/// The thermal guard's pauses in words: "no thermal pause", or how many and how long.
+fn pauses_text(t: &TelemetrySummary) -> String {
+    let p = &t.thermal_pauses;
+    if p.is_empty() {
+        return "no thermal pause".into();
+    }
+    let waited: f64 = p.iter().map(|x| x.waited_s).sum();
+    let unrecovered = p.iter().filter(|x| !x.recovered).count();
+    format!(
+        "{} thermal pause{} ({} s in all{})",
+        p.len(),
+        if p.len() == 1 { "" } else { "s" },
+        plain(waited.round()),
+        if unrecovered > 0 {
+            format!(", {unrecovered} without cooling to the resume threshold")
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn criteria_table(ctx: &Ctx) -> String {
@@ -3274,6 +3590,7 @@ cloud = [
                 models: vec![qwen, llama, codellama],
                 escalations: vec![esc_id.into()],
                 aborted: None,
+                concurrent: None,
             },
             troubleshooting: vec![escalation],
             answers,

@@ -139,6 +139,23 @@ impl Writer {
             results.push(stored);
         }
         let escalations = results.iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.escalation.clone())).collect();
+        let concurrent = if report.plan.concurrent.is_some() && aborted.is_none() {
+            let key = format!("{cycle}.concurrent");
+            match self.bus.results.get::<protocol::results::ConcurrentResult>(&key).await.map_err(retry)? {
+                Some(done) => Some(done),
+                None => {
+                    if self.canceled(cycle).await.map_err(retry)? {
+                        return Ok(());
+                    }
+                    self.event(cycle, EventBody::Step { model: "concurrent".into(), what: "concurrent phase started".into() }).await;
+                    let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir).await;
+                    self.bus.results.create(&key, &r).await.map_err(retry)?;
+                    Some(r)
+                }
+            }
+        } else {
+            None
+        };
         let out = Envelope {
             id: derive_id(pkg, "benchmark-results", 0),
             ..Envelope::new(
@@ -146,7 +163,7 @@ impl Writer {
                 Role::Writer,
                 Role::Documentation,
                 Some(pkg),
-                Payload::BenchmarkResults(Box::new(BenchmarkResults { verification: report, models: results, escalations, aborted })),
+                Payload::BenchmarkResults(Box::new(BenchmarkResults { verification: report, models: results, escalations, aborted, concurrent })),
             )
         };
         self.bus.publish(&out).await.map_err(retry)?;

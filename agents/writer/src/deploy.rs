@@ -164,7 +164,9 @@ fn docker_run_line(spec: &ContainerSpec) -> String {
 fn llama_args(s: &Settings, model_in_engine: &str, host: &str, port: u16) -> Vec<String> {
     let m = &s.model;
     let mut a: Vec<String> = vec!["--model".into(), model_in_engine.into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
-    a.extend(["-c".into(), s.context.to_string(), "-np".into(), "1".into(), "--metrics".into(), "--no-webui".into()]);
+    // llama-server's -c is shared by its slots: give every slot the planned context.
+    let slots = s.parallel.max(1);
+    a.extend(["-c".into(), (s.context * slots).to_string(), "-np".into(), slots.to_string(), "--metrics".into(), "--no-webui".into()]);
     if let Some(t) = m.threads {
         a.extend(["-t".into(), t.to_string()]);
     }
@@ -212,8 +214,8 @@ async fn deploy_process(cycle: &CycleId, s: &Settings, run_dir: &Path, on_step: 
         binary: binary.clone(),
         model_path: model_path.clone(),
         port: m.port,
-        context: s.context,
-        parallel: 1,
+        context: s.context * s.parallel.max(1),
+        parallel: s.parallel.max(1),
         threads: m.threads,
         gpu_layers: m.gpu_layers,
         args: m.args.clone(),
@@ -298,6 +300,7 @@ async fn deploy_container(
             let store = model_store.and_then(|p| expand_path(p, &env_lookup).ok()).unwrap_or_else(|| "threadcycle-ollama".into());
             spec.binds = vec![format!("{store}:/root/.ollama")];
             spec.env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
+            spec.env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.parallel.max(1).to_string());
             model_ref = m.tag.clone().unwrap_or_default();
         }
     }

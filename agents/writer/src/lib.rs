@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod analysis;
+pub mod concurrent;
 pub mod deploy;
 pub mod measure;
 pub mod settings;

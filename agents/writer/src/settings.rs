@@ -11,6 +11,8 @@ pub struct Settings {
     pub context: u32,
     /// Seconds the engine may take to become healthy.
     pub load_timeout_s: u64,
+    /// Parallel request slots in the engine.
+    pub parallel: u32,
     /// Changes applied so far, as `key=value`.
     pub changes: Vec<String>,
 }
@@ -18,7 +20,13 @@ pub struct Settings {
 impl Settings {
     /// The plan's settings for model `m`.
     pub fn planned(plan: &Plan, m: &ModelSpec) -> Self {
-        Self { model: m.clone(), context: plan.context_for(m), load_timeout_s: plan.defaults.load_timeout_s, changes: Vec::new() }
+        Self {
+            model: m.clone(),
+            context: plan.context_for(m),
+            load_timeout_s: plan.defaults.load_timeout_s,
+            parallel: plan.defaults.parallel,
+            changes: Vec::new(),
+        }
     }
 
     /// Settings as `key=value` pairs, for Debug to reason about.

@@ -1,0 +1,134 @@
+//! The plan's concurrent phase: 1/2/4… requests in flight against one model, and several models
+//! deployed at once — response-time degradation against the same model alone.
+
+use crate::deploy::{Deployed, deploy};
+use crate::measure::with_nonce;
+use crate::settings::Settings;
+use futures::future::join_all;
+use host::engine::GenRequest;
+use protocol::CycleId;
+use protocol::messages::VerificationReport;
+use protocol::plan::ModelSpec;
+use protocol::results::{ConcurrentResult, LevelResult, TogetherResult};
+use std::path::Path;
+use std::time::Duration;
+
+fn request(report: &VerificationReport, dep: &Deployed, s: &Settings) -> GenRequest {
+    let plan = &report.plan;
+    let p = &plan.prompts[0];
+    let nonce = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
+    GenRequest {
+        model: dep.model_ref.clone(),
+        system: p.system.clone(),
+        prompt: with_nonce(&p.text, &nonce),
+        max_tokens: plan.max_tokens_for(p),
+        temperature: plan.defaults.temperature,
+        seed: plan.defaults.seed,
+        context: Some(s.context),
+        options: Default::default(),
+        timeout: Duration::from_secs(plan.defaults.request_timeout_s),
+    }
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
+}
+
+/// Runs `level` requests at once and summarises them.
+async fn level(report: &VerificationReport, dep: &Deployed, s: &Settings, model: &str, level: u32) -> LevelResult {
+    let reqs: Vec<GenRequest> = (0..level).map(|_| request(report, dep, s)).collect();
+    let start = tokio::time::Instant::now();
+    let out = join_all(reqs.iter().map(|r| dep.generate(r))).await;
+    let wall = start.elapsed().as_secs_f64();
+    let ok: Vec<_> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let e2e: Vec<f64> = ok.iter().map(|g| g.e2e.as_secs_f64() * 1000.0).collect();
+    let ttft: Vec<f64> = ok.iter().map(|g| g.ttft.as_secs_f64() * 1000.0).collect();
+    let tokens: Vec<u32> = ok.iter().map(|g| g.output_tokens.unwrap_or(g.chunk_times.len() as u32)).collect();
+    let decode: Vec<f64> = ok
+        .iter()
+        .zip(&tokens)
+        .filter_map(|(g, t)| {
+            let d = (g.e2e - g.ttft).as_secs_f64();
+            (*t > 1 && d > 0.0).then(|| f64::from(t - 1) / d)
+        })
+        .collect();
+    LevelResult {
+        model: model.into(),
+        level,
+        requests: ok.len() as u32,
+        failed: (out.len() - ok.len()) as u32,
+        mean_e2e_ms: mean(&e2e),
+        mean_ttft_ms: mean(&ttft),
+        mean_decode_tps: (!decode.is_empty()).then(|| mean(&decode)),
+        aggregate_tps: if wall > 0.0 { f64::from(tokens.iter().sum::<u32>()) / wall } else { 0.0 },
+        degradation: None,
+    }
+}
+
+/// Runs the concurrent phase; what cannot be done is noted, never faked.
+pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_dir: &Path) -> ConcurrentResult {
+    let plan = &report.plan;
+    let mut out = ConcurrentResult::default();
+    let Some(c) = &plan.concurrent else { return out };
+    let models: Vec<ModelSpec> = if c.models.is_empty() { plan.models.iter().take(1).cloned().collect() } else { c.models.clone() };
+    let mut levels: Vec<u32> = c.levels.clone();
+    levels.push(1);
+    levels.sort_unstable();
+    levels.dedup();
+    let max_level = levels.last().copied().unwrap_or(1);
+    let quiet = |_: String| {};
+    for m in &models {
+        let mut s = Settings::planned(plan, m);
+        s.parallel = max_level;
+        let mut dep = match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
+            Ok(d) => d,
+            Err(f) => {
+                out.notes.push(format!("{}: could not be deployed for the concurrency levels: {}", m.name, f.message));
+                continue;
+            }
+        };
+        // Warm-up, excluded like in the main phase.
+        let _ = dep.generate(&GenRequest { max_tokens: 8, ..request(report, &dep, &s) }).await;
+        let mut alone = None;
+        for l in &levels {
+            let mut r = level(report, &dep, &s, &m.name, *l).await;
+            if *l == 1 {
+                alone = (r.requests > 0).then_some(r.mean_e2e_ms);
+            }
+            r.degradation = alone.filter(|a| *a > 0.0 && r.requests > 0).map(|a| r.mean_e2e_ms / a);
+            out.levels.push(r);
+        }
+        dep.teardown().await;
+    }
+    if models.len() < 2 {
+        return out;
+    }
+    let mut deployed = Vec::new();
+    for m in &models {
+        let s = Settings::planned(plan, m);
+        match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
+            Ok(d) => deployed.push((m.name.clone(), s, d)),
+            Err(f) => out.notes.push(format!("{}: could not be deployed beside the others: {}", m.name, f.message)),
+        }
+    }
+    if deployed.len() >= 2 {
+        let reqs: Vec<GenRequest> = deployed.iter().map(|(_, s, d)| request(report, d, s)).collect();
+        let results = join_all(deployed.iter().zip(&reqs).map(|((_, _, d), r)| d.generate(r))).await;
+        for ((name, _, _), r) in deployed.iter().zip(results) {
+            let alone = out.levels.iter().find(|l| &l.model == name && l.level == 1 && l.requests > 0).map(|l| l.mean_e2e_ms);
+            out.together.push(match r {
+                Ok(g) => {
+                    let e2e = g.e2e.as_secs_f64() * 1000.0;
+                    TogetherResult { model: name.clone(), e2e_ms: e2e, alone_e2e_ms: alone, degradation: alone.map(|a| e2e / a), error: None }
+                }
+                Err(e) => TogetherResult { model: name.clone(), e2e_ms: 0.0, alone_e2e_ms: alone, degradation: None, error: Some(e.to_string()) },
+            });
+        }
+    } else {
+        out.notes.push("fewer than two concurrent models could be deployed: nothing ran together".into());
+    }
+    for (_, _, d) in &mut deployed {
+        d.teardown().await;
+    }
+    out
+}

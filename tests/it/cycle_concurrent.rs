@@ -1,0 +1,35 @@
+//! The concurrent phase on real engines: levels 1 and 2 against one model, and two models
+//! deployed at once.
+
+use super::support::*;
+
+#[test]
+fn the_concurrent_phase_measures_levels_and_models_together() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = model().display().to_string();
+    let extra = format!(
+        "[concurrent]\nlevels = [1, 2]\n\n[[concurrent.models]]\nname = \"gemma-a\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\n\n[[concurrent.models]]\nname = \"gemma-b\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\n"
+    );
+    let plan = write_plan(tmp.path(), "concurrent", "", "", &extra);
+    let out = tmp.path().join("out");
+    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    let r = results(&cycle_dir(&out));
+    let c = &r["concurrent"];
+    let levels = c["levels"].as_array().expect("levels");
+    for name in ["gemma-a", "gemma-b"] {
+        for l in [1, 2] {
+            let row = levels.iter().find(|x| x["model"] == name && x["level"] == l).unwrap_or_else(|| panic!("no level {l} for {name}: {c}"));
+            assert_eq!(row["requests"], l, "{row}");
+            assert_eq!(row["failed"], 0, "{row}");
+            assert!(row["mean_e2e_ms"].as_f64().is_some_and(|x| x > 0.0), "{row}");
+        }
+        let two = levels.iter().find(|x| x["model"] == name && x["level"] == 2).expect("level 2");
+        assert!(two["degradation"].as_f64().is_some_and(|d| d > 0.0), "{two}");
+    }
+    let together = c["together"].as_array().expect("together");
+    assert_eq!(together.len(), 2, "{c}");
+    assert!(together.iter().all(|t| t["error"].is_null() && t["degradation"].as_f64().is_some()), "{c}");
+}
