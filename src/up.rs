@@ -249,6 +249,9 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
     };
     progress.finish();
     agents.stop().await;
+    // Close our own connection before the server goes, so it does not report a disconnect.
+    drop(events);
+    let _ = client.drain().await;
     drop(server);
     let keep_logs = !matches!(outcome, Outcome::Completed(_));
     if keep_logs {

@@ -11,7 +11,9 @@
 //!
 //! 1. **spaced** — one package at a time, 5 ms idle after each (handoffs in a real cycle are
 //!    seconds apart, so the previous package's ledger write and ack are finished). Per package:
-//!    publish → stored (JetStream's PubAck), and publish → handler saw it (*the handoff latency*).
+//!    publish → stored (JetStream's PubAck), publish → handler saw it (*the handoff latency*), and
+//!    their difference, stored → handler (the consumer's delivery alone; 0 when the delivery
+//!    overtook the PubAck on its way back to the publisher).
 //! 2. **back-to-back** — the next package is published as soon as the handler saw the previous
 //!    one; Main's consumer takes one package at a time (`max_ack_pending = 1`), so each sample
 //!    also waits for the previous package's ledger record and double ack.
@@ -164,7 +166,7 @@ async fn run() -> Res<()> {
     let mut table: Vec<(String, Dist)> = Vec::new();
     for (name, gap) in [("spaced (5 ms idle between packages)", Some(Duration::from_millis(5))), ("back-to-back", None)] {
         let cycle = CycleId::parse(if gap.is_some() { "bench-spaced" } else { "bench-b2b" })?;
-        let (mut stored, mut seen) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut stored, mut seen, mut hop) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let mut not_done = 0usize;
         let t_run = Instant::now();
         for i in 0..n {
@@ -178,6 +180,7 @@ async fn run() -> Res<()> {
             if i >= WARMUP {
                 stored.push(t_stored);
                 seen.push(at.saturating_duration_since(t0));
+                hop.push(at.saturating_duration_since(t0 + t_stored));
             }
             if let Some(g) = gap {
                 tokio::time::sleep(g).await;
@@ -200,6 +203,7 @@ async fn run() -> Res<()> {
         let d_seen = Dist::of(&seen);
         d_stored.row("publish → stored (PubAck)");
         d_seen.row("publish → handler saw it");
+        Dist::of(&hop).row("stored → handler saw it (delivery only)");
         table.push((name.to_string(), d_seen));
     }
 

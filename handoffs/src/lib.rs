@@ -15,6 +15,7 @@ mod bus;
 mod connect;
 mod consume;
 mod error;
+pub mod security;
 pub mod server;
 
 pub use bus::{Bus, Kv, PublishOutcome};

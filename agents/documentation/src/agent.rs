@@ -89,7 +89,17 @@ impl Docs {
                 }
             }
         }
-        let input = ReportInput { cycle: cycle.to_string(), results: results.clone(), troubleshooting, answers };
+        let mut telemetry_series = BTreeMap::new();
+        for m in &results.models {
+            let Some(blob) = m.telemetry.as_ref().and_then(|t| t.series.as_ref()) else { continue };
+            match self.bus.get_blob(blob).await {
+                Ok(bytes) => {
+                    telemetry_series.insert(m.model.clone(), String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Err(error) => tracing::warn!(message = "Telemetry series not available; charts over time omitted.", %error),
+            }
+        }
+        let input = ReportInput { cycle: cycle.to_string(), results: results.clone(), troubleshooting, answers, telemetry_series };
         let mut files = render_reports(&input);
         for problem in check_reports(&files) {
             tracing::warn!(message = "Report check found a problem.", %problem);

