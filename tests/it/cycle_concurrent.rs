@@ -16,7 +16,10 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     let out = tmp.path().join("out");
     let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
     assert!(o.status.success(), "{}", show(&o));
-    let r = results(&cycle_dir(&out));
+    let dir = cycle_dir(&out);
+    let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
+    assert!(report.contains("## Concurrent phase") && report.contains("gemma-b"), "{report}");
+    let r = results(&dir);
     let c = &r["concurrent"];
     let levels = c["levels"].as_array().expect("levels");
     for name in ["gemma-a", "gemma-b"] {

@@ -195,11 +195,10 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     let cycle = c.start_cycle(&plan);
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
-        if let Some(v) = c.cli(&["escalations"]) {
-            if let Some(id) = v["items"][0]["id"].as_str() {
+        if let Some(v) = c.cli(&["escalations"])
+            && let Some(id) = v["items"][0]["id"].as_str() {
                 break id.to_string();
             }
-        }
         assert!(Instant::now() < deadline, "no escalation opened");
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -207,11 +206,10 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     c.spawn("main");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(v) = c.cli(&["escalations"]) {
-            if v["items"][0]["id"] == id.as_str() {
+        if let Some(v) = c.cli(&["escalations"])
+            && v["items"][0]["id"] == id.as_str() {
                 break;
             }
-        }
         assert!(Instant::now() < deadline, "the escalation was lost with Main");
         std::thread::sleep(Duration::from_millis(300));
     }
