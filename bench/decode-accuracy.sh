@@ -152,7 +152,7 @@ print("\n3) TTFT (client) vs timings.prompt_ms (engine prefill)")
 ttft = [r["ttft_ms"] for r in runs]
 pms = [r["engine_prompt_ms"] for r in runs if r.get("engine_prompt_ms") is not None]
 print(f"   TTFT {mean(ttft):.1f} ± {sd(ttft):.1f} ms, prompt_ms {mean(pms):.1f} ± {sd(pms):.1f} ms")
-print(f"   TTFT - prompt_ms = {mean(gaps):.1f} ms mean (min {min(gaps):.1f}, max {max(gaps):.1f}),"
+print(f"   TTFT - prompt_ms = {mean(gaps):.1f} ms mean (min {min(gaps):.1f}, max {max(gaps):.1f})"
       f"; one decode step at the engine's mean rate is {1000/mean(engine):.1f} ms")
 print("   (the first token is sampled from the prefill's logits, so TTFT - prompt_ms is request parsing, templating and")
 print("    tokenising, sampling and detokenising the first token, and the HTTP/SSE hop: no decode step)")

@@ -162,6 +162,17 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: PlanCmd,
     },
+    /// Write a least-privilege NATS server config: one user per agent plus the operator, each with
+    /// only the subjects it needs, JetStream with `sync_interval: always`, optional TLS with a
+    /// self-signed CA. Each process then reads its role's `<role>.env`.
+    NatsConfig {
+        /// Where to write nats.conf, the .env files and tls/.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Also make a CA and a server certificate (needs the `openssl` command).
+        #[arg(long)]
+        tls: bool,
+    },
     /// Compare two cycles' results (markdown, regressions flagged).
     Compare {
         /// The earlier cycle.
@@ -210,6 +221,20 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Cmd::Agent { role, out, run_dir } => crate::agents::run(&cli.nats, &cli.host, role, out, run_dir).await,
         Cmd::Up { plan, out } => crate::up::run(&cli.nats, &cli.host, &plan, &out).await,
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await,
+        Cmd::NatsConfig { dir, tls } => match handoffs::security::generate(&dir, tls) {
+            Ok(g) => {
+                print!("{}", g.summary());
+                Ok(0)
+            }
+            Err(e @ handoffs::security::SecurityError::Exists(_)) => {
+                eprintln!("error: {e}");
+                Ok(exit::BAD_INPUT)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(exit::FAILED)
+            }
+        },
         Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold),
         Cmd::Start { plan } => {
             let (text, _) = match read_plan(&plan) {

@@ -874,6 +874,21 @@ impl DockerRuntime {
     }
 
     /// Remove every threadcycle container carrying all these labels; returns how many.
+    /// Our containers (all states) carrying these labels, as (id, labels).
+    pub async fn list_labeled(&self, filters: &[(&str, &str)]) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        labels.extend(filters.iter().map(|(k, v)| format!("{k}={v}")));
+        let target = labels.join(",");
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", labels)])).build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| DockerError::Api { action: "list containers labelled", target, source })?;
+        Ok(found.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
+    }
+
+    /// Removes our containers carrying these labels; returns how many.
     pub async fn remove_labeled(&self, filters: &[(&str, &str)]) -> Result<u32, DockerError> {
         let mut labels = vec![format!("{MANAGED_LABEL}=true")];
         labels.extend(filters.iter().map(|(k, v)| format!("{k}={v}")));

@@ -40,7 +40,8 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
     if reaped > 0 {
         tracing::warn!(message = "Stopped engines left by an earlier Writer.", count = reaped);
     }
-    let removed = crate::deploy::remove_leftovers(bus.host.as_str()).await;
+    let ours = async |cycle: &str| matches!(bus.cycles.get::<CycleRecord>(cycle).await, Ok(Some(_)));
+    let removed = crate::deploy::remove_leftovers(bus.host.as_str(), ours).await;
     if removed > 0 {
         tracing::warn!(message = "Removed containers left by an earlier Writer.", count = removed);
     }
@@ -53,7 +54,7 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
     let writer = Writer { bus: bus.clone(), cfg, gpus };
     let r = consume(&bus, shutdown, stats, &writer).await;
     // A measurement interrupted by shutdown leaves its container: remove it now, not on restart.
-    crate::deploy::remove_leftovers(bus.host.as_str()).await;
+    crate::deploy::remove_leftovers(bus.host.as_str(), ours).await;
     r
 }
 

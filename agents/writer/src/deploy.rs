@@ -107,12 +107,20 @@ pub fn labels(cycle: &CycleId, model: &str, host: &str) -> BTreeMap<String, Stri
     ])
 }
 
-/// Removes every container this host's Writer left (after a crash, or at shutdown).
-pub async fn remove_leftovers(host: &str) -> u32 {
-    match DockerRuntime::connect().await {
-        Ok(d) => d.remove_labeled(&[("threadcycle.host", host)]).await.unwrap_or(0),
-        Err(_) => 0,
+/// Removes the containers this host's Writer left (after a crash, or at shutdown). Only
+/// containers of cycles this NATS cluster knows (`is_ours`) are touched: another threadcycle on
+/// the same Docker engine — a second `up` with its own private NATS — keeps its containers.
+pub async fn remove_leftovers(host: &str, is_ours: impl AsyncFn(&str) -> bool) -> u32 {
+    let Ok(d) = DockerRuntime::connect().await else { return 0 };
+    let Ok(found) = d.list_labeled(&[("threadcycle.host", host)]).await else { return 0 };
+    let mut removed = 0;
+    for (id, labels) in found {
+        let Some(cycle) = labels.get("threadcycle.cycle") else { continue };
+        if is_ours(cycle).await && d.remove(&id).await.is_ok() {
+            removed += 1;
+        }
     }
+    removed
 }
 
 fn env_lookup(k: &str) -> Option<String> {
