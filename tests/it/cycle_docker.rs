@@ -99,3 +99,22 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
     assert!(trouble.contains("could not load the model file"), "{trouble}");
     assert_eq!(managed_containers(), "", "containers left behind");
 }
+
+#[test]
+fn the_readers_ram_prediction_is_within_15_percent_of_the_containers_measured_peak() {
+    require_parts();
+    require_docker();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Without mmap the weights live in the container's own memory, so its peak is comparable
+    // with the prediction (mapped pages already cached by the host are charged elsewhere).
+    let plan = docker_plan(tmp.path(), "docker-ram", &docker_model("1", "args = [\"--load-mode\", \"none\"]"), "");
+    let out = tmp.path().join("out");
+    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    let r = results(&cycle_dir(&out));
+    let predicted = r["verification"]["verdicts"][0]["ram_bytes"].as_f64().expect("predicted RAM");
+    let measured = r["models"][0]["telemetry"]["engine_mem_bytes"]["peak"].as_f64().expect("measured peak");
+    let err = (predicted - measured).abs() / measured;
+    assert!(err < 0.15, "predicted {:.0} MiB, measured {:.0} MiB: off by {:.0} %", predicted / 1048576.0, measured / 1048576.0, err * 100.0);
+}

@@ -32,7 +32,7 @@ pub const CUDA_MINIMUM_MEMORY: u64 = 457 * MIB;
 pub const RAM_ENGINE_OVERHEAD: u64 = 512 * MIB;
 /// Host memory of a CPU-only llama-server beyond weights, KV and compute buffers (runtime,
 /// threads, repacked tensors): measured at 60–70 MiB for Gemma 3 270M on llama.cpp b0.6.
-pub const CPU_ENGINE_OVERHEAD: u64 = 96 * MIB;
+pub const CPU_ENGINE_OVERHEAD: u64 = 64 * MIB;
 /// Headroom above the CPU share when sizing a container limit (§7 row 5: CPU share + 4 GiB).
 pub const CONTAINER_HEADROOM: u64 = 4 * GIB;
 /// Ollama's default `num_batch`.
