@@ -123,7 +123,19 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             }
         },
         None => {
-            let (facts, _) = agent_reader::agent::host_facts(&plan, "local").await;
+            let (facts, checks) = agent_reader::agent::host_facts(&plan, "local", false).await;
+            if !json {
+                println!("host checks on this machine:");
+                for c in &checks {
+                    println!(
+                        "  {:<26} {:<11} {}{}",
+                        c.name,
+                        format!("{:?}", c.status).to_uppercase(),
+                        c.measured,
+                        c.threshold.as_ref().map(|t| format!(" (needs {t})")).unwrap_or_default()
+                    );
+                }
+            }
             let label = format!(
                 "this machine ({}, {} RAM available, {})",
                 facts.hostname,

@@ -109,8 +109,11 @@ pub struct HostRequirements {
     pub model_store: Option<String>,
     /// Minimum free disk under the model store, GB.
     pub min_disk_free_gb: Option<f64>,
-    /// Memory a container must really be able to allocate, GB.
+    /// Memory a container must really be able to allocate, GB (tested under the plan's largest
+    /// container limit).
     pub allocatable_gb: Option<f64>,
+    /// An image with `dd` for the allocation test (default `busybox:latest`, used only if present).
+    pub allocation_image: Option<String>,
     /// Minimum total RAM, GB.
     pub min_ram_gb: Option<f64>,
 }

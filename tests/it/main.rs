@@ -6,5 +6,6 @@ mod cycle_crash;
 mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
+mod host_checks;
 mod plan_errors;
 mod support;

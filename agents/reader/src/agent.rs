@@ -58,7 +58,7 @@ pub fn model_store(plan: &Plan) -> PathBuf {
 }
 
 /// Measures the host. Blocking parts (NVML, statvfs, Docker) run off the async threads.
-pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
+pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (HostFacts, Vec<Check>) {
     let mut checks = Vec::new();
     let mut f = HostFacts {
         hostname: host::system::hostname(),
@@ -119,7 +119,32 @@ pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
     })
     .await;
     match gpus {
-        Ok((Ok(list), note)) if !list.is_empty() => {
+        Ok((Ok(mut list), note)) if !list.is_empty() => {
+            // An idle baseline is the hottest of a few readings a second apart, not one glance.
+            let baseline = tokio::task::spawn_blocking(|| {
+                let g = host::gpu::Gpus::probe();
+                let mut hottest: Vec<u32> = Vec::new();
+                for i in 0..3 {
+                    if i > 0 {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    for s in g.sample().unwrap_or_default() {
+                        let idx = s.index as usize;
+                        if hottest.len() <= idx {
+                            hottest.resize(idx + 1, 0);
+                        }
+                        hottest[idx] = hottest[idx].max(s.temp_c.unwrap_or(0));
+                    }
+                }
+                hottest
+            })
+            .await
+            .unwrap_or_default();
+            for g in &mut list {
+                if let Some(t) = baseline.get(g.index as usize).filter(|t| **t > 0) {
+                    g.temperature_c = Some(*t);
+                }
+            }
             for g in &list {
                 let temp = g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_else(|| "n/a".into());
                 checks.push(check(
@@ -135,7 +160,7 @@ pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
                     (Some(max), None) => (CheckStatus::Unavailable, Some(format!("< {max} °C"))),
                     (None, _) => (CheckStatus::Pass, None),
                 };
-                checks.push(check(&format!("gpu{}.idle_temperature", g.index), st, temp, thr, "idle temperature before the cycle".into()));
+                checks.push(check(&format!("gpu{}.idle_temperature", g.index), st, temp, thr, "idle temperature before the cycle: the hottest of 3 readings 1 s apart".into()));
             }
             f.gpus = list;
             f.gpu_note = note;
@@ -175,6 +200,9 @@ pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
                         Some("nvidia runtime for GPU containers".into()),
                         "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into(),
                     ));
+                }
+                if let Some(gb) = plan.host.allocatable_gb.filter(|_| probe_allocation) {
+                    checks.push(allocation_check(&d, plan, gb).await);
                 }
                 for m in plan.models.iter().filter(|m| m.runtime == Runtime::Docker) {
                     if let Some(img) = &m.image {
@@ -227,6 +255,67 @@ pub async fn host_facts(plan: &Plan, host_id: &str) -> (HostFacts, Vec<Check>) {
         }
     }
     (f, checks)
+}
+
+/// Whether a container under the plan's largest memory limit can really allocate `gb`: a
+/// short-lived container reads that much from /dev/zero into one buffer (`dd bs=…`), so every
+/// page is touched and charged to the container.
+async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64) -> Check {
+    let image = plan.host.allocation_image.clone().unwrap_or_else(|| "busybox:latest".into());
+    let threshold = Some(format!("{gb} GB allocatable"));
+    if !d.image_present(&image).await.unwrap_or(false) {
+        return check(
+            "memory.allocatable",
+            CheckStatus::Unavailable,
+            "not tested".into(),
+            threshold,
+            format!("the allocation test needs an image with `dd` present locally ({image}); set host.allocation_image"),
+        );
+    }
+    let planned = plan.models.iter().filter(|m| m.runtime == Runtime::Docker).filter_map(|m| m.memory_limit_gb).fold(0.0_f64, f64::max);
+    // The planned limit is what must hold the test amount; with no planned limit, a little over it.
+    let limit_gb = if planned > 0.0 { planned } else { gb + 0.25 };
+    let mib = (gb * 1024.0).round() as u64;
+    let mut spec = host::docker::ContainerSpec::new(format!("tc-alloc-{}", std::process::id()), &image, 9);
+    spec.cmd = vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), format!("bs={mib}M"), "count=1".into()];
+    spec.memory_limit_bytes = Some((limit_gb * GIB) as u64);
+    spec.labels.insert("threadcycle.purpose".into(), "allocation-test".into());
+    let outcome = match d.run(&spec).await {
+        Ok(c) => {
+            let code = d.wait_exit(&c.id, Duration::from_secs(300)).await;
+            let oom = d.state(&c.id).await.map(|s| s.oom_killed).unwrap_or(false);
+            let _ = d.remove(&c.id).await;
+            match code {
+                Ok(Some(0)) if !oom => Ok(()),
+                Ok(code) => Err(format!("the container exited ({code:?}){}", if oom { ", killed by the OOM killer" } else { "" })),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(host::docker::DockerError::Exited { exit_code: Some(0), oom_killed: false, .. }) => {
+            let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
+            Err(e.to_string())
+        }
+    };
+    match outcome {
+        Ok(()) => check(
+            "memory.allocatable",
+            CheckStatus::Pass,
+            format!("{gb} GB allocated in a container limited to {limit_gb} GB"),
+            threshold,
+            format!("dd filled a {mib} MiB buffer in {image}"),
+        ),
+        Err(why) => check(
+            "memory.allocatable",
+            CheckStatus::Fail,
+            format!("could not allocate {gb} GB under a {limit_gb} GB limit"),
+            threshold,
+            why,
+        ),
+    }
 }
 
 /// Predicts every model's fit on the measured host.
@@ -341,7 +430,7 @@ impl Reader {
             return Ok(());
         }
         self.bus.event_best_effort(Event::new(cycle.clone(), Role::Reader, EventBody::PhaseStarted { phase: Phase::Verifying })).await;
-        let (facts, mut checks) = host_facts(&p.plan, &p.host).await;
+        let (facts, mut checks) = host_facts(&p.plan, &p.host, true).await;
         let (verdicts, model_checks) = verdicts(&p.plan, &facts);
         checks.extend(model_checks);
         for c in &checks {

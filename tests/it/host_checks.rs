@@ -1,0 +1,38 @@
+//! The Reader's host checks on the real machine: the allocation test in a real container.
+
+use super::support::*;
+
+fn plan(limit_gb: &str, allocatable_gb: &str) -> protocol::plan::Plan {
+    let text = format!(
+        "name = 'alloc'\n[host]\nallocatable_gb = {allocatable_gb}\nallocation_image = 'threadcycle/crasher:test'\n\
+         [[models]]\nname = 'm'\nengine = 'llama-server'\nruntime = 'docker'\nimage = 'threadcycle/llama-server:test'\n\
+         model_path = '{}'\nmemory_limit_gb = {limit_gb}\n[[prompts]]\nid = 'p'\ntext = 't'\n",
+        model().display()
+    );
+    protocol::plan::Plan::from_toml(&text).expect("valid plan")
+}
+
+fn allocation(p: &protocol::plan::Plan) -> protocol::results::Check {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (_, checks) = rt.block_on(agent_reader::agent::host_facts(p, "local", true));
+    checks.into_iter().find(|c| c.name == "memory.allocatable").expect("an allocation check")
+}
+
+#[test]
+fn a_container_really_allocates_the_plans_test_amount_under_its_planned_limit() {
+    let ok = std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
+    let _serial = serial();
+    let pass = allocation(&plan("0.5", "0.25"));
+    assert_eq!(pass.status, protocol::results::CheckStatus::Pass, "{pass:?}");
+    assert!(pass.measured.contains("0.25 GB allocated in a container limited to 0.5 GB"), "{pass:?}");
+    // A planned limit smaller than the test amount cannot be granted: the container is OOM-killed.
+    let fail = allocation(&plan("0.125", "0.25"));
+    assert_eq!(fail.status, protocol::results::CheckStatus::Fail, "{fail:?}");
+    assert!(fail.detail.contains("OOM") || fail.detail.contains("137"), "{fail:?}");
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-a", "--filter", "label=threadcycle.purpose=allocation-test", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker ps");
+    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "allocation containers left behind");
+}
