@@ -654,4 +654,34 @@ text = "hi"
         assert!(expand_path("${B}/f", &env).unwrap_err().contains("B is not set"));
         assert_eq!(expand_path("a$", &env).unwrap(), "a$");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_text_never_panics(text in "\\PC{0,400}") {
+            let _ = Plan::from_toml(&text);
+        }
+
+        #[test]
+        fn absurd_numbers_are_refused_by_field_name(
+            field in proptest::sample::select(vec!["repetitions", "max_tokens", "context", "parallel", "request_timeout_s", "load_timeout_s", "temperature", "sample_hz"]),
+            value in proptest::num::i64::ANY,
+        ) {
+            let text = MIN.replace("name = \"t\"", &format!("name = \"t\"\n[defaults]\n{field} = {value}"));
+            match Plan::from_toml(&text) {
+                Ok(p) => proptest::prop_assert!(p.validate().is_ok()),
+                Err(e) => proptest::prop_assert!(e.to_string().contains(field), "{} does not name {}", e, field),
+            }
+        }
+
+        #[test]
+        fn models_with_random_limits_never_panic(limit in proptest::num::f64::ANY, ctx in proptest::num::u32::ANY, layers in proptest::num::i32::ANY) {
+            let text = MIN.replace(
+                "runtime = \"process\"",
+                &format!("runtime = \"process\"\nmemory_limit_gb = {limit:?}\ncontext = {ctx}\ngpu_layers = {layers}"),
+            );
+            if let Err(e) = Plan::from_toml(&text) {
+                proptest::prop_assert!(e.to_string().contains("models[0]") || e.to_string().contains("line"), "{}", e);
+            }
+        }
+    }
 }

