@@ -379,6 +379,25 @@ pub struct ThermalPause {
     pub recovered: bool,
 }
 
+/// The metrics of a telemetry series, in CSV column order (after `t_s,samples`; each metric has
+/// a mean column `<name>` and a peak column `<name>_max`). The sampler writes this format and the
+/// reports read it.
+pub const TELEMETRY_COLUMNS: [&str; 13] = [
+    "gpu_util_pct",
+    "gpu_temp_c",
+    "gpu_power_w",
+    "vram_used_bytes",
+    "vram_total_bytes",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "gpu_process_mem_bytes",
+    "engine_mem_bytes",
+    "engine_cache_bytes",
+    "engine_cpu_pct",
+    "host_mem_available_bytes",
+    "host_swap_used_bytes",
+];
+
 /// What the sampler saw during one model's measured runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TelemetrySummary {

@@ -3659,21 +3659,7 @@ cloud = [
 
     /// The sampler's CSV for `points` intervals of `step_s`; `gpu` adds the GPU columns' values.
     fn series_csv(points: u32, step_s: f64, mem_gib: f64, gpu: Option<(f64, f64)>) -> String {
-        let names = [
-            "gpu_util_pct",
-            "gpu_temp_c",
-            "gpu_power_w",
-            "vram_used_bytes",
-            "vram_total_bytes",
-            "sm_clock_mhz",
-            "mem_clock_mhz",
-            "gpu_process_mem_bytes",
-            "engine_mem_bytes",
-            "engine_cache_bytes",
-            "engine_cpu_pct",
-            "host_mem_available_bytes",
-            "host_swap_used_bytes",
-        ];
+        let names = protocol::results::TELEMETRY_COLUMNS;
         let mut csv = String::from("t_s,samples");
         for n in names {
             csv.push_str(&format!(",{n},{n}_max"));

@@ -57,22 +57,8 @@ enum Metric {
 /// Number of metrics per sample.
 const WIDTH: usize = 13;
 
-/// CSV column names, indexed by `Metric as usize`.
-const COLUMNS: [&str; WIDTH] = [
-    "gpu_util_pct",
-    "gpu_temp_c",
-    "gpu_power_w",
-    "vram_used_bytes",
-    "vram_total_bytes",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "gpu_process_mem_bytes",
-    "engine_mem_bytes",
-    "engine_cache_bytes",
-    "engine_cpu_pct",
-    "host_mem_available_bytes",
-    "host_swap_used_bytes",
-];
+/// CSV column names, indexed by `Metric as usize` (the format is shared with the reports).
+const COLUMNS: [&str; WIDTH] = protocol::results::TELEMETRY_COLUMNS;
 
 // ---------------------------------------------------------------------------------------------
 // Summaries
