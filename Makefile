@@ -19,12 +19,12 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
 
-.PHONY: demo test deps nats llama model docker build clippy bench clean-venv
+.PHONY: demo test deps nats llama model docker browser build clippy bench clean-venv
 
 demo: nats llama model build
 	$(CARGO) run --quiet -- up plans/demo.toml
 
-test: deps docker
+test: deps docker browser
 	$(CARGO) test --workspace --no-fail-fast
 
 deps: nats llama model
@@ -54,6 +54,11 @@ $(MODEL): | $(PY)
 docker: llama
 	scripts/start-dockerd.sh
 	scripts/build-test-images.sh
+
+# Headless Chromium (Debian's package) for the test that opens report.html in a real browser.
+browser:
+	@[ -x /usr/bin/chromium ] || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+	@/usr/bin/chromium --version 2>/dev/null
 
 build:
 	$(CARGO) build
