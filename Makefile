@@ -25,6 +25,7 @@ demo: nats llama model build
 	$(CARGO) run --quiet -- up plans/demo.toml
 
 test: deps docker browser
+	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --no-fail-fast
 
 deps: nats llama model

@@ -12,10 +12,7 @@ use tokio::sync::watch;
 
 /// The default folder for engine pid and log files.
 pub fn default_run_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join("threadcycle")
+    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join("threadcycle")
 }
 
 /// Resolves to `true` when SIGTERM or SIGINT arrives.
@@ -71,7 +68,13 @@ pub async fn run(nats: &NatsArgs, host: &str, role: Role, out: PathBuf, run_dir:
         }
         Role::Debug => agent_debug::agent::run(bus, shutdown, stats).await,
         Role::Documentation => {
-            agent_documentation::agent::run(bus, agent_documentation::agent::DocsConfig { out_root: out }, shutdown, stats).await
+            agent_documentation::agent::run(
+                bus,
+                agent_documentation::agent::DocsConfig { out_root: out },
+                shutdown,
+                stats,
+            )
+            .await
         }
         Role::Operator => anyhow::bail!("`operator` is not an agent: use main, reader, writer, debug or documentation"),
     };

@@ -211,7 +211,11 @@ pub fn read_plan(path: &std::path::Path) -> Result<(String, protocol::plan::Plan
 fn parse_set(pairs: &[String]) -> Result<Vec<(String, String)>, String> {
     pairs
         .iter()
-        .map(|p| p.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("--set `{p}`: expected KEY=VALUE")))
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("--set `{p}`: expected KEY=VALUE"))
+        })
         .collect()
 }
 
@@ -220,7 +224,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Agent { role, out, run_dir } => crate::agents::run(&cli.nats, &cli.host, role, out, run_dir).await,
         Cmd::Up { plan, out } => crate::up::run(&cli.nats, &cli.host, &plan, &out).await,
-        Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await,
+        Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
+            crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
+        }
         Cmd::NatsConfig { dir, tls } => match handoffs::security::generate(&dir, tls) {
             Ok(g) => {
                 print!("{}", g.summary());
@@ -244,18 +250,34 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            let req = protocol::operator::OperatorRequest::Start { plan_toml: text, plan_source: plan.display().to_string(), host: cli.host.clone() };
+            let req = protocol::operator::OperatorRequest::Start {
+                plan_toml: text,
+                plan_source: plan.display().to_string(),
+                host: cli.host.clone(),
+            };
             crate::client::one_shot(&cli.nats, req, cli.json).await
         }
         Cmd::Status { cycle, watch } => {
             let req = protocol::operator::OperatorRequest::Status { cycle };
-            if watch { crate::client::watch(&cli.nats, req, cli.json).await } else { crate::client::one_shot(&cli.nats, req, cli.json).await }
+            if watch {
+                crate::client::watch(&cli.nats, req, cli.json).await
+            } else {
+                crate::client::one_shot(&cli.nats, req, cli.json).await
+            }
         }
-        Cmd::Cancel { cycle } => crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle }, cli.json).await,
-        Cmd::Reports { cycle } => crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Reports { cycle }, cli.json).await,
+        Cmd::Cancel { cycle } => {
+            crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle }, cli.json).await
+        }
+        Cmd::Reports { cycle } => {
+            crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Reports { cycle }, cli.json).await
+        }
         Cmd::Escalations { all, watch } => {
             let req = protocol::operator::OperatorRequest::Escalations { all };
-            if watch { crate::client::watch(&cli.nats, req, cli.json).await } else { crate::client::one_shot(&cli.nats, req, cli.json).await }
+            if watch {
+                crate::client::watch(&cli.nats, req, cli.json).await
+            } else {
+                crate::client::one_shot(&cli.nats, req, cli.json).await
+            }
         }
         Cmd::Resolve { id, option, set, skip, abort, by } => {
             let action = if skip {

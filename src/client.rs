@@ -15,16 +15,21 @@ pub enum RequestError {
     #[error("{0}")]
     Unreachable(String),
     /// Nobody answered.
-    #[error("Main is not answering on {OPERATOR_SUBJECT}: is `threadcycle agent main` (or `threadcycle up`) running? ({0})")]
+    #[error(
+        "Main is not answering on {OPERATOR_SUBJECT}: is `threadcycle agent main` (or `threadcycle up`) running? ({0})"
+    )]
     NoMain(String),
     /// The answer was not understood.
     #[error("Main's answer was not understood: {0}")]
     Garbled(String),
 }
 
-
 /// Sends one request to Main and waits for its answer.
-pub async fn request(client: &async_nats::Client, req: &OperatorRequest, timeout: Duration) -> Result<OperatorReply, RequestError> {
+pub async fn request(
+    client: &async_nats::Client,
+    req: &OperatorRequest,
+    timeout: Duration,
+) -> Result<OperatorReply, RequestError> {
     let bytes = serde_json::to_vec(req).map_err(|e| RequestError::Garbled(e.to_string()))?;
     let r = async_nats::Request::new().payload(bytes.into()).timeout(Some(timeout));
     let msg = client.send_request(OPERATOR_SUBJECT, r).await.map_err(|e| RequestError::NoMain(e.to_string()))?;
@@ -51,7 +56,11 @@ pub async fn one_shot(nats: &NatsArgs, req: OperatorRequest, json: bool) -> Resu
         Ok(reply) => {
             display::print_reply(&reply, json);
             Ok(match reply {
-                OperatorReply::Error { code, .. } if code == "bad_plan" || code == "bad_decision" || code == "unknown_option" => exit::BAD_INPUT,
+                OperatorReply::Error { code, .. }
+                    if code == "bad_plan" || code == "bad_decision" || code == "unknown_option" =>
+                {
+                    exit::BAD_INPUT
+                }
                 OperatorReply::Error { .. } => exit::FAILED,
                 _ => 0,
             })

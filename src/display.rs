@@ -116,7 +116,9 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
     };
     let (verdicts, host_label) = match profile {
         Some(p) => match agent_reader::profile::load(p) {
-            Ok(prof) => (agent_reader::agent::plan_verdicts(&plan, &prof.capacity()).0, format!("host profile {}", p.display())),
+            Ok(prof) => {
+                (agent_reader::agent::plan_verdicts(&plan, &prof.capacity()).0, format!("host profile {}", p.display()))
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return Ok(exit::BAD_INPUT);
@@ -140,18 +142,43 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
                 "this machine ({}, {} RAM available, {})",
                 facts.hostname,
                 gib(facts.ram_available),
-                facts.gpu_note.clone().unwrap_or_else(|| facts.gpus.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", "))
+                facts.gpu_note.clone().unwrap_or_else(|| facts
+                    .gpus
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "))
             );
             (agent_reader::agent::verdicts(&plan, &facts).0, label)
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts })
+            )?
+        );
     } else {
-        println!("plan `{}` ({}): {} model(s), {} prompt(s) × {} repetition(s)", plan.name, path.display(), plan.models.len(), plan.prompts.len(), plan.defaults.repetitions);
-        println!("effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s, policy {:?} (max {} attempts)",
-            plan.defaults.context, plan.defaults.max_tokens, plan.defaults.temperature, plan.defaults.seed,
-            plan.defaults.load_timeout_s, plan.defaults.request_timeout_s, plan.policy.default, plan.policy.max_attempts);
+        println!(
+            "plan `{}` ({}): {} model(s), {} prompt(s) × {} repetition(s)",
+            plan.name,
+            path.display(),
+            plan.models.len(),
+            plan.prompts.len(),
+            plan.defaults.repetitions
+        );
+        println!(
+            "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s, policy {:?} (max {} attempts)",
+            plan.defaults.context,
+            plan.defaults.max_tokens,
+            plan.defaults.temperature,
+            plan.defaults.seed,
+            plan.defaults.load_timeout_s,
+            plan.defaults.request_timeout_s,
+            plan.policy.default,
+            plan.policy.max_attempts
+        );
         println!("fit on {host_label}:");
         for v in &verdicts {
             println!("  {}", verdict_row(v));

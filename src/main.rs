@@ -23,8 +23,9 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("THREADCYCLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if matches!(args.cmd, cli::Cmd::Agent { .. }) { "info" } else { "warn" }));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THREADCYCLE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(args.cmd, cli::Cmd::Agent { .. }) { "info" } else { "warn" })
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

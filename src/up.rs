@@ -100,7 +100,10 @@ impl Progress {
                 bar.set_message(line.clone());
                 if matches!(
                     ev.body,
-                    EventBody::ModelFinished { .. } | EventBody::EscalationOpened { .. } | EventBody::EscalationDecided { .. } | EventBody::CycleStarted { .. }
+                    EventBody::ModelFinished { .. }
+                        | EventBody::EscalationOpened { .. }
+                        | EventBody::EscalationDecided { .. }
+                        | EventBody::CycleStarted { .. }
                 ) {
                     bar.println(line);
                 }
@@ -174,7 +177,10 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
             Ok(other) => anyhow::bail!("unexpected answer from Main: {other:?}"),
             Err(_) => {
                 if let Some((role, status)) = agents.exited() {
-                    eprintln!("error: the {role} agent exited at start ({status}); its log: {}", log_dir.join(format!("{role}.log")).display());
+                    eprintln!(
+                        "error: the {role} agent exited at start ({status}); its log: {}",
+                        log_dir.join(format!("{role}.log")).display()
+                    );
                     return Ok(exit::FAILED);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;

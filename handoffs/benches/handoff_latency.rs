@@ -65,7 +65,8 @@ fn package(cycle: &CycleId, i: usize) -> Envelope {
 }
 
 async fn bus(server: &NatsServer, role: Role) -> Res<Bus> {
-    let client = connect(&ConnectConfig { url: server.url(), name: format!("bench-{role}"), ..Default::default() }).await?;
+    let client =
+        connect(&ConnectConfig { url: server.url(), name: format!("bench-{role}"), ..Default::default() }).await?;
     Ok(Bus::open(client, role, HostId::local()).await?)
 }
 
@@ -112,7 +113,8 @@ impl Dist {
 /// Waits for the handler's stamp of package `id`.
 async fn receipt(rx: &mut mpsc::UnboundedReceiver<(String, Instant)>, id: &str) -> Res<Instant> {
     loop {
-        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.map_err(|_| "no delivery within 30 s")?;
+        let got =
+            tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.map_err(|_| "no delivery within 30 s")?;
         let (gid, at) = got.ok_or("the consumer stopped")?;
         if gid == id {
             return Ok(at);
@@ -124,7 +126,11 @@ async fn wait_applied(stats: &ConsumeStats, n: u64, limit: Duration) -> Res<Dura
     let t = Instant::now();
     while stats.applied.load(Ordering::Relaxed) < n {
         if t.elapsed() > limit {
-            return Err(format!("only {} of {n} packages applied after {limit:?}", stats.applied.load(Ordering::Relaxed)).into());
+            return Err(format!(
+                "only {} of {n} packages applied after {limit:?}",
+                stats.applied.load(Ordering::Relaxed)
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -164,7 +170,8 @@ async fn run() -> Res<()> {
 
     // 1 and 2: one package at a time.
     let mut table: Vec<(String, Dist)> = Vec::new();
-    for (name, gap) in [("spaced (5 ms idle between packages)", Some(Duration::from_millis(5))), ("back-to-back", None)] {
+    for (name, gap) in [("spaced (5 ms idle between packages)", Some(Duration::from_millis(5))), ("back-to-back", None)]
+    {
         let cycle = CycleId::parse(if gap.is_some() { "bench-spaced" } else { "bench-b2b" })?;
         let (mut stored, mut seen, mut hop) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let mut not_done = 0usize;
@@ -192,7 +199,11 @@ async fn run() -> Res<()> {
         wait_applied(&stats, applied, Duration::from_secs(30)).await?;
         let wall = t_run.elapsed();
         println!();
-        println!("## {name}: {n} packages in {:.2} s ({:.0} packages/s)", wall.as_secs_f64(), n as f64 / wall.as_secs_f64());
+        println!(
+            "## {name}: {n} packages in {:.2} s ({:.0} packages/s)",
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64()
+        );
         if gap.is_some() {
             println!("(ledger record not yet written 5 ms after receipt: {not_done} times)");
         }
@@ -211,7 +222,8 @@ async fn run() -> Res<()> {
     let cycle = CycleId::parse("bench-throughput")?;
     let envs: Vec<Envelope> = (0..n).map(|i| package(&cycle, i)).collect();
     let t0 = Instant::now();
-    let published: Vec<_> = futures::stream::iter(envs.iter().map(|e| docs.publish(e))).buffer_unordered(64).collect().await;
+    let published: Vec<_> =
+        futures::stream::iter(envs.iter().map(|e| docs.publish(e))).buffer_unordered(64).collect().await;
     let t_pub = t0.elapsed();
     for p in published {
         p?;
@@ -223,7 +235,11 @@ async fn run() -> Res<()> {
     println!();
     println!("## throughput: {n} packages published 64 at a time");
     println!();
-    println!("- all stored (PubAck) after {:.2} s: {:.0} packages/s published", t_pub.as_secs_f64(), n as f64 / t_pub.as_secs_f64());
+    println!(
+        "- all stored (PubAck) after {:.2} s: {:.0} packages/s published",
+        t_pub.as_secs_f64(),
+        n as f64 / t_pub.as_secs_f64()
+    );
     println!(
         "- all handled and recorded in the ledger after {:.2} s: {:.0} packages/s end to end ({:.3} ms per package through Main's consumer)",
         t_all.as_secs_f64(),

@@ -142,7 +142,12 @@ async fn ensure_stream(js: &jetstream::Context, cfg: stream::Config) -> Result<(
     Ok(())
 }
 
-async fn ensure_kv(js: &jetstream::Context, name: &'static str, history: i64, max_age: Duration) -> Result<Kv, BusError> {
+async fn ensure_kv(
+    js: &jetstream::Context,
+    name: &'static str,
+    history: i64,
+    max_age: Duration,
+) -> Result<Kv, BusError> {
     let store = match js.get_key_value(name).await {
         Ok(s) => s,
         Err(_) => js

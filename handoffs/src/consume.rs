@@ -3,9 +3,9 @@
 use crate::{Bus, BusError};
 use async_nats::jetstream::{AckKind, consumer::pull};
 use futures::StreamExt;
+use protocol::Envelope;
 use protocol::events::{Event, EventBody};
 use protocol::subjects as subj;
-use protocol::Envelope;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,7 +65,8 @@ pub async fn consume<H: Handler>(
     let filter = subj::handoff_filter(bus.role, &bus.host);
     while !*shutdown.borrow() {
         let messages = async {
-            let stream = bus.js.get_stream(subj::HANDOFF_STREAM).await.map_err(|e| BusError::js("open handoff stream", e))?;
+            let stream =
+                bus.js.get_stream(subj::HANDOFF_STREAM).await.map_err(|e| BusError::js("open handoff stream", e))?;
             let consumer: async_nats::jetstream::consumer::PullConsumer = stream
                 .get_or_create_consumer(
                     &name,
@@ -137,8 +138,12 @@ async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, m
         Ok(Some(_)) => {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
             let _ = msg.double_ack().await;
-            bus.event_best_effort(Event::new(env.cycle.clone(), bus.role, EventBody::DuplicateIgnored { id: env.id.to_string() }))
-                .await;
+            bus.event_best_effort(Event::new(
+                env.cycle.clone(),
+                bus.role,
+                EventBody::DuplicateIgnored { id: env.id.to_string() },
+            ))
+            .await;
             return;
         }
         Ok(None) => {}
@@ -201,9 +206,9 @@ async fn reject(
         tracing::warn!(message = "Dead letter not stored; leaving the package for redelivery.", %error);
         return;
     }
-    let cycle = env.map(|e| e.cycle.clone()).or_else(|| {
-        subject.rsplit('.').next().and_then(|c| protocol::CycleId::parse(c).ok())
-    });
+    let cycle = env
+        .map(|e| e.cycle.clone())
+        .or_else(|| subject.rsplit('.').next().and_then(|c| protocol::CycleId::parse(c).ok()));
     if let Some(cycle) = cycle {
         bus.event_best_effort(Event::new(
             cycle,
@@ -214,5 +219,3 @@ async fn reject(
     }
     let _ = msg.ack_with(AckKind::Term).await;
 }
-
-

@@ -95,7 +95,8 @@ pub struct Permissions {
 impl Permissions {
     /// Whether the server would let this user publish to `subject` (responses aside).
     pub fn may_publish(&self, subject: &str) -> bool {
-        self.publish_allow.iter().any(|p| subject_matches(p, subject)) && !self.publish_deny.iter().any(|p| subject_matches(p, subject))
+        self.publish_allow.iter().any(|p| subject_matches(p, subject))
+            && !self.publish_deny.iter().any(|p| subject_matches(p, subject))
     }
 
     /// Whether the server would let this user subscribe to `subject` (a literal subject).
@@ -121,10 +122,16 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 
 /// Streams behind the KV buckets and the object store.
 fn bucket_streams() -> Vec<String> {
-    let mut v: Vec<String> = [subj::LEDGER_BUCKET, subj::CYCLES_BUCKET, subj::ESCALATIONS_BUCKET, subj::RESULTS_BUCKET, subj::HEARTBEATS_BUCKET]
-        .iter()
-        .map(|b| format!("KV_{b}"))
-        .collect();
+    let mut v: Vec<String> = [
+        subj::LEDGER_BUCKET,
+        subj::CYCLES_BUCKET,
+        subj::ESCALATIONS_BUCKET,
+        subj::RESULTS_BUCKET,
+        subj::HEARTBEATS_BUCKET,
+    ]
+    .iter()
+    .map(|b| format!("KV_{b}"))
+    .collect();
     v.push(format!("OBJ_{}", subj::BLOB_BUCKET));
     v
 }
@@ -184,7 +191,8 @@ pub fn permissions(role: Role) -> Permissions {
     let r = role.as_str();
     // JetStream API, per stream.
     pub_(&mut p, "$JS.API.INFO".into());
-    let mut streams: Vec<String> = [subj::HANDOFF_STREAM, subj::EVENT_STREAM, subj::DEAD_LETTER_STREAM].iter().map(|s| s.to_string()).collect();
+    let mut streams: Vec<String> =
+        [subj::HANDOFF_STREAM, subj::EVENT_STREAM, subj::DEAD_LETTER_STREAM].iter().map(|s| s.to_string()).collect();
     streams.extend(bucket_streams());
     for s in &streams {
         pub_(&mut p, format!("$JS.API.STREAM.INFO.{s}"));
@@ -467,7 +475,8 @@ fn env_text(c: &Credential, ca: Option<&Path>) -> String {
 pub fn read_env_file(path: &Path) -> Result<Credential, SecurityError> {
     let text = std::fs::read_to_string(path).map_err(|e| io("read", path, e))?;
     let bad = |reason: &str| SecurityError::BadEnvFile { path: path.to_path_buf(), reason: reason.into() };
-    let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(str::trim));
+    let get =
+        |key: &str| text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(str::trim));
     let user = get("NATS_USER").ok_or_else(|| bad("no NATS_USER line"))?;
     let password = get("NATS_PASSWORD").ok_or_else(|| bad("no NATS_PASSWORD line"))?;
     let role: Role = user.parse().map_err(|_| bad("NATS_USER is not a threadcycle role"))?;
@@ -530,15 +539,20 @@ pub fn generate_with(dir: &Path, opts: &GenerateOptions) -> Result<Generated, Se
 }
 
 fn openssl(args: &[&str], cwd: &Path) -> Result<(), SecurityError> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| SecurityError::Openssl(format!("cannot run `openssl` ({e}); install it (Debian: apt-get install openssl) or generate without --tls")))?;
+    let out = Command::new("openssl").args(args).current_dir(cwd).stdin(std::process::Stdio::null()).output().map_err(
+        |e| {
+            SecurityError::Openssl(format!(
+                "cannot run `openssl` ({e}); install it (Debian: apt-get install openssl) or generate without --tls"
+            ))
+        },
+    )?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(SecurityError::Openssl(format!("`openssl {}` failed: {}", args.first().copied().unwrap_or(""), err.trim())));
+        return Err(SecurityError::Openssl(format!(
+            "`openssl {}` failed: {}",
+            args.first().copied().unwrap_or(""),
+            err.trim()
+        )));
     }
     Ok(())
 }
@@ -575,7 +589,18 @@ pub fn make_certificates(dir: &Path, names: &[String]) -> Result<TlsFiles, Secur
     )
     .map_err(|e| io("write", &cnf, e))?;
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let mut ca = vec!["req", "-x509", "-config", "openssl.cnf", "-extensions", "ca", "-subj", "/CN=threadcycle NATS CA", "-days", "3650"];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-config",
+        "openssl.cnf",
+        "-extensions",
+        "ca",
+        "-subj",
+        "/CN=threadcycle NATS CA",
+        "-days",
+        "3650",
+    ];
     ca.extend(ec);
     ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
     openssl(&ca, dir)?;
@@ -585,8 +610,23 @@ pub fn make_certificates(dir: &Path, names: &[String]) -> Result<TlsFiles, Secur
     openssl(&csr, dir)?;
     openssl(
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "825",
-            "-extfile", "openssl.cnf", "-extensions", "server", "-out", "server.pem",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            "server",
+            "-out",
+            "server.pem",
         ],
         dir,
     )?;
@@ -596,7 +636,12 @@ pub fn make_certificates(dir: &Path, names: &[String]) -> Result<TlsFiles, Secur
     for f in ["server.csr", "ca.srl"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    Ok(TlsFiles { ca_file: dir.join("ca.pem"), cert_file: dir.join("server.pem"), key_file: dir.join("server-key.pem"), verify: false })
+    Ok(TlsFiles {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("server.pem"),
+        key_file: dir.join("server-key.pem"),
+        verify: false,
+    })
 }
 
 /// Concrete subjects `role` must NOT be able to publish to (handoffs meant for others' senders,
@@ -608,7 +653,11 @@ pub fn forbidden_publishes(role: Role) -> Vec<String> {
     let host = "local";
     let mut v = Vec::new();
     for to in Role::AGENTS {
-        let s = if to.host_bound() { format!("tc.handoff.{}.{host}.{cycle}", to.as_str()) } else { format!("tc.handoff.{}.{cycle}", to.as_str()) };
+        let s = if to.host_bound() {
+            format!("tc.handoff.{}.{host}.{cycle}", to.as_str())
+        } else {
+            format!("tc.handoff.{}.{cycle}", to.as_str())
+        };
         v.push(s);
     }
     for other in USERS {
@@ -641,7 +690,13 @@ pub fn forbidden_publishes(role: Role) -> Vec<String> {
 
 /// Concrete subjects `role` must NOT be able to subscribe to.
 pub fn forbidden_subscriptions(role: Role) -> Vec<String> {
-    let mut v = vec![subj::OPERATOR_SUBJECT.to_string(), subj::HANDOFF_WILDCARD.into(), "tc.handoff.main.probe".into(), "$JS.ACK.>".into(), ">".into()];
+    let mut v = vec![
+        subj::OPERATOR_SUBJECT.to_string(),
+        subj::HANDOFF_WILDCARD.into(),
+        "tc.handoff.main.probe".into(),
+        "$JS.ACK.>".into(),
+        ">".into(),
+    ];
     if role != Role::Operator {
         v.push(subj::EVENT_WILDCARD.into());
     }
@@ -736,7 +791,12 @@ pub async fn refused(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, need
 /// server refused. A forbidden publish carries a payload that is not a package, so even a hole
 /// would only produce a dead letter. Each refusal arrives within milliseconds; a hole costs
 /// `wait` before it is counted.
-pub async fn probe(url: &str, creds: &[Credential], tls_ca: Option<&Path>, wait: Duration) -> Result<ProbeReport, SecurityError> {
+pub async fn probe(
+    url: &str,
+    creds: &[Credential],
+    tls_ca: Option<&Path>,
+    wait: Duration,
+) -> Result<ProbeReport, SecurityError> {
     let mut r = ProbeReport::default();
     for cred in creds {
         let (client, mut errors) = connect_watching_errors(url, cred, tls_ca).await?;
@@ -744,7 +804,8 @@ pub async fn probe(url: &str, creds: &[Credential], tls_ca: Option<&Path>, wait:
             r.publishes_attempted += 1;
             let sent = client.publish(subject.clone(), "threadcycle-permission-probe".into()).await.is_ok();
             let _ = client.flush().await;
-            if sent && refused(&mut errors, &format!("Permissions Violation for Publish to \"{subject}\""), wait).await {
+            if sent && refused(&mut errors, &format!("Permissions Violation for Publish to \"{subject}\""), wait).await
+            {
                 r.publishes_refused += 1;
             } else {
                 r.holes.push(format!("{} publish {subject}", cred.user()));
@@ -754,7 +815,9 @@ pub async fn probe(url: &str, creds: &[Credential], tls_ca: Option<&Path>, wait:
             r.subscriptions_attempted += 1;
             let sub = client.subscribe(subject.clone()).await;
             let _ = client.flush().await;
-            if sub.is_ok() && refused(&mut errors, &format!("Permissions Violation for Subscription to \"{subject}\""), wait).await {
+            if sub.is_ok()
+                && refused(&mut errors, &format!("Permissions Violation for Subscription to \"{subject}\""), wait).await
+            {
                 r.subscriptions_refused += 1;
             } else {
                 r.holes.push(format!("{} subscribe {subject}", cred.user()));
@@ -832,7 +895,10 @@ mod tests {
             assert!(p.may_publish(&subj::event(&c, from)));
             assert!(p.may_publish(&subj::dead_letter(from)));
             let name = subj::consumer_name(from, &h);
-            assert!(p.may_publish(&format!("$JS.API.CONSUMER.CREATE.TC_HANDOFFS.{name}.{}", subj::handoff_filter(from, &h))));
+            assert!(p.may_publish(&format!(
+                "$JS.API.CONSUMER.CREATE.TC_HANDOFFS.{name}.{}",
+                subj::handoff_filter(from, &h)
+            )));
             assert!(p.may_publish(&format!("$JS.API.CONSUMER.MSG.NEXT.TC_HANDOFFS.{name}")));
             assert!(p.may_publish(&format!("$KV.tc_ledger.{name}.0190")));
             assert!(p.may_subscribe("_INBOX.abc.1"));

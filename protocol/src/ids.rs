@@ -18,11 +18,7 @@ fn check_token(what: &'static str, value: &str) -> Result<(), IdError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(IdError { what, value: value.chars().take(80).collect() })
-    }
+    if ok { Ok(()) } else { Err(IdError { what, value: value.chars().take(80).collect() }) }
 }
 
 macro_rules! token_id {
@@ -104,8 +100,7 @@ pub enum Role {
 
 impl Role {
     /// All agent roles (the operator excluded).
-    pub const AGENTS: [Role; 5] =
-        [Role::Main, Role::Reader, Role::Writer, Role::Debug, Role::Documentation];
+    pub const AGENTS: [Role; 5] = [Role::Main, Role::Reader, Role::Writer, Role::Debug, Role::Documentation];
 
     /// The lower-case name used in subjects, consumer names and the CLI.
     pub fn as_str(self) -> &'static str {

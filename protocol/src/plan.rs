@@ -413,13 +413,19 @@ impl Plan {
             return bad("defaults.parallel".into(), format!("expected 1 to 256, got {}", d.parallel));
         }
         if !(1..=86_400).contains(&d.request_timeout_s) {
-            return bad("defaults.request_timeout_s".into(), format!("expected 1 to 86400, got {}", d.request_timeout_s));
+            return bad(
+                "defaults.request_timeout_s".into(),
+                format!("expected 1 to 86400, got {}", d.request_timeout_s),
+            );
         }
         if !(1..=86_400).contains(&d.load_timeout_s) {
             return bad("defaults.load_timeout_s".into(), format!("expected 1 to 86400, got {}", d.load_timeout_s));
         }
         if !(d.sample_hz > 0.0 && d.sample_hz <= 10.0) {
-            return bad("defaults.sample_hz".into(), format!("expected more than 0 and at most 10, got {}", d.sample_hz));
+            return bad(
+                "defaults.sample_hz".into(),
+                format!("expected more than 0 and at most 10, got {}", d.sample_hz),
+            );
         }
         if !(d.cv_flag > 0.0 && d.cv_flag.is_finite()) {
             return bad("defaults.cv_flag".into(), format!("expected a positive number, got {}", d.cv_flag));
@@ -430,33 +436,38 @@ impl Plan {
             ("host.min_ram_gb", self.host.min_ram_gb),
         ] {
             if let Some(v) = v
-                && !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
-                    return bad(field.into(), format!("expected 0 to 1000000 GB, got {v}"));
-                }
+                && !(v.is_finite() && (0.0..=1_000_000.0).contains(&v))
+            {
+                return bad(field.into(), format!("expected 0 to 1000000 GB, got {v}"));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
-        let all_models = self
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (format!("models[{i}]"), m))
-            .chain(self.concurrent.iter().flat_map(|c| {
-                c.models.iter().enumerate().map(|(i, m)| (format!("concurrent.models[{i}]"), m))
-            }));
+        let all_models = self.models.iter().enumerate().map(|(i, m)| (format!("models[{i}]"), m)).chain(
+            self.concurrent
+                .iter()
+                .flat_map(|c| c.models.iter().enumerate().map(|(i, m)| (format!("concurrent.models[{i}]"), m))),
+        );
         for (at, m) in all_models {
             validate_model(&at, m)?;
             if !at.starts_with("concurrent") && !names.insert(m.name.clone()) {
-                return bad(format!("{at}.name"), format!("`{}` is used by an earlier model: names must be unique", m.name));
+                return bad(
+                    format!("{at}.name"),
+                    format!("`{}` is used by an earlier model: names must be unique", m.name),
+                );
             }
         }
         if let Some(c) = &self.concurrent
-            && let Some(l) = c.levels.iter().find(|l| !(1..=256).contains(*l)) {
-                return bad("concurrent.levels".into(), format!("expected levels from 1 to 256, got {l}"));
-            }
+            && let Some(l) = c.levels.iter().find(|l| !(1..=256).contains(*l))
+        {
+            return bad("concurrent.levels".into(), format!("expected levels from 1 to 256, got {l}"));
+        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, p) in self.prompts.iter().enumerate() {
             if !valid_label(&p.id) {
-                return bad(format!("prompts[{i}].id"), format!("`{}` is not a usable id: use 1 to 64 of A-Z a-z 0-9 - _", p.id));
+                return bad(
+                    format!("prompts[{i}].id"),
+                    format!("`{}` is not a usable id: use 1 to 64 of A-Z a-z 0-9 - _", p.id),
+                );
             }
             if !ids.insert(p.id.clone()) {
                 return bad(format!("prompts[{i}].id"), format!("`{}` is used by an earlier prompt", p.id));
@@ -527,24 +538,31 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
         return bad("image", "the docker runtime needs an image, e.g. `ollama/ollama:0.12.6`".into());
     }
     if m.runtime == Runtime::Process && m.engine == EngineKind::Ollama {
-        return bad("runtime", "the process runtime runs llama-server only; use runtime = \"docker\" for ollama".into());
+        return bad(
+            "runtime",
+            "the process runtime runs llama-server only; use runtime = \"docker\" for ollama".into(),
+        );
     }
     if let Some(l) = m.memory_limit_gb
-        && !(l.is_finite() && (0.0625..=100_000.0).contains(&l)) {
-            return bad("memory_limit_gb", format!("expected 0.0625 to 100000 GB, got {l}"));
-        }
+        && !(l.is_finite() && (0.0625..=100_000.0).contains(&l))
+    {
+        return bad("memory_limit_gb", format!("expected 0.0625 to 100000 GB, got {l}"));
+    }
     if let Some(c) = m.context
-        && !(128..=10_000_000).contains(&c) {
-            return bad("context", format!("expected 128 to 10000000 tokens, got {c}"));
-        }
+        && !(128..=10_000_000).contains(&c)
+    {
+        return bad("context", format!("expected 128 to 10000000 tokens, got {c}"));
+    }
     if let Some(t) = m.threads
-        && !(1..=1024).contains(&t) {
-            return bad("threads", format!("expected 1 to 1024, got {t}"));
-        }
+        && !(1..=1024).contains(&t)
+    {
+        return bad("threads", format!("expected 1 to 1024, got {t}"));
+    }
     if let Some(l) = m.gpu_layers
-        && l < -1 {
-            return bad("gpu_layers", format!("expected -1 (engine decides) or a layer count, got {l}"));
-        }
+        && l < -1
+    {
+        return bad("gpu_layers", format!("expected -1 (engine decides) or a layer count, got {l}"));
+    }
     for k in m.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return bad("env", format!("`{k}` is not a usable environment variable name"));
@@ -560,10 +578,11 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
     let mut out = String::new();
     let mut rest = raw;
     if let Some(r) = rest.strip_prefix('~')
-        && (r.is_empty() || r.starts_with('/')) {
-            out.push_str(&lookup("HOME").ok_or("`~` used but HOME is not set")?);
-            rest = r;
-        }
+        && (r.is_empty() || r.starts_with('/'))
+    {
+        out.push_str(&lookup("HOME").ok_or("`~` used but HOME is not set")?);
+        rest = r;
+    }
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
@@ -588,7 +607,9 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
                 continue;
             }
             let name = &after[..len];
-            out.push_str(&lookup(name).ok_or_else(|| format!("environment variable {name} is not set (used in `{raw}`)"))?);
+            out.push_str(
+                &lookup(name).ok_or_else(|| format!("environment variable {name} is not set (used in `{raw}`)"))?,
+            );
             rest = &after[len..];
         }
     }
@@ -627,17 +648,22 @@ text = "hi"
 
     #[test]
     fn wrong_type_is_named_with_line() {
-        let e = Plan::from_toml(&MIN.replace("name = \"t\"", "name = \"t\"\n[defaults]\nrepetitions = \"three\"")).unwrap_err();
+        let e = Plan::from_toml(&MIN.replace("name = \"t\"", "name = \"t\"\n[defaults]\nrepetitions = \"three\""))
+            .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("repetitions") && s.contains("line"), "{s}");
     }
 
     #[test]
     fn semantic_error_names_field() {
-        let e = Plan::from_toml(&MIN.replace("runtime = \"process\"", "runtime = \"process\"\nmemory_limit_gb = -3")).unwrap_err();
+        let e = Plan::from_toml(&MIN.replace("runtime = \"process\"", "runtime = \"process\"\nmemory_limit_gb = -3"))
+            .unwrap_err();
         assert_eq!(
             e,
-            PlanError::Invalid { field: "models[0].memory_limit_gb".into(), problem: "expected 0.0625 to 100000 GB, got -3".into() }
+            PlanError::Invalid {
+                field: "models[0].memory_limit_gb".into(),
+                problem: "expected 0.0625 to 100000 GB, got -3".into()
+            }
         );
     }
 

@@ -43,7 +43,11 @@ pub fn handoff(to: Role, host: &HostId, cycle: &CycleId) -> String {
 
 /// The filter of a role's durable consumer.
 pub fn handoff_filter(role: Role, host: &HostId) -> String {
-    if role.host_bound() { format!("tc.handoff.{}.{}.>", role.as_str(), host) } else { format!("tc.handoff.{}.>", role.as_str()) }
+    if role.host_bound() {
+        format!("tc.handoff.{}.{}.>", role.as_str(), host)
+    } else {
+        format!("tc.handoff.{}.>", role.as_str())
+    }
 }
 
 /// The durable consumer name of a role.

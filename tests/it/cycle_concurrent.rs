@@ -24,7 +24,10 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     let levels = c["levels"].as_array().expect("levels");
     for name in ["gemma-a", "gemma-b"] {
         for l in [1, 2] {
-            let row = levels.iter().find(|x| x["model"] == name && x["level"] == l).unwrap_or_else(|| panic!("no level {l} for {name}: {c}"));
+            let row = levels
+                .iter()
+                .find(|x| x["model"] == name && x["level"] == l)
+                .unwrap_or_else(|| panic!("no level {l} for {name}: {c}"));
             assert_eq!(row["requests"], l, "{row}");
             assert_eq!(row["failed"], 0, "{row}");
             assert!(row["mean_e2e_ms"].as_f64().is_some_and(|x| x > 0.0), "{row}");

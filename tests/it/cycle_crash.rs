@@ -23,7 +23,13 @@ const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
-        let mut c = Cluster { nats, agents: BTreeMap::new(), out: dir.join("out"), logs: dir.join("logs"), run_dir: dir.join("run") };
+        let mut c = Cluster {
+            nats,
+            agents: BTreeMap::new(),
+            out: dir.join("out"),
+            logs: dir.join("logs"),
+            run_dir: dir.join("run"),
+        };
         std::fs::create_dir_all(&c.logs).expect("logs");
         for r in ROLES {
             c.spawn(r);
@@ -32,7 +38,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, role: &'static str) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.logs.join(format!("{role}.log"))).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{role}.log")))
+            .expect("log");
         let child = threadcycle()
             .args(["agent", role, "--nats", &self.nats.url(), "--out"])
             .arg(&self.out)
@@ -70,7 +80,13 @@ impl Cluster {
     }
 
     /// Waits until the cycle's record satisfies `pred`; returns it.
-    fn wait_for(&self, cycle: &str, what: &str, secs: u64, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    fn wait_for(
+        &self,
+        cycle: &str,
+        what: &str,
+        secs: u64,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(v) = self.cli(&["status", cycle]) {
@@ -85,7 +101,11 @@ impl Cluster {
     }
 
     fn logs_text(&self) -> String {
-        ROLES.iter().map(|r| std::fs::read_to_string(self.logs.join(format!("{r}.log"))).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+        ROLES
+            .iter()
+            .map(|r| std::fs::read_to_string(self.logs.join(format!("{r}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -114,7 +134,9 @@ fn assert_exactly_once(out: &Path, cycle: &str) {
     let runs = r["models"][0]["runs"].as_array().expect("runs").clone();
     let mut seen = BTreeMap::new();
     for x in &runs {
-        *seen.entry((x["prompt_id"].as_str().unwrap_or("").to_string(), x["repetition"].as_u64().unwrap_or(0))).or_insert(0) += 1;
+        *seen
+            .entry((x["prompt_id"].as_str().unwrap_or("").to_string(), x["repetition"].as_u64().unwrap_or(0)))
+            .or_insert(0) += 1;
     }
     let expected: Vec<(String, u64)> =
         ["hello", "second", "third"].iter().flat_map(|p| (1..=2).map(move |r| (p.to_string(), r))).collect();
@@ -147,7 +169,9 @@ fn csv_records(text: &str) -> usize {
 }
 
 fn no_engine_left(run_dir: &Path) {
-    let pids: Vec<_> = std::fs::read_dir(run_dir).map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).collect()).unwrap_or_default();
+    let pids: Vec<_> = std::fs::read_dir(run_dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).collect())
+        .unwrap_or_default();
     assert!(pids.is_empty(), "engine pid files left: {pids:?}");
 }
 
@@ -191,14 +215,21 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
-    let plan = write_plan(tmp.path(), "ask-crash", "load_timeout_s = 1", "", "[policy]\ndefault = 'ask'\nmax_attempts = 3\nask_timeout_s = 600\n");
+    let plan = write_plan(
+        tmp.path(),
+        "ask-crash",
+        "load_timeout_s = 1",
+        "",
+        "[policy]\ndefault = 'ask'\nmax_attempts = 3\nask_timeout_s = 600\n",
+    );
     let cycle = c.start_cycle(&plan);
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         if let Some(v) = c.cli(&["escalations"])
-            && let Some(id) = v["items"][0]["id"].as_str() {
-                break id.to_string();
-            }
+            && let Some(id) = v["items"][0]["id"].as_str()
+        {
+            break id.to_string();
+        }
         assert!(Instant::now() < deadline, "no escalation opened");
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -207,13 +238,17 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = c.cli(&["escalations"])
-            && v["items"][0]["id"] == id.as_str() {
-                break;
-            }
+            && v["items"][0]["id"] == id.as_str()
+        {
+            break;
+        }
         assert!(Instant::now() < deadline, "the escalation was lost with Main");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let o = threadcycle().args(["resolve", &id, "--set", "load_timeout_s=120", "--nats", &c.nats.url()]).output().expect("resolve");
+    let o = threadcycle()
+        .args(["resolve", &id, "--set", "load_timeout_s=120", "--nats", &c.nats.url()])
+        .output()
+        .expect("resolve");
     assert!(o.status.success(), "{}", show(&o));
     c.wait_for(&cycle, "completion after the operator's answer", 180, |r| r["state"]["state"] == "completed");
     let m = &results(&c.out.join(&cycle))["models"][0];

@@ -8,12 +8,19 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("docs-out");
-    let o = threadcycle().args(["up", "plans/demo.toml", "--out"]).arg(&out).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run");
+    let o = threadcycle()
+        .args(["up", "plans/demo.toml", "--out"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run");
     assert!(o.status.success(), "{}", show(&o));
     let dir = cycle_dir(&out);
     assert!(String::from_utf8_lossy(&o.stdout).trim_end().ends_with("README.md"), "{}", show(&o));
-    let plan = protocol::plan::Plan::from_toml(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo.toml")).expect("plan"))
-        .expect("valid");
+    let plan = protocol::plan::Plan::from_toml(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo.toml")).expect("plan"),
+    )
+    .expect("valid");
     let r = results(&dir);
     let model = &r["models"][0];
     assert_eq!(model["status"]["state"], "measured", "{model}");
@@ -33,9 +40,20 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     for p in &plan.prompts {
         assert!(report.contains(&p.id), "benchmark-report.md has no row for {}", p.id);
     }
-    for f in ["README.md", "deployment-guide.md", "troubleshooting.md", "business-case.md", "quality.md", "report.html", "data/results.csv"] {
+    for f in [
+        "README.md",
+        "deployment-guide.md",
+        "troubleshooting.md",
+        "business-case.md",
+        "quality.md",
+        "report.html",
+        "data/results.csv",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
-    assert!(model["peak_ram_bytes"].as_u64().is_some_and(|b| b > 50 << 20), "peak RAM of the engine was not measured: {model}");
+    assert!(
+        model["peak_ram_bytes"].as_u64().is_some_and(|b| b > 50 << 20),
+        "peak RAM of the engine was not measured: {model}"
+    );
     assert!(model["manifest"]["engine_version"].as_str().is_some_and(|v| v.contains("version")), "{model}");
 }

@@ -8,7 +8,11 @@ fn require_docker() {
     let ok = std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
     for img in ["threadcycle/llama-server:test", "threadcycle/crasher:test"] {
-        let ok = std::process::Command::new("docker").args(["image", "inspect", img]).output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = std::process::Command::new("docker")
+            .args(["image", "inspect", img])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         assert!(ok, "image {img} is missing: run `scripts/build-test-images.sh` (make test does)");
     }
 }
@@ -47,7 +51,12 @@ fn a_model_in_a_container_is_deployed_benchmarked_and_torn_down() {
     assert_eq!(m["status"]["state"], "measured", "{m}");
     assert!(m["runs"][0]["engine_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "{m}");
     let line = m["deployment"][0].as_str().expect("deployment line");
-    assert!(line.starts_with("docker run -d --name tc-") && line.contains("--memory=1024m") && line.contains("threadcycle/llama-server:test"), "{line}");
+    assert!(
+        line.starts_with("docker run -d --name tc-")
+            && line.contains("--memory=1024m")
+            && line.contains("threadcycle/llama-server:test"),
+        "{line}"
+    );
     assert_eq!(managed_containers(), "", "containers left behind");
     let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
     assert!(guide.contains("--memory"), "{guide}");
@@ -60,7 +69,12 @@ fn an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     // Without mmap the weights are read into the container's memory: 64 MiB cannot hold them.
-    let plan = docker_plan(tmp.path(), "docker-oom", &docker_model("0.0625", "ignore_fit = true\nargs = [\"--load-mode\", \"none\"]"), "[policy]\ndefault = 'auto'\nmax_attempts = 3\n");
+    let plan = docker_plan(
+        tmp.path(),
+        "docker-oom",
+        &docker_model("0.0625", "ignore_fit = true\nargs = [\"--load-mode\", \"none\"]"),
+        "[policy]\ndefault = 'auto'\nmax_attempts = 3\n",
+    );
     let out = tmp.path().join("out");
     let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
     assert!(o.status.success(), "{}", show(&o));
@@ -85,8 +99,15 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
     let bad = tmp.path().join("models").join("broken.gguf");
     std::fs::create_dir_all(bad.parent().expect("parent")).expect("mkdir");
     std::fs::write(&bad, b"this is not a gguf file").expect("write");
-    let plan = docker_plan(tmp.path(), "docker-crash", &docker_model("1", "ignore_fit = true"), "[policy]\ndefault = 'skip'\n");
-    let text = std::fs::read_to_string(&plan).expect("plan").replace(&model().display().to_string(), &bad.display().to_string());
+    let plan = docker_plan(
+        tmp.path(),
+        "docker-crash",
+        &docker_model("1", "ignore_fit = true"),
+        "[policy]\ndefault = 'skip'\n",
+    );
+    let text = std::fs::read_to_string(&plan)
+        .expect("plan")
+        .replace(&model().display().to_string(), &bad.display().to_string());
     std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
     let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
@@ -116,5 +137,11 @@ fn the_readers_ram_prediction_is_within_15_percent_of_the_containers_measured_pe
     let predicted = r["verification"]["verdicts"][0]["ram_bytes"].as_f64().expect("predicted RAM");
     let measured = r["models"][0]["telemetry"]["engine_mem_bytes"]["peak"].as_f64().expect("measured peak");
     let err = (predicted - measured).abs() / measured;
-    assert!(err < 0.15, "predicted {:.0} MiB, measured {:.0} MiB: off by {:.0} %", predicted / 1048576.0, measured / 1048576.0, err * 100.0);
+    assert!(
+        err < 0.15,
+        "predicted {:.0} MiB, measured {:.0} MiB: off by {:.0} %",
+        predicted / 1048576.0,
+        measured / 1048576.0,
+        err * 100.0
+    );
 }

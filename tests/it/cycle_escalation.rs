@@ -11,7 +11,8 @@ fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() 
     require_parts();
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let plan = write_plan(tmp.path(), "slow-load", "load_timeout_s = 1", "", "[policy]\ndefault = 'auto'\nmax_attempts = 4\n");
+    let plan =
+        write_plan(tmp.path(), "slow-load", "load_timeout_s = 1", "", "[policy]\ndefault = 'auto'\nmax_attempts = 4\n");
     let out = tmp.path().join("out");
     let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
     assert!(o.status.success(), "{}", show(&o));
@@ -47,7 +48,10 @@ fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
     assert_eq!(m["status"]["state"], "skipped", "{m}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting.md");
     assert!(trouble.contains("does not exist"), "{trouble}");
-    assert!(trouble.contains("model_not_found") || trouble.contains("does not exist under that tag or path"), "{trouble}");
+    assert!(
+        trouble.contains("model_not_found") || trouble.contains("does not exist under that tag or path"),
+        "{trouble}"
+    );
 }
 
 /// Main's list of escalations; None while Main is not answering yet.
@@ -103,7 +107,10 @@ fn an_ask_escalation_is_answered_through_the_cli_and_the_cycle_goes_on() {
     let bad = threadcycle().args(["resolve", &id, "99", "--nats", &url]).output().expect("run");
     assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not one of them"), "{}", show(&bad));
-    let ok = threadcycle().args(["resolve", &id, "--set", "load_timeout_s=120", "--by", "tester", "--nats", &url]).output().expect("run");
+    let ok = threadcycle()
+        .args(["resolve", &id, "--set", "load_timeout_s=120", "--by", "tester", "--nats", &url])
+        .output()
+        .expect("run");
     assert!(ok.status.success(), "{}", show(&ok));
     // Debug records the decision; a second answer is then refused by name.
     loop {

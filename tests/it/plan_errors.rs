@@ -6,10 +6,16 @@ use super::support::*;
 fn a_bad_plan_names_the_field_and_exits_2() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cases = [
-        ("name = 'x'\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\nmodel_path='/m'\nmemory_limit_gb = -1\n[[prompts]]\nid='p'\ntext='t'\n", "models[0].memory_limit_gb"),
+        (
+            "name = 'x'\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\nmodel_path='/m'\nmemory_limit_gb = -1\n[[prompts]]\nid='p'\ntext='t'\n",
+            "models[0].memory_limit_gb",
+        ),
         ("name = 'x'\n[defaults]\nrepetitions = 'three'\n", "repetitions"),
         ("name = 'x'\n[[models]]\nname='m'\nengine='vllm'\nruntime='process'\n", "vllm"),
-        ("name = 'x'\n[[models]]\nname='m'\nengine='ollama'\nruntime='docker'\nimage='ollama/ollama'\n[[prompts]]\nid='p'\ntext='t'\n", "models[0].tag"),
+        (
+            "name = 'x'\n[[models]]\nname='m'\nengine='ollama'\nruntime='docker'\nimage='ollama/ollama'\n[[prompts]]\nid='p'\ntext='t'\n",
+            "models[0].tag",
+        ),
         ("name = 'x'\nmodles = []\n", "modles"),
     ];
     for (text, field) in cases {

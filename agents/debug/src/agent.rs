@@ -70,18 +70,20 @@ pub fn describe(a: &RemedyAction) -> String {
 async fn gather(mut ev: Evidence, attempt: u32, target: Option<&str>) -> Evidence {
     ev.attempts = attempt.saturating_sub(1);
     if let Some(id) = target.and_then(|t| t.strip_prefix("container:"))
-        && let Ok(docker) = host::docker::DockerRuntime::connect().await {
-            if let Ok(st) = docker.state(id).await {
-                ev.oom_killed = Some(st.oom_killed || ev.oom_killed == Some(true));
-                if !st.running {
-                    ev.exit_status = st.exit_code.map(|c| format!("exit status {c}")).or(ev.exit_status);
-                }
+        && let Ok(docker) = host::docker::DockerRuntime::connect().await
+    {
+        if let Ok(st) = docker.state(id).await {
+            ev.oom_killed = Some(st.oom_killed || ev.oom_killed == Some(true));
+            if !st.running {
+                ev.exit_status = st.exit_code.map(|c| format!("exit status {c}")).or(ev.exit_status);
             }
-            if let Ok(lines) = docker.log_tail(id, 30).await
-                && !lines.is_empty() {
-                    ev.log_tail = lines;
-                }
         }
+        if let Ok(lines) = docker.log_tail(id, 30).await
+            && !lines.is_empty()
+        {
+            ev.log_tail = lines;
+        }
+    }
     if let Ok(m) = host::system::meminfo() {
         ev.host_ram_available = Some(m.available);
     }
@@ -122,7 +124,9 @@ impl Debug {
                 let o = auto_choice(&d, e.attempt, e.max_attempts);
                 Some(Decision { option: Some(o.number), action: o.action.clone(), by: "policy:auto".into(), at: now() })
             }
-            PolicyAction::Skip => Some(Decision { option: None, action: RemedyAction::Skip, by: "policy:skip".into(), at: now() }),
+            PolicyAction::Skip => {
+                Some(Decision { option: None, action: RemedyAction::Skip, by: "policy:skip".into(), at: now() })
+            }
             PolicyAction::Ask => None,
         };
         let rec = EscalationRecord {
@@ -143,9 +147,11 @@ impl Debug {
         // The ask timeout is counted from the record's creation; keep it beside the record.
         let ask_key = format!("ask.{key}");
         if rec.decision.is_none() {
-            let deadline = chrono::Utc::now() + chrono::Duration::seconds(e.policy.ask_timeout_s.min(30 * 86_400) as i64);
+            let deadline =
+                chrono::Utc::now() + chrono::Duration::seconds(e.policy.ask_timeout_s.min(30 * 86_400) as i64);
             let auto = auto_choice(&d, e.attempt, e.max_attempts);
-            let pending = PendingAsk { id: key.clone(), cycle: cycle.to_string(), deadline, default_option: auto.number };
+            let pending =
+                PendingAsk { id: key.clone(), cycle: cycle.to_string(), deadline, default_option: auto.number };
             self.bus.escalations.put(&ask_key, &pending).await.map_err(retry)?;
         }
         self.bus
@@ -180,11 +186,17 @@ impl Debug {
                 Some(o) => o.action.clone(),
                 None => return Err(HandleError::Reject(format!("escalation `{}` has no option {n}", d.escalation))),
             },
-            (None, None) => return Err(HandleError::Reject("an operator decision names neither an option nor an action".into())),
+            (None, None) => {
+                return Err(HandleError::Reject("an operator decision names neither an option nor an action".into()));
+            }
         };
-        self.decide(cycle, &d.escalation, Decision { option: d.option, action, by: format!("operator:{}", d.by), at: now() })
-            .await
-            .map_err(retry)
+        self.decide(
+            cycle,
+            &d.escalation,
+            Decision { option: d.option, action, by: format!("operator:{}", d.by), at: now() },
+        )
+        .await
+        .map_err(retry)
     }
 
     /// Records a decision if none was made yet (compare-and-set), then hands the log on.
@@ -214,7 +226,11 @@ impl Debug {
                 .event_best_effort(Event::new(
                     cycle.clone(),
                     Role::Debug,
-                    EventBody::EscalationDecided { id: rec.id.clone(), decision: describe(&d.action), by: d.by.clone() },
+                    EventBody::EscalationDecided {
+                        id: rec.id.clone(),
+                        decision: describe(&d.action),
+                        by: d.by.clone(),
+                    },
                 ))
                 .await;
         }
@@ -255,8 +271,12 @@ impl Debug {
                 .map(|o| o.action.clone())
                 .unwrap_or(RemedyAction::Skip);
             let cycle = CycleId::parse(&p.cycle).unwrap_or_else(|_| CycleId::generate(now_t));
-            self.decide(&cycle, &p.id, Decision { option: Some(p.default_option), action, by: "timeout-default".into(), at: now() })
-                .await?;
+            self.decide(
+                &cycle,
+                &p.id,
+                Decision { option: Some(p.default_option), action, by: "timeout-default".into(), at: now() },
+            )
+            .await?;
         }
         Ok(())
     }

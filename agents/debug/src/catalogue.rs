@@ -27,7 +27,14 @@ struct Signature {
 const SIGNATURES: &[Signature] = &[
     Signature {
         class: FailureClass::OomKilled,
-        needles: &["signal: killed", "oom-kill", "oomkilled", "exit status 137", "exited (137)", "killed by the oom killer"],
+        needles: &[
+            "signal: killed",
+            "oom-kill",
+            "oomkilled",
+            "exit status 137",
+            "exited (137)",
+            "killed by the oom killer",
+        ],
         what: "the engine was killed by the kernel's OOM killer",
     },
     Signature {
@@ -56,12 +63,22 @@ const SIGNATURES: &[Signature] = &[
     },
     Signature {
         class: FailureClass::ContextOverflow,
-        needles: &["exceeds the available context size", "input length exceeds the context length", "exceed_context_size_error"],
+        needles: &[
+            "exceeds the available context size",
+            "input length exceeds the context length",
+            "exceed_context_size_error",
+        ],
         what: "the prompt does not fit in the context window",
     },
     Signature {
         class: FailureClass::GpuOutOfMemory,
-        needles: &["out of memory", "failed to allocate", "allocation failed", "not enough memory", "insufficient memory"],
+        needles: &[
+            "out of memory",
+            "failed to allocate",
+            "allocation failed",
+            "not enough memory",
+            "insufficient memory",
+        ],
         what: "memory could not be allocated",
     },
     Signature {
@@ -71,7 +88,14 @@ const SIGNATURES: &[Signature] = &[
     },
     Signature {
         class: FailureClass::EngineExited,
-        needles: &["error loading model", "gguf_init", "invalid magic", "bad magic", "ggml_assert", "failed to load model"],
+        needles: &[
+            "error loading model",
+            "gguf_init",
+            "invalid magic",
+            "bad magic",
+            "ggml_assert",
+            "failed to load model",
+        ],
         what: "the engine could not load the model file",
     },
     Signature {
@@ -121,17 +145,30 @@ pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
     let hit = if oom_flag {
         Some((&SIGNATURES[0], "OOMKilled: true".to_string()))
     } else {
-        SIGNATURES.iter().find_map(|s| {
-            s.needles.iter().find(|n| haystack.contains(*n)).map(|n| (s, quote(e, ev, n)))
-        })
+        SIGNATURES.iter().find_map(|s| s.needles.iter().find(|n| haystack.contains(*n)).map(|n| (s, quote(e, ev, n))))
     };
     let (class, what, quoted, confidence) = match hit {
         Some((s, q)) => (s.class, s.what.to_string(), q, if oom_flag { 0.95 } else { 0.8 }),
-        None => (e.suspected, format!("no known signature matched; the Writer reported {}", e.suspected.as_str()), e.failure.clone(), 0.4),
+        None => (
+            e.suspected,
+            format!("no known signature matched; the Writer reported {}", e.suspected.as_str()),
+            e.failure.clone(),
+            0.4,
+        ),
     };
     let mut options = remedies(class, e, ev);
-    options.push(opt("skip this model".into(), "the rest of the cycle goes on; the report records why", true, RemedyAction::Skip));
-    options.push(opt("abort the cycle".into(), "stops every remaining model; measured results are still reported", false, RemedyAction::Abort));
+    options.push(opt(
+        "skip this model".into(),
+        "the rest of the cycle goes on; the report records why",
+        true,
+        RemedyAction::Skip,
+    ));
+    options.push(opt(
+        "abort the cycle".into(),
+        "stops every remaining model; measured results are still reported",
+        false,
+        RemedyAction::Abort,
+    ));
     for (i, o) in options.iter_mut().enumerate() {
         o.number = i as u32 + 1;
     }
@@ -186,7 +223,14 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                 "KV cache q8_0 (-ctk q8_0 -ctv q8_0) with flash attention".into(),
                 "a q8_0 KV cache takes about half the memory of f16",
                 true,
-                retry(&[("arg", "-fa".into()), ("arg", "on".into()), ("arg", "-ctk".into()), ("arg", "q8_0".into()), ("arg", "-ctv".into()), ("arg", "q8_0".into())]),
+                retry(&[
+                    ("arg", "-fa".into()),
+                    ("arg", "on".into()),
+                    ("arg", "-ctk".into()),
+                    ("arg", "q8_0".into()),
+                    ("arg", "-ctv".into()),
+                    ("arg", "q8_0".into()),
+                ]),
             ));
         }
     };
@@ -222,7 +266,12 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
         FailureClass::GpuOutOfMemory => {
             let fewer = layers.filter(|l| *l > 1).map(|l| l * 3 / 4);
             if let Some(f) = fewer {
-                v.push(opt(format!("GPU layers {} → {f}", layers.unwrap_or_default()), "fewer layers on the GPU leave room for the KV cache and graph", true, retry(&[("gpu_layers", f.to_string())])));
+                v.push(opt(
+                    format!("GPU layers {} → {f}", layers.unwrap_or_default()),
+                    "fewer layers on the GPU leave room for the KV cache and graph",
+                    true,
+                    retry(&[("gpu_layers", f.to_string())]),
+                ));
             }
             kv_q8(&mut v);
             smaller_ctx(&mut v, true);
@@ -238,17 +287,32 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
         }
         FailureClass::ContextOverflow => {
             if let Some(c) = context {
-                v.push(opt(format!("context {c} → {}", c * 2), "the prompt plus answer did not fit", true, retry(&[("context", (c * 2).to_string())])));
+                v.push(opt(
+                    format!("context {c} → {}", c * 2),
+                    "the prompt plus answer did not fit",
+                    true,
+                    retry(&[("context", (c * 2).to_string())]),
+                ));
             }
         }
         FailureClass::RequestFailed | FailureClass::Thermal => {
-            v.push(opt("cool down 30 s and retry".into(), "a transient overload or heat may pass", true, RemedyAction::CoolDown { seconds: 30 }));
+            v.push(opt(
+                "cool down 30 s and retry".into(),
+                "a transient overload or heat may pass",
+                true,
+                RemedyAction::CoolDown { seconds: 30 },
+            ));
         }
         FailureClass::ModelNotFound => {
             // Nothing to retry: the tag or path must be fixed in the plan ("check the tag").
         }
         _ => {
-            v.push(opt("retry once unchanged".into(), "the cause is unknown; one retry tells a transient failure from a real one", true, RemedyAction::CoolDown { seconds: 5 }));
+            v.push(opt(
+                "retry once unchanged".into(),
+                "the cause is unknown; one retry tells a transient failure from a real one",
+                true,
+                RemedyAction::CoolDown { seconds: 5 },
+            ));
         }
     }
     v
@@ -297,7 +361,8 @@ mod tests {
     #[test]
     fn unknown_tag_says_check_the_tag_and_auto_skips() {
         let e = esc("pull failed", &[]);
-        let ev = Evidence { engine_error: Some("pull model manifest: file does not exist".into()), ..Default::default() };
+        let ev =
+            Evidence { engine_error: Some("pull model manifest: file does not exist".into()), ..Default::default() };
         let d = diagnose(&e, &ev);
         assert_eq!(d.class, FailureClass::ModelNotFound);
         assert!(d.text.contains("file does not exist"), "{}", d.text);

@@ -24,7 +24,12 @@ pub struct DocsConfig {
 }
 
 /// Runs Documentation until `shutdown` turns true.
-pub async fn run(bus: Bus, cfg: DocsConfig, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
+pub async fn run(
+    bus: Bus,
+    cfg: DocsConfig,
+    shutdown: watch::Receiver<bool>,
+    stats: Arc<ConsumeStats>,
+) -> Result<(), BusError> {
     let docs = Docs { bus: bus.clone(), cfg };
     consume(&bus, shutdown, stats, &docs).await
 }
@@ -85,7 +90,9 @@ impl Docs {
                         });
                         answers.insert(blob.key.clone(), text);
                     }
-                    Err(error) => tracing::warn!(message = "Answer not available; the report keeps the excerpt.", %error),
+                    Err(error) => {
+                        tracing::warn!(message = "Answer not available; the report keeps the excerpt.", %error)
+                    }
                 }
             }
         }
@@ -96,10 +103,18 @@ impl Docs {
                 Ok(bytes) => {
                     telemetry_series.insert(m.model.clone(), String::from_utf8_lossy(&bytes).into_owned());
                 }
-                Err(error) => tracing::warn!(message = "Telemetry series not available; charts over time omitted.", %error),
+                Err(error) => {
+                    tracing::warn!(message = "Telemetry series not available; charts over time omitted.", %error)
+                }
             }
         }
-        let input = ReportInput { cycle: cycle.to_string(), results: results.clone(), troubleshooting, answers, telemetry_series };
+        let input = ReportInput {
+            cycle: cycle.to_string(),
+            results: results.clone(),
+            troubleshooting,
+            answers,
+            telemetry_series,
+        };
         let mut files = render_reports(&input);
         for problem in check_reports(&files) {
             tracing::warn!(message = "Report check found a problem.", %problem);
@@ -110,7 +125,11 @@ impl Docs {
         let measured = results.models.iter().filter(|m| m.status == ModelStatus::Measured).count() as u32;
         let dir_s = dir.display().to_string();
         self.bus
-            .event_best_effort(Event::new(cycle.clone(), Role::Documentation, EventBody::ReportsWritten { dir: dir_s.clone() }))
+            .event_best_effort(Event::new(
+                cycle.clone(),
+                Role::Documentation,
+                EventBody::ReportsWritten { dir: dir_s.clone() },
+            ))
             .await;
         let env = Envelope {
             id: derive_id(pkg, "reports-published", 0),

@@ -6,9 +6,7 @@
 use std::fmt::Write as _;
 
 /// Colours for bars and series, in order.
-const PALETTE: &[&str] = &[
-    "#2f6db5", "#d9822b", "#3a9a5b", "#b53f3f", "#7b5ea7", "#8c6d46", "#c85fa0", "#5f6b73",
-];
+const PALETTE: &[&str] = &["#2f6db5", "#d9822b", "#3a9a5b", "#b53f3f", "#7b5ea7", "#8c6d46", "#c85fa0", "#5f6b73"];
 /// Chart width in SVG units.
 const WIDTH: f64 = 720.0;
 /// Font used for every label.
@@ -38,11 +36,7 @@ fn nice_axis(max: f64, ticks: usize) -> (f64, f64) {
     }
     let raw = max / ticks.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
     ((max / step).ceil() * step, step)
 }
 
@@ -83,11 +77,7 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> Str
     let row = 34.0;
     let plot_w = WIDTH - left - right;
     let height = top + row * bars.len().max(1) as f64 + 44.0;
-    let max = bars
-        .iter()
-        .filter_map(|(_, v)| *v)
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let max = bars.iter().filter_map(|(_, v)| *v).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let (axis_max, step) = nice_axis(max, 5);
     let mut out = String::new();
     open(&mut out, title, height);
@@ -165,22 +155,12 @@ pub fn line_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
 
 /// [`line_chart`] with the axes named (`x_label` under the x axis, `y_label` over the y axis);
 /// an empty label is left out.
-pub fn line_chart_with_axes(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> String {
+pub fn line_chart_with_axes(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let (left, right, top, plot_h) = (64.0, 24.0, 48.0, 228.0);
     let legend_rows = series.len().div_ceil(4).max(1) as f64;
     let height = 326.0 + 14.0 * legend_rows;
     let plot_w = WIDTH - left - right;
-    let points = || {
-        series
-            .iter()
-            .flat_map(|(_, p)| p.iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-    };
+    let points = || series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let x_min = points().map(|p| p.0).fold(f64::INFINITY, f64::min).min(0.0);
     let x_max = points().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
     let y_min = points().map(|p| p.1).fold(f64::INFINITY, f64::min).min(0.0);
@@ -288,16 +268,8 @@ mod tests {
 
     #[test]
     fn labels_are_escaped_and_missing_values_say_so() {
-        let svg = bar_chart(
-            "t<x>",
-            "tok/s",
-            &[("a&b".into(), Some(12.5)), ("<script>".into(), None)],
-        );
-        assert!(
-            svg.contains("a&amp;b")
-                && svg.contains("&lt;script&gt;")
-                && svg.contains("not measured")
-        );
+        let svg = bar_chart("t<x>", "tok/s", &[("a&b".into(), Some(12.5)), ("<script>".into(), None)]);
+        assert!(svg.contains("a&amp;b") && svg.contains("&lt;script&gt;") && svg.contains("not measured"));
         assert!(!svg.contains("<script"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
     }
@@ -306,10 +278,7 @@ mod tests {
     fn line_chart_draws_one_polyline_per_series() {
         let svg = line_chart(
             "VRAM over time",
-            &[
-                ("gpu0".into(), vec![(0.0, 1.0), (1.0, 3.0), (2.0, f64::NAN)]),
-                ("gpu1".into(), vec![(0.0, 2.0)]),
-            ],
+            &[("gpu0".into(), vec![(0.0, 1.0), (1.0, 3.0), (2.0, f64::NAN)]), ("gpu1".into(), vec![(0.0, 2.0)])],
         );
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(line_chart("empty", &[]).contains("no data"));

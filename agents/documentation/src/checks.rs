@@ -18,16 +18,10 @@ pub fn check_reports(files: &[ReportFile]) -> Vec<String> {
     let texts: BTreeMap<&str, String> = files
         .iter()
         .filter(|f| f.path.ends_with(".md"))
-        .map(|f| {
-            (
-                f.path.as_str(),
-                String::from_utf8_lossy(&f.bytes).into_owned(),
-            )
-        })
+        .map(|f| (f.path.as_str(), String::from_utf8_lossy(&f.bytes).into_owned()))
         .collect();
     let present: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    let anchors: BTreeMap<&str, BTreeSet<String>> =
-        texts.iter().map(|(p, t)| (*p, heading_slugs(t))).collect();
+    let anchors: BTreeMap<&str, BTreeSet<String>> = texts.iter().map(|(p, t)| (*p, heading_slugs(t))).collect();
     let mut problems = Vec::new();
     for (path, text) in &texts {
         check_links(path, text, &present, &anchors, &mut problems);
@@ -48,11 +42,7 @@ fn heading_slugs(text: &str) -> BTreeSet<String> {
                 if let Some(h) = current.take() {
                     let base = slug(&h);
                     let n = seen.entry(base.clone()).or_insert(0);
-                    out.insert(if *n == 0 {
-                        base.clone()
-                    } else {
-                        format!("{base}-{n}")
-                    });
+                    out.insert(if *n == 0 { base.clone() } else { format!("{base}-{n}") });
                     *n += 1;
                 }
             }
@@ -91,17 +81,12 @@ fn check_links(
 ) {
     let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     for ev in Parser::new_ext(text, options()) {
-        let (Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. })) =
-            ev
-        else {
+        let (Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. })) = ev else {
             continue;
         };
         let dest = dest_url.as_ref();
         let lower = dest.to_ascii_lowercase();
-        if lower.starts_with("http://")
-            || lower.starts_with("https://")
-            || lower.starts_with("mailto:")
-        {
+        if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("mailto:") {
             continue;
         }
         if dest.is_empty() {
@@ -112,27 +97,19 @@ fn check_links(
             Some((t, f)) => (t, Some(f)),
             None => (dest, None),
         };
-        let resolved = if target.is_empty() {
-            Some(path.to_string())
-        } else {
-            normalise(dir, target)
-        };
+        let resolved = if target.is_empty() { Some(path.to_string()) } else { normalise(dir, target) };
         let Some(resolved) = resolved else {
             problems.push(format!("{path}: link `{dest}` leaves the report folder"));
             continue;
         };
         if !present.contains(resolved.as_str()) {
-            problems.push(format!(
-                "{path}: link `{dest}` points to {resolved}, which is not produced"
-            ));
+            problems.push(format!("{path}: link `{dest}` points to {resolved}, which is not produced"));
             continue;
         }
         if let (Some(frag), Some(slugs)) = (frag, anchors.get(resolved.as_str()))
             && !slugs.contains(frag)
         {
-            problems.push(format!(
-                "{path}: link `{dest}` names no heading of {resolved}"
-            ));
+            problems.push(format!("{path}: link `{dest}` names no heading of {resolved}"));
         }
     }
 }
@@ -180,12 +157,9 @@ fn check_tables(path: &str, text: &str, problems: &mut Vec<String>) {
     let mut cells = 0usize;
     for (ev, range) in Parser::new_ext(text, options()).into_offset_iter() {
         match ev {
-            Event::Start(Tag::Table(align)) => tables.push(ParsedTable {
-                range,
-                columns: align.len(),
-                rows: 0,
-                row_cells: Vec::new(),
-            }),
+            Event::Start(Tag::Table(align)) => {
+                tables.push(ParsedTable { range, columns: align.len(), rows: 0, row_cells: Vec::new() })
+            }
             Event::Start(Tag::CodeBlock(_)) => code.push(range),
             Event::Start(Tag::TableHead | Tag::TableRow) => cells = 0,
             Event::End(TagEnd::TableCell) => cells += 1,
@@ -253,10 +227,7 @@ mod tests {
     use super::*;
 
     fn md(path: &str, text: &str) -> ReportFile {
-        ReportFile {
-            path: path.into(),
-            bytes: text.as_bytes().to_vec(),
-        }
+        ReportFile { path: path.into(), bytes: text.as_bytes().to_vec() }
     }
 
     #[test]
@@ -274,18 +245,12 @@ mod tests {
                 "README.md",
                 "# T\n\n## Part one\n\n[ok](a/b.md) [frag](#part-one) [bad](missing.md) [badfrag](#nope) [up](../x.md) [web](https://example.org)\n",
             ),
-            md(
-                "a/b.md",
-                "# B\n\n![img](../charts/x.svg) [back](../README.md#part-one)\n",
-            ),
+            md("a/b.md", "# B\n\n![img](../charts/x.svg) [back](../README.md#part-one)\n"),
             md("charts/x.svg", "<svg/>"),
         ];
         let p = check_reports(&files);
         assert_eq!(p.len(), 3, "{p:#?}");
-        assert!(
-            p[0].contains("missing.md") && p[1].contains("#nope") && p[2].contains("leaves"),
-            "{p:#?}"
-        );
+        assert!(p[0].contains("missing.md") && p[1].contains("#nope") && p[2].contains("leaves"), "{p:#?}");
     }
 
     #[test]
@@ -293,12 +258,7 @@ mod tests {
         let text = "| a | b |\n|---|---|\n| 1 | 2 | 3 |\n| x |\n\ntext\n\n| lone | pipe |\n\n```\n| in code |\n```\n";
         let p = check_reports(&[md("x.md", text)]);
         assert_eq!(p.len(), 3, "{p:#?}");
-        assert!(
-            p[0].contains("3 cells")
-                && p[1].contains("1 cells")
-                && p[2].contains("not part of a table"),
-            "{p:#?}"
-        );
+        assert!(p[0].contains("3 cells") && p[1].contains("1 cells") && p[2].contains("not part of a table"), "{p:#?}");
     }
 
     #[test]

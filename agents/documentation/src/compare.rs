@@ -33,31 +33,11 @@ fn mean(m: &ModelResult, f: fn(&RunResult) -> Option<f64>) -> Option<f64> {
 const GIB: f64 = 1_073_741_824.0;
 
 const FIGURES: &[Figure] = &[
-    Figure {
-        name: "Decode tok/s (client)",
-        better: Better::Higher,
-        read: |m| mean(m, |r| r.client_decode_tps),
-    },
-    Figure {
-        name: "Decode tok/s (engine)",
-        better: Better::Higher,
-        read: |m| mean(m, |r| r.engine_decode_tps),
-    },
-    Figure {
-        name: "Prefill tok/s (engine)",
-        better: Better::Higher,
-        read: |m| mean(m, |r| r.engine_prefill_tps),
-    },
-    Figure {
-        name: "TTFT, ms",
-        better: Better::Lower,
-        read: |m| mean(m, |r| Some(r.ttft_ms)),
-    },
-    Figure {
-        name: "Response time, s",
-        better: Better::Lower,
-        read: |m| mean(m, |r| Some(r.e2e_ms / 1000.0)),
-    },
+    Figure { name: "Decode tok/s (client)", better: Better::Higher, read: |m| mean(m, |r| r.client_decode_tps) },
+    Figure { name: "Decode tok/s (engine)", better: Better::Higher, read: |m| mean(m, |r| r.engine_decode_tps) },
+    Figure { name: "Prefill tok/s (engine)", better: Better::Higher, read: |m| mean(m, |r| r.engine_prefill_tps) },
+    Figure { name: "TTFT, ms", better: Better::Lower, read: |m| mean(m, |r| Some(r.ttft_ms)) },
+    Figure { name: "Response time, s", better: Better::Lower, read: |m| mean(m, |r| Some(r.e2e_ms / 1000.0)) },
     Figure {
         name: "Words per answer",
         better: Better::Neither,
@@ -66,20 +46,12 @@ const FIGURES: &[Figure] = &[
     Figure {
         name: "Peak RAM, GiB",
         better: Better::Neither,
-        read: |m| {
-            m.peak_ram_bytes
-                .filter(|_| m.status == ModelStatus::Measured)
-                .map(|b| b as f64 / GIB)
-        },
+        read: |m| m.peak_ram_bytes.filter(|_| m.status == ModelStatus::Measured).map(|b| b as f64 / GIB),
     },
     Figure {
         name: "Peak VRAM, GiB",
         better: Better::Neither,
-        read: |m| {
-            m.peak_vram_bytes
-                .filter(|_| m.status == ModelStatus::Measured)
-                .map(|b| b as f64 / GIB)
-        },
+        read: |m| m.peak_vram_bytes.filter(|_| m.status == ModelStatus::Measured).map(|b| b as f64 / GIB),
     },
 ];
 
@@ -103,18 +75,8 @@ fn status(m: Option<&ModelResult>) -> String {
 
 /// Markdown comparing cycle `a` (before) with cycle `b` (after), model by model; a change
 /// beyond `threshold_pct` percent in the worse direction is flagged as a regression.
-pub fn compare(
-    a_cycle: &str,
-    a: &BenchmarkResults,
-    b_cycle: &str,
-    b: &BenchmarkResults,
-    threshold_pct: f64,
-) -> String {
-    let threshold = if threshold_pct.is_finite() {
-        threshold_pct.abs()
-    } else {
-        0.0
-    };
+pub fn compare(a_cycle: &str, a: &BenchmarkResults, b_cycle: &str, b: &BenchmarkResults, threshold_pct: f64) -> String {
+    let threshold = if threshold_pct.is_finite() { threshold_pct.abs() } else { 0.0 };
     let mut names: Vec<&str> = Vec::new();
     let mut ordered: Vec<&ModelResult> = b.models.iter().collect();
     ordered.sort_by_key(|m| m.index);
@@ -151,14 +113,7 @@ pub fn compare(
                         Better::Lower => pct < -threshold,
                         Better::Neither => false,
                     };
-                    let line = format!(
-                        "{} {}: {} → {} ({:+.1} %)",
-                        cell(name),
-                        f.name,
-                        num(va),
-                        num(vb),
-                        pct
-                    );
+                    let line = format!("{} {}: {} → {} ({:+.1} %)", cell(name), f.name, num(va), num(vb), pct);
                     let flag = if worse {
                         regressions.push(line);
                         model_flags.push("regression");
@@ -187,12 +142,7 @@ pub fn compare(
         } else {
             "not comparable"
         };
-        summary_rows.push(vec![
-            cell(name),
-            status(ma),
-            status(mb),
-            verdict.to_string(),
-        ]);
+        summary_rows.push(vec![cell(name), status(ma), status(mb), verdict.to_string()]);
         sections.push_str(&format!("\n### {}\n\n", inline(name)));
         if rows.iter().all(|r| r[1] == "—" && r[2] == "—") {
             sections.push_str(&format!(
@@ -203,20 +153,8 @@ pub fn compare(
             continue;
         }
         sections.push_str(&table(
-            &[
-                "Figure",
-                &format!("Cycle {ac}"),
-                &format!("Cycle {bc}"),
-                "Change",
-                "Flag",
-            ],
-            &[
-                Align::Left,
-                Align::Right,
-                Align::Right,
-                Align::Right,
-                Align::Left,
-            ],
+            &["Figure", &format!("Cycle {ac}"), &format!("Cycle {bc}"), "Change", "Flag"],
+            &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Left],
             &rows,
         ));
     }
@@ -228,16 +166,7 @@ pub fn compare(
         s.push_str("Neither cycle has any model.\n");
         return s;
     }
-    s.push_str(&table(
-        &[
-            "Model",
-            &format!("Cycle {ac}"),
-            &format!("Cycle {bc}"),
-            "Verdict",
-        ],
-        &[],
-        &summary_rows,
-    ));
+    s.push_str(&table(&["Model", &format!("Cycle {ac}"), &format!("Cycle {bc}"), "Verdict"], &[], &summary_rows));
     s.push_str("\n## Regressions\n\n");
     if regressions.is_empty() {
         s.push_str("None beyond the threshold.\n");
@@ -275,15 +204,9 @@ mod tests {
             r.client_decode_tps = r.client_decode_tps.map(|t| t * 1.2);
         }
         let md = compare("c41", &before, "c42", &after, 5.0);
-        assert!(
-            md.contains("qwen25-coder-14b Decode tok/s (client)"),
-            "{md}"
-        );
+        assert!(md.contains("qwen25-coder-14b Decode tok/s (client)"), "{md}");
         assert_eq!(md.matches("**REGRESSION**").count(), 4, "{md}");
-        let files = vec![crate::render::ReportFile {
-            path: "compare.md".into(),
-            bytes: md.clone().into_bytes(),
-        }];
+        let files = vec![crate::render::ReportFile { path: "compare.md".into(), bytes: md.clone().into_bytes() }];
         assert!(crate::checks::check_reports(&files).is_empty());
         insta::assert_snapshot!("compare", md);
     }
@@ -292,9 +215,6 @@ mod tests {
     fn same_results_show_no_regression() {
         let r = fixture().results;
         let md = compare("a", &r, "b", &r, 5.0);
-        assert!(
-            md.contains("None beyond the threshold") && !md.contains("**REGRESSION**"),
-            "{md}"
-        );
+        assert!(md.contains("None beyond the threshold") && !md.contains("**REGRESSION**"), "{md}");
     }
 }

@@ -15,10 +15,7 @@ pub fn options() -> Options {
 
 /// The id of a page's section: `page-` and the slug of its path without `.md`.
 pub fn page_anchor(path: &str) -> String {
-    format!(
-        "page-{}",
-        slug(&path.trim_end_matches(".md").replace(['/', '.'], "-"))
-    )
+    format!("page-{}", slug(&path.trim_end_matches(".md").replace(['/', '.'], "-")))
 }
 
 const STYLE: &str = "
@@ -60,17 +57,12 @@ pub fn render_html(title: &str, pages: &[Page], svgs: &BTreeMap<String, String>)
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-    out.push_str("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n");
-    out.push_str(&format!(
-        "<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<nav>",
-        escape(title)
-    ));
+    out.push_str(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n",
+    );
+    out.push_str(&format!("<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<nav>", escape(title)));
     for p in pages {
-        out.push_str(&format!(
-            "<a href=\"#{}\">{}</a>",
-            page_anchor(p.path),
-            escape(p.title)
-        ));
+        out.push_str(&format!("<a href=\"#{}\">{}</a>", page_anchor(p.path), escape(p.title)));
     }
     out.push_str("</nav>\n<main>\n");
     for p in pages {
@@ -134,12 +126,7 @@ fn rewrite_destination(dest: &str, from: &str, pages: &[&str]) -> String {
 
 /// One page's markdown as HTML, with raw HTML neutralised, headings given ids, page links made
 /// anchors and known SVG images inlined.
-pub fn markdown_to_html(
-    md: &str,
-    path: &str,
-    pages: &[&str],
-    svgs: &BTreeMap<String, String>,
-) -> String {
+pub fn markdown_to_html(md: &str, path: &str, pages: &[&str], svgs: &BTreeMap<String, String>) -> String {
     let anchor = page_anchor(path);
     let mut events: Vec<Event> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -162,62 +149,34 @@ pub fn markdown_to_html(
                 let svg = svgs.get(dest_url.as_ref()).cloned().unwrap_or_default();
                 Event::Html(CowStr::from(svg))
             }
-            Event::Start(Tag::Link {
-                link_type,
-                dest_url,
-                title,
-                id,
-            }) => Event::Start(Tag::Link {
+            Event::Start(Tag::Link { link_type, dest_url, title, id }) => Event::Start(Tag::Link {
                 link_type,
                 dest_url: CowStr::from(rewrite_destination(&dest_url, path, pages)),
                 title,
                 id,
             }),
-            Event::Start(Tag::Image {
+            Event::Start(Tag::Image { link_type, dest_url, title, id }) => Event::Start(Tag::Image {
                 link_type,
-                dest_url,
-                title,
-                id,
-            }) => Event::Start(Tag::Image {
-                link_type,
-                dest_url: CowStr::from(if safe_destination(&dest_url) {
-                    dest_url.to_string()
-                } else {
-                    String::new()
-                }),
+                dest_url: CowStr::from(if safe_destination(&dest_url) { dest_url.to_string() } else { String::new() }),
                 title,
                 id,
             }),
             other => other,
         };
         match (&mut heading, ev) {
-            (None, start @ Event::Start(Tag::Heading { .. })) => {
-                heading = Some((start, Vec::new(), String::new()))
-            }
+            (None, start @ Event::Start(Tag::Heading { .. })) => heading = Some((start, Vec::new(), String::new())),
             (Some(_), Event::End(TagEnd::Heading(level))) => {
                 let Some((start, inner, text)) = heading.take() else {
                     continue;
                 };
                 let base = format!("{anchor}-{}", slug(&text));
                 let n = seen.entry(base.clone()).or_insert(0);
-                let id = if *n == 0 {
-                    base.clone()
-                } else {
-                    format!("{base}-{n}")
-                };
+                let id = if *n == 0 { base.clone() } else { format!("{base}-{n}") };
                 *n += 1;
                 let start = match start {
-                    Event::Start(Tag::Heading {
-                        level,
-                        classes,
-                        attrs,
-                        ..
-                    }) => Event::Start(Tag::Heading {
-                        level,
-                        id: Some(CowStr::from(id)),
-                        classes,
-                        attrs,
-                    }),
+                    Event::Start(Tag::Heading { level, classes, attrs, .. }) => {
+                        Event::Start(Tag::Heading { level, id: Some(CowStr::from(id)), classes, attrs })
+                    }
                     other => other,
                 };
                 events.push(start);
@@ -243,43 +202,23 @@ mod tests {
     use super::*;
 
     fn one(md: &str) -> String {
-        markdown_to_html(
-            md,
-            "README.md",
-            &["README.md", "quality.md"],
-            &BTreeMap::new(),
-        )
+        markdown_to_html(md, "README.md", &["README.md", "quality.md"], &BTreeMap::new())
     }
 
     #[test]
     fn raw_html_in_markdown_is_shown_as_text() {
-        let html = one(
-            "<script>alert(1)</script>\n\nInline <img src=x onerror=alert(1)> here.\n\n<div>\n*x*\n</div>\n",
-        );
-        assert!(
-            !html.contains("<script") && !html.contains("<img") && !html.contains("<div"),
-            "{html}"
-        );
-        assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
-            "{html}"
-        );
+        let html =
+            one("<script>alert(1)</script>\n\nInline <img src=x onerror=alert(1)> here.\n\n<div>\n*x*\n</div>\n");
+        assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("<div"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
     }
 
     #[test]
     fn unsafe_link_schemes_are_dropped() {
-        let html = one(
-            "[a](javascript:alert(1)) [b](data:text/html,x) [c](https://example.org/) [d](data/results.csv)",
-        );
-        assert!(
-            !html.contains("javascript:") && !html.contains("data:text"),
-            "{html}"
-        );
-        assert!(
-            html.contains("href=\"https://example.org/\"")
-                && html.contains("href=\"data/results.csv\""),
-            "{html}"
-        );
+        let html =
+            one("[a](javascript:alert(1)) [b](data:text/html,x) [c](https://example.org/) [d](data/results.csv)");
+        assert!(!html.contains("javascript:") && !html.contains("data:text"), "{html}");
+        assert!(html.contains("href=\"https://example.org/\"") && html.contains("href=\"data/results.csv\""), "{html}");
     }
 
     #[test]
@@ -287,43 +226,26 @@ mod tests {
         let html = one(
             "# Title\n\n## Metric definitions\n\n[q](quality.md) [m](#metric-definitions) [x](quality.md#baseline)\n",
         );
-        assert!(
-            html.contains("<h2 id=\"page-readme-metric-definitions\">"),
-            "{html}"
-        );
+        assert!(html.contains("<h2 id=\"page-readme-metric-definitions\">"), "{html}");
         assert!(html.contains("href=\"#page-quality\""), "{html}");
-        assert!(
-            html.contains("href=\"#page-readme-metric-definitions\""),
-            "{html}"
-        );
+        assert!(html.contains("href=\"#page-readme-metric-definitions\""), "{html}");
         assert!(html.contains("href=\"#page-quality-baseline\""), "{html}");
     }
 
     #[test]
     fn known_svgs_are_inlined() {
         let mut svgs = BTreeMap::new();
-        svgs.insert(
-            "charts/a.svg".to_string(),
-            "<svg id=\"a\"></svg>".to_string(),
-        );
+        svgs.insert("charts/a.svg".to_string(), "<svg id=\"a\"></svg>".to_string());
         let html = markdown_to_html("![chart *a*](charts/a.svg)\n", "README.md", &[], &svgs);
-        assert!(
-            html.contains("<svg id=\"a\"></svg>") && !html.contains("<img"),
-            "{html}"
-        );
+        assert!(html.contains("<svg id=\"a\"></svg>") && !html.contains("<img"), "{html}");
     }
 
     #[test]
     fn the_document_has_a_nav_and_no_scripts() {
-        let pages = [Page {
-            path: "README.md",
-            title: "Summary",
-            markdown: "# Summary — x\n\nhi\n",
-        }];
+        let pages = [Page { path: "README.md", title: "Summary", markdown: "# Summary — x\n\nhi\n" }];
         let doc = render_html("T <x>", &pages, &BTreeMap::new());
         assert!(
-            doc.contains("<a href=\"#page-readme\">Summary</a>")
-                && doc.contains("<title>T &lt;x&gt;</title>"),
+            doc.contains("<a href=\"#page-readme\">Summary</a>") && doc.contains("<title>T &lt;x&gt;</title>"),
             "{doc}"
         );
         assert!(!doc.contains("<script"));

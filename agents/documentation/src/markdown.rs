@@ -68,14 +68,8 @@ fn longest_run(text: &str, ch: char) -> usize {
 /// the text, so the text cannot close it. `info` is reduced to letters, digits and `-`.
 pub fn fence(text: &str, info: &str) -> String {
     let ticks = "`".repeat((longest_run(text, '`') + 1).max(3));
-    let info: String = info
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    let body: String = text
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect();
+    let info: String = info.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let body: String = text.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect();
     let mut out = format!("{ticks}{info}\n{body}");
     if !out.ends_with('\n') {
         out.push('\n');
@@ -111,11 +105,7 @@ pub fn table(headers: &[&str], align: &[Align], rows: &[Vec<String>]) -> String 
     let width = headers.len();
     let clean = |s: &str| {
         let flat = s.replace(['\n', '\r'], " ");
-        if flat.trim().is_empty() {
-            "—".to_string()
-        } else {
-            flat
-        }
+        if flat.trim().is_empty() { "—".to_string() } else { flat }
     };
     let mut out = String::new();
     out.push('|');
@@ -143,14 +133,8 @@ pub fn table(headers: &[&str], align: &[Align], rows: &[Vec<String>]) -> String 
 
 /// Quotes a word for a POSIX shell, leaving plain words as they are.
 pub fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
@@ -199,32 +183,16 @@ mod tests {
         let md = format!("Answer: {}", inline(HOSTILE));
         let (text, tags) = text_of(&md);
         assert_eq!(text, format!("Answer: {}", HOSTILE.replace('\n', " ")));
-        assert_eq!(
-            tags,
-            vec!["Paragraph".to_string()],
-            "no emphasis, link, code or HTML: {tags:?}"
-        );
+        assert_eq!(tags, vec!["Paragraph".to_string()], "no emphasis, link, code or HTML: {tags:?}");
     }
 
     #[test]
     fn list_item_markers_at_the_start_stay_text() {
-        for t in [
-            "# heading",
-            "- item",
-            "+ item",
-            "1. first",
-            "2) second",
-            "> quote",
-            "=== x",
-        ] {
+        for t in ["# heading", "- item", "+ item", "1. first", "2) second", "> quote", "=== x"] {
             let md = format!("- {}\n", inline(t));
             let (text, tags) = text_of(&md);
             assert_eq!(text, t, "{md}");
-            assert_eq!(
-                tags,
-                vec!["List(None)".to_string(), "Item".to_string()],
-                "{t}: {tags:?}"
-            );
+            assert_eq!(tags, vec!["List(None)".to_string(), "Item".to_string()], "{t}: {tags:?}");
         }
     }
 
@@ -284,14 +252,8 @@ mod tests {
     #[test]
     fn slugs_match_github() {
         assert_eq!(slug("Metric definitions"), "metric-definitions");
-        assert_eq!(
-            slug("qwen25-coder-14b: projected against measured"),
-            "qwen25-coder-14b-projected-against-measured"
-        );
-        assert_eq!(
-            slug("1. llama31-70b, attempt 1: killed"),
-            "1-llama31-70b-attempt-1-killed"
-        );
+        assert_eq!(slug("qwen25-coder-14b: projected against measured"), "qwen25-coder-14b-projected-against-measured");
+        assert_eq!(slug("1. llama31-70b, attempt 1: killed"), "1-llama31-70b-attempt-1-killed");
     }
 
     #[test]

@@ -8,12 +8,10 @@ use crate::charts;
 use crate::html;
 use crate::markdown::{Align, cell, cell_short, fence, inline, shell_word, table, yaml_str};
 use protocol::messages::BenchmarkResults;
-use protocol::plan::{
-    Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime,
-};
+use protocol::plan::{Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime};
 use protocol::results::{
-    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, MetricSummary, ModelResult,
-    ModelStatus, RemedyAction, RunResult, Stat, TelemetrySummary,
+    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, MetricSummary, ModelResult, ModelStatus,
+    RemedyAction, RunResult, Stat, TelemetrySummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -75,60 +73,30 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         ("business-case.md".to_string(), business_case(&ctx)),
         ("quality.md".to_string(), quality(&ctx)),
     ];
-    let mut svgs: BTreeMap<String, String> = [
-        (DECODE_CHART.to_string(), decode_chart(&ctx)),
-        (TTFT_CHART.to_string(), ttft_chart(&ctx)),
-    ]
-    .into_iter()
-    .collect();
-    svgs.extend(
-        ctx.time_charts
-            .iter()
-            .map(|c| (c.path.to_string(), c.svg.clone())),
-    );
+    let mut svgs: BTreeMap<String, String> =
+        [(DECODE_CHART.to_string(), decode_chart(&ctx)), (TTFT_CHART.to_string(), ttft_chart(&ctx))]
+            .into_iter()
+            .collect();
+    svgs.extend(ctx.time_charts.iter().map(|c| (c.path.to_string(), c.svg.clone())));
     let title = format!("{} — cycle {}", ctx.plan.name, input.cycle);
     let html_pages: Vec<html::Page> = pages
         .iter()
         .map(|(path, md)| html::Page {
             path,
-            title: PAGES
-                .iter()
-                .find(|(p, _)| p == path)
-                .map(|(_, t)| *t)
-                .unwrap_or(path),
+            title: PAGES.iter().find(|(p, _)| p == path).map(|(_, t)| *t).unwrap_or(path),
             markdown: md,
         })
         .collect();
     let html = html::render_html(&title, &html_pages, &svgs);
-    let mut files: Vec<ReportFile> = pages
-        .into_iter()
-        .map(|(path, text)| ReportFile {
-            path,
-            bytes: text.into_bytes(),
-        })
-        .collect();
-    files.extend(svgs.into_iter().map(|(path, svg)| ReportFile {
-        path,
-        bytes: svg.into_bytes(),
-    }));
-    files.push(ReportFile {
-        path: "data/results.json".into(),
-        bytes: results_json(&input.results).into_bytes(),
-    });
-    files.push(ReportFile {
-        path: "data/results.csv".into(),
-        bytes: results_csv(&input.results).into_bytes(),
-    });
+    let mut files: Vec<ReportFile> =
+        pages.into_iter().map(|(path, text)| ReportFile { path, bytes: text.into_bytes() }).collect();
+    files.extend(svgs.into_iter().map(|(path, svg)| ReportFile { path, bytes: svg.into_bytes() }));
+    files.push(ReportFile { path: "data/results.json".into(), bytes: results_json(&input.results).into_bytes() });
+    files.push(ReportFile { path: "data/results.csv".into(), bytes: results_csv(&input.results).into_bytes() });
     if !ctx.series.is_empty() {
-        files.push(ReportFile {
-            path: TELEMETRY_CSV.into(),
-            bytes: telemetry_csv(&ctx.series).into_bytes(),
-        });
+        files.push(ReportFile { path: TELEMETRY_CSV.into(), bytes: telemetry_csv(&ctx.series).into_bytes() });
     }
-    files.push(ReportFile {
-        path: "report.html".into(),
-        bytes: html.into_bytes(),
-    });
+    files.push(ReportFile { path: "report.html".into(), bytes: html.into_bytes() });
     files
 }
 
@@ -274,11 +242,7 @@ impl View<'_> {
 
     /// What the engine memory figure is: a container's working set or a process's RSS.
     fn mem_kind(&self) -> &'static str {
-        if self.host_process() {
-            "RSS"
-        } else {
-            "working set"
-        }
+        if self.host_process() { "RSS" } else { "working set" }
     }
 
     /// Peak engine memory: the Writer's figure, else the sampler's peak.
@@ -286,11 +250,7 @@ impl View<'_> {
         if !self.measured() {
             return None;
         }
-        self.r.peak_ram_bytes.or_else(|| {
-            self.tel()
-                .and_then(|t| t.engine_mem_bytes)
-                .map(|m| m.peak.max(0.0) as u64)
-        })
+        self.r.peak_ram_bytes.or_else(|| self.tel().and_then(|t| t.engine_mem_bytes).map(|m| m.peak.max(0.0) as u64))
     }
 
     /// Peak VRAM: the Writer's figure, else the sampler's peak of VRAM in use.
@@ -298,20 +258,13 @@ impl View<'_> {
         if !self.measured() {
             return None;
         }
-        self.r.peak_vram_bytes.or_else(|| {
-            self.tel()
-                .and_then(|t| t.vram_used_bytes)
-                .map(|m| m.peak.max(0.0) as u64)
-        })
+        self.r.peak_vram_bytes.or_else(|| self.tel().and_then(|t| t.vram_used_bytes).map(|m| m.peak.max(0.0) as u64))
     }
 
     /// Why the GPU figures are missing, when the sampler saw no GPU at all.
     fn no_gpu(&self, host_note: Option<&str>) -> Option<String> {
         let t = self.tel()?;
-        if t.gpu_util_pct.is_some()
-            || t.gpu_temp_c.is_some()
-            || t.gpu_power_w.is_some()
-            || t.vram_used_bytes.is_some()
+        if t.gpu_util_pct.is_some() || t.gpu_temp_c.is_some() || t.gpu_power_w.is_some() || t.vram_used_bytes.is_some()
         {
             return None;
         }
@@ -348,12 +301,7 @@ impl View<'_> {
     }
 
     fn runs_of(&self, prompt: &str) -> Vec<&RunResult> {
-        let mut v: Vec<&RunResult> = self
-            .r
-            .runs
-            .iter()
-            .filter(|r| r.prompt_id == prompt)
-            .collect();
+        let mut v: Vec<&RunResult> = self.r.runs.iter().filter(|r| r.prompt_id == prompt).collect();
         v.sort_by_key(|r| r.repetition);
         v
     }
@@ -399,11 +347,7 @@ impl Series {
     /// Reads the CSV; None when it has no header or no `t_s` column.
     fn parse(text: &str) -> Option<Series> {
         let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-        let columns: Vec<String> = lines
-            .next()?
-            .split(',')
-            .map(|c| c.trim().to_string())
-            .collect();
+        let columns: Vec<String> = lines.next()?.split(',').map(|c| c.trim().to_string()).collect();
         if !columns.iter().any(|c| c == "t_s") {
             return None;
         }
@@ -416,10 +360,9 @@ impl Series {
 
     /// `(t_s, column × scale)` for every row where both are numbers.
     fn points(&self, column: &str, scale: f64) -> Vec<(f64, f64)> {
-        let (Some(t), Some(c)) = (
-            self.columns.iter().position(|x| x == "t_s"),
-            self.columns.iter().position(|x| x == column),
-        ) else {
+        let (Some(t), Some(c)) =
+            (self.columns.iter().position(|x| x == "t_s"), self.columns.iter().position(|x| x == column))
+        else {
             return Vec::new();
         };
         self.rows
@@ -442,27 +385,9 @@ const TIME_CHARTS: &[(&str, &str, &str, &str, f64)] = &[
         "GiB",
         1.0 / GIB,
     ),
-    (
-        "charts/host-memory.svg",
-        "host_mem_available_bytes",
-        "Host memory available over time",
-        "GiB",
-        1.0 / GIB,
-    ),
-    (
-        "charts/gpu-temperature.svg",
-        "gpu_temp_c",
-        "GPU temperature over time (hottest GPU)",
-        "°C",
-        1.0,
-    ),
-    (
-        "charts/gpu-power.svg",
-        "gpu_power_w",
-        "GPU power over time (all GPUs)",
-        "W",
-        1.0,
-    ),
+    ("charts/host-memory.svg", "host_mem_available_bytes", "Host memory available over time", "GiB", 1.0 / GIB),
+    ("charts/gpu-temperature.svg", "gpu_temp_c", "GPU temperature over time (hottest GPU)", "°C", 1.0),
+    ("charts/gpu-power.svg", "gpu_power_w", "GPU power over time (all GPUs)", "W", 1.0),
 ];
 
 /// A rendered chart over time.
@@ -485,12 +410,7 @@ fn time_charts(series: &[(String, Series)]) -> Vec<TimeChart> {
             (!lines.is_empty()).then(|| TimeChart {
                 path,
                 title,
-                svg: charts::line_chart_with_axes(
-                    title,
-                    "seconds into the model's measured runs",
-                    unit,
-                    &lines,
-                ),
+                svg: charts::line_chart_with_axes(title, "seconds into the model's measured runs", unit, &lines),
             })
         })
         .collect()
@@ -541,15 +461,7 @@ impl<'a> Ctx<'a> {
             })
             .collect();
         let time_charts = time_charts(&series);
-        let mut ctx = Ctx {
-            input,
-            plan,
-            views,
-            escalations,
-            criteria: Vec::new(),
-            series,
-            time_charts,
-        };
+        let mut ctx = Ctx { input, plan, views, escalations, criteria: Vec::new(), series, time_charts };
         ctx.criteria = criteria(&ctx);
         ctx
     }
@@ -588,20 +500,12 @@ fn decimals(v: f64) -> usize {
 
 /// A setting or plan input: whole numbers without decimals, others like [`num`].
 fn plain(v: f64) -> String {
-    if v.is_finite() && (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        num(v)
-    }
+    if v.is_finite() && (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { num(v) }
 }
 
 /// A count averaged over repetitions: whole numbers as they are, else one decimal.
 fn count(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
+    if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { format!("{v:.1}") }
 }
 
 /// A share from 0 to 1 as a whole percentage.
@@ -640,9 +544,7 @@ fn gib(bytes: u64) -> f64 {
 }
 
 fn opt_gib(bytes: Option<u64>) -> String {
-    bytes
-        .map(|b| num(gib(b)))
-        .unwrap_or_else(|| DASH.to_string())
+    bytes.map(|b| num(gib(b))).unwrap_or_else(|| DASH.to_string())
 }
 
 /// `mean ± sd`, scaled; `⚠` marks a spread above the plan's flag.
@@ -706,13 +608,7 @@ fn action_text(a: &RemedyAction) -> String {
     match a {
         RemedyAction::Retry { set } if set.is_empty() => "retry unchanged".to_string(),
         RemedyAction::Retry { set } => {
-            format!(
-                "retry with {}",
-                set.iter()
-                    .map(|(k, v)| cell(&format!("{k}={v}")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("retry with {}", set.iter().map(|(k, v)| cell(&format!("{k}={v}"))).collect::<Vec<_>>().join(", "))
         }
         RemedyAction::CoolDown { seconds } => format!("cool down for {seconds} s, then retry"),
         RemedyAction::Skip => "skip the model".to_string(),
@@ -738,13 +634,7 @@ fn class_words(c: FailureClass) -> &'static str {
 fn nav(current: &str) -> String {
     let links: Vec<String> = PAGES
         .iter()
-        .map(|(path, title)| {
-            if *path == current {
-                format!("**{title}**")
-            } else {
-                format!("[{title}]({path})")
-            }
-        })
+        .map(|(path, title)| if *path == current { format!("**{title}**") } else { format!("[{title}]({path})") })
         .collect();
     format!("{}\n\n", links.join(" · "))
 }
@@ -758,14 +648,9 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
     if let Some(min) = c.min_decode_tps {
         for v in &ctx.views {
             let (measured, verdict) = match v.all.decode() {
-                Some((tps, src)) => (
-                    format!("{} tok/s ({src})", num(tps)),
-                    if tps >= min {
-                        Verdict::Pass
-                    } else {
-                        Verdict::Fail
-                    },
-                ),
+                Some((tps, src)) => {
+                    (format!("{} tok/s ({src})", num(tps)), if tps >= min { Verdict::Pass } else { Verdict::Fail })
+                }
                 None => (outcome(v), Verdict::NotMeasured),
             };
             out.push(Criterion {
@@ -790,10 +675,7 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
             } else {
                 format!(
                     "; attempt {} was OOM-killed first",
-                    oom.iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    oom.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
                 )
             };
             // The sampler's peak and the limit it saw in force; the Writer's peak and the
@@ -808,36 +690,21 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
                     .map(gib)
                     .or(v.settings.as_ref().and_then(|s| s.memory_limit_gb))
             };
-            let what = if sampled.is_some() {
-                format!("peak {} (sampled)", v.mem_kind())
-            } else {
-                "peak".to_string()
-            };
+            let what = if sampled.is_some() { format!("peak {} (sampled)", v.mem_kind()) } else { "peak".to_string() };
             let (measured, verdict) = match (peak, limit) {
                 _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
                 (Some(p), Some(l)) => (
                     format!("{what} {} GiB of {} GiB{note}", num(p / GIB), plain(l)),
-                    if p / GIB <= l {
-                        Verdict::Pass
-                    } else {
-                        Verdict::Fail
-                    },
+                    if p / GIB <= l { Verdict::Pass } else { Verdict::Fail },
                 ),
                 (Some(p), None) if v.host_process() => (
-                    format!(
-                        "{what} {} GiB; a host process runs under no container limit{note}",
-                        num(p / GIB)
-                    ),
+                    format!("{what} {} GiB; a host process runs under no container limit{note}", num(p / GIB)),
                     Verdict::NotApplicable,
                 ),
-                (Some(p), None) => (
-                    format!("{what} {} GiB; no limit was set{note}", num(p / GIB)),
-                    Verdict::NotApplicable,
-                ),
-                (None, _) => (
-                    format!("no memory peak was recorded{note}"),
-                    Verdict::NotMeasured,
-                ),
+                (Some(p), None) => {
+                    (format!("{what} {} GiB; no limit was set{note}", num(p / GIB)), Verdict::NotApplicable)
+                }
+                (None, _) => (format!("no memory peak was recorded{note}"), Verdict::NotMeasured),
             };
             out.push(Criterion {
                 what: format!("Memory within the container limit — {}", v.name()),
@@ -862,24 +729,16 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
                         num(u.peak),
                         u.samples
                     ),
-                    if u.mean >= min {
-                        Verdict::Pass
-                    } else {
-                        Verdict::Fail
-                    },
+                    if u.mean >= min { Verdict::Pass } else { Verdict::Fail },
                 ),
                 (Some(_), None) => (
                     format!(
                         "not measured: {}",
-                        v.no_gpu(host_note)
-                            .unwrap_or_else(|| "the GPU reported no utilisation".into())
+                        v.no_gpu(host_note).unwrap_or_else(|| "the GPU reported no utilisation".into())
                     ),
                     Verdict::NotMeasured,
                 ),
-                (None, None) => (
-                    "no telemetry was recorded during the runs".into(),
-                    Verdict::NotMeasured,
-                ),
+                (None, None) => ("no telemetry was recorded during the runs".into(), Verdict::NotMeasured),
             };
             out.push(Criterion {
                 what: format!("GPU utilisation while generating — {}", v.name()),
@@ -894,30 +753,17 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
             let (measured, verdict) = match (v.tel(), v.tel().and_then(|t| t.gpu_temp_c)) {
                 _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
                 (Some(t), Some(temp)) => (
-                    format!(
-                        "peak {} °C, mean {} °C; {}",
-                        num(temp.peak),
-                        num(temp.mean),
-                        pauses_text(t)
-                    ),
-                    if temp.peak <= max {
-                        Verdict::Pass
-                    } else {
-                        Verdict::Fail
-                    },
+                    format!("peak {} °C, mean {} °C; {}", num(temp.peak), num(temp.mean), pauses_text(t)),
+                    if temp.peak <= max { Verdict::Pass } else { Verdict::Fail },
                 ),
                 (Some(_), None) => (
                     format!(
                         "not measured: {}",
-                        v.no_gpu(host_note)
-                            .unwrap_or_else(|| "the GPU reported no temperature".into())
+                        v.no_gpu(host_note).unwrap_or_else(|| "the GPU reported no temperature".into())
                     ),
                     Verdict::NotMeasured,
                 ),
-                (None, _) => (
-                    "no telemetry was recorded during the runs".into(),
-                    Verdict::NotMeasured,
-                ),
+                (None, _) => ("no telemetry was recorded during the runs".into(), Verdict::NotMeasured),
             };
             out.push(Criterion {
                 what: format!("Sustained GPU temperature — {}", v.name()),
@@ -933,17 +779,10 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
         let (measured, verdict) = match temps.iter().max() {
             Some(&t) => (
                 format!("{t} °C at host verification, before any model was loaded"),
-                if f64::from(t) <= max {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail
-                },
+                if f64::from(t) <= max { Verdict::Pass } else { Verdict::Fail },
             ),
             None => (
-                host.gpu_note
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| "no GPU temperature was reported".into()),
+                host.gpu_note.as_deref().map(cell).unwrap_or_else(|| "no GPU temperature was reported".into()),
                 Verdict::NotMeasured,
             ),
         };
@@ -982,26 +821,12 @@ fn criteria_table(ctx: &Ctx) -> String {
     let rows: Vec<Vec<String>> = ctx
         .criteria
         .iter()
-        .map(|c| {
-            vec![
-                c.what.clone(),
-                c.threshold.clone(),
-                c.measured.clone(),
-                c.verdict.word().to_string(),
-            ]
-        })
+        .map(|c| vec![c.what.clone(), c.threshold.clone(), c.measured.clone(), c.verdict.word().to_string()])
         .collect();
-    let mut s = table(
-        &["Criterion", "Threshold", "Measured", "Verdict"],
-        &[],
-        &rows,
-    );
+    let mut s = table(&["Criterion", "Threshold", "Measured", "Verdict"], &[], &rows);
     if let Some(t) = ctx.plan.criteria.resume_temp_c {
-        let _ = write!(
-            s,
-            "\nA paused run resumes when the GPU cools to {} °C (a setting, not a criterion).\n",
-            plain(t)
-        );
+        let _ =
+            write!(s, "\nA paused run resumes when the GPU cools to {} °C (a setting, not a criterion).\n", plain(t));
     }
     s
 }
@@ -1027,53 +852,24 @@ fn readme(ctx: &Ctx) -> String {
         inline(&host.hostname),
         prompts,
         plan.defaults.repetitions,
-        if plan.defaults.warmup {
-            "one excluded warm-up request"
-        } else {
-            "no warm-up"
-        }
+        if plan.defaults.warmup { "one excluded warm-up request" } else { "no warm-up" }
     );
     let gpus = if host.gpus.is_empty() {
-        host.gpu_note
-            .as_deref()
-            .map(cell)
-            .unwrap_or_else(|| "none reported".into())
+        host.gpu_note.as_deref().map(cell).unwrap_or_else(|| "none reported".into())
     } else {
         host.gpus
             .iter()
-            .map(|g| {
-                format!(
-                    "{} ({} GiB, driver {})",
-                    cell(&g.name),
-                    plain(gib(g.vram_total)),
-                    cell(&g.driver)
-                )
-            })
+            .map(|g| format!("{} ({} GiB, driver {})", cell(&g.name), plain(gib(g.vram_total)), cell(&g.driver)))
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let first = ctx
-        .views
-        .iter()
-        .filter(|v| v.measured())
-        .map(|v| v.r.started_at.as_str())
-        .min();
-    let last = ctx
-        .views
-        .iter()
-        .filter(|v| v.measured())
-        .map(|v| v.r.finished_at.as_str())
-        .max();
+    let first = ctx.views.iter().filter(|v| v.measured()).map(|v| v.r.started_at.as_str()).min();
+    let last = ctx.views.iter().filter(|v| v.measured()).map(|v| v.r.finished_at.as_str()).max();
     let rows = vec![
         vec!["Cycle".into(), ctx.cycle()],
         vec![
             "Plan".into(),
-            format!(
-                "{} ({}, sha256 {})",
-                cell(&plan.name),
-                cell(&ver.plan_source),
-                cell(short_hash(&ver.plan_hash))
-            ),
+            format!("{} ({}, sha256 {})", cell(&plan.name), cell(&ver.plan_source), cell(short_hash(&ver.plan_hash))),
         ],
         vec![
             "Host".into(),
@@ -1097,27 +893,11 @@ fn readme(ctx: &Ctx) -> String {
     s.push_str(&table(&["Item", "Value"], &[], &rows));
     s.push_str("\n## Results\n\n");
     let measured = ctx.measured().count();
-    let failed = ctx
-        .views
-        .iter()
-        .filter(|v| matches!(v.r.status, ModelStatus::Failed { .. }))
-        .count();
-    let skipped = ctx
-        .views
-        .iter()
-        .filter(|v| matches!(v.r.status, ModelStatus::Skipped { .. }))
-        .count();
-    let _ = writeln!(
-        s,
-        "{measured} of {} model(s) measured, {failed} failed, {skipped} skipped.\n",
-        ctx.views.len()
-    );
+    let failed = ctx.views.iter().filter(|v| matches!(v.r.status, ModelStatus::Failed { .. })).count();
+    let skipped = ctx.views.iter().filter(|v| matches!(v.r.status, ModelStatus::Skipped { .. })).count();
+    let _ = writeln!(s, "{measured} of {} model(s) measured, {failed} failed, {skipped} skipped.\n", ctx.views.len());
     if let Some(why) = &ctx.input.results.aborted {
-        let _ = writeln!(
-            s,
-            "**The cycle stopped early:** {}. Models after that point were not run.\n",
-            inline(why)
-        );
+        let _ = writeln!(s, "**The cycle stopped early:** {}. Models after that point were not run.\n", inline(why));
     }
     let rows: Vec<Vec<String>> = ctx
         .views
@@ -1126,14 +906,8 @@ fn readme(ctx: &Ctx) -> String {
             vec![
                 v.name(),
                 outcome(v),
-                v.r.attempts
-                    .len()
-                    .max(usize::from(v.measured()))
-                    .to_string(),
-                v.all
-                    .decode()
-                    .map(|(t, _)| num(t))
-                    .unwrap_or_else(|| DASH.into()),
+                v.r.attempts.len().max(usize::from(v.measured())).to_string(),
+                v.all.decode().map(|(t, _)| num(t)).unwrap_or_else(|| DASH.into()),
                 opt_num(v.all.ttft_ms.map(|s| s.mean)),
                 opt_num(v.all.e2e_ms.map(|s| s.mean / 1000.0)),
                 opt_gib(v.peak_ram()),
@@ -1141,38 +915,13 @@ fn readme(ctx: &Ctx) -> String {
         })
         .collect();
     s.push_str(&table(
-        &[
-            "Model",
-            "Outcome",
-            "Attempts",
-            "Decode tok/s",
-            "TTFT ms",
-            "Response s",
-            "Peak RAM GiB",
-        ],
-        &[
-            Align::Left,
-            Align::Left,
-            Align::Right,
-            Align::Right,
-            Align::Right,
-            Align::Right,
-            Align::Right,
-        ],
+        &["Model", "Outcome", "Attempts", "Decode tok/s", "TTFT ms", "Response s", "Peak RAM GiB"],
+        &[Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
         &rows,
     ));
     s.push_str("\nDecode tokens/s are client-side means over all measured requests; see the [benchmark report](benchmark-report.md) for the engine's own figures and the spread.\n");
-    for name in plan
-        .models
-        .iter()
-        .map(|m| &m.name)
-        .filter(|n| !ctx.views.iter().any(|v| &v.r.model == *n))
-    {
-        let _ = writeln!(
-            s,
-            "\nThe plan lists {}, but the results hold nothing for it.",
-            inline(name)
-        );
+    for name in plan.models.iter().map(|m| &m.name).filter(|n| !ctx.views.iter().any(|v| &v.r.model == *n)) {
+        let _ = writeln!(s, "\nThe plan lists {}, but the results hold nothing for it.", inline(name));
     }
     s.push_str("\n## Success criteria\n\n");
     if ctx.criteria.is_empty() {
@@ -1186,11 +935,7 @@ fn readme(ctx: &Ctx) -> String {
             count(Verdict::Pass),
             count(Verdict::Fail),
             count(Verdict::NotMeasured),
-            if na > 0 {
-                format!(", {na} not applicable")
-            } else {
-                String::new()
-            }
+            if na > 0 { format!(", {na} not applicable") } else { String::new() }
         );
         s.push_str(&criteria_table(ctx));
     }
@@ -1206,51 +951,32 @@ fn readme(ctx: &Ctx) -> String {
         n(CheckStatus::Fail),
         n(CheckStatus::Unavailable)
     );
-    let notable: Vec<_> = checks
-        .iter()
-        .filter(|c| c.status != CheckStatus::Pass)
-        .collect();
+    let notable: Vec<_> = checks.iter().filter(|c| c.status != CheckStatus::Pass).collect();
     if !notable.is_empty() {
         s.push('\n');
         for c in notable {
-            let _ = writeln!(
-                s,
-                "- {} {}: {}",
-                check_word(c.status),
-                cell(&c.name),
-                cell(&c.detail)
-            );
+            let _ = writeln!(s, "- {} {}: {}", check_word(c.status), cell(&c.name), cell(&c.detail));
         }
     }
-    let open: Vec<_> = ctx
-        .escalations
-        .iter()
-        .filter(|e| e.decision.is_none())
-        .collect();
+    let open: Vec<_> = ctx.escalations.iter().filter(|e| e.decision.is_none()).collect();
     let _ = writeln!(
         s,
         "\n{} escalation(s) were raised{}.",
         ctx.escalations.len(),
-        if open.is_empty() {
-            String::new()
-        } else {
-            format!(", {} without a recorded decision", open.len())
-        }
+        if open.is_empty() { String::new() } else { format!(", {} without a recorded decision", open.len()) }
     );
     s.push_str("\n## Reports\n\n");
     s.push_str("- [Benchmark report](benchmark-report.md): the validation matrix (projected against measured), per-prompt figures, metric definitions, host checks, fit verdicts, criteria and reproducibility manifests.\n");
     s.push_str("- [Deployment guide](deployment-guide.md): the exact settings each measured model ran with, as `docker run`, command lines and compose.\n");
-    s.push_str("- [Troubleshooting log](troubleshooting.md): every failure, its evidence, diagnosis, options and decision.\n");
+    s.push_str(
+        "- [Troubleshooting log](troubleshooting.md): every failure, its evidence, diagnosis, options and decision.\n",
+    );
     s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
     s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
     let _ = write!(
         s,
         "- Raw data: [results.json](data/results.json), [results.csv](data/results.csv){}; charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg)",
-        if ctx.series.is_empty() {
-            String::new()
-        } else {
-            format!(", [telemetry.csv]({TELEMETRY_CSV})")
-        }
+        if ctx.series.is_empty() { String::new() } else { format!(", [telemetry.csv]({TELEMETRY_CSV})") }
     );
     for c in &ctx.time_charts {
         let _ = write!(s, ", [{}]({})", chart_short_name(c.path), c.path);
@@ -1262,10 +988,7 @@ fn readme(ctx: &Ctx) -> String {
 
 /// A chart's file name without folder and extension, as a link text.
 fn chart_short_name(path: &str) -> String {
-    path.trim_start_matches("charts/")
-        .trim_end_matches(".svg")
-        .replace('-', " ")
-        .replace("gpu", "GPU")
+    path.trim_start_matches("charts/").trim_end_matches(".svg").replace('-', " ").replace("gpu", "GPU")
 }
 
 fn short_hash(h: &str) -> &str {
@@ -1298,8 +1021,26 @@ fn concurrent_section(ctx: &Ctx) -> String {
             })
             .collect();
         s.push_str(&table(
-            &["Model", "In flight", "Succeeded", "Mean e2e ms", "Mean TTFT ms", "Decode tok/s per request", "Aggregate tok/s", "Degradation"],
-            &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right, Align::Right],
+            &[
+                "Model",
+                "In flight",
+                "Succeeded",
+                "Mean e2e ms",
+                "Mean TTFT ms",
+                "Decode tok/s per request",
+                "Aggregate tok/s",
+                "Degradation",
+            ],
+            &[
+                Align::Left,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+                Align::Right,
+            ],
             &rows,
         ));
     }
@@ -1318,7 +1059,11 @@ fn concurrent_section(ctx: &Ctx) -> String {
                 ]
             })
             .collect();
-        s.push_str(&table(&["Model", "Together e2e ms", "Alone e2e ms", "Degradation", "Error"], &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Left], &rows));
+        s.push_str(&table(
+            &["Model", "Together e2e ms", "Alone e2e ms", "Degradation", "Error"],
+            &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Left],
+            &rows,
+        ));
     }
     for n in &c.notes {
         let _ = writeln!(s, "\n- {}", inline(n));
@@ -1330,12 +1075,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
     let plan = ctx.plan;
     let ver = &ctx.input.results.verification;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Benchmark report — {} (cycle {})\n",
-        inline(&plan.name),
-        ctx.cycle()
-    );
+    let _ = writeln!(s, "# Benchmark report — {} (cycle {})\n", inline(&plan.name), ctx.cycle());
     s.push_str(&nav("benchmark-report.md"));
 
     s.push_str("## Performance validation matrix\n\n");
@@ -1347,18 +1087,11 @@ fn benchmark_report(ctx: &Ctx) -> String {
             vec![
                 v.name(),
                 outcome(v),
-                v.spec
-                    .and_then(|m| m.params_b)
-                    .map(|p| format!("{} B", num(p)))
-                    .unwrap_or_else(|| DASH.into()),
+                v.spec.and_then(|m| m.params_b).map(|p| format!("{} B", num(p))).unwrap_or_else(|| DASH.into()),
                 opt_gib(v.peak_ram()),
                 opt_gib(v.peak_vram()),
                 if v.measured() {
-                    v.r.manifest
-                        .gpu_layers
-                        .as_deref()
-                        .map(cell)
-                        .unwrap_or_else(|| DASH.into())
+                    v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
                 } else {
                     DASH.into()
                 },
@@ -1410,9 +1143,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
         let vram = v.peak_vram().map(gib);
         let resp = v.all.e2e_ms.map(|s| s.mean / 1000.0);
         let words = v.all.words.map(|s| s.mean);
-        let pred_layers = verdict
-            .and_then(|f| f.gpu_layers)
-            .map(|(a, b)| format!("{a}/{b}"));
+        let pred_layers = verdict.and_then(|f| f.gpu_layers).map(|(a, b)| format!("{a}/{b}"));
         let rows = vec![
             vec![
                 "RAM, GiB".into(),
@@ -1433,11 +1164,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
                 DASH.into(),
                 pred_layers.unwrap_or_else(|| DASH.into()),
                 if v.measured() {
-                    v.r.manifest
-                        .gpu_layers
-                        .as_deref()
-                        .map(cell)
-                        .unwrap_or_else(|| DASH.into())
+                    v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
                 } else {
                     DASH.into()
                 },
@@ -1501,33 +1228,15 @@ fn benchmark_report(ctx: &Ctx) -> String {
             ],
         ];
         s.push_str(&table(
-            &[
-                "Figure",
-                "Plan projects",
-                "Reader predicts",
-                "Measured",
-                "Against plan",
-            ],
-            &[
-                Align::Left,
-                Align::Right,
-                Align::Right,
-                Align::Right,
-                Align::Left,
-            ],
+            &["Figure", "Plan projects", "Reader predicts", "Measured", "Against plan"],
+            &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Left],
             &rows,
         ));
     }
 
     s.push_str("\n## Charts\n\n");
-    let _ = writeln!(
-        s,
-        "![Decode tokens/s by model (client-side mean)]({DECODE_CHART})\n"
-    );
-    let _ = writeln!(
-        s,
-        "![Time to first token by model (client-side mean, ms)]({TTFT_CHART})"
-    );
+    let _ = writeln!(s, "![Decode tokens/s by model (client-side mean)]({DECODE_CHART})\n");
+    let _ = writeln!(s, "![Time to first token by model (client-side mean, ms)]({TTFT_CHART})");
     if !ctx.time_charts.is_empty() {
         s.push_str("\nOver time, from the telemetry sampler: each point is the mean of the samples in its interval, and each model's line starts when its measured runs began.\n");
         for c in &ctx.time_charts {
@@ -1583,17 +1292,9 @@ fn benchmark_report(ctx: &Ctx) -> String {
             &align,
             &rows,
         ));
-        let truncated =
-            v.r.runs
-                .iter()
-                .filter(|r| r.finish_reason.as_deref() == Some("length"))
-                .count();
+        let truncated = v.r.runs.iter().filter(|r| r.finish_reason.as_deref() == Some("length")).count();
         if truncated > 0 {
-            let _ = writeln!(
-                s,
-                "\n{truncated} of {} answers stopped at the output token cap.",
-                v.r.runs.len()
-            );
+            let _ = writeln!(s, "\n{truncated} of {} answers stopped at the output token cap.", v.r.runs.len());
         }
     }
 
@@ -1605,9 +1306,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
     s.push_str("- **Decode tok/s (client)** = (output tokens − 1) / (E2E − TTFT): what a user streaming the answer sees, including HTTP and streaming overhead.\n");
     s.push_str("- **Decode tok/s (engine)**: the engine's own counter (Ollama `eval_count / eval_duration`, llama-server `timings.predicted_per_second`): pure generation speed, usually a little higher than the client's.\n");
     s.push_str("- **Prefill tok/s (engine)**: the engine's prompt-processing speed (Ollama `prompt_eval_count / prompt_eval_duration`, llama-server `timings.prompt_per_second`). Each repetition carries a fresh nonce so the prompt cache does not flatter it.\n");
-    s.push_str(
-        "- **Words**: words of prose and code in the answer, read with a markdown parser.\n",
-    );
+    s.push_str("- **Words**: words of prose and code in the answer, read with a markdown parser.\n");
     let _ = writeln!(
         s,
         "- **Spread**: mean ± sample standard deviation over repetitions; ⚠ when the coefficient of variation exceeds {} %.",
@@ -1633,10 +1332,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
                 cell(&c.name),
                 check_word(c.status).into(),
                 cell(&c.measured),
-                c.threshold
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| DASH.into()),
+                c.threshold.as_deref().map(cell).unwrap_or_else(|| DASH.into()),
                 cell(&c.detail),
             ]
         })
@@ -1644,11 +1340,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
     if rows.is_empty() {
         s.push_str("No host checks were recorded.\n");
     } else {
-        s.push_str(&table(
-            &["Check", "Status", "Measured", "Threshold", "Detail"],
-            &[],
-            &rows,
-        ));
+        s.push_str(&table(&["Check", "Status", "Measured", "Threshold", "Detail"], &[], &rows));
     }
 
     s.push_str("\n## Fit verdicts\n\n");
@@ -1664,16 +1356,10 @@ fn benchmark_report(ctx: &Ctx) -> String {
                 opt_gib(f.kv_bytes),
                 opt_gib(f.vram_bytes),
                 opt_gib(f.ram_bytes),
-                f.gpu_layers
-                    .map(|(a, b)| format!("{a}/{b}"))
-                    .unwrap_or_else(|| DASH.into()),
+                f.gpu_layers.map(|(a, b)| format!("{a}/{b}")).unwrap_or_else(|| DASH.into()),
                 cell(&f.source),
                 match &f.suggestion {
-                    Some(sug) => format!(
-                        "{}. Suggestion: {}",
-                        cell(f.reason.trim_end_matches('.')),
-                        cell(sug)
-                    ),
+                    Some(sug) => format!("{}. Suggestion: {}", cell(f.reason.trim_end_matches('.')), cell(sug)),
                     None => cell(&f.reason),
                 },
             ]
@@ -1720,29 +1406,18 @@ fn benchmark_report(ctx: &Ctx) -> String {
             vec!["CPU".into(), cell(&m.cpu)],
             vec!["GPU".into(), cell(&m.gpu)],
             vec!["Driver".into(), o(&m.driver)],
-            vec![
-                "Engine".into(),
-                format!("{} {}", cell(&m.engine), o(&m.engine_version)),
-            ],
+            vec!["Engine".into(), format!("{} {}", cell(&m.engine), o(&m.engine_version))],
             vec!["Model".into(), cell(&m.model)],
             vec!["Model digest".into(), o(&m.model_digest)],
             vec!["Quantisation".into(), o(&m.quantization)],
             vec!["Context".into(), m.context.to_string()],
             vec!["Layers on GPU".into(), o(&m.gpu_layers)],
-            vec![
-                "CPU threads".into(),
-                m.threads
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "engine default".into()),
-            ],
+            vec!["CPU threads".into(), m.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into())],
             vec!["Seed".into(), m.seed.to_string()],
             vec!["Temperature".into(), plain(m.temperature)],
             vec!["Plan SHA-256".into(), cell(&m.plan_hash)],
             vec!["threadcycle".into(), cell(&m.threadcycle_version)],
-            vec![
-                "Measured".into(),
-                format!("{} to {}", cell(&v.r.started_at), cell(&v.r.finished_at)),
-            ],
+            vec!["Measured".into(), format!("{} to {}", cell(&v.r.started_at), cell(&v.r.finished_at))],
         ];
         s.push_str(&table(&["Field", "Value"], &[], &rows));
     }
@@ -1755,13 +1430,7 @@ fn benchmark_report(ctx: &Ctx) -> String {
 /// A row of the telemetry table: figure, peak, mean, lowest, samples.
 fn metric_row(what: &str, m: Option<MetricSummary>, scale: f64) -> Option<Vec<String>> {
     let m = m?;
-    Some(vec![
-        what.to_string(),
-        num(m.peak * scale),
-        num(m.mean * scale),
-        num(m.min * scale),
-        m.samples.to_string(),
-    ])
+    Some(vec![what.to_string(), num(m.peak * scale), num(m.mean * scale), num(m.min * scale), m.samples.to_string()])
 }
 
 /// Seconds as `1 h 2 min`, `3 min 4 s` or `5.6 s`.
@@ -1808,11 +1477,7 @@ fn telemetry_section(ctx: &Ctx) -> String {
             metric_row(&mem, t.engine_mem_bytes, 1.0 / GIB),
             metric_row("Engine page cache, GiB", t.engine_cache_bytes, 1.0 / GIB),
             metric_row("Engine CPU, % of one core", t.engine_cpu_pct, 1.0),
-            metric_row(
-                "Host memory available, GiB",
-                t.host_mem_available_bytes,
-                1.0 / GIB,
-            ),
+            metric_row("Host memory available, GiB", t.host_mem_available_bytes, 1.0 / GIB),
             metric_row("Host swap used, GiB", t.host_swap_used_bytes, 1.0 / GIB),
         ]
         .into_iter()
@@ -1823,11 +1488,7 @@ fn telemetry_section(ctx: &Ctx) -> String {
         } else {
             let mut align = vec![Align::Left];
             align.extend([Align::Right; 4]);
-            s.push_str(&table(
-                &["Figure", "Peak", "Mean", "Lowest", "Samples"],
-                &align,
-                &rows,
-            ));
+            s.push_str(&table(&["Figure", "Peak", "Mean", "Lowest", "Samples"], &align, &rows));
             s.push('\n');
         }
         let no_gpu = v.no_gpu(host_note);
@@ -1843,11 +1504,7 @@ fn telemetry_section(ctx: &Ctx) -> String {
                 None => "none in force".into(),
             }
         );
-        let source = t
-            .energy_source
-            .as_deref()
-            .map(|src| format!(", from the {}", cell(src)))
-            .unwrap_or_default();
+        let source = t.energy_source.as_deref().map(|src| format!(", from the {}", cell(src))).unwrap_or_default();
         match (t.gpu_energy_j, t.joules_per_token) {
             (Some(j), Some(jpt)) => {
                 let _ = writeln!(
@@ -1859,12 +1516,7 @@ fn telemetry_section(ctx: &Ctx) -> String {
                 );
             }
             (Some(j), None) => {
-                let _ = writeln!(
-                    s,
-                    "- GPU energy: {} kJ ({} Wh){source}.",
-                    num(j / 1000.0),
-                    num(j / 3600.0)
-                );
+                let _ = writeln!(s, "- GPU energy: {} kJ ({} Wh){source}.", num(j / 1000.0), num(j / 3600.0));
             }
             (None, Some(jpt)) => {
                 let _ = writeln!(s, "- Energy: {} J per generated token{source}.", num(jpt));
@@ -1879,11 +1531,7 @@ fn telemetry_section(ctx: &Ctx) -> String {
             let _ = writeln!(
                 s,
                 "- Throttle reasons seen at least once: {}.",
-                t.throttle_reasons
-                    .iter()
-                    .map(|r| format!("`{}`", r.replace('`', "'")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                t.throttle_reasons.iter().map(|r| format!("`{}`", r.replace('`', "'"))).collect::<Vec<_>>().join(", ")
             );
         }
         if t.thermal_pauses.is_empty() {
@@ -1930,45 +1578,19 @@ fn telemetry_section(ctx: &Ctx) -> String {
 fn host_facts(ctx: &Ctx) -> String {
     let h = &ctx.input.results.verification.host;
     let mut rows = vec![
-        vec![
-            "Host".into(),
-            format!("{} (id {})", cell(&h.hostname), cell(&h.host_id)),
-        ],
+        vec!["Host".into(), format!("{} (id {})", cell(&h.hostname), cell(&h.host_id))],
         vec!["Kernel".into(), cell(&h.kernel)],
-        vec![
-            "CPU".into(),
-            format!("{}, {} logical CPUs", cell(&h.cpu_model), h.cpus),
-        ],
+        vec!["CPU".into(), format!("{}, {} logical CPUs", cell(&h.cpu_model), h.cpus)],
         vec![
             "RAM".into(),
-            format!(
-                "{} GiB total, {} GiB available",
-                plain(gib(h.ram_total)),
-                num(gib(h.ram_available))
-            ),
+            format!("{} GiB total, {} GiB available", plain(gib(h.ram_total)), num(gib(h.ram_available))),
         ],
-        vec![
-            "Swap".into(),
-            format!(
-                "{} GiB total, {} GiB free",
-                plain(gib(h.swap_total)),
-                plain(gib(h.swap_free))
-            ),
-        ],
+        vec!["Swap".into(), format!("{} GiB total, {} GiB free", plain(gib(h.swap_total)), plain(gib(h.swap_free)))],
         vec![
             "Memory limit of the agent's cgroup".into(),
-            h.cgroup_memory_limit
-                .map(|b| format!("{} GiB", num(gib(b))))
-                .unwrap_or_else(|| "none".into()),
+            h.cgroup_memory_limit.map(|b| format!("{} GiB", num(gib(b)))).unwrap_or_else(|| "none".into()),
         ],
-        vec![
-            "Model store".into(),
-            format!(
-                "{} ({} GiB free)",
-                cell(&h.model_store),
-                num(gib(h.disk_free))
-            ),
-        ],
+        vec!["Model store".into(), format!("{} ({} GiB free)", cell(&h.model_store), num(gib(h.disk_free)))],
     ];
     for g in &h.gpus {
         rows.push(vec![
@@ -1978,12 +1600,8 @@ fn host_facts(ctx: &Ctx) -> String {
                 cell(&g.name),
                 plain(gib(g.vram_total)),
                 num(gib(g.vram_used)),
-                g.temperature_c
-                    .map(|t| format!("{t} °C"))
-                    .unwrap_or_else(|| "temperature unknown".into()),
-                g.power_w
-                    .map(|p| format!("{} W", num(p)))
-                    .unwrap_or_else(|| "power unknown".into()),
+                g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_else(|| "temperature unknown".into()),
+                g.power_w.map(|p| format!("{} W", num(p))).unwrap_or_else(|| "power unknown".into()),
                 cell(&g.driver)
             ),
         ]);
@@ -1997,46 +1615,24 @@ fn host_facts(ctx: &Ctx) -> String {
             Some(v) => format!(
                 "{}, runtimes: {}",
                 cell(v),
-                if h.docker_runtimes.is_empty() {
-                    DASH.to_string()
-                } else {
-                    cell(&h.docker_runtimes.join(", "))
-                }
+                if h.docker_runtimes.is_empty() { DASH.to_string() } else { cell(&h.docker_runtimes.join(", ")) }
             ),
-            None => h
-                .docker_note
-                .as_deref()
-                .map(cell)
-                .unwrap_or_else(|| "not reachable".into()),
+            None => h.docker_note.as_deref().map(cell).unwrap_or_else(|| "not reachable".into()),
         },
     ]);
     table(&["Item", "Value"], &[], &rows)
 }
 
 fn decode_chart(ctx: &Ctx) -> String {
-    let bars: Vec<(String, Option<f64>)> = ctx
-        .views
-        .iter()
-        .map(|v| (v.r.model.clone(), v.all.client_tps.map(|s| s.mean)))
-        .collect();
-    charts::bar_chart(
-        "Decode tokens/s by model (client-side mean)",
-        "tok/s",
-        &bars,
-    )
+    let bars: Vec<(String, Option<f64>)> =
+        ctx.views.iter().map(|v| (v.r.model.clone(), v.all.client_tps.map(|s| s.mean))).collect();
+    charts::bar_chart("Decode tokens/s by model (client-side mean)", "tok/s", &bars)
 }
 
 fn ttft_chart(ctx: &Ctx) -> String {
-    let bars: Vec<(String, Option<f64>)> = ctx
-        .views
-        .iter()
-        .map(|v| (v.r.model.clone(), v.all.ttft_ms.map(|s| s.mean)))
-        .collect();
-    charts::bar_chart(
-        "Time to first token by model (client-side mean)",
-        "ms",
-        &bars,
-    )
+    let bars: Vec<(String, Option<f64>)> =
+        ctx.views.iter().map(|v| (v.r.model.clone(), v.all.ttft_ms.map(|s| s.mean))).collect();
+    charts::bar_chart("Time to first token by model (client-side mean)", "ms", &bars)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2044,31 +1640,21 @@ fn ttft_chart(ctx: &Ctx) -> String {
 
 fn deployment_guide(ctx: &Ctx) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Deployment guide — {} (cycle {})\n",
-        inline(&ctx.plan.name),
-        ctx.cycle()
-    );
+    let _ = writeln!(s, "# Deployment guide — {} (cycle {})\n", inline(&ctx.plan.name), ctx.cycle());
     s.push_str(&nav("deployment-guide.md"));
     s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Where the Writer recorded the command it started the engine with, step 1 quotes it as it ran; the other steps are derived from the settings. Follow the steps in order; every command can be pasted as it is.\n");
     let host = &ctx.input.results.verification.host;
     let mut any = false;
     for v in ctx.measured() {
         let (Some(spec), Some(e)) = (v.spec, v.settings.as_ref()) else {
-            let _ = writeln!(
-                s,
-                "\n## {}\n\nThe plan no longer lists this model, so its settings are unknown.",
-                v.name()
-            );
+            let _ =
+                writeln!(s, "\n## {}\n\nThe plan no longer lists this model, so its settings are unknown.", v.name());
             continue;
         };
         any = true;
         let _ = writeln!(s, "\n## {}\n", v.name());
         match (e.attempt, e.changes.is_empty()) {
-            (Some(n), true) if n <= 1 => {
-                s.push_str("Measured on the first attempt with the plan's settings.\n\n")
-            }
+            (Some(n), true) if n <= 1 => s.push_str("Measured on the first attempt with the plan's settings.\n\n"),
             (n, _) => {
                 let _ = writeln!(
                     s,
@@ -2077,11 +1663,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
                     if e.changes.is_empty() {
                         "none".to_string()
                     } else {
-                        e.changes
-                            .iter()
-                            .map(|c| cell(c))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        e.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
                     }
                 );
             }
@@ -2105,37 +1687,19 @@ fn deployment_guide(ctx: &Ctx) -> String {
                     Runtime::Process => "host process".into(),
                 },
             ],
-            vec![
-                "Model".into(),
-                cell(
-                    e.tag
-                        .as_deref()
-                        .or(e.model_path.as_deref())
-                        .unwrap_or(&spec.name),
-                ),
-            ],
+            vec!["Model".into(), cell(e.tag.as_deref().or(e.model_path.as_deref()).unwrap_or(&spec.name))],
         ];
         if spec.runtime == Runtime::Docker {
-            rows.push(vec![
-                "Image".into(),
-                spec.image
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| DASH.into()),
-            ]);
+            rows.push(vec!["Image".into(), spec.image.as_deref().map(cell).unwrap_or_else(|| DASH.into())]);
             rows.push(vec![
                 "Memory limit".into(),
-                e.memory_limit_gb
-                    .map(|g| format!("{} GiB (swap off)", num(g)))
-                    .unwrap_or_else(|| "none".into()),
+                e.memory_limit_gb.map(|g| format!("{} GiB (swap off)", num(g))).unwrap_or_else(|| "none".into()),
             ]);
             rows.push(vec![
                 "GPUs".into(),
                 match &spec.gpus {
                     Some(GpuRequest::All) => "all".into(),
-                    Some(GpuRequest::Indices(ix)) => {
-                        ix.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-                    }
+                    Some(GpuRequest::Indices(ix)) => ix.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
                     Some(GpuRequest::None) | None => "none".into(),
                 },
             ]);
@@ -2149,10 +1713,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
             },
         ]);
         rows.push(vec!["Context".into(), format!("{} tokens", e.context)]);
-        rows.push(vec![
-            "Parallel slots".into(),
-            ctx.plan.defaults.parallel.to_string(),
-        ]);
+        rows.push(vec!["Parallel slots".into(), ctx.plan.defaults.parallel.to_string()]);
         rows.push(vec![
             "GPU layers".into(),
             match e.gpu_layers {
@@ -2162,14 +1723,9 @@ fn deployment_guide(ctx: &Ctx) -> String {
         ]);
         rows.push(vec![
             "CPU threads".into(),
-            e.threads
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "engine default".into()),
+            e.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into()),
         ]);
-        rows.push(vec![
-            "Load timeout".into(),
-            format!("{} s", e.load_timeout_s),
-        ]);
+        rows.push(vec!["Load timeout".into(), format!("{} s", e.load_timeout_s)]);
         for (k, val) in &e.env {
             rows.push(vec![format!("Environment {}", cell(k)), cell(val)]);
         }
@@ -2181,37 +1737,23 @@ fn deployment_guide(ctx: &Ctx) -> String {
             format!(
                 "{} (layers on GPU: {})",
                 cell(&v.r.manifest.engine),
-                v.r.manifest
-                    .gpu_layers
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| DASH.into())
+                v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
             ),
         ]);
         s.push_str(&table(&["Setting", "Value"], &[], &rows));
         let ran = v.r.deployment.as_slice();
         match spec.runtime {
-            Runtime::Docker => {
-                docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran)
-            }
+            Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran),
             Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port, ran),
         }
     }
     if !any {
         s.push_str("\nNo model was measured, so there are no settings to recommend yet.\n");
     }
-    let not: Vec<String> = ctx
-        .views
-        .iter()
-        .filter(|v| !v.measured())
-        .map(|v| format!("{} ({})", v.name(), outcome(v)))
-        .collect();
+    let not: Vec<String> =
+        ctx.views.iter().filter(|v| !v.measured()).map(|v| format!("{} ({})", v.name(), outcome(v))).collect();
     if !not.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nNot covered here because they were not measured: {}.",
-            not.join("; ")
-        );
+        let _ = writeln!(s, "\nNot covered here because they were not measured: {}.", not.join("; "));
     }
     s
 }
@@ -2221,10 +1763,7 @@ fn engine_env(plan: &Plan, spec: &ModelSpec, e: &Effective) -> BTreeMap<String, 
     let mut env = BTreeMap::new();
     if spec.engine == EngineKind::Ollama {
         env.insert("OLLAMA_CONTEXT_LENGTH".to_string(), e.context.to_string());
-        env.insert(
-            "OLLAMA_NUM_PARALLEL".to_string(),
-            plan.defaults.parallel.to_string(),
-        );
+        env.insert("OLLAMA_NUM_PARALLEL".to_string(), plan.defaults.parallel.to_string());
     }
     env.extend(e.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
@@ -2260,19 +1799,14 @@ fn command_lines(words: &[String]) -> String {
     let mut i = 0;
     while i < words.len() {
         let w = shell_word(&words[i]);
-        if lines.len() == 1
-            && i > 0
-            && !words[..i].iter().any(|w| w.starts_with('-'))
-            && !words[i].starts_with('-')
-        {
+        if lines.len() == 1 && i > 0 && !words[..i].iter().any(|w| w.starts_with('-')) && !words[i].starts_with('-') {
             // The command itself (`docker run`, `VAR=x llama-server`) stays on the first line.
             if let Some(first) = lines.last_mut() {
                 first.push(' ');
                 first.push_str(&w);
             }
             i += 1;
-        } else if words[i].starts_with('-') && i + 1 < words.len() && !words[i + 1].starts_with('-')
-        {
+        } else if words[i].starts_with('-') && i + 1 < words.len() && !words[i + 1].starts_with('-') {
             lines.push(format!("{w} {}", shell_word(&words[i + 1])));
             i += 2;
         } else {
@@ -2285,11 +1819,7 @@ fn command_lines(words: &[String]) -> String {
 
 /// Step 1: the command the Writer recorded, verbatim, or the one the settings give.
 fn start_step(s: &mut String, derived: &[String], ran: &[String]) {
-    let ran: Vec<&str> = ran
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let ran: Vec<&str> = ran.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
     if ran.is_empty() {
         s.push_str("\n**1. Start the engine**\n\n");
         s.push_str(&fence(&command_lines(derived), "sh"));
@@ -2304,11 +1834,7 @@ fn flag_value(ran: &[String], flag: &str) -> Option<String> {
     let words: Vec<&str> = ran.iter().flat_map(|l| l.split_whitespace()).collect();
     let prefix = format!("{flag}=");
     words.iter().enumerate().find_map(|(i, w)| {
-        let v = if *w == flag {
-            words.get(i + 1).copied()
-        } else {
-            w.strip_prefix(prefix.as_str())
-        }?;
+        let v = if *w == flag { words.get(i + 1).copied() } else { w.strip_prefix(prefix.as_str()) }?;
         let v = v.trim_matches(|c| c == '\'' || c == '"');
         (!v.is_empty()).then(|| v.to_string())
     })
@@ -2323,17 +1849,8 @@ fn docker_memory(gb: f64) -> String {
 }
 
 fn container_name(spec: &ModelSpec) -> String {
-    let n: String = spec
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let n: String =
+        spec.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     format!("tc-{n}")
 }
 
@@ -2349,17 +1866,12 @@ fn docker_steps(
     let compose_name = container_name(spec);
     // Later steps address the container and port that actually ran, when the command says.
     let name = flag_value(ran, "--name").unwrap_or_else(|| compose_name.clone());
-    let port = flag_value(ran, "-p")
-        .and_then(|p| p.split(':').rev().nth(1).and_then(|h| h.parse().ok()))
-        .unwrap_or(port);
+    let port =
+        flag_value(ran, "-p").and_then(|p| p.split(':').rev().nth(1).and_then(|h| h.parse().ok())).unwrap_or(port);
     let image = spec.image.clone().unwrap_or_else(|| "IMAGE".into());
     let (container_port, volume, cmd) = match spec.engine {
         EngineKind::Ollama => {
-            let store = if model_store.trim().is_empty() {
-                "ollama".to_string()
-            } else {
-                model_store.to_string()
-            };
+            let store = if model_store.trim().is_empty() { "ollama".to_string() } else { model_store.to_string() };
             (11434u16, format!("{store}:/root/.ollama"), Vec::new())
         }
         EngineKind::LlamaServer => {
@@ -2369,37 +1881,19 @@ fn docker_steps(
                 .map(|(d, f)| (d.to_string(), f.to_string()))
                 .unwrap_or((".".into(), path.clone()));
             let dir = if dir.is_empty() { "/".to_string() } else { dir };
-            (
-                8080u16,
-                format!("{dir}:/models:ro"),
-                llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080),
-            )
+            (8080u16, format!("{dir}:/models:ro"), llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080))
         }
     };
     let env = engine_env(plan, spec, e);
-    let mut words: Vec<String> = vec![
-        "docker".into(),
-        "run".into(),
-        "-d".into(),
-        "--name".into(),
-        name.clone(),
-    ];
+    let mut words: Vec<String> = vec!["docker".into(), "run".into(), "-d".into(), "--name".into(), name.clone()];
     if let Some(gb) = e.memory_limit_gb {
-        words.extend([
-            "--memory".into(),
-            docker_memory(gb),
-            "--memory-swap".into(),
-            docker_memory(gb),
-        ]);
+        words.extend(["--memory".into(), docker_memory(gb), "--memory-swap".into(), docker_memory(gb)]);
     }
     match &spec.gpus {
         Some(GpuRequest::All) => words.extend(["--gpus".into(), "all".into()]),
         Some(GpuRequest::Indices(ix)) => words.extend([
             "--gpus".into(),
-            format!(
-                "\"device={}\"",
-                ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-            ),
+            format!("\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
         ]),
         Some(GpuRequest::None) | None => {}
     }
@@ -2416,14 +1910,7 @@ fn docker_steps(
         EngineKind::Ollama => {
             let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
             s.push_str("\n**2. Pull the model**\n\n");
-            s.push_str(&fence(
-                &format!(
-                    "docker exec {} ollama pull {}",
-                    shell_word(&name),
-                    shell_word(&tag)
-                ),
-                "sh",
-            ));
+            s.push_str(&fence(&format!("docker exec {} ollama pull {}", shell_word(&name), shell_word(&tag)), "sh"));
             s.push_str("\n**3. Ask it something with the measured options**\n\n");
             let mut options = serde_json::Map::new();
             options.insert("num_ctx".into(), e.context.into());
@@ -2438,10 +1925,7 @@ fn docker_steps(
             options.insert("num_predict".into(), plan.defaults.max_tokens.into());
             let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": options });
             let body = serde_json::to_string(&body).unwrap_or_default();
-            s.push_str(&fence(
-                &format!("curl -s {base}/api/generate \\\n  -d {}", shell_word(&body)),
-                "sh",
-            ));
+            s.push_str(&fence(&format!("curl -s {base}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
         }
         EngineKind::LlamaServer => {
             s.push_str("\n**2. Wait until it is healthy**\n\n");
@@ -2452,28 +1936,13 @@ fn docker_steps(
     }
     s.push_str("\n**4. The same as a compose service**\n\n");
     let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "services:\n  {}:",
-        compose_name.trim_start_matches("tc-")
-    );
+    let _ = writeln!(y, "services:\n  {}:", compose_name.trim_start_matches("tc-"));
     let _ = writeln!(y, "    image: {}", yaml_str(&image));
     let _ = writeln!(y, "    container_name: {}", yaml_str(&compose_name));
     if !cmd.is_empty() {
-        let _ = writeln!(
-            y,
-            "    command: [{}]",
-            cmd.iter()
-                .map(|c| yaml_str(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(y, "    command: [{}]", cmd.iter().map(|c| yaml_str(c)).collect::<Vec<_>>().join(", "));
     }
-    let _ = writeln!(
-        y,
-        "    ports:\n      - {}",
-        yaml_str(&format!("127.0.0.1:{port}:{container_port}"))
-    );
+    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{port}:{container_port}")));
     if !env.is_empty() {
         y.push_str("    environment:\n");
         for (k, v) in &env {
@@ -2482,12 +1951,7 @@ fn docker_steps(
     }
     let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&volume));
     if let Some(gb) = e.memory_limit_gb {
-        let _ = writeln!(
-            y,
-            "    mem_limit: {}\n    memswap_limit: {}",
-            docker_memory(gb),
-            docker_memory(gb)
-        );
+        let _ = writeln!(y, "    mem_limit: {}\n    memswap_limit: {}", docker_memory(gb), docker_memory(gb));
     }
     match &spec.gpus {
         Some(GpuRequest::All) => y.push_str(
@@ -2521,19 +1985,10 @@ fn openai_curl(plan: &Plan, base: &str) -> String {
     )
 }
 
-fn process_steps(
-    s: &mut String,
-    plan: &Plan,
-    spec: &ModelSpec,
-    e: &Effective,
-    port: u16,
-    ran: &[String],
-) {
+fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
     // The health and request steps go to the port that actually ran; compose keeps the plan's.
     let plan_port = port;
-    let port = flag_value(ran, "--port")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(port);
+    let port = flag_value(ran, "--port").and_then(|p| p.parse().ok()).unwrap_or(port);
     let binary = spec.binary.clone().unwrap_or_else(|| "llama-server".into());
     let model = e.model_path.clone().unwrap_or_default();
     let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -2548,43 +2003,22 @@ fn process_steps(
     s.push_str(&fence(&openai_curl(plan, &base), "sh"));
     s.push_str("\n**4. As a compose service**\n\n");
     s.push_str("This model ran as a host process, not in a container. To run it under compose, use a `llama-server` image of your choice (set `image` below: threadcycle did not measure one) with the same arguments:\n\n");
-    let (dir, file) = model
-        .rsplit_once('/')
-        .map(|(d, f)| (d.to_string(), f.to_string()))
-        .unwrap_or((".".into(), model.clone()));
+    let (dir, file) =
+        model.rsplit_once('/').map(|(d, f)| (d.to_string(), f.to_string())).unwrap_or((".".into(), model.clone()));
     let dir = if dir.is_empty() { "/".to_string() } else { dir };
     let args = llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080);
     let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "services:\n  {}:",
-        container_name(spec).trim_start_matches("tc-")
-    );
+    let _ = writeln!(y, "services:\n  {}:", container_name(spec).trim_start_matches("tc-"));
     y.push_str("    image: \"REPLACE-WITH-A-LLAMA-SERVER-IMAGE\"\n");
-    let _ = writeln!(
-        y,
-        "    command: [{}]",
-        args.iter()
-            .map(|c| yaml_str(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(
-        y,
-        "    ports:\n      - {}",
-        yaml_str(&format!("127.0.0.1:{plan_port}:8080"))
-    );
+    let _ = writeln!(y, "    command: [{}]", args.iter().map(|c| yaml_str(c)).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{plan_port}:8080")));
     if !e.env.is_empty() {
         y.push_str("    environment:\n");
         for (k, v) in &e.env {
             let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
         }
     }
-    let _ = writeln!(
-        y,
-        "    volumes:\n      - {}",
-        yaml_str(&format!("{dir}:/models:ro"))
-    );
+    let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&format!("{dir}:/models:ro")));
     s.push_str(&fence(&y, "yaml"));
 }
 
@@ -2593,31 +2027,15 @@ fn process_steps(
 
 fn troubleshooting(ctx: &Ctx) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Troubleshooting log — {} (cycle {})\n",
-        inline(&ctx.plan.name),
-        ctx.cycle()
-    );
+    let _ = writeln!(s, "# Troubleshooting log — {} (cycle {})\n", inline(&ctx.plan.name), ctx.cycle());
     s.push_str(&nav("troubleshooting.md"));
     let recorded: BTreeSet<&str> = ctx.escalations.iter().map(|e| e.id.as_str()).collect();
-    let missing: Vec<&String> = ctx
-        .input
-        .results
-        .escalations
-        .iter()
-        .filter(|id| !recorded.contains(id.as_str()))
-        .collect();
+    let missing: Vec<&String> =
+        ctx.input.results.escalations.iter().filter(|id| !recorded.contains(id.as_str())).collect();
     if ctx.escalations.is_empty() {
-        s.push_str(
-            "No escalations: every model that ran did so without a failure Debug had to handle.\n",
-        );
+        s.push_str("No escalations: every model that ran did so without a failure Debug had to handle.\n");
     } else {
-        let _ = writeln!(
-            s,
-            "{} escalation(s) in this cycle, oldest first.\n",
-            ctx.escalations.len()
-        );
+        let _ = writeln!(s, "{} escalation(s) in this cycle, oldest first.\n", ctx.escalations.len());
         let rows: Vec<Vec<String>> = ctx
             .escalations
             .iter()
@@ -2628,10 +2046,7 @@ fn troubleshooting(ctx: &Ctx) -> String {
                     cell(&e.model),
                     e.attempt.to_string(),
                     class_words(e.class).into(),
-                    e.decision
-                        .as_ref()
-                        .map(|d| action_text(&d.action))
-                        .unwrap_or_else(|| "none recorded".into()),
+                    e.decision.as_ref().map(|d| action_text(&d.action)).unwrap_or_else(|| "none recorded".into()),
                     escalation_outcome(ctx, e).0,
                 ]
             })
@@ -2643,32 +2058,14 @@ fn troubleshooting(ctx: &Ctx) -> String {
         ));
     }
     for (i, e) in ctx.escalations.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "\n## {}. {}, attempt {}: {}\n",
-            i + 1,
-            inline(&e.model),
-            e.attempt,
-            class_words(e.class)
-        );
-        let _ = writeln!(
-            s,
-            "Opened {} · escalation {}\n",
-            inline(&e.opened_at),
-            inline(&e.id)
-        );
+        let _ = writeln!(s, "\n## {}. {}, attempt {}: {}\n", i + 1, inline(&e.model), e.attempt, class_words(e.class));
+        let _ = writeln!(s, "Opened {} · escalation {}\n", inline(&e.opened_at), inline(&e.id));
         s.push_str("### Failure\n\n");
         let _ = writeln!(s, "{}", inline(&e.failure));
         s.push_str("\n### Evidence\n\n");
         let ev = &e.evidence;
         let mut rows: Vec<Vec<String>> = vec![
-            vec![
-                "Exit status".into(),
-                ev.exit_status
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| DASH.into()),
-            ],
+            vec!["Exit status".into(), ev.exit_status.as_deref().map(cell).unwrap_or_else(|| DASH.into())],
             vec![
                 "OOM killed".into(),
                 match ev.oom_killed {
@@ -2677,42 +2074,23 @@ fn troubleshooting(ctx: &Ctx) -> String {
                     None => DASH.into(),
                 },
             ],
-            vec![
-                "Engine error".into(),
-                ev.engine_error
-                    .as_deref()
-                    .map(cell)
-                    .unwrap_or_else(|| DASH.into()),
-            ],
+            vec!["Engine error".into(), ev.engine_error.as_deref().map(cell).unwrap_or_else(|| DASH.into())],
             vec![
                 "Host RAM available".into(),
-                ev.host_ram_available
-                    .map(|b| format!("{} GiB", num(gib(b))))
-                    .unwrap_or_else(|| DASH.into()),
+                ev.host_ram_available.map(|b| format!("{} GiB", num(gib(b)))).unwrap_or_else(|| DASH.into()),
             ],
             vec![
                 "GPU memory free".into(),
-                ev.gpu_free
-                    .map(|b| format!("{} GiB", num(gib(b))))
-                    .unwrap_or_else(|| DASH.into()),
+                ev.gpu_free.map(|b| format!("{} GiB", num(gib(b)))).unwrap_or_else(|| DASH.into()),
             ],
-            vec![
-                "GPU temperature".into(),
-                ev.gpu_temp_c
-                    .map(|t| format!("{t} °C"))
-                    .unwrap_or_else(|| DASH.into()),
-            ],
+            vec!["GPU temperature".into(), ev.gpu_temp_c.map(|t| format!("{t} °C")).unwrap_or_else(|| DASH.into())],
         ];
         rows.push(vec!["Earlier attempts".into(), ev.attempts.to_string()]);
         s.push_str(&table(&["Evidence", "Value"], &[], &rows));
         if ev.log_tail.is_empty() {
             s.push_str("\nNo engine log lines were captured.\n");
         } else {
-            let _ = writeln!(
-                s,
-                "\nLast {} line(s) of the engine log:\n",
-                ev.log_tail.len()
-            );
+            let _ = writeln!(s, "\nLast {} line(s) of the engine log:\n", ev.log_tail.len());
             s.push_str(&fence(&ev.log_tail.join("\n"), "text"));
         }
         s.push_str("\n### Diagnosis\n\n");
@@ -2742,13 +2120,7 @@ fn troubleshooting(ctx: &Ctx) -> String {
                 })
                 .collect();
             s.push_str(&table(
-                &[
-                    "#",
-                    "Option",
-                    "Why it should help",
-                    "Safe for auto",
-                    "Change",
-                ],
+                &["#", "Option", "Why it should help", "Safe for auto", "Change"],
                 &[Align::Right],
                 &rows,
             ));
@@ -2777,11 +2149,7 @@ fn troubleshooting(ctx: &Ctx) -> String {
         let _ = writeln!(
             s,
             "\nThe Writer raised escalation(s) {} but Debug's record of them did not reach Documentation.",
-            missing
-                .iter()
-                .map(|m| inline(m))
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing.iter().map(|m| inline(m)).collect::<Vec<_>>().join(", ")
         );
     }
     s
@@ -2790,10 +2158,7 @@ fn troubleshooting(ctx: &Ctx) -> String {
 /// Short and long outcome of an escalation, from the model's attempts and final status.
 fn escalation_outcome(ctx: &Ctx, e: &EscalationRecord) -> (String, String) {
     let Some(v) = ctx.views.iter().find(|v| v.r.model == e.model) else {
-        return (
-            "unknown".into(),
-            "The results hold nothing for this model.".into(),
-        );
+        return ("unknown".into(), "The results hold nothing for this model.".into());
     };
     let next = v.r.attempts.iter().find(|a| a.number == e.attempt + 1);
     let status = outcome(v);
@@ -2803,32 +2168,17 @@ fn escalation_outcome(ctx: &Ctx, e: &EscalationRecord) -> (String, String) {
             let changes = if a.changes.is_empty() {
                 "no change".to_string()
             } else {
-                a.changes
-                    .iter()
-                    .map(|c| cell(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                a.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
             };
-            let short = if ok {
-                format!("attempt {} ok", a.number)
-            } else {
-                format!("attempt {} failed", a.number)
-            };
+            let short = if ok { format!("attempt {} ok", a.number) } else { format!("attempt {} failed", a.number) };
             let long = format!(
                 "Attempt {} ran with {changes}: {}. Final state: {status}.",
                 a.number,
-                if ok {
-                    "it succeeded".to_string()
-                } else {
-                    cell(&a.outcome)
-                }
+                if ok { "it succeeded".to_string() } else { cell(&a.outcome) }
             );
             (short, long)
         }
-        None => (
-            status.clone(),
-            format!("There was no further attempt. Final state: {status}."),
-        ),
+        None => (status.clone(), format!("There was no further attempt. Final state: {status}.")),
     }
 }
 
@@ -2837,12 +2187,7 @@ fn escalation_outcome(ctx: &Ctx, e: &EscalationRecord) -> (String, String) {
 
 fn business_case(ctx: &Ctx) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Business case — {} (cycle {})\n",
-        inline(&ctx.plan.name),
-        ctx.cycle()
-    );
+    let _ = writeln!(s, "# Business case — {} (cycle {})\n", inline(&ctx.plan.name), ctx.cycle());
     s.push_str(&nav("business-case.md"));
     let Some(cost) = ctx.plan.cost.as_ref() else {
         s.push_str("The plan has no `[cost]` section, so no cost per token can be worked out. Add one like this (the figures are examples: put in your own electricity price, what the box cost, and dated cloud prices):\n\n");
@@ -2860,33 +2205,16 @@ fn business_case(ctx: &Ctx) -> String {
             format!("{} per kWh", usd(cost.electricity_usd_per_kwh)),
             "plan `cost.electricity_usd_per_kwh`".into(),
         ],
-        vec![
-            "Hardware price".into(),
-            usd(cost.hardware_usd),
-            "plan `cost.hardware_usd`".into(),
-        ],
-        vec![
-            "Lifetime".into(),
-            format!("{} years", plain(cost.lifetime_years)),
-            "plan `cost.lifetime_years`".into(),
-        ],
-        vec![
-            "Use".into(),
-            format!("{} hours a day", plain(cost.hours_per_day)),
-            "plan `cost.hours_per_day`".into(),
-        ],
+        vec!["Hardware price".into(), usd(cost.hardware_usd), "plan `cost.hardware_usd`".into()],
+        vec!["Lifetime".into(), format!("{} years", plain(cost.lifetime_years)), "plan `cost.lifetime_years`".into()],
+        vec!["Use".into(), format!("{} hours a day", plain(cost.hours_per_day)), "plan `cost.hours_per_day`".into()],
         {
             let measured = ctx
                 .measured()
-                .filter(|v| {
-                    v.tel()
-                        .is_some_and(|t| t.joules_per_token.is_some() || t.gpu_power_w.is_some())
-                })
+                .filter(|v| v.tel().is_some_and(|t| t.joules_per_token.is_some() || t.gpu_power_w.is_some()))
                 .count();
             let all = ctx.measured().count();
-            let assumed = cost
-                .assumed_power_w
-                .map(|w| format!("{} W assumed", num(w)));
+            let assumed = cost.assumed_power_w.map(|w| format!("{} W assumed", num(w)));
             vec![
                 "Power while generating".into(),
                 match (measured, assumed) {
@@ -2904,11 +2232,7 @@ fn business_case(ctx: &Ctx) -> String {
                 },
             ]
         },
-        vec![
-            "Decode speed".into(),
-            "per model, below".into(),
-            "measured: client-side mean over all requests".into(),
-        ],
+        vec!["Decode speed".into(), "per model, below".into(), "measured: client-side mean over all requests".into()],
     ];
     s.push_str(&table(&["Input", "Value", "Source"], &[], &rows));
     s.push_str("\n## Formulas\n\n");
@@ -2916,9 +2240,7 @@ fn business_case(ctx: &Ctx) -> String {
     s.push_str("- energy per token = the measured joules per generated token (GPU energy over the measured runs ÷ output tokens) where the GPU was sampled; else power W ÷ decode tok/s, with the mean measured GPU power or the assumed power\n");
     s.push_str("- energy per million tokens = energy per token in joules × 10⁶ ÷ 3,600,000 joules per kWh\n");
     s.push_str("- electricity per million tokens = that kWh × electricity price\n");
-    s.push_str(
-        "- hardware per hour of use = hardware price ÷ (lifetime years × 365 × hours a day)\n",
-    );
+    s.push_str("- hardware per hour of use = hardware price ÷ (lifetime years × 365 × hours a day)\n");
     s.push_str("- hardware per million tokens = hardware per hour ÷ tokens per hour × 10⁶\n");
     s.push_str("\nThe figures assume the box generates at the measured single-stream speed for every hour of use, and count output tokens only: prompt tokens are processed far faster (prefill) and are left out. Idle power, cooling and the operator's time are not included. Measured power is the GPU's own draw as NVML reports it: the CPU, memory and power supply losses are not in it, so it is a floor for the wall power; an assumed figure is meant as wall power.\n");
 
@@ -2954,18 +2276,12 @@ fn business_case(ctx: &Ctx) -> String {
         rows.push(vec![
             v.name(),
             format!("{} ({src})", num(tps)),
-            en.watts
-                .map(|w| format!("{} ({})", num(w), en.power_source))
-                .unwrap_or_else(|| DASH.into()),
-            en.j_per_token
-                .map(|j| format!("{} ({})", num(j), en.energy_source))
-                .unwrap_or_else(|| DASH.into()),
+            en.watts.map(|w| format!("{} ({})", num(w), en.power_source)).unwrap_or_else(|| DASH.into()),
+            en.j_per_token.map(|j| format!("{} ({})", num(j), en.energy_source)).unwrap_or_else(|| DASH.into()),
             kwh.map(num).unwrap_or_else(|| DASH.into()),
             energy.map(usd).unwrap_or_else(|| DASH.into()),
             hw.map(usd).unwrap_or_else(|| DASH.into()),
-            total
-                .map(|t| format!("**{}**", usd(t)))
-                .unwrap_or_else(|| DASH.into()),
+            total.map(|t| format!("**{}**", usd(t))).unwrap_or_else(|| DASH.into()),
         ]);
     }
     let mut align = vec![Align::Left];
@@ -2985,12 +2301,7 @@ fn business_case(ctx: &Ctx) -> String {
         &rows,
     ));
     if let Some(h) = hw_per_hour {
-        let _ = writeln!(
-            s,
-            "\nHardware written off over {} hours of use: {} per hour.",
-            plain(hours),
-            usd(h)
-        );
+        let _ = writeln!(s, "\nHardware written off over {} hours of use: {} per hour.", plain(hours), usd(h));
     } else {
         s.push_str("\nThe hardware cannot be written off: lifetime or hours a day is zero.\n");
     }
@@ -3046,16 +2357,11 @@ fn cloud_table(s: &mut String, cost: &CostInputs, totals: &[(String, Option<f64>
         s.push_str("The plan lists no cloud prices: add `[[cost.cloud]]` entries (name, USD per million tokens low and high, and the date of the quote).\n");
         return;
     }
-    let mut headers: Vec<String> =
-        vec!["Cloud offer".into(), "USD per Mtok".into(), "Quoted".into()];
+    let mut headers: Vec<String> = vec!["Cloud offer".into(), "USD per Mtok".into(), "Quoted".into()];
     headers.extend(totals.iter().map(|(n, _)| format!("vs {n}")));
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let mut cloud: Vec<_> = cost.cloud.iter().collect();
-    cloud.sort_by(|a, b| {
-        a.usd_per_mtok_min
-            .total_cmp(&b.usd_per_mtok_min)
-            .then_with(|| a.name.cmp(&b.name))
-    });
+    cloud.sort_by(|a, b| a.usd_per_mtok_min.total_cmp(&b.usd_per_mtok_min).then_with(|| a.name.cmp(&b.name)));
     let rows: Vec<Vec<String>> = cloud
         .iter()
         .map(|c| {
@@ -3074,11 +2380,7 @@ fn cloud_table(s: &mut String, cost: &CostInputs, totals: &[(String, Option<f64>
             row
         })
         .collect();
-    s.push_str(&table(
-        &header_refs,
-        &[Align::Left, Align::Right, Align::Left],
-        &rows,
-    ));
+    s.push_str(&table(&header_refs, &[Align::Left, Align::Right, Align::Left], &rows));
     s.push_str("\nEach \"vs\" cell compares that model's local total per million output tokens with the cloud price. Cloud prices are as quoted on the date shown; check them before deciding.\n");
 }
 
@@ -3087,19 +2389,12 @@ fn compare_price(local: f64, lo: f64, hi: f64) -> String {
         return DASH.into();
     }
     let span = |a: f64, b: f64| {
-        if num(a) == num(b) {
-            format!("{}×", num(a))
-        } else {
-            format!("{}–{}×", num(a), num(b))
-        }
+        if num(a) == num(b) { format!("{}×", num(a)) } else { format!("{}–{}×", num(a), num(b)) }
     };
     if local < lo {
         format!("local {} cheaper", span(lo / local, hi / local))
     } else if local > hi && hi > 0.0 {
-        format!(
-            "cloud {} cheaper",
-            span(local / hi, if lo > 0.0 { local / lo } else { local / hi })
-        )
+        format!("cloud {} cheaper", span(local / hi, if lo > 0.0 { local / lo } else { local / hi }))
     } else {
         "within the cloud range".into()
     }
@@ -3122,8 +2417,7 @@ struct Structure {
 
 fn structure(runs: &[&RunResult]) -> Structure {
     let n = runs.len().max(1) as f64;
-    let mean =
-        |f: &dyn Fn(&RunResult) -> u32| runs.iter().map(|r| f64::from(f(r))).sum::<f64>() / n;
+    let mean = |f: &dyn Fn(&RunResult) -> u32| runs.iter().map(|r| f64::from(f(r))).sum::<f64>() / n;
     let covs: Vec<f64> = runs
         .iter()
         .filter_map(|r| {
@@ -3139,10 +2433,7 @@ fn structure(runs: &[&RunResult]) -> Structure {
         list_items: mean(&|r| r.analysis.list_items),
         tables: mean(&|r| r.analysis.tables),
         coverage: (!covs.is_empty()).then(|| covs.iter().sum::<f64>() / covs.len() as f64),
-        missing: runs
-            .iter()
-            .flat_map(|r| r.analysis.topics_missing.iter().cloned())
-            .collect(),
+        missing: runs.iter().flat_map(|r| r.analysis.topics_missing.iter().cloned()).collect(),
     }
 }
 
@@ -3157,12 +2448,7 @@ fn pct_change(new: f64, base: f64) -> String {
 fn quality(ctx: &Ctx) -> String {
     let plan = ctx.plan;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Answer quality — {} (cycle {})\n",
-        inline(&plan.name),
-        ctx.cycle()
-    );
+    let _ = writeln!(s, "# Answer quality — {} (cycle {})\n", inline(&plan.name), ctx.cycle());
     s.push_str(&nav("quality.md"));
     s.push_str("The structure of each answer, read with a markdown parser, and how many of the prompt's required topics (the plan's rubric) it mentions. These are structural measures: they say whether an answer is complete and organised, not whether it is correct. Figures are means over the repetitions.\n");
     let prompt_spec = |id: &str| plan.prompts.iter().find(|p| p.id == id);
@@ -3171,9 +2457,7 @@ fn quality(ctx: &Ctx) -> String {
     for v in ctx.measured() {
         for id in v.prompt_ids(plan) {
             let st = structure(&v.runs_of(&id));
-            let rubric = prompt_spec(&id)
-                .map(|p: &PromptSpec| p.required_topics.len())
-                .unwrap_or(0);
+            let rubric = prompt_spec(&id).map(|p: &PromptSpec| p.required_topics.len()).unwrap_or(0);
             rows.push(vec![
                 v.name(),
                 cell(&id),
@@ -3190,11 +2474,7 @@ fn quality(ctx: &Ctx) -> String {
                 if st.missing.is_empty() {
                     DASH.into()
                 } else {
-                    st.missing
-                        .iter()
-                        .map(|m| cell(m))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    st.missing.iter().map(|m| cell(m)).collect::<Vec<_>>().join(", ")
                 },
             ]);
         }
@@ -3231,10 +2511,16 @@ fn quality(ctx: &Ctx) -> String {
         .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
         .map(|(_, _, m)| m);
     match smallest {
-        None => s.push_str("The plan gives no parameter counts (`params_b`), so there is no smallest model to use as the baseline.\n"),
+        None => s.push_str(
+            "The plan gives no parameter counts (`params_b`), so there is no smallest model to use as the baseline.\n",
+        ),
         Some(base) => match ctx.measured().find(|v| v.r.model == base.name) {
             None => {
-                let _ = writeln!(s, "The baseline is the plan's smallest model, {}, but it was not measured, so there is nothing to compare against.", inline(&base.name));
+                let _ = writeln!(
+                    s,
+                    "The baseline is the plan's smallest model, {}, but it was not measured, so there is nothing to compare against.",
+                    inline(&base.name)
+                );
             }
             Some(bv) => {
                 let _ = writeln!(
@@ -3258,12 +2544,22 @@ fn quality(ctx: &Ctx) -> String {
                             match (bs.coverage, st.coverage) {
                                 (Some(a), Some(b)) => {
                                     let d = (b - a) * 100.0;
-                                    format!("{} → {} ({}{:.0} points)", percent(a), percent(b), if d >= 0.0 { "+" } else { "−" }, d.abs())
+                                    format!(
+                                        "{} → {} ({}{:.0} points)",
+                                        percent(a),
+                                        percent(b),
+                                        if d >= 0.0 { "+" } else { "−" },
+                                        d.abs()
+                                    )
                                 }
                                 _ => DASH.into(),
                             },
                             format!("{} → {}", count(bs.code_blocks), count(st.code_blocks)),
-                            format!("{} → {}", count(bs.headings + bs.list_items + bs.tables), count(st.headings + st.list_items + st.tables)),
+                            format!(
+                                "{} → {}",
+                                count(bs.headings + bs.list_items + bs.tables),
+                                count(st.headings + st.list_items + st.tables)
+                            ),
                         ]);
                     }
                 }
@@ -3271,7 +2567,14 @@ fn quality(ctx: &Ctx) -> String {
                     s.push_str("No other model was measured on the same prompts.\n");
                 } else {
                     s.push_str(&table(
-                        &["Model", "Prompt", "Words", "Rubric covered", "Code blocks", "Headings + list items + tables"],
+                        &[
+                            "Model",
+                            "Prompt",
+                            "Words",
+                            "Rubric covered",
+                            "Code blocks",
+                            "Headings + list items + tables",
+                        ],
                         &[],
                         &rows,
                     ));
@@ -3287,27 +2590,15 @@ fn quality(ctx: &Ctx) -> String {
             let Some(r) = v.runs_of(&id).into_iter().next() else {
                 continue;
             };
-            let _ = writeln!(
-                s,
-                "\n### {} — {} (repetition {})\n",
-                v.name(),
-                inline(&id),
-                r.repetition
-            );
+            let _ = writeln!(s, "\n### {} — {} (repetition {})\n", v.name(), inline(&id), r.repetition);
             if let Some(p) = prompt_spec(&id).filter(|p| !p.title.trim().is_empty()) {
                 let _ = writeln!(s, "Prompt: {}\n", inline(&p.title));
             }
-            let full = r
-                .answer
-                .as_ref()
-                .and_then(|b| ctx.input.answers.get(&b.key));
+            let full = r.answer.as_ref().and_then(|b| ctx.input.answers.get(&b.key));
             match full {
                 Some(text) => {
-                    let _ = writeln!(
-                        s,
-                        "Full answer, {} words, {} output tokens:\n",
-                        r.analysis.words, r.output_tokens
-                    );
+                    let _ =
+                        writeln!(s, "Full answer, {} words, {} output tokens:\n", r.analysis.words, r.output_tokens);
                     s.push_str(&fence(text, "text"));
                 }
                 None => {
@@ -3333,10 +2624,7 @@ fn results_json(results: &BenchmarkResults) -> String {
             s.push('\n');
             s
         }
-        Err(e) => format!(
-            "{{\"error\": {}}}\n",
-            yaml_str(&format!("the results could not be serialised: {e}"))
-        ),
+        Err(e) => format!("{{\"error\": {}}}\n", yaml_str(&format!("the results could not be serialised: {e}"))),
     }
 }
 
@@ -3351,17 +2639,11 @@ fn csv_field(s: &str) -> String {
 
 /// A text field from outside: spreadsheet formula starters are defused with a leading `'`.
 fn csv_text(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        csv_field(&format!("'{s}"))
-    } else {
-        csv_field(s)
-    }
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { csv_field(&format!("'{s}")) } else { csv_field(s) }
 }
 
 fn csv_opt(v: Option<f64>) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| x.to_string())
-        .unwrap_or_default()
+    v.filter(|x| x.is_finite()).map(|x| x.to_string()).unwrap_or_default()
 }
 
 /// Column names of `data/results.csv`.
@@ -3413,10 +2695,7 @@ fn telemetry_csv(series: &[(String, Series)]) -> String {
     }
     out.push_str("\r\n");
     for (model, s) in series {
-        let index: Vec<Option<usize>> = columns
-            .iter()
-            .map(|c| s.columns.iter().position(|x| x == c))
-            .collect();
+        let index: Vec<Option<usize>> = columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
         for row in &s.rows {
             out.push_str(&csv_text(model));
             for i in &index {
@@ -3469,18 +2748,8 @@ fn results_csv(results: &BenchmarkResults) -> String {
                 a.tables.to_string(),
                 csv_text(&a.topics_covered.join("; ")),
                 csv_text(&a.topics_missing.join("; ")),
-                csv_text(
-                    r.answer
-                        .as_ref()
-                        .map(|b| b.key.as_str())
-                        .unwrap_or_default(),
-                ),
-                csv_text(
-                    r.answer
-                        .as_ref()
-                        .map(|b| b.sha256.as_str())
-                        .unwrap_or_default(),
-                ),
+                csv_text(r.answer.as_ref().map(|b| b.key.as_str()).unwrap_or_default()),
+                csv_text(r.answer.as_ref().map(|b| b.sha256.as_str()).unwrap_or_default()),
                 csv_text(&r.excerpt),
             ];
             out.push_str(&row.join(","));
@@ -3498,8 +2767,8 @@ pub(crate) mod tests {
     use super::*;
     use protocol::messages::VerificationReport;
     use protocol::results::{
-        AnswerAnalysis, Attempt, BlobRef, Check, Decision, Evidence, GpuInfo, HostFacts, Manifest,
-        Percentiles, RemedyOption, ThermalPause,
+        AnswerAnalysis, Attempt, BlobRef, Check, Decision, Evidence, GpuInfo, HostFacts, Manifest, Percentiles,
+        RemedyOption, ThermalPause,
     };
 
     /// An answer meant to break out of every context it is shown in.
@@ -3607,27 +2876,16 @@ cloud = [
         RunResult {
             prompt_id: prompt.into(),
             repetition: rep,
-            nonce: format!(
-                "{:08x}",
-                (ttft * 1000.0) as u64 ^ u64::from(tokens) << 20 ^ u64::from(rep)
-            ),
+            nonce: format!("{:08x}", (ttft * 1000.0) as u64 ^ u64::from(tokens) << 20 ^ u64::from(rep)),
             ttft_ms: ttft,
             e2e_ms: e2e,
             tpot_ms: Some((e2e - ttft) / f64::from(tokens - 1)),
-            itl_ms: Some(Percentiles {
-                p50: 1000.0 / tps,
-                p90: 1150.0 / tps,
-                p99: 1400.0 / tps,
-            }),
+            itl_ms: Some(Percentiles { p50: 1000.0 / tps, p90: 1150.0 / tps, p99: 1400.0 / tps }),
             output_tokens: tokens,
             prompt_tokens: Some(412),
             client_decode_tps: Some(tps),
             engine_decode_tps: Some(tps * 1.03),
-            engine_prefill_tps: Some(if tps > 20.0 {
-                2150.0 + f64::from(rep) * 20.0
-            } else {
-                48.0 + f64::from(rep)
-            }),
+            engine_prefill_tps: Some(if tps > 20.0 { 2150.0 + f64::from(rep) * 20.0 } else { 48.0 + f64::from(rep) }),
             engine_prompt_ms: Some(if tps > 20.0 { 190.0 } else { 8500.0 }),
             finish_reason: Some(if tokens >= 1024 { "length" } else { "stop" }.into()),
             analysis: AnswerAnalysis {
@@ -3649,12 +2907,7 @@ cloud = [
     }
 
     fn metric(peak: f64, mean: f64, min: f64, samples: u32) -> Option<MetricSummary> {
-        Some(MetricSummary {
-            peak,
-            mean,
-            min,
-            samples,
-        })
+        Some(MetricSummary { peak, mean, min, samples })
     }
 
     /// The sampler's CSV for `points` intervals of `step_s`; `gpu` adds the GPU columns' values.
@@ -3672,11 +2925,7 @@ cloud = [
             let gpu_cols = match gpu {
                 Some((temp, watts)) => {
                     let t = 40.0 + (temp - 40.0) * f.sqrt();
-                    let w = if i == 0 {
-                        60.0
-                    } else {
-                        watts - 8.0 * (f * 7.0).sin()
-                    };
+                    let w = if i == 0 { 60.0 } else { watts - 8.0 * (f * 7.0).sin() };
                     format!(
                         ",96,99,{t:.1},{:.1},{w:.1},{:.1},{},{},{},{},2520,2520,10501,10501,{},{}",
                         t + 0.5,
@@ -3754,22 +3003,15 @@ cloud = [
             docker_runtimes: vec!["nvidia".into(), "runc".into()],
             docker_note: None,
         };
-        let check =
-            |name: &str, status, measured: &str, threshold: Option<&str>, detail: &str| Check {
-                name: name.into(),
-                status,
-                measured: measured.into(),
-                threshold: threshold.map(str::to_string),
-                detail: detail.into(),
-            };
+        let check = |name: &str, status, measured: &str, threshold: Option<&str>, detail: &str| Check {
+            name: name.into(),
+            status,
+            measured: measured.into(),
+            threshold: threshold.map(str::to_string),
+            detail: detail.into(),
+        };
         let checks = vec![
-            check(
-                "ram.total",
-                CheckStatus::Pass,
-                "64.0 GiB",
-                Some("≥ 32 GiB"),
-                "enough for 70B with partial offload",
-            ),
+            check("ram.total", CheckStatus::Pass, "64.0 GiB", Some("≥ 32 GiB"), "enough for 70B with partial offload"),
             check(
                 "disk.free",
                 CheckStatus::Warn,
@@ -3777,20 +3019,8 @@ cloud = [
                 Some("≥ 500 GiB"),
                 "free space under /srv/ollama is below the plan's minimum",
             ),
-            check(
-                "gpu.nvml",
-                CheckStatus::Pass,
-                "NVIDIA GeForce RTX 4090, 24 GiB",
-                None,
-                "driver 550.120",
-            ),
-            check(
-                "docker.nvidia_runtime",
-                CheckStatus::Pass,
-                "nvidia, runc",
-                None,
-                "GPU containers can start",
-            ),
+            check("gpu.nvml", CheckStatus::Pass, "NVIDIA GeForce RTX 4090, 24 GiB", None, "driver 550.120"),
+            check("docker.nvidia_runtime", CheckStatus::Pass, "nvidia, runc", None, "GPU containers can start"),
             check(
                 "engine.version",
                 CheckStatus::Unavailable,
@@ -3818,15 +3048,7 @@ cloud = [
             suggestion: suggestion.map(str::to_string),
         };
         let verdicts = vec![
-            verdict(
-                "qwen25-coder-14b",
-                Fit::Go,
-                10.8,
-                1.2,
-                Some((49, 49)),
-                "fits wholly in VRAM",
-                None,
-            ),
+            verdict("qwen25-coder-14b", Fit::Go, 10.8, 1.2, Some((49, 49)), "fits wholly in VRAM", None),
             verdict(
                 "llama31-70b",
                 Fit::GoPartialOffload,
@@ -3887,11 +3109,7 @@ cloud = [
         let mut llama_runs = Vec::new();
         for rep in 1..=3 {
             // The first TTFT is far slower: the KV cache was still being paged in.
-            let ttft = if rep == 1 {
-                9400.0
-            } else {
-                4150.0 + f64::from(rep) * 40.0
-            };
+            let ttft = if rep == 1 { 9400.0 } else { 4150.0 + f64::from(rep) * 40.0 };
             llama_runs.push(run(
                 "lab-architecture",
                 rep,
@@ -3930,11 +3148,9 @@ cloud = [
                 ));
             }
         }
-        for (model, runs) in [
-            ("qwen25-coder-14b", &mut qwen_runs),
-            ("llama31-70b", &mut llama_runs),
-            ("gemma3-270m", &mut gemma_runs),
-        ] {
+        for (model, runs) in
+            [("qwen25-coder-14b", &mut qwen_runs), ("llama31-70b", &mut llama_runs), ("gemma3-270m", &mut gemma_runs)]
+        {
             for r in runs.iter_mut() {
                 if let Some(b) = r.answer.as_mut() {
                     b.key = format!("answers/{model}/{}-{}", r.prompt_id, r.repetition);
@@ -3999,10 +3215,16 @@ cloud = [
                 Attempt {
                     number: 1,
                     changes: vec![],
-                    outcome: "container tc-c42-llama31-70b was killed by the OOM killer at 29.9 GiB of a 30 GiB limit".into(),
+                    outcome: "container tc-c42-llama31-70b was killed by the OOM killer at 29.9 GiB of a 30 GiB limit"
+                        .into(),
                     escalation: Some(esc_id.into()),
                 },
-                Attempt { number: 2, changes: vec!["memory_limit_gb=40".into()], outcome: "ok".into(), escalation: None },
+                Attempt {
+                    number: 2,
+                    changes: vec!["memory_limit_gb=40".into()],
+                    outcome: "ok".into(),
+                    escalation: None,
+                },
             ],
             load_ms: Some(48_200.0),
             runs: llama_runs,
@@ -4030,12 +3252,7 @@ cloud = [
                 engine_cpu_pct: metric(1598.0, 1540.2, 98.0, 1862),
                 host_mem_available_bytes: metric(39.8 * GIB_U as f64, 24.6 * GIB_U as f64, 22.1 * GIB_U as f64, 3724),
                 host_swap_used_bytes: metric(0.2 * GIB_U as f64, 0.1 * GIB_U as f64, 0.0, 3724),
-                thermal_pauses: vec![ThermalPause {
-                    at_s: 1211.4,
-                    temp_c: 84.0,
-                    waited_s: 46.5,
-                    recovered: true,
-                }],
+                thermal_pauses: vec![ThermalPause { at_s: 1211.4, temp_c: 84.0, waited_s: 46.5, recovered: true }],
                 series: Some(BlobRef {
                     key: "telemetry/c42/llama31-70b/attempt-2".into(),
                     sha256: format!("{:064x}", 8),
@@ -4050,9 +3267,7 @@ cloud = [
         let codellama = ModelResult {
             index: 2,
             model: "codellama-34b".into(),
-            status: ModelStatus::Skipped {
-                reason: "the Reader predicts no fit: Q8_0 weights need 35.9 GiB".into(),
-            },
+            status: ModelStatus::Skipped { reason: "the Reader predicts no fit: Q8_0 weights need 35.9 GiB".into() },
             attempts: vec![],
             load_ms: None,
             runs: vec![],
@@ -4188,14 +3403,8 @@ cloud = [
             troubleshooting: vec![escalation],
             answers,
             telemetry_series: [
-                (
-                    "qwen25-coder-14b",
-                    series_csv(31, 2.0, 2.9, Some((71.0, 300.0))),
-                ),
-                (
-                    "llama31-70b",
-                    series_csv(94, 20.0, 33.7, Some((84.0, 160.0))),
-                ),
+                ("qwen25-coder-14b", series_csv(31, 2.0, 2.9, Some((71.0, 300.0)))),
+                ("llama31-70b", series_csv(94, 20.0, 33.7, Some((84.0, 160.0)))),
                 ("gemma3-270m", series_csv(28, 2.0, 0.41, None)),
             ]
             .into_iter()
@@ -4205,10 +3414,7 @@ cloud = [
     }
 
     fn page(files: &[ReportFile], path: &str) -> String {
-        let f = files
-            .iter()
-            .find(|f| f.path == path)
-            .unwrap_or_else(|| panic!("{path} was not produced"));
+        let f = files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} was not produced"));
         String::from_utf8(f.bytes.clone()).expect("utf-8")
     }
 
@@ -4257,34 +3463,22 @@ cloud = [
 
     #[test]
     fn snapshot_benchmark_report() {
-        insta::assert_snapshot!(
-            "benchmark_report",
-            page(&render_reports(&fixture()), "benchmark-report.md")
-        );
+        insta::assert_snapshot!("benchmark_report", page(&render_reports(&fixture()), "benchmark-report.md"));
     }
 
     #[test]
     fn snapshot_deployment_guide() {
-        insta::assert_snapshot!(
-            "deployment_guide",
-            page(&render_reports(&fixture()), "deployment-guide.md")
-        );
+        insta::assert_snapshot!("deployment_guide", page(&render_reports(&fixture()), "deployment-guide.md"));
     }
 
     #[test]
     fn snapshot_troubleshooting() {
-        insta::assert_snapshot!(
-            "troubleshooting",
-            page(&render_reports(&fixture()), "troubleshooting.md")
-        );
+        insta::assert_snapshot!("troubleshooting", page(&render_reports(&fixture()), "troubleshooting.md"));
     }
 
     #[test]
     fn snapshot_business_case() {
-        insta::assert_snapshot!(
-            "business_case",
-            page(&render_reports(&fixture()), "business-case.md")
-        );
+        insta::assert_snapshot!("business_case", page(&render_reports(&fixture()), "business-case.md"));
     }
 
     #[test]
@@ -4294,18 +3488,12 @@ cloud = [
 
     #[test]
     fn snapshot_csv() {
-        insta::assert_snapshot!(
-            "results_csv",
-            page(&render_reports(&fixture()), "data/results.csv")
-        );
+        insta::assert_snapshot!("results_csv", page(&render_reports(&fixture()), "data/results.csv"));
     }
 
     #[test]
     fn snapshot_decode_chart() {
-        insta::assert_snapshot!(
-            "decode_chart",
-            page(&render_reports(&fixture()), "charts/decode-tps.svg")
-        );
+        insta::assert_snapshot!("decode_chart", page(&render_reports(&fixture()), "charts/decode-tps.svg"));
     }
 
     #[test]
@@ -4314,8 +3502,7 @@ cloud = [
         let json = page(&render_reports(&input), "data/results.json");
         let back: serde_json::Value = serde_json::from_str(&json).expect("parses");
         let whole: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&input.results).expect("serialises"))
-                .expect("parses");
+            serde_json::from_str(&serde_json::to_string(&input.results).expect("serialises")).expect("parses");
         assert_eq!(back, whole);
     }
 
@@ -4323,9 +3510,7 @@ cloud = [
     fn csv_has_one_row_per_run_and_quotes_hostile_text() {
         let csv = page(&render_reports(&fixture()), "data/results.csv");
         assert_eq!(csv.matches("\r\n").count(), 1 + 18);
-        assert!(
-            csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE)
-        );
+        assert!(csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE));
         assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
@@ -4337,16 +3522,10 @@ cloud = [
         assert!(!html.contains("<img src=x"), "an img tag reached the HTML");
         assert!(!html.contains("<iframe"), "an iframe reached the HTML");
         assert!(!html.contains("<b>not html</b>"));
-        assert!(
-            !html.contains("href=\"javascript:"),
-            "a javascript: URL survived as a link"
-        );
+        assert!(!html.contains("href=\"javascript:"), "a javascript: URL survived as a link");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<svg"), "charts are inlined");
-        assert!(
-            !html.contains("src=\"charts/"),
-            "charts are not external images"
-        );
+        assert!(!html.contains("src=\"charts/"), "charts are not external images");
     }
 
     #[test]
@@ -4361,9 +3540,7 @@ cloud = [
     fn nothing_measured_still_renders_clean_reports() {
         let mut input = fixture();
         for m in &mut input.results.models {
-            m.status = ModelStatus::Failed {
-                reason: "engine never answered".into(),
-            };
+            m.status = ModelStatus::Failed { reason: "engine never answered".into() };
             m.runs.clear();
         }
         input.troubleshooting.clear();
@@ -4371,13 +3548,7 @@ cloud = [
         assert!(crate::checks::check_reports(&files).is_empty());
         let bench = page(&files, "benchmark-report.md");
         assert!(bench.contains("NOT MEASURED"));
-        assert!(
-            bench
-                .lines()
-                .filter(|l| l.contains("Decode speed"))
-                .all(|l| l.contains("NOT MEASURED")),
-            "{bench}"
-        );
+        assert!(bench.lines().filter(|l| l.contains("Decode speed")).all(|l| l.contains("NOT MEASURED")), "{bench}");
     }
 
     #[test]
@@ -4399,14 +3570,8 @@ cloud = [
         let e = Effective::of(plan, spec, &input.results.models[2]);
         let mut s = String::new();
         process_steps(&mut s, plan, spec, &e, 8080, &[]);
-        assert!(
-            s.contains("llama-server \\\n  --model /srv/models/codellama-34b.Q8_0.gguf"),
-            "{s}"
-        );
-        assert!(
-            s.contains("-ngl 99") && s.contains("-t 16") && s.contains("-c 8192"),
-            "{s}"
-        );
+        assert!(s.contains("llama-server \\\n  --model /srv/models/codellama-34b.Q8_0.gguf"), "{s}");
+        assert!(s.contains("-ngl 99") && s.contains("-t 16") && s.contains("-c 8192"), "{s}");
     }
 
     #[test]
@@ -4420,41 +3585,16 @@ cloud = [
     fn criteria_cover_every_threshold_in_the_plan() {
         let input = fixture();
         let ctx = Ctx::new(&input);
-        let verdicts: Vec<(String, Verdict)> = ctx
-            .criteria
-            .iter()
-            .map(|c| (c.what.clone(), c.verdict))
-            .collect();
-        assert!(
-            verdicts.contains(&("Decode speed — qwen25-coder-14b".into(), Verdict::Pass)),
-            "{verdicts:?}"
-        );
+        let verdicts: Vec<(String, Verdict)> = ctx.criteria.iter().map(|c| (c.what.clone(), c.verdict)).collect();
+        assert!(verdicts.contains(&("Decode speed — qwen25-coder-14b".into(), Verdict::Pass)), "{verdicts:?}");
         assert!(verdicts.contains(&("Decode speed — llama31-70b".into(), Verdict::Fail)));
         assert!(verdicts.contains(&("Decode speed — codellama-34b".into(), Verdict::NotMeasured)));
-        assert!(verdicts.contains(&(
-            "GPU utilisation while generating — qwen25-coder-14b".into(),
-            Verdict::Pass
-        )));
-        assert!(verdicts.contains(&(
-            "GPU utilisation while generating — llama31-70b".into(),
-            Verdict::Fail
-        )));
-        assert!(verdicts.contains(&(
-            "Sustained GPU temperature — qwen25-coder-14b".into(),
-            Verdict::Pass
-        )));
-        assert!(verdicts.contains(&(
-            "Sustained GPU temperature — llama31-70b".into(),
-            Verdict::Fail
-        )));
-        assert!(verdicts.contains(&(
-            "Memory within the container limit — llama31-70b".into(),
-            Verdict::Pass
-        )));
-        assert!(verdicts.contains(&(
-            "Memory within the container limit — gemma3-270m".into(),
-            Verdict::NotApplicable
-        )));
+        assert!(verdicts.contains(&("GPU utilisation while generating — qwen25-coder-14b".into(), Verdict::Pass)));
+        assert!(verdicts.contains(&("GPU utilisation while generating — llama31-70b".into(), Verdict::Fail)));
+        assert!(verdicts.contains(&("Sustained GPU temperature — qwen25-coder-14b".into(), Verdict::Pass)));
+        assert!(verdicts.contains(&("Sustained GPU temperature — llama31-70b".into(), Verdict::Fail)));
+        assert!(verdicts.contains(&("Memory within the container limit — llama31-70b".into(), Verdict::Pass)));
+        assert!(verdicts.contains(&("Memory within the container limit — gemma3-270m".into(), Verdict::NotApplicable)));
         let gemma_gpu = ctx
             .criteria
             .iter()
@@ -4462,10 +3602,7 @@ cloud = [
             .expect("a row for the CPU-only model");
         assert_eq!(
             (gemma_gpu.measured.as_str(), gemma_gpu.verdict),
-            (
-                "not measured: no NVIDIA GPU (libnvidia-ml not found)",
-                Verdict::NotMeasured
-            )
+            ("not measured: no NVIDIA GPU (libnvidia-ml not found)", Verdict::NotMeasured)
         );
         assert!(verdicts.contains(&("Idle GPU temperature".into(), Verdict::Pass)));
     }

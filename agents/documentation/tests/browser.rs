@@ -10,8 +10,8 @@
 use protocol::messages::{BenchmarkResults, VerificationReport};
 use protocol::plan::Plan;
 use protocol::results::{
-    AnswerAnalysis, Attempt, BlobRef, Check, CheckStatus, Fit, FitVerdict, GpuInfo, HostFacts,
-    Manifest, MetricSummary, ModelResult, ModelStatus, Percentiles, RunResult, TelemetrySummary,
+    AnswerAnalysis, Attempt, BlobRef, Check, CheckStatus, Fit, FitVerdict, GpuInfo, HostFacts, Manifest, MetricSummary,
+    ModelResult, ModelStatus, Percentiles, RunResult, TelemetrySummary,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -91,11 +91,7 @@ fn run(model: &str, prompt: &str, rep: u32, ttft: f64, tps: f64, excerpt: &str) 
         ttft_ms: ttft,
         e2e_ms: e2e,
         tpot_ms: Some((e2e - ttft) / f64::from(tokens - 1)),
-        itl_ms: Some(Percentiles {
-            p50: 1000.0 / tps,
-            p90: 1100.0 / tps,
-            p99: 1300.0 / tps,
-        }),
+        itl_ms: Some(Percentiles { p50: 1000.0 / tps, p90: 1100.0 / tps, p99: 1300.0 / tps }),
         output_tokens: tokens,
         prompt_tokens: Some(120),
         client_decode_tps: Some(tps),
@@ -122,12 +118,7 @@ fn run(model: &str, prompt: &str, rep: u32, ttft: f64, tps: f64, excerpt: &str) 
 }
 
 fn metric(peak: f64, mean: f64, min: f64) -> Option<MetricSummary> {
-    Some(MetricSummary {
-        peak,
-        mean,
-        min,
-        samples: 40,
-    })
+    Some(MetricSummary { peak, mean, min, samples: 40 })
 }
 
 fn manifest(model: &str, engine: &str) -> Manifest {
@@ -165,25 +156,17 @@ fn telemetry(model: &str) -> Option<TelemetrySummary> {
 
 /// A sampler CSV with the columns the charts over time read.
 fn series(points: u32, mem_gib: f64, gpu: bool) -> String {
-    let mut csv = String::from(
-        "t_s,samples,gpu_temp_c,gpu_power_w,engine_mem_bytes,host_mem_available_bytes\n",
-    );
+    let mut csv = String::from("t_s,samples,gpu_temp_c,gpu_power_w,engine_mem_bytes,host_mem_available_bytes\n");
     for i in 0..points {
         let f = f64::from(i) / f64::from(points - 1);
         let mem = (mem_gib * (0.5 + 0.5 * f) * GIB as f64).round();
         let avail = 50.0 * GIB as f64 - mem;
         let (temp, watts) = if gpu {
-            (
-                format!("{:.1}", 40.0 + 30.0 * f.sqrt()),
-                format!("{:.1}", 60.0 + 250.0 * f.min(0.2) * 5.0),
-            )
+            (format!("{:.1}", 40.0 + 30.0 * f.sqrt()), format!("{:.1}", 60.0 + 250.0 * f.min(0.2) * 5.0))
         } else {
             (String::new(), String::new())
         };
-        csv.push_str(&format!(
-            "{:.1},4,{temp},{watts},{mem},{avail}\n",
-            f64::from(i) * 0.5
-        ));
+        csv.push_str(&format!("{:.1},4,{temp},{watts},{mem},{avail}\n", f64::from(i) * 0.5));
     }
     csv
 }
@@ -193,12 +176,7 @@ fn model(index: u32, name: &str, engine: &str, runs: Vec<RunResult>) -> ModelRes
         index,
         model: name.into(),
         status: ModelStatus::Measured,
-        attempts: vec![Attempt {
-            number: 1,
-            changes: vec![],
-            outcome: "ok".into(),
-            escalation: None,
-        }],
+        attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
         load_ms: Some(3000.0),
         runs,
         prompts: vec![],
@@ -269,27 +247,10 @@ fn input() -> ReportInput {
     let mut gemma_runs = Vec::new();
     for prompt in ["lab-architecture", "rust-parser"] {
         for rep in 1..=2 {
-            let excerpt = if rep == 1 {
-                HOSTILE.to_string()
-            } else {
-                format!("## Answer {rep}\nHere is the {prompt} answer.")
-            };
-            qwen_runs.push(run(
-                "qwen25-coder-14b",
-                prompt,
-                rep,
-                180.0 + f64::from(rep),
-                66.0,
-                &excerpt,
-            ));
-            gemma_runs.push(run(
-                "gemma3-270m",
-                prompt,
-                rep,
-                95.0 + f64::from(rep),
-                41.0,
-                "A plain answer.",
-            ));
+            let excerpt =
+                if rep == 1 { HOSTILE.to_string() } else { format!("## Answer {rep}\nHere is the {prompt} answer.") };
+            qwen_runs.push(run("qwen25-coder-14b", prompt, rep, 180.0 + f64::from(rep), 66.0, &excerpt));
+            gemma_runs.push(run("gemma3-270m", prompt, rep, 95.0 + f64::from(rep), 41.0, "A plain answer."));
         }
     }
     let mut answers = BTreeMap::new();
@@ -325,14 +286,9 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "threadcycle-browser-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("threadcycle-browser-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch(dir)
     }
@@ -376,9 +332,7 @@ fn chromium(page: &Path, extra: &[String]) -> String {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {CHROMIUM}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {CHROMIUM}: {e}"));
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let out = std::thread::spawn(move || {
@@ -398,9 +352,7 @@ fn chromium(page: &Path, extra: &[String]) -> String {
         }
         if start.elapsed() > CHROMIUM_TIMEOUT {
             // The whole group: Chromium's renderer and GPU helpers too.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -414,15 +366,11 @@ fn chromium(page: &Path, extra: &[String]) -> String {
         lines[lines.len().saturating_sub(30)..].join("\n")
     };
     match status {
-        None => panic!(
-            "chromium did not finish within {CHROMIUM_TIMEOUT:?} on {}; stderr tail:\n{tail}",
-            page.display()
-        ),
+        None => {
+            panic!("chromium did not finish within {CHROMIUM_TIMEOUT:?} on {}; stderr tail:\n{tail}", page.display())
+        }
         Some(s) if !s.success() => {
-            panic!(
-                "chromium failed ({s}) on {}; stderr tail:\n{tail}",
-                page.display()
-            )
+            panic!("chromium failed ({s}) on {}; stderr tail:\n{tail}", page.display())
         }
         Some(_) => stdout,
     }
@@ -471,10 +419,7 @@ fn the_control_page_shows_that_a_running_script_is_seen() {
     .expect("write control page");
     let dom = chromium(&page, &["--dump-dom".to_string()]);
     assert_eq!(element_text(&dom, "title"), Some("PWNED"), "{dom}");
-    assert!(
-        opening_tag(&dom, "body").is_some_and(|b| b.contains("data-pwned=\"1\"")),
-        "{dom}"
-    );
+    assert!(opening_tag(&dom, "body").is_some_and(|b| b.contains("data-pwned=\"1\"")), "{dom}");
 }
 
 #[test]
@@ -483,81 +428,41 @@ fn report_html_renders_in_chromium_without_running_model_output() {
     let dir = Scratch::new("report");
     let page = write_report(&dir.0);
     let source = std::fs::read_to_string(&page).expect("read report.html");
-    assert!(
-        source.contains("http-equiv=\"Content-Security-Policy\""),
-        "report.html has no CSP"
-    );
+    assert!(source.contains("http-equiv=\"Content-Security-Policy\""), "report.html has no CSP");
 
     let dom = chromium(&page, &["--dump-dom".to_string()]);
-    assert!(
-        dom.contains("<nav>") && dom.contains("</main>"),
-        "chromium returned no report DOM:\n{dom}"
-    );
+    assert!(dom.contains("<nav>") && dom.contains("</main>"), "chromium returned no report DOM:\n{dom}");
 
     // Nothing from the answer ran.
     let title = element_text(&dom, "title").expect("the DOM has a <title>");
-    assert_eq!(
-        title, "Browser check — cycle c-browser",
-        "the title changed: a script from a model answer ran"
-    );
+    assert_eq!(title, "Browser check — cycle c-browser", "the title changed: a script from a model answer ran");
     let body = opening_tag(&dom, "body").expect("the DOM has a <body>");
-    assert!(
-        !body.contains("data-pwned"),
-        "the body got data-pwned: a script from a model answer ran: {body}"
-    );
-    assert!(
-        !dom.contains("data-pwned=\""),
-        "an element got data-pwned: a script from a model answer ran"
-    );
-    assert!(
-        !dom.to_ascii_lowercase().contains("<script"),
-        "a <script> element is in the DOM"
-    );
+    assert!(!body.contains("data-pwned"), "the body got data-pwned: a script from a model answer ran: {body}");
+    assert!(!dom.contains("data-pwned=\""), "an element got data-pwned: a script from a model answer ran");
+    assert!(!dom.to_ascii_lowercase().contains("<script"), "a <script> element is in the DOM");
     for tag in ["<img", "<iframe"] {
         assert!(!dom.contains(tag), "a {tag} element is in the DOM");
     }
 
     // …and it is shown as text, escaped, both the full answer and the excerpt.
     let escaped = "&lt;script&gt;document.title='PWNED';document.body.setAttribute('data-pwned','1')&lt;/script&gt;";
-    assert!(
-        dom.matches(escaped).count() >= 2,
-        "the hostile answer and excerpt are not both shown as escaped text"
-    );
-    assert!(
-        dom.contains("&lt;img src=x onerror=\"document.title='PWNED'"),
-        "the <img onerror> is not shown as text"
-    );
+    assert!(dom.matches(escaped).count() >= 2, "the hostile answer and excerpt are not both shown as escaped text");
+    assert!(dom.contains("&lt;img src=x onerror=\"document.title='PWNED'"), "the <img onerror> is not shown as text");
     assert!(dom.contains("FULL ANSWER"), "the full answer is not shown");
-    assert!(
-        dom.contains("&lt;iframe src=\"javascript:"),
-        "the <iframe> is not shown as text"
-    );
+    assert!(dom.contains("&lt;iframe src=\"javascript:"), "the <iframe> is not shown as text");
 
     // The charts are there, inline.
     let svgs = dom.matches("<svg").count();
     assert!(svgs >= 2, "only {svgs} <svg> charts in the DOM");
-    for label in [
-        "Decode tokens/s by model",
-        "Time to first token by model",
-        "GPU temperature over time",
-    ] {
-        assert!(
-            dom.contains(&format!("aria-label=\"{label}")),
-            "the chart {label:?} is not in the DOM"
-        );
+    for label in ["Decode tokens/s by model", "Time to first token by model", "GPU temperature over time"] {
+        assert!(dom.contains(&format!("aria-label=\"{label}")), "the chart {label:?} is not in the DOM");
     }
 
     // A nav link and a section for each page.
     for (path, title) in PAGES {
         let anchor = page_anchor(path);
-        assert!(
-            dom.contains(&format!("<a href=\"#{anchor}\">{title}</a>")),
-            "no nav link to {path}"
-        );
-        assert!(
-            dom.contains(&format!("<section id=\"{anchor}\">")),
-            "no section for {path}"
-        );
+        assert!(dom.contains(&format!("<a href=\"#{anchor}\">{title}</a>")), "no nav link to {path}");
+        assert!(dom.contains(&format!("<section id=\"{anchor}\">")), "no section for {path}");
     }
 
     // A screenshot, kept where a person can look at it.
@@ -571,16 +476,9 @@ fn report_html_renders_in_chromium_without_running_model_output() {
         ],
     );
     let png = std::fs::read(&shot).expect("chromium wrote no screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "the screenshot is not a PNG"
-    );
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is not a PNG");
     // A blank 1280×2000 page compresses to about 12 KB; the report's first screen is ~300 KB.
-    assert!(
-        png.len() > 50 * 1024,
-        "the screenshot is only {} bytes: the page is probably blank",
-        png.len()
-    );
+    assert!(png.len() > 50 * 1024, "the screenshot is only {} bytes: the page is probably blank", png.len());
     let keep = target_dir().join("report-screenshot.png");
     std::fs::write(&keep, &png).expect("keep the screenshot in target/");
     eprintln!("screenshot: {}", keep.display());

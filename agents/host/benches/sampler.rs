@@ -48,13 +48,7 @@ struct Row {
 }
 
 /// Samples `target` at `hz` for `secs` seconds and measures what it cost.
-async fn measure(
-    case: &str,
-    target: EngineTarget,
-    hz: f64,
-    secs: f64,
-    gpus: Arc<Gpus>,
-) -> Result<Row, Box<dyn Error>> {
+async fn measure(case: &str, target: EngineTarget, hz: f64, secs: f64, gpus: Arc<Gpus>) -> Result<Row, Box<dyn Error>> {
     let (cpu0, wall0, d0) = (cpu_time_s()?, Instant::now(), dockerd_ticks());
     let sampler = Sampler::start(target, hz, gpus);
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
@@ -80,33 +74,21 @@ async fn measure(
 
 /// Starts a 64 MiB container that sleeps, or says why the container case is skipped.
 async fn start_container() -> Result<(DockerRuntime, String), String> {
-    let docker = DockerRuntime::connect()
-        .await
-        .map_err(|e| format!("{e} (run scripts/start-dockerd.sh)"))?;
+    let docker = DockerRuntime::connect().await.map_err(|e| format!("{e} (run scripts/start-dockerd.sh)"))?;
     if !docker.image_present(IMAGE).await.unwrap_or(false) {
-        return Err(format!(
-            "image {IMAGE} missing (run scripts/build-test-images.sh crasher)"
-        ));
+        return Err(format!("image {IMAGE} missing (run scripts/build-test-images.sh crasher)"));
     }
-    let mut spec = ContainerSpec::new(
-        format!("tc-bench-sampler-{}", std::process::id()),
-        IMAGE,
-        8080,
-    );
+    let mut spec = ContainerSpec::new(format!("tc-bench-sampler-{}", std::process::id()), IMAGE, 8080);
     spec.cmd = vec!["sh".into(), "-c".into(), "sleep 3600; true".into()];
     spec.memory_limit_bytes = Some(64 << 20);
-    spec.labels
-        .insert("threadcycle.test".into(), "sampler-bench".into());
+    spec.labels.insert("threadcycle.test".into(), "sampler-bench".into());
     let running = docker.run(&spec).await.map_err(|e| e.to_string())?;
     Ok((docker, running.id))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let secs: f64 = std::env::var("SAMPLER_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+    let secs: f64 = std::env::var("SAMPLER_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let gpus = Arc::new(Gpus::probe());
     println!(
         "telemetry sampler cost: {} CPUs ({}), GPU: {}, {secs} s per case",
@@ -117,24 +99,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut rows = Vec::new();
     let me = std::process::id();
     for hz in [1.0, 10.0] {
-        rows.push(
-            measure(
-                "process + host",
-                EngineTarget::Process { pid: me },
-                hz,
-                secs,
-                gpus.clone(),
-            )
-            .await?,
-        );
+        rows.push(measure("process + host", EngineTarget::Process { pid: me }, hz, secs, gpus.clone()).await?);
     }
     match start_container().await {
         Ok((docker, id)) => {
             for hz in [1.0, 10.0] {
-                let target = EngineTarget::Container {
-                    docker: docker.clone(),
-                    id: id.clone(),
-                };
+                let target = EngineTarget::Container { docker: docker.clone(), id: id.clone() };
                 rows.push(measure("container + host", target, hz, secs, gpus.clone()).await?);
             }
             docker.remove(&id).await?;
@@ -155,8 +125,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             r.mean_ms,
             r.max_ms,
             r.core_pct,
-            r.dockerd_pct
-                .map_or("n/a".to_string(), |p| format!("{p:.1} %")),
+            r.dockerd_pct.map_or("n/a".to_string(), |p| format!("{p:.1} %")),
         );
     }
     Ok(())

@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, DeviceRequest,
-    HostConfig, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, DeviceRequest, HostConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures::{Stream, StreamExt};
 use protocol::plan::GpuRequest;
@@ -151,10 +149,9 @@ impl DockerError {
 /// The engine's own message for an API error, without bollard's wrapping.
 fn engine_message(e: &BollardError) -> String {
     match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{} (HTTP {status_code})", message.trim()),
+        BollardError::DockerResponseServerError { status_code, message } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
         other => other.to_string(),
     }
 }
@@ -208,33 +205,18 @@ fn describe_exit(
             last_line(log_tail)
         )
     } else {
-        format!(
-            "container `{container}` stopped ({code}){}",
-            last_line(log_tail)
-        )
+        format!("container `{container}` stopped ({code}){}", last_line(log_tail))
     }
 }
 
 /// Whether a bollard error is the engine's "404 no such …".
 fn is_not_found(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
 }
 
 /// Whether a bollard error is the engine's "409 conflict".
 fn is_conflict(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::DockerResponseServerError {
-            status_code: 409,
-            ..
-        }
-    )
+    matches!(e, BollardError::DockerResponseServerError { status_code: 409, .. })
 }
 
 /// The Docker engine's identity and capabilities.
@@ -316,9 +298,7 @@ impl ContainerSpec {
             host_ip: Some("127.0.0.1".to_string()),
             host_port: Some(self.host_port.unwrap_or(0).to_string()),
         };
-        let memory = self
-            .memory_limit_bytes
-            .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let memory = self.memory_limit_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
         let memory_swap = match (self.memory_swap_bytes, memory) {
             (Some(s), _) => Some(s),
             (None, Some(m)) => Some(m),
@@ -348,17 +328,12 @@ impl ContainerSpec {
             binds: (!self.binds.is_empty()).then(|| self.binds.clone()),
             ..Default::default()
         };
-        let mut labels: HashMap<String, String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut labels: HashMap<String, String> = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
-            env: (!self.env.is_empty())
-                .then(|| self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: (!self.env.is_empty()).then(|| self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             exposed_ports: Some(vec![port_key]),
             labels: Some(labels),
             host_config: Some(host_config),
@@ -402,23 +377,14 @@ impl ContainerState {
     fn from_inspect(insp: &ContainerInspectResponse) -> Self {
         let st = insp.state.as_ref();
         let running = st.and_then(|s| s.running).unwrap_or(false);
-        let status = st
-            .and_then(|s| s.status)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let exit_code = if running || status == "created" {
-            None
-        } else {
-            st.and_then(|s| s.exit_code)
-        };
+        let status = st.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default();
+        let exit_code = if running || status == "created" { None } else { st.and_then(|s| s.exit_code) };
         Self {
             running,
             exit_code,
             oom_killed: st.and_then(|s| s.oom_killed).unwrap_or(false),
             status,
-            error: st
-                .and_then(|s| s.error.clone())
-                .filter(|e| !e.trim().is_empty()),
+            error: st.and_then(|s| s.error.clone()).filter(|e| !e.trim().is_empty()),
             restart_count: insp.restart_count.unwrap_or(0),
             memory_limit_bytes: insp
                 .host_config
@@ -453,11 +419,7 @@ impl ContainerStats {
         let mem_limit = mem.and_then(|m| m.limit).unwrap_or(0);
         let mem_cache = mem
             .and_then(|m| m.stats.as_ref())
-            .and_then(|s| {
-                s.get("total_inactive_file")
-                    .or_else(|| s.get("inactive_file"))
-                    .copied()
-            })
+            .and_then(|s| s.get("total_inactive_file").or_else(|| s.get("inactive_file")).copied())
             .filter(|&c| c < mem_usage)
             .unwrap_or(0);
         Self {
@@ -475,27 +437,14 @@ fn cpu_percent(r: &ContainerStatsResponse) -> f64 {
     let (Some(cpu), Some(pre)) = (r.cpu_stats.as_ref(), r.precpu_stats.as_ref()) else {
         return 0.0;
     };
-    let total = |s: &bollard::models::ContainerCpuStats| {
-        s.cpu_usage
-            .as_ref()
-            .and_then(|u| u.total_usage)
-            .unwrap_or(0)
-    };
+    let total = |s: &bollard::models::ContainerCpuStats| s.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
     let cpu_delta = total(cpu).saturating_sub(total(pre));
-    let system_delta = cpu
-        .system_cpu_usage
-        .unwrap_or(0)
-        .saturating_sub(pre.system_cpu_usage.unwrap_or(0));
+    let system_delta = cpu.system_cpu_usage.unwrap_or(0).saturating_sub(pre.system_cpu_usage.unwrap_or(0));
     let online = cpu
         .online_cpus
         .filter(|&n| n > 0)
         .map(f64::from)
-        .or_else(|| {
-            cpu.cpu_usage
-                .as_ref()
-                .and_then(|u| u.percpu_usage.as_ref())
-                .map(|p| p.len() as f64)
-        })
+        .or_else(|| cpu.cpu_usage.as_ref().and_then(|u| u.percpu_usage.as_ref()).map(|p| p.len() as f64))
         .unwrap_or(1.0);
     if cpu_delta == 0 || system_delta == 0 {
         return 0.0;
@@ -512,14 +461,9 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Connect to the local engine (or `DOCKER_HOST`) and check that it answers a ping.
     pub async fn connect() -> Result<Self, DockerError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.trim().is_empty());
+        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty());
         let socket = host.clone().unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-        let no_engine = |detail: String| DockerError::NoEngine {
-            socket: socket.clone(),
-            detail,
-        };
+        let no_engine = |detail: String| DockerError::NoEngine { socket: socket.clone(), detail };
         let docker = match &host {
             Some(_) => Docker::connect_with_defaults(),
             None => Docker::connect_with_local_defaults(),
@@ -528,34 +472,16 @@ impl DockerRuntime {
         match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => Ok(Self { docker }),
             Ok(Err(e)) => Err(no_engine(e.to_string())),
-            Err(_) => Err(no_engine(format!(
-                "no answer to a ping within {}",
-                fmt_duration(PING_TIMEOUT)
-            ))),
+            Err(_) => Err(no_engine(format!("no answer to a ping within {}", fmt_duration(PING_TIMEOUT)))),
         }
     }
 
     /// The engine's version, runtimes, cgroup version and memory.
     pub async fn engine_info(&self) -> Result<EngineInfo, DockerError> {
-        let api = |action, source| DockerError::Api {
-            action,
-            target: "engine".to_string(),
-            source,
-        };
-        let version = self
-            .docker
-            .version()
-            .await
-            .map_err(|e| api("read the version of the", e))?;
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| api("read the info of the", e))?;
-        let mut runtimes: Vec<String> = info
-            .runtimes
-            .map(|r| r.into_keys().collect())
-            .unwrap_or_default();
+        let api = |action, source| DockerError::Api { action, target: "engine".to_string(), source };
+        let version = self.docker.version().await.map_err(|e| api("read the version of the", e))?;
+        let info = self.docker.info().await.map_err(|e| api("read the info of the", e))?;
+        let mut runtimes: Vec<String> = info.runtimes.map(|r| r.into_keys().collect()).unwrap_or_default();
         runtimes.sort();
         Ok(EngineInfo {
             version: version.version.unwrap_or_default(),
@@ -572,11 +498,7 @@ impl DockerRuntime {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
-            Err(source) => Err(DockerError::Api {
-                action: "inspect image",
-                target: image.to_string(),
-                source,
-            }),
+            Err(source) => Err(DockerError::Api { action: "inspect image", target: image.to_string(), source }),
         }
     }
 
@@ -590,11 +512,7 @@ impl DockerRuntime {
         if let Err(source) = self.docker.start_container(&id, None).await {
             // It never ran: nothing to inspect, so do not leave it behind.
             let _ = self.remove(&id).await;
-            return Err(DockerError::Api {
-                action: "start container",
-                target: spec.name.clone(),
-                source,
-            });
+            return Err(DockerError::Api { action: "start container", target: spec.name.clone(), source });
         }
         let insp = self.inspect(&id).await?;
         let port_key = format!("{}/tcp", spec.container_port);
@@ -604,24 +522,15 @@ impl DockerRuntime {
             .and_then(|n| n.ports.as_ref())
             .and_then(|p| p.get(&port_key).cloned().flatten())
             .and_then(|bindings| {
-                bindings
-                    .iter()
-                    .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()))
+                bindings.iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()))
             })
             .filter(|&p| p != 0);
         match host_port {
-            Some(host_port) => Ok(RunningContainer {
-                id,
-                name: spec.name.clone(),
-                host_port,
-            }),
+            Some(host_port) => Ok(RunningContainer { id, name: spec.name.clone(), host_port }),
             None => {
                 let state = ContainerState::from_inspect(&insp);
                 if state.running {
-                    Err(DockerError::NoHostPort {
-                        container: spec.name.clone(),
-                        container_port: spec.container_port,
-                    })
+                    Err(DockerError::NoHostPort { container: spec.name.clone(), container_port: spec.container_port })
                 } else {
                     Err(self.exited_error(&spec.name, &id, &state).await)
                 }
@@ -632,13 +541,7 @@ impl DockerRuntime {
     /// Create the container, replacing a leftover one of ours with the same name once.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         let body = spec.to_create_body();
-        let options = || {
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&spec.name)
-                    .build(),
-            )
-        };
+        let options = || Some(CreateContainerOptionsBuilder::default().name(&spec.name).build());
         match self.docker.create_container(options(), body.clone()).await {
             Ok(r) => return Ok(r.id),
             Err(e) if is_conflict(&e) => {}
@@ -653,52 +556,31 @@ impl DockerRuntime {
             .and_then(|l| l.get(MANAGED_LABEL))
             .is_some_and(|v| v == "true");
         if !ours {
-            return Err(DockerError::NameTaken {
-                name: spec.name.clone(),
-            });
+            return Err(DockerError::NameTaken { name: spec.name.clone() });
         }
         tracing::info!(container = %spec.name, "removing a leftover container of ours with the same name");
         self.remove(&spec.name).await?;
-        self.docker
-            .create_container(options(), body)
-            .await
-            .map(|r| r.id)
-            .map_err(|e| self.create_error(spec, e))
+        self.docker.create_container(options(), body).await.map(|r| r.id).map_err(|e| self.create_error(spec, e))
     }
 
     /// The error for a refused create: a missing image gets its own variant.
     fn create_error(&self, spec: &ContainerSpec, e: BollardError) -> DockerError {
         if is_not_found(&e) {
-            DockerError::ImageMissing {
-                image: spec.image.clone(),
-            }
+            DockerError::ImageMissing { image: spec.image.clone() }
         } else {
-            DockerError::Api {
-                action: "create container",
-                target: spec.name.clone(),
-                source: e,
-            }
+            DockerError::Api { action: "create container", target: spec.name.clone(), source: e }
         }
     }
 
     /// Inspect a container; 404 becomes [`DockerError::NotFound`].
     async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
-        self.docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    DockerError::NotFound {
-                        container: id.to_string(),
-                    }
-                } else {
-                    DockerError::Api {
-                        action: "inspect container",
-                        target: id.to_string(),
-                        source: e,
-                    }
-                }
-            })
+        self.docker.inspect_container(id, None::<InspectContainerOptions>).await.map_err(|e| {
+            if is_not_found(&e) {
+                DockerError::NotFound { container: id.to_string() }
+            } else {
+                DockerError::Api { action: "inspect container", target: id.to_string(), source: e }
+            }
+        })
     }
 
     /// The container's state: running, exit code, OOM kill, status, error, restarts.
@@ -709,34 +591,20 @@ impl DockerRuntime {
     /// The last `lines` lines of the container's stdout and stderr, oldest first.
     pub async fn log_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, DockerError> {
         let tail = lines.to_string();
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(false)
-            .tail(&tail)
-            .build();
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(false).tail(&tail).build();
         let mut stream = self.docker.logs(id, Some(options));
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {
             let chunk = item.map_err(|e| {
                 if is_not_found(&e) {
-                    DockerError::NotFound {
-                        container: id.to_string(),
-                    }
+                    DockerError::NotFound { container: id.to_string() }
                 } else {
-                    DockerError::Api {
-                        action: "read the logs of container",
-                        target: id.to_string(),
-                        source: e,
-                    }
+                    DockerError::Api { action: "read the logs of container", target: id.to_string(), source: e }
                 }
             })?;
             let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
             let text = text.strip_suffix('\n').unwrap_or(&text);
-            out.extend(
-                text.split('\n')
-                    .map(|l| l.trim_end_matches('\r').to_string()),
-            );
+            out.extend(text.split('\n').map(|l| l.trim_end_matches('\r').to_string()));
         }
         if out.len() > lines {
             out.drain(..out.len() - lines);
@@ -746,31 +614,22 @@ impl DockerRuntime {
 
     /// One stats sample; takes about a second because the engine measures a CPU interval.
     pub async fn stats_once(&self, id: &str) -> Result<ContainerStats, DockerError> {
-        let options = StatsOptionsBuilder::default()
-            .stream(false)
-            .one_shot(false)
-            .build();
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(false).build();
         let mut stream = self.docker.stats(id, Some(options));
         match stream.next().await {
             Some(Ok(r)) => Ok(ContainerStats::from_response(&r)),
             Some(Err(e)) => Err(stats_error(id, e)),
-            None => Err(DockerError::NotFound {
-                container: id.to_string(),
-            }),
+            None => Err(DockerError::NotFound { container: id.to_string() }),
         }
     }
 
     /// A stats sample about every second until the container stops (the first has no CPU figure).
-    pub fn stats_stream(
-        &self,
-        id: &str,
-    ) -> impl Stream<Item = Result<ContainerStats, DockerError>> + Send + 'static {
+    pub fn stats_stream(&self, id: &str) -> impl Stream<Item = Result<ContainerStats, DockerError>> + Send + 'static {
         let options = StatsOptionsBuilder::default().stream(true).build();
         let id = id.to_string();
-        self.docker.stats(&id, Some(options)).map(move |item| {
-            item.map(|r| ContainerStats::from_response(&r))
-                .map_err(|e| stats_error(&id, e))
-        })
+        self.docker
+            .stats(&id, Some(options))
+            .map(move |item| item.map(|r| ContainerStats::from_response(&r)).map_err(|e| stats_error(&id, e)))
     }
 
     /// Poll `probe` every 250 ms until it says the engine answers; returns how long that took.
@@ -787,18 +646,13 @@ impl DockerRuntime {
         loop {
             let insp = self.inspect(id).await?;
             let state = ContainerState::from_inspect(&insp);
-            let name = insp
-                .name
-                .as_deref()
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.to_string());
+            let name =
+                insp.name.as_deref().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_else(|| id.to_string());
             if !state.running {
                 return Err(self.exited_error(&name, id, &state).await);
             }
             let remaining = timeout.saturating_sub(start.elapsed());
-            let answered = tokio::time::timeout(remaining.max(POLL_INTERVAL), probe())
-                .await
-                .unwrap_or(false);
+            let answered = tokio::time::timeout(remaining.max(POLL_INTERVAL), probe()).await.unwrap_or(false);
             if answered {
                 return Ok(start.elapsed());
             }
@@ -820,23 +674,17 @@ impl DockerRuntime {
 
     /// Wait until the container stops and return its exit code (`None` on timeout).
     pub async fn wait_exit(&self, id: &str, timeout: Duration) -> Result<Option<i64>, DockerError> {
-        let options = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
         let mut stream = self.docker.wait_container(id, Some(options));
         match tokio::time::timeout(timeout, stream.next()).await {
             Err(_) => Ok(None),
             Ok(Some(Ok(r))) => Ok(Some(r.status_code)),
             // bollard reports a non-zero exit as an error.
             Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(Some(code)),
-            Ok(Some(Err(e))) if is_not_found(&e) => Err(DockerError::NotFound {
-                container: id.to_string(),
-            }),
-            Ok(Some(Err(source))) => Err(DockerError::Api {
-                action: "wait for container",
-                target: id.to_string(),
-                source,
-            }),
+            Ok(Some(Err(e))) if is_not_found(&e) => Err(DockerError::NotFound { container: id.to_string() }),
+            Ok(Some(Err(source))) => {
+                Err(DockerError::Api { action: "wait for container", target: id.to_string(), source })
+            }
             Ok(None) => Ok(self.state(id).await?.exit_code),
         }
     }
@@ -854,37 +702,32 @@ impl DockerRuntime {
 
     /// Remove the container (forcefully, with its anonymous volumes); a missing one is fine.
     pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // "removal of container … is already in progress"
-            Err(e) if is_conflict(&e) && engine_message(&e).contains("already in progress") => {
-                Ok(())
-            }
-            Err(source) => Err(DockerError::Api {
-                action: "remove container",
-                target: id.to_string(),
-                source,
-            }),
+            Err(e) if is_conflict(&e) && engine_message(&e).contains("already in progress") => Ok(()),
+            Err(source) => Err(DockerError::Api { action: "remove container", target: id.to_string(), source }),
         }
     }
 
     /// Remove every threadcycle container carrying all these labels; returns how many.
     /// Our containers (all states) carrying these labels, as (id, labels).
-    pub async fn list_labeled(&self, filters: &[(&str, &str)]) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
+    pub async fn list_labeled(
+        &self,
+        filters: &[(&str, &str)],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, DockerError> {
         let mut labels = vec![format!("{MANAGED_LABEL}=true")];
         labels.extend(filters.iter().map(|(k, v)| format!("{k}={v}")));
         let target = labels.join(",");
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", labels)])).build();
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| DockerError::Api { action: "list containers labelled", target, source })?;
+        let options =
+            ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", labels)])).build();
+        let found = self.docker.list_containers(Some(options)).await.map_err(|source| DockerError::Api {
+            action: "list containers labelled",
+            target,
+            source,
+        })?;
         Ok(found.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
     }
 
@@ -893,19 +736,13 @@ impl DockerRuntime {
         let mut labels = vec![format!("{MANAGED_LABEL}=true")];
         labels.extend(filters.iter().map(|(k, v)| format!("{k}={v}")));
         let target = labels.join(",");
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label", labels)]))
-            .build();
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| DockerError::Api {
-                action: "list containers labelled",
-                target: target.clone(),
-                source,
-            })?;
+        let options =
+            ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", labels)])).build();
+        let found = self.docker.list_containers(Some(options)).await.map_err(|source| DockerError::Api {
+            action: "list containers labelled",
+            target: target.clone(),
+            source,
+        })?;
         let mut removed = 0;
         for c in found {
             let Some(id) = c.id else { continue };
@@ -928,19 +765,10 @@ impl DockerRuntime {
                 path: context_dir.to_path_buf(),
                 source: std::io::Error::other(e.to_string()),
             })?
-            .map_err(|source| DockerError::Context {
-                path: context_dir.to_path_buf(),
-                source,
-            })?;
-        let options = BuildImageOptionsBuilder::default()
-            .dockerfile("Dockerfile")
-            .t(tag)
-            .rm(true)
-            .forcerm(true)
-            .build();
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(context.into())));
+            .map_err(|source| DockerError::Context { path: context_dir.to_path_buf(), source })?;
+        let options =
+            BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).build();
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
         let mut log: Vec<String> = Vec::new();
         let mut image_id = None;
         let fail = |message: String, log: &[String]| DockerError::Build {
@@ -966,9 +794,7 @@ impl DockerRuntime {
                 }
             }
             if let Some(detail) = info.error_detail {
-                let message = detail
-                    .message
-                    .unwrap_or_else(|| "unknown error".to_string());
+                let message = detail.message.unwrap_or_else(|| "unknown error".to_string());
                 return Err(fail(message.trim().to_string(), &log));
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
@@ -982,15 +808,9 @@ impl DockerRuntime {
 /// A stats error: 404 is "no such container".
 fn stats_error(id: &str, e: BollardError) -> DockerError {
     if is_not_found(&e) {
-        DockerError::NotFound {
-            container: id.to_string(),
-        }
+        DockerError::NotFound { container: id.to_string() }
     } else {
-        DockerError::Api {
-            action: "read the stats of container",
-            target: id.to_string(),
-            source: e,
-        }
+        DockerError::Api { action: "read the stats of container", target: id.to_string(), source: e }
     }
 }
 
@@ -1017,9 +837,7 @@ mod tests {
     async fn engine() -> DockerRuntime {
         match DockerRuntime::connect().await {
             Ok(d) => d,
-            Err(e) => panic!(
-                "these tests need a running Docker engine: {e}\n  run `scripts/start-dockerd.sh` first"
-            ),
+            Err(e) => panic!("these tests need a running Docker engine: {e}\n  run `scripts/start-dockerd.sh` first"),
         }
     }
 
@@ -1035,10 +853,8 @@ mod tests {
 
     /// A unique container name for this test run.
     fn unique(what: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         format!("tc-test-{what}-{}-{nanos}", std::process::id())
     }
 
@@ -1050,10 +866,7 @@ mod tests {
             let names = std::mem::take(&mut self.0);
             // Drop cannot await: remove from a thread with its own runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     if let Ok(d) = DockerRuntime::connect().await {
                         for n in &names {
@@ -1070,8 +883,7 @@ mod tests {
     fn crasher_spec(name: &str, cmd: &[&str]) -> ContainerSpec {
         let mut spec = ContainerSpec::new(name, CRASHER, 8080);
         spec.cmd = cmd.iter().map(|s| s.to_string()).collect();
-        spec.labels
-            .insert("threadcycle.test".to_string(), "docker-rs".to_string());
+        spec.labels.insert("threadcycle.test".to_string(), "docker-rs".to_string());
         spec
     }
 
@@ -1089,12 +901,7 @@ mod tests {
         assert!(info.runtimes.iter().any(|r| r == "runc"), "{info:?}");
         assert!(matches!(info.cgroup_version, Some(1 | 2)), "{info:?}");
         assert!(info.mem_total.unwrap_or(0) > 0, "{info:?}");
-        assert!(
-            !docker
-                .image_present("threadcycle/no-such:image")
-                .await
-                .unwrap()
-        );
+        assert!(!docker.image_present("threadcycle/no-such:image").await.unwrap());
     }
 
     #[tokio::test]
@@ -1104,18 +911,8 @@ mod tests {
         let _cleanup = Cleanup(vec![name.clone()]);
         let running = docker.run(&crasher_spec(&name, &[])).await.unwrap();
         assert_ne!(running.host_port, 0);
-        let err = docker
-            .wait_healthy(&running.id, never, Duration::from_secs(30))
-            .await
-            .unwrap_err();
-        let DockerError::Exited {
-            container,
-            exit_code,
-            oom_killed,
-            log_tail,
-            ..
-        } = &err
-        else {
+        let err = docker.wait_healthy(&running.id, never, Duration::from_secs(30)).await.unwrap_err();
+        let DockerError::Exited { container, exit_code, oom_killed, log_tail, .. } = &err else {
             panic!("expected Exited, got {err:?}");
         };
         assert_eq!(container, &name);
@@ -1127,16 +924,10 @@ mod tests {
             "crasher: error: failed to load model",
             "crasher: exiting with code 3",
         ] {
-            assert!(
-                log_tail.iter().any(|l| l == line),
-                "{line:?} not in {log_tail:?}"
-            );
+            assert!(log_tail.iter().any(|l| l == line), "{line:?} not in {log_tail:?}");
         }
         let msg = err.to_string();
-        assert!(
-            msg.contains(&format!("container `{name}` stopped (exit 3)")),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("container `{name}` stopped (exit 3)")), "{msg}");
         assert!(msg.contains("crasher: exiting with code 3"), "{msg}");
         let state = docker.state(&name).await.unwrap();
         assert!(!state.running);
@@ -1151,18 +942,11 @@ mod tests {
         let _cleanup = Cleanup(vec![name.clone()]);
         let spec = crasher_spec(&name, &["sh", "-c", "echo boom >&2; exit 4"]);
         let err = match docker.run(&spec).await {
-            Ok(r) => docker
-                .wait_healthy(&r.id, never, Duration::from_secs(30))
-                .await
-                .unwrap_err(),
+            Ok(r) => docker.wait_healthy(&r.id, never, Duration::from_secs(30)).await.unwrap_err(),
             Err(e) => e,
         };
         match &err {
-            DockerError::Exited {
-                exit_code: Some(4),
-                log_tail,
-                ..
-            } => assert_eq!(log_tail, &vec!["boom".to_string()]),
+            DockerError::Exited { exit_code: Some(4), log_tail, .. } => assert_eq!(log_tail, &vec!["boom".to_string()]),
             other => panic!("expected Exited with code 4, got {other:?}"),
         }
     }
@@ -1172,22 +956,12 @@ mod tests {
         let docker = engine_with_crasher().await;
         let name = unique("httpd");
         let _cleanup = Cleanup(vec![name.clone()]);
-        let running = docker
-            .run(&crasher_spec(
-                &name,
-                &["httpd", "-f", "-p", "8080", "-h", "/"],
-            ))
-            .await
-            .unwrap();
+        let running = docker.run(&crasher_spec(&name, &["httpd", "-f", "-p", "8080", "-h", "/"])).await.unwrap();
         let port = running.host_port;
         let took = docker
             .wait_healthy(
                 &running.id,
-                async || {
-                    tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                },
+                async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
                 Duration::from_secs(30),
             )
             .await
@@ -1201,23 +975,10 @@ mod tests {
         let docker = engine_with_crasher().await;
         let name = unique("mute");
         let _cleanup = Cleanup(vec![name.clone()]);
-        let running = docker
-            .run(&crasher_spec(
-                &name,
-                &["sh", "-c", "echo waiting; sleep 300"],
-            ))
-            .await
-            .unwrap();
-        let err = docker
-            .wait_healthy(&running.id, never, Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let running = docker.run(&crasher_spec(&name, &["sh", "-c", "echo waiting; sleep 300"])).await.unwrap();
+        let err = docker.wait_healthy(&running.id, never, Duration::from_secs(1)).await.unwrap_err();
         match &err {
-            DockerError::NotHealthy {
-                container,
-                after,
-                log_tail,
-            } => {
+            DockerError::NotHealthy { container, after, log_tail } => {
                 assert_eq!(container, &name);
                 assert!(*after >= Duration::from_secs(1), "{after:?}");
                 assert!(*after < Duration::from_secs(5), "{after:?}");
@@ -1264,24 +1025,15 @@ mod tests {
         // busybox dd reads /dev/zero into one 256 MiB buffer: every page gets touched.
         let mut spec = crasher_spec(
             &name,
-            &[
-                "sh",
-                "-c",
-                "echo allocating; sleep 1; dd if=/dev/zero of=/dev/null bs=256M count=1",
-            ],
+            &["sh", "-c", "echo allocating; sleep 1; dd if=/dev/zero of=/dev/null bs=256M count=1"],
         );
         spec.memory_limit_bytes = Some(32 * MIB);
         let running = docker.run(&spec).await.unwrap();
-        let err = docker
-            .wait_healthy(&running.id, never, Duration::from_secs(60))
-            .await
-            .unwrap_err();
+        let err = docker.wait_healthy(&running.id, never, Duration::from_secs(60)).await.unwrap_err();
         match &err {
-            DockerError::Exited {
-                oom_killed: true,
-                memory_limit_bytes: Some(limit),
-                ..
-            } => assert_eq!(*limit, 32 * MIB),
+            DockerError::Exited { oom_killed: true, memory_limit_bytes: Some(limit), .. } => {
+                assert_eq!(*limit, 32 * MIB)
+            }
             other => panic!("expected an OOM kill, got {other:?}"),
         }
         let msg = err.to_string();
@@ -1292,13 +1044,7 @@ mod tests {
         assert!(!state.running);
         // sh is PID 1 and dd its child: either sh exits with 128+9 or dd's kill is reported.
         assert!(state.exit_code.is_some_and(|c| c != 0), "{state:?}");
-        assert_eq!(
-            docker
-                .wait_exit(&running.id, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            state.exit_code
-        );
+        assert_eq!(docker.wait_exit(&running.id, Duration::from_secs(5)).await.unwrap(), state.exit_code);
     }
 
     #[tokio::test]
@@ -1310,10 +1056,7 @@ mod tests {
         let first = docker.run(&spec).await.unwrap();
         let second = docker.run(&spec).await.unwrap();
         assert_ne!(first.id, second.id);
-        assert!(matches!(
-            docker.state(&first.id).await,
-            Err(DockerError::NotFound { .. })
-        ));
+        assert!(matches!(docker.state(&first.id).await, Err(DockerError::NotFound { .. })));
         assert!(docker.state(&second.id).await.unwrap().running);
     }
 
@@ -1330,16 +1073,10 @@ mod tests {
         };
         docker
             .docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
+            .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
             .await
             .unwrap();
-        let err = docker
-            .run(&crasher_spec(&name, &["sleep", "300"]))
-            .await
-            .unwrap_err();
+        let err = docker.run(&crasher_spec(&name, &["sleep", "300"])).await.unwrap_err();
         assert!(matches!(err, DockerError::NameTaken { .. }), "{err:?}");
         assert!(docker.state(&name).await.is_ok());
     }
@@ -1352,10 +1089,7 @@ mod tests {
         let spec = ContainerSpec::new(&name, "threadcycle/no-such:image", 8080);
         let err = docker.run(&spec).await.unwrap_err();
         assert!(matches!(err, DockerError::ImageMissing { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("threadcycle/no-such:image"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("threadcycle/no-such:image"), "{err}");
     }
 
     #[tokio::test]
@@ -1366,37 +1100,18 @@ mod tests {
         let _cleanup = Cleanup(names.clone());
         for (i, name) in names.iter().enumerate() {
             let mut spec = crasher_spec(name, &["sleep", "300"]);
-            spec.labels
-                .insert("threadcycle.cycle".to_string(), cycle.clone());
-            spec.labels
-                .insert("threadcycle.model".to_string(), format!("m{i}"));
+            spec.labels.insert("threadcycle.cycle".to_string(), cycle.clone());
+            spec.labels.insert("threadcycle.model".to_string(), format!("m{i}"));
             docker.run(&spec).await.unwrap();
         }
         // Only the model filter: removes one.
-        let removed = docker
-            .remove_labeled(&[("threadcycle.cycle", &cycle), ("threadcycle.model", "m0")])
-            .await
-            .unwrap();
+        let removed =
+            docker.remove_labeled(&[("threadcycle.cycle", &cycle), ("threadcycle.model", "m0")]).await.unwrap();
         assert_eq!(removed, 1);
-        assert_eq!(
-            docker
-                .remove_labeled(&[("threadcycle.cycle", &cycle)])
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            docker
-                .remove_labeled(&[("threadcycle.cycle", &cycle)])
-                .await
-                .unwrap(),
-            0
-        );
+        assert_eq!(docker.remove_labeled(&[("threadcycle.cycle", &cycle)]).await.unwrap(), 1);
+        assert_eq!(docker.remove_labeled(&[("threadcycle.cycle", &cycle)]).await.unwrap(), 0);
         for name in &names {
-            assert!(matches!(
-                docker.state(name).await,
-                Err(DockerError::NotFound { .. })
-            ));
+            assert!(matches!(docker.state(name).await, Err(DockerError::NotFound { .. })));
         }
         // Removing what is already gone is fine.
         docker.remove(&names[0]).await.unwrap();
@@ -1411,37 +1126,19 @@ mod tests {
         let tag = format!("threadcycle/build-test:{}", std::process::id());
         std::fs::write(
             dir.join("Dockerfile"),
-            format!(
-                "FROM {CRASHER}\nCOPY sub/hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"
-            ),
+            format!("FROM {CRASHER}\nCOPY sub/hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"),
         )
         .unwrap();
         let built = docker.build_image(&tag, &dir).await;
-        std::fs::write(
-            dir.join("Dockerfile"),
-            format!("FROM {CRASHER}\nRUN echo about to fail && exit 7\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join("Dockerfile"), format!("FROM {CRASHER}\nRUN echo about to fail && exit 7\n")).unwrap();
         let failed = docker.build_image(&format!("{tag}-bad"), &dir).await;
         let _ = std::fs::remove_dir_all(&dir);
-        let _ = docker
-            .docker
-            .remove_image(
-                &tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        let _ = docker.docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
         assert!(built.unwrap().starts_with("sha256:"));
         match failed {
-            Err(DockerError::Build {
-                message, log_tail, ..
-            }) => {
+            Err(DockerError::Build { message, log_tail, .. }) => {
                 assert!(message.contains("returned a non-zero code: 7"), "{message}");
-                assert!(
-                    log_tail.iter().any(|l| l.contains("about to fail")),
-                    "{log_tail:?}"
-                );
+                assert!(log_tail.iter().any(|l| l.contains("about to fail")), "{log_tail:?}");
             }
             other => panic!("expected a Build error, got {other:?}"),
         }
@@ -1460,28 +1157,21 @@ mod tests {
              (needs the llama-server binary: $LLAMA_SERVER, PATH or .venv/bin)"
         );
         let model = Path::new(DEMO_MODEL_DIR).join(DEMO_MODEL);
-        assert!(
-            model.is_file(),
-            "the demo model {} is missing",
-            model.display()
-        );
+        assert!(model.is_file(), "the demo model {} is missing", model.display());
         docker
     }
 
     /// A llama-server spec serving the demo model, mounted read-only, with extra flags.
     fn llama_spec(name: &str, extra: &[&str]) -> ContainerSpec {
         let mut spec = ContainerSpec::new(name, LLAMA_SERVER, 8080);
-        spec.cmd = [
-            "--host", "0.0.0.0", "--port", "8080", "-c", "512", "-t", "2", "-m",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("/models/{DEMO_MODEL}")])
-        .chain(extra.iter().map(|s| s.to_string()))
-        .collect();
+        spec.cmd = ["--host", "0.0.0.0", "--port", "8080", "-c", "512", "-t", "2", "-m"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("/models/{DEMO_MODEL}")])
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
         spec.binds.push(format!("{DEMO_MODEL_DIR}:/models:ro"));
-        spec.labels
-            .insert("threadcycle.test".to_string(), "docker-rs".to_string());
+        spec.labels.insert("threadcycle.test".to_string(), "docker-rs".to_string());
         spec
     }
 
@@ -1498,13 +1188,7 @@ mod tests {
         docker
             .wait_healthy(
                 &running.id,
-                async || {
-                    client
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                },
+                async || client.get(&url).send().await.is_ok_and(|r| r.status().is_success()),
                 Duration::from_secs(120),
             )
             .await
@@ -1525,29 +1209,18 @@ mod tests {
         let mut spec = llama_spec(&name, &["--load-mode", "none"]);
         spec.memory_limit_bytes = Some(64 * MIB);
         let err = match docker.run(&spec).await {
-            Ok(r) => docker
-                .wait_healthy(&r.id, never, Duration::from_secs(120))
-                .await
-                .unwrap_err(),
+            Ok(r) => docker.wait_healthy(&r.id, never, Duration::from_secs(120)).await.unwrap_err(),
             Err(e) => e,
         };
         match &err {
-            DockerError::Exited {
-                exit_code: Some(137),
-                oom_killed: true,
-                log_tail,
-                ..
-            } => assert!(
-                log_tail.iter().any(|l| l.contains("loading model")),
-                "{log_tail:?}"
-            ),
+            DockerError::Exited { exit_code: Some(137), oom_killed: true, log_tail, .. } => {
+                assert!(log_tail.iter().any(|l| l.contains("loading model")), "{log_tail:?}")
+            }
             other => panic!("expected an OOM kill with exit 137, got {other:?}"),
         }
         assert_eq!(
             err.to_string(),
-            format!(
-                "container `{name}` was killed by the OOM killer (exit 137) at its 64 MiB limit"
-            )
+            format!("container `{name}` was killed by the OOM killer (exit 137) at its 64 MiB limit")
         );
         let state = docker.state(&name).await.unwrap();
         assert!(state.oom_killed && !state.running, "{state:?}");
@@ -1566,28 +1239,15 @@ mod tests {
         let dr = &hc.device_requests.as_ref().unwrap()[0];
         assert_eq!(dr.device_ids, Some(vec!["0".to_string(), "2".to_string()]));
         assert_eq!(dr.capabilities, Some(vec![vec!["gpu".to_string()]]));
-        let pb = &hc.port_bindings.as_ref().unwrap()["11434/tcp"]
-            .as_ref()
-            .unwrap()[0];
+        let pb = &hc.port_bindings.as_ref().unwrap()["11434/tcp"].as_ref().unwrap()[0];
         assert_eq!(pb.host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(pb.host_port.as_deref(), Some("0"));
         assert_eq!(body.labels.as_ref().unwrap()[MANAGED_LABEL], "true");
         spec.gpus = GpuRequest::All;
-        let dr = spec
-            .to_create_body()
-            .host_config
-            .unwrap()
-            .device_requests
-            .unwrap();
+        let dr = spec.to_create_body().host_config.unwrap().device_requests.unwrap();
         assert_eq!(dr[0].count, Some(-1));
         spec.gpus = GpuRequest::None;
-        assert!(
-            spec.to_create_body()
-                .host_config
-                .unwrap()
-                .device_requests
-                .is_none()
-        );
+        assert!(spec.to_create_body().host_config.unwrap().device_requests.is_none());
     }
 
     #[test]
@@ -1608,9 +1268,6 @@ mod tests {
             memory_limit_bytes: Some(512 * MIB),
             log_tail: vec![],
         };
-        assert_eq!(
-            err.to_string(),
-            "container `tc-x` was killed by the OOM killer (exit 137) at its 512 MiB limit"
-        );
+        assert_eq!(err.to_string(), "container `tc-x` was killed by the OOM killer (exit 137) at its 512 MiB limit");
     }
 }

@@ -66,44 +66,24 @@ impl Route {
 
     /// A route answering `status` with one JSON body.
     pub fn json(method: &str, path: &str, status: u16, body: &serde_json::Value) -> Route {
-        Route {
-            status,
-            ..Route::new(method, path)
-        }
-        .with_body(body.to_string().into_bytes())
+        Route { status, ..Route::new(method, path) }.with_body(body.to_string().into_bytes())
     }
 
     /// A route answering `status` with one plain-text body.
     pub fn text(method: &str, path: &str, status: u16, body: &str) -> Route {
-        Route {
-            status,
-            ..Route::new(method, path)
-        }
-        .with_content_type("text/plain; charset=utf-8")
-        .with_body(body.as_bytes().to_vec())
+        Route { status, ..Route::new(method, path) }
+            .with_content_type("text/plain; charset=utf-8")
+            .with_body(body.as_bytes().to_vec())
     }
 
     /// A `200` NDJSON stream (`application/x-ndjson`): each value is one line, sent after its delay.
     pub fn ndjson(method: &str, path: &str, lines: Vec<(Duration, serde_json::Value)>) -> Route {
-        Route::new(method, path)
-            .with_content_type("application/x-ndjson")
-            .with_chunks(ndjson_chunks(lines))
+        Route::new(method, path).with_content_type("application/x-ndjson").with_chunks(ndjson_chunks(lines))
     }
 
     /// A route with a status, content type and body chunks given in full.
-    pub fn stream(
-        method: &str,
-        path: &str,
-        status: u16,
-        content_type: &str,
-        chunks: Vec<Chunk>,
-    ) -> Route {
-        Route {
-            status,
-            ..Route::new(method, path)
-        }
-        .with_content_type(content_type)
-        .with_chunks(chunks)
+    pub fn stream(method: &str, path: &str, status: u16, content_type: &str, chunks: Vec<Chunk>) -> Route {
+        Route { status, ..Route::new(method, path) }.with_content_type(content_type).with_chunks(chunks)
     }
 
     /// Replaces the body with one chunk sent at once.
@@ -189,10 +169,7 @@ impl RecordedRequest {
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -215,9 +192,7 @@ pub struct FakeServer {
 
 impl std::fmt::Debug for FakeServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("FakeServer").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -227,13 +202,7 @@ impl FakeServer {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            routes: routes
-                .into_iter()
-                .map(|route| RouteSlot {
-                    route,
-                    served: AtomicUsize::new(0),
-                })
-                .collect(),
+            routes: routes.into_iter().map(|route| RouteSlot { route, served: AtomicUsize::new(0) }).collect(),
             requests: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -260,10 +229,7 @@ impl FakeServer {
 
     /// The requests received for one method and path.
     pub fn requests_to(&self, method: &str, path: &str) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.method.eq_ignore_ascii_case(method) && r.path == path).collect()
     }
 }
 
@@ -299,10 +265,7 @@ async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) -> io::Result<()
     let route = shared.routes.iter().find(|slot| {
         slot.route.method.eq_ignore_ascii_case(&req.method)
             && slot.route.path == req.path
-            && slot
-                .route
-                .limit
-                .is_none_or(|n| slot.served.load(Ordering::SeqCst) < n)
+            && slot.route.limit.is_none_or(|n| slot.served.load(Ordering::SeqCst) < n)
     });
     let head_only = req.method == "HEAD";
     match shared.requests.lock() {
@@ -414,9 +377,7 @@ async fn read_request(stream: &mut TcpStream) -> io::Result<Option<RecordedReque
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
     let method = parts.next().unwrap_or_default().to_ascii_uppercase();
-    let target = parts
-        .next()
-        .ok_or_else(|| bad("request line without a target"))?;
+    let target = parts.next().ok_or_else(|| bad("request line without a target"))?;
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (target.to_string(), None),
@@ -425,14 +386,8 @@ async fn read_request(stream: &mut TcpStream) -> io::Result<Option<RecordedReque
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let chunked =
-        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         read_chunked_body(stream, &mut rest).await?
     } else {
@@ -451,13 +406,7 @@ async fn read_request(stream: &mut TcpStream) -> io::Result<Option<RecordedReque
         rest.truncate(len);
         rest
     };
-    Ok(Some(RecordedRequest {
-        method,
-        path,
-        query,
-        headers,
-        body,
-    }))
+    Ok(Some(RecordedRequest { method, path, query, headers, body }))
 }
 
 async fn read_chunked_body(stream: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Vec<u8>> {
@@ -512,12 +461,7 @@ pub struct TokenStream {
 
 impl TokenStream {
     /// A stream of `tokens` with the first after `first_token_after`, then `tokens_per_second`.
-    pub fn new(
-        model: &str,
-        tokens: Vec<String>,
-        first_token_after: Duration,
-        tokens_per_second: f64,
-    ) -> TokenStream {
+    pub fn new(model: &str, tokens: Vec<String>, first_token_after: Duration, tokens_per_second: f64) -> TokenStream {
         TokenStream {
             model: model.to_string(),
             tokens,
@@ -530,12 +474,7 @@ impl TokenStream {
     }
 
     /// `n` tokens `"tok0 "`, `"tok1 "`, … at the given timing.
-    pub fn numbered(
-        model: &str,
-        n: usize,
-        first_token_after: Duration,
-        tokens_per_second: f64,
-    ) -> TokenStream {
+    pub fn numbered(model: &str, n: usize, first_token_after: Duration, tokens_per_second: f64) -> TokenStream {
         let tokens = (0..n).map(|i| format!("tok{i} ")).collect();
         TokenStream::new(model, tokens, first_token_after, tokens_per_second)
     }
@@ -555,11 +494,7 @@ impl TokenStream {
     }
 
     fn delay(&self, i: usize) -> Duration {
-        if i == 0 {
-            self.first_token_after
-        } else {
-            self.gap()
-        }
+        if i == 0 { self.first_token_after } else { self.gap() }
     }
 
     /// The whole answer text.
@@ -603,11 +538,7 @@ impl TokenStream {
                 }
             }
         }
-        let final_delay = if self.tokens.is_empty() {
-            self.first_token_after
-        } else {
-            Duration::ZERO
-        };
+        let final_delay = if self.tokens.is_empty() { self.first_token_after } else { Duration::ZERO };
         lines.push((final_delay, last));
         ndjson_chunks(lines)
     }
@@ -637,16 +568,11 @@ impl TokenStream {
         let prompt_ms = millis(self.first_token_after);
         let predicted_ms = millis(self.decode_time());
         let per_second = |count: u64, ms: f64| {
-            if ms > 0.0 {
-                count as f64 / ms * 1000.0
-            } else {
-                0.0
-            }
+            if ms > 0.0 { count as f64 / ms * 1000.0 } else { 0.0 }
         };
         let per_token = |count: u64, ms: f64| if count > 0 { ms / count as f64 } else { 0.0 };
         let prompt_n = u64::from(self.prompt_tokens);
-        let mut last =
-            base(serde_json::json!([{"finish_reason": self.done_reason, "index": 0, "delta": {}}]));
+        let mut last = base(serde_json::json!([{"finish_reason": self.done_reason, "index": 0, "delta": {}}]));
         if let Some(obj) = last.as_object_mut() {
             obj.insert(
                 "usage".into(),
@@ -665,32 +591,17 @@ impl TokenStream {
         }
         events.push((Duration::ZERO, last.to_string()));
         events.push((Duration::ZERO, "[DONE]".to_string()));
-        events
-            .into_iter()
-            .map(|(delay, data)| (delay, format!("data: {data}\n\n").into_bytes()))
-            .collect()
+        events.into_iter().map(|(delay, data)| (delay, format!("data: {data}\n\n").into_bytes())).collect()
     }
 
     /// A route serving [`TokenStream::ollama_chat_ndjson`] at `POST /api/chat`.
     pub fn ollama_chat_route(&self) -> Route {
-        Route::stream(
-            "POST",
-            "/api/chat",
-            200,
-            "application/x-ndjson",
-            self.ollama_chat_ndjson(),
-        )
+        Route::stream("POST", "/api/chat", 200, "application/x-ndjson", self.ollama_chat_ndjson())
     }
 
     /// A route serving [`TokenStream::openai_sse`] at `POST /v1/chat/completions`.
     pub fn openai_chat_route(&self) -> Route {
-        Route::stream(
-            "POST",
-            "/v1/chat/completions",
-            200,
-            "text/event-stream",
-            self.openai_sse(),
-        )
+        Route::stream("POST", "/v1/chat/completions", 200, "text/event-stream", self.openai_sse())
     }
 }
 
@@ -723,19 +634,13 @@ mod tests {
         ])
         .await
         .unwrap();
-        let first = raw(
-            &server,
-            b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n{\"k\":1}",
-        )
-        .await;
+        let first = raw(&server, b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n{\"k\":1}").await;
         assert!(first.starts_with("HTTP/1.1 201 Created\r\n"), "{first}");
         assert!(first.contains("Transfer-Encoding: chunked"));
-        assert!(
-            first.ends_with("b\r\n{\"ok\":true}\r\n0\r\n\r\n"),
-            "{first}"
-        );
+        assert!(first.ends_with("b\r\n{\"ok\":true}\r\n0\r\n\r\n"), "{first}");
         let second =
-            raw(&server, b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
+            raw(&server, b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                .await;
         assert!(second.starts_with("HTTP/1.1 500"), "{second}");
         let missing = raw(&server, b"GET /nope HTTP/1.1\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("404 page not found"));
@@ -754,10 +659,7 @@ mod tests {
             "/slow",
             200,
             "text/plain",
-            vec![
-                (Duration::ZERO, b"a".to_vec()),
-                (Duration::from_secs(30), b"b".to_vec()),
-            ],
+            vec![(Duration::ZERO, b"a".to_vec()), (Duration::from_secs(30), b"b".to_vec())],
         );
         let server = FakeServer::start(vec![slow]).await.unwrap();
         let addr = server.addr();
@@ -770,10 +672,7 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "the open stream is closed on drop");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            TcpStream::connect(addr).await.is_err(),
-            "nothing listens after drop"
-        );
+        assert!(TcpStream::connect(addr).await.is_err(), "nothing listens after drop");
     }
 
     #[tokio::test]
@@ -787,15 +686,9 @@ mod tests {
         assert_eq!(last["done"], true);
         assert_eq!(last["eval_count"], 3);
         assert_eq!(last["eval_duration"], 30_000_000);
-        assert!(
-            last.get("load_duration").is_none(),
-            "zero counters are absent"
-        );
+        assert!(last.get("load_duration").is_none(), "zero counters are absent");
         let sse = ts.openai_sse();
-        let text: String = sse
-            .iter()
-            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-            .collect();
+        let text: String = sse.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
         assert!(text.ends_with("data: [DONE]\n\n"));
         assert!(text.contains("\"predicted_n\":3"));
         assert_eq!(text.matches("\"content\":\"tok").count(), 3);

@@ -49,8 +49,12 @@ impl Gpus {
             Err(NvmlError::LibloadingError(_)) | Err(NvmlError::LibraryNotFound) => {
                 Gpus::Unavailable("no NVIDIA GPU (libnvidia-ml not found)".into())
             }
-            Err(NvmlError::DriverNotLoaded) => Gpus::Unavailable("no NVIDIA GPU (the NVIDIA driver is not loaded)".into()),
-            Err(NvmlError::NoPermission) => Gpus::Unavailable("NVIDIA GPU not accessible (no permission for NVML)".into()),
+            Err(NvmlError::DriverNotLoaded) => {
+                Gpus::Unavailable("no NVIDIA GPU (the NVIDIA driver is not loaded)".into())
+            }
+            Err(NvmlError::NoPermission) => {
+                Gpus::Unavailable("NVIDIA GPU not accessible (no permission for NVML)".into())
+            }
             Err(e) => Gpus::Unavailable(format!("NVML failed to initialise: {e}")),
         }
     }

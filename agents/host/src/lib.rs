@@ -4,8 +4,8 @@
 //! free space, engine processes or engine HTTP. Agents hold policy; this crate holds I/O.
 
 pub mod docker;
-pub mod fake_http;
 pub mod engine;
+pub mod fake_http;
 pub mod gpu;
 pub mod ollama;
 pub mod openai;

@@ -134,24 +134,18 @@ pub struct ShowInfo {
 impl ShowInfo {
     /// `general.architecture`, e.g. `llama`.
     pub fn architecture(&self) -> Option<&str> {
-        self.model_info
-            .get("general.architecture")
-            .and_then(Value::as_str)
+        self.model_info.get("general.architecture").and_then(Value::as_str)
     }
 
     /// A numeric `<arch>.<key>` value, e.g. `arch_u64("block_count")`.
     pub fn arch_u64(&self, key: &str) -> Option<u64> {
         let arch = self.architecture()?;
-        self.model_info
-            .get(&format!("{arch}.{key}"))
-            .and_then(as_u64)
+        self.model_info.get(&format!("{arch}.{key}")).and_then(as_u64)
     }
 
     /// `general.parameter_count`.
     pub fn parameter_count(&self) -> Option<u64> {
-        self.model_info
-            .get("general.parameter_count")
-            .and_then(as_u64)
+        self.model_info.get("general.parameter_count").and_then(as_u64)
     }
 
     /// f16 KV-cache bytes per token of context:
@@ -168,10 +162,7 @@ impl ShowInfo {
         };
         let key_dim = self.arch_u64("attention.key_length").or(default_dim)?;
         let value_dim = self.arch_u64("attention.value_length").or(default_dim)?;
-        let kv_heads_total = match self
-            .model_info
-            .get(&format!("{arch}.attention.head_count_kv"))
-        {
+        let kv_heads_total = match self.model_info.get(&format!("{arch}.attention.head_count_kv")) {
             Some(Value::Array(per_layer)) => {
                 let counts: Option<Vec<u64>> = per_layer.iter().map(as_u64).collect();
                 let counts = counts?;
@@ -185,9 +176,7 @@ impl ShowInfo {
             // No GQA key: as many KV heads as query heads.
             None => heads?.checked_mul(layers)?,
         };
-        kv_heads_total
-            .checked_mul(key_dim + value_dim)?
-            .checked_mul(2)
+        kv_heads_total.checked_mul(key_dim + value_dim)?.checked_mul(2)
     }
 }
 
@@ -216,11 +205,7 @@ pub struct PsModel {
 impl PsModel {
     /// `size_vram / size`: 1.0 = all on the GPU, 0.0 = all on the CPU (0.0 when `size` is 0).
     pub fn gpu_fraction(&self) -> f64 {
-        if self.size == 0 {
-            0.0
-        } else {
-            (self.size_vram as f64 / self.size as f64).min(1.0)
-        }
+        if self.size == 0 { 0.0 } else { (self.size_vram as f64 / self.size as f64).min(1.0) }
     }
 
     /// The `PROCESSOR` column of `ollama ps`: `100% GPU`, `100% CPU` or `48%/52% CPU/GPU`.
@@ -232,8 +217,7 @@ impl PsModel {
         } else if self.size_vram > self.size || self.size == 0 {
             "Unknown".to_string()
         } else {
-            let cpu =
-                ((self.size - self.size_vram) as f64 / self.size as f64 * 100.0).round() as u64;
+            let cpu = ((self.size - self.size_vram) as f64 / self.size as f64 * 100.0).round() as u64;
             format!("{cpu}%/{}% CPU/GPU", 100 - cpu)
         }
     }
@@ -342,21 +326,13 @@ impl OllamaClient {
 
     /// `GET /`: Ok when the server answers `Ollama is running`.
     pub async fn probe(&self) -> Result<(), EngineError> {
-        let resp = self
-            .send(
-                self.http.get(self.url("/")).timeout(self.call_timeout),
-                self.call_timeout,
-            )
-            .await?;
+        let resp = self.send(self.http.get(self.url("/")).timeout(self.call_timeout), self.call_timeout).await?;
         let resp = check_status(resp).await?;
         let text = read_capped(resp, MAX_ERROR_BODY).await?;
         if text.trim() == "Ollama is running" {
             Ok(())
         } else {
-            Err(EngineError::Protocol(format!(
-                "GET / answered {:?}, not \"Ollama is running\"",
-                quote(&text)
-            )))
+            Err(EngineError::Protocol(format!("GET / answered {:?}, not \"Ollama is running\"", quote(&text))))
         }
     }
 
@@ -368,9 +344,7 @@ impl OllamaClient {
     /// `GET /api/version`: the server's version, e.g. `0.5.1`.
     pub async fn version(&self) -> Result<String, EngineError> {
         let body: VersionBody = self.get_json("/api/version").await?;
-        body.version.ok_or_else(|| {
-            EngineError::Protocol("/api/version answered without \"version\"".into())
-        })
+        body.version.ok_or_else(|| EngineError::Protocol("/api/version answered without \"version\"".into()))
     }
 
     /// `GET /api/tags`: the installed models.
@@ -390,11 +364,7 @@ impl OllamaClient {
 
     /// `POST /api/show`: details, GGUF metadata and capabilities of `tag`.
     pub async fn show(&self, tag: &str) -> Result<ShowInfo, EngineError> {
-        let req = self
-            .http
-            .post(self.url("/api/show"))
-            .json(&json!({"model": tag}))
-            .timeout(self.call_timeout);
+        let req = self.http.post(self.url("/api/show")).json(&json!({"model": tag})).timeout(self.call_timeout);
         let resp = check_status(self.send(req, self.call_timeout).await?).await?;
         let body: ShowBody = decode_json(resp, "/api/show").await?;
         let model_info = body.model_info.unwrap_or_default();
@@ -425,16 +395,9 @@ impl OllamaClient {
     /// An `{"error": ...}` line (e.g. `pull model manifest: file does not exist`) gives
     /// [`EngineError::InStream`] with that text; silence longer than the stall limit gives
     /// [`EngineError::Timeout`].
-    pub async fn pull(
-        &self,
-        tag: &str,
-        mut on_progress: impl FnMut(PullProgress),
-    ) -> Result<PullOutcome, EngineError> {
+    pub async fn pull(&self, tag: &str, mut on_progress: impl FnMut(PullProgress)) -> Result<PullOutcome, EngineError> {
         let start = Instant::now();
-        let req = self
-            .http
-            .post(self.url("/api/pull"))
-            .json(&json!({"model": tag, "stream": true}));
+        let req = self.http.post(self.url("/api/pull")).json(&json!({"model": tag, "stream": true}));
         let resp = tokio::time::timeout(self.pull_stall, self.send(req, self.pull_stall))
             .await
             .map_err(|_| EngineError::Timeout(self.pull_stall))??;
@@ -452,12 +415,9 @@ impl OllamaClient {
                     outcome.lines
                 )));
             };
-            let parsed: PullLine =
-                serde_json::from_str(&line).map_err(|e| bad_line("/api/pull", &line, &e))?;
+            let parsed: PullLine = serde_json::from_str(&line).map_err(|e| bad_line("/api/pull", &line, &e))?;
             if let Some(err) = parsed.error {
-                return Err(EngineError::InStream {
-                    message: error_text(&err),
-                });
+                return Err(EngineError::InStream { message: error_text(&err) });
             }
             let Some(status) = parsed.status else {
                 return Err(EngineError::Protocol(format!(
@@ -540,15 +500,8 @@ impl OllamaClient {
         Value::Object(body)
     }
 
-    async fn chat_inner(
-        &self,
-        req: &GenRequest,
-        start: Instant,
-    ) -> Result<Generation, EngineError> {
-        let http_req = self
-            .http
-            .post(self.url("/api/chat"))
-            .json(&self.chat_body(req));
+    async fn chat_inner(&self, req: &GenRequest, start: Instant) -> Result<Generation, EngineError> {
+        let http_req = self.http.post(self.url("/api/chat")).json(&self.chat_body(req));
         let resp = check_status(self.send(http_req, req.timeout).await?).await?;
         let mut lines = NdjsonLines::new(resp);
         let mut generation = Generation::default();
@@ -560,29 +513,20 @@ impl OllamaClient {
                     generation.chunk_times.len()
                 )));
             };
-            let chunk: ChatChunk =
-                serde_json::from_str(&line).map_err(|e| bad_line("/api/chat", &line, &e))?;
+            let chunk: ChatChunk = serde_json::from_str(&line).map_err(|e| bad_line("/api/chat", &line, &e))?;
             if let Some(err) = chunk.error {
-                return Err(EngineError::InStream {
-                    message: error_text(&err),
-                });
+                return Err(EngineError::InStream { message: error_text(&err) });
             }
             let since = at.saturating_duration_since(start);
             let (content, thinking) = match &chunk.message {
-                Some(m) => (
-                    m.content.as_deref().unwrap_or(""),
-                    m.thinking.as_deref().unwrap_or(""),
-                ),
+                Some(m) => (m.content.as_deref().unwrap_or(""), m.thinking.as_deref().unwrap_or("")),
                 None => (chunk.response.as_deref().unwrap_or(""), ""),
             };
             if !content.is_empty() || !thinking.is_empty() {
                 generation.chunk_times.push(since);
                 first.get_or_insert(since);
             }
-            if !content.is_empty()
-                && !generation.truncated
-                && engine::append_capped(&mut generation.text, content)
-            {
+            if !content.is_empty() && !generation.truncated && engine::append_capped(&mut generation.text, content) {
                 generation.truncated = true;
             }
             if chunk.done {
@@ -604,9 +548,7 @@ impl OllamaClient {
         let resp = check_status(self.send(req, self.call_timeout).await?).await?;
         let body: ChatChunk = decode_json(resp, "/api/generate").await?;
         match body.error {
-            Some(err) => Err(EngineError::InStream {
-                message: error_text(&err),
-            }),
+            Some(err) => Err(EngineError::InStream { message: error_text(&err) }),
             None => Ok(()),
         }
     }
@@ -617,19 +559,12 @@ impl OllamaClient {
         decode_json(resp, path).await
     }
 
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        limit: Duration,
-    ) -> Result<reqwest::Response, EngineError> {
+    async fn send(&self, req: reqwest::RequestBuilder, limit: Duration) -> Result<reqwest::Response, EngineError> {
         req.send().await.map_err(|e| {
             if e.is_timeout() {
                 EngineError::Timeout(limit)
             } else {
-                EngineError::Unreachable {
-                    url: self.base.clone(),
-                    reason: error_chain(&e),
-                }
+                EngineError::Unreachable { url: self.base.clone(), reason: error_chain(&e) }
             }
         })
     }
@@ -655,21 +590,13 @@ fn rate(count: u64, nanos: u64) -> Option<f64> {
 }
 
 fn as_u64(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| {
-        v.as_f64()
-            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-            .map(|f| f as u64)
-    })
+    v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
 }
 
 /// `name` → `name:latest` when it has no tag.
 fn normalize_tag(tag: &str) -> String {
     let last = tag.rsplit('/').next().unwrap_or(tag);
-    if last.contains(':') {
-        tag.to_string()
-    } else {
-        format!("{tag}:latest")
-    }
+    if last.contains(':') { tag.to_string() } else { format!("{tag}:latest") }
 }
 
 /// The text of an `error` value: a string as is, anything else as JSON.
@@ -690,10 +617,7 @@ fn quote(line: &str) -> String {
 }
 
 fn bad_line(endpoint: &str, line: &str, err: &serde_json::Error) -> EngineError {
-    EngineError::Protocol(format!(
-        "unparseable line from {endpoint} ({err}): {}",
-        quote(line)
-    ))
+    EngineError::Protocol(format!("unparseable line from {endpoint} ({err}): {}", quote(line)))
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -722,19 +646,15 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response, Engi
         .ok()
         .and_then(|v| v.get("error").map(error_text))
         .unwrap_or_else(|| body.trim().to_string());
-    Err(EngineError::Http {
-        status: status.as_u16(),
-        message,
-    })
+    Err(EngineError::Http { status: status.as_u16(), message })
 }
 
 async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<String, EngineError> {
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
     while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| {
-            EngineError::Protocol(format!("reading the answer failed: {}", error_chain(&e)))
-        })?;
+        let piece =
+            piece.map_err(|e| EngineError::Protocol(format!("reading the answer failed: {}", error_chain(&e))))?;
         buf.extend_from_slice(&piece);
         if buf.len() >= cap {
             buf.truncate(cap);
@@ -748,12 +668,10 @@ async fn decode_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     endpoint: &str,
 ) -> Result<T, EngineError> {
-    let bytes = resp.bytes().await.map_err(|e| {
-        EngineError::Protocol(format!(
-            "reading the {endpoint} answer failed: {}",
-            error_chain(&e)
-        ))
-    })?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| EngineError::Protocol(format!("reading the {endpoint} answer failed: {}", error_chain(&e))))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         EngineError::Protocol(format!(
             "unparseable {endpoint} answer ({e}): {}",
@@ -800,10 +718,7 @@ impl NdjsonLines {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(EngineError::Protocol(format!(
-                        "the response stream broke off: {}",
-                        error_chain(&e)
-                    )));
+                    return Err(EngineError::Protocol(format!("the response stream broke off: {}", error_chain(&e))));
                 }
                 None => {
                     self.ended = true;
@@ -858,10 +773,7 @@ mod tests {
         let digest = "sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa";
         let lines = vec![
             (MS, json!({"status": "pulling manifest"})),
-            (
-                MS,
-                json!({"status": "pulling 6a0746a1ec1a", "digest": digest, "total": 2142590208u64}),
-            ),
+            (MS, json!({"status": "pulling 6a0746a1ec1a", "digest": digest, "total": 2142590208u64})),
             (
                 MS,
                 json!({"status": "pulling 6a0746a1ec1a", "digest": digest, "total": 2142590208u64, "completed": 241970}),
@@ -881,12 +793,7 @@ mod tests {
         assert_eq!(seen.len(), 8);
         assert_eq!(
             seen[0],
-            PullProgress {
-                status: "pulling manifest".into(),
-                digest: None,
-                total: None,
-                completed: None
-            }
+            PullProgress { status: "pulling manifest".into(), digest: None, total: None, completed: None }
         );
         assert_eq!(seen[1].total, Some(2142590208));
         assert_eq!(seen[1].completed, None, "completed is omitted when zero");
@@ -897,33 +804,19 @@ mod tests {
         assert_eq!(outcome.total_bytes, 2142590208);
         assert_eq!(outcome.lines, 8);
         let sent = server.requests_to("POST", "/api/pull");
-        assert_eq!(
-            sent[0].json().unwrap(),
-            json!({"model": "llama3.2:1b", "stream": true})
-        );
+        assert_eq!(sent[0].json().unwrap(), json!({"model": "llama3.2:1b", "stream": true}));
     }
 
     #[tokio::test]
     async fn pull_error_line_in_a_200_stream_keeps_the_exact_text() {
         let lines = vec![
             (MS, json!({"status": "pulling manifest"})),
-            (
-                MS,
-                json!({"error": "pull model manifest: file does not exist"}),
-            ),
+            (MS, json!({"error": "pull model manifest: file does not exist"})),
         ];
         let (_server, client) = server(vec![Route::ndjson("POST", "/api/pull", lines)]).await;
         let mut seen = Vec::new();
-        let err = client
-            .pull("nosuch:model", |p| seen.push(p.status))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::InStream {
-                message: "pull model manifest: file does not exist".into()
-            }
-        );
+        let err = client.pull("nosuch:model", |p| seen.push(p.status)).await.unwrap_err();
+        assert_eq!(err, EngineError::InStream { message: "pull model manifest: file does not exist".into() });
         assert_eq!(seen, vec!["pulling manifest"]);
     }
 
@@ -932,15 +825,10 @@ mod tests {
         let lines = vec![(MS, json!({"status": "pulling manifest"}))];
         let (_s, client) = server(vec![Route::ndjson("POST", "/api/pull", lines)]).await;
         let err = client.pull("m", |_| {}).await.unwrap_err();
-        assert!(
-            matches!(&err, EngineError::Protocol(m) if m.contains("without \"success\"")),
-            "{err}"
-        );
+        assert!(matches!(&err, EngineError::Protocol(m) if m.contains("without \"success\"")), "{err}");
 
-        let lines = vec![
-            (MS, json!({"status": "pulling manifest"})),
-            (Duration::from_secs(5), json!({"status": "success"})),
-        ];
+        let lines =
+            vec![(MS, json!({"status": "pulling manifest"})), (Duration::from_secs(5), json!({"status": "success"}))];
         let (_s, client) = server(vec![Route::ndjson("POST", "/api/pull", lines)]).await;
         let client = client.with_pull_stall(Duration::from_millis(100));
         let err = client.pull("m", |_| {}).await.unwrap_err();
@@ -949,10 +837,7 @@ mod tests {
 
     #[tokio::test]
     async fn generate_reads_the_documented_final_chunk() {
-        let mut chunks = crate::fake_http::ndjson_chunks(vec![
-            (MS, chat_line("Hello!")),
-            (MS, chat_line(" Hi.")),
-        ]);
+        let mut chunks = crate::fake_http::ndjson_chunks(vec![(MS, chat_line("Hello!")), (MS, chat_line(" Hi."))]);
         chunks.push((MS, format!("{FINAL_EXAMPLE}\n").into_bytes()));
         let route = Route::stream("POST", "/api/chat", 200, "application/x-ndjson", chunks);
         let (server, client) = server(vec![route]).await;
@@ -992,12 +877,8 @@ mod tests {
     async fn absent_counters_are_zero_and_give_no_rates() {
         let done = json!({"model": "m", "created_at": "x", "message": {"role": "assistant", "content": ""},
             "done": true, "done_reason": "length", "total_duration": 5000, "eval_count": 1, "eval_duration": 1000});
-        let (server, client) = server(vec![Route::ndjson(
-            "POST",
-            "/api/chat",
-            vec![(MS, chat_line("a")), (MS, done)],
-        )])
-        .await;
+        let (server, client) =
+            server(vec![Route::ndjson("POST", "/api/chat", vec![(MS, chat_line("a")), (MS, done)])]).await;
         let mut r = req(Duration::from_secs(10));
         r.system = None;
         r.context = None;
@@ -1018,10 +899,7 @@ mod tests {
     async fn ttft_and_chunk_times_follow_real_delays() {
         let ts = TokenStream::numbered("llama3.2", 5, Duration::from_millis(150), 50.0);
         let (_s, client) = server(vec![ts.ollama_chat_route()]).await;
-        let g = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap();
+        let g = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap();
         assert_eq!(g.text, ts.text());
         assert!(g.ttft >= Duration::from_millis(150), "ttft {:?}", g.ttft);
         // Upper bounds are loose: CI machines are shared and noisy; the lower bound is the point.
@@ -1029,17 +907,9 @@ mod tests {
         assert_eq!(g.chunk_times.len(), 5);
         assert_eq!(g.chunk_times[0], g.ttft);
         for pair in g.chunk_times.windows(2) {
-            assert!(
-                pair[1] - pair[0] >= Duration::from_millis(15),
-                "gap {:?}",
-                pair[1] - pair[0]
-            );
+            assert!(pair[1] - pair[0] >= Duration::from_millis(15), "gap {:?}", pair[1] - pair[0]);
         }
-        assert!(
-            g.e2e >= Duration::from_millis(150 + 4 * 20),
-            "e2e {:?}",
-            g.e2e
-        );
+        assert!(g.e2e >= Duration::from_millis(150 + 4 * 20), "e2e {:?}", g.e2e);
         assert_eq!(g.output_tokens, Some(5));
         assert!((g.engine_decode_tps.unwrap() - 50.0).abs() < 0.01);
     }
@@ -1048,24 +918,14 @@ mod tests {
     async fn thinking_chunks_count_as_tokens_but_not_as_answer() {
         let think = json!({"model": "m", "created_at": "x",
             "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": false});
-        let done = json!({"model": "m", "created_at": "x", "message": {"role": "assistant", "content": ""}, "done": true});
-        let lines = vec![
-            (Duration::from_millis(50), think),
-            (Duration::from_millis(50), chat_line("ok")),
-            (MS, done),
-        ];
+        let done =
+            json!({"model": "m", "created_at": "x", "message": {"role": "assistant", "content": ""}, "done": true});
+        let lines = vec![(Duration::from_millis(50), think), (Duration::from_millis(50), chat_line("ok")), (MS, done)];
         let (_s, client) = server(vec![Route::ndjson("POST", "/api/chat", lines)]).await;
-        let g = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap();
+        let g = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap();
         assert_eq!(g.text, "ok");
         assert_eq!(g.chunk_times.len(), 2);
-        assert!(
-            g.ttft >= Duration::from_millis(50) && g.ttft < Duration::from_secs(5),
-            "{:?}",
-            g.ttft
-        );
+        assert!(g.ttft >= Duration::from_millis(50) && g.ttft < Duration::from_secs(5), "{:?}", g.ttft);
         assert_eq!(g.output_tokens, Some(0));
         assert_eq!(g.finish_reason, None);
     }
@@ -1075,101 +935,42 @@ mod tests {
         let message = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details";
         let lines = vec![(MS, chat_line("The")), (MS, json!({"error": message}))];
         let (_s, client) = server(vec![Route::ndjson("POST", "/api/chat", lines)]).await;
-        let err = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::InStream {
-                message: message.into()
-            }
-        );
+        let err = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap_err();
+        assert_eq!(err, EngineError::InStream { message: message.into() });
         assert_eq!(err.engine_text(), Some(message));
     }
 
     #[tokio::test]
     async fn not_found_is_http_404_with_the_error_text() {
-        let route = Route::json(
-            "POST",
-            "/api/chat",
-            404,
-            &json!({"error": "model 'x' not found"}),
-        );
+        let route = Route::json("POST", "/api/chat", 404, &json!({"error": "model 'x' not found"}));
         let (_s, client) = server(vec![route]).await;
         let mut r = req(Duration::from_secs(10));
         r.model = "x".into();
         let err = client.generate_stream(&r).await.unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::Http {
-                status: 404,
-                message: "model 'x' not found".into()
-            }
-        );
+        assert_eq!(err, EngineError::Http { status: 404, message: "model 'x' not found".into() });
     }
 
     #[tokio::test]
     async fn busy_server_and_plain_text_errors_keep_their_text() {
         let busy = "server busy, please try again.  maximum pending requests exceeded";
-        let (_s, client) = server(vec![Route::json(
-            "POST",
-            "/api/chat",
-            503,
-            &json!({"error": busy}),
-        )])
-        .await;
-        let err = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::Http {
-                status: 503,
-                message: busy.into()
-            }
-        );
+        let (_s, client) = server(vec![Route::json("POST", "/api/chat", 503, &json!({"error": busy}))]).await;
+        let err = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap_err();
+        assert_eq!(err, EngineError::Http { status: 503, message: busy.into() });
         // An unknown route on a Go server: plain text, no JSON.
         let (_s, client) = server(vec![]).await;
         let err = client.version().await.unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::Http {
-                status: 404,
-                message: "404 page not found".into()
-            }
-        );
+        assert_eq!(err, EngineError::Http { status: 404, message: "404 page not found".into() });
     }
 
     #[tokio::test]
     async fn unparseable_line_is_a_protocol_error_naming_it() {
         let long = format!("<html>{}</html>\n", "x".repeat(1000));
         let chunks = vec![(MS, long.into_bytes())];
-        let (_s, client) = server(vec![Route::stream(
-            "POST",
-            "/api/chat",
-            200,
-            "application/x-ndjson",
-            chunks,
-        )])
-        .await;
-        let err = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        let EngineError::Protocol(msg) = &err else {
-            panic!("{err:?}")
-        };
-        assert!(
-            msg.contains("/api/chat") && msg.contains("<html>xxx"),
-            "{msg}"
-        );
-        assert!(
-            msg.len() < 600,
-            "the line is truncated: {} bytes",
-            msg.len()
-        );
+        let (_s, client) = server(vec![Route::stream("POST", "/api/chat", 200, "application/x-ndjson", chunks)]).await;
+        let err = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap_err();
+        let EngineError::Protocol(msg) = &err else { panic!("{err:?}") };
+        assert!(msg.contains("/api/chat") && msg.contains("<html>xxx"), "{msg}");
+        assert!(msg.len() < 600, "the line is truncated: {} bytes", msg.len());
     }
 
     #[tokio::test]
@@ -1177,10 +978,7 @@ mod tests {
         let lines = vec![(MS, chat_line("The"))];
         let route = Route::ndjson("POST", "/api/chat", lines).hang_up();
         let (_s, client) = server(vec![route]).await;
-        let err = client
-            .generate_stream(&req(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
+        let err = client.generate_stream(&req(Duration::from_secs(10))).await.unwrap_err();
         assert!(matches!(&err, EngineError::Protocol(_)), "{err:?}");
     }
 
@@ -1202,10 +1000,7 @@ mod tests {
         drop(listener);
         let client = OllamaClient::new(&url);
         let err = client.version().await.unwrap_err();
-        assert!(
-            matches!(&err, EngineError::Unreachable { url: u, .. } if *u == url),
-            "{err:?}"
-        );
+        assert!(matches!(&err, EngineError::Unreachable { url: u, .. } if *u == url), "{err:?}");
         assert!(!client.healthy().await);
     }
 
@@ -1223,26 +1018,13 @@ mod tests {
         assert_eq!(m.details.quantization_level.as_deref(), Some("Q4_0"));
         assert_eq!(m.gpu_fraction(), 1.0);
         assert_eq!(m.processor(), "100% GPU");
-        assert_eq!(
-            m.expires_at_time().unwrap().to_rfc3339(),
-            "2024-06-04T14:38:31.837530-07:00"
-        );
+        assert_eq!(m.expires_at_time().unwrap().to_rfc3339(), "2024-06-04T14:38:31.837530-07:00");
 
-        let partial = PsModel {
-            size: 1000,
-            size_vram: 520,
-            ..Default::default()
-        };
+        let partial = PsModel { size: 1000, size_vram: 520, ..Default::default() };
         assert!((partial.gpu_fraction() - 0.52).abs() < 1e-12);
         assert_eq!(partial.processor(), "48%/52% CPU/GPU");
-        let cpu = PsModel {
-            size: 1000,
-            ..Default::default()
-        };
-        assert_eq!(
-            (cpu.gpu_fraction(), cpu.processor().as_str()),
-            (0.0, "100% CPU")
-        );
+        let cpu = PsModel { size: 1000, ..Default::default() };
+        assert_eq!((cpu.gpu_fraction(), cpu.processor().as_str()), (0.0, "100% CPU"));
         // Before v0.9.7 there is no context_length.
         let old = json!({"models": [{"name": "a", "model": "a", "size": 1, "size_vram": 0, "digest": "d", "expires_at": "0001-01-01T00:00:00Z"}]});
         let (_s, client) = server(vec![Route::json("GET", "/api/ps", 200, &old)]).await;
@@ -1265,71 +1047,35 @@ mod tests {
         assert_eq!(info.capabilities, vec!["completion"]);
         // 2 (K+V) × 32 layers × 8 KV heads × 128 head dim × 2 bytes = 128 KiB per token.
         assert_eq!(info.kv_bytes_per_token_f16(), Some(128 * 1024));
-        assert_eq!(
-            server.requests()[0].json().unwrap(),
-            json!({"model": "llama3"})
-        );
+        assert_eq!(server.requests()[0].json().unwrap(), json!({"model": "llama3"}));
 
         let (_s, client) = server_404_show().await;
         let err = client.show("x").await.unwrap_err();
-        assert_eq!(
-            err,
-            EngineError::Http {
-                status: 404,
-                message: "model 'x' not found".into()
-            }
-        );
+        assert_eq!(err, EngineError::Http { status: 404, message: "model 'x' not found".into() });
     }
 
     async fn server_404_show() -> (FakeServer, OllamaClient) {
-        server(vec![Route::json(
-            "POST",
-            "/api/show",
-            404,
-            &json!({"error": "model 'x' not found"}),
-        )])
-        .await
+        server(vec![Route::json("POST", "/api/show", 404, &json!({"error": "model 'x' not found"}))]).await
     }
 
     #[test]
     fn kv_size_matches_the_documented_models() {
-        let info = |l: u64, e: u64, h: u64, kv: Value| {
-            ShowInfo {
+        let info = |l: u64, e: u64, h: u64, kv: Value| ShowInfo {
             model_info: serde_json::from_value(json!({"general.architecture": "llama", "llama.block_count": l,
                 "llama.embedding_length": e, "llama.attention.head_count": h, "llama.attention.head_count_kv": kv}))
             .unwrap(),
             ..Default::default()
-        }
         };
         // §4: deepseek-coder:33b 248 KiB, codellama:34b 192 KiB, llama3.1:70b 320 KiB, 7B 512 KiB.
-        assert_eq!(
-            info(62, 7168, 56, json!(8)).kv_bytes_per_token_f16(),
-            Some(248 * 1024)
-        );
-        assert_eq!(
-            info(48, 8192, 64, json!(8)).kv_bytes_per_token_f16(),
-            Some(192 * 1024)
-        );
-        assert_eq!(
-            info(80, 8192, 64, json!(8)).kv_bytes_per_token_f16(),
-            Some(320 * 1024)
-        );
-        assert_eq!(
-            info(32, 4096, 32, json!(32)).kv_bytes_per_token_f16(),
-            Some(512 * 1024)
-        );
+        assert_eq!(info(62, 7168, 56, json!(8)).kv_bytes_per_token_f16(), Some(248 * 1024));
+        assert_eq!(info(48, 8192, 64, json!(8)).kv_bytes_per_token_f16(), Some(192 * 1024));
+        assert_eq!(info(80, 8192, 64, json!(8)).kv_bytes_per_token_f16(), Some(320 * 1024));
+        assert_eq!(info(32, 4096, 32, json!(32)).kv_bytes_per_token_f16(), Some(512 * 1024));
         // Per-layer KV head counts are summed.
-        assert_eq!(
-            info(2, 4096, 32, json!([8, 0])).kv_bytes_per_token_f16(),
-            Some(8 * 256 * 2)
-        );
+        assert_eq!(info(2, 4096, 32, json!([8, 0])).kv_bytes_per_token_f16(), Some(8 * 256 * 2));
         let mut explicit = info(32, 4096, 32, json!(8));
-        explicit
-            .model_info
-            .insert("llama.attention.key_length".into(), json!(256));
-        explicit
-            .model_info
-            .insert("llama.attention.value_length".into(), json!(256));
+        explicit.model_info.insert("llama.attention.key_length".into(), json!(256));
+        explicit.model_info.insert("llama.attention.value_length".into(), json!(256));
         assert_eq!(explicit.kv_bytes_per_token_f16(), Some(32 * 8 * 512 * 2));
         assert_eq!(ShowInfo::default().kv_bytes_per_token_f16(), None);
     }
@@ -1359,31 +1105,21 @@ mod tests {
         assert!(!client.has_model("llama3:70b").await.unwrap());
         assert_eq!(client.list().await.unwrap()[0].size, 4661224676);
         client.unload("llama3").await.unwrap();
-        let unload = server.requests_to("POST", "/api/generate")[0]
-            .json()
-            .unwrap();
-        assert_eq!(
-            unload,
-            json!({"model": "llama3", "keep_alive": 0, "stream": false})
-        );
+        let unload = server.requests_to("POST", "/api/generate")[0].json().unwrap();
+        assert_eq!(unload, json!({"model": "llama3", "keep_alive": 0, "stream": false}));
     }
 
     #[tokio::test]
     async fn answers_are_capped() {
         let piece = "x".repeat(1 << 20);
-        let mut lines: Vec<(Duration, Value)> = (0..6)
-            .map(|_| (Duration::ZERO, chat_line(&piece)))
-            .collect();
+        let mut lines: Vec<(Duration, Value)> = (0..6).map(|_| (Duration::ZERO, chat_line(&piece))).collect();
         lines.push((
             Duration::ZERO,
             json!({"model": "m", "created_at": "x", "message": {"role": "assistant", "content": ""},
             "done": true, "eval_count": 6, "eval_duration": 1}),
         ));
         let (_s, client) = server(vec![Route::ndjson("POST", "/api/chat", lines)]).await;
-        let g = client
-            .generate_stream(&req(Duration::from_secs(20)))
-            .await
-            .unwrap();
+        let g = client.generate_stream(&req(Duration::from_secs(20))).await.unwrap();
         assert!(g.truncated);
         assert_eq!(g.text.len(), engine::MAX_ANSWER_BYTES);
         assert_eq!(g.chunk_times.len(), 6);

@@ -151,7 +151,13 @@ impl OpenAiClient {
     }
 
     /// Applies one SSE line; `Some(true)` at `[DONE]`.
-    fn on_sse_line(&self, line: &str, now: Duration, g: &mut Generation, chunks: &mut u32) -> Result<Option<bool>, EngineError> {
+    fn on_sse_line(
+        &self,
+        line: &str,
+        now: Duration,
+        g: &mut Generation,
+        chunks: &mut u32,
+    ) -> Result<Option<bool>, EngineError> {
         let Some(data) = line.strip_prefix("data:") else { return Ok(None) };
         let data = data.trim();
         if data == "[DONE]" {
@@ -201,7 +207,9 @@ mod tests {
     #[test]
     fn error_texts() {
         assert_eq!(
-            error_text(r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#),
+            error_text(
+                r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#
+            ),
             "the request exceeds the available context size, try increasing it"
         );
         assert_eq!(error_text(r#"{"error":"model 'x' not found"}"#), "model 'x' not found");
@@ -216,7 +224,13 @@ mod tests {
         let ms = Duration::from_millis;
         c.on_sse_line(r#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#, ms(5), &mut g, &mut n).unwrap();
         c.on_sse_line(r#"data: {"choices":[{"delta":{"content":"Hi"}}]}"#, ms(40), &mut g, &mut n).unwrap();
-        c.on_sse_line(r#"data: {"choices":[{"delta":{"content":" there"},"finish_reason":"stop"}]}"#, ms(60), &mut g, &mut n).unwrap();
+        c.on_sse_line(
+            r#"data: {"choices":[{"delta":{"content":" there"},"finish_reason":"stop"}]}"#,
+            ms(60),
+            &mut g,
+            &mut n,
+        )
+        .unwrap();
         c.on_sse_line(
             r#"data: {"choices":[],"usage":{"completion_tokens":2,"prompt_tokens":9},"timings":{"prompt_n":9,"prompt_ms":12.5,"prompt_per_second":720.0,"predicted_n":2,"predicted_ms":20.0,"predicted_per_second":100.0}}"#,
             ms(61),

@@ -170,7 +170,8 @@ impl EngineProcess {
         };
         let log = spec.run_dir.join(format!("{}.log", spec.name));
         let pidfile = spec.run_dir.join(format!("{}.pid", spec.name));
-        let out = std::fs::File::create(&log).map_err(|e| ProcessError::Io(format!("cannot create {}: {e}", log.display())))?;
+        let out = std::fs::File::create(&log)
+            .map_err(|e| ProcessError::Io(format!("cannot create {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| ProcessError::Io(e.to_string()))?;
         let mut cmd = Command::new(&spec.binary);
         cmd.arg("--model")
@@ -353,7 +354,11 @@ mod tests {
     }
 
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tc-proc-{}-{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)));
+        let d = std::env::temp_dir().join(format!(
+            "tc-proc-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

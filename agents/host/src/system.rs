@@ -50,7 +50,8 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, SystemError> {
         })
     };
     let need = |name: &str| {
-        field(name).ok_or_else(|| SystemError::Parse { path: "/proc/meminfo".into(), reason: format!("no {name} line") })
+        field(name)
+            .ok_or_else(|| SystemError::Parse { path: "/proc/meminfo".into(), reason: format!("no {name} line") })
     };
     Ok(MemInfo {
         total: need("MemTotal")?,
@@ -101,7 +102,9 @@ pub fn disk_free(path: &Path) -> Result<(u64, PathBuf), SystemError> {
 
 /// Host name.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Kernel release.
@@ -114,7 +117,9 @@ pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
-            t.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
         })
         .unwrap_or_else(|| "unknown CPU".into())
 }
@@ -153,7 +158,8 @@ mod tests {
 
     #[test]
     fn meminfo_parses_and_names_missing_lines() {
-        let m = parse_meminfo("MemTotal:       1000 kB\nMemFree: 1 kB\nMemAvailable:    500 kB\nSwapTotal: 0 kB\n").unwrap();
+        let m = parse_meminfo("MemTotal:       1000 kB\nMemFree: 1 kB\nMemAvailable:    500 kB\nSwapTotal: 0 kB\n")
+            .unwrap();
         assert_eq!(m.total, 1_024_000);
         assert_eq!(m.available, 512_000);
         let e = parse_meminfo("MemTotal: 1 kB\n").unwrap_err();

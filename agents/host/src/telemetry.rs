@@ -75,12 +75,7 @@ pub struct Accumulator {
 
 impl Default for Accumulator {
     fn default() -> Self {
-        Self {
-            n: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
+        Self { n: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
     }
 }
 
@@ -137,11 +132,7 @@ impl Cell {
         match (self.n, o.n) {
             (0, _) => o,
             (_, 0) => self,
-            _ => Cell {
-                n: self.n + o.n,
-                sum: self.sum + o.sum,
-                max: self.max.max(o.max),
-            },
+            _ => Cell { n: self.n + o.n, sum: self.sum + o.sum, max: self.max.max(o.max) },
         }
     }
 }
@@ -257,20 +248,11 @@ impl Downsampler {
         let row = |t_s: f64, samples: u64, cells: &[Cell]| SeriesPoint {
             t_s,
             samples,
-            mean: cells
-                .iter()
-                .map(|c| (c.n > 0).then(|| c.sum / f64::from(c.n)))
-                .collect(),
+            mean: cells.iter().map(|c| (c.n > 0).then(|| c.sum / f64::from(c.n))).collect(),
             max: cells.iter().map(|c| (c.n > 0).then_some(c.max)).collect(),
         };
         let mut out: Vec<SeriesPoint> = (0..self.times.len())
-            .map(|i| {
-                row(
-                    self.times[i],
-                    self.counts[i],
-                    &self.cells[i * w..(i + 1) * w],
-                )
-            })
+            .map(|i| row(self.times[i], self.counts[i], &self.cells[i * w..(i + 1) * w]))
             .collect();
         if self.pending_n > 0 {
             out.push(row(self.pending_t, self.pending_n, &self.pending));
@@ -376,14 +358,11 @@ impl EnergyMeter {
             let mj: u64 = self
                 .last_mj
                 .iter()
-                .map(|(i, last)| {
-                    last.saturating_sub(self.first_mj.get(i).copied().unwrap_or(*last))
-                })
+                .map(|(i, last)| last.saturating_sub(self.first_mj.get(i).copied().unwrap_or(*last)))
                 .sum();
             return Some((mj as f64 / 1000.0, Self::COUNTER));
         }
-        self.integral_ok
-            .then_some((self.integral_j, Self::INTEGRAL))
+        self.integral_ok.then_some((self.integral_j, Self::INTEGRAL))
     }
 }
 
@@ -419,39 +398,21 @@ impl Reading {
     fn values(&self) -> [Option<f64>; WIDTH] {
         let g = &self.gpus;
         let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let sum_u64 =
-            |f: fn(&GpuSample) -> u64| (!g.is_empty()).then(|| g.iter().map(f).sum::<u64>() as f64);
+        let sum_u64 = |f: fn(&GpuSample) -> u64| (!g.is_empty()).then(|| g.iter().map(f).sum::<u64>() as f64);
         let mut v = [None; WIDTH];
-        v[Metric::GpuUtil as usize] =
-            mean(g.iter().filter_map(|s| s.util_pct).map(f64::from).collect());
+        v[Metric::GpuUtil as usize] = mean(g.iter().filter_map(|s| s.util_pct).map(f64::from).collect());
         v[Metric::GpuTemp as usize] = g.iter().filter_map(|s| s.temp_c).max().map(f64::from);
-        v[Metric::GpuPower as usize] = if g.is_empty() {
-            None
-        } else {
-            g.iter().map(|s| s.power_w).sum()
-        };
+        v[Metric::GpuPower as usize] = if g.is_empty() { None } else { g.iter().map(|s| s.power_w).sum() };
         v[Metric::VramUsed as usize] = sum_u64(|s| s.mem_used);
         v[Metric::VramTotal as usize] = sum_u64(|s| s.mem_total);
-        v[Metric::SmClock as usize] = mean(
-            g.iter()
-                .filter_map(|s| s.sm_clock_mhz)
-                .map(f64::from)
-                .collect(),
-        );
-        v[Metric::MemClock as usize] = mean(
-            g.iter()
-                .filter_map(|s| s.mem_clock_mhz)
-                .map(f64::from)
-                .collect(),
-        );
+        v[Metric::SmClock as usize] = mean(g.iter().filter_map(|s| s.sm_clock_mhz).map(f64::from).collect());
+        v[Metric::MemClock as usize] = mean(g.iter().filter_map(|s| s.mem_clock_mhz).map(f64::from).collect());
         v[Metric::GpuProcMem as usize] = self.gpu_proc_mem.map(|b| b as f64);
         v[Metric::EngineMem as usize] = self.engine.mem.map(|b| b as f64);
         v[Metric::EngineCache as usize] = self.engine.cache.map(|b| b as f64);
         v[Metric::EngineCpu as usize] = self.engine.cpu_pct;
         v[Metric::HostAvailable as usize] = self.host.map(|m| m.available as f64);
-        v[Metric::HostSwapUsed as usize] = self
-            .host
-            .map(|m| m.swap_total.saturating_sub(m.swap_free) as f64);
+        v[Metric::HostSwapUsed as usize] = self.host.map(|m| m.swap_total.saturating_sub(m.swap_free) as f64);
         v
     }
 }
@@ -603,9 +564,7 @@ impl Recorder {
             sm_clock_mhz: s(Metric::SmClock),
             gpu_energy_j: energy.map(|(j, _)| j),
             energy_source: energy.map(|(_, src)| src.to_string()),
-            joules_per_token: energy
-                .filter(|_| output_tokens > 0)
-                .map(|(j, _)| j / output_tokens as f64),
+            joules_per_token: energy.filter(|_| output_tokens > 0).map(|(j, _)| j / output_tokens as f64),
             throttle_reasons: self.throttle.iter().cloned().collect(),
             engine_mem_bytes: s(Metric::EngineMem),
             engine_cache_bytes: s(Metric::EngineCache),
@@ -684,19 +643,12 @@ impl Sampler {
 
     /// [`Sampler::start`] keeping at most `cap` series points.
     pub fn start_with_cap(target: EngineTarget, hz: f64, gpus: Arc<Gpus>, cap: usize) -> Sampler {
-        let hz = if hz.is_finite() && hz > 0.0 {
-            hz.min(MAX_HZ)
-        } else {
-            1.0
-        };
+        let hz = if hz.is_finite() && hz > 0.0 { hz.min(MAX_HZ) } else { 1.0 };
         let mut rec = Recorder::new(cap);
         if let Some(why) = gpus.note() {
             rec.note(why);
         }
-        let shared = Arc::new(Shared {
-            rec: Mutex::new(rec),
-            container: Mutex::new(ContainerFeed::default()),
-        });
+        let shared = Arc::new(Shared { rec: Mutex::new(rec), container: Mutex::new(ContainerFeed::default()) });
         let started = Instant::now();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (pid, stats) = match target {
@@ -710,23 +662,8 @@ impl Sampler {
         };
         let period = Duration::from_secs_f64(1.0 / hz);
         let container = stats.is_some();
-        let sampling = tokio::spawn(sample_loop(
-            shared.clone(),
-            gpus,
-            pid,
-            container,
-            period,
-            started,
-            stop_rx,
-        ));
-        Sampler {
-            shared,
-            hz,
-            started,
-            stop: Some(stop_tx),
-            sampling: Some(sampling),
-            stats,
-        }
+        let sampling = tokio::spawn(sample_loop(shared.clone(), gpus, pid, container, period, started, stop_rx));
+        Sampler { shared, hz, started, stop: Some(stop_tx), sampling: Some(sampling), stats }
     }
 
     /// Samples per second actually used.
@@ -771,20 +708,14 @@ impl Sampler {
             lock(&self.shared.rec).note(format!("the telemetry sampler stopped early: {e}"));
         }
         let rec = lock(&self.shared.rec);
-        (
-            rec.summary(self.hz, output_tokens),
-            rec.series.to_csv(&COLUMNS),
-        )
+        (rec.summary(self.hz, output_tokens), rec.series.to_csv(&COLUMNS))
     }
 }
 
 impl Drop for Sampler {
     fn drop(&mut self) {
         // A sampler dropped without `finish` (an error path) must not sample forever.
-        for task in [self.sampling.take(), self.stats.take()]
-            .into_iter()
-            .flatten()
-        {
+        for task in [self.sampling.take(), self.stats.take()].into_iter().flatten() {
             task.abort();
         }
     }
@@ -814,9 +745,7 @@ async fn feed_container(
             }
         }
     }
-    lock(&shared.rec).note(format!(
-        "container `{id}` stopped sending stats before the run finished"
-    ));
+    lock(&shared.rec).note(format!("container `{id}` stopped sending stats before the run finished"));
 }
 
 /// What one blocking read of the machine returns.
@@ -895,8 +824,7 @@ async fn sample_loop(
         }
         let began = Instant::now();
         let g = gpus.clone();
-        let Ok(read) = tokio::task::spawn_blocking(move || read_machine(&g, pid, container)).await
-        else {
+        let Ok(read) = tokio::task::spawn_blocking(move || read_machine(&g, pid, container)).await else {
             continue;
         };
         let mut engine = EngineReading::default();
@@ -911,8 +839,7 @@ async fn sample_loop(
             prev_ticks = read.proc_ticks.map(|t| (read.at, t));
             if read.proc_mem.is_none() && !process_gone {
                 process_gone = true;
-                lock(&shared.rec)
-                    .note(format!("engine process {pid} is not in /proc (it exited?)"));
+                lock(&shared.rec).note(format!("engine process {pid} is not in /proc (it exited?)"));
             }
         }
         if container {
@@ -986,13 +913,7 @@ impl ThermalGuard {
     /// The guard for the plan's criteria; `None` when it sets no temperature limit.
     pub fn from_criteria(c: &Criteria, max_wait: Duration) -> Option<ThermalGuard> {
         let max_c = c.max_temp_c?;
-        Some(ThermalGuard {
-            max_c,
-            resume_c: c
-                .resume_temp_c
-                .unwrap_or(max_c - Self::DEFAULT_HYSTERESIS_C),
-            max_wait,
-        })
+        Some(ThermalGuard { max_c, resume_c: c.resume_temp_c.unwrap_or(max_c - Self::DEFAULT_HYSTERESIS_C), max_wait })
     }
 
     /// What to do given the hottest GPU now (`None`: no GPU) and how long the current pause
@@ -1021,14 +942,8 @@ impl ThermalGuard {
     ) -> Result<Option<ThermalPause>, ThermalPause> {
         // Poll at the sampling rate (at least every 100 ms, at most every second).
         let poll = Duration::from_secs_f64((1.0 / sampler.hz()).clamp(0.1, 1.0));
-        let result = self
-            .wait_until_cool_with(
-                || sampler.latest().gpu_temp_c,
-                sampler.elapsed_s(),
-                poll,
-                on_pause,
-            )
-            .await;
+        let result =
+            self.wait_until_cool_with(|| sampler.latest().gpu_temp_c, sampler.elapsed_s(), poll, on_pause).await;
         match &result {
             Ok(Some(p)) | Err(p) => sampler.record_pause(p.clone()),
             Ok(None) => {}
@@ -1054,12 +969,7 @@ impl ThermalGuard {
         loop {
             tokio::time::sleep(poll).await;
             let waited = began.elapsed();
-            let pause = |recovered| ThermalPause {
-                at_s,
-                temp_c: hot,
-                waited_s: waited.as_secs_f64(),
-                recovered,
-            };
+            let pause = |recovered| ThermalPause { at_s, temp_c: hot, waited_s: waited.as_secs_f64(), recovered };
             match self.decide(read_temp(), Some(waited)) {
                 GuardDecision::Proceed => return Ok(Some(pause(true))),
                 GuardDecision::Escalate => return Err(pause(false)),
@@ -1104,40 +1014,20 @@ mod tests {
             all.push(v);
             // The second column is missing on odd samples (a 1 Hz source in a 2 Hz series).
             ds.push(i as f64 * 0.1, &[Some(v), (i % 2 == 0).then_some(i as f64)]);
-            assert!(
-                ds.len() <= SERIES_CAP,
-                "{} points after {i} samples",
-                ds.len()
-            );
+            assert!(ds.len() <= SERIES_CAP, "{} points after {i} samples", ds.len());
         }
         let points = ds.points();
-        assert!(
-            points.len() > SERIES_CAP / 4,
-            "too coarse: {}",
-            points.len()
-        );
+        assert!(points.len() > SERIES_CAP / 4, "too coarse: {}", points.len());
         assert_eq!(points.iter().map(|p| p.samples).sum::<u64>(), N);
         assert!(ds.stride() >= N / SERIES_CAP as u64);
-        let peak = points
-            .iter()
-            .filter_map(|p| p.max[0])
-            .fold(f64::MIN, f64::max);
+        let peak = points.iter().filter_map(|p| p.max[0]).fold(f64::MIN, f64::max);
         assert_eq!(peak, 1_000.0);
-        assert_eq!(
-            points
-                .iter()
-                .filter_map(|p| p.max[1])
-                .fold(f64::MIN, f64::max),
-            99_998.0
-        );
+        assert_eq!(points.iter().filter_map(|p| p.max[1]).fold(f64::MIN, f64::max), 99_998.0);
         // Times are ascending and start at the first sample.
         assert_eq!(points[0].t_s, 0.0);
         assert!(points.windows(2).all(|w| w[0].t_s < w[1].t_s));
         // The weighted mean of the points is the mean of every sample.
-        let weighted: f64 = points
-            .iter()
-            .map(|p| p.mean[0].unwrap() * p.samples as f64)
-            .sum();
+        let weighted: f64 = points.iter().map(|p| p.mean[0].unwrap() * p.samples as f64).sum();
         let exact = summarise(&all).unwrap();
         assert!((weighted / N as f64 - exact.mean).abs() < 1e-9);
         assert_eq!(exact.peak, 1_000.0);
@@ -1149,11 +1039,7 @@ mod tests {
         let mut rec = Recorder::new(8);
         for i in 0..1_000u32 {
             let temp = if i == 501 { 83 } else { 60 + i % 5 };
-            rec.record(&Reading {
-                t_s: f64::from(i),
-                gpus: vec![gpu(0, temp, 100.0, None)],
-                ..Reading::default()
-            });
+            rec.record(&Reading { t_s: f64::from(i), gpus: vec![gpu(0, temp, 100.0, None)], ..Reading::default() });
         }
         assert!(rec.series.len() <= 8);
         let s = rec.summary(1.0, 0);
@@ -1162,31 +1048,15 @@ mod tests {
         assert_eq!(s.samples, 1_000);
         assert_eq!(s.duration_s, 999.0);
         let csv = rec.series.to_csv(&COLUMNS);
-        assert!(
-            csv.starts_with("t_s,samples,gpu_util_pct,gpu_util_pct_max,gpu_temp_c,gpu_temp_c_max,")
-        );
-        assert!(
-            csv.contains(",83,"),
-            "the peak survives in a _max column:\n{csv}"
-        );
+        assert!(csv.starts_with("t_s,samples,gpu_util_pct,gpu_util_pct_max,gpu_temp_c,gpu_temp_c_max,"));
+        assert!(csv.contains(",83,"), "the peak survives in a _max column:\n{csv}");
         assert!(csv.lines().count() <= 9);
     }
 
     #[test]
     fn summary_of_a_recorded_series() {
         // GPU temperature of a short recorded run, °C, at 1 Hz (one reading lost as NaN).
-        let recorded = [
-            41.0,
-            44.0,
-            52.0,
-            61.0,
-            66.0,
-            68.0,
-            f64::NAN,
-            67.0,
-            63.0,
-            58.0,
-        ];
+        let recorded = [41.0, 44.0, 52.0, 61.0, 66.0, 68.0, f64::NAN, 67.0, 63.0, 58.0];
         let s = summarise(&recorded).unwrap();
         assert_eq!(s.peak, 68.0);
         assert_eq!(s.min, 41.0);
@@ -1205,10 +1075,7 @@ mod tests {
             let t = s as f64;
             counter.add(
                 t,
-                &[
-                    gpu(0, 60, 200.0, Some(5_000_000 + 200_000 * s)),
-                    gpu(1, 60, 100.0, Some(9_000_000 + 100_000 * s)),
-                ],
+                &[gpu(0, 60, 200.0, Some(5_000_000 + 200_000 * s)), gpu(1, 60, 100.0, Some(9_000_000 + 100_000 * s))],
             );
             integral.add(t, &[gpu(0, 60, 200.0, None), gpu(1, 60, 100.0, None)]);
         }
@@ -1246,11 +1113,7 @@ mod tests {
             if s == 7 {
                 g.throttle = vec!["HW_SLOWDOWN".into(), "SW_POWER_CAP".into()];
             }
-            rec.record(&Reading {
-                t_s: s as f64,
-                gpus: vec![g],
-                ..Reading::default()
-            });
+            rec.record(&Reading { t_s: s as f64, gpus: vec![g], ..Reading::default() });
         }
         let s = rec.summary(1.0, 400);
         assert_eq!(s.gpu_energy_j, Some(2_000.0));
@@ -1261,11 +1124,7 @@ mod tests {
     }
 
     fn guard() -> ThermalGuard {
-        ThermalGuard {
-            max_c: ThermalGuard::SEED_MAX_C,
-            resume_c: 65.0,
-            max_wait: Duration::from_secs(300),
-        }
+        ThermalGuard { max_c: ThermalGuard::SEED_MAX_C, resume_c: 65.0, max_wait: Duration::from_secs(300) }
     }
 
     #[test]
@@ -1277,69 +1136,37 @@ mod tests {
         assert_eq!(g.decide(Some(69.9), None), Proceed, "just below the limit");
         assert_eq!(g.decide(Some(70.0), None), Pause, "at the limit");
         assert_eq!(g.decide(Some(78.0), None), Pause, "over the limit");
-        assert_eq!(
-            g.decide(Some(67.0), secs(10)),
-            Pause,
-            "cooler but not below resume"
-        );
-        assert_eq!(
-            g.decide(Some(64.0), secs(10)),
-            Proceed,
-            "cooled below resume"
-        );
-        assert_eq!(
-            g.decide(Some(71.0), secs(300)),
-            Escalate,
-            "still hot after max_wait"
-        );
+        assert_eq!(g.decide(Some(67.0), secs(10)), Pause, "cooler but not below resume");
+        assert_eq!(g.decide(Some(64.0), secs(10)), Proceed, "cooled below resume");
+        assert_eq!(g.decide(Some(71.0), secs(300)), Escalate, "still hot after max_wait");
         assert_eq!(g.decide(Some(64.0), secs(900)), Proceed, "cool beats late");
         assert_eq!(g.decide(None, None), Proceed, "no GPU");
         assert_eq!(g.decide(None, secs(900)), Proceed, "no GPU, even mid-pause");
 
-        let criteria = Criteria {
-            max_temp_c: Some(70.0),
-            ..Criteria::default()
-        };
+        let criteria = Criteria { max_temp_c: Some(70.0), ..Criteria::default() };
         let from = ThermalGuard::from_criteria(&criteria, Duration::from_secs(60)).unwrap();
         assert_eq!((from.max_c, from.resume_c), (70.0, 65.0));
-        assert_eq!(
-            ThermalGuard::from_criteria(&Criteria::default(), Duration::ZERO),
-            None
-        );
+        assert_eq!(ThermalGuard::from_criteria(&Criteria::default(), Duration::ZERO), None);
     }
 
     #[tokio::test]
     async fn guard_waits_for_cooling_or_escalates() {
-        let g = ThermalGuard {
-            max_wait: Duration::from_millis(300),
-            ..guard()
-        };
+        let g = ThermalGuard { max_wait: Duration::from_millis(300), ..guard() };
         let poll = Duration::from_millis(10);
 
-        let cool = g
-            .wait_until_cool_with(|| Some(55.0), 1.0, poll, |_| panic!("no pause"))
-            .await;
+        let cool = g.wait_until_cool_with(|| Some(55.0), 1.0, poll, |_| panic!("no pause")).await;
         assert_eq!(cool, Ok(None));
-        let no_gpu = g
-            .wait_until_cool_with(|| None, 1.0, poll, |_| panic!("no pause"))
-            .await;
+        let no_gpu = g.wait_until_cool_with(|| None, 1.0, poll, |_| panic!("no pause")).await;
         assert_eq!(no_gpu, Ok(None));
 
         let mut temps = [74.0, 72.0, 68.0, 64.0].into_iter();
         let mut paused_at = None;
-        let p = g
-            .wait_until_cool_with(|| temps.next(), 12.5, poll, |t| paused_at = Some(t))
-            .await
-            .unwrap()
-            .unwrap();
+        let p = g.wait_until_cool_with(|| temps.next(), 12.5, poll, |t| paused_at = Some(t)).await.unwrap().unwrap();
         assert_eq!(paused_at, Some(74.0));
         assert_eq!((p.at_s, p.temp_c, p.recovered), (12.5, 74.0, true));
         assert!(p.waited_s >= 0.03 && p.waited_s < 0.3, "{}", p.waited_s);
 
-        let hot = g
-            .wait_until_cool_with(|| Some(75.0), 3.0, poll, |_| {})
-            .await
-            .unwrap_err();
+        let hot = g.wait_until_cool_with(|| Some(75.0), 3.0, poll, |_| {}).await.unwrap_err();
         assert!(!hot.recovered);
         assert!(hot.waited_s >= 0.3, "{}", hot.waited_s);
     }
@@ -1347,13 +1174,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_nvml_the_note_appears_once_and_the_process_and_host_are_sampled() {
         let gpus = Arc::new(Gpus::Unavailable(NO_NVML.into()));
-        let sampler = Sampler::start(
-            EngineTarget::Process {
-                pid: std::process::id(),
-            },
-            5.0,
-            gpus,
-        );
+        let sampler = Sampler::start(EngineTarget::Process { pid: std::process::id() }, 5.0, gpus);
         // Burn some CPU so the process's CPU figure has something to show.
         let spin = Instant::now();
         let mut x = 0u64;
@@ -1365,39 +1186,20 @@ mod tests {
         assert_eq!(latest.gpu_temp_c, None);
         assert!(latest.engine_mem_bytes.unwrap() > 0);
         // With no GPU the guard always lets the Writer proceed.
-        let guard = guard()
-            .wait_until_cool(&sampler, |_| panic!("no pause"))
-            .await;
+        let guard = guard().wait_until_cool(&sampler, |_| panic!("no pause")).await;
         assert_eq!(guard, Ok(None));
         let (s, csv) = sampler.finish(100).await;
 
-        assert_eq!(
-            s.notes.iter().filter(|n| *n == NO_NVML).count(),
-            1,
-            "{:?}",
-            s.notes
-        );
+        assert_eq!(s.notes.iter().filter(|n| *n == NO_NVML).count(), 1, "{:?}", s.notes);
         assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
         assert!(s.samples >= 5, "{} samples", s.samples);
         let rss = s.engine_mem_bytes.unwrap();
         assert!(rss.peak > 0.0 && rss.min > 0.0, "{rss:?}");
-        assert!(
-            s.engine_cpu_pct.unwrap().peak > 0.0,
-            "{:?}",
-            s.engine_cpu_pct
-        );
+        assert!(s.engine_cpu_pct.unwrap().peak > 0.0, "{:?}", s.engine_cpu_pct);
         assert!(s.host_mem_available_bytes.unwrap().min > 0.0);
         assert!(s.host_swap_used_bytes.is_some());
         assert_eq!(s.engine_mem_limit, None);
-        assert_eq!(
-            (
-                s.gpu_temp_c,
-                s.gpu_power_w,
-                s.gpu_energy_j,
-                s.joules_per_token
-            ),
-            (None, None, None, None)
-        );
+        assert_eq!((s.gpu_temp_c, s.gpu_power_w, s.gpu_energy_j, s.joules_per_token), (None, None, None, None));
         assert!(s.thermal_pauses.is_empty());
         assert_eq!(csv.lines().count(), s.samples as usize + 1, "{csv}");
     }
@@ -1406,9 +1208,7 @@ mod tests {
     async fn engine() -> DockerRuntime {
         match DockerRuntime::connect().await {
             Ok(d) => d,
-            Err(e) => panic!(
-                "this test needs a running Docker engine: {e}\n  run `scripts/start-dockerd.sh` first"
-            ),
+            Err(e) => panic!("this test needs a running Docker engine: {e}\n  run `scripts/start-dockerd.sh` first"),
         }
     }
 
@@ -1420,10 +1220,7 @@ mod tests {
             let name = std::mem::take(&mut self.0);
             // Drop cannot await: remove from a thread with its own runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     if let Ok(d) = DockerRuntime::connect().await {
                         let _ = d.remove(&name).await;
@@ -1448,18 +1245,15 @@ mod tests {
         let mut spec = ContainerSpec::new(&name, IMAGE, 8080);
         // An 8 MiB shell variable held while sleeping (`echo` after `sleep` keeps busybox's shell
         // from exec-ing `sleep` and freeing it), plus 16 MiB of file data for the page cache.
-        let script = r#"x=$(head -c 8388608 /dev/zero | tr "\0" a); head -c 16777216 /dev/zero > /tmp/f; sleep 60; echo ${#x}"#;
+        let script =
+            r#"x=$(head -c 8388608 /dev/zero | tr "\0" a); head -c 16777216 /dev/zero > /tmp/f; sleep 60; echo ${#x}"#;
         spec.cmd = vec!["sh".into(), "-c".into(), script.into()];
         spec.memory_limit_bytes = Some(LIMIT);
-        spec.labels
-            .insert("threadcycle.test".into(), "telemetry-rs".into());
+        spec.labels.insert("threadcycle.test".into(), "telemetry-rs".into());
         let running = docker.run(&spec).await.unwrap();
 
         let gpus = Arc::new(Gpus::Unavailable(NO_NVML.into()));
-        let target = EngineTarget::Container {
-            docker: docker.clone(),
-            id: running.id.clone(),
-        };
+        let target = EngineTarget::Container { docker: docker.clone(), id: running.id.clone() };
         let sampler = Sampler::start(target, 2.0, gpus);
         tokio::time::sleep(Duration::from_millis(4_500)).await;
         assert!(sampler.latest().engine_mem_bytes.is_some_and(|b| b > 0));
@@ -1469,26 +1263,12 @@ mod tests {
         let mem = s.engine_mem_bytes.unwrap();
         assert!(mem.samples >= 2, "{mem:?}");
         assert!(mem.min > 0.0 && mem.peak <= LIMIT as f64, "{mem:?}");
-        assert!(
-            mem.peak >= (4 << 20) as f64,
-            "the 8 MiB variable shows: {mem:?}"
-        );
+        assert!(mem.peak >= (4 << 20) as f64, "the 8 MiB variable shows: {mem:?}");
         let cache = s.engine_cache_bytes.unwrap();
-        assert!(
-            mem.peak + cache.peak <= LIMIT as f64,
-            "usage within the limit: {mem:?} {cache:?}"
-        );
-        assert!(
-            s.engine_cpu_pct.is_some(),
-            "a CPU figure after the first stats sample"
-        );
+        assert!(mem.peak + cache.peak <= LIMIT as f64, "usage within the limit: {mem:?} {cache:?}");
+        assert!(s.engine_cpu_pct.is_some(), "a CPU figure after the first stats sample");
         // 2 Hz samples but Docker reports about once a second: fewer engine figures than ticks.
-        assert!(
-            s.samples > mem.samples,
-            "{} ticks, {} docker samples",
-            s.samples,
-            mem.samples
-        );
+        assert!(s.samples > mem.samples, "{} ticks, {} docker samples", s.samples, mem.samples);
         assert_eq!(s.notes, vec![NO_NVML.to_string()]);
         assert!(csv.lines().nth(1).is_some());
     }

@@ -45,7 +45,10 @@ async fn serve_operator(bus: Bus, mut shutdown: watch::Receiver<bool>) {
             tokio::spawn(async move {
                 let reply = match serde_json::from_slice::<OperatorRequest>(&msg.payload) {
                     Ok(req) => answer(&bus, req).await,
-                    Err(e) => OperatorReply::Error { code: "bad_request".into(), message: format!("not an operator request: {e}") },
+                    Err(e) => OperatorReply::Error {
+                        code: "bad_request".into(),
+                        message: format!("not an operator request: {e}"),
+                    },
                 };
                 if let Some(to) = msg.reply {
                     let bytes = serde_json::to_vec(&reply).unwrap_or_default();
@@ -66,7 +69,11 @@ async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
             let consumer: async_nats::jetstream::consumer::PullConsumer = stream
                 .get_or_create_consumer(
                     "main-events",
-                    pull::Config { durable_name: Some("main-events".into()), ack_wait: Duration::from_secs(30), ..Default::default() },
+                    pull::Config {
+                        durable_name: Some("main-events".into()),
+                        ack_wait: Duration::from_secs(30),
+                        ..Default::default()
+                    },
                 )
                 .await
                 .map_err(|e| e.to_string())?;
@@ -155,7 +162,13 @@ impl Handler for MainAgent {
                         Some(reason) => EventBody::CycleFailed { reason: format!("{reason} (reports in {})", r.dir) },
                         None => EventBody::CycleCompleted { dir: r.dir.clone() },
                     };
-                    self.bus.event_best_effort(Event::new(cycle.clone(), Role::Main, EventBody::PhaseStarted { phase: Phase::Complete })).await;
+                    self.bus
+                        .event_best_effort(Event::new(
+                            cycle.clone(),
+                            Role::Main,
+                            EventBody::PhaseStarted { phase: Phase::Complete },
+                        ))
+                        .await;
                     self.bus.event_best_effort(Event::new(cycle, Role::Main, body)).await;
                 }
                 Ok(())

@@ -82,7 +82,12 @@ async fn start(bus: &Bus, plan_toml: &str, source: &str, host: &str) -> Result<O
         Role::Main,
         Role::Reader,
         None,
-        Payload::CyclePlan(Box::new(CyclePlan { plan, plan_hash: record.plan_hash.clone(), plan_source: source.into(), host: host_id.to_string() })),
+        Payload::CyclePlan(Box::new(CyclePlan {
+            plan,
+            plan_hash: record.plan_hash.clone(),
+            plan_source: source.into(),
+            host: host_id.to_string(),
+        })),
     );
     bus.publish_to(&env, &host_id).await?;
     Ok(OperatorReply::Started { cycle: cycle.to_string() })
@@ -130,10 +135,9 @@ async fn cancel(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
         })
         .await?;
     let Some(rec) = rec else { return Ok(error("not_found", format!("no cycle `{cycle}`"))) };
-    if changed
-        && let Ok(id) = CycleId::parse(cycle) {
-            bus.event_best_effort(Event::new(id, Role::Main, EventBody::CycleCanceled)).await;
-        }
+    if changed && let Ok(id) = CycleId::parse(cycle) {
+        bus.event_best_effort(Event::new(id, Role::Main, EventBody::CycleCanceled)).await;
+    }
     Ok(OperatorReply::Canceled { state: rec.state })
 }
 
@@ -169,12 +173,13 @@ async fn resolve(
         return Ok(error("bad_decision", "name an option number, --set key=value, --skip or --abort"));
     }
     if let Some(n) = option
-        && !rec.options.iter().any(|o| o.number == n) {
-            return Ok(error(
-                "unknown_option",
-                format!("escalation `{id}` has options 1 to {}; {n} is not one of them", rec.options.len()),
-            ));
-        }
+        && !rec.options.iter().any(|o| o.number == n)
+    {
+        return Ok(error(
+            "unknown_option",
+            format!("escalation `{id}` has options 1 to {}; {n} is not one of them", rec.options.len()),
+        ));
+    }
     let cycle = match CycleId::parse(&rec.cycle) {
         Ok(c) => c,
         Err(e) => return Ok(error("bad_record", e.to_string())),

@@ -45,9 +45,10 @@ fn env_lookup(k: &str) -> Option<String> {
 /// local model file, else the home directory.
 pub fn model_store(plan: &Plan) -> PathBuf {
     if let Some(s) = &plan.host.model_store
-        && let Ok(p) = expand_path(s, &env_lookup) {
-            return PathBuf::from(p);
-        }
+        && let Ok(p) = expand_path(s, &env_lookup)
+    {
+        return PathBuf::from(p);
+    }
     plan.models
         .iter()
         .filter_map(|m| m.model_path.as_deref())
@@ -108,7 +109,13 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                 Some(min) => (CheckStatus::Pass, Some(format!("≥ {min} GB"))),
                 None => (CheckStatus::Pass, None),
             };
-            checks.push(check("disk.free", st, gib(free), thr, format!("free under {} (measured at {})", f.model_store, at.display())));
+            checks.push(check(
+                "disk.free",
+                st,
+                gib(free),
+                thr,
+                format!("free under {} (measured at {})", f.model_store, at.display()),
+            ));
         }
         Ok(Err(e)) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
         Err(e) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
@@ -160,7 +167,13 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                     (Some(max), None) => (CheckStatus::Unavailable, Some(format!("< {max} °C"))),
                     (None, _) => (CheckStatus::Pass, None),
                 };
-                checks.push(check(&format!("gpu{}.idle_temperature", g.index), st, temp, thr, "idle temperature before the cycle: the hottest of 3 readings 1 s apart".into()));
+                checks.push(check(
+                    &format!("gpu{}.idle_temperature", g.index),
+                    st,
+                    temp,
+                    thr,
+                    "idle temperature before the cycle: the hottest of 3 readings 1 s apart".into(),
+                ));
             }
             f.gpus = list;
             f.gpu_note = note;
@@ -172,7 +185,13 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
         }
         Ok((Err(e), _)) => {
             let note = format!("NVML error: {e}");
-            checks.push(check("gpu", CheckStatus::Fail, note.clone(), None, "NVML loaded but could not list GPUs".into()));
+            checks.push(check(
+                "gpu",
+                CheckStatus::Fail,
+                note.clone(),
+                None,
+                "NVML loaded but could not list GPUs".into(),
+            ));
             f.gpu_note = Some(note);
         }
         Err(e) => f.gpu_note = Some(format!("GPU probe failed: {e}")),
@@ -183,7 +202,10 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
             Ok(info) => {
                 f.docker_version = Some(info.version.clone());
                 f.docker_runtimes = info.runtimes.clone();
-                let wants_gpu = plan.models.iter().any(|m| m.runtime == Runtime::Docker && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None));
+                let wants_gpu = plan.models.iter().any(|m| {
+                    m.runtime == Runtime::Docker
+                        && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None)
+                });
                 let nvidia = info.runtimes.iter().any(|r| r == "nvidia");
                 checks.push(check(
                     "docker.engine",
@@ -198,7 +220,8 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                         if nvidia { CheckStatus::Pass } else { CheckStatus::Warn },
                         if nvidia { "nvidia runtime configured".into() } else { "no nvidia runtime".into() },
                         Some("nvidia runtime for GPU containers".into()),
-                        "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into(),
+                        "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`"
+                            .into(),
                     ));
                 }
                 if let Some(gb) = plan.host.allocatable_gb.filter(|_| probe_allocation) {
@@ -212,14 +235,24 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                             if present { CheckStatus::Pass } else { CheckStatus::Warn },
                             if present { format!("{img} present") } else { format!("{img} not present locally") },
                             None,
-                            if present { "image found in the local store".into() } else { "it will be pulled at deployment (needs a registry)".into() },
+                            if present {
+                                "image found in the local store".into()
+                            } else {
+                                "it will be pulled at deployment (needs a registry)".into()
+                            },
                         ));
                     }
                 }
             }
             Err(e) => {
                 f.docker_note = Some(e.to_string());
-                checks.push(check("docker.engine", if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable }, "error".into(), None, e.to_string()));
+                checks.push(check(
+                    "docker.engine",
+                    if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable },
+                    "error".into(),
+                    None,
+                    e.to_string(),
+                ));
             }
         },
         Err(e) => {
@@ -251,7 +284,13 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                     format!("llama-server at {}", bin.display()),
                 ));
             }
-            Err(e) => checks.push(check(&format!("engine.{}", m.name), CheckStatus::Fail, "not found".into(), None, e.to_string())),
+            Err(e) => checks.push(check(
+                &format!("engine.{}", m.name),
+                CheckStatus::Fail,
+                "not found".into(),
+                None,
+                e.to_string(),
+            )),
         }
     }
     (f, checks)
@@ -269,10 +308,17 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             CheckStatus::Unavailable,
             "not tested".into(),
             threshold,
-            format!("the allocation test needs an image with `dd` present locally ({image}); set host.allocation_image"),
+            format!(
+                "the allocation test needs an image with `dd` present locally ({image}); set host.allocation_image"
+            ),
         );
     }
-    let planned = plan.models.iter().filter(|m| m.runtime == Runtime::Docker).filter_map(|m| m.memory_limit_gb).fold(0.0_f64, f64::max);
+    let planned = plan
+        .models
+        .iter()
+        .filter(|m| m.runtime == Runtime::Docker)
+        .filter_map(|m| m.memory_limit_gb)
+        .fold(0.0_f64, f64::max);
     // The planned limit is what must hold the test amount; with no planned limit, a little over it.
     let limit_gb = if planned > 0.0 { planned } else { gb + 0.25 };
     let mib = (gb * 1024.0).round() as u64;
@@ -287,7 +333,10 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             let _ = d.remove(&c.id).await;
             match code {
                 Ok(Some(0)) if !oom => Ok(()),
-                Ok(code) => Err(format!("the container exited ({code:?}){}", if oom { ", killed by the OOM killer" } else { "" })),
+                Ok(code) => Err(format!(
+                    "the container exited ({code:?}){}",
+                    if oom { ", killed by the OOM killer" } else { "" }
+                )),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -359,7 +408,13 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                     Ok(meta)
                 }
                 Err(e) => {
-                    file_check = Some(check(&format!("model.{}", m.name), CheckStatus::Fail, "unreadable".into(), None, format!("{p}: {e}")));
+                    file_check = Some(check(
+                        &format!("model.{}", m.name),
+                        CheckStatus::Fail,
+                        "unreadable".into(),
+                        None,
+                        format!("{p}: {e}"),
+                    ));
                     Err(format!("cannot read the model file: {e}"))
                 }
             },
@@ -379,11 +434,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                 },
                 ..base.clone()
             };
-            let kv_type = m
-                .env
-                .get("OLLAMA_KV_CACHE_TYPE")
-                .and_then(|t| KvType::parse(t))
-                .unwrap_or(KvType::F16);
+            let kv_type = m.env.get("OLLAMA_KV_CACHE_TYPE").and_then(|t| KvType::parse(t)).unwrap_or(KvType::F16);
             let inputs = FitInputs {
                 context: plan.context_for(m),
                 parallel: plan.defaults.parallel,
@@ -429,7 +480,13 @@ impl Reader {
         if rec.is_some_and(|r| r.state.is_final()) {
             return Ok(());
         }
-        self.bus.event_best_effort(Event::new(cycle.clone(), Role::Reader, EventBody::PhaseStarted { phase: Phase::Verifying })).await;
+        self.bus
+            .event_best_effort(Event::new(
+                cycle.clone(),
+                Role::Reader,
+                EventBody::PhaseStarted { phase: Phase::Verifying },
+            ))
+            .await;
         let (facts, mut checks) = host_facts(&p.plan, &p.host, true).await;
         let (verdicts, model_checks) = verdicts(&p.plan, &facts);
         checks.extend(model_checks);
@@ -456,7 +513,13 @@ impl Reader {
         };
         let env = Envelope {
             id: derive_id(pkg, "verification-report", 0),
-            ..Envelope::new(cycle.clone(), Role::Reader, Role::Writer, Some(pkg), Payload::VerificationReport(Box::new(report)))
+            ..Envelope::new(
+                cycle.clone(),
+                Role::Reader,
+                Role::Writer,
+                Some(pkg),
+                Payload::VerificationReport(Box::new(report)),
+            )
         };
         self.bus.publish(&env).await.map_err(retry)?;
         Ok(())

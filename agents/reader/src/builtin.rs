@@ -125,21 +125,13 @@ pub fn lookup(tag: &str) -> Option<ModelMeta> {
     let t = tag.trim();
     let t = t.strip_prefix("registry.ollama.ai/").unwrap_or(t);
     let t = t.strip_prefix("library/").unwrap_or(t);
-    ENTRIES
-        .iter()
-        .find(|e| e.tag.eq_ignore_ascii_case(t) || e.full_tag.eq_ignore_ascii_case(t))
-        .map(meta)
+    ENTRIES.iter().find(|e| e.tag.eq_ignore_ascii_case(t) || e.full_tag.eq_ignore_ascii_case(t)).map(meta)
 }
 
 fn meta(e: &Entry) -> ModelMeta {
-    let (l, emb, v) = (
-        u64::from(e.layers),
-        u64::from(e.embedding),
-        u64::from(e.vocab),
-    );
+    let (l, emb, v) = (u64::from(e.layers), u64::from(e.embedding), u64::from(e.vocab));
     let head_dim = u64::from(e.embedding / e.heads);
-    let attention =
-        emb * head_dim * u64::from(e.heads) * 2 + 2 * emb * u64::from(e.kv_heads) * head_dim;
+    let attention = emb * head_dim * u64::from(e.heads) * 2 + 2 * emb * u64::from(e.kv_heads) * head_dim;
     let layer_params = attention + 3 * emb * u64::from(e.ffn) + 2 * emb;
     let parameter_count = l * layer_params + 2 * v * emb + emb;
 
@@ -197,31 +189,19 @@ mod tests {
 
     #[test]
     fn aliases_resolve() {
-        assert_eq!(
-            lookup("registry.ollama.ai/library/codellama:34b"),
-            lookup("codellama:34b")
-        );
-        assert_eq!(
-            lookup("llama3.1:70b-instruct-q4_K_M").map(|m| m.block_count),
-            Some(80)
-        );
+        assert_eq!(lookup("registry.ollama.ai/library/codellama:34b"), lookup("codellama:34b"));
+        assert_eq!(lookup("llama3.1:70b-instruct-q4_K_M").map(|m| m.block_count), Some(80));
     }
 
     #[test]
     fn per_layer_sizes_match_section_4() {
         // §4: 33b ≈ 285 MiB, 34b ≈ 371 MiB, 70b ≈ 495 MiB, 7B ≈ 109 MiB per layer.
-        for (tag, mib) in [
-            ("deepseek-coder:33b", 285),
-            ("codellama:34b", 371),
-            ("llama3.1:70b", 495),
-            ("codellama:7b", 109),
-        ] {
+        for (tag, mib) in
+            [("deepseek-coder:33b", 285), ("codellama:34b", 371), ("llama3.1:70b", 495), ("codellama:7b", 109)]
+        {
             let m = lookup(tag).expect("known");
             let got = m.layer_bytes[0] / MIB;
-            assert!(
-                got.abs_diff(mib) <= 2,
-                "{tag}: {got} MiB per layer, §4 says {mib}"
-            );
+            assert!(got.abs_diff(mib) <= 2, "{tag}: {got} MiB per layer, §4 says {mib}");
         }
     }
 

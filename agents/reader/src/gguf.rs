@@ -85,9 +85,7 @@ pub enum GgufError {
         hint: String,
     },
     /// The data ended before the structure did.
-    #[error(
-        "the file ends at byte {offset} while reading {what}: it is truncated or not a complete GGUF file"
-    )]
+    #[error("the file ends at byte {offset} while reading {what}: it is truncated or not a complete GGUF file")]
     Truncated {
         /// Where the data ended.
         offset: u64,
@@ -95,9 +93,7 @@ pub enum GgufError {
         what: String,
     },
     /// A length or count asks for more bytes than the rest of the file holds.
-    #[error(
-        "{what} at byte {offset} is {value}, needing {needed} bytes, but only {left} bytes remain in the file"
-    )]
+    #[error("{what} at byte {offset} is {value}, needing {needed} bytes, but only {left} bytes remain in the file")]
     PastEnd {
         /// Where the length or count was read.
         offset: u64,
@@ -121,9 +117,7 @@ pub enum GgufError {
         detail: String,
     },
     /// The metadata lacks a key needed to predict memory.
-    #[error(
-        "GGUF metadata lacks `{key}` (or it is not a non-negative integer), which memory prediction needs"
-    )]
+    #[error("GGUF metadata lacks `{key}` (or it is not a non-negative integer), which memory prediction needs")]
     MissingKey {
         /// The key.
         key: String,
@@ -205,20 +199,12 @@ pub struct ModelMeta {
 impl ModelMeta {
     /// Key head dimension: `key_length`, else embedding / heads.
     pub fn head_dim_k(&self) -> u32 {
-        self.key_length.unwrap_or_else(|| {
-            self.embedding_length
-                .checked_div(self.head_count)
-                .unwrap_or(0)
-        })
+        self.key_length.unwrap_or_else(|| self.embedding_length.checked_div(self.head_count).unwrap_or(0))
     }
 
     /// Value head dimension: `value_length`, else embedding / heads.
     pub fn head_dim_v(&self) -> u32 {
-        self.value_length.unwrap_or_else(|| {
-            self.embedding_length
-                .checked_div(self.head_count)
-                .unwrap_or(0)
-        })
+        self.value_length.unwrap_or_else(|| self.embedding_length.checked_div(self.head_count).unwrap_or(0))
     }
 }
 
@@ -241,17 +227,12 @@ pub struct TensorInfo {
 
 /// Reads a GGUF file's header and returns what memory prediction needs.
 pub fn read_metadata(path: &Path) -> Result<ModelMeta, GgufError> {
-    let open_err = |source| GgufError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
+    let open_err = |source| GgufError::Open { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(open_err)?;
     let len = file.metadata().map_err(open_err)?.len();
     let reader = BufReader::with_capacity(READ_BUFFER, file);
-    let mut meta = parse_from(reader, len).map_err(|e| GgufError::InFile {
-        path: path.to_path_buf(),
-        error: Box::new(e),
-    })?;
+    let mut meta =
+        parse_from(reader, len).map_err(|e| GgufError::InFile { path: path.to_path_buf(), error: Box::new(e) })?;
     meta.source = MetaSource::Gguf(Some(path.to_path_buf()));
     Ok(meta)
 }
@@ -326,9 +307,7 @@ impl Value {
     /// The largest of a per-layer integer array, or the integer itself.
     fn max_u64(&self) -> Option<u64> {
         match self {
-            Value::Array { ints: Some(v), .. } => {
-                v.iter().filter_map(|x| u64::try_from(*x).ok()).max()
-            }
+            Value::Array { ints: Some(v), .. } => v.iter().filter_map(|x| u64::try_from(*x).ok()).max(),
             other => other.as_u64(),
         }
     }
@@ -336,11 +315,7 @@ impl Value {
 
 /// Parses the header, metadata and tensor table, and checks the tensors lie within the file.
 pub fn parse_header(reader: impl Read, file_len: u64) -> Result<GgufHeader, GgufError> {
-    let mut src = Source {
-        inner: reader,
-        pos: 0,
-        len: file_len,
-    };
+    let mut src = Source { inner: reader, pos: 0, len: file_len };
 
     let magic: [u8; 4] = src.array("the GGUF magic")?;
     if magic != GGUF_MAGIC {
@@ -365,9 +340,7 @@ pub fn parse_header(reader: impl Read, file_len: u64) -> Result<GgufHeader, Gguf
         return Err(GgufError::Invalid {
             offset: at,
             what: "the tensor count".into(),
-            detail: format!(
-                "{tensor_count} tensors is more than any real model has ({MAX_TENSORS})"
-            ),
+            detail: format!("{tensor_count} tensors is more than any real model has ({MAX_TENSORS})"),
         });
     }
     let at = src.pos;
@@ -428,13 +401,7 @@ pub fn parse_header(reader: impl Read, file_len: u64) -> Result<GgufHeader, Gguf
         }
     }
 
-    Ok(GgufHeader {
-        version,
-        kv_count,
-        values,
-        tensors,
-        data_offset,
-    })
+    Ok(GgufHeader { version, kv_count, values, tensors, data_offset })
 }
 
 impl GgufHeader {
@@ -452,9 +419,7 @@ impl GgufHeader {
     }
 
     fn optional_u32(&self, arch: &str, suffix: &str) -> Option<u32> {
-        self.arch_key(arch, suffix)
-            .and_then(Value::max_u64)
-            .and_then(|v| u32::try_from(v).ok())
+        self.arch_key(arch, suffix).and_then(Value::max_u64).and_then(|v| u32::try_from(v).ok())
     }
 
     /// Derives [`ModelMeta`] from the metadata and the tensor table.
@@ -464,9 +429,7 @@ impl GgufHeader {
             .get("general.architecture")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or(GgufError::MissingKey {
-                key: "general.architecture".into(),
-            })?;
+            .ok_or(GgufError::MissingKey { key: "general.architecture".into() })?;
         let arch = architecture.as_str();
 
         let block_count = self.required_u32(arch, "block_count")?;
@@ -474,16 +437,12 @@ impl GgufHeader {
             return Err(GgufError::Invalid {
                 offset: 0,
                 what: format!("metadata key `{arch}.block_count`"),
-                detail: format!(
-                    "{block_count} blocks is more than any real model has ({MAX_BLOCKS})"
-                ),
+                detail: format!("{block_count} blocks is more than any real model has ({MAX_BLOCKS})"),
             });
         }
         let head_count = self.required_u32(arch, "attention.head_count")?;
         // The GGUF specification says a missing head_count_kv means no grouped-query attention.
-        let head_count_kv = self
-            .optional_u32(arch, "attention.head_count_kv")
-            .unwrap_or(head_count);
+        let head_count_kv = self.optional_u32(arch, "attention.head_count_kv").unwrap_or(head_count);
         let embedding_length = self.required_u32(arch, "embedding_length")?;
         let context_length = self.required_u32(arch, "context_length")?;
 
@@ -506,9 +465,7 @@ impl GgufHeader {
             match t.name.as_str() {
                 "output.weight" => output = Some(output.unwrap_or(0).saturating_add(t.bytes)),
                 "output.bias" => output = Some(output.unwrap_or(0).saturating_add(t.bytes)),
-                "output_norm.weight" | "output_norm.bias" => {
-                    output_norm = output_norm.saturating_add(t.bytes)
-                }
+                "output_norm.weight" | "output_norm.bias" => output_norm = output_norm.saturating_add(t.bytes),
                 "token_embd.weight" => {
                     token_embd = token_embd.saturating_add(t.bytes);
                     embd_rows = t.dims.get(1).copied();
@@ -546,11 +503,7 @@ impl GgufHeader {
         Ok(ModelMeta {
             source: MetaSource::Gguf(None),
             architecture: architecture.clone(),
-            name: self
-                .values
-                .get("general.name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            name: self.values.get("general.name").and_then(Value::as_str).map(str::to_string),
             block_count,
             head_count,
             head_count_kv,
@@ -629,11 +582,7 @@ pub fn ggml_type(id: u32) -> Option<GgmlType> {
         39 => ("MXFP4", 32, 17),
         _ => return None,
     };
-    Some(GgmlType {
-        name,
-        block_elements,
-        block_bytes,
-    })
+    Some(GgmlType { name, block_elements, block_bytes })
 }
 
 /// llama.cpp's name for `general.file_type` (`llama_ftype`), as Ollama shows it.
@@ -725,25 +674,17 @@ impl<R: Read> Source<R> {
     fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), GgufError> {
         let n = buf.len() as u64;
         if n > self.left() {
-            return Err(GgufError::Truncated {
-                offset: self.len,
-                what: what.to_string(),
-            });
+            return Err(GgufError::Truncated { offset: self.len, what: what.to_string() });
         }
         match self.inner.read_exact(buf) {
             Ok(()) => {
                 self.pos += n;
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(GgufError::Truncated {
-                offset: self.pos,
-                what: what.to_string(),
-            }),
-            Err(source) => Err(GgufError::Io {
-                offset: self.pos,
-                what: what.to_string(),
-                source,
-            }),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(GgufError::Truncated { offset: self.pos, what: what.to_string() })
+            }
+            Err(source) => Err(GgufError::Io { offset: self.pos, what: what.to_string(), source }),
         }
     }
 
@@ -772,25 +713,16 @@ impl<R: Read> Source<R> {
 
     fn skip(&mut self, n: u64, what: &str) -> Result<(), GgufError> {
         if n > self.left() {
-            return Err(GgufError::Truncated {
-                offset: self.len,
-                what: what.to_string(),
-            });
+            return Err(GgufError::Truncated { offset: self.len, what: what.to_string() });
         }
-        let copied =
-            io::copy(&mut (&mut self.inner).take(n), &mut io::sink()).map_err(|source| {
-                GgufError::Io {
-                    offset: self.pos,
-                    what: what.to_string(),
-                    source,
-                }
-            })?;
+        let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink()).map_err(|source| GgufError::Io {
+            offset: self.pos,
+            what: what.to_string(),
+            source,
+        })?;
         self.pos += copied;
         if copied < n {
-            return Err(GgufError::Truncated {
-                offset: self.pos,
-                what: what.to_string(),
-            });
+            return Err(GgufError::Truncated { offset: self.pos, what: what.to_string() });
         }
         Ok(())
     }
@@ -809,12 +741,7 @@ impl<R: Read> Source<R> {
     }
 
     /// Reads a string, or skips it and returns its length when it is longer than `max`.
-    fn string_or_len(
-        &mut self,
-        what: &str,
-        max: u64,
-        reject_long: bool,
-    ) -> Result<Result<String, u64>, GgufError> {
+    fn string_or_len(&mut self, what: &str, max: u64, reject_long: bool) -> Result<Result<String, u64>, GgufError> {
         let at = self.pos;
         let len = self.u64(&format!("the length of {what}"))?;
         if len > self.left() {
@@ -901,18 +828,10 @@ impl<R: Read> Source<R> {
                         _ => {}
                     }
                 }
-                return Ok(Value::Array {
-                    elem_type,
-                    len,
-                    ints: Some(ints),
-                });
+                return Ok(Value::Array { elem_type, len, ints: Some(ints) });
             }
             self.skip(len * size, &format!("the elements of array `{key}`"))?;
-            return Ok(Value::Array {
-                elem_type,
-                len,
-                ints: None,
-            });
+            return Ok(Value::Array { elem_type, len, ints: None });
         }
         match elem_type {
             vt::STRING => {
@@ -920,8 +839,7 @@ impl<R: Read> Source<R> {
                 self.check_count(len_at, &what_len, len, 8)?;
                 for i in 0..len {
                     // Vocabulary entries are only skipped: their count is all the Reader needs.
-                    let _skipped =
-                        self.string_or_len(&format!("element {i} of array `{key}`"), 0, false)?;
+                    let _skipped = self.string_or_len(&format!("element {i} of array `{key}`"), 0, false)?;
                 }
             }
             vt::ARRAY => {
@@ -945,11 +863,7 @@ impl<R: Read> Source<R> {
                 });
             }
         }
-        Ok(Value::Array {
-            elem_type,
-            len,
-            ints: None,
-        })
+        Ok(Value::Array { elem_type, len, ints: None })
     }
 
     fn tensor_info(&mut self, index: u64) -> Result<TensorInfo, GgufError> {
@@ -992,30 +906,11 @@ impl<R: Read> Source<R> {
                 ty.block_elements, ty.name
             )));
         }
-        let rows = dims
-            .iter()
-            .skip(1)
-            .try_fold(1u64, |acc, d| acc.checked_mul(*d));
+        let rows = dims.iter().skip(1).try_fold(1u64, |acc, d| acc.checked_mul(*d));
         let bytes = rows
-            .and_then(|r| {
-                (ne0 / ty.block_elements)
-                    .checked_mul(ty.block_bytes)?
-                    .checked_mul(r)
-            })
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{dims:?} of {} needs more bytes than fit in 64 bits",
-                    ty.name
-                ))
-            })?;
-        Ok(TensorInfo {
-            name,
-            dims,
-            ggml_type: ggml_type_id,
-            offset,
-            elements,
-            bytes,
-        })
+            .and_then(|r| (ne0 / ty.block_elements).checked_mul(ty.block_bytes)?.checked_mul(r))
+            .ok_or_else(|| invalid(format!("{dims:?} of {} needs more bytes than fit in 64 bits", ty.name)))?;
+        Ok(TensorInfo { name, dims, ggml_type: ggml_type_id, offset, elements, bytes })
     }
 }
 
@@ -1062,8 +957,7 @@ mod tests {
             put_str(&mut self.kvs, key);
             self.kvs.extend_from_slice(&vt::ARRAY.to_le_bytes());
             self.kvs.extend_from_slice(&vt::STRING.to_le_bytes());
-            self.kvs
-                .extend_from_slice(&(items.len() as u64).to_le_bytes());
+            self.kvs.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for s in items {
                 put_str(&mut self.kvs, s);
             }
@@ -1075,8 +969,7 @@ mod tests {
             put_str(&mut self.kvs, key);
             self.kvs.extend_from_slice(&vt::ARRAY.to_le_bytes());
             self.kvs.extend_from_slice(&vt::F32.to_le_bytes());
-            self.kvs
-                .extend_from_slice(&(items.len() as u64).to_le_bytes());
+            self.kvs.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for x in items {
                 self.kvs.extend_from_slice(&x.to_le_bytes());
             }
@@ -1090,14 +983,12 @@ mod tests {
                 self.data.push(0);
             }
             put_str(&mut self.infos, name);
-            self.infos
-                .extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            self.infos.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for d in dims {
                 self.infos.extend_from_slice(&d.to_le_bytes());
             }
             self.infos.extend_from_slice(&ggml.to_le_bytes());
-            self.infos
-                .extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+            self.infos.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
             self.data.extend(std::iter::repeat_n(0xAB, bytes));
             self.tensor_count += 1;
             self
@@ -1153,15 +1044,7 @@ mod tests {
         let m = parse(&synthetic()).expect("valid synthetic file");
         assert_eq!(m.architecture, "llama");
         assert_eq!(m.name.as_deref(), Some("tiny"));
-        assert_eq!(
-            (
-                m.block_count,
-                m.head_count,
-                m.head_count_kv,
-                m.embedding_length
-            ),
-            (2, 4, 2, 64)
-        );
+        assert_eq!((m.block_count, m.head_count, m.head_count_kv, m.embedding_length), (2, 4, 2, 64));
         assert_eq!(m.context_length, 2048);
         assert_eq!(m.vocab_size, Some(4));
         assert_eq!(m.quantization, "Q4_K_M");
@@ -1181,19 +1064,12 @@ mod tests {
         let tables_end = 24 + b.kvs.len() + b.infos.len();
         for cut in 0..full.len() {
             let honest = parse_from(&full[..cut], cut as u64);
-            assert!(
-                honest.is_err(),
-                "a file cut at {cut} of {} bytes parsed",
-                full.len()
-            );
+            assert!(honest.is_err(), "a file cut at {cut} of {} bytes parsed", full.len());
             // A stream that ends before its claimed length: tensor data is never read, so only
             // cuts inside the header and tables can be noticed.
             if cut < tables_end {
                 let lying = parse_from(&full[..cut], full.len() as u64);
-                assert!(
-                    matches!(lying, Err(GgufError::Truncated { .. })),
-                    "a stream cut at {cut}: {lying:?}"
-                );
+                assert!(matches!(lying, Err(GgufError::Truncated { .. })), "a stream cut at {cut}: {lying:?}");
             }
         }
     }
@@ -1209,18 +1085,11 @@ mod tests {
 
     #[test]
     fn unsupported_versions_are_refused() {
-        for (v, hint) in [
-            (1u32, "version 1"),
-            (4, ""),
-            (3u32.swap_bytes(), "big-endian"),
-        ] {
+        for (v, hint) in [(1u32, "version 1"), (4, ""), (3u32.swap_bytes(), "big-endian")] {
             let mut f = synthetic();
             f[4..8].copy_from_slice(&v.to_le_bytes());
             let e = parse(&f).expect_err("must be refused");
-            assert!(
-                matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v),
-                "{e}"
-            );
+            assert!(matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v), "{e}");
             assert!(e.to_string().contains(hint), "{e}");
         }
     }
@@ -1230,10 +1099,7 @@ mod tests {
         let mut f = synthetic();
         f[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
         let e = parse(&f).expect_err("must be refused");
-        assert!(
-            matches!(e, GgufError::PastEnd { offset: 8, value, .. } if value == 1 << 60),
-            "{e}"
-        );
+        assert!(matches!(e, GgufError::PastEnd { offset: 8, value, .. } if value == 1 << 60), "{e}");
         assert!(e.to_string().contains("tensor count"), "{e}");
     }
 
@@ -1260,10 +1126,7 @@ mod tests {
         // The first key's length sits right after the 24-byte header.
         f[24..32].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let e = parse(&f).expect_err("must be refused");
-        assert!(
-            matches!(e, GgufError::PastEnd { offset: 24, value, .. } if value == 1 << 40),
-            "{e}"
-        );
+        assert!(matches!(e, GgufError::PastEnd { offset: 24, value, .. } if value == 1 << 40), "{e}");
         assert!(e.to_string().contains("byte 24"), "{e}");
     }
 
@@ -1288,20 +1151,11 @@ mod tests {
             .tensor("blk.0.w", &[8], 0, 32)
             .build();
         let h = parse_header(&f[..], f.len() as u64).expect("valid");
-        assert_eq!(
-            h.values.get("tokenizer.chat_template"),
-            Some(&Value::LongStr(100_000))
-        );
+        assert_eq!(h.values.get("tokenizer.chat_template"), Some(&Value::LongStr(100_000)));
         let m = h.model_meta().expect("meta");
-        assert_eq!(
-            m.head_count_kv, 1,
-            "missing head_count_kv defaults to head_count"
-        );
+        assert_eq!(m.head_count_kv, 1, "missing head_count_kv defaults to head_count");
         assert!(m.output_tied);
-        assert_eq!(
-            m.quantization, "F32",
-            "without file_type the dominant tensor type names it"
-        );
+        assert_eq!(m.quantization, "F32", "without file_type the dominant tensor type names it");
     }
 
     #[test]
@@ -1328,10 +1182,7 @@ mod tests {
     #[test]
     fn tensor_shape_problems_are_refused() {
         let base = |dims: &[u64], ty: u32| {
-            Builder::default()
-                .kv_str("general.architecture", "llama")
-                .tensor("blk.0.w", dims, ty, 64)
-                .build()
+            Builder::default().kv_str("general.architecture", "llama").tensor("blk.0.w", dims, ty, 64).build()
         };
         let e = parse(&base(&[u64::MAX, u64::MAX], 0)).expect_err("must be refused");
         assert!(e.to_string().contains("64 bits"), "{e}");
@@ -1348,18 +1199,11 @@ mod tests {
 
     #[test]
     fn missing_keys_are_named() {
-        let f = Builder::default()
-            .kv_str("general.architecture", "llama")
-            .build();
+        let f = Builder::default().kv_str("general.architecture", "llama").build();
         let e = parse(&f).expect_err("must be refused");
         assert!(e.to_string().contains("llama.block_count"), "{e}");
         let f = Builder::default().kv_u32("llama.block_count", 2).build();
-        assert!(
-            parse(&f)
-                .expect_err("must be refused")
-                .to_string()
-                .contains("general.architecture")
-        );
+        assert!(parse(&f).expect_err("must be refused").to_string().contains("general.architecture"));
     }
 
     #[test]
@@ -1371,12 +1215,7 @@ mod tests {
             .kv_u32("llama.embedding_length", 8)
             .kv_u32("llama.attention.head_count", 1)
             .build();
-        assert!(
-            parse(&f)
-                .expect_err("must be refused")
-                .to_string()
-                .contains("more than any real model")
-        );
+        assert!(parse(&f).expect_err("must be refused").to_string().contains("more than any real model"));
     }
 
     #[test]

@@ -75,39 +75,28 @@ pub struct HostProfile {
 
 /// Loads and validates a host profile.
 pub fn load(path: &Path) -> Result<HostProfile, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
 /// Parses and validates profile text; `path` is only used to name the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<HostProfile, ProfileError> {
-    let profile: HostProfile = toml::from_str(text).map_err(|e| ProfileError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
+    let profile: HostProfile = toml::from_str(text)
+        .map_err(|e| ProfileError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
     profile.validate(path)?;
     Ok(profile)
 }
 
 impl HostProfile {
     fn validate(&self, path: &Path) -> Result<(), ProfileError> {
-        let invalid = |field, problem: String| ProfileError::Invalid {
-            path: path.to_path_buf(),
-            field,
-            problem,
-        };
+        let invalid = |field, problem: String| ProfileError::Invalid { path: path.to_path_buf(), field, problem };
         if self.name.trim().is_empty() {
             return Err(invalid("name", "is empty".into()));
         }
         let figure = |field, v: f64, zero_ok: bool| {
             if !v.is_finite() || !(0.0..=MAX_FIGURE).contains(&v) {
-                Err(invalid(
-                    field,
-                    format!("is {v}; expected a number between 0 and {MAX_FIGURE}"),
-                ))
+                Err(invalid(field, format!("is {v}; expected a number between 0 and {MAX_FIGURE}")))
             } else if v == 0.0 && !zero_ok {
                 Err(invalid(field, "is 0; it must be positive".into()))
             } else {
@@ -118,20 +107,13 @@ impl HostProfile {
         figure("ram_gb", self.ram_gb, false)?;
         figure("ram_bandwidth_gbs", self.ram_bandwidth_gbs, false)?;
         // A GPU-less profile has no GPU bandwidth to speak of.
-        figure(
-            "gpu_bandwidth_gbs",
-            self.gpu_bandwidth_gbs,
-            self.vram_gb == 0.0,
-        )?;
+        figure("gpu_bandwidth_gbs", self.gpu_bandwidth_gbs, self.vram_gb == 0.0)?;
         if let Some(limit) = self.container_limit_gb {
             figure("container_limit_gb", limit, false)?;
             if limit > self.ram_gb {
                 return Err(invalid(
                     "container_limit_gb",
-                    format!(
-                        "is {limit} GiB, more than the {} GiB of RAM the host has",
-                        self.ram_gb
-                    ),
+                    format!("is {limit} GiB, more than the {} GiB of RAM the host has", self.ram_gb),
                 ));
             }
         }
@@ -151,12 +133,7 @@ impl HostProfile {
 
     /// Decode tokens/s the memory bandwidth allows for this split of the weights.
     pub fn roofline_decode_tps(&self, weights_on_gpu_bytes: u64, weights_in_ram_bytes: u64) -> f64 {
-        roofline_decode_tps(
-            weights_on_gpu_bytes,
-            weights_in_ram_bytes,
-            self.gpu_bandwidth_gbs,
-            self.ram_bandwidth_gbs,
-        )
+        roofline_decode_tps(weights_on_gpu_bytes, weights_in_ram_bytes, self.gpu_bandwidth_gbs, self.ram_bandwidth_gbs)
     }
 }
 
@@ -179,10 +156,7 @@ pub fn roofline_decode_tps(
             None
         }
     };
-    match (
-        part(weights_on_gpu_bytes, gpu_bw_gbs),
-        part(weights_in_ram_bytes, ram_bw_gbs),
-    ) {
+    match (part(weights_on_gpu_bytes, gpu_bw_gbs), part(weights_in_ram_bytes, ram_bw_gbs)) {
         (Some(g), Some(r)) if g + r > 0.0 => 1.0 / (g + r),
         _ => 0.0,
     }
@@ -199,10 +173,7 @@ mod tests {
     #[test]
     fn shipped_profiles_load() {
         let p = load(&hosts_dir().join("rtx5070ti-32gb.toml")).expect("loads");
-        assert_eq!(
-            (p.vram_gb, p.ram_gb, p.gpu_bandwidth_gbs),
-            (16.0, 32.0, 896.0)
-        );
+        assert_eq!((p.vram_gb, p.ram_gb, p.gpu_bandwidth_gbs), (16.0, 32.0, 896.0));
         let c = p.capacity();
         assert_eq!(c.gpus_free_vram.len(), 1);
         // §3.4 assumes 15.6 GiB free on a 16 GiB card.
@@ -210,28 +181,22 @@ mod tests {
         assert_eq!(c.ram_available, 30 * GIB);
 
         let p = load(&hosts_dir().join("rtx4090-64gb.toml")).expect("loads");
-        assert_eq!(
-            (p.vram_gb, p.ram_gb, p.gpu_bandwidth_gbs),
-            (24.0, 64.0, 1008.0)
-        );
+        assert_eq!((p.vram_gb, p.ram_gb, p.gpu_bandwidth_gbs), (24.0, 64.0, 1008.0));
         assert!(p.gpu_name.is_some());
     }
 
     #[test]
     fn unknown_field_is_named() {
-        let text = "name = \"x\"\nvram_gb = 16\nram_gb = 32\ngpu_bandwidth_gbs = 896\nram_bandwidth_gbs = 80\nvram_gib = 3\n";
+        let text =
+            "name = \"x\"\nvram_gb = 16\nram_gb = 32\ngpu_bandwidth_gbs = 896\nram_bandwidth_gbs = 80\nvram_gib = 3\n";
         let e = parse(text, Path::new("hosts/x.toml")).expect_err("must be refused");
         let msg = e.to_string();
-        assert!(
-            msg.contains("hosts/x.toml") && msg.contains("vram_gib"),
-            "{msg}"
-        );
+        assert!(msg.contains("hosts/x.toml") && msg.contains("vram_gib"), "{msg}");
     }
 
     #[test]
     fn missing_field_is_named() {
-        let e = parse("name = \"x\"\nvram_gb = 16\n", Path::new("h.toml"))
-            .expect_err("must be refused");
+        let e = parse("name = \"x\"\nvram_gb = 16\n", Path::new("h.toml")).expect_err("must be refused");
         assert!(e.to_string().contains("ram_gb"), "{e}");
     }
 
@@ -242,20 +207,17 @@ mod tests {
             ("vram_gb = -1\nram_gb = 32\n", "vram_gb"),
             ("vram_gb = 16\nram_gb = 0\n", "ram_gb"),
             ("vram_gb = 16\nram_gb = nan\n", "ram_gb"),
-            (
-                "vram_gb = 16\nram_gb = 32\ncontainer_limit_gb = 48\n",
-                "container_limit_gb",
-            ),
+            ("vram_gb = 16\nram_gb = 32\ncontainer_limit_gb = 48\n", "container_limit_gb"),
         ] {
-            let e = parse(&format!("{base}{extra}"), Path::new("hosts/bad.toml"))
-                .expect_err("must be refused");
-            assert!(
-                matches!(&e, ProfileError::Invalid { field: f, .. } if *f == field),
-                "{e}"
-            );
+            let e = parse(&format!("{base}{extra}"), Path::new("hosts/bad.toml")).expect_err("must be refused");
+            assert!(matches!(&e, ProfileError::Invalid { field: f, .. } if *f == field), "{e}");
             assert!(e.to_string().contains("hosts/bad.toml"), "{e}");
         }
-        let e = parse("name = \" \"\nvram_gb = 0\nram_gb = 8\ngpu_bandwidth_gbs = 0\nram_bandwidth_gbs = 50\n", Path::new("a")).expect_err("must be refused");
+        let e = parse(
+            "name = \" \"\nvram_gb = 0\nram_gb = 8\ngpu_bandwidth_gbs = 0\nram_bandwidth_gbs = 50\n",
+            Path::new("a"),
+        )
+        .expect_err("must be refused");
         assert!(e.to_string().contains("`name`"), "{e}");
     }
 
@@ -280,10 +242,7 @@ mod tests {
         // 10 GB on a 1000 GB/s GPU: 10 ms per token → 100 tok/s.
         assert!((roofline_decode_tps(10_000_000_000, 0, 1000.0, 80.0) - 100.0).abs() < 1e-9);
         // Plus 8 GB from 80 GB/s RAM: 10 ms + 100 ms → ~9.09 tok/s.
-        assert!(
-            (roofline_decode_tps(10_000_000_000, 8_000_000_000, 1000.0, 80.0) - 1.0 / 0.11).abs()
-                < 1e-9
-        );
+        assert!((roofline_decode_tps(10_000_000_000, 8_000_000_000, 1000.0, 80.0) - 1.0 / 0.11).abs() < 1e-9);
         assert_eq!(roofline_decode_tps(0, 0, 1000.0, 80.0), 0.0);
         assert_eq!(roofline_decode_tps(1, 0, 0.0, 80.0), 0.0);
         assert_eq!(roofline_decode_tps(0, 1, 1000.0, f64::NAN), 0.0);

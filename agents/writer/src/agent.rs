@@ -6,10 +6,10 @@
 //! the Writer publishes has an id derived from the report's id, so a repeat is recognised.
 
 use crate::analysis::analyse;
+use crate::deploy::{Deployed, Failure, deploy, engine_failure, remove_failed};
 use crate::measure::{run_result, summarise, with_nonce};
 use crate::settings::Settings;
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
-use crate::deploy::{Deployed, Failure, deploy, engine_failure, remove_failed};
 use host::engine::{EngineError, GenRequest};
 use host::telemetry::{Sampler, ThermalGuard};
 use protocol::events::{Event, EventBody, Phase};
@@ -35,7 +35,12 @@ pub struct WriterConfig {
 }
 
 /// Runs the Writer until `shutdown` turns true.
-pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
+pub async fn run(
+    bus: Bus,
+    cfg: WriterConfig,
+    shutdown: watch::Receiver<bool>,
+    stats: Arc<ConsumeStats>,
+) -> Result<(), BusError> {
     let reaped = host::process::reap_stale(&cfg.run_dir);
     if reaped > 0 {
         tracing::warn!(message = "Stopped engines left by an earlier Writer.", count = reaped);
@@ -45,9 +50,11 @@ pub async fn run(bus: Bus, cfg: WriterConfig, shutdown: watch::Receiver<bool>, s
     if removed > 0 {
         tracing::warn!(message = "Removed containers left by an earlier Writer.", count = removed);
     }
-    let gpus = Arc::new(tokio::task::spawn_blocking(host::gpu::Gpus::probe).await.unwrap_or_else(|e| {
-        host::gpu::Gpus::Unavailable(format!("GPU probe failed: {e}"))
-    }));
+    let gpus = Arc::new(
+        tokio::task::spawn_blocking(host::gpu::Gpus::probe)
+            .await
+            .unwrap_or_else(|e| host::gpu::Gpus::Unavailable(format!("GPU probe failed: {e}"))),
+    );
     if let Some(note) = gpus.note() {
         tracing::info!(message = "Telemetry without GPU figures.", %note);
     }
@@ -114,9 +121,10 @@ impl Writer {
             let key = format!("{cycle}.{i}");
             if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(retry)? {
                 if let ModelStatus::Skipped { reason } = &done.status
-                    && reason.starts_with("cycle aborted") {
-                        aborted.get_or_insert_with(|| reason.clone());
-                    }
+                    && reason.starts_with("cycle aborted")
+                {
+                    aborted.get_or_insert_with(|| reason.clone());
+                }
                 results.push(done);
                 continue;
             }
@@ -148,7 +156,11 @@ impl Writer {
                     if self.canceled(cycle).await.map_err(retry)? {
                         return Ok(());
                     }
-                    self.event(cycle, EventBody::Step { model: "concurrent".into(), what: "concurrent phase started".into() }).await;
+                    self.event(
+                        cycle,
+                        EventBody::Step { model: "concurrent".into(), what: "concurrent phase started".into() },
+                    )
+                    .await;
                     let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir).await;
                     self.bus.results.create(&key, &r).await.map_err(retry)?;
                     Some(r)
@@ -164,7 +176,13 @@ impl Writer {
                 Role::Writer,
                 Role::Documentation,
                 Some(pkg),
-                Payload::BenchmarkResults(Box::new(BenchmarkResults { verification: report, models: results, escalations, aborted, concurrent })),
+                Payload::BenchmarkResults(Box::new(BenchmarkResults {
+                    verification: report,
+                    models: results,
+                    escalations,
+                    aborted,
+                    concurrent,
+                })),
             )
         };
         self.bus.publish(&out).await.map_err(retry)?;
@@ -192,13 +210,23 @@ impl Writer {
         for number in 1..=max {
             self.event(
                 cycle,
-                EventBody::ModelStarted { model: m.name.clone(), index: i as u32 + 1, of: plan.models.len() as u32, attempt: number },
+                EventBody::ModelStarted {
+                    model: m.name.clone(),
+                    index: i as u32 + 1,
+                    of: plan.models.len() as u32,
+                    attempt: number,
+                },
             )
             .await;
             let started = now();
             match self.attempt(cycle, report, &settings).await {
                 Ok((runs, dep_info)) => {
-                    attempts.push(Attempt { number, changes: settings.changes.clone(), outcome: "ok".into(), escalation: None });
+                    attempts.push(Attempt {
+                        number,
+                        changes: settings.changes.clone(),
+                        outcome: "ok".into(),
+                        escalation: None,
+                    });
                     return Ok(Some(measured(i, m, report, &settings, runs, dep_info, attempts, started)));
                 }
                 Err(AttemptError::Canceled) => return Ok(None),
@@ -247,11 +275,19 @@ impl Writer {
                             }
                         }
                         RemedyAction::CoolDown { seconds } => {
-                            self.event(cycle, EventBody::Step { model: m.name.clone(), what: format!("cooling down for {seconds} s") }).await;
+                            self.event(
+                                cycle,
+                                EventBody::Step {
+                                    model: m.name.clone(),
+                                    what: format!("cooling down for {seconds} s"),
+                                },
+                            )
+                            .await;
                             tokio::time::sleep(Duration::from_secs(seconds.min(3600))).await;
                         }
                         RemedyAction::Skip => {
-                            let mut r = skipped(i, m, report, format!("skipped by {} after: {}", decision.by, f.message));
+                            let mut r =
+                                skipped(i, m, report, format!("skipped by {} after: {}", decision.by, f.message));
                             r.attempts = attempts;
                             return Ok(Some(r));
                         }
@@ -278,9 +314,10 @@ impl Writer {
         let start = tokio::time::Instant::now();
         loop {
             if let Some(rec) = self.bus.escalations.get::<EscalationRecord>(esc).await.map_err(retry)?
-                && let Some(d) = rec.decision {
-                    return Ok(Some(d));
-                }
+                && let Some(d) = rec.decision
+            {
+                return Ok(Some(d));
+            }
             if self.canceled(cycle).await.map_err(retry)? {
                 return Ok(None);
             }
@@ -311,7 +348,9 @@ impl Writer {
                 v.push(what);
             }
         };
-        let deployed = deploy(cycle, self.bus.host.as_str(), s, &self.cfg.run_dir, plan.host.model_store.as_deref(), &on_step).await;
+        let deployed =
+            deploy(cycle, self.bus.host.as_str(), s, &self.cfg.run_dir, plan.host.model_store.as_deref(), &on_step)
+                .await;
         let step = |what: String| EventBody::Step { model: m.name.clone(), what };
         for what in steps.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
             self.event(cycle, step(what)).await;
@@ -319,7 +358,8 @@ impl Writer {
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
         let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
-        let guard = ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
+        let guard =
+            ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
         let base_req = |prompt: &protocol::plan::PromptSpec, text: String| GenRequest {
             model: dep.model_ref.clone(),
             system: prompt.system.clone(),
@@ -347,7 +387,11 @@ impl Writer {
                     return Err(AttemptError::Canceled);
                 }
                 if let Some(g) = &guard {
-                    let paused = g.wait_until_cool(&sampler, |t| tracing::warn!(message = "GPU too hot; pausing between requests.", temp_c = t)).await;
+                    let paused = g
+                        .wait_until_cool(&sampler, |t| {
+                            tracing::warn!(message = "GPU too hot; pausing between requests.", temp_c = t)
+                        })
+                        .await;
                     if let Err(pause) = paused {
                         let evidence = dep.evidence(None).await;
                         dep.teardown().await;
@@ -407,10 +451,13 @@ impl Writer {
             deployment: dep.deployment.clone(),
         };
         dep.teardown().await;
-        self.event(cycle, step(if dep.keep { "measured; container kept as the plan asks".into() } else { "engine stopped".into() })).await;
+        self.event(
+            cycle,
+            step(if dep.keep { "measured; container kept as the plan asks".into() } else { "engine stopped".into() }),
+        )
+        .await;
         Ok((runs, info))
     }
-
 }
 
 /// What the deployment told us, for the result.
@@ -430,7 +477,8 @@ async fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> Atte
     let mut f = engine_failure(&e, what);
     f.evidence = dep.evidence(e.engine_text().map(str::to_string)).await;
     if let Some(st) = f.evidence.exit_status.clone() {
-        f.class = if f.evidence.oom_killed == Some(true) { FailureClass::OomKilled } else { FailureClass::EngineExited };
+        f.class =
+            if f.evidence.oom_killed == Some(true) { FailureClass::OomKilled } else { FailureClass::EngineExited };
         f.message = format!("{what}: the engine died ({st}) during the request: {e}");
     }
     f.target = Some(dep.target());

@@ -70,7 +70,8 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
     let plan = &report.plan;
     let mut out = ConcurrentResult::default();
     let Some(c) = &plan.concurrent else { return out };
-    let models: Vec<ModelSpec> = if c.models.is_empty() { plan.models.iter().take(1).cloned().collect() } else { c.models.clone() };
+    let models: Vec<ModelSpec> =
+        if c.models.is_empty() { plan.models.iter().take(1).cloned().collect() } else { c.models.clone() };
     let mut levels: Vec<u32> = c.levels.clone();
     levels.push(1);
     levels.sort_unstable();
@@ -115,13 +116,26 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
         let reqs: Vec<GenRequest> = deployed.iter().map(|(_, s, d)| request(report, d, s)).collect();
         let results = join_all(deployed.iter().zip(&reqs).map(|((_, _, d), r)| d.generate(r))).await;
         for ((name, _, _), r) in deployed.iter().zip(results) {
-            let alone = out.levels.iter().find(|l| &l.model == name && l.level == 1 && l.requests > 0).map(|l| l.mean_e2e_ms);
+            let alone =
+                out.levels.iter().find(|l| &l.model == name && l.level == 1 && l.requests > 0).map(|l| l.mean_e2e_ms);
             out.together.push(match r {
                 Ok(g) => {
                     let e2e = g.e2e.as_secs_f64() * 1000.0;
-                    TogetherResult { model: name.clone(), e2e_ms: e2e, alone_e2e_ms: alone, degradation: alone.map(|a| e2e / a), error: None }
+                    TogetherResult {
+                        model: name.clone(),
+                        e2e_ms: e2e,
+                        alone_e2e_ms: alone,
+                        degradation: alone.map(|a| e2e / a),
+                        error: None,
+                    }
                 }
-                Err(e) => TogetherResult { model: name.clone(), e2e_ms: 0.0, alone_e2e_ms: alone, degradation: None, error: Some(e.to_string()) },
+                Err(e) => TogetherResult {
+                    model: name.clone(),
+                    e2e_ms: 0.0,
+                    alone_e2e_ms: alone,
+                    degradation: None,
+                    error: Some(e.to_string()),
+                },
             });
         }
     } else {

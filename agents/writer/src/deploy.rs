@@ -10,7 +10,9 @@ use host::docker::{ContainerSpec, DockerError, DockerRuntime};
 use host::engine::{EngineError, GenRequest, Generation};
 use host::ollama::OllamaClient;
 use host::openai::OpenAiClient;
-use host::process::{EngineProcess, ProcessError, ProcessSpec, find_llama_server, llama_server_version, offloaded_layers};
+use host::process::{
+    EngineProcess, ProcessError, ProcessSpec, find_llama_server, llama_server_version, offloaded_layers,
+};
 use protocol::CycleId;
 use protocol::plan::{EngineKind, GpuRequest, Runtime, expand_path};
 use protocol::results::{Evidence, FailureClass};
@@ -151,7 +153,9 @@ fn docker_run_line(spec: &ContainerSpec) -> String {
     }
     match &spec.gpus {
         GpuRequest::All => w.push("--gpus=all".into()),
-        GpuRequest::Indices(ix) => w.push(format!("--gpus=\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(","))),
+        GpuRequest::Indices(ix) => {
+            w.push(format!("--gpus=\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
+        }
         GpuRequest::None => {}
     }
     w.push("-p".into());
@@ -171,10 +175,18 @@ fn docker_run_line(spec: &ContainerSpec) -> String {
 
 fn llama_args(s: &Settings, model_in_engine: &str, host: &str, port: u16) -> Vec<String> {
     let m = &s.model;
-    let mut a: Vec<String> = vec!["--model".into(), model_in_engine.into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
+    let mut a: Vec<String> =
+        vec!["--model".into(), model_in_engine.into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
     // llama-server's -c is shared by its slots: give every slot the planned context.
     let slots = s.parallel.max(1);
-    a.extend(["-c".into(), (s.context * slots).to_string(), "-np".into(), slots.to_string(), "--metrics".into(), "--no-webui".into()]);
+    a.extend([
+        "-c".into(),
+        (s.context * slots).to_string(),
+        "-np".into(),
+        slots.to_string(),
+        "--metrics".into(),
+        "--no-webui".into(),
+    ]);
     if let Some(t) = m.threads {
         a.extend(["-t".into(), t.to_string()]);
     }
@@ -187,9 +199,13 @@ fn llama_args(s: &Settings, model_in_engine: &str, host: &str, port: u16) -> Vec
 
 fn model_file(s: &Settings) -> Result<PathBuf, Failure> {
     let raw = s.model.model_path.as_deref().unwrap_or_default();
-    let p = expand_path(raw, &env_lookup).map_err(|e| Failure::new(FailureClass::ModelNotFound, format!("model_path `{raw}`: {e}")))?;
+    let p = expand_path(raw, &env_lookup)
+        .map_err(|e| Failure::new(FailureClass::ModelNotFound, format!("model_path `{raw}`: {e}")))?;
     if !Path::new(&p).is_file() {
-        return Err(Failure::new(FailureClass::ModelNotFound, format!("model file {p} does not exist (run `make model` for the demo model)")));
+        return Err(Failure::new(
+            FailureClass::ModelNotFound,
+            format!("model file {p} does not exist (run `make model` for the demo model)"),
+        ));
     }
     Ok(PathBuf::from(p))
 }
@@ -213,9 +229,15 @@ pub async fn deploy(
     }
 }
 
-async fn deploy_process(cycle: &CycleId, s: &Settings, run_dir: &Path, on_step: &(dyn Fn(String) + Sync)) -> Result<Deployed, Failure> {
+async fn deploy_process(
+    cycle: &CycleId,
+    s: &Settings,
+    run_dir: &Path,
+    on_step: &(dyn Fn(String) + Sync),
+) -> Result<Deployed, Failure> {
     let m = &s.model;
-    let binary = find_llama_server(m.binary.as_deref()).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let binary =
+        find_llama_server(m.binary.as_deref()).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let model_path = model_file(s)?;
     let spec = ProcessSpec {
         name: format!("{cycle}-{}", m.name),
@@ -231,11 +253,21 @@ async fn deploy_process(cycle: &CycleId, s: &Settings, run_dir: &Path, on_step: 
         run_dir: run_dir.to_path_buf(),
     };
     on_step(format!("starting {}", binary.display()));
-    let mut process = EngineProcess::start(&spec).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let mut process =
+        EngineProcess::start(&spec).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let target = Some(format!("process:{}", process.pid()));
     let mut line: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={}", sh(v))).collect();
     line.push(sh(&binary.display().to_string()));
-    line.extend(llama_args(s, &model_path.display().to_string(), "127.0.0.1", process.base_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080)).iter().map(|a| sh(a)));
+    line.extend(
+        llama_args(
+            s,
+            &model_path.display().to_string(),
+            "127.0.0.1",
+            process.base_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080),
+        )
+        .iter()
+        .map(|a| sh(a)),
+    );
     match process.wait_healthy(Duration::from_secs(s.load_timeout_s)).await {
         Ok(took) => Ok(Deployed {
             api: Api::OpenAi(OpenAiClient::new(&process.base_url())),
@@ -305,7 +337,9 @@ async fn deploy_container(
         }
         EngineKind::Ollama => {
             spec.container_port = 11434;
-            let store = model_store.and_then(|p| expand_path(p, &env_lookup).ok()).unwrap_or_else(|| "threadcycle-ollama".into());
+            let store = model_store
+                .and_then(|p| expand_path(p, &env_lookup).ok())
+                .unwrap_or_else(|| "threadcycle-ollama".into());
             spec.binds = vec![format!("{store}:/root/.ollama")];
             spec.env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
             spec.env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.parallel.max(1).to_string());
@@ -350,10 +384,12 @@ async fn deploy_container(
             let pulled = c
                 .pull(&model_ref, |p| {
                     if let (Some(t), Some(done)) = (p.total, p.completed)
-                        && last.elapsed() > Duration::from_secs(5) && t > 0 {
-                            last = std::time::Instant::now();
-                            tracing::info!(message = "Pull progress.", model = %model_ref, percent = done * 100 / t);
-                        }
+                        && last.elapsed() > Duration::from_secs(5)
+                        && t > 0
+                    {
+                        last = std::time::Instant::now();
+                        tracing::info!(message = "Pull progress.", model = %model_ref, percent = done * 100 / t);
+                    }
                 })
                 .await;
             if let Err(e) = pulled {
@@ -370,7 +406,8 @@ async fn deploy_container(
             d.digest = list.into_iter().find(|t| t.name == model_ref || t.model == model_ref).map(|t| t.digest);
         }
     } else {
-        d.engine_version = docker.log_tail(&running.id, 200).await.ok().and_then(|l| l.into_iter().find(|x| x.contains("build")));
+        d.engine_version =
+            docker.log_tail(&running.id, 200).await.ok().and_then(|l| l.into_iter().find(|x| x.contains("build")));
     }
     d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(d)
@@ -389,20 +426,24 @@ async fn wait_ready(docker: &DockerRuntime, id: &str, name: &str, api: &Api, tim
             return Ok(());
         }
         if let Ok(st) = docker.state(id).await
-            && !st.running {
-                let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
-                let e = DockerError::Exited {
-                    container: name.to_string(),
-                    exit_code: st.exit_code,
-                    oom_killed: st.oom_killed,
-                    memory_limit_bytes: st.memory_limit_bytes,
-                    log_tail,
-                };
-                return Err(container_failure(&e, name));
-            }
+            && !st.running
+        {
+            let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
+            let e = DockerError::Exited {
+                container: name.to_string(),
+                exit_code: st.exit_code,
+                oom_killed: st.oom_killed,
+                memory_limit_bytes: st.memory_limit_bytes,
+                log_tail,
+            };
+            return Err(container_failure(&e, name));
+        }
         if start.elapsed() > timeout {
             let log_tail = docker.log_tail(id, 20).await.unwrap_or_default();
-            return Err(container_failure(&DockerError::NotHealthy { container: name.to_string(), after: timeout, log_tail }, name));
+            return Err(container_failure(
+                &DockerError::NotHealthy { container: name.to_string(), after: timeout, log_tail },
+                name,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -463,7 +504,9 @@ impl Deployed {
     pub fn telemetry_target(&self) -> host::telemetry::EngineTarget {
         match &self.place {
             Place::Process(p) => host::telemetry::EngineTarget::Process { pid: p.pid() },
-            Place::Container { docker, id } => host::telemetry::EngineTarget::Container { docker: docker.clone(), id: id.clone() },
+            Place::Container { docker, id } => {
+                host::telemetry::EngineTarget::Container { docker: docker.clone(), id: id.clone() }
+            }
         }
     }
 
@@ -484,7 +527,11 @@ impl Deployed {
             Place::Container { docker, id } => {
                 let st = docker.state(id).await.ok();
                 Evidence {
-                    exit_status: st.as_ref().filter(|s| !s.running).and_then(|s| s.exit_code).map(|c| format!("exit status {c}")),
+                    exit_status: st
+                        .as_ref()
+                        .filter(|s| !s.running)
+                        .and_then(|s| s.exit_code)
+                        .map(|c| format!("exit status {c}")),
                     oom_killed: st.as_ref().map(|s| s.oom_killed),
                     log_tail: docker.log_tail(id, 20).await.unwrap_or_default(),
                     engine_error,
@@ -523,7 +570,13 @@ impl Deployed {
     /// VRAM the engine holds, from Ollama's `/api/ps` (`size_vram`).
     pub async fn vram(&self) -> Option<u64> {
         match &self.api {
-            Api::Ollama(c) => c.ps().await.ok()?.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref).map(|p| p.size_vram),
+            Api::Ollama(c) => c
+                .ps()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|p| p.name == self.model_ref || p.model == self.model_ref)
+                .map(|p| p.size_vram),
             Api::OpenAi(_) => None,
         }
     }
@@ -535,9 +588,10 @@ impl Deployed {
             Place::Process(p) => p.stop(),
             Place::Container { docker, id } => {
                 if !self.keep
-                    && let Err(error) = docker.remove(id).await {
-                        tracing::warn!(message = "Container not removed.", %error, %id);
-                    }
+                    && let Err(error) = docker.remove(id).await
+                {
+                    tracing::warn!(message = "Container not removed.", %error, %id);
+                }
             }
         }
     }
@@ -546,7 +600,8 @@ impl Deployed {
 /// Removes a container kept for Debug's inspection.
 pub async fn remove_failed(target: Option<&str>) {
     if let Some(id) = target.and_then(|t| t.strip_prefix("container:"))
-        && let Ok(d) = DockerRuntime::connect().await {
-            let _ = d.remove(id).await;
-        }
+        && let Ok(d) = DockerRuntime::connect().await
+    {
+        let _ = d.remove(id).await;
+    }
 }

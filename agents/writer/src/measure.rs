@@ -129,7 +129,9 @@ mod tests {
         let runs: Vec<RunResult> = [100, 100, 300]
             .iter()
             .enumerate()
-            .map(|(i, t)| run_result("p", i as u32 + 1, "n", &gen_with(*t, &[10], Some(2)), AnswerAnalysis::default(), None))
+            .map(|(i, t)| {
+                run_result("p", i as u32 + 1, "n", &gen_with(*t, &[10], Some(2)), AnswerAnalysis::default(), None)
+            })
             .collect();
         let s = summarise(&runs, 0.10);
         assert_eq!(s.len(), 1);

