@@ -62,7 +62,7 @@ mod tests {
         let md = "# Plan\n\nSome words here.\n\n- one\n- two\n\n```rust\nfn main() {}\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
         let a = analyse(md, &[]);
         assert_eq!((a.headings, a.list_items, a.code_blocks, a.tables), (1, 2, 1, 1));
-        assert_eq!(a.words, 1 + 3 + 2 + 2 + 4);
+        assert_eq!(a.words, 1 + 3 + 2 + 3 + 4);
     }
 
     #[test]
