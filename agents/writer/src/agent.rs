@@ -342,19 +342,25 @@ impl Writer {
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
-        let steps = std::sync::Mutex::new(Vec::new());
-        let on_step = |what: String| {
-            if let Ok(mut v) = steps.lock() {
-                v.push(what);
+        // Steps (container created, pull progress…) become events while the deployment runs.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let on_step = move |what: String| {
+            let _ = tx.send(what);
+        };
+        let deploying = async move {
+            let r =
+                deploy(cycle, self.bus.host.as_str(), s, &self.cfg.run_dir, plan.host.model_store.as_deref(), &on_step)
+                    .await;
+            drop(on_step);
+            r
+        };
+        let step = |what: String| EventBody::Step { model: m.name.clone(), what };
+        let forwarding = async {
+            while let Some(what) = rx.recv().await {
+                self.event(cycle, step(what)).await;
             }
         };
-        let deployed =
-            deploy(cycle, self.bus.host.as_str(), s, &self.cfg.run_dir, plan.host.model_store.as_deref(), &on_step)
-                .await;
-        let step = |what: String| EventBody::Step { model: m.name.clone(), what };
-        for what in steps.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
-            self.event(cycle, step(what)).await;
-        }
+        let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
         let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());

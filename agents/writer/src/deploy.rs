@@ -388,7 +388,13 @@ async fn deploy_container(
                         && t > 0
                     {
                         last = std::time::Instant::now();
-                        tracing::info!(message = "Pull progress.", model = %model_ref, percent = done * 100 / t);
+                        let digest = p.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("");
+                        on_step(format!(
+                            "pulling {model_ref}: {}% of {:.1} GB ({})",
+                            done * 100 / t,
+                            t as f64 / 1e9,
+                            &digest[..digest.len().min(12)]
+                        ));
                     }
                 })
                 .await;
