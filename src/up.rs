@@ -8,6 +8,7 @@ use crate::display::print_escalation;
 use crate::exit;
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use handoffs::security::{self, Credential};
 use handoffs::server::NatsServer;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::events::{Event, EventBody};
@@ -27,14 +28,22 @@ struct Agents {
 }
 
 impl Agents {
-    fn spawn(nats_url: &str, host: &str, out: &Path, log_dir: &Path) -> Result<Agents> {
+    fn spawn(nats_url: &str, host: &str, out: &Path, log_dir: &Path, creds: Option<&[Credential]>) -> Result<Agents> {
         let exe = std::env::current_exe().context("cannot find the threadcycle binary")?;
         std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
         let mut children = Vec::new();
         for role in Role::AGENTS {
             let log = std::fs::File::create(log_dir.join(format!("{role}.log")))?;
             let err = log.try_clone()?;
-            let child = Command::new(&exe)
+            let mut cmd = Command::new(&exe);
+            // Each agent connects as its own least-privilege user; the password travels in the
+            // environment, never on the command line.
+            if let Some(c) = creds.and_then(|cs| cs.iter().find(|c| c.user() == role.as_str())) {
+                cmd.env("NATS_USER", c.user()).env("NATS_PASSWORD", c.password());
+            } else {
+                cmd.env_remove("NATS_USER").env_remove("NATS_PASSWORD");
+            }
+            let child = cmd
                 .args(["agent", role.as_str(), "--nats", nats_url, "--host", host, "--out"])
                 .arg(out)
                 .env("THREADCYCLE_RUN_DIR", log_dir.join("engines"))
@@ -142,23 +151,34 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
         }
     };
     let work = tempfile::Builder::new().prefix("threadcycle-up-").tempdir().context("cannot create a work folder")?;
-    let (server, url) = match &nats.url {
-        Some(u) => (None, u.clone()),
-        None => match NatsServer::start_in(&work.path().join("nats"), "") {
-            Ok(s) => {
-                let u = s.url();
-                (Some(s), u)
+    // The private server is locked down like a production one: one user per agent with only
+    // the subjects it needs, and this command as the operator.
+    let (server, url, creds) = match &nats.url {
+        Some(u) => (None, u.clone(), None),
+        None => {
+            let creds: Vec<Credential> =
+                security::USERS.iter().map(|r| Credential::generate(*r)).collect::<Result<_, _>>()?;
+            match NatsServer::start_in(&work.path().join("nats"), &security::server_config(&creds, None)) {
+                Ok(s) => {
+                    let u = s.url();
+                    (Some(s), u, Some(creds))
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::UNREACHABLE);
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(exit::UNREACHABLE);
-            }
-        },
+        }
     };
     let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let log_dir = work.path().join("logs");
-    let mut agents = Agents::spawn(&url, host, &out_abs, &log_dir)?;
-    let client = handoffs::connect(&nats.config(&url, "threadcycle-up", false)).await?;
+    let mut agents = Agents::spawn(&url, host, &out_abs, &log_dir, creds.as_deref())?;
+    let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));
+    let client_config = match operator {
+        Some(c) => c.connect_config(&url, None),
+        None => nats.config(&url, "threadcycle-up", false),
+    };
+    let client = handoffs::connect(&client_config).await?;
     let mut events = client.subscribe("tc.evt.>").await?;
     let plan_source = plan_path.display().to_string();
     let start = OperatorRequest::Start { plan_toml: plan_text, plan_source, host: host.into() };
