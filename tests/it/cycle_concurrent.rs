@@ -14,9 +14,7 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     );
     let plan = write_plan(tmp.path(), "concurrent", "", "", &extra);
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
     assert!(report.contains("## Concurrent phase") && report.contains("gemma-b"), "{report}");
     let r = results(&dir);

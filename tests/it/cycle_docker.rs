@@ -44,9 +44,7 @@ fn a_model_in_a_container_is_deployed_benchmarked_and_torn_down() {
     let tmp = tempfile::tempdir().expect("tmp");
     let plan = docker_plan(tmp.path(), "docker-ok", &docker_model("1", ""), "");
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let m = &results(&dir)["models"][0];
     assert_eq!(m["status"]["state"], "measured", "{m}");
     assert!(m["runs"][0]["engine_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "{m}");
@@ -76,9 +74,7 @@ fn an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit() {
         "[policy]\ndefault = 'auto'\nmax_attempts = 3\n",
     );
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let m = &results(&dir)["models"][0];
     assert_eq!(m["status"]["state"], "measured", "{m}");
     assert!(m["attempts"][0]["outcome"].as_str().is_some_and(|s| s.contains("OOM killer")), "{m}");
@@ -110,9 +106,7 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
         .replace(&model().display().to_string(), &bad.display().to_string());
     std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let m = &results(&dir)["models"][0];
     assert_eq!(m["status"]["state"], "skipped", "{m}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting");
@@ -131,9 +125,7 @@ fn the_readers_ram_prediction_is_within_15_percent_of_the_containers_measured_pe
     // with the prediction (mapped pages already cached by the host are charged elsewhere).
     let plan = docker_plan(tmp.path(), "docker-ram", &docker_model("1", "args = [\"--load-mode\", \"none\"]"), "");
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let r = results(&cycle_dir(&out));
+    let r = results(&up_ok(&plan, &out));
     let predicted = r["verification"]["verdicts"][0]["ram_bytes"].as_f64().expect("predicted RAM");
     let measured = r["models"][0]["telemetry"]["engine_mem_bytes"]["peak"].as_f64().expect("measured peak");
     let err = (predicted - measured).abs() / measured;

@@ -14,9 +14,7 @@ fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() 
     let plan =
         write_plan(tmp.path(), "slow-load", "load_timeout_s = 1", "", "[policy]\ndefault = 'auto'\nmax_attempts = 4\n");
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = &r["models"][0];
     assert_eq!(m["status"]["state"], "measured", "{m}");
@@ -40,9 +38,7 @@ fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
     let text = std::fs::read_to_string(&plan).expect("plan").replace("gemma-3-270m-q4_k_m.gguf", "no-such-model.gguf");
     std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
-    let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).output().expect("run");
-    assert!(o.status.success(), "{}", show(&o));
-    let dir = cycle_dir(&out);
+    let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = &r["models"][0];
     assert_eq!(m["status"]["state"], "skipped", "{m}");

@@ -106,3 +106,10 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Runs `threadcycle up <plan> --out <out>`, requires success, and returns the cycle's folder.
+pub fn up_ok(plan: &Path, out: &Path) -> PathBuf {
+    let o = threadcycle().args(["up"]).arg(plan).arg("--out").arg(out).output().expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    cycle_dir(out)
+}
