@@ -124,6 +124,12 @@ fn the_readers_ram_prediction_is_within_15_percent_of_the_containers_measured_pe
     // Without mmap the weights live in the container's own memory, so its peak is comparable
     // with the prediction (mapped pages already cached by the host are charged elsewhere).
     let plan = docker_plan(tmp.path(), "docker-ram", &docker_model("1", "args = [\"--load-mode\", \"none\"]"), "");
+    // Docker's stats stream reports about once a second: measure long enough for several samples.
+    let text = std::fs::read_to_string(&plan)
+        .expect("plan")
+        .replace("repetitions = 1", "repetitions = 4")
+        .replace("max_tokens = 12", "max_tokens = 48");
+    std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
     let r = results(&up_ok(&plan, &out));
     let predicted = r["verification"]["verdicts"][0]["ram_bytes"].as_f64().expect("predicted RAM");

@@ -156,11 +156,24 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     });
     operator.flush().await.expect("flush");
     main.client.flush().await.expect("flush");
-    let answer =
-        tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
+    // Interest can reach the server a moment after the subscribe returns; the CLI retries too.
+    let mut answer = None;
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
             .await
             .expect("answered in time")
-            .expect("operator request answered by main");
+        {
+            Ok(a) => {
+                answer = Some(a);
+                break;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("operator request refused: {e}"),
+        }
+    }
+    let answer = answer.expect("operator request answered by main");
     assert_eq!(&answer.payload[..], b"answer");
 
     // Every edge of the cycle, through each receiver's durable consumer (ledger writes and acks included).
