@@ -52,6 +52,7 @@ exactly once in \`results.json\` and \`results.csv\`, and no engine or container
 | Input | Where | Test | Outcome |
 |---|---|---|---|
 | random bytes, truncated JSON, newer schema, wrong receiver | a handoff subject | \`bad_packages_are_dead_lettered_and_the_agent_keeps_going\` (4 dead letters, the next package applied) | $(status delivery) |
+| garbage, truncated JSON and a JSON array on each of the five agents' subjects | every handoff subject | \`bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going\` (3 dead letters per agent, then its next package applied) | $(status delivery) |
 | 3 MiB payload (3× the NATS limit) | a handoff subject | \`an_oversize_payload_travels_through_the_object_store\` | $(status delivery) |
 | random envelopes and plan text, absurd numbers, wrong types (proptest) | plans, envelopes | protocol unit tests ($(passed fuzz) passed) | $(status fuzz) |
 | truncated / hostile GGUF files (every prefix, absurd counts, huge strings, random bytes) | model files | reader GGUF tests ($(passed gguf) passed) | $(status gguf) |

