@@ -25,6 +25,13 @@ pub enum HandleError {
     Reject(String),
 }
 
+impl From<BusError> for HandleError {
+    /// NATS trouble while handling a package is transient: leave it in the stream and retry.
+    fn from(e: BusError) -> Self {
+        HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
+    }
+}
+
 /// A handler finished; nothing else to say.
 pub type Handled = Result<(), HandleError>;
 

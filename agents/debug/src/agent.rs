@@ -49,10 +49,6 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn retry(e: BusError) -> HandleError {
-    HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
-}
-
 /// Describes an action for events and logs.
 pub fn describe(a: &RemedyAction) -> String {
     match a {
@@ -109,10 +105,10 @@ impl Handler for Debug {
 impl Debug {
     async fn escalation(&self, id: Uuid, cycle: &CycleId, e: Escalation) -> Handled {
         let key = id.to_string();
-        if let Some(existing) = self.bus.escalations.get::<EscalationRecord>(&key).await.map_err(retry)? {
+        if let Some(existing) = self.bus.escalations.get::<EscalationRecord>(&key).await.map_err(HandleError::from)? {
             // Redelivered: the record is the truth; make sure its log went on.
             if existing.decision.is_some() {
-                self.hand_on(cycle, &existing).await.map_err(retry)?;
+                self.hand_on(cycle, &existing).await.map_err(HandleError::from)?;
             }
             return Ok(());
         }
@@ -143,7 +139,7 @@ impl Debug {
             decision,
             opened_at: now(),
         };
-        self.bus.escalations.create(&key, &rec).await.map_err(retry)?;
+        self.bus.escalations.create(&key, &rec).await.map_err(HandleError::from)?;
         // The ask timeout is counted from the record's creation; keep it beside the record.
         let ask_key = format!("ask.{key}");
         if rec.decision.is_none() {
@@ -152,7 +148,7 @@ impl Debug {
             let auto = auto_choice(&d, e.attempt, e.max_attempts);
             let pending =
                 PendingAsk { id: key.clone(), cycle: cycle.to_string(), deadline, default_option: auto.number };
-            self.bus.escalations.put(&ask_key, &pending).await.map_err(retry)?;
+            self.bus.escalations.put(&ask_key, &pending).await.map_err(HandleError::from)?;
         }
         self.bus
             .event_best_effort(Event::new(
@@ -167,13 +163,14 @@ impl Debug {
             ))
             .await;
         if rec.decision.is_some() {
-            self.decided(cycle, &rec).await.map_err(retry)?;
+            self.decided(cycle, &rec).await.map_err(HandleError::from)?;
         }
         Ok(())
     }
 
     async fn operator(&self, cycle: &CycleId, d: OperatorDecision) -> Handled {
-        let Some(rec) = self.bus.escalations.get::<EscalationRecord>(&d.escalation).await.map_err(retry)? else {
+        let Some(rec) = self.bus.escalations.get::<EscalationRecord>(&d.escalation).await.map_err(HandleError::from)?
+        else {
             return Err(HandleError::Reject(format!("no escalation `{}`", d.escalation)));
         };
         if rec.decision.is_some() {
@@ -196,7 +193,7 @@ impl Debug {
             Decision { option: d.option, action, by: format!("operator:{}", d.by), at: now() },
         )
         .await
-        .map_err(retry)
+        .map_err(HandleError::from)
     }
 
     /// Records a decision if none was made yet (compare-and-set), then hands the log on.

@@ -39,17 +39,13 @@ struct Docs {
     cfg: DocsConfig,
 }
 
-fn retry(e: BusError) -> HandleError {
-    HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
-}
-
 impl Handler for Docs {
     async fn handle(&self, env: Envelope) -> Handled {
         let Envelope { id, cycle, payload, .. } = env;
         match payload {
             Payload::TroubleshootingLog(t) => {
                 let key = format!("trouble.{cycle}.{}", t.entry.id);
-                self.bus.results.put(&key, &t.entry).await.map_err(retry)?;
+                self.bus.results.put(&key, &t.entry).await.map_err(HandleError::from)?;
                 Ok(())
             }
             Payload::BenchmarkResults(r) => self.publish_reports(id, &cycle, *r).await,
@@ -75,7 +71,7 @@ impl Docs {
     }
 
     async fn publish_reports(&self, pkg: Uuid, cycle: &CycleId, results: BenchmarkResults) -> Handled {
-        let troubleshooting = self.troubleshooting(cycle, &results.escalations).await.map_err(retry)?;
+        let troubleshooting = self.troubleshooting(cycle, &results.escalations).await.map_err(HandleError::from)?;
         let mut answers = BTreeMap::new();
         let mut answer_files = Vec::new();
         for m in &results.models {
@@ -147,7 +143,7 @@ impl Docs {
                 }),
             )
         };
-        self.bus.publish(&env).await.map_err(retry)?;
+        self.bus.publish(&env).await.map_err(HandleError::from)?;
         Ok(())
     }
 }

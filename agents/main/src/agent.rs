@@ -153,7 +153,7 @@ impl Handler for MainAgent {
                         rec.updated_at = chrono::Utc::now();
                     })
                     .await
-                    .map_err(|e| HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) })?;
+                    .map_err(HandleError::from)?;
                 if updated.is_none() {
                     return Err(HandleError::Reject(format!("reports published for unknown cycle `{cycle}`")));
                 }

@@ -460,10 +460,6 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
     (v, file_check)
 }
 
-fn retry(e: BusError) -> HandleError {
-    HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
-}
-
 impl Handler for Reader {
     async fn handle(&self, env: Envelope) -> Handled {
         let Envelope { id, cycle, payload, .. } = env;
@@ -476,7 +472,7 @@ impl Handler for Reader {
 
 impl Reader {
     async fn verify(&self, pkg: Uuid, cycle: &CycleId, p: CyclePlan) -> Handled {
-        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(retry)?;
+        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
         if rec.is_some_and(|r| r.state.is_final()) {
             return Ok(());
         }
@@ -521,7 +517,7 @@ impl Reader {
                 Payload::VerificationReport(Box::new(report)),
             )
         };
-        self.bus.publish(&env).await.map_err(retry)?;
+        self.bus.publish(&env).await.map_err(HandleError::from)?;
         Ok(())
     }
 }

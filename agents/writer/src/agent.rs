@@ -81,10 +81,6 @@ enum AttemptError {
     Bus(BusError),
 }
 
-fn retry(e: BusError) -> HandleError {
-    HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -110,7 +106,7 @@ impl Writer {
     }
 
     async fn run_cycle(&self, pkg: Uuid, cycle: &CycleId, report: VerificationReport) -> Handled {
-        if self.canceled(cycle).await.map_err(retry)? {
+        if self.canceled(cycle).await.map_err(HandleError::from)? {
             tracing::info!(message = "Cycle already final; report ignored.", %cycle);
             return Ok(());
         }
@@ -119,7 +115,7 @@ impl Writer {
         let mut results = Vec::new();
         for (i, m) in report.plan.models.iter().enumerate() {
             let key = format!("{cycle}.{i}");
-            if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(retry)? {
+            if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)? {
                 if let ModelStatus::Skipped { reason } = &done.status
                     && reason.starts_with("cycle aborted")
                 {
@@ -135,7 +131,7 @@ impl Writer {
                     None => return Ok(()),
                 },
             };
-            if !self.bus.results.create(&key, &result).await.map_err(retry)? {
+            if !self.bus.results.create(&key, &result).await.map_err(HandleError::from)? {
                 tracing::warn!(message = "A result for this model was already stored; keeping the first.", %key);
             }
             let outcome = match &result.status {
@@ -144,16 +140,16 @@ impl Writer {
                 ModelStatus::Skipped { reason } => format!("skipped: {reason}"),
             };
             self.event(cycle, EventBody::ModelFinished { model: m.name.clone(), outcome }).await;
-            let stored = self.bus.results.get::<ModelResult>(&key).await.map_err(retry)?.unwrap_or(result);
+            let stored = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)?.unwrap_or(result);
             results.push(stored);
         }
         let escalations = results.iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.escalation.clone())).collect();
         let concurrent = if report.plan.concurrent.is_some() && aborted.is_none() {
             let key = format!("{cycle}.concurrent");
-            match self.bus.results.get::<protocol::results::ConcurrentResult>(&key).await.map_err(retry)? {
+            match self.bus.results.get::<protocol::results::ConcurrentResult>(&key).await.map_err(HandleError::from)? {
                 Some(done) => Some(done),
                 None => {
-                    if self.canceled(cycle).await.map_err(retry)? {
+                    if self.canceled(cycle).await.map_err(HandleError::from)? {
                         return Ok(());
                     }
                     self.event(
@@ -162,7 +158,7 @@ impl Writer {
                     )
                     .await;
                     let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir).await;
-                    self.bus.results.create(&key, &r).await.map_err(retry)?;
+                    self.bus.results.create(&key, &r).await.map_err(HandleError::from)?;
                     Some(r)
                 }
             }
@@ -185,7 +181,7 @@ impl Writer {
                 })),
             )
         };
-        self.bus.publish(&out).await.map_err(retry)?;
+        self.bus.publish(&out).await.map_err(HandleError::from)?;
         self.event(cycle, EventBody::PhaseStarted { phase: Phase::Documenting }).await;
         Ok(())
     }
@@ -230,7 +226,7 @@ impl Writer {
                     return Ok(Some(measured(i, m, report, &settings, runs, dep_info, attempts, started)));
                 }
                 Err(AttemptError::Canceled) => return Ok(None),
-                Err(AttemptError::Bus(e)) => return Err(retry(e)),
+                Err(AttemptError::Bus(e)) => return Err(e.into()),
                 Err(AttemptError::Failed(f)) => {
                     let kept = f.target.clone();
                     let esc = derive_id(pkg, &format!("escalation-{i}"), number);
@@ -260,7 +256,7 @@ impl Writer {
                             }),
                         )
                     };
-                    self.bus.publish(&out).await.map_err(retry)?;
+                    self.bus.publish(&out).await.map_err(HandleError::from)?;
                     let decision = self.await_decision(cycle, &esc.to_string(), plan).await;
                     remove_failed(kept.as_deref()).await;
                     let Some(decision) = decision? else { return Ok(None) };
@@ -313,12 +309,12 @@ impl Writer {
         let limit = Duration::from_secs(plan.policy.ask_timeout_s.saturating_add(600));
         let start = tokio::time::Instant::now();
         loop {
-            if let Some(rec) = self.bus.escalations.get::<EscalationRecord>(esc).await.map_err(retry)?
+            if let Some(rec) = self.bus.escalations.get::<EscalationRecord>(esc).await.map_err(HandleError::from)?
                 && let Some(d) = rec.decision
             {
                 return Ok(Some(d));
             }
-            if self.canceled(cycle).await.map_err(retry)? {
+            if self.canceled(cycle).await.map_err(HandleError::from)? {
                 return Ok(None);
             }
             if start.elapsed() > limit {
