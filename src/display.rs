@@ -114,9 +114,12 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             return Ok(exit::BAD_INPUT);
         }
     };
+    // Bandwidths for the decode roofline: (GPU, RAM), decimal GB/s.
+    let bandwidths: (Option<f64>, Option<f64>);
     let (verdicts, host_label) = match profile {
         Some(p) => match agent_reader::profile::load(p) {
             Ok(prof) => {
+                bandwidths = (Some(prof.gpu_bandwidth_gbs), Some(prof.ram_bandwidth_gbs));
                 (agent_reader::agent::plan_verdicts(&plan, &prof.capacity()).0, format!("host profile {}", p.display()))
             }
             Err(e) => {
@@ -149,14 +152,16 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
                     .collect::<Vec<_>>()
                     .join(", "))
             );
+            bandwidths = (facts.gpus.iter().find_map(|g| g.memory_bandwidth_gbs), facts.ram_bandwidth_gbs);
             (agent_reader::agent::verdicts(&plan, &facts).0, label)
         }
     };
+    let roofline: Vec<Option<f64>> = verdicts.iter().map(|v| predicted_roofline(v, bandwidths)).collect();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts })
+                &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts, "roofline_decode_tps": roofline })
             )?
         );
     } else {
@@ -180,11 +185,26 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             plan.policy.max_attempts
         );
         println!("fit on {host_label}:");
-        for v in &verdicts {
-            println!("  {}", verdict_row(v));
+        for (v, roof) in verdicts.iter().zip(&roofline) {
+            match roof {
+                Some(t) => println!("  {}; decode at most {t:.1} tok/s (memory-bandwidth roofline)", verdict_row(v)),
+                None => println!("  {}", verdict_row(v)),
+            }
         }
     }
     Ok(if verdicts.iter().any(|v| v.fit == Fit::NoGo) { exit::FAILED } else { 0 })
+}
+
+/// The decode speed memory bandwidth allows for the predicted split of the weights.
+fn predicted_roofline(v: &protocol::results::FitVerdict, (gpu_bw, ram_bw): (Option<f64>, Option<f64>)) -> Option<f64> {
+    if v.fit == Fit::NoGo {
+        return None;
+    }
+    let weights = v.weights_bytes?;
+    let (on, total) = v.gpu_layers.unwrap_or((0, 1));
+    let share = if total == 0 { 0.0 } else { f64::from(on.min(total)) / f64::from(total) };
+    let on_gpu = (weights as f64 * share).round() as u64;
+    protocol::results::roofline_decode_tps(on_gpu, weights - on_gpu.min(weights), gpu_bw, ram_bw)
 }
 
 /// `threadcycle compare`: markdown comparison of two cycles' results.

@@ -60,6 +60,10 @@ pub struct GpuInfo {
     pub power_w: Option<f64>,
     /// Driver version.
     pub driver: String,
+    /// Peak memory bandwidth, decimal GB/s: bus width × maximum memory clock × 2 (double data
+    /// rate), as NVML reports them; None when NVML does not say.
+    #[serde(default)]
+    pub memory_bandwidth_gbs: Option<f64>,
 }
 
 /// What the Reader measured about the host.
@@ -99,6 +103,12 @@ pub struct HostFacts {
     pub docker_runtimes: Vec<String>,
     /// Why Docker is not usable, when it is not.
     pub docker_note: Option<String>,
+    /// Host memory bandwidth, decimal GB/s (for the decode roofline).
+    #[serde(default)]
+    pub ram_bandwidth_gbs: Option<f64>,
+    /// How `ram_bandwidth_gbs` was obtained (measured copy, or a host profile).
+    #[serde(default)]
+    pub ram_bandwidth_source: Option<String>,
 }
 
 /// The Reader's verdict on one model.
@@ -138,6 +148,28 @@ pub struct FitVerdict {
     pub reason: String,
     /// The smallest change that would make it fit, when it does not.
     pub suggestion: Option<String>,
+}
+
+/// Decode tokens/s that memory bandwidth allows: each generated token reads every weight once,
+/// so the time per token is at least GPU bytes / GPU bandwidth + RAM bytes / RAM bandwidth
+/// (bandwidths in decimal GB/s). This is the roofline a memory-bound decode cannot beat.
+///
+/// None when nothing is read or a bandwidth needed for the bytes is unknown or not positive.
+pub fn roofline_decode_tps(
+    weights_on_gpu_bytes: u64,
+    weights_in_ram_bytes: u64,
+    gpu_bw_gbs: Option<f64>,
+    ram_bw_gbs: Option<f64>,
+) -> Option<f64> {
+    let part = |bytes: u64, bw: Option<f64>| -> Option<f64> {
+        match bw {
+            _ if bytes == 0 => Some(0.0),
+            Some(bw) if bw.is_finite() && bw > 0.0 => Some(bytes as f64 / (bw * 1e9)),
+            _ => None,
+        }
+    };
+    let secs = part(weights_on_gpu_bytes, gpu_bw_gbs)? + part(weights_in_ram_bytes, ram_bw_gbs)?;
+    (secs > 0.0).then(|| 1.0 / secs)
 }
 
 /// Mean, spread and sample count of one figure over repetitions.
@@ -310,6 +342,10 @@ pub struct Manifest {
     pub context: u32,
     /// Layers on the GPU, when known.
     pub gpu_layers: Option<String>,
+    /// Share of the weights the engine placed in VRAM (0 to 1), from its load log or `/api/ps`;
+    /// 0 on a host without a GPU.
+    #[serde(default)]
+    pub gpu_weight_share: Option<f64>,
     /// CPU threads.
     pub threads: Option<u32>,
     /// Sampling seed.

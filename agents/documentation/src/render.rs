@@ -1388,6 +1388,8 @@ fn benchmark_report(ctx: &Ctx) -> String {
         ));
     }
 
+    s.push_str(&roofline_section(ctx));
+
     s.push_str("\n## Success criteria\n\n");
     if ctx.criteria.is_empty() {
         s.push_str("The plan sets no success criteria.\n");
@@ -1423,6 +1425,128 @@ fn benchmark_report(ctx: &Ctx) -> String {
     }
     if ctx.measured().next().is_none() {
         s.push_str("\nNo model was measured.\n");
+    }
+    s
+}
+
+/// One measured model against the decode speed memory bandwidth allows.
+struct Roofline {
+    weights: Option<u64>,
+    /// Share of the weights in VRAM, and whether it was the engine's report or the prediction.
+    gpu_share: Option<(f64, &'static str)>,
+    roof_tps: Option<f64>,
+    measured: Option<(f64, &'static str)>,
+    note: Option<&'static str>,
+}
+
+impl Roofline {
+    fn of(v: &View, gpu_bw: Option<f64>, ram_bw: Option<f64>, has_gpu: bool) -> Self {
+        let weights = v.verdict.and_then(|f| f.weights_bytes).filter(|w| *w > 0);
+        let gpu_share =
+            v.r.manifest.gpu_weight_share.filter(|x| (0.0..=1.0).contains(x)).map(|x| (x, "engine")).or_else(|| {
+                if !has_gpu {
+                    Some((0.0, "no GPU"))
+                } else {
+                    v.verdict
+                        .and_then(|f| f.gpu_layers)
+                        .filter(|(_, t)| *t > 0)
+                        .map(|(g, t)| (f64::from(g.min(t)) / f64::from(t), "predicted"))
+                }
+            });
+        // The engine's own decode timing is the closest to the memory-bound rate; the client's
+        // figure includes streaming overhead.
+        let measured = v
+            .all
+            .engine_tps
+            .map(|s| (s.mean, "engine"))
+            .or_else(|| v.all.client_tps.map(|s| (s.mean, "client")))
+            .filter(|(t, _)| *t > 0.0);
+        let mut r = Roofline { weights, gpu_share, roof_tps: None, measured, note: None };
+        let (Some(w), Some((share, _))) = (weights, gpu_share) else {
+            r.note = Some(if weights.is_none() { "weight size unknown" } else { "GPU/CPU split unknown" });
+            return r;
+        };
+        let on_gpu = (w as f64 * share).round() as u64;
+        let in_ram = w.saturating_sub(on_gpu);
+        r.roof_tps = protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw);
+        if r.roof_tps.is_none() {
+            r.note = Some(if on_gpu > 0 && gpu_bw.is_none() {
+                "GPU bandwidth unknown"
+            } else {
+                "RAM bandwidth not measured"
+            });
+        }
+        r
+    }
+
+    fn efficiency(&self) -> Option<f64> {
+        Some(self.measured?.0 / self.roof_tps?)
+    }
+}
+
+/// The decode roofline: measured decode beside what memory bandwidth allows.
+fn roofline_section(ctx: &Ctx) -> String {
+    let host = &ctx.input.results.verification.host;
+    let mut s = String::from("\n## Decode roofline\n\n");
+    s.push_str("Generating one token reads every weight once, so decode cannot be faster than 1 ÷ (weights in VRAM ÷ GPU bandwidth + weights in RAM ÷ RAM bandwidth). The KV cache read per token is left out, so at long contexts the real limit is lower still. Efficiency is the measured decode over that limit; the engine's own decode timing is used where it reports one.\n\n");
+    let gpu = host.gpus.iter().find(|g| g.memory_bandwidth_gbs.is_some());
+    let gpu_bw = gpu.and_then(|g| g.memory_bandwidth_gbs);
+    let ram_bw = host.ram_bandwidth_gbs.filter(|b| b.is_finite() && *b > 0.0);
+    match gpu {
+        Some(g) => {
+            let _ = writeln!(
+                s,
+                "- GPU bandwidth: {} GB/s ({}, from NVML: memory bus width × maximum memory clock × 2)",
+                num(gpu_bw.unwrap_or(f64::NAN)),
+                inline(&g.name)
+            );
+        }
+        None if host.gpus.is_empty() => {
+            s.push_str("- GPU bandwidth: no GPU on this host; every weight is read from RAM\n")
+        }
+        None => s.push_str("- GPU bandwidth: unknown (NVML did not report the memory bus width and clock)\n"),
+    }
+    match ram_bw {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "- RAM bandwidth: {} GB/s ({})",
+                num(b),
+                inline(host.ram_bandwidth_source.as_deref().unwrap_or("source not recorded"))
+            );
+        }
+        None => s.push_str("- RAM bandwidth: not measured\n"),
+    }
+    s.push('\n');
+    let rows: Vec<Vec<String>> = ctx
+        .measured()
+        .map(|v| {
+            let r = Roofline::of(v, gpu_bw, ram_bw, !host.gpus.is_empty());
+            vec![
+                v.name(),
+                opt_gib(r.weights),
+                r.gpu_share.map(|(x, src)| format!("{} ({src})", percent(x))).unwrap_or_else(|| DASH.into()),
+                opt_num(r.roof_tps),
+                r.measured.map(|(t, src)| format!("{} ({src})", num(t))).unwrap_or_else(|| DASH.into()),
+                r.efficiency().map(percent).unwrap_or_else(|| DASH.into()),
+                match r.efficiency() {
+                    Some(e) if e > 1.05 => "faster than the roofline: check the split and bandwidth figures".into(),
+                    _ => r.note.unwrap_or("").to_string(),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("No model was measured.\n");
+    } else {
+        let mut align = vec![Align::Left];
+        align.extend([Align::Right; 5]);
+        align.push(Align::Left);
+        s.push_str(&table(
+            &["Model", "Weights GiB", "In VRAM", "Roofline tok/s", "Measured tok/s", "Efficiency", "Note"],
+            &align,
+            &rows,
+        ));
     }
     s
 }
@@ -2965,6 +3089,9 @@ cloud = [
             quantization: Some("Q4_K_M".into()),
             context: 8192,
             gpu_layers: Some(layers.into()),
+            gpu_weight_share: layers
+                .split_once('/')
+                .and_then(|(a, b)| Some(a.parse::<f64>().ok()? / b.parse::<f64>().ok().filter(|b| *b > 0.0)?)),
             threads: None,
             seed: 42,
             temperature: 0.0,
@@ -2997,11 +3124,14 @@ cloud = [
                 temperature_c: Some(38),
                 power_w: Some(21.5),
                 driver: "550.120".into(),
+                memory_bandwidth_gbs: Some(1008.1),
             }],
             gpu_note: None,
             docker_version: Some("27.3.1".into()),
             docker_runtimes: vec!["nvidia".into(), "runc".into()],
             docker_note: None,
+            ram_bandwidth_gbs: Some(80.2),
+            ram_bandwidth_source: Some("measured: parallel copy of 512 MiB on 16 thread(s), best of 4 passes".into()),
         };
         let check = |name: &str, status, measured: &str, threshold: Option<&str>, detail: &str| Check {
             name: name.into(),

@@ -217,6 +217,7 @@ fn input() -> ReportInput {
                 temperature_c: Some(38),
                 power_w: Some(20.0),
                 driver: "550.120".into(),
+                memory_bandwidth_gbs: Some(1008.1),
             }],
             ..HostFacts::default()
         },

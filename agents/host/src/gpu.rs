@@ -83,6 +83,10 @@ impl Gpus {
                 temperature_c: d.temperature(TemperatureSensor::Gpu).ok(),
                 power_w: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
                 driver: driver.clone(),
+                memory_bandwidth_gbs: match (d.memory_bus_width(), d.max_clock_info(Clock::Memory)) {
+                    (Ok(bits), Ok(mhz)) => memory_bandwidth_gbs(bits, mhz),
+                    _ => None,
+                },
             });
         }
         Ok(out)
@@ -116,9 +120,28 @@ impl Gpus {
     }
 }
 
+/// Peak memory bandwidth in decimal GB/s from NVML's bus width (bits) and maximum memory clock
+/// (MHz): bytes per transfer × clock × 2 transfers per clock. NVML reports GDDR6X and HBM
+/// clocks such that this gives the vendor's figure (RTX 4090: 384 bits × 10501 MHz → 1008 GB/s;
+/// H100 SXM: 5120 bits × 2619 MHz → 3352 GB/s).
+pub fn memory_bandwidth_gbs(bus_width_bits: u32, max_mem_clock_mhz: u32) -> Option<f64> {
+    let gbs = f64::from(bus_width_bits) / 8.0 * f64::from(max_mem_clock_mhz) * 1e6 * 2.0 / 1e9;
+    (gbs > 0.0).then_some(gbs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bandwidth_from_bus_width_and_memory_clock_matches_vendor_figures() {
+        let rtx4090 = memory_bandwidth_gbs(384, 10501).unwrap();
+        assert!((rtx4090 - 1008.1).abs() < 0.5, "{rtx4090}");
+        let h100 = memory_bandwidth_gbs(5120, 2619).unwrap();
+        assert!((h100 - 3352.3).abs() < 0.5, "{h100}");
+        assert_eq!(memory_bandwidth_gbs(0, 2619), None);
+        assert_eq!(memory_bandwidth_gbs(384, 0), None);
+    }
 
     #[test]
     fn probe_reports_plainly_or_lists_gpus() {

@@ -91,6 +91,24 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
         }
         Err(e) => checks.push(check("ram.total", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
     }
+    // Memory bandwidth, for the decode roofline: a parallel copy over buffers far larger than
+    // any CPU cache, an eighth of the available RAM at most.
+    let bw_bytes = (512usize << 20).min((f.ram_available / 8) as usize);
+    let threads = f.cpus.clamp(1, 16) as usize;
+    match tokio::task::spawn_blocking(move || host::system::measure_ram_bandwidth(bw_bytes, threads, 4)).await {
+        Ok(Some(bw)) => {
+            f.ram_bandwidth_gbs = Some(bw.gbs);
+            f.ram_bandwidth_source = Some(bw.describe());
+            checks.push(check("ram.bandwidth", CheckStatus::Pass, format!("{:.1} GB/s", bw.gbs), None, bw.describe()));
+        }
+        _ => checks.push(check(
+            "ram.bandwidth",
+            CheckStatus::Unavailable,
+            "not measured".into(),
+            None,
+            "the copy test did not run; the report has no CPU roofline".into(),
+        )),
+    }
     f.cgroup_memory_limit = host::system::cgroup_memory_limit();
     checks.push(check(
         "cgroup.memory_limit",

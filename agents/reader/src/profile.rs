@@ -137,29 +137,22 @@ impl HostProfile {
     }
 }
 
-/// Decode tokens/s memory bandwidth allows: every token reads each weight once, so
-/// time per token = GPU bytes / GPU bandwidth + RAM bytes / RAM bandwidth (GB/s, decimal).
-///
-/// Returns 0.0 when nothing is read or a bandwidth needed for the bytes is not positive.
+/// Decode tokens/s memory bandwidth allows for this split (see
+/// [`protocol::results::roofline_decode_tps`]); 0.0 when nothing is read or a bandwidth needed
+/// for the bytes is not positive.
 pub fn roofline_decode_tps(
     weights_on_gpu_bytes: u64,
     weights_in_ram_bytes: u64,
     gpu_bw_gbs: f64,
     ram_bw_gbs: f64,
 ) -> f64 {
-    let part = |bytes: u64, bw: f64| -> Option<f64> {
-        if bytes == 0 {
-            Some(0.0)
-        } else if bw.is_finite() && bw > 0.0 {
-            Some(bytes as f64 / (bw * 1e9))
-        } else {
-            None
-        }
-    };
-    match (part(weights_on_gpu_bytes, gpu_bw_gbs), part(weights_in_ram_bytes, ram_bw_gbs)) {
-        (Some(g), Some(r)) if g + r > 0.0 => 1.0 / (g + r),
-        _ => 0.0,
-    }
+    protocol::results::roofline_decode_tps(
+        weights_on_gpu_bytes,
+        weights_in_ram_bytes,
+        Some(gpu_bw_gbs),
+        Some(ram_bw_gbs),
+    )
+    .unwrap_or(0.0)
 }
 
 #[cfg(test)]

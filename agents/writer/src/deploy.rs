@@ -573,6 +573,24 @@ impl Deployed {
         }
     }
 
+    /// Share of the weights in VRAM (0 to 1): llama-server's offloaded layers over all layers, or
+    /// Ollama's `size_vram` over `size`.
+    pub async fn gpu_share(&self) -> Option<f64> {
+        let layers =
+            |log: &str| offloaded_layers(log).filter(|(_, b)| *b > 0).map(|(a, b)| f64::from(a.min(b)) / f64::from(b));
+        match (&self.api, &self.place) {
+            (Api::Ollama(c), _) => {
+                let ps = c.ps().await.ok()?;
+                let p = ps.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref)?;
+                (p.size > 0).then(|| p.size_vram.min(p.size) as f64 / p.size as f64)
+            }
+            (Api::OpenAi(_), Place::Process(p)) => layers(&std::fs::read_to_string(p.log_path()).ok()?),
+            (Api::OpenAi(_), Place::Container { docker, id }) => {
+                layers(&docker.log_tail(id, 400).await.ok()?.join("\n"))
+            }
+        }
+    }
+
     /// VRAM the engine holds, from Ollama's `/api/ps` (`size_vram`).
     pub async fn vram(&self) -> Option<u64> {
         match &self.api {
