@@ -19,7 +19,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
 
-.PHONY: demo test deps nats llama model docker browser build clippy bench clean-venv
+.PHONY: demo test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
 
 demo: nats llama model build
 	$(CARGO) run --quiet -- up plans/demo.toml
@@ -55,6 +55,17 @@ $(MODEL): | $(PY)
 docker: llama
 	scripts/start-dockerd.sh
 	scripts/build-test-images.sh
+	@command -v docker-compose >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null; }
+	@docker-compose version --short
+
+# The compose deployment with images built here FROM scratch (no registry needed): see
+# tests/compose/docker-compose.test.yml. `docker compose build` makes the production image.
+compose-images: build nats
+	scripts/build-compose-images.sh
+
+# NATS users and the least-privilege server config docker-compose.yml runs (once per install).
+compose-secrets: build
+	$(CARGO) run --quiet -- nats-config --dir deploy/nats/secrets
 
 # Headless Chromium (Debian's package) for the test that opens report.html in a real browser.
 browser:

@@ -270,6 +270,9 @@ pub struct ContainerSpec {
     pub binds: Vec<String>,
     /// Labels, added to `threadcycle.managed=true`.
     pub labels: BTreeMap<String, String>,
+    /// A user-defined network to attach it to (`--network`), so a Writer running in a container
+    /// on that network reaches the engine by container name; `None` = Docker's default bridge.
+    pub network: Option<String>,
 }
 
 impl ContainerSpec {
@@ -288,6 +291,7 @@ impl ContainerSpec {
             host_port: None,
             binds: Vec::new(),
             labels: BTreeMap::new(),
+            network: None,
         }
     }
 
@@ -326,6 +330,7 @@ impl ContainerSpec {
             device_requests,
             port_bindings: Some(HashMap::from([(port_key.clone(), Some(vec![binding]))])),
             binds: (!self.binds.is_empty()).then(|| self.binds.clone()),
+            network_mode: self.network.clone(),
             ..Default::default()
         };
         let mut labels: HashMap<String, String> = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -158,6 +158,9 @@ fn docker_run_line(spec: &ContainerSpec) -> String {
         }
         GpuRequest::None => {}
     }
+    if let Some(n) = &spec.network {
+        w.push(format!("--network={n}"));
+    }
     w.push("-p".into());
     w.push(format!("127.0.0.1:{}:{}", spec.host_port.map(|p| p.to_string()).unwrap_or_default(), spec.container_port));
     for b in &spec.binds {
@@ -324,6 +327,9 @@ async fn deploy_container(
     spec.gpus = m.gpus.clone().unwrap_or(GpuRequest::None);
     spec.host_port = m.port;
     spec.env = m.env.clone();
+    // A Writer running in a container (docker-compose) puts the engine on its own network and
+    // reaches it by name: the engine's port published on the host's loopback is out of its reach.
+    spec.network = std::env::var("THREADCYCLE_ENGINE_NETWORK").ok().filter(|n| !n.trim().is_empty());
     let model_ref;
     match engine {
         EngineKind::LlamaServer => {
@@ -350,7 +356,10 @@ async fn deploy_container(
     on_step(format!("creating container {name} from {image}"));
     let started = tokio::time::Instant::now();
     let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
-    let base = format!("http://127.0.0.1:{}", running.host_port);
+    let base = match &spec.network {
+        Some(_) => format!("http://{}:{}", running.name, spec.container_port),
+        None => format!("http://127.0.0.1:{}", running.host_port),
+    };
     let target = Some(format!("container:{}", running.id));
     let timeout = Duration::from_secs(s.load_timeout_s);
     let api = match engine {
