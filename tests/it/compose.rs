@@ -198,6 +198,22 @@ text = "Say hello in five words."
     let o = threadcycle().args(["status", "--nats", &url]).output().expect("status");
     assert!(!o.status.success(), "an unauthenticated client was let in: {}", show(&o));
 
+    // No agent logged a password, and none is in the reports.
+    let logs = project.run(&["logs", "--no-color"]);
+    let logs = String::from_utf8_lossy(&logs.stdout).to_string();
+    assert!(logs.contains("Connected to NATS"), "the agents' logs were not read: {logs:.2000}");
+    let reports: String =
+        ["README.md", "benchmark-report.md", "deployment-guide.md", "report.html", "data/results.json"]
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+            .collect();
+    for role in ["main", "reader", "writer", "debug", "documentation", "operator"] {
+        let env = env_file(&nats_dir.join(format!("{role}.env")));
+        let (_, password) = env.iter().find(|(k, _)| k == "NATS_PASSWORD").expect("password line");
+        assert!(!logs.contains(password.as_str()), "the {role} password is in the compose logs");
+        assert!(!reports.contains(password.as_str()), "the {role} password is in the reports");
+    }
+
     // No engine container left, and no agent restarted along the way.
     let left = Command::new("docker")
         .args(["ps", "-a", "--filter", &format!("label=threadcycle.cycle={cycle}"), "--format", "{{.Names}}"])
