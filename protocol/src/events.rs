@@ -151,6 +151,15 @@ pub enum EventBody {
     },
     /// The operator canceled the cycle.
     CycleCanceled,
+    /// Main placed a model on a host (several-host cycles).
+    ModelPlaced {
+        /// Model.
+        model: String,
+        /// The host whose Writer runs it.
+        host: String,
+        /// Why there, in words.
+        reason: String,
+    },
 }
 
 impl Event {
@@ -188,6 +197,7 @@ impl Event {
             EventBody::CycleCompleted { dir } => format!("cycle complete: {dir}"),
             EventBody::CycleFailed { reason } => format!("cycle failed: {reason}"),
             EventBody::CycleCanceled => "cycle canceled".into(),
+            EventBody::ModelPlaced { model, host, reason } => format!("{model} placed on host {host}: {reason}"),
         };
         format!("[{}] {} {}", self.cycle, self.from, text)
     }

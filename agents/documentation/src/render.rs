@@ -3075,6 +3075,8 @@ cloud = [
             host,
             checks,
             verdicts,
+            placement: None,
+            concurrent_fit: None,
         };
         let topics_a = ["GPU", "memory", "monitoring"];
         let mut qwen_runs = Vec::new();
@@ -3399,6 +3401,7 @@ cloud = [
                 escalations: vec![esc_id.into()],
                 aborted: None,
                 concurrent: None,
+                hosts: Vec::new(),
             },
             troubleshooting: vec![escalation],
             answers,
