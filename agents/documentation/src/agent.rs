@@ -105,9 +105,8 @@ impl Docs {
                 return Ok(());
             };
             let bytes = self.bus.get_blob(&part.blob).await.map_err(HandleError::from)?;
-            let r: BenchmarkResults = serde_json::from_slice(&bytes).map_err(|e| {
-                HandleError::Reject(format!("the stored results of host `{h}` are not readable: {e}"))
-            })?;
+            let r: BenchmarkResults = serde_json::from_slice(&bytes)
+                .map_err(|e| HandleError::Reject(format!("the stored results of host `{h}` are not readable: {e}")))?;
             first_pkg = Some(first_pkg.map_or(part.package, |p| p.min(part.package)));
             parts.push(r);
         }

@@ -10,8 +10,8 @@ use crate::markdown::{Align, cell, cell_short, fence, inline, shell_word, table,
 use protocol::messages::BenchmarkResults;
 use protocol::plan::{Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime};
 use protocol::results::{
-    Check, CheckStatus, HostFacts, EscalationRecord, FailureClass, Fit, FitVerdict, MetricSummary, ModelResult, ModelStatus,
-    RemedyAction, RunResult, Stat, TelemetrySummary,
+    Check, CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, HostFacts, MetricSummary, ModelResult,
+    ModelStatus, RemedyAction, RunResult, Stat, TelemetrySummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -1118,17 +1118,17 @@ fn benchmark_report(ctx: &Ctx) -> String {
     align.extend([Align::Right; 9]);
     let mut rows = rows;
     let mut headers = vec![
-            "Model",
-            "Outcome",
-            "Params",
-            "Peak RAM GiB",
-            "Peak VRAM GiB",
-            "GPU layers",
-            "Response s",
-            "Words",
-            "Decode tok/s",
-            "Prefill tok/s",
-            "TTFT ms",
+        "Model",
+        "Outcome",
+        "Params",
+        "Peak RAM GiB",
+        "Peak VRAM GiB",
+        "GPU layers",
+        "Response s",
+        "Words",
+        "Decode tok/s",
+        "Prefill tok/s",
+        "TTFT ms",
     ];
     if ctx.several_hosts() {
         // Several hosts: a Host column after the model.

@@ -78,7 +78,11 @@ pub async fn take_report(bus: &Bus, pkg: Uuid, cycle: &CycleId, report: Verifica
                     bus.event_best_effort(Event::new(
                         cycle.clone(),
                         Role::Main,
-                        EventBody::ModelPlaced { model: m.model.clone(), host: m.host.clone(), reason: m.reason.clone() },
+                        EventBody::ModelPlaced {
+                            model: m.model.clone(),
+                            host: m.host.clone(),
+                            reason: m.reason.clone(),
+                        },
                     ))
                     .await;
                 }

@@ -143,20 +143,21 @@ fn place_concurrent(
     let Some(phase) = &plan.concurrent else { return (None, String::new()) };
     let names: Vec<&str> = phase.models.iter().map(|m| m.name.as_str()).collect();
     let fit = |h: usize| reports[h].1.concurrent_fit.as_ref().map(|v| v.fit).unwrap_or(Fit::Unknown);
-    let reason =
-        |h: usize| reports[h].1.concurrent_fit.as_ref().map(|v| v.reason.clone()).unwrap_or_else(|| "no prediction".into());
+    let reason = |h: usize| {
+        reports[h].1.concurrent_fit.as_ref().map(|v| v.reason.clone()).unwrap_or_else(|| "no prediction".into())
+    };
     let all: Vec<usize> = (0..hosts.len()).collect();
     let best = all.iter().map(|h| rank(fit(*h))).max().unwrap_or(0);
     if best == 0 {
         let why = all.iter().map(|h| format!("{}: {}", hosts[*h], reason(*h))).collect::<Vec<_>>().join("; ");
-        return (None, format!("{} do not fit together on any host — {why}; the concurrent phase was not run", names.join(" + ")));
+        return (
+            None,
+            format!("{} do not fit together on any host — {why}; the concurrent phase was not run", names.join(" + ")),
+        );
     }
     let candidates: Vec<usize> = all.iter().copied().filter(|h| rank(fit(*h)) == best).collect();
     let h = least_loaded(&candidates, loads).unwrap_or(candidates[0]);
-    (
-        Some(hosts[h].clone()),
-        format!("{} together: {} here ({})", names.join(" + "), fit_word(fit(h)), reason(h)),
-    )
+    (Some(hosts[h].clone()), format!("{} together: {} here ({})", names.join(" + "), fit_word(fit(h)), reason(h)))
 }
 
 #[cfg(test)]
@@ -191,7 +192,8 @@ mod tests {
     }
 
     fn report(plan: &Plan, host: &str, fits: &[Fit]) -> (String, VerificationReport) {
-        let verdicts = plan.models.iter().zip(fits).map(|(m, f)| verdict(&m.name, *f, &format!("{host} says"))).collect();
+        let verdicts =
+            plan.models.iter().zip(fits).map(|(m, f)| verdict(&m.name, *f, &format!("{host} says"))).collect();
         (
             host.into(),
             VerificationReport {
@@ -224,7 +226,11 @@ mod tests {
         // both hosts with one model and as much predicted memory, and goes to the first.
         assert_eq!(hosts_of(&p), ["large", "small", "small"]);
         assert_eq!(p.models[0].fit, Fit::Go);
-        assert!(p.models[0].reason.contains("only here") && p.models[0].reason.contains("small: no-go"), "{:?}", p.models[0]);
+        assert!(
+            p.models[0].reason.contains("only here") && p.models[0].reason.contains("small: no-go"),
+            "{:?}",
+            p.models[0]
+        );
         assert_eq!(p.models[0].verdicts.len(), 2);
     }
 
@@ -240,8 +246,7 @@ mod tests {
     #[test]
     fn a_model_that_fits_nowhere_is_reported_with_every_hosts_reason() {
         let plan = plan(&["huge", "ok"]);
-        let reports =
-            vec![report(&plan, "h1", &[Fit::NoGo, Fit::Go]), report(&plan, "h2", &[Fit::NoGo, Fit::Go])];
+        let reports = vec![report(&plan, "h1", &[Fit::NoGo, Fit::Go]), report(&plan, "h2", &[Fit::NoGo, Fit::Go])];
         let p = place(&plan, &reports);
         assert_eq!(p.models[0].fit, Fit::NoGo);
         assert!(
