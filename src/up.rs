@@ -64,16 +64,15 @@ impl Agents {
             } else {
                 cmd.env_remove("NATS_USER").env_remove("NATS_PASSWORD");
             }
-            if role == Role::Reader
-                && let Some((_, p)) = profiles.iter().find(|(h, _)| h == host)
-            {
-                cmd.arg("--host-profile").arg(p);
-            }
             cmd.env_remove("THREADCYCLE_HOST_PROFILE").env_remove("THREADCYCLE_HOST");
             let engines = if several { log_dir.join(format!("engines-{host}")) } else { log_dir.join("engines") };
             let child = cmd
                 .args(["agent", role.as_str(), "--nats", nats_url, "--host", host, "--out"])
                 .arg(out)
+                .args(match profiles.iter().find(|(h, _)| role == Role::Reader && h == host) {
+                    Some((_, p)) => vec![std::ffi::OsStr::new("--host-profile"), p.as_os_str()],
+                    None => Vec::new(),
+                })
                 .env("THREADCYCLE_RUN_DIR", engines)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
