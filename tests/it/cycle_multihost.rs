@@ -10,9 +10,8 @@ use std::path::Path;
 
 fn profile(dir: &Path, name: &str, ram_gb: f64) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "name = \"{name}\"\nvram_gb = 0\nram_gb = {ram_gb}\ngpu_bandwidth_gbs = 0\nram_bandwidth_gbs = 20\n"
-    );
+    let text =
+        format!("name = \"{name}\"\nvram_gb = 0\nram_gb = {ram_gb}\ngpu_bandwidth_gbs = 0\nram_bandwidth_gbs = 20\n");
     std::fs::write(&p, text).expect("write profile");
     p
 }
@@ -92,10 +91,7 @@ fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
     let expected: BTreeMap<&str, &str> = [("gemma", "small"), ("gemma-long", "big"), ("gemma-b", "small")].into();
     assert_eq!(placed, expected, "{placement}");
     assert_eq!(placement["concurrent"], "big", "{placement}");
-    assert!(
-        placement["concurrent_reason"].as_str().is_some_and(|s| s.contains("pair-a + pair-b")),
-        "{placement}"
-    );
+    assert!(placement["concurrent_reason"].as_str().is_some_and(|s| s.contains("pair-a + pair-b")), "{placement}");
 
     // Every model measured exactly once, by the Writer of its host (the process engine ran with
     // the model's own context), and the concurrent phase ran on `big`.

@@ -108,11 +108,18 @@ pub fn place(plan: &Plan, reports: &[(String, VerificationReport)]) -> Placement
                 format!("{word} only here; {}", others(h))
             } else {
                 let names: Vec<&str> = candidates.iter().map(|c| hosts[*c].as_str()).collect();
-                format!(
-                    "{word} on {}; placed on the least loaded ({} model(s) placed here before it)",
-                    names.join(", "),
-                    loads[h].models
-                )
+                let loaded: Vec<String> = candidates
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} model(s), {:.1} GiB predicted",
+                            hosts[*c],
+                            loads[*c].models,
+                            loads[*c].bytes as f64 / (1u64 << 30) as f64
+                        )
+                    })
+                    .collect();
+                format!("{word} on {}; placed on the least loaded ({})", names.join(", "), loaded.join("; "))
             };
             (h, reason)
         };
@@ -240,7 +247,11 @@ mod tests {
         let reports = vec![report(&plan, "h1", &[Fit::Go; 4]), report(&plan, "h2", &[Fit::Go; 4])];
         let p = place(&plan, &reports);
         assert_eq!(hosts_of(&p), ["h1", "h2", "h1", "h2"]);
-        assert!(p.models[2].reason.contains("least loaded (1 model(s)"), "{:?}", p.models[2]);
+        assert!(
+            p.models[2].reason.contains("least loaded (h1 1 model(s), 1.0 GiB predicted; h2 1 model(s)"),
+            "{:?}",
+            p.models[2]
+        );
     }
 
     #[test]
