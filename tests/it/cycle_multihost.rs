@@ -122,3 +122,129 @@ fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
     let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
     assert!(guide.contains("## gemma (host small)") && guide.contains("## gemma-long (host big)"), "{guide}");
 }
+
+/// Agents run by hand on one NATS server, one Reader and Writer per host, so the test can
+/// stop and start them.
+struct Cluster {
+    nats: handoffs::server::NatsServer,
+    agents: BTreeMap<String, std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn spawn(&mut self, name: &str, role: &str, host: Option<&str>) {
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs).expect("logs");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{name}.log"))).expect("log");
+        let mut cmd = threadcycle();
+        cmd.args(["agent", role, "--nats", &self.nats.url(), "--out"])
+            .arg(self.dir.join("out"))
+            .env("THREADCYCLE_RUN_DIR", self.dir.join(format!("run-{name}")))
+            .env("THREADCYCLE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+            .stderr(std::process::Stdio::from(log));
+        if let Some(h) = host {
+            cmd.args(["--host", h]);
+        }
+        self.agents.insert(name.into(), cmd.spawn().expect("spawn agent"));
+    }
+
+    fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.agents.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
+        o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+    }
+
+    fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; logs in {}",
+                self.dir.join("logs").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.agents.keys().cloned().collect();
+        for n in names {
+            self.kill(&n);
+        }
+    }
+}
+
+#[test]
+fn main_restarted_between_the_hosts_reports_keeps_the_first_and_places_both() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let nats = handoffs::server::NatsServer::start_in(&tmp.path().join("nats"), "").expect("nats-server (make nats)");
+    let mut c = Cluster { nats, agents: BTreeMap::new(), dir: tmp.path().to_path_buf() };
+    for (name, role, host) in [
+        ("main", "main", None),
+        ("debug", "debug", None),
+        ("documentation", "documentation", None),
+        ("reader-small", "reader", Some("small")),
+        ("writer-small", "writer", Some("small")),
+        ("writer-big", "writer", Some("big")),
+    ] {
+        c.spawn(name, role, host);
+    }
+    let rest = format!(
+        "[[models]]\nname = \"gemma-b\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{}\"\nthreads = 1\n",
+        model().display()
+    );
+    let plan = write_plan(tmp.path(), "restart", "warmup = false", "", &rest);
+    let plan_s = plan.display().to_string();
+    let mut cycle = String::new();
+    c.wait("Main to accept the plan", 60, || match c.cli(&["start", &plan_s, "--host", "small", "--host", "big"]) {
+        Some(v) => {
+            cycle = v["cycle"].as_str().unwrap_or_default().to_string();
+            true
+        }
+        None => false,
+    });
+    // Only `small` has a Reader so far: Main keeps its report and waits for `big`'s.
+    c.wait("Main to keep small's report", 120, || c.log("main").contains("Waiting for the other hosts' reports"));
+    let rec = c.cli(&["status", &cycle]).expect("status");
+    assert_eq!(rec["cycles"][0]["hosts"], serde_json::json!(["small", "big"]), "{rec}");
+    assert!(rec["cycles"][0]["placement"].is_null(), "placed before every host answered: {rec}");
+    c.kill("main");
+    c.spawn("reader-big", "reader", Some("big"));
+    c.spawn("main", "main", None);
+    let mut last = serde_json::Value::Null;
+    c.wait("the cycle to complete", 300, || {
+        last = c.cli(&["status", &cycle]).map(|v| v["cycles"][0].clone()).unwrap_or_default();
+        last["state"]["state"] == "completed"
+    });
+    assert_eq!(last["placement"], serde_json::json!({ "gemma": "small", "gemma-b": "big" }), "{last}");
+    assert_eq!(last["host_done"], serde_json::json!({ "small": 1, "big": 1 }), "{last}");
+    let r = results(&tmp.path().join("out").join(&cycle));
+    let models = r["models"].as_array().expect("models");
+    assert_eq!(models.len(), 2, "{r}");
+    for (i, m) in models.iter().enumerate() {
+        assert_eq!(m["index"], i as u64, "{m}");
+        assert_eq!(m["status"]["state"], "measured", "{m}");
+        assert_eq!(m["runs"].as_array().map(Vec::len), Some(1), "{m}");
+    }
+    assert!(c.log("writer-small").contains("writer@small"), "the Writer's events name its host");
+    let report =
+        std::fs::read_to_string(tmp.path().join("out").join(&cycle).join("benchmark-report.md")).expect("report");
+    assert!(report.contains("| gemma | small |") && report.contains("| gemma-b | big |"), "{report}");
+}
