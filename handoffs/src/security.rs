@@ -889,6 +889,9 @@ mod tests {
             (Role::Main, Role::Debug),
             (Role::Debug, Role::Documentation),
             (Role::Documentation, Role::Main),
+            // Several hosts: Reader → Main (report), Main → Writer (share).
+            (Role::Reader, Role::Main),
+            (Role::Main, Role::Writer),
         ];
         for (from, to) in edges {
             assert!(permissions(from).may_publish(&subj::handoff(to, &h, &c)), "{from} → {to}");
