@@ -605,3 +605,49 @@ impl Reader {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with_pair() -> Plan {
+        let model = |name: &str| {
+            format!(
+                "[[concurrent.models]]\nname = \"{name}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n"
+            )
+        };
+        let text = format!(
+            "name = \"p\"\n[[models]]\nname = \"m\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n[[prompts]]\nid = \"a\"\ntext = \"hi\"\n[concurrent]\nlevels = [1]\n{}{}",
+            model("x"),
+            model("y")
+        );
+        Plan::from_toml(&text).expect("valid plan")
+    }
+
+    fn cpu_only(ram: u64) -> HostCapacity {
+        HostCapacity { gpus_free_vram: Vec::new(), ram_available: ram, container_limit: None }
+    }
+
+    #[test]
+    fn the_concurrent_pair_fits_where_both_fit_at_once_and_not_where_only_one_does() {
+        let plan = plan_with_pair();
+        let roomy = concurrent_fit(&plan, &cpu_only(256 << 30)).expect("a concurrent phase");
+        assert_eq!(roomy.fit, Fit::Go, "{roomy:?}");
+        assert_eq!(roomy.model, "x + y");
+        let one = roomy.ram_bytes.expect("predicted RAM") / 2;
+        // Room for one and a half: each fits alone, the two together do not.
+        let tight = concurrent_fit(&plan, &cpu_only(one * 3 / 2)).expect("a concurrent phase");
+        assert_eq!(tight.fit, Fit::NoGo, "{tight:?}");
+        assert!(tight.reason.starts_with("together they need"), "{tight:?}");
+        let (alone, _) = plan_verdicts(
+            &Plan { models: plan.concurrent.clone().expect("phase").models, ..plan.clone() },
+            &cpu_only(one * 3 / 2),
+        );
+        assert!(alone.iter().all(|v| v.fit == Fit::Go), "{alone:?}");
+        // Too small for either: named as such.
+        let none = concurrent_fit(&plan, &cpu_only(one / 2)).expect("a concurrent phase");
+        assert_eq!(none.fit, Fit::NoGo);
+        assert!(none.reason.contains("does not fit even alone"), "{none:?}");
+        assert_eq!(concurrent_fit(&Plan { concurrent: None, ..plan }, &cpu_only(1 << 40)), None);
+    }
+}
