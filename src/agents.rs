@@ -39,8 +39,20 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 /// Runs one agent until it is told to stop.
-pub async fn run(nats: &NatsArgs, host: &str, role: Role, out: PathBuf, run_dir: Option<PathBuf>) -> Result<u8> {
+pub async fn run(
+    nats: &NatsArgs,
+    host: &str,
+    role: Role,
+    out: PathBuf,
+    run_dir: Option<PathBuf>,
+    host_profile: Option<PathBuf>,
+) -> Result<u8> {
     let host = HostId::parse(host).context("--host")?;
+    let profile = match (&host_profile, role) {
+        (None, _) => None,
+        (Some(p), Role::Reader) => Some(agent_reader::profile::load(p).context("--host-profile")?),
+        (Some(_), _) => anyhow::bail!("--host-profile is for the reader, which predicts fit; `{role}` does not use it"),
+    };
     let url = nats.url_or_default();
     let shutdown = shutdown_signal();
     let client = connect(&nats.config(&url, &format!("threadcycle-{role}"), true)).await?;
@@ -61,7 +73,7 @@ pub async fn run(nats: &NatsArgs, host: &str, role: Role, out: PathBuf, run_dir:
     let stats = Arc::new(ConsumeStats::default());
     let r = match role {
         Role::Main => agent_main::agent::run(bus, shutdown, stats).await,
-        Role::Reader => agent_reader::agent::run(bus, shutdown, stats).await,
+        Role::Reader => agent_reader::agent::run_with_profile(bus, profile, shutdown, stats).await,
         Role::Writer => {
             let cfg = agent_writer::agent::WriterConfig { run_dir: run_dir.unwrap_or_else(default_run_dir) };
             agent_writer::agent::run(bus, cfg, shutdown, stats).await

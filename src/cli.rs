@@ -19,9 +19,11 @@ pub struct Cli {
     /// How to reach NATS.
     #[command(flatten)]
     pub nats: NatsArgs,
-    /// The GPU host this Reader/Writer serves, or that a cycle runs on.
-    #[arg(long, global = true, env = "THREADCYCLE_HOST", default_value = "local")]
-    pub host: String,
+    /// The GPU host this Reader/Writer serves, or that a cycle runs on. `start` and `up` take
+    /// several (`--host a --host b`, or `a,b`): Main then places each model on a host where it
+    /// fits.
+    #[arg(long, global = true, env = "THREADCYCLE_HOST", default_value = "local", value_delimiter = ',')]
+    pub host: Vec<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -93,6 +95,10 @@ pub enum Cmd {
         /// Where reports go.
         #[arg(long, env = "THREADCYCLE_OUT", default_value = "docs-out")]
         out: PathBuf,
+        /// A host's profile for its Reader's fit predictions, as HOST=PATH (repeatable; e.g.
+        /// `--host-profile gpu2=hosts/rtx5070ti-32gb.toml`).
+        #[arg(long = "host-profile", value_name = "HOST=PATH")]
+        host_profiles: Vec<String>,
     },
     /// Run one agent process.
     Agent {
@@ -104,6 +110,9 @@ pub enum Cmd {
         /// Where engine pid and log files go (writer).
         #[arg(long, env = "THREADCYCLE_RUN_DIR")]
         run_dir: Option<PathBuf>,
+        /// Predict fit for this host profile instead of the measured free memory (reader).
+        #[arg(long, env = "THREADCYCLE_HOST_PROFILE")]
+        host_profile: Option<PathBuf>,
     },
     /// Start a cycle from a plan (Main must be running).
     Start {
@@ -208,6 +217,33 @@ pub fn read_plan(path: &std::path::Path) -> Result<(String, protocol::plan::Plan
     Ok((text, plan))
 }
 
+/// The `Start` request for one host or several (`hosts` is never empty: clap gives `local`).
+pub fn start_request(plan_toml: String, plan_source: String, hosts: &[String]) -> protocol::operator::OperatorRequest {
+    protocol::operator::OperatorRequest::Start {
+        plan_toml,
+        plan_source,
+        host: hosts.first().cloned().unwrap_or_else(|| "local".into()),
+        hosts: if hosts.len() > 1 { hosts.to_vec() } else { Vec::new() },
+    }
+}
+
+/// `HOST=PATH` pairs, each naming one of `hosts`, each host at most once.
+fn parse_host_profiles(pairs: &[String], hosts: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in pairs {
+        let (h, path) = p.split_once('=').ok_or_else(|| format!("--host-profile `{p}`: expected HOST=PATH"))?;
+        let h = h.trim();
+        if !hosts.iter().any(|x| x == h) {
+            return Err(format!("--host-profile `{p}`: `{h}` is not one of the hosts ({})", hosts.join(", ")));
+        }
+        if out.iter().any(|(x, _)| x == h) {
+            return Err(format!("--host-profile: host `{h}` has two profiles"));
+        }
+        out.push((h.to_string(), PathBuf::from(path.trim())));
+    }
+    Ok(out)
+}
+
 fn parse_set(pairs: &[String]) -> Result<Vec<(String, String)>, String> {
     pairs
         .iter()
@@ -222,8 +258,23 @@ fn parse_set(pairs: &[String]) -> Result<Vec<(String, String)>, String> {
 /// Dispatches a parsed command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
-        Cmd::Agent { role, out, run_dir } => crate::agents::run(&cli.nats, &cli.host, role, out, run_dir).await,
-        Cmd::Up { plan, out } => crate::up::run(&cli.nats, &cli.host, &plan, &out).await,
+        Cmd::Agent { role, out, run_dir, host_profile } => {
+            let [host] = cli.host.as_slice() else {
+                eprintln!("error: an agent serves one host; --host was given {} times", cli.host.len());
+                return Ok(exit::BAD_INPUT);
+            };
+            crate::agents::run(&cli.nats, host, role, out, run_dir, host_profile).await
+        }
+        Cmd::Up { plan, out, host_profiles } => {
+            let profiles = match parse_host_profiles(&host_profiles, &cli.host) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::BAD_INPUT);
+                }
+            };
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out).await
+        }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
         }
@@ -250,11 +301,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            let req = protocol::operator::OperatorRequest::Start {
-                plan_toml: text,
-                plan_source: plan.display().to_string(),
-                host: cli.host.clone(),
-            };
+            let req = start_request(text, plan.display().to_string(), &cli.host);
             crate::client::one_shot(&cli.nats, req, cli.json).await
         }
         Cmd::Status { cycle, watch } => {

@@ -29,10 +29,21 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
                     CycleState::Failed { reason } => format!("failed: {reason}"),
                     CycleState::Canceled => "canceled".into(),
                 };
+                let on = if c.hosts.is_empty() { c.host.clone() } else { format!("hosts {}", c.hosts.join(", ")) };
                 println!(
                     "{}  {}  plan `{}` on {}  models {}/{}  requests {}/{}",
-                    c.id, state, c.plan, c.host, c.models_done, c.models_total, c.requests_done, c.requests_total
+                    c.id, state, c.plan, on, c.models_done, c.models_total, c.requests_done, c.requests_total
                 );
+                for h in &c.hosts {
+                    let placed: Vec<&str> =
+                        c.placement.iter().filter(|(_, ph)| *ph == h).map(|(m, _)| m.as_str()).collect();
+                    if placed.is_empty() {
+                        println!("    host {h}: waiting for placement");
+                    } else {
+                        let done = c.host_done.get(h).copied().unwrap_or(0);
+                        println!("    host {h}: models {done}/{} ({})", placed.len(), placed.join(", "));
+                    }
+                }
                 if let Some(d) = &c.report_dir {
                     println!("    reports: {d}");
                 }

@@ -23,17 +23,38 @@ use tokio::process::{Child, Command};
 
 /// The agent children, stopped (SIGTERM, then SIGKILL) when dropped or on `stop`.
 struct Agents {
-    children: Vec<(Role, Child)>,
+    /// Each agent with its name (`reader-<host>` when there are several hosts).
+    children: Vec<(String, Child)>,
     log_dir: PathBuf,
 }
 
 impl Agents {
-    fn spawn(nats_url: &str, host: &str, out: &Path, log_dir: &Path, creds: Option<&[Credential]>) -> Result<Agents> {
+    /// One Main, Debug and Documentation; one Reader and one Writer per host (each Reader with
+    /// its host's profile, if one is given).
+    fn spawn(
+        nats_url: &str,
+        hosts: &[String],
+        profiles: &[(String, PathBuf)],
+        out: &Path,
+        log_dir: &Path,
+        creds: Option<&[Credential]>,
+    ) -> Result<Agents> {
         let exe = std::env::current_exe().context("cannot find the threadcycle binary")?;
         std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+        let several = hosts.len() > 1;
         let mut children = Vec::new();
+        let mut instances: Vec<(Role, &str)> = Vec::new();
         for role in Role::AGENTS {
-            let log = std::fs::File::create(log_dir.join(format!("{role}.log")))?;
+            if role.host_bound() {
+                instances.extend(hosts.iter().map(|h| (role, h.as_str())));
+            } else {
+                instances.push((role, hosts.first().map(String::as_str).unwrap_or("local")));
+            }
+        }
+        for (role, host) in instances {
+            // With several hosts each Reader/Writer gets its own log and engine folder.
+            let tag = if several && role.host_bound() { format!("{role}-{host}") } else { role.to_string() };
+            let log = std::fs::File::create(log_dir.join(format!("{tag}.log")))?;
             let err = log.try_clone()?;
             let mut cmd = Command::new(&exe);
             // Each agent connects as its own least-privilege user; the password travels in the
@@ -43,24 +64,30 @@ impl Agents {
             } else {
                 cmd.env_remove("NATS_USER").env_remove("NATS_PASSWORD");
             }
+            cmd.env_remove("THREADCYCLE_HOST_PROFILE").env_remove("THREADCYCLE_HOST");
+            let engines = if several { log_dir.join(format!("engines-{host}")) } else { log_dir.join("engines") };
             let child = cmd
                 .args(["agent", role.as_str(), "--nats", nats_url, "--host", host, "--out"])
                 .arg(out)
-                .env("THREADCYCLE_RUN_DIR", log_dir.join("engines"))
+                .args(match profiles.iter().find(|(h, _)| role == Role::Reader && h == host) {
+                    Some((_, p)) => vec![std::ffi::OsStr::new("--host-profile"), p.as_os_str()],
+                    None => Vec::new(),
+                })
+                .env("THREADCYCLE_RUN_DIR", engines)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(err))
                 .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("cannot start the {role} agent"))?;
-            children.push((role, child));
+            children.push((tag, child));
         }
         Ok(Agents { children, log_dir: log_dir.to_path_buf() })
     }
 
     /// An agent that exited on its own, if any.
-    fn exited(&mut self) -> Option<(Role, String)> {
-        self.children.iter_mut().find_map(|(r, c)| c.try_wait().ok().flatten().map(|s| (*r, s.to_string())))
+    fn exited(&mut self) -> Option<(String, String)> {
+        self.children.iter_mut().find_map(|(r, c)| c.try_wait().ok().flatten().map(|s| (r.clone(), s.to_string())))
     }
 
     async fn stop(&mut self) {
@@ -142,7 +169,13 @@ enum Outcome {
 }
 
 /// Runs a whole cycle on this machine.
-pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> Result<u8> {
+pub async fn run(
+    nats: &NatsArgs,
+    hosts: &[String],
+    profiles: &[(String, PathBuf)],
+    plan_path: &Path,
+    out: &Path,
+) -> Result<u8> {
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
         Err(e) => {
@@ -172,7 +205,7 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
     };
     let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let log_dir = work.path().join("logs");
-    let mut agents = Agents::spawn(&url, host, &out_abs, &log_dir, creds.as_deref())?;
+    let mut agents = Agents::spawn(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref())?;
     let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));
     let client_config = match operator {
         Some(c) => c.connect_config(&url, None),
@@ -181,7 +214,7 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
     let client = handoffs::connect(&client_config).await?;
     let mut events = client.subscribe("tc.evt.>").await?;
     let plan_source = plan_path.display().to_string();
-    let start = OperatorRequest::Start { plan_toml: plan_text, plan_source, host: host.into() };
+    let start = crate::cli::start_request(plan_text, plan_source, hosts);
     let mut cycle = None;
     for _ in 0..120 {
         match request(&client, &start, Duration::from_secs(10)).await {

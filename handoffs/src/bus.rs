@@ -300,6 +300,14 @@ impl Bus {
 
     /// Publishes a progress event and logs it.
     pub async fn event(&self, ev: &Event) -> Result<(), BusError> {
+        // A Reader or Writer on a named host says which, so several hosts' progress can be told apart.
+        let stamped;
+        let ev = if ev.host.is_none() && self.role.host_bound() && self.host != HostId::local() {
+            stamped = Event { host: Some(self.host.to_string()), ..ev.clone() };
+            &stamped
+        } else {
+            ev
+        };
         tracing::info!(message = %ev.line());
         let subject = subj::event(&ev.cycle, ev.from);
         let bytes = serde_json::to_vec(ev).map_err(|e| BusError::js("encode event", e))?;

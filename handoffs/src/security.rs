@@ -236,6 +236,10 @@ pub fn permissions(role: Role) -> Permissions {
         Role::Main => {
             to(&mut p, Role::Reader);
             to(&mut p, Role::Debug);
+            // Several hosts: Main places the models and hands each Writer its share, keeping
+            // the hosts' reports and the placement in the results bucket.
+            to(&mut p, Role::Writer);
+            pub_(&mut p, format!("$KV.{}.>", subj::RESULTS_BUCKET));
             pub_(&mut p, format!("$KV.{}.>", subj::CYCLES_BUCKET));
             pub_(&mut p, format!("$JS.API.CONSUMER.CREATE.{}.main-events", subj::EVENT_STREAM));
             pub_(&mut p, format!("$JS.API.CONSUMER.MSG.NEXT.{}.main-events", subj::EVENT_STREAM));
@@ -243,7 +247,11 @@ pub fn permissions(role: Role) -> Permissions {
             p.subscribe_allow.push(subj::OPERATOR_SUBJECT.into());
             p.allow_responses = true;
         }
-        Role::Reader => to(&mut p, Role::Writer),
+        Role::Reader => {
+            to(&mut p, Role::Writer);
+            // Several hosts: the verification report goes to Main for placement.
+            to(&mut p, Role::Main);
+        }
         Role::Writer => {
             to(&mut p, Role::Debug);
             to(&mut p, Role::Documentation);
@@ -881,6 +889,9 @@ mod tests {
             (Role::Main, Role::Debug),
             (Role::Debug, Role::Documentation),
             (Role::Documentation, Role::Main),
+            // Several hosts: Reader → Main (report), Main → Writer (share).
+            (Role::Reader, Role::Main),
+            (Role::Main, Role::Writer),
         ];
         for (from, to) in edges {
             assert!(permissions(from).may_publish(&subj::handoff(to, &h, &c)), "{from} → {to}");

@@ -30,6 +30,10 @@ pub struct Event {
     pub from: Role,
     /// When.
     pub at: DateTime<Utc>,
+    /// The host of a Reader or Writer on a named host (several-host cycles), so progress shows
+    /// per host; None for the default host and for the other roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// What.
     #[serde(flatten)]
     pub body: EventBody,
@@ -151,12 +155,21 @@ pub enum EventBody {
     },
     /// The operator canceled the cycle.
     CycleCanceled,
+    /// Main placed a model on a host (several-host cycles).
+    ModelPlaced {
+        /// Model.
+        model: String,
+        /// The host whose Writer runs it.
+        host: String,
+        /// Why there, in words.
+        reason: String,
+    },
 }
 
 impl Event {
     /// A new event stamped now.
     pub fn new(cycle: CycleId, from: Role, body: EventBody) -> Self {
-        Self { cycle, from, at: Utc::now(), body }
+        Self { cycle, from, at: Utc::now(), host: None, body }
     }
 
     /// One line for logs and piped output.
@@ -188,7 +201,11 @@ impl Event {
             EventBody::CycleCompleted { dir } => format!("cycle complete: {dir}"),
             EventBody::CycleFailed { reason } => format!("cycle failed: {reason}"),
             EventBody::CycleCanceled => "cycle canceled".into(),
+            EventBody::ModelPlaced { model, host, reason } => format!("{model} placed on host {host}: {reason}"),
         };
-        format!("[{}] {} {}", self.cycle, self.from, text)
+        match &self.host {
+            Some(h) => format!("[{}] {}@{} {}", self.cycle, self.from, h, text),
+            None => format!("[{}] {} {}", self.cycle, self.from, text),
+        }
     }
 }

@@ -17,6 +17,10 @@ pub struct CyclePlan {
     pub plan_source: String,
     /// The host the cycle runs on.
     pub host: String,
+    /// Every host of a cycle that runs on several: when there is more than one, the Reader hands
+    /// its report to Main for placement instead of to its Writer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Reader → Writer: the host as measured, and a verdict per model.
@@ -34,6 +38,88 @@ pub struct VerificationReport {
     pub checks: Vec<Check>,
     /// A verdict per plan model, in plan order.
     pub verdicts: Vec<FitVerdict>,
+    /// Main's placement when the cycle runs on several hosts: the Writer runs only the models
+    /// placed on its host (and the concurrent phase only when it is placed there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Whether the concurrent phase's models fit on this host together (several-host cycles
+    /// with a concurrent phase; the Reader predicts it so Main can place the phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_fit: Option<FitVerdict>,
+}
+
+impl VerificationReport {
+    /// Whether the Writer on `host` runs the model at plan index `i`.
+    pub fn runs_here(&self, host: &str, i: usize) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.models.get(i).is_some_and(|m| m.host == host))
+    }
+
+    /// Whether the Writer on `host` runs the plan's concurrent phase.
+    pub fn concurrent_here(&self, host: &str) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.concurrent.as_deref() == Some(host))
+    }
+}
+
+/// Main's decision of where each model of a several-host cycle runs, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Every host of the cycle, in the operator's order.
+    pub hosts: Vec<String>,
+    /// One entry per plan model, in plan order.
+    pub models: Vec<ModelPlacement>,
+    /// The host that runs the concurrent phase; None when the plan has none or no host holds
+    /// its models together.
+    pub concurrent: Option<String>,
+    /// Why the concurrent phase runs there, or why it runs nowhere (empty without a phase).
+    #[serde(default)]
+    pub concurrent_reason: String,
+}
+
+impl Placement {
+    /// The host a model (by plan index) was placed on.
+    pub fn host_of(&self, i: usize) -> Option<&str> {
+        self.models.get(i).map(|m| m.host.as_str())
+    }
+}
+
+/// Where one model runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPlacement {
+    /// Plan index.
+    pub index: u32,
+    /// Model name.
+    pub model: String,
+    /// The host whose Writer takes it (for a model that fits nowhere: the one that reports it
+    /// as not run).
+    pub host: String,
+    /// The verdict on that host.
+    pub fit: crate::results::Fit,
+    /// Why this host, in words.
+    pub reason: String,
+    /// Every host's verdict, in host order.
+    pub verdicts: Vec<HostVerdict>,
+}
+
+/// One host's verdict on one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostVerdict {
+    /// The host.
+    pub host: String,
+    /// Its verdict.
+    pub fit: crate::results::Fit,
+    /// The Reader's reason.
+    pub reason: String,
+}
+
+/// One host's verification, as kept in a several-host cycle's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostVerification {
+    /// What the Reader measured (its `host_id` names the host).
+    pub host: HostFacts,
+    /// Each check with its threshold.
+    pub checks: Vec<Check>,
+    /// A verdict per plan model on this host.
+    pub verdicts: Vec<FitVerdict>,
 }
 
 /// Writer → Documentation: every model's results.
@@ -50,6 +136,9 @@ pub struct BenchmarkResults {
     /// The concurrent phase, when the plan has one.
     #[serde(default)]
     pub concurrent: Option<crate::results::ConcurrentResult>,
+    /// Every host's verification when the cycle ran on several (merged by Documentation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostVerification>,
 }
 
 /// Writer (or any agent) → Debug: something failed.

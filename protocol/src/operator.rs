@@ -4,6 +4,7 @@ use crate::events::Phase;
 use crate::results::{EscalationRecord, RemedyAction};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A command from the CLI to Main.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,9 @@ pub enum OperatorRequest {
         plan_source: String,
         /// Host to run on.
         host: String,
+        /// Several hosts to place the models on (empty: only `host`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hosts: Vec<String>,
     },
     /// One cycle's record, or all of them.
     Status {
@@ -112,6 +116,15 @@ pub struct CycleRecord {
     /// Last event-stream sequence folded into this record (so a redelivered event counts once).
     #[serde(default)]
     pub last_event_seq: u64,
+    /// Every host of a several-host cycle (empty: only `host`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Model → host, once Main has placed them (several-host cycles).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placement: BTreeMap<String, String>,
+    /// Models finished per host (several-host cycles).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_done: BTreeMap<String, u32>,
 }
 
 /// An agent's liveness as Main sees it.

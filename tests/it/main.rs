@@ -7,6 +7,7 @@ mod cycle_crash;
 mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
+mod cycle_multihost;
 mod host_checks;
 mod plan_errors;
 mod support;

@@ -48,13 +48,74 @@ impl Handler for Docs {
                 self.bus.results.put(&key, &t.entry).await.map_err(HandleError::from)?;
                 Ok(())
             }
-            Payload::BenchmarkResults(r) => self.publish_reports(id, &cycle, *r).await,
+            Payload::BenchmarkResults(r) => match r.verification.placement.clone().filter(|p| p.hosts.len() > 1) {
+                Some(placement) => self.collect_host(id, &cycle, *r, &placement).await,
+                None => self.publish_reports(id, &cycle, *r).await,
+            },
             other => Err(HandleError::Reject(format!("documentation does not take `{}` packages", other.kind()))),
         }
     }
 }
 
+/// One host's results as Documentation keeps them until every host's are in: the package they
+/// came in and the results in the object store (they can be larger than a KV value).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct HostPart {
+    package: Uuid,
+    blob: protocol::results::BlobRef,
+}
+
 impl Docs {
+    /// Keeps one host's results of a several-host cycle; once every host's are in, merges them
+    /// and writes the one report set. Each arrival is kept (`hostresults.<cycle>.<host>`,
+    /// create-if-absent) before its package is acked, so a restart loses none.
+    async fn collect_host(
+        &self,
+        pkg: Uuid,
+        cycle: &CycleId,
+        results: BenchmarkResults,
+        placement: &protocol::messages::Placement,
+    ) -> Handled {
+        let host = results.verification.host.host_id.clone();
+        if !placement.hosts.contains(&host) {
+            return Err(HandleError::Reject(format!(
+                "results from host `{host}`, which cycle `{cycle}` was not placed on (hosts: {})",
+                placement.hosts.join(", ")
+            )));
+        }
+        let key = format!("hostresults.{cycle}.{host}");
+        if self.bus.results.get::<HostPart>(&key).await.map_err(HandleError::from)?.is_none() {
+            let bytes = serde_json::to_vec(&results)
+                .map_err(|e| HandleError::Reject(format!("results from host `{host}` cannot be stored: {e}")))?;
+            let blob =
+                self.bus.put_blob(&format!("hostresults/{cycle}/{host}"), &bytes).await.map_err(HandleError::from)?;
+            self.bus.results.create(&key, &HostPart { package: pkg, blob }).await.map_err(HandleError::from)?;
+        }
+        let mut parts = Vec::new();
+        let mut first_pkg: Option<Uuid> = None;
+        for h in &placement.hosts {
+            let Some(part) = self
+                .bus
+                .results
+                .get::<HostPart>(&format!("hostresults.{cycle}.{h}"))
+                .await
+                .map_err(HandleError::from)?
+            else {
+                tracing::info!(message = "Waiting for the other hosts' results.", %cycle, waiting_for = %h);
+                return Ok(());
+            };
+            let bytes = self.bus.get_blob(&part.blob).await.map_err(HandleError::from)?;
+            let r: BenchmarkResults = serde_json::from_slice(&bytes)
+                .map_err(|e| HandleError::Reject(format!("the stored results of host `{h}` are not readable: {e}")))?;
+            first_pkg = Some(first_pkg.map_or(part.package, |p| p.min(part.package)));
+            parts.push(r);
+        }
+        let merged = crate::merge::merge(placement, parts).map_err(|e| HandleError::Reject(e.to_string()))?;
+        // The reports' package id comes from the hosts' packages, not from whichever arrived
+        // last, so any redelivery publishes the same id.
+        self.publish_reports(first_pkg.unwrap_or(pkg), cycle, merged).await
+    }
+
     async fn troubleshooting(&self, cycle: &CycleId, ids: &[String]) -> Result<Vec<EscalationRecord>, BusError> {
         let mut out = Vec::new();
         for id in ids {

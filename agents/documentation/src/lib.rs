@@ -9,4 +9,5 @@ pub mod checks;
 pub mod compare;
 pub mod html;
 pub mod markdown;
+pub mod merge;
 pub mod render;

@@ -10,8 +10,8 @@ use crate::markdown::{Align, cell, cell_short, fence, inline, shell_word, table,
 use protocol::messages::BenchmarkResults;
 use protocol::plan::{Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime};
 use protocol::results::{
-    CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, MetricSummary, ModelResult, ModelStatus,
-    RemedyAction, RunResult, Stat, TelemetrySummary,
+    Check, CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, HostFacts, MetricSummary, ModelResult,
+    ModelStatus, RemedyAction, RunResult, Stat, TelemetrySummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -219,6 +219,8 @@ impl Effective {
 /// One model as the reports see it.
 struct View<'a> {
     r: &'a ModelResult,
+    /// The host it ran on, in a several-host cycle.
+    host: Option<&'a str>,
     spec: Option<&'a ModelSpec>,
     verdict: Option<&'a FitVerdict>,
     all: Figures,
@@ -285,7 +287,10 @@ impl View<'_> {
     }
 
     fn name(&self) -> String {
-        cell(&self.r.model)
+        match self.host {
+            Some(h) => format!("{} (host {})", cell(&self.r.model), cell(h)),
+            None => cell(&self.r.model),
+        }
     }
 
     /// Prompt ids in plan order, then any the plan does not list.
@@ -442,6 +447,7 @@ impl<'a> Ctx<'a> {
                 let runs: Vec<&RunResult> = r.runs.iter().collect();
                 View {
                     r,
+                    host: ver.placement.as_ref().and_then(|p| p.host_of(r.index as usize)),
                     spec,
                     verdict: ver.verdicts.iter().find(|v| v.model == r.model),
                     all: Figures::of(&runs, cv),
@@ -472,6 +478,11 @@ impl<'a> Ctx<'a> {
 
     fn cycle(&self) -> String {
         inline(&self.input.cycle)
+    }
+
+    /// Whether the cycle ran on several hosts (then results name their host).
+    fn several_hosts(&self) -> bool {
+        !self.input.results.hosts.is_empty()
     }
 }
 
@@ -1105,23 +1116,30 @@ fn benchmark_report(ctx: &Ctx) -> String {
         .collect();
     let mut align = vec![Align::Left, Align::Left];
     align.extend([Align::Right; 9]);
-    s.push_str(&table(
-        &[
-            "Model",
-            "Outcome",
-            "Params",
-            "Peak RAM GiB",
-            "Peak VRAM GiB",
-            "GPU layers",
-            "Response s",
-            "Words",
-            "Decode tok/s",
-            "Prefill tok/s",
-            "TTFT ms",
-        ],
-        &align,
-        &rows,
-    ));
+    let mut rows = rows;
+    let mut headers = vec![
+        "Model",
+        "Outcome",
+        "Params",
+        "Peak RAM GiB",
+        "Peak VRAM GiB",
+        "GPU layers",
+        "Response s",
+        "Words",
+        "Decode tok/s",
+        "Prefill tok/s",
+        "TTFT ms",
+    ];
+    if ctx.several_hosts() {
+        // Several hosts: a Host column after the model.
+        for (row, v) in rows.iter_mut().zip(&ctx.views) {
+            row[0] = cell(&v.r.model);
+            row.insert(1, v.host.map(inline).unwrap_or_else(|| DASH.into()));
+        }
+        headers.insert(1, "Host");
+        align.insert(1, Align::Left);
+    }
+    s.push_str(&table(&headers, &align, &rows));
     for v in &ctx.views {
         let _ = writeln!(s, "\n### {}: projected against measured\n", v.name());
         let p = v.spec.map(|m| &m.projected);
@@ -1322,25 +1340,15 @@ fn benchmark_report(ctx: &Ctx) -> String {
     );
 
     s.push_str("\n## Host verification\n\n");
-    s.push_str(&host_facts(ctx));
-    s.push('\n');
-    let rows: Vec<Vec<String>> = ver
-        .checks
-        .iter()
-        .map(|c| {
-            vec![
-                cell(&c.name),
-                check_word(c.status).into(),
-                cell(&c.measured),
-                c.threshold.as_deref().map(cell).unwrap_or_else(|| DASH.into()),
-                cell(&c.detail),
-            ]
-        })
-        .collect();
-    if rows.is_empty() {
-        s.push_str("No host checks were recorded.\n");
+    if ctx.several_hosts() {
+        s.push_str(&crate::merge::hosts_section(&ctx.input.results));
     } else {
-        s.push_str(&table(&["Check", "Status", "Measured", "Threshold", "Detail"], &[], &rows));
+        s.push_str(&host_facts(ctx));
+        s.push('\n');
+        s.push_str(&checks_table(&ver.checks));
+    }
+    if ctx.several_hosts() {
+        s.push_str(&crate::merge::placement_section(&ctx.input.results));
     }
 
     s.push_str("\n## Fit verdicts\n\n");
@@ -1699,8 +1707,35 @@ fn telemetry_section(ctx: &Ctx) -> String {
     s
 }
 
+/// The checks of one host as a table.
+pub(crate) fn checks_table(checks: &[Check]) -> String {
+    let mut s = String::new();
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                cell(&c.name),
+                check_word(c.status).into(),
+                cell(&c.measured),
+                c.threshold.as_deref().map(cell).unwrap_or_else(|| DASH.into()),
+                cell(&c.detail),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("No host checks were recorded.\n");
+    } else {
+        s.push_str(&table(&["Check", "Status", "Measured", "Threshold", "Detail"], &[], &rows));
+    }
+    s
+}
+
 fn host_facts(ctx: &Ctx) -> String {
-    let h = &ctx.input.results.verification.host;
+    host_facts_table(&ctx.input.results.verification.host)
+}
+
+/// One host's measured facts as a table.
+pub(crate) fn host_facts_table(h: &HostFacts) -> String {
     let mut rows = vec![
         vec!["Host".into(), format!("{} (id {})", cell(&h.hostname), cell(&h.host_id))],
         vec!["Kernel".into(), cell(&h.kernel)],
@@ -2184,6 +2219,9 @@ fn troubleshooting(ctx: &Ctx) -> String {
     for (i, e) in ctx.escalations.iter().enumerate() {
         let _ = writeln!(s, "\n## {}. {}, attempt {}: {}\n", i + 1, inline(&e.model), e.attempt, class_words(e.class));
         let _ = writeln!(s, "Opened {} · escalation {}\n", inline(&e.opened_at), inline(&e.id));
+        if let Some(h) = ctx.views.iter().find(|v| v.r.model == e.model).and_then(|v| v.host) {
+            let _ = writeln!(s, "Host {}\n", inline(h));
+        }
         s.push_str("### Failure\n\n");
         let _ = writeln!(s, "{}", inline(&e.failure));
         s.push_str("\n### Evidence\n\n");
@@ -3205,6 +3243,8 @@ cloud = [
             host,
             checks,
             verdicts,
+            placement: None,
+            concurrent_fit: None,
         };
         let topics_a = ["GPU", "memory", "monitoring"];
         let mut qwen_runs = Vec::new();
@@ -3529,6 +3569,7 @@ cloud = [
                 escalations: vec![esc_id.into()],
                 aborted: None,
                 concurrent: None,
+                hosts: Vec::new(),
             },
             troubleshooting: vec![escalation],
             answers,

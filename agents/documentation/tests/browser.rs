@@ -243,6 +243,8 @@ fn input() -> ReportInput {
                 suggestion: None,
             })
             .collect(),
+        placement: None,
+        concurrent_fit: None,
     };
     let mut qwen_runs = Vec::new();
     let mut gemma_runs = Vec::new();
@@ -270,6 +272,7 @@ fn input() -> ReportInput {
             escalations: vec![],
             aborted: None,
             concurrent: None,
+            hosts: Vec::new(),
         },
         troubleshooting: vec![],
         answers,

@@ -109,7 +109,12 @@ async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
                             EventBody::PhaseStarted { phase } if !r.state.is_final() => {
                                 r.state = CycleState::Running { phase: *phase };
                             }
-                            EventBody::ModelFinished { .. } => r.models_done += 1,
+                            EventBody::ModelFinished { model, .. } => {
+                                r.models_done += 1;
+                                if let Some(h) = r.placement.get(model) {
+                                    *r.host_done.entry(h.clone()).or_insert(0) += 1;
+                                }
+                            }
                             EventBody::RunMeasured { .. } => r.requests_done += 1,
                             _ => return,
                         }
@@ -132,8 +137,9 @@ struct MainAgent {
 
 impl Handler for MainAgent {
     async fn handle(&self, env: Envelope) -> Handled {
-        let Envelope { cycle, payload, .. } = env;
+        let Envelope { id, cycle, payload, .. } = env;
         match payload {
+            Payload::VerificationReport(r) => crate::multihost::take_report(&self.bus, id, &cycle, *r).await,
             Payload::ReportsPublished(r) => {
                 let state = match &r.aborted {
                     Some(reason) => CycleState::Failed { reason: reason.clone() },

@@ -3,4 +3,6 @@
 //! door (request/reply on `tc.svc.main.operator`).
 
 pub mod agent;
+pub mod multihost;
 pub mod operator;
+pub mod placement;

@@ -23,7 +23,9 @@ pub async fn answer(bus: &Bus, req: OperatorRequest) -> OperatorReply {
 
 async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, BusError> {
     Ok(match req {
-        OperatorRequest::Start { plan_toml, plan_source, host } => start(bus, &plan_toml, &plan_source, &host).await?,
+        OperatorRequest::Start { plan_toml, plan_source, host, hosts } => {
+            start(bus, &plan_toml, &plan_source, &host, &hosts).await?
+        }
         OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
         OperatorRequest::Cancel { cycle } => cancel(bus, &cycle).await?,
         OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
@@ -41,15 +43,39 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
     })
 }
 
-async fn start(bus: &Bus, plan_toml: &str, source: &str, host: &str) -> Result<OperatorReply, BusError> {
+/// The cycle's hosts: `hosts` when the operator named several, else `host` alone; each checked,
+/// no repeats.
+fn cycle_hosts(host: &str, hosts: &[String]) -> Result<Vec<HostId>, String> {
+    let names: Vec<&str> = if hosts.is_empty() { vec![host] } else { hosts.iter().map(String::as_str).collect() };
+    let mut out: Vec<HostId> = Vec::new();
+    for n in names {
+        let h = HostId::parse(n).map_err(|e| format!("host `{n}`: {e}"))?;
+        if out.contains(&h) {
+            return Err(format!("host `{n}` is named twice"));
+        }
+        out.push(h);
+    }
+    Ok(out)
+}
+
+async fn start(
+    bus: &Bus,
+    plan_toml: &str,
+    source: &str,
+    host: &str,
+    hosts: &[String],
+) -> Result<OperatorReply, BusError> {
     let plan = match Plan::from_toml(plan_toml) {
         Ok(p) => p,
         Err(e) => return Ok(error("bad_plan", format!("{source}: {e}"))),
     };
-    let host_id = match HostId::parse(host) {
+    let host_ids = match cycle_hosts(host, hosts) {
         Ok(h) => h,
-        Err(e) => return Ok(error("bad_host", e.to_string())),
+        Err(e) => return Ok(error("bad_host", e)),
     };
+    let host_id = host_ids[0].clone();
+    let several: Vec<String> =
+        if host_ids.len() > 1 { host_ids.iter().map(ToString::to_string).collect() } else { Vec::new() };
     let now = chrono::Utc::now();
     let cycle = CycleId::generate(now);
     let requests = plan.models.len() as u32 * plan.prompts.len() as u32 * plan.defaults.repetitions;
@@ -69,6 +95,9 @@ async fn start(bus: &Bus, plan_toml: &str, source: &str, host: &str) -> Result<O
         report_dir: None,
         report_files: Vec::new(),
         last_event_seq: 0,
+        hosts: several.clone(),
+        placement: Default::default(),
+        host_done: Default::default(),
     };
     bus.cycles.create(cycle.as_str(), &record).await?;
     bus.event_best_effort(Event::new(
@@ -77,19 +106,23 @@ async fn start(bus: &Bus, plan_toml: &str, source: &str, host: &str) -> Result<O
         EventBody::CycleStarted { plan: plan.name.clone(), models: plan.models.len() as u32, requests },
     ))
     .await;
-    let env = Envelope::new(
-        cycle.clone(),
-        Role::Main,
-        Role::Reader,
-        None,
-        Payload::CyclePlan(Box::new(CyclePlan {
-            plan,
-            plan_hash: record.plan_hash.clone(),
-            plan_source: source.into(),
-            host: host_id.to_string(),
-        })),
-    );
-    bus.publish_to(&env, &host_id).await?;
+    // One plan per host; with several, each Reader reports to Main, which places the models.
+    for h in &host_ids {
+        let env = Envelope::new(
+            cycle.clone(),
+            Role::Main,
+            Role::Reader,
+            None,
+            Payload::CyclePlan(Box::new(CyclePlan {
+                plan: plan.clone(),
+                plan_hash: record.plan_hash.clone(),
+                plan_source: source.into(),
+                host: h.to_string(),
+                hosts: several.clone(),
+            })),
+        );
+        bus.publish_to(&env, h).await?;
+    }
     Ok(OperatorReply::Started { cycle: cycle.to_string() })
 }
 

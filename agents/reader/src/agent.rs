@@ -2,6 +2,7 @@
 //! model's fit, and hand the verification report to the Writer.
 
 use crate::fit::{FitInputs, HostCapacity, KvType, verdict};
+use crate::profile::HostProfile;
 use crate::{builtin, gguf};
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
 use protocol::events::{Event, EventBody, Phase};
@@ -19,12 +20,25 @@ use uuid::Uuid;
 
 /// Runs the Reader until `shutdown` turns true.
 pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
-    let reader = Reader { bus: bus.clone() };
+    run_with_profile(bus, None, shutdown, stats).await
+}
+
+/// Runs the Reader with fit predicted for a host profile instead of the measured capacity
+/// (`threadcycle agent reader --host-profile hosts/….toml`); the host is still measured and
+/// checked.
+pub async fn run_with_profile(
+    bus: Bus,
+    profile: Option<HostProfile>,
+    shutdown: watch::Receiver<bool>,
+    stats: Arc<ConsumeStats>,
+) -> Result<(), BusError> {
+    let reader = Reader { bus: bus.clone(), profile };
     consume(&bus, shutdown, stats, &reader).await
 }
 
 struct Reader {
     bus: Bus,
+    profile: Option<HostProfile>,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -387,12 +401,60 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
 
 /// Predicts every model's fit on the measured host.
 pub fn verdicts(plan: &Plan, facts: &HostFacts) -> (Vec<FitVerdict>, Vec<Check>) {
-    let base = HostCapacity {
+    plan_verdicts(plan, &measured_capacity(facts))
+}
+
+/// What the measured host offers an engine.
+pub fn measured_capacity(facts: &HostFacts) -> HostCapacity {
+    HostCapacity {
         gpus_free_vram: facts.gpus.iter().map(|g| g.vram_total.saturating_sub(g.vram_used)).collect(),
         ram_available: facts.ram_available,
         container_limit: facts.cgroup_memory_limit,
+    }
+}
+
+/// Whether the plan's concurrent-phase models fit on a host with `base` capacity all at once:
+/// each must fit alone, and their predicted RAM and VRAM added up must fit too. None when the
+/// plan has no concurrent phase.
+pub fn concurrent_fit(plan: &Plan, base: &HostCapacity) -> Option<FitVerdict> {
+    let phase = plan.concurrent.as_ref()?;
+    let alone = Plan { models: phase.models.clone(), ..plan.clone() };
+    let (vs, _) = plan_verdicts(&alone, base);
+    let names: Vec<&str> = phase.models.iter().map(|m| m.name.as_str()).collect();
+    let sum = |f: fn(&FitVerdict) -> Option<u64>| vs.iter().filter_map(f).fold(0u64, u64::saturating_add);
+    let (ram, vram) = (sum(|v| v.ram_bytes), sum(|v| v.vram_bytes));
+    let ram_cap = base.ram_limit();
+    let vram_cap = base.gpus_free_vram.iter().copied().fold(0u64, u64::saturating_add);
+    let need = format!(
+        "together they need {} of RAM and {} of VRAM; {} of RAM and {} of VRAM are free",
+        gib(ram),
+        gib(vram),
+        gib(ram_cap),
+        gib(vram_cap)
+    );
+    let (fit, reason) = if let Some(v) = vs.iter().find(|v| v.fit == Fit::NoGo) {
+        (Fit::NoGo, format!("{} does not fit even alone: {}", v.model, v.reason))
+    } else if ram > ram_cap || vram > vram_cap {
+        (Fit::NoGo, need)
+    } else if vs.iter().any(|v| v.fit == Fit::Unknown) {
+        (Fit::Unknown, format!("{need}; not every model's need is known"))
+    } else if vs.iter().any(|v| v.fit == Fit::GoPartialOffload) {
+        (Fit::GoPartialOffload, format!("{need}; some layers stay on the CPU"))
+    } else {
+        (Fit::Go, need)
     };
-    plan_verdicts(plan, &base)
+    Some(FitVerdict {
+        model: names.join(" + "),
+        fit,
+        source: "sum of the models' predictions".into(),
+        weights_bytes: None,
+        kv_bytes: None,
+        vram_bytes: Some(vram),
+        ram_bytes: Some(ram),
+        gpu_layers: None,
+        reason,
+        suggestion: None,
+    })
 }
 
 /// Predicts every model's fit on a host with `base` capacity (measured, or a host profile);
@@ -502,8 +564,28 @@ impl Reader {
             ))
             .await;
         let (facts, mut checks) = host_facts(&p.plan, &p.host, true).await;
-        let (verdicts, model_checks) = verdicts(&p.plan, &facts);
+        let capacity = match &self.profile {
+            Some(prof) => {
+                checks.push(check(
+                    "host.profile",
+                    CheckStatus::Pass,
+                    format!("fit predicted for host profile `{}`", prof.name),
+                    None,
+                    format!(
+                        "{} GiB VRAM, {} GiB RAM{}: the predictions below use the profile, not this machine's free memory",
+                        prof.vram_gb,
+                        prof.ram_gb,
+                        prof.container_limit_gb.map(|l| format!(", container limit {l} GiB")).unwrap_or_default()
+                    ),
+                ));
+                prof.capacity()
+            }
+            None => measured_capacity(&facts),
+        };
+        let (verdicts, model_checks) = plan_verdicts(&p.plan, &capacity);
         checks.extend(model_checks);
+        // Several hosts: the report goes to Main, which places the models.
+        let several = p.hosts.len() > 1;
         for c in &checks {
             self.bus
                 .event_best_effort(Event::new(
@@ -518,24 +600,72 @@ impl Reader {
                 .await;
         }
         let report = VerificationReport {
-            plan: p.plan,
+            plan: p.plan.clone(),
             plan_hash: p.plan_hash,
             plan_source: p.plan_source,
             host: facts,
             checks,
             verdicts,
+            placement: None,
+            concurrent_fit: if several { concurrent_fit(&p.plan, &capacity) } else { None },
         };
         let env = Envelope {
             id: derive_id(pkg, "verification-report", 0),
             ..Envelope::new(
                 cycle.clone(),
                 Role::Reader,
-                Role::Writer,
+                if several { Role::Main } else { Role::Writer },
                 Some(pkg),
                 Payload::VerificationReport(Box::new(report)),
             )
         };
         self.bus.publish(&env).await.map_err(HandleError::from)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with_pair() -> Plan {
+        let model = |name: &str| {
+            format!(
+                "[[concurrent.models]]\nname = \"{name}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n"
+            )
+        };
+        let text = format!(
+            "name = \"p\"\n[[models]]\nname = \"m\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n[[prompts]]\nid = \"a\"\ntext = \"hi\"\n[concurrent]\nlevels = [1]\n{}{}",
+            model("x"),
+            model("y")
+        );
+        Plan::from_toml(&text).expect("valid plan")
+    }
+
+    fn cpu_only(ram: u64) -> HostCapacity {
+        HostCapacity { gpus_free_vram: Vec::new(), ram_available: ram, container_limit: None }
+    }
+
+    #[test]
+    fn the_concurrent_pair_fits_where_both_fit_at_once_and_not_where_only_one_does() {
+        let plan = plan_with_pair();
+        let roomy = concurrent_fit(&plan, &cpu_only(256 << 30)).expect("a concurrent phase");
+        assert_eq!(roomy.fit, Fit::Go, "{roomy:?}");
+        assert_eq!(roomy.model, "x + y");
+        let one = roomy.ram_bytes.expect("predicted RAM") / 2;
+        // Room for one and a half: each fits alone, the two together do not.
+        let tight = concurrent_fit(&plan, &cpu_only(one * 3 / 2)).expect("a concurrent phase");
+        assert_eq!(tight.fit, Fit::NoGo, "{tight:?}");
+        assert!(tight.reason.starts_with("together they need"), "{tight:?}");
+        let (alone, _) = plan_verdicts(
+            &Plan { models: plan.concurrent.clone().expect("phase").models, ..plan.clone() },
+            &cpu_only(one * 3 / 2),
+        );
+        assert!(alone.iter().all(|v| v.fit == Fit::Go), "{alone:?}");
+        // Too small for either: named as such.
+        let none = concurrent_fit(&plan, &cpu_only(one / 2)).expect("a concurrent phase");
+        assert_eq!(none.fit, Fit::NoGo);
+        assert!(none.reason.contains("does not fit even alone"), "{none:?}");
+        assert_eq!(concurrent_fit(&Plan { concurrent: None, ..plan }, &cpu_only(1 << 40)), None);
     }
 }

@@ -114,6 +114,10 @@ impl Writer {
         let mut aborted: Option<String> = None;
         let mut results = Vec::new();
         for (i, m) in report.plan.models.iter().enumerate() {
+            // Several hosts: Main placed this model on another host's Writer.
+            if !report.runs_here(self.bus.host.as_str(), i) {
+                continue;
+            }
             let key = format!("{cycle}.{i}");
             if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)? {
                 if let ModelStatus::Skipped { reason } = &done.status
@@ -144,7 +148,10 @@ impl Writer {
             results.push(stored);
         }
         let escalations = results.iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.escalation.clone())).collect();
-        let concurrent = if report.plan.concurrent.is_some() && aborted.is_none() {
+        let concurrent = if report.plan.concurrent.is_some()
+            && aborted.is_none()
+            && report.concurrent_here(self.bus.host.as_str())
+        {
             let key = format!("{cycle}.concurrent");
             match self.bus.results.get::<protocol::results::ConcurrentResult>(&key).await.map_err(HandleError::from)? {
                 Some(done) => Some(done),
@@ -178,6 +185,7 @@ impl Writer {
                     escalations,
                     aborted,
                     concurrent,
+                    hosts: Vec::new(),
                 })),
             )
         };

@@ -76,6 +76,7 @@ fn cycle_plan(from: Role) -> Envelope {
             plan_hash: "h".into(),
             plan_source: "demo.toml".into(),
             host: "local".into(),
+            hosts: Vec::new(),
         })),
     )
 }
@@ -199,6 +200,9 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         (Role::Main, Role::Debug),
         (Role::Debug, Role::Documentation),
         (Role::Documentation, Role::Main),
+        // Several hosts: the Reader's report goes to Main, Main hands each Writer its share.
+        (Role::Reader, Role::Main),
+        (Role::Main, Role::Writer),
     ];
     for (from, to) in edges {
         let bus = buses.iter().find(|(r, _)| *r == from).expect("bus").1;
@@ -244,6 +248,7 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
 
     // The buckets each role writes, and reads by the others.
     main.cycles.put("c1", &serde_json::json!({ "state": "running" })).await.expect("main writes cycles");
+    main.results.put("placement.c1", &serde_json::json!({ "hosts": [] })).await.expect("main writes placements");
     debug.escalations.put("e1", &serde_json::json!({ "id": "e1" })).await.expect("debug writes escalations");
     assert!(writer.results.create("c1.m", &serde_json::json!({ "tps": 1 })).await.expect("writer writes results"));
     docs.results.put("c1.m.extra", &serde_json::json!({ "tps": 2 })).await.expect("documentation writes results");

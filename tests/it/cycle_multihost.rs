@@ -1,0 +1,256 @@
+//! Two GPU hosts simulated on one machine: `up --host small --host big` runs a Reader and a
+//! Writer per host, each Reader predicting fit for its own host profile. Main places the models
+//! as the predictions say (the long-context model fits only on `big`; the rest balance), the
+//! Writers run their shares on real llama-server processes, and Documentation writes one report
+//! that names both hosts.
+
+use super::support::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn profile(dir: &Path, name: &str, ram_gb: f64) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    let text =
+        format!("name = \"{name}\"\nvram_gb = 0\nram_gb = {ram_gb}\ngpu_bandwidth_gbs = 0\nram_bandwidth_gbs = 20\n");
+    std::fs::write(&p, text).expect("write profile");
+    p
+}
+
+#[test]
+fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = model().display().to_string();
+    // `small` has 1 GiB for engines (3 GiB less the 2 GiB kept for the system): Gemma at 1k
+    // context (about 0.3 GiB) fits, at 32k context (about 1.2 GiB) it does not. The concurrent
+    // pair at 16k context fits there one at a time but not together.
+    let small = profile(tmp.path(), "small", 3.0);
+    let big = profile(tmp.path(), "big", 16.0);
+    let model_table = |name: &str, context: u32| {
+        format!(
+            "[[models]]\nname = \"{name}\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\ncontext = {context}\n"
+        )
+    };
+    let concurrent = |name: &str| {
+        format!(
+            "[[concurrent.models]]\nname = \"{name}\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\ncontext = 16384\n"
+        )
+    };
+    let rest = format!(
+        "{}\n{}\n[concurrent]\nlevels = [1]\n\n{}\n{}",
+        model_table("gemma-long", 32768),
+        model_table("gemma-b", 1024),
+        concurrent("pair-a"),
+        concurrent("pair-b")
+    );
+    let plan = write_plan(tmp.path(), "multihost", "warmup = false", "", &rest);
+    let out = tmp.path().join("out");
+    let o = threadcycle()
+        .args(["up", "--host", "small", "--host", "big", "--host-profile"])
+        .arg(format!("small={}", small.display()))
+        .arg("--host-profile")
+        .arg(format!("big={}", big.display()))
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    let dir = cycle_dir(&out);
+    let r = results(&dir);
+
+    // Each Reader predicted for its own profile, and said so.
+    let hosts = r["hosts"].as_array().expect("every host's verification in results.json");
+    let ids: Vec<&str> = hosts.iter().filter_map(|h| h["host"]["host_id"].as_str()).collect();
+    assert_eq!(ids, ["small", "big"], "{r}");
+    let verdict = |host: usize, model: usize| hosts[host]["verdicts"][model]["fit"].as_str().unwrap_or("?").to_string();
+    for (i, h) in hosts.iter().enumerate() {
+        let name = ["small", "big"][i];
+        let checks = h["checks"].as_array().expect("checks");
+        assert!(
+            checks.iter().any(|c| c["name"] == "host.profile"
+                && c["measured"].as_str().is_some_and(|m| m.contains(&format!("`{name}`")))),
+            "host {name} did not predict for its profile: {h}"
+        );
+    }
+    assert_eq!(verdict(0, 1), "no_go", "gemma-long on small: {r}");
+    for (host, model) in [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)] {
+        assert_eq!(verdict(host, model), "go", "host {host} model {model}: {r}");
+    }
+
+    // Main placed each model where it fits: the long one on the only host it fits, the others
+    // balanced (fewest models, then least predicted memory), and the pair where it fits together.
+    let placement = &r["verification"]["placement"];
+    let placed: BTreeMap<&str, &str> = placement["models"]
+        .as_array()
+        .expect("placement")
+        .iter()
+        .map(|p| (p["model"].as_str().unwrap_or("?"), p["host"].as_str().unwrap_or("?")))
+        .collect();
+    let expected: BTreeMap<&str, &str> = [("gemma", "small"), ("gemma-long", "big"), ("gemma-b", "small")].into();
+    assert_eq!(placed, expected, "{placement}");
+    assert_eq!(placement["concurrent"], "big", "{placement}");
+    assert!(placement["concurrent_reason"].as_str().is_some_and(|s| s.contains("pair-a + pair-b")), "{placement}");
+
+    // Every model measured exactly once, by the Writer of its host (the process engine ran with
+    // the model's own context), and the concurrent phase ran on `big`.
+    let models = r["models"].as_array().expect("models");
+    assert_eq!(models.len(), 3, "{r}");
+    for (i, res) in models.iter().enumerate() {
+        assert_eq!(res["index"], i as u64, "{res}");
+        assert_eq!(res["status"]["state"], "measured", "{res}");
+        assert_eq!(res["runs"].as_array().map(Vec::len), Some(1), "one prompt × one repetition: {res}");
+    }
+    let c = &r["concurrent"];
+    assert_eq!(c["levels"].as_array().map(Vec::len), Some(2), "{c}");
+    assert_eq!(c["together"].as_array().map(Vec::len), Some(2), "{c}");
+
+    // One report set that names both hosts.
+    let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
+    for needle in [
+        "| Model | Host | Outcome |",
+        "### Host small\n",
+        "### Host big\n",
+        "## Placement",
+        "| Model | Host | Why | small | big |",
+        "gemma-long (host big)",
+        "Concurrent phase: on host big",
+    ] {
+        assert!(report.contains(needle), "benchmark-report.md lacks `{needle}`:\n{report}");
+    }
+    let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
+    assert!(guide.contains("## gemma (host small)") && guide.contains("## gemma-long (host big)"), "{guide}");
+}
+
+/// Agents run by hand on one NATS server, one Reader and Writer per host, so the test can
+/// start them late and restart the others.
+struct Cluster {
+    nats: handoffs::server::NatsServer,
+    agents: BTreeMap<String, std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn spawn(&mut self, name: &str, role: &str, host: Option<&str>) {
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs).expect("logs");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{name}.log"))).expect("log");
+        let mut cmd = threadcycle();
+        cmd.args(["agent", role, "--nats", &self.nats.url(), "--out"])
+            .arg(self.dir.join("out"))
+            .env("THREADCYCLE_RUN_DIR", self.dir.join(format!("run-{name}")))
+            .env("THREADCYCLE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+            .stderr(std::process::Stdio::from(log));
+        if let Some(h) = host {
+            cmd.args(["--host", h]);
+        }
+        self.agents.insert(name.into(), cmd.spawn().expect("spawn agent"));
+    }
+
+    fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.agents.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
+        o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+    }
+
+    fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; logs in {}",
+                self.dir.join("logs").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.agents.keys().cloned().collect();
+        for n in names {
+            self.kill(&n);
+        }
+    }
+}
+
+#[test]
+fn main_and_documentation_restarted_between_the_hosts_keep_what_arrived_and_finish_once() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let nats = handoffs::server::NatsServer::start_in(&tmp.path().join("nats"), "").expect("nats-server (make nats)");
+    let mut c = Cluster { nats, agents: BTreeMap::new(), dir: tmp.path().to_path_buf() };
+    for (name, role, host) in [
+        ("main", "main", None),
+        ("debug", "debug", None),
+        ("documentation", "documentation", None),
+        ("reader-small", "reader", Some("small")),
+        ("writer-small", "writer", Some("small")),
+    ] {
+        c.spawn(name, role, host);
+    }
+    let rest = format!(
+        "[[models]]\nname = \"gemma-b\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{}\"\nthreads = 1\n",
+        model().display()
+    );
+    let plan = write_plan(tmp.path(), "restart", "warmup = false", "", &rest);
+    let plan_s = plan.display().to_string();
+    let mut cycle = String::new();
+    c.wait("Main to accept the plan", 60, || match c.cli(&["start", &plan_s, "--host", "small", "--host", "big"]) {
+        Some(v) => {
+            cycle = v["cycle"].as_str().unwrap_or_default().to_string();
+            true
+        }
+        None => false,
+    });
+    // Only `small` has a Reader so far: Main keeps its report and waits for `big`'s.
+    c.wait("Main to keep small's report", 120, || c.log("main").contains("Waiting for the other hosts' reports"));
+    let rec = c.cli(&["status", &cycle]).expect("status");
+    assert_eq!(rec["cycles"][0]["hosts"], serde_json::json!(["small", "big"]), "{rec}");
+    assert!(rec["cycles"][0]["placement"].is_null(), "placed before every host answered: {rec}");
+    c.kill("main");
+    c.spawn("reader-big", "reader", Some("big"));
+    c.spawn("main", "main", None);
+    // `big` has no Writer yet: Documentation keeps small's results and waits for big's.
+    c.wait("Documentation to keep small's results", 180, || {
+        c.log("documentation").contains("Waiting for the other hosts' results")
+    });
+    c.kill("documentation");
+    c.spawn("writer-big", "writer", Some("big"));
+    c.spawn("documentation", "documentation", None);
+    let mut last = serde_json::Value::Null;
+    c.wait("the cycle to complete", 300, || {
+        last = c.cli(&["status", &cycle]).map(|v| v["cycles"][0].clone()).unwrap_or_default();
+        last["state"]["state"] == "completed"
+    });
+    assert_eq!(last["placement"], serde_json::json!({ "gemma": "small", "gemma-b": "big" }), "{last}");
+    assert_eq!(last["host_done"], serde_json::json!({ "small": 1, "big": 1 }), "{last}");
+    let r = results(&tmp.path().join("out").join(&cycle));
+    let models = r["models"].as_array().expect("models");
+    assert_eq!(models.len(), 2, "{r}");
+    for (i, m) in models.iter().enumerate() {
+        assert_eq!(m["index"], i as u64, "{m}");
+        assert_eq!(m["status"]["state"], "measured", "{m}");
+        assert_eq!(m["runs"].as_array().map(Vec::len), Some(1), "{m}");
+    }
+    assert!(c.log("writer-small").contains("writer@small"), "the Writer's events name its host");
+    let report =
+        std::fs::read_to_string(tmp.path().join("out").join(&cycle).join("benchmark-report.md")).expect("report");
+    assert!(report.contains("| gemma | small |") && report.contains("| gemma-b | big |"), "{report}");
+}
