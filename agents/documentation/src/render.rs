@@ -1492,43 +1492,66 @@ impl Roofline {
     }
 }
 
+/// A host's GPU and RAM bandwidth, GB/s, where known.
+fn bandwidths(host: &HostFacts) -> (Option<f64>, Option<f64>) {
+    (
+        host.gpus.iter().find_map(|g| g.memory_bandwidth_gbs),
+        host.ram_bandwidth_gbs.filter(|b| b.is_finite() && *b > 0.0),
+    )
+}
+
 /// The decode roofline: measured decode beside what memory bandwidth allows.
 fn roofline_section(ctx: &Ctx) -> String {
-    let host = &ctx.input.results.verification.host;
     let mut s = String::from("\n## Decode roofline\n\n");
     s.push_str("Generating one token reads every weight once, so decode cannot be faster than 1 ÷ (weights in VRAM ÷ GPU bandwidth + weights in RAM ÷ RAM bandwidth). The KV cache read per token is left out, so at long contexts the real limit is lower still. Efficiency is the measured decode over that limit; the engine's own decode timing is used where it reports one.\n\n");
-    let gpu = host.gpus.iter().find(|g| g.memory_bandwidth_gbs.is_some());
-    let gpu_bw = gpu.and_then(|g| g.memory_bandwidth_gbs);
-    let ram_bw = host.ram_bandwidth_gbs.filter(|b| b.is_finite() && *b > 0.0);
-    match gpu {
-        Some(g) => {
-            let _ = writeln!(
-                s,
-                "- GPU bandwidth: {} GB/s ({}, from NVML: memory bus width × maximum memory clock × 2)",
-                num(gpu_bw.unwrap_or(f64::NAN)),
-                inline(&g.name)
-            );
+    // Every host the cycle ran on (one, or each of several).
+    let hosts: Vec<&HostFacts> = if ctx.several_hosts() {
+        ctx.input.results.hosts.iter().map(|h| &h.host).collect()
+    } else {
+        vec![&ctx.input.results.verification.host]
+    };
+    for host in &hosts {
+        if ctx.several_hosts() {
+            let _ = writeln!(s, "- Host {}:", inline(&host.host_id));
         }
-        None if host.gpus.is_empty() => {
-            s.push_str("- GPU bandwidth: no GPU on this host; every weight is read from RAM\n")
+        let pre = if ctx.several_hosts() { "  - " } else { "- " };
+        let (gpu_bw, ram_bw) = bandwidths(host);
+        match host.gpus.iter().find(|g| g.memory_bandwidth_gbs.is_some()) {
+            Some(g) => {
+                let _ = writeln!(
+                    s,
+                    "{pre}GPU bandwidth: {} GB/s ({}, from NVML: memory bus width × maximum memory clock × 2)",
+                    num(gpu_bw.unwrap_or(f64::NAN)),
+                    inline(&g.name)
+                );
+            }
+            None if host.gpus.is_empty() => {
+                let _ = writeln!(s, "{pre}GPU bandwidth: no GPU on this host; every weight is read from RAM");
+            }
+            None => {
+                let _ = writeln!(s, "{pre}GPU bandwidth: unknown (NVML did not report the memory bus width and clock)");
+            }
         }
-        None => s.push_str("- GPU bandwidth: unknown (NVML did not report the memory bus width and clock)\n"),
-    }
-    match ram_bw {
-        Some(b) => {
-            let _ = writeln!(
-                s,
-                "- RAM bandwidth: {} GB/s ({})",
-                num(b),
-                inline(host.ram_bandwidth_source.as_deref().unwrap_or("source not recorded"))
-            );
+        match ram_bw {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "{pre}RAM bandwidth: {} GB/s ({})",
+                    num(b),
+                    inline(host.ram_bandwidth_source.as_deref().unwrap_or("source not recorded"))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "{pre}RAM bandwidth: not measured");
+            }
         }
-        None => s.push_str("- RAM bandwidth: not measured\n"),
     }
     s.push('\n');
     let rows: Vec<Vec<String>> = ctx
         .measured()
         .map(|v| {
+            let host = hosts.iter().find(|h| v.host.is_some_and(|id| id == h.host_id)).unwrap_or(&hosts[0]);
+            let (gpu_bw, ram_bw) = bandwidths(host);
             let r = Roofline::of(v, gpu_bw, ram_bw, !host.gpus.is_empty());
             vec![
                 v.name(),
