@@ -1077,6 +1077,9 @@ fn benchmark_report(ctx: &Ctx) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmark report — {} (cycle {})\n", inline(&plan.name), ctx.cycle());
     s.push_str(&nav("benchmark-report.md"));
+    if plan.defaults.pull_ahead {
+        s.push_str("> **Pull-ahead was on** (`defaults.pull_ahead = true`): while each model was measured, the next Ollama model was downloaded through the same engine. The download competed with the measurement for network, disk and CPU, so these figures are **not clean measurements**; rerun with pull-ahead off to compare models fairly.\n\n");
+    }
 
     s.push_str("## Performance validation matrix\n\n");
     s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)).\n\n");
@@ -1744,6 +1747,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
         let ran = v.r.deployment.as_slice();
         match spec.runtime {
             Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran),
+            Runtime::Process if spec.engine == EngineKind::Ollama => ollama_process_steps(&mut s, spec, e, port, ran),
             Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port, ran),
         }
     }
@@ -1983,6 +1987,27 @@ fn openai_curl(plan: &Plan, base: &str) -> String {
         "curl -s {base}/v1/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
         shell_word(&body)
     )
+}
+
+/// `ollama serve` as a host process: start it, pull the model, ask it something.
+fn ollama_process_steps(s: &mut String, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
+    let binary = spec.binary.clone().unwrap_or_else(|| "ollama".into());
+    let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+    let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    words.push(format!("OLLAMA_HOST=127.0.0.1:{port}"));
+    words.extend([binary, "serve".into()]);
+    start_step(s, &words, ran);
+    let port = ran
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix("OLLAMA_HOST=127.0.0.1:").and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(port);
+    s.push_str("\n**2. Pull the model**\n\n");
+    s.push_str(&fence(&format!("OLLAMA_HOST=127.0.0.1:{port} ollama pull {}", shell_word(&tag)), "sh"));
+    s.push_str("\n**3. Ask it something**\n\n");
+    let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": { "num_ctx": e.context } });
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    s.push_str(&fence(&format!("curl -s http://127.0.0.1:{port}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
 }
 
 fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {

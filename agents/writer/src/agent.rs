@@ -215,7 +215,7 @@ impl Writer {
             )
             .await;
             let started = now();
-            match self.attempt(cycle, report, &settings).await {
+            match self.attempt(cycle, report, &settings, pull_ahead_target(report, i)).await {
                 Ok((runs, dep_info)) => {
                     attempts.push(Attempt {
                         number,
@@ -329,12 +329,42 @@ impl Writer {
         }
     }
 
-    /// One attempt: deploy, warm up, measure every prompt, tear down.
+    /// Starts pulling `next`'s tag through the engine being measured (pull-ahead): a step
+    /// event now, another when the pull ends, both under `next`'s name.
+    async fn start_pull_ahead(
+        &self,
+        cycle: &CycleId,
+        client: host::ollama::OllamaClient,
+        current: &str,
+        next: &ModelSpec,
+    ) -> PullAhead {
+        let tag = next.tag.clone().unwrap_or_default();
+        let name = next.name.clone();
+        let step = move |what: String| EventBody::Step { model: name.clone(), what };
+        self.event(cycle, step(format!("pull-ahead: pulling {tag} while {current} is measured"))).await;
+        let (bus, cycle, current) = (self.bus.clone(), cycle.clone(), current.to_string());
+        let task = tokio::spawn(async move {
+            let what = match client.pull(&tag, |_| {}).await {
+                Ok(p) => format!(
+                    "pull-ahead: {tag} pulled ({:.1} GB in {:.1} s) while {current} was measured",
+                    p.total_bytes as f64 / 1e9,
+                    p.elapsed.as_secs_f64()
+                ),
+                Err(e) => format!("pull-ahead: pulling {tag} failed ({e}); its own deployment will pull it"),
+            };
+            bus.event_best_effort(Event::new(cycle, Role::Writer, step(what))).await;
+        });
+        PullAhead(task)
+    }
+
+    /// One attempt: deploy, warm up, measure every prompt, tear down. With `next` (pull-ahead),
+    /// that model is pulled through this engine while this one is measured.
     async fn attempt(
         &self,
         cycle: &CycleId,
         report: &VerificationReport,
         s: &Settings,
+        next: Option<&ModelSpec>,
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
@@ -359,6 +389,10 @@ impl Writer {
         let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
+        let pull_ahead = match (next, &dep.api) {
+            (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
+            _ => None,
+        };
         let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
         let guard =
             ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
@@ -434,6 +468,13 @@ impl Writer {
         }
         let tokens: u64 = runs.iter().map(|r| u64::from(r.output_tokens)).sum();
         let (mut telemetry, series) = sampler.finish(tokens).await;
+        if let Some(p) = pull_ahead {
+            // The engine serves the download: keep it up until the next model is in the store.
+            if !p.0.is_finished() {
+                self.event(cycle, step("measured; waiting for the pull-ahead to finish".into())).await;
+            }
+            p.finish().await;
+        }
         let key = format!("telemetry/{cycle}/{}/attempt-{}", m.name, s.changes.len() + 1);
         match self.bus.put_blob(&key, series.as_bytes()).await {
             Ok(blob) => telemetry.series = Some(blob),
@@ -460,6 +501,42 @@ impl Writer {
         .await;
         Ok((runs, info))
     }
+}
+
+/// A pull-ahead download running in the background; aborted if dropped (a failed or canceled
+/// attempt tears its engine down, and the next model's deployment pulls what is missing).
+struct PullAhead(tokio::task::JoinHandle<()>);
+
+impl PullAhead {
+    async fn finish(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for PullAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The model to pull while model `i` is measured, when the plan asks for pull-ahead: the next
+/// model, if it and model `i` are Ollama models on the same runtime and store, and the Reader
+/// did not rule it out.
+fn pull_ahead_target(report: &VerificationReport, i: usize) -> Option<&ModelSpec> {
+    let plan = &report.plan;
+    if !plan.defaults.pull_ahead {
+        return None;
+    }
+    let (cur, next) = (plan.models.get(i)?, plan.models.get(i + 1)?);
+    let store = |m: &ModelSpec| m.env.get("OLLAMA_MODELS").cloned();
+    let ruled_out = report.verdicts.get(i + 1).is_some_and(|v| v.fit == Fit::NoGo && !next.ignore_fit);
+    (cur.engine == EngineKind::Ollama
+        && next.engine == EngineKind::Ollama
+        && cur.runtime == next.runtime
+        && store(cur) == store(next)
+        && next.tag.is_some()
+        && !ruled_out)
+        .then_some(next)
 }
 
 /// What the deployment told us, for the result.
