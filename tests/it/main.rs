@@ -6,6 +6,7 @@ mod cycle_crash;
 mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
+mod cycle_pull_ahead;
 mod cycle_scale;
 mod host_checks;
 mod plan_errors;
