@@ -337,39 +337,44 @@ struct Criterion {
 }
 
 /// One model's telemetry series, read from the sampler's CSV (`t_s,samples,<metric>,…`).
+///
+/// The rows stay slices of the input text and are split into cells when read: an hour at 1 Hz
+/// for 20 models is 2 million cells, which as owned strings took over 100 MiB to render.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Series {
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
+struct Series<'a> {
+    columns: Vec<&'a str>,
+    rows: Vec<&'a str>,
 }
 
-impl Series {
+impl<'a> Series<'a> {
     /// Reads the CSV; None when it has no header or no `t_s` column.
-    fn parse(text: &str) -> Option<Series> {
+    fn parse(text: &'a str) -> Option<Series<'a>> {
         let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-        let columns: Vec<String> = lines.next()?.split(',').map(|c| c.trim().to_string()).collect();
-        if !columns.iter().any(|c| c == "t_s") {
+        let columns: Vec<&str> = lines.next()?.split(',').map(str::trim).collect();
+        if !columns.contains(&"t_s") {
             return None;
         }
-        let rows = lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.split(',').map(|v| v.trim().to_string()).collect())
-            .collect();
+        let rows = lines.filter(|l| !l.trim().is_empty()).collect();
         Some(Series { columns, rows })
+    }
+
+    /// The cells of one row, trimmed.
+    fn cells(row: &'a str) -> impl Iterator<Item = &'a str> {
+        row.split(',').map(str::trim)
     }
 
     /// `(t_s, column × scale)` for every row where both are numbers.
     fn points(&self, column: &str, scale: f64) -> Vec<(f64, f64)> {
         let (Some(t), Some(c)) =
-            (self.columns.iter().position(|x| x == "t_s"), self.columns.iter().position(|x| x == column))
+            (self.columns.iter().position(|x| *x == "t_s"), self.columns.iter().position(|x| *x == column))
         else {
             return Vec::new();
         };
         self.rows
             .iter()
             .filter_map(|r| {
-                let x: f64 = r.get(t)?.parse().ok()?;
-                let y: f64 = r.get(c)?.parse().ok()?;
+                let x: f64 = Self::cells(r).nth(t)?.parse().ok()?;
+                let y: f64 = Self::cells(r).nth(c)?.parse().ok()?;
                 (x.is_finite() && y.is_finite()).then_some((x, y * scale))
             })
             .collect()
@@ -424,7 +429,7 @@ struct Ctx<'a> {
     escalations: Vec<&'a EscalationRecord>,
     criteria: Vec<Criterion>,
     /// Telemetry series of the measured models, in plan order.
-    series: Vec<(String, Series)>,
+    series: Vec<(String, Series<'a>)>,
     time_charts: Vec<TimeChart>,
 }
 
@@ -452,7 +457,7 @@ impl<'a> Ctx<'a> {
         let mut escalations: Vec<&EscalationRecord> = input.troubleshooting.iter().collect();
         escalations.sort_by(|a, b| (&a.opened_at, &a.id).cmp(&(&b.opened_at, &b.id)));
         escalations.dedup_by(|a, b| a.id == b.id);
-        let series: Vec<(String, Series)> = views
+        let series: Vec<(String, Series<'a>)> = views
             .iter()
             .filter(|v| v.measured())
             .filter_map(|v| {
@@ -2708,7 +2713,7 @@ fn telemetry_csv(series: &[(String, Series)]) -> String {
     let mut columns: Vec<&str> = Vec::new();
     for (_, s) in series {
         for c in &s.columns {
-            if !columns.contains(&c.as_str()) {
+            if !columns.contains(c) {
                 columns.push(c);
             }
         }
@@ -2719,13 +2724,16 @@ fn telemetry_csv(series: &[(String, Series)]) -> String {
         out.push_str(&csv_text(c));
     }
     out.push_str("\r\n");
+    let mut row: Vec<&str> = Vec::new();
     for (model, s) in series {
         let index: Vec<Option<usize>> = columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
-        for row in &s.rows {
+        for line in &s.rows {
+            row.clear();
+            row.extend(Series::cells(line));
             out.push_str(&csv_text(model));
             for i in &index {
                 out.push(',');
-                let v = i.and_then(|i| row.get(i)).map(String::as_str).unwrap_or("");
+                let v = i.and_then(|i| row.get(i)).copied().unwrap_or("");
                 if v.is_empty() || v.parse::<f64>().is_ok_and(f64::is_finite) {
                     out.push_str(v);
                 } else {
