@@ -69,6 +69,14 @@ fn pull_ahead_pulls_the_next_model_during_the_measurement_and_its_deploy_skips_t
     for m in r["models"].as_array().expect("models") {
         assert_eq!(m["status"]["state"], "measured", "{m}");
         assert_eq!(m["manifest"]["engine"], "ollama", "{m}");
+        // The fake engine's fixed rate arrives on the wire: the client's own decode rate is
+        // within a loaded machine's jitter of 40 tokens/s, and the engine's counters say 40.
+        for run in m["runs"].as_array().expect("runs") {
+            let client = run["client_decode_tps"].as_f64().unwrap_or(0.0);
+            assert!((30.0..=44.0).contains(&client), "client-side decode {client} tok/s, configured 40: {run}");
+            let engine = run["engine_decode_tps"].as_f64().unwrap_or(0.0);
+            assert!((engine - 40.0).abs() < 0.01, "engine-reported decode {engine}: {run}");
+        }
     }
     let (streams, _) = all_stream_messages(&nats.url());
     let events = events(&streams);

@@ -10,9 +10,6 @@
 //! RENDER_BENCH_MODELS=40 RENDER_BENCH_SAMPLES=7200 cargo bench -p threadcycle-documentation --bench render
 //! ```
 
-use threadcycle_documentation::agent::write_atomically;
-use threadcycle_documentation::checks::check_reports;
-use threadcycle_documentation::render::{ReportInput, render_reports};
 use protocol::messages::{BenchmarkResults, VerificationReport};
 use protocol::plan::Plan;
 use protocol::results::{
@@ -22,6 +19,9 @@ use protocol::results::{
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
+use threadcycle_documentation::agent::write_atomically;
+use threadcycle_documentation::checks::check_reports;
+use threadcycle_documentation::render::{ReportInput, render_reports};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
