@@ -219,7 +219,8 @@ pub struct ModelSpec {
     /// Container image, for the Docker runtime.
     #[serde(default)]
     pub image: Option<String>,
-    /// The engine binary, for the process runtime (default: `llama-server` on PATH or `$LLAMA_SERVER`).
+    /// The engine binary, for the process runtime (default: `llama-server` on PATH or `$LLAMA_SERVER`;
+    /// for the Ollama engine, `ollama` on PATH, run as `ollama serve`).
     #[serde(default)]
     pub binary: Option<String>,
     /// Container memory limit, GB.
