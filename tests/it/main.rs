@@ -8,6 +8,7 @@ mod cycle_docker;
 mod cycle_escalation;
 mod cycle_pull_ahead;
 mod cycle_scale;
+mod fake_engine;
 mod host_checks;
 mod plan_errors;
 mod support;
