@@ -654,3 +654,71 @@ fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String)
 fn failed(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Failed { reason })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::results::{FitVerdict, HostFacts};
+
+    fn report(pull_ahead: bool, second_fit: Fit) -> VerificationReport {
+        let plan = Plan::from_toml(&format!(
+            r#"
+name = "t"
+[defaults]
+pull_ahead = {pull_ahead}
+[[models]]
+name = "a"
+engine = "ollama"
+runtime = "process"
+tag = "a:1b"
+[[models]]
+name = "b"
+engine = "ollama"
+runtime = "process"
+tag = "b:1b"
+[[models]]
+name = "c"
+engine = "llama-server"
+runtime = "process"
+model_path = "/c.gguf"
+[[prompts]]
+id = "p"
+text = "hi"
+"#
+        ))
+        .expect("valid plan");
+        let verdict = |model: &str, fit| FitVerdict {
+            model: model.into(),
+            fit,
+            source: String::new(),
+            weights_bytes: None,
+            kv_bytes: None,
+            vram_bytes: None,
+            ram_bytes: None,
+            gpu_layers: None,
+            reason: "r".into(),
+            suggestion: None,
+        };
+        VerificationReport {
+            verdicts: vec![verdict("a", Fit::Go), verdict("b", second_fit), verdict("c", Fit::Go)],
+            plan,
+            plan_hash: String::new(),
+            plan_source: String::new(),
+            host: HostFacts::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pull_ahead_targets_only_the_next_ollama_model_that_will_run() {
+        let r = report(true, Fit::Go);
+        assert_eq!(pull_ahead_target(&r, 0).map(|m| m.name.as_str()), Some("b"));
+        assert!(pull_ahead_target(&r, 1).is_none(), "c is not an Ollama model");
+        assert!(pull_ahead_target(&r, 2).is_none(), "nothing after the last model");
+        assert!(pull_ahead_target(&report(false, Fit::Go), 0).is_none(), "off by default");
+        assert!(pull_ahead_target(&report(true, Fit::NoGo), 0).is_none(), "b will be skipped as a no-go");
+        let mut other_store = report(true, Fit::Go);
+        other_store.plan.models[1].env.insert("OLLAMA_MODELS".into(), "/elsewhere".into());
+        assert!(pull_ahead_target(&other_store, 0).is_none(), "b lives in another store");
+    }
+}
