@@ -3490,6 +3490,16 @@ cloud = [
     }
 
     #[test]
+    fn the_benchmark_report_says_when_pull_ahead_was_on() {
+        let note = "Pull-ahead was on";
+        assert!(!page(&render_reports(&fixture()), "benchmark-report.md").contains(note));
+        let mut f = fixture();
+        f.results.verification.plan.defaults.pull_ahead = true;
+        let report = page(&render_reports(&f), "benchmark-report.md");
+        assert!(report.contains(note) && report.contains("not clean measurements"), "{report}");
+    }
+
+    #[test]
     fn snapshot_readme() {
         insta::assert_snapshot!("readme", page(&render_reports(&fixture()), "README.md"));
     }
