@@ -3,9 +3,11 @@
 #   bench/decode-accuracy.sh                          decode tok/s and TTFT vs llama-server and llama-bench
 #   cargo bench -p threadcycle-handoffs --bench handoff_latency   JetStream handoff p50/p99 and throughput
 #   bench/agent-cost.sh                               agents' RSS/CPU, orchestration overhead of a cycle
+#   cargo bench -p threadcycle-documentation --bench render   report generation for 20 × 10 × 5
+#   bench/pull-ahead.sh                               cycle time saved by pull-ahead
 #
 # `make bench` calls this. The debug build is used unless RELEASE=1 (a release build takes long on
-# 2 cores). ONLY=decode|handoff|agents runs one of them. The machine is usually shared: run twice
+# 2 cores). ONLY=decode|handoff|agents|render|pull-ahead runs one of them. The machine is usually shared: run twice
 # and compare, and read ratios measured within one run rather than absolute speeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +32,11 @@ if [[ $only == all || $only == handoff ]]; then
 fi
 if [[ $only == all || $only == agents ]]; then
   echo; bench/agent-cost.sh || rc=1
+fi
+if [[ $only == all || $only == render ]]; then
+  echo; $CARGO bench -p threadcycle-documentation --bench render || rc=1
+fi
+if [[ $only == all || $only == pull-ahead ]]; then
+  echo; bench/pull-ahead.sh || rc=1
 fi
 exit $rc

@@ -195,6 +195,11 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             plan.policy.default,
             plan.policy.max_attempts
         );
+        if plan.defaults.pull_ahead {
+            println!(
+                "pull-ahead: on (the next Ollama model is pulled while one is measured: faster, but not clean measurements)"
+            );
+        }
         println!("fit on {host_label}:");
         for (v, roof) in verdicts.iter().zip(&roofline) {
             match roof {

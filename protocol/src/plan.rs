@@ -81,6 +81,10 @@ pub struct Defaults {
     pub sample_hz: f64,
     /// Coefficient of variation above which a figure is flagged as unstable.
     pub cv_flag: f64,
+    /// Pull the next model (Ollama) while the current one is measured. Saves cycle time but
+    /// the download competes with the measurement, so it is off by default and the reports say
+    /// when it was on.
+    pub pull_ahead: bool,
 }
 
 impl Default for Defaults {
@@ -97,6 +101,7 @@ impl Default for Defaults {
             load_timeout_s: 300,
             sample_hz: 1.0,
             cv_flag: 0.10,
+            pull_ahead: false,
         }
     }
 }
@@ -214,7 +219,8 @@ pub struct ModelSpec {
     /// Container image, for the Docker runtime.
     #[serde(default)]
     pub image: Option<String>,
-    /// The engine binary, for the process runtime (default: `llama-server` on PATH or `$LLAMA_SERVER`).
+    /// The engine binary, for the process runtime (default: `llama-server` on PATH or `$LLAMA_SERVER`;
+    /// for the Ollama engine, `ollama` on PATH, run as `ollama serve`).
     #[serde(default)]
     pub binary: Option<String>,
     /// Container memory limit, GB.
@@ -430,6 +436,12 @@ impl Plan {
         if !(d.cv_flag > 0.0 && d.cv_flag.is_finite()) {
             return bad("defaults.cv_flag".into(), format!("expected a positive number, got {}", d.cv_flag));
         }
+        if d.pull_ahead && !self.models.iter().any(|m| m.engine == EngineKind::Ollama) {
+            return bad(
+                "defaults.pull_ahead".into(),
+                "only Ollama models are pulled, and this plan has none: remove it or set it to false".into(),
+            );
+        }
         for (field, v) in [
             ("host.min_disk_free_gb", self.host.min_disk_free_gb),
             ("host.allocatable_gb", self.host.allocatable_gb),
@@ -536,12 +548,6 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
     }
     if m.runtime == Runtime::Docker && m.image.as_deref().is_none_or(|t| t.trim().is_empty()) {
         return bad("image", "the docker runtime needs an image, e.g. `ollama/ollama:0.12.6`".into());
-    }
-    if m.runtime == Runtime::Process && m.engine == EngineKind::Ollama {
-        return bad(
-            "runtime",
-            "the process runtime runs llama-server only; use runtime = \"docker\" for ollama".into(),
-        );
     }
     if let Some(l) = m.memory_limit_gb
         && !(l.is_finite() && (0.0625..=100_000.0).contains(&l))
@@ -665,6 +671,39 @@ text = "hi"
                 problem: "expected 0.0625 to 100000 GB, got -3".into()
             }
         );
+    }
+
+    const OLLAMA: &str = r#"
+name = "t"
+[defaults]
+pull_ahead = true
+[[models]]
+name = "a"
+engine = "ollama"
+runtime = "process"
+tag = "llama3.1:8b"
+[[prompts]]
+id = "p"
+text = "hi"
+"#;
+
+    #[test]
+    fn pull_ahead_is_off_by_default_and_needs_an_ollama_model() {
+        assert!(!Plan::from_toml(MIN).expect("valid").defaults.pull_ahead);
+        let p = Plan::from_toml(OLLAMA).expect("ollama as a host process with pull-ahead is valid");
+        assert!(p.defaults.pull_ahead);
+        assert_eq!(p.models[0].runtime, Runtime::Process);
+        let e =
+            Plan::from_toml(&MIN.replace("name = \"t\"", "name = \"t\"\n[defaults]\npull_ahead = true")).unwrap_err();
+        match e {
+            PlanError::Invalid { field, problem } => {
+                assert_eq!(field, "defaults.pull_ahead");
+                assert!(problem.contains("Ollama"), "{problem}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let e = Plan::from_toml(&OLLAMA.replace("pull_ahead = true", "pull_ahead = \"yes\"")).unwrap_err();
+        assert!(e.to_string().contains("pull_ahead"), "{e}");
     }
 
     #[test]

@@ -113,3 +113,149 @@ pub fn up_ok(plan: &Path, out: &Path) -> PathBuf {
     assert!(o.status.success(), "{}", show(&o));
     cycle_dir(out)
 }
+
+/// The fixed-rate fake engine (`src/bin/tc-fake-engine.rs`), built with the tests.
+pub fn fake_engine() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tc-fake-engine"))
+}
+
+/// A finished `threadcycle up` and what was watched while it ran.
+pub struct WatchedRun {
+    /// Exit status, stdout and stderr.
+    pub output: Output,
+    /// The Writer agent's resident memory over time: (seconds since start, bytes).
+    pub writer_rss: Vec<(f64, u64)>,
+    /// The Writer's peak resident memory (`VmHWM`) as last read before it exited, bytes.
+    pub writer_hwm: u64,
+    /// Wall time of the whole `up`.
+    pub wall: std::time::Duration,
+}
+
+/// `VmRSS` and `VmHWM` of a process, bytes.
+fn rss_hwm(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| {
+        s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmHWM:")?))
+}
+
+/// The child of `parent` whose command line is `… agent <role> …`.
+fn agent_child(parent: u32, role: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let words: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_role = words.windows(2).any(|w| w[0] == b"agent" && w[1] == role.as_bytes());
+        (ppid == parent && is_role).then_some(pid)
+    })
+}
+
+/// Runs `threadcycle up <plan> --nats <url> --out <out>` (the test owns the NATS server, so its
+/// streams can be read afterwards), sampling the Writer's memory every 200 ms. Killed after
+/// `limit`.
+pub fn up_watched(nats_url: &str, plan: &Path, out: &Path, limit: std::time::Duration) -> WatchedRun {
+    let logs = out.with_extension("logs");
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let (so, se) = (logs.join("stdout"), logs.join("stderr"));
+    let start = std::time::Instant::now();
+    let mut child = threadcycle()
+        .args(["up", "--nats", nats_url])
+        .arg(plan)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::fs::File::create(&so).expect("stdout file"))
+        .stderr(std::fs::File::create(&se).expect("stderr file"))
+        .spawn()
+        .expect("run threadcycle up");
+    let (mut writer, mut rss, mut hwm) = (None, Vec::new(), 0);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let st = child.wait().expect("wait");
+            panic!(
+                "threadcycle up did not finish within {limit:?} ({st}); stderr:\n{}",
+                std::fs::read_to_string(&se).unwrap_or_default()
+            );
+        }
+        if writer.is_none() {
+            writer = agent_child(child.id(), "writer");
+        }
+        if let Some((r, h)) = writer.and_then(rss_hwm) {
+            rss.push((start.elapsed().as_secs_f64(), r));
+            hwm = hwm.max(h);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let output = Output {
+        status,
+        stdout: std::fs::read(&so).unwrap_or_default(),
+        stderr: std::fs::read(&se).unwrap_or_default(),
+    };
+    WatchedRun { output, writer_rss: rss, writer_hwm: hwm, wall: start.elapsed() }
+}
+
+/// One message of a JetStream stream: subject and size as stored (payload plus headers).
+pub struct StoredMessage {
+    /// Subject.
+    pub subject: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Payload plus header bytes.
+    pub size: usize,
+}
+
+/// Every message still stored in every stream of the server (KV buckets and the object store
+/// are streams too), by stream name, and the server's `max_payload`.
+pub fn all_stream_messages(nats_url: &str) -> (Vec<(String, Vec<StoredMessage>)>, usize) {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(nats_url).await.expect("connect to the test's NATS");
+        let max_payload = client.server_info().max_payload;
+        let js = async_nats::jetstream::new(client);
+        let names: Vec<String> =
+            js.stream_names().collect::<Vec<_>>().await.into_iter().map(|n| n.expect("stream name")).collect();
+        let mut out = Vec::new();
+        for name in names {
+            let mut stream = js.get_stream(&name).await.expect("stream");
+            let state = stream.info().await.expect("stream info").state.clone();
+            let mut msgs = Vec::new();
+            if state.messages > 0 {
+                for seq in state.first_sequence..=state.last_sequence {
+                    // Gaps (purged KV history, deleted object chunks) are fine.
+                    let Ok(m) = stream.get_raw_message(seq).await else { continue };
+                    let headers = m
+                        .headers
+                        .iter()
+                        .map(|(k, vs)| k.to_string().len() + vs.iter().map(|v| v.as_str().len() + 4).sum::<usize>())
+                        .sum::<usize>();
+                    msgs.push(StoredMessage {
+                        subject: m.subject.to_string(),
+                        size: m.payload.len() + headers,
+                        payload: m.payload.to_vec(),
+                    });
+                }
+            }
+            out.push((name, msgs));
+        }
+        (out, max_payload)
+    })
+}
+
+/// The cycle's events as stored in `TC_EVENTS`, in order.
+pub fn events(streams: &[(String, Vec<StoredMessage>)]) -> Vec<protocol::events::Event> {
+    streams
+        .iter()
+        .filter(|(n, _)| n == "TC_EVENTS")
+        .flat_map(|(_, ms)| ms.iter())
+        .map(|m| {
+            serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("event {} is not an Event: {e}", m.subject))
+        })
+        .collect()
+}

@@ -342,39 +342,44 @@ struct Criterion {
 }
 
 /// One model's telemetry series, read from the sampler's CSV (`t_s,samples,<metric>,…`).
+///
+/// The rows stay slices of the input text and are split into cells when read: an hour at 1 Hz
+/// for 20 models is 2 million cells, which as owned strings took over 100 MiB to render.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Series {
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
+struct Series<'a> {
+    columns: Vec<&'a str>,
+    rows: Vec<&'a str>,
 }
 
-impl Series {
+impl<'a> Series<'a> {
     /// Reads the CSV; None when it has no header or no `t_s` column.
-    fn parse(text: &str) -> Option<Series> {
+    fn parse(text: &'a str) -> Option<Series<'a>> {
         let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-        let columns: Vec<String> = lines.next()?.split(',').map(|c| c.trim().to_string()).collect();
-        if !columns.iter().any(|c| c == "t_s") {
+        let columns: Vec<&str> = lines.next()?.split(',').map(str::trim).collect();
+        if !columns.contains(&"t_s") {
             return None;
         }
-        let rows = lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.split(',').map(|v| v.trim().to_string()).collect())
-            .collect();
+        let rows = lines.filter(|l| !l.trim().is_empty()).collect();
         Some(Series { columns, rows })
+    }
+
+    /// The cells of one row, trimmed.
+    fn cells(row: &'a str) -> impl Iterator<Item = &'a str> {
+        row.split(',').map(str::trim)
     }
 
     /// `(t_s, column × scale)` for every row where both are numbers.
     fn points(&self, column: &str, scale: f64) -> Vec<(f64, f64)> {
         let (Some(t), Some(c)) =
-            (self.columns.iter().position(|x| x == "t_s"), self.columns.iter().position(|x| x == column))
+            (self.columns.iter().position(|x| *x == "t_s"), self.columns.iter().position(|x| *x == column))
         else {
             return Vec::new();
         };
         self.rows
             .iter()
             .filter_map(|r| {
-                let x: f64 = r.get(t)?.parse().ok()?;
-                let y: f64 = r.get(c)?.parse().ok()?;
+                let x: f64 = Self::cells(r).nth(t)?.parse().ok()?;
+                let y: f64 = Self::cells(r).nth(c)?.parse().ok()?;
                 (x.is_finite() && y.is_finite()).then_some((x, y * scale))
             })
             .collect()
@@ -429,7 +434,7 @@ struct Ctx<'a> {
     escalations: Vec<&'a EscalationRecord>,
     criteria: Vec<Criterion>,
     /// Telemetry series of the measured models, in plan order.
-    series: Vec<(String, Series)>,
+    series: Vec<(String, Series<'a>)>,
     time_charts: Vec<TimeChart>,
 }
 
@@ -458,7 +463,7 @@ impl<'a> Ctx<'a> {
         let mut escalations: Vec<&EscalationRecord> = input.troubleshooting.iter().collect();
         escalations.sort_by(|a, b| (&a.opened_at, &a.id).cmp(&(&b.opened_at, &b.id)));
         escalations.dedup_by(|a, b| a.id == b.id);
-        let series: Vec<(String, Series)> = views
+        let series: Vec<(String, Series<'a>)> = views
             .iter()
             .filter(|v| v.measured())
             .filter_map(|v| {
@@ -1088,6 +1093,9 @@ fn benchmark_report(ctx: &Ctx) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmark report — {} (cycle {})\n", inline(&plan.name), ctx.cycle());
     s.push_str(&nav("benchmark-report.md"));
+    if plan.defaults.pull_ahead {
+        s.push_str("> **Pull-ahead was on** (`defaults.pull_ahead = true`): while each model was measured, the next Ollama model was downloaded through the same engine. The download competed with the measurement for network, disk and CPU, so these figures are **not clean measurements**; rerun with pull-ahead off to compare models fairly.\n\n");
+    }
 
     s.push_str("## Performance validation matrix\n\n");
     s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)).\n\n");
@@ -1926,6 +1934,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
         let ran = v.r.deployment.as_slice();
         match spec.runtime {
             Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran),
+            Runtime::Process if spec.engine == EngineKind::Ollama => ollama_process_steps(&mut s, spec, e, port, ran),
             Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port, ran),
         }
     }
@@ -2165,6 +2174,27 @@ fn openai_curl(plan: &Plan, base: &str) -> String {
         "curl -s {base}/v1/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
         shell_word(&body)
     )
+}
+
+/// `ollama serve` as a host process: start it, pull the model, ask it something.
+fn ollama_process_steps(s: &mut String, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
+    let binary = spec.binary.clone().unwrap_or_else(|| "ollama".into());
+    let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+    let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    words.push(format!("OLLAMA_HOST=127.0.0.1:{port}"));
+    words.extend([binary, "serve".into()]);
+    start_step(s, &words, ran);
+    let port = ran
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix("OLLAMA_HOST=127.0.0.1:").and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(port);
+    s.push_str("\n**2. Pull the model**\n\n");
+    s.push_str(&fence(&format!("OLLAMA_HOST=127.0.0.1:{port} ollama pull {}", shell_word(&tag)), "sh"));
+    s.push_str("\n**3. Ask it something**\n\n");
+    let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": { "num_ctx": e.context } });
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    s.push_str(&fence(&format!("curl -s http://127.0.0.1:{port}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
 }
 
 fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
@@ -2868,7 +2898,7 @@ fn telemetry_csv(series: &[(String, Series)]) -> String {
     let mut columns: Vec<&str> = Vec::new();
     for (_, s) in series {
         for c in &s.columns {
-            if !columns.contains(&c.as_str()) {
+            if !columns.contains(c) {
                 columns.push(c);
             }
         }
@@ -2879,13 +2909,16 @@ fn telemetry_csv(series: &[(String, Series)]) -> String {
         out.push_str(&csv_text(c));
     }
     out.push_str("\r\n");
+    let mut row: Vec<&str> = Vec::new();
     for (model, s) in series {
         let index: Vec<Option<usize>> = columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
-        for row in &s.rows {
+        for line in &s.rows {
+            row.clear();
+            row.extend(Series::cells(line));
             out.push_str(&csv_text(model));
             for i in &index {
                 out.push(',');
-                let v = i.and_then(|i| row.get(i)).map(String::as_str).unwrap_or("");
+                let v = i.and_then(|i| row.get(i)).copied().unwrap_or("");
                 if v.is_empty() || v.parse::<f64>().is_ok_and(f64::is_finite) {
                     out.push_str(v);
                 } else {
@@ -3648,6 +3681,16 @@ cloud = [
     fn links_and_tables_check_out() {
         let problems = crate::checks::check_reports(&render_reports(&fixture()));
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn the_benchmark_report_says_when_pull_ahead_was_on() {
+        let note = "Pull-ahead was on";
+        assert!(!page(&render_reports(&fixture()), "benchmark-report.md").contains(note));
+        let mut f = fixture();
+        f.results.verification.plan.defaults.pull_ahead = true;
+        let report = page(&render_reports(&f), "benchmark-report.md");
+        assert!(report.contains(note) && report.contains("not clean measurements"), "{report}");
     }
 
     #[test]

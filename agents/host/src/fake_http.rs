@@ -323,7 +323,8 @@ async fn write_response(stream: &mut TcpStream, route: &Route, head_only: bool) 
     stream.shutdown().await
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
@@ -358,7 +359,9 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool
     Ok(n > 0)
 }
 
-async fn read_request(stream: &mut TcpStream) -> io::Result<Option<RecordedRequest>> {
+/// Reads one HTTP/1.1 request (head and body, chunked or sized); `None` when the peer closed
+/// before sending one. Shared with the `tc-fake-engine` fixture.
+pub async fn read_request(stream: &mut TcpStream) -> io::Result<Option<RecordedRequest>> {
     let mut buf = Vec::with_capacity(4096);
     let head_end = loop {
         if let Some(pos) = find(&buf, b"\r\n\r\n") {

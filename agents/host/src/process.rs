@@ -101,6 +101,27 @@ pub fn find_llama_server(explicit: Option<&str>) -> Result<PathBuf, ProcessError
         .ok_or_else(|| ProcessError::NotFound(LLAMA_SERVER_HINT.into()))
 }
 
+/// What to install when Ollama is missing for the process runtime.
+pub const OLLAMA_HINT: &str =
+    "ollama was not found: set the plan's `binary`, or put `ollama` on PATH (https://ollama.com/download)";
+
+/// Finds the `ollama` binary for the process runtime: the plan's, then PATH.
+pub fn find_ollama(explicit: Option<&str>) -> Result<PathBuf, ProcessError> {
+    if let Some(p) = explicit {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ProcessError::NotFound(format!("ollama binary {} does not exist", p.display())))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("ollama"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ProcessError::NotFound(OLLAMA_HINT.into()))
+}
+
 /// `llama-server --version` as one line (e.g. `version: 7070 (0e3d6ad)`).
 pub fn llama_server_version(binary: &Path) -> Option<String> {
     let out = Command::new(binary).arg("--version").stdin(Stdio::null()).output().ok()?;
@@ -142,7 +163,8 @@ pub fn offloaded_layers(log: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn free_port() -> Result<u16, ProcessError> {
+/// A free loopback port (for an engine told its port by argument or environment).
+pub fn free_port() -> Result<u16, ProcessError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -162,36 +184,50 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts the engine in its own process group, logging to `<run_dir>/<name>.log`.
     pub fn start(spec: &ProcessSpec) -> Result<EngineProcess, ProcessError> {
-        std::fs::create_dir_all(&spec.run_dir)
-            .map_err(|e| ProcessError::Io(format!("cannot create {}: {e}", spec.run_dir.display())))?;
         let port = match spec.port {
             Some(p) => p,
             None => free_port()?,
         };
-        let log = spec.run_dir.join(format!("{}.log", spec.name));
-        let pidfile = spec.run_dir.join(format!("{}.pid", spec.name));
+        let mut args: Vec<String> = vec!["--model".into(), spec.model_path.display().to_string()];
+        args.extend(["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]);
+        args.extend(["-c".into(), spec.context.to_string(), "-np".into(), spec.parallel.to_string()]);
+        args.extend(["--metrics".into(), "--no-webui".into()]);
+        if let Some(t) = spec.threads {
+            args.extend(["-t".into(), t.to_string()]);
+        }
+        if let Some(l) = spec.gpu_layers.filter(|l| *l >= 0) {
+            args.extend(["-ngl".into(), l.to_string()]);
+        }
+        args.extend(spec.args.iter().cloned());
+        EngineProcess::start_command(&spec.name, &spec.binary, &args, &spec.env, &spec.run_dir, port)
+    }
+
+    /// Starts any engine command (e.g. `ollama serve`) the same way: its own process group, a
+    /// pid file and a log in `run_dir`. `port` is where it will listen (the caller passes it
+    /// in the arguments or the environment).
+    pub fn start_command(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        run_dir: &Path,
+        port: u16,
+    ) -> Result<EngineProcess, ProcessError> {
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| ProcessError::Io(format!("cannot create {}: {e}", run_dir.display())))?;
+        let log = run_dir.join(format!("{name}.log"));
+        let pidfile = run_dir.join(format!("{name}.pid"));
         let out = std::fs::File::create(&log)
             .map_err(|e| ProcessError::Io(format!("cannot create {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| ProcessError::Io(e.to_string()))?;
-        let mut cmd = Command::new(&spec.binary);
-        cmd.arg("--model")
-            .arg(&spec.model_path)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", &spec.context.to_string(), "-np", &spec.parallel.to_string()])
-            .args(["--metrics", "--no-webui"]);
-        if let Some(t) = spec.threads {
-            cmd.args(["-t", &t.to_string()]);
-        }
-        if let Some(l) = spec.gpu_layers.filter(|l| *l >= 0) {
-            cmd.args(["-ngl", &l.to_string()]);
-        }
-        cmd.args(&spec.args).envs(&spec.env).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let mut cmd = Command::new(binary);
+        cmd.args(args).envs(env).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
         cmd.process_group(0);
         let child = cmd
             .spawn()
-            .map_err(|e| ProcessError::Spawn { binary: spec.binary.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| ProcessError::Spawn { binary: binary.display().to_string(), reason: e.to_string() })?;
         let pid = child.id();
-        std::fs::write(&pidfile, format!("{pid}\n{}\n", spec.binary.display()))
+        std::fs::write(&pidfile, format!("{pid}\n{}\n", binary.display()))
             .map_err(|e| ProcessError::Io(format!("cannot write {}: {e}", pidfile.display())))?;
         Ok(EngineProcess { child: Some(child), pid, port, log, pidfile, exit: None })
     }

@@ -299,6 +299,22 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
         }
     }
     for m in plan.models.iter().filter(|m| m.runtime == Runtime::Process) {
+        if m.engine == protocol::plan::EngineKind::Ollama {
+            // `ollama serve` as a host process: its version is asked over HTTP once it runs.
+            checks.push(match host::process::find_ollama(m.binary.as_deref()) {
+                Ok(bin) => check(
+                    &format!("engine.{}", m.name),
+                    CheckStatus::Pass,
+                    "found".into(),
+                    None,
+                    format!("ollama at {}", bin.display()),
+                ),
+                Err(e) => {
+                    check(&format!("engine.{}", m.name), CheckStatus::Fail, "not found".into(), None, e.to_string())
+                }
+            });
+            continue;
+        }
         match host::process::find_llama_server(m.binary.as_deref()) {
             Ok(bin) => {
                 let version = tokio::task::spawn_blocking({

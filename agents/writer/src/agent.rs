@@ -223,7 +223,7 @@ impl Writer {
             )
             .await;
             let started = now();
-            match self.attempt(cycle, report, &settings).await {
+            match self.attempt(cycle, report, &settings, pull_ahead_target(report, self.bus.host.as_str(), i)).await {
                 Ok((runs, dep_info)) => {
                     attempts.push(Attempt {
                         number,
@@ -337,12 +337,42 @@ impl Writer {
         }
     }
 
-    /// One attempt: deploy, warm up, measure every prompt, tear down.
+    /// Starts pulling `next`'s tag through the engine being measured (pull-ahead): a step
+    /// event now, another when the pull ends, both under `next`'s name.
+    async fn start_pull_ahead(
+        &self,
+        cycle: &CycleId,
+        client: host::ollama::OllamaClient,
+        current: &str,
+        next: &ModelSpec,
+    ) -> PullAhead {
+        let tag = next.tag.clone().unwrap_or_default();
+        let name = next.name.clone();
+        let step = move |what: String| EventBody::Step { model: name.clone(), what };
+        self.event(cycle, step(format!("pull-ahead: pulling {tag} while {current} is measured"))).await;
+        let (bus, cycle, current) = (self.bus.clone(), cycle.clone(), current.to_string());
+        let task = tokio::spawn(async move {
+            let what = match client.pull(&tag, |_| {}).await {
+                Ok(p) => format!(
+                    "pull-ahead: {tag} pulled ({:.1} GB in {:.1} s) while {current} was measured",
+                    p.total_bytes as f64 / 1e9,
+                    p.elapsed.as_secs_f64()
+                ),
+                Err(e) => format!("pull-ahead: pulling {tag} failed ({e}); its own deployment will pull it"),
+            };
+            bus.event_best_effort(Event::new(cycle, Role::Writer, step(what))).await;
+        });
+        PullAhead(task)
+    }
+
+    /// One attempt: deploy, warm up, measure every prompt, tear down. With `next` (pull-ahead),
+    /// that model is pulled through this engine while this one is measured.
     async fn attempt(
         &self,
         cycle: &CycleId,
         report: &VerificationReport,
         s: &Settings,
+        next: Option<&ModelSpec>,
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
@@ -367,6 +397,10 @@ impl Writer {
         let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
+        let pull_ahead = match (next, &dep.api) {
+            (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
+            _ => None,
+        };
         let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
         let guard =
             ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
@@ -442,6 +476,13 @@ impl Writer {
         }
         let tokens: u64 = runs.iter().map(|r| u64::from(r.output_tokens)).sum();
         let (mut telemetry, series) = sampler.finish(tokens).await;
+        if let Some(p) = pull_ahead {
+            // The engine serves the download: keep it up until the next model is in the store.
+            if !p.0.is_finished() {
+                self.event(cycle, step("measured; waiting for the pull-ahead to finish".into())).await;
+            }
+            p.finish().await;
+        }
         let key = format!("telemetry/{cycle}/{}/attempt-{}", m.name, s.changes.len() + 1);
         match self.bus.put_blob(&key, series.as_bytes()).await {
             Ok(blob) => telemetry.series = Some(blob),
@@ -469,6 +510,44 @@ impl Writer {
         .await;
         Ok((runs, info))
     }
+}
+
+/// A pull-ahead download running in the background; aborted if dropped (a failed or canceled
+/// attempt tears its engine down, and the next model's deployment pulls what is missing).
+struct PullAhead(tokio::task::JoinHandle<()>);
+
+impl PullAhead {
+    async fn finish(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for PullAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The model to pull while model `i` is measured, when the plan asks for pull-ahead: the next
+/// model, if it and model `i` are Ollama models on the same runtime and store, and the Reader
+/// did not rule it out.
+fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -> Option<&'a ModelSpec> {
+    let plan = &report.plan;
+    if !plan.defaults.pull_ahead {
+        return None;
+    }
+    // The next model this host runs (on several hosts, Main placed some elsewhere).
+    let j = (i + 1..plan.models.len()).find(|&j| report.runs_here(host, j))?;
+    let (cur, next) = (plan.models.get(i)?, plan.models.get(j)?);
+    let store = |m: &ModelSpec| m.env.get("OLLAMA_MODELS").cloned();
+    let ruled_out = report.verdicts.get(j).is_some_and(|v| v.fit == Fit::NoGo && !next.ignore_fit);
+    (cur.engine == EngineKind::Ollama
+        && next.engine == EngineKind::Ollama
+        && cur.runtime == next.runtime
+        && store(cur) == store(next)
+        && next.tag.is_some()
+        && !ruled_out)
+        .then_some(next)
 }
 
 /// What the deployment told us, for the result.
@@ -587,4 +666,74 @@ fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String)
 
 fn failed(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Failed { reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::results::{FitVerdict, HostFacts};
+
+    fn report(pull_ahead: bool, second_fit: Fit) -> VerificationReport {
+        let plan = Plan::from_toml(&format!(
+            r#"
+name = "t"
+[defaults]
+pull_ahead = {pull_ahead}
+[[models]]
+name = "a"
+engine = "ollama"
+runtime = "process"
+tag = "a:1b"
+[[models]]
+name = "b"
+engine = "ollama"
+runtime = "process"
+tag = "b:1b"
+[[models]]
+name = "c"
+engine = "llama-server"
+runtime = "process"
+model_path = "/c.gguf"
+[[prompts]]
+id = "p"
+text = "hi"
+"#
+        ))
+        .expect("valid plan");
+        let verdict = |model: &str, fit| FitVerdict {
+            model: model.into(),
+            fit,
+            source: String::new(),
+            weights_bytes: None,
+            kv_bytes: None,
+            vram_bytes: None,
+            ram_bytes: None,
+            gpu_layers: None,
+            reason: "r".into(),
+            suggestion: None,
+        };
+        VerificationReport {
+            verdicts: vec![verdict("a", Fit::Go), verdict("b", second_fit), verdict("c", Fit::Go)],
+            plan,
+            plan_hash: String::new(),
+            plan_source: String::new(),
+            host: HostFacts::default(),
+            checks: Vec::new(),
+            placement: None,
+            concurrent_fit: None,
+        }
+    }
+
+    #[test]
+    fn pull_ahead_targets_only_the_next_ollama_model_that_will_run() {
+        let r = report(true, Fit::Go);
+        assert_eq!(pull_ahead_target(&r, "local", 0).map(|m| m.name.as_str()), Some("b"));
+        assert!(pull_ahead_target(&r, "local", 1).is_none(), "c is not an Ollama model");
+        assert!(pull_ahead_target(&r, "local", 2).is_none(), "nothing after the last model");
+        assert!(pull_ahead_target(&report(false, Fit::Go), "local", 0).is_none(), "off by default");
+        assert!(pull_ahead_target(&report(true, Fit::NoGo), "local", 0).is_none(), "b will be skipped as a no-go");
+        let mut other_store = report(true, Fit::Go);
+        other_store.plan.models[1].env.insert("OLLAMA_MODELS".into(), "/elsewhere".into());
+        assert!(pull_ahead_target(&other_store, "local", 0).is_none(), "b lives in another store");
+    }
 }

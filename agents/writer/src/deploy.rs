@@ -11,7 +11,8 @@ use host::engine::{EngineError, GenRequest, Generation};
 use host::ollama::OllamaClient;
 use host::openai::OpenAiClient;
 use host::process::{
-    EngineProcess, ProcessError, ProcessSpec, find_llama_server, llama_server_version, offloaded_layers,
+    EngineProcess, ProcessError, ProcessSpec, find_llama_server, find_ollama, free_port, llama_server_version,
+    offloaded_layers,
 };
 use protocol::CycleId;
 use protocol::plan::{EngineKind, GpuRequest, Runtime, expand_path};
@@ -225,10 +226,7 @@ pub async fn deploy(
     match (s.model.runtime, s.model.engine) {
         (Runtime::Process, EngineKind::LlamaServer) => deploy_process(cycle, s, run_dir, on_step).await,
         (Runtime::Docker, engine) => deploy_container(cycle, host, s, engine, model_store, on_step).await,
-        (Runtime::Process, EngineKind::Ollama) => Err(Failure::new(
-            FailureClass::Other,
-            "the process runtime runs llama-server only; use runtime = \"docker\" for ollama",
-        )),
+        (Runtime::Process, EngineKind::Ollama) => deploy_ollama_process(cycle, s, run_dir, model_store, on_step).await,
     }
 }
 
@@ -383,46 +381,153 @@ async fn deploy_container(
         torn_down: false,
     };
     if let Api::Ollama(c) = &d.api {
-        d.engine_version = c.version().await.ok().map(|v| format!("ollama {v}"));
-        let present = c.has_model(&model_ref).await.unwrap_or(false);
-        if present {
-            on_step(format!("{model_ref} already present: pull skipped"));
-        } else {
-            on_step(format!("pulling {model_ref}"));
-            let mut last = std::time::Instant::now();
-            let pulled = c
-                .pull(&model_ref, |p| {
-                    if let (Some(t), Some(done)) = (p.total, p.completed)
-                        && last.elapsed() > Duration::from_secs(5)
-                        && t > 0
-                    {
-                        last = std::time::Instant::now();
-                        let digest = p.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("");
-                        on_step(format!(
-                            "pulling {model_ref}: {}% of {:.1} GB ({})",
-                            done * 100 / t,
-                            t as f64 / 1e9,
-                            &digest[..digest.len().min(12)]
-                        ));
-                    }
-                })
-                .await;
-            if let Err(e) = pulled {
-                let mut f = engine_failure(&e, "pull");
-                f.target = target;
-                f.evidence.log_tail = docker.log_tail(&running.id, 20).await.unwrap_or_default();
-                return Err(f);
-            }
-        }
-        if let Ok(show) = c.show(&model_ref).await {
-            d.quantization = show.quantization_level.clone();
-        }
-        if let Ok(list) = c.list().await {
-            d.digest = list.into_iter().find(|t| t.name == model_ref || t.model == model_ref).map(|t| t.digest);
+        let c = c.clone();
+        if let Err(e) = ollama_model(&c, &mut d, on_step).await {
+            let mut f = engine_failure(&e, "pull");
+            f.target = target;
+            f.evidence.log_tail = docker.log_tail(&running.id, 20).await.unwrap_or_default();
+            return Err(f);
         }
     } else {
         d.engine_version =
             docker.log_tail(&running.id, 200).await.ok().and_then(|l| l.into_iter().find(|x| x.contains("build")));
+    }
+    d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(d)
+}
+
+/// Ollama's side of a deployment: its version, the model pulled when absent (with progress
+/// steps), then its quantisation and digest.
+async fn ollama_model(
+    c: &OllamaClient,
+    d: &mut Deployed,
+    on_step: &(dyn Fn(String) + Sync),
+) -> Result<(), EngineError> {
+    let model_ref = d.model_ref.clone();
+    d.engine_version = c.version().await.ok().map(|v| format!("ollama {v}"));
+    let present = c.has_model(&model_ref).await.unwrap_or(false);
+    if present {
+        on_step(format!("{model_ref} already present: pull skipped"));
+    } else {
+        on_step(format!("pulling {model_ref}"));
+        let mut last = std::time::Instant::now();
+        let pulled = c
+            .pull(&model_ref, |p| {
+                if let (Some(t), Some(done)) = (p.total, p.completed)
+                    && last.elapsed() > Duration::from_secs(5)
+                    && t > 0
+                {
+                    last = std::time::Instant::now();
+                    let digest = p.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("");
+                    on_step(format!(
+                        "pulling {model_ref}: {}% of {:.1} GB ({})",
+                        done * 100 / t,
+                        t as f64 / 1e9,
+                        &digest[..digest.len().min(12)]
+                    ));
+                }
+            })
+            .await?;
+        on_step(format!(
+            "pulled {model_ref}: {:.1} GB in {:.1} s",
+            pulled.total_bytes as f64 / 1e9,
+            pulled.elapsed.as_secs_f64()
+        ));
+    }
+    if let Ok(show) = c.show(&model_ref).await {
+        d.quantization = show.quantization_level.clone();
+    }
+    if let Ok(list) = c.list().await {
+        d.digest = list.into_iter().find(|t| t.name == model_ref || t.model == model_ref).map(|t| t.digest);
+    }
+    Ok(())
+}
+
+/// `ollama serve` as a host process (users run it natively too): listening on a free loopback
+/// port through `OLLAMA_HOST`, its models under the plan's `host.model_store` (as
+/// `OLLAMA_MODELS`) unless the model's `env` names a store itself.
+async fn deploy_ollama_process(
+    cycle: &CycleId,
+    s: &Settings,
+    run_dir: &Path,
+    model_store: Option<&str>,
+    on_step: &(dyn Fn(String) + Sync),
+) -> Result<Deployed, Failure> {
+    let m = &s.model;
+    let binary =
+        find_ollama(m.binary.as_deref()).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let port = match m.port {
+        Some(p) => p,
+        None => free_port().map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?,
+    };
+    let mut env = m.env.clone();
+    env.insert("OLLAMA_HOST".into(), format!("127.0.0.1:{port}"));
+    if let Some(store) = model_store.and_then(|p| expand_path(p, &env_lookup).ok()) {
+        env.entry("OLLAMA_MODELS".into()).or_insert(store);
+    }
+    env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
+    env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.parallel.max(1).to_string());
+    let mut args = vec!["serve".to_string()];
+    args.extend(m.args.iter().cloned());
+    let model_ref = m.tag.clone().unwrap_or_default();
+    let mut line: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", sh(v))).collect();
+    line.push(sh(&binary.display().to_string()));
+    line.extend(args.iter().map(|a| sh(a)));
+    let deployment = vec![line.join(" "), format!("ollama pull {}", sh(&model_ref))];
+    on_step(format!("starting {} serve on port {port}", binary.display()));
+    let started = tokio::time::Instant::now();
+    let mut process = EngineProcess::start_command(&format!("{cycle}-{}", m.name), &binary, &args, &env, run_dir, port)
+        .map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let target = Some(format!("process:{}", process.pid()));
+    let client = OllamaClient::new(&process.base_url());
+    let timeout = Duration::from_secs(s.load_timeout_s);
+    loop {
+        if let Some(status) = process.exit_status() {
+            let log_tail = process.log_tail(20);
+            return Err(Failure {
+                class: FailureClass::EngineExited,
+                message: format!("ollama serve exited ({status}); last log lines: {}", log_tail.join(" | ")),
+                evidence: Evidence { exit_status: Some(status), log_tail, ..Default::default() },
+                target,
+            });
+        }
+        if client.healthy().await {
+            break;
+        }
+        if started.elapsed() > timeout {
+            let log_tail = process.log_tail(20);
+            process.stop();
+            return Err(Failure {
+                class: FailureClass::EngineUnhealthy,
+                message: format!(
+                    "ollama serve did not answer within {timeout:?}; last log lines: {}",
+                    log_tail.join(" | ")
+                ),
+                evidence: Evidence { log_tail, ..Default::default() },
+                target,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut d = Deployed {
+        api: Api::Ollama(client.clone()),
+        place: Place::Process(process),
+        load_ms: 0.0,
+        engine_version: None,
+        model_ref,
+        quantization: None,
+        digest: None,
+        deployment,
+        keep: false,
+        torn_down: false,
+    };
+    if let Err(e) = ollama_model(&client, &mut d, on_step).await {
+        let mut f = engine_failure(&e, "pull");
+        f.target = target;
+        if let Place::Process(p) = &d.place {
+            f.evidence.log_tail = p.log_tail(20);
+        }
+        return Err(f);
     }
     d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(d)
