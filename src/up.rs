@@ -100,7 +100,7 @@ impl Progress {
     }
 
     fn event(&self, ev: &Event) {
-        let line = ev.line();
+        let line = crate::display::clean(&ev.line());
         match &self.bar {
             Some(bar) => {
                 if matches!(ev.body, EventBody::RunMeasured { .. }) {
@@ -122,6 +122,7 @@ impl Progress {
     }
 
     fn println(&self, s: &str) {
+        let s = crate::display::clean(s);
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{s}")),
             None => println!("{s}"),
@@ -291,7 +292,7 @@ pub async fn run(nats: &NatsArgs, host: &str, plan_path: &Path, out: &Path) -> R
             0
         }
         Outcome::Failed(reason) => {
-            eprintln!("cycle {cycle} failed: {reason}");
+            eprintln!("cycle {cycle} failed: {}", crate::display::clean(&reason));
             exit::FAILED
         }
         Outcome::Canceled => {

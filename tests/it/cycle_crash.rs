@@ -12,18 +12,18 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// The five agents run by hand against one NATS server, so the test can kill them.
-struct Cluster {
-    nats: NatsServer,
+pub(super) struct Cluster {
+    pub(super) nats: NatsServer,
     agents: BTreeMap<&'static str, Child>,
-    out: PathBuf,
-    logs: PathBuf,
-    run_dir: PathBuf,
+    pub(super) out: PathBuf,
+    pub(super) logs: PathBuf,
+    pub(super) run_dir: PathBuf,
 }
 
 const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
 
 impl Cluster {
-    fn start(dir: &Path) -> Cluster {
+    pub(super) fn start(dir: &Path) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
         let mut c = Cluster {
             nats,
@@ -39,7 +39,7 @@ impl Cluster {
         c
     }
 
-    fn spawn(&mut self, role: &'static str) {
+    pub(super) fn spawn(&mut self, role: &'static str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -65,19 +65,19 @@ impl Cluster {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     }
 
-    fn kill(&mut self, role: &'static str) {
+    pub(super) fn kill(&mut self, role: &'static str) {
         if let Some(mut c) = self.agents.remove(role) {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
+    pub(super) fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
         let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
         o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
     }
 
-    fn start_cycle(&self, plan: &Path) -> String {
+    pub(super) fn start_cycle(&self, plan: &Path) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(v) = self.cli(&["start", &plan.display().to_string()]) {
@@ -89,7 +89,7 @@ impl Cluster {
     }
 
     /// Waits until the cycle's record satisfies `pred`; returns it.
-    fn wait_for(
+    pub(super) fn wait_for(
         &self,
         cycle: &str,
         what: &str,
@@ -109,7 +109,7 @@ impl Cluster {
         }
     }
 
-    fn logs_text(&self) -> String {
+    pub(super) fn logs_text(&self) -> String {
         ROLES
             .iter()
             .map(|r| std::fs::read_to_string(self.logs.join(format!("{r}.log"))).unwrap_or_default())
@@ -143,7 +143,7 @@ fn assert_exactly_once(out: &Path, cycle: &str) {
 }
 
 /// Every one of `prompts` × `reps` appears exactly once in `results.json` and `results.csv`.
-fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) {
+pub(super) fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) {
     let r = results(&out.join(cycle));
     let runs = r["models"][0]["runs"].as_array().expect("runs").clone();
     let mut seen = BTreeMap::new();
@@ -152,8 +152,9 @@ fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) 
             .entry((x["prompt_id"].as_str().unwrap_or("").to_string(), x["repetition"].as_u64().unwrap_or(0)))
             .or_insert(0) += 1;
     }
-    let expected: Vec<(String, u64)> =
+    let mut expected: Vec<(String, u64)> =
         prompts.iter().flat_map(|p| (1..=reps).map(move |r| (p.to_string(), r))).collect();
+    expected.sort();
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), expected, "missing or extra results: {seen:?}");
     assert!(seen.values().all(|n| *n == 1), "duplicated results: {seen:?}");
     let csv = std::fs::read_to_string(out.join(cycle).join("data/results.csv")).expect("csv");
@@ -161,7 +162,7 @@ fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) 
 }
 
 /// Records in CSV text (quoted fields may hold newlines).
-fn csv_records(text: &str) -> usize {
+pub(super) fn csv_records(text: &str) -> usize {
     let mut quoted = false;
     let mut records = 0;
     let mut in_record = false;
@@ -182,7 +183,7 @@ fn csv_records(text: &str) -> usize {
     records + usize::from(in_record)
 }
 
-fn no_engine_left(run_dir: &Path) {
+pub(super) fn no_engine_left(run_dir: &Path) {
     let pids: Vec<_> = std::fs::read_dir(run_dir)
         .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).collect())
         .unwrap_or_default();

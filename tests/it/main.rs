@@ -7,5 +7,6 @@ mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
 mod host_checks;
+mod hostile_output;
 mod plan_errors;
 mod support;
