@@ -30,8 +30,8 @@ m_phases=$(echo "$matrix" | sed -n 's/.*phases \([0-9]*\)).*/\1/p')
 m_secs=$(echo "$matrix" | sed -n 's/.*, \([0-9]*\) s$/\1/p')
 dkill=$(grep -m1 '^docker kill:' "$log/crash.log")
 d_left=$(echo "$dkill" | sed -n 's/.*containers left by dead writers \([0-9]*\).*/\1/p')
-crash_ok=$(grep -c '^test cycle_crash::.* ok$' "$log/crash.log" || true)
-crash_all=$(grep -c '^test cycle_crash::' "$log/crash.log" || true)
+crash_ok=$(grep -cE '^test cycle_crash::.* ok$' "$log/crash.log" || true)
+crash_all=$(grep -cE '^test cycle_crash::.* (ok|FAILED)$' "$log/crash.log" || true)
 # Faults: the matrix, the two Docker kills, and one each in the three single-fault tests.
 faults_total=$(( ${m_faults:-0} + $([ -n "$dkill" ] && echo 2 || echo 0) + $(grep -cE '^test cycle_crash::(the_writer_killed_mid|the_nats_server|main_killed).* ok$' "$log/crash.log" || true) ))
 probe=$(sed -n '/security probe/,/holes:/p' "$log/security.log" | tail -n +2)
@@ -78,6 +78,8 @@ mid-work and restarted; the escalation of the troubleshoot phase is answered aft
 | truncated / hostile GGUF files (every prefix, absurd counts, huge strings, random bytes) | model files | reader GGUF tests ($(passed gguf) passed) | $(status gguf) |
 | hostile model output end to end: a 10 MiB answer, NUL/control bytes, ANSI and OSC escapes, invalid UTF-8, characters split across network writes, markdown/HTML/CSV injection, an engine error full of escapes | a hostile engine measured by the real Writer, reports by the real Documentation, the CLI | \`hostile_model_output_is_stored_capped_and_rendered_safely_everywhere\` (every report file valid UTF-8 with no control character, HTML escaped, CSV well formed, the answer capped at 4 MiB with a note, nothing lost, CLI output defused) | $(status hostile) |
 | hostile model output (\`<script>\`, raw HTML, fence breaking) in a browser | reports | documentation snapshot and browser tests (run by \`make test\`) | see \`make test\` |
+
+Bad packages put on agents' handoff subjects in this run: $([ "$(cat "$log/delivery.rc")" = 0 ] && echo "22 (4 + 5 × 3 + 3 forged senders), each dead-lettered with its reason, asserted by the tests above" || echo "not all dead-lettered (see the test output)"); hostile engine outputs: 4 kinds (huge, binary, injection, error).
 
 Panics outside assertions in this run: $panics (each "panicked at" line is a failed assertion or a crash; 0 means none).
 
