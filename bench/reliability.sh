@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fault, bad-input and security tests and writes docs/RELIABILITY.md from what they
 # report. Every figure in the page comes from this run: a test that fails is reported as failed.
-#   bench/reliability.sh        (needs `make deps docker`; ~5 minutes)
+#   bench/reliability.sh        (needs `make deps docker`; ~15 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -12,6 +12,7 @@ run() { # name, cargo args...
     echo $? >"$log/$name.rc"
 }
 run crash --test it cycle_crash
+run hostile --test it hostile_output
 run delivery -p threadcycle-handoffs --test it handoff_delivery
 run security -p threadcycle-handoffs --test it security
 run escalation --test it cycle_escalation
@@ -21,6 +22,18 @@ run gguf -p threadcycle-reader --lib gguf
 status() { [ "$(cat "$log/$1.rc")" = 0 ] && echo "passed" || echo "**FAILED** (see the test output)"; }
 passed() { grep -Eo '[0-9]+ passed' "$log/$1.log" | awk '{s+=$1} END {print s+0}'; }
 panics=$(cat "$log"/*.log | grep -c "panicked at" || true)
+# The kill matrix prints: "kill matrix: faults 25 (agents 5 x phases 5), cycles completed 1, …".
+matrix=$(grep -m1 '^kill matrix:' "$log/crash.log")
+m_faults=$(echo "$matrix" | sed -n 's/.*faults \([0-9]*\).*/\1/p')
+m_agents=$(echo "$matrix" | sed -n 's/.*agents \([0-9]*\) x.*/\1/p')
+m_phases=$(echo "$matrix" | sed -n 's/.*phases \([0-9]*\)).*/\1/p')
+m_secs=$(echo "$matrix" | sed -n 's/.*, \([0-9]*\) s$/\1/p')
+dkill=$(grep -m1 '^docker kill:' "$log/crash.log")
+d_left=$(echo "$dkill" | sed -n 's/.*containers left by dead writers \([0-9]*\).*/\1/p')
+crash_ok=$(grep -cE '^test cycle_crash::.* ok$' "$log/crash.log" || true)
+crash_all=$(grep -cE '^test cycle_crash::.* (ok|FAILED)$' "$log/crash.log" || true)
+# Faults: the matrix, the two Docker kills, and one each in the three single-fault tests.
+faults_total=$(( ${m_faults:-0} + $([ -n "$dkill" ] && echo 2 || echo 0) + $(grep -cE '^test cycle_crash::(the_writer_killed_mid|the_nats_server|main_killed).* ok$' "$log/crash.log" || true) ))
 probe=$(sed -n '/security probe/,/holes:/p' "$log/security.log" | tail -n +2)
 pub=$(echo "$probe" | sed -n 's/forbidden publishes refused: //p')
 sub=$(echo "$probe" | sed -n 's/forbidden subscriptions refused: //p')
@@ -36,6 +49,8 @@ Generated on $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /pr
 
 | Fault | Phase | Test | Outcome | Results lost | Duplicates applied |
 |---|---|---|---|---:|---:|
+| Every agent SIGKILLed and restarted once in every phase: ${m_agents:-?} agents × ${m_phases:-?} phases (verify, deploy, troubleshoot, benchmark, document) = ${m_faults:-not measured} kills in one cycle (${m_secs:-?} s) | all | \`every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_once\` | $(status crash) | 0 | 0 |
+| Writer SIGKILLed with its container up (Docker runtime), while deploying and mid-benchmark; ${d_left:-?} containers of dead Writers found by label and removed, 0 left behind | deploying, benchmarking | \`the_writer_killed_with_a_container_up_leaves_no_container_behind\` | $(status crash) | 0 | 0 |
 | Writer SIGKILLed, restarted (orphan engine reaped) | benchmarking | \`the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_duplicates\` | $(status crash) | 0 | 0 |
 | NATS server SIGKILLed, restarted on its store | benchmarking | \`the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle\` | $(status crash) | 0 | 0 |
 | Main SIGKILLed while an escalation waits for the operator | debugging | \`main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it\` | $(status crash) | 0 | 0 |
@@ -44,8 +59,13 @@ Generated on $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /pr
 | Container OOM-killed at its limit, remedied by Debug | deploying | \`an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit\` | $(status docker) | 0 | 0 |
 | Engine never healthy / model missing / container dies at start | deploying | \`cycle_escalation\`, \`cycle_docker\` | $(status escalation) / $(status docker) | 0 | 0 |
 
+Totals of the crash tests in this run: **${faults_total} faults injected**, **${crash_ok}/${crash_all} cycles completed**, results lost 0, duplicates applied 0.
+
 "Results lost 0 / duplicates 0" is what the crash tests assert: every prompt × repetition appears
 exactly once in \`results.json\` and \`results.csv\`, and no engine or container is left behind.
+In the matrix each phase is held still the moment its first event arrives (its worker is frozen
+with SIGSTOP), the four other agents are killed and restarted, then the worker itself is killed
+mid-work and restarted; the escalation of the troubleshoot phase is answered after all five died.
 
 ## Bad input
 
@@ -56,7 +76,10 @@ exactly once in \`results.json\` and \`results.csv\`, and no engine or container
 | 3 MiB payload (3× the NATS limit) | a handoff subject | \`an_oversize_payload_travels_through_the_object_store\` | $(status delivery) |
 | random envelopes and plan text, absurd numbers, wrong types (proptest) | plans, envelopes | protocol unit tests ($(passed fuzz) passed) | $(status fuzz) |
 | truncated / hostile GGUF files (every prefix, absurd counts, huge strings, random bytes) | model files | reader GGUF tests ($(passed gguf) passed) | $(status gguf) |
-| hostile model output (\`<script>\`, raw HTML, fence breaking) | reports | documentation snapshot and browser tests (run by \`make test\`) | see \`make test\` |
+| hostile model output end to end: a 10 MiB answer, NUL/control bytes, ANSI and OSC escapes, invalid UTF-8, characters split across network writes, markdown/HTML/CSV injection, an engine error full of escapes | a hostile engine measured by the real Writer, reports by the real Documentation, the CLI | \`hostile_model_output_is_stored_capped_and_rendered_safely_everywhere\` (every report file valid UTF-8 with no control character, HTML escaped, CSV well formed, the answer capped at 4 MiB with a note, nothing lost, CLI output defused) | $(status hostile) |
+| hostile model output (\`<script>\`, raw HTML, fence breaking) in a browser | reports | documentation snapshot and browser tests (run by \`make test\`) | see \`make test\` |
+
+Bad packages put on agents' handoff subjects in this run: $([ "$(cat "$log/delivery.rc")" = 0 ] && echo "22 (4 + 5 × 3 + 3 forged senders), each dead-lettered with its reason, asserted by the tests above" || echo "not all dead-lettered (see the test output)"); hostile engine outputs: 4 kinds (huge, binary, injection, error).
 
 Panics outside assertions in this run: $panics (each "panicked at" line is a failed assertion or a crash; 0 means none).
 
@@ -64,10 +87,13 @@ Panics outside assertions in this run: $panics (each "panicked at" line is a fai
 
 | Probe | Refused |
 |---|---|
-| forbidden publishes (every role × subjects it must not publish) | ${pub:-not measured} |
+| forbidden publishes (every role × subjects it must not publish, posing as each other sender included) | ${pub:-not measured} |
 | forbidden subscriptions | ${sub:-not measured} |
 | bad logins (anonymous, wrong and swapped passwords) | ${bad:-not measured} |
 | holes found | ${holes:-not measured} |
+| a forged \`operator_decision\` (Writer posing as Main): refused by the server at publish; on the Writer's own subject, dead-lettered by \`consume\` (sender mismatch, kind Main-only, offloaded too) | \`a_forged_operator_decision_is_refused_at_publish_and_at_consume\`: $(status security) |
+| another role's inbox (\`_INBOX.<role>.>\`) or the shared \`_INBOX.>\` subscribed | \`another_roles_inbox_cannot_be_subscribed\`: $(status security) |
+| the blob store purged by any agent (append-only) | \`a_blob_purge_by_a_non_owner_is_refused\`: $(status security) |
 
 Security tests: $(status security).
 MD

@@ -6,6 +6,24 @@ use protocol::operator::{CycleState, OperatorReply};
 use protocol::results::{EscalationRecord, Fit, FitVerdict};
 use std::path::Path;
 
+/// Text from outside (an engine's error, a container's log, a model's answer, a reason another
+/// agent wrote) made safe for a terminal: control characters other than newline and tab are
+/// shown as visible symbols (ESC as `␛`, NUL as `␀`, DEL as `␡`, C1 controls as `<U+009B>`)
+/// instead of moving the cursor, clearing the screen or retitling the window.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\u{0}'..='\u{1f}' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\u{7f}' => out.push('\u{2421}'),
+            '\u{80}'..='\u{9f}' => out.push_str(&format!("<U+{:04X}>", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 fn gib(b: u64) -> String {
     format!("{:.1} GB", b as f64 / (1u64 << 30) as f64)
 }
@@ -26,26 +44,38 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
                 let state = match &c.state {
                     CycleState::Running { phase } => format!("running ({phase:?})").to_lowercase(),
                     CycleState::Completed => "completed".into(),
-                    CycleState::Failed { reason } => format!("failed: {reason}"),
+                    CycleState::Failed { reason } => format!("failed: {}", clean(reason)),
                     CycleState::Canceled => "canceled".into(),
                 };
                 let on = if c.hosts.is_empty() { c.host.clone() } else { format!("hosts {}", c.hosts.join(", ")) };
                 println!(
                     "{}  {}  plan `{}` on {}  models {}/{}  requests {}/{}",
-                    c.id, state, c.plan, on, c.models_done, c.models_total, c.requests_done, c.requests_total
+                    c.id,
+                    state,
+                    clean(&c.plan),
+                    on,
+                    c.models_done,
+                    c.models_total,
+                    c.requests_done,
+                    c.requests_total
                 );
                 for h in &c.hosts {
                     let placed: Vec<&str> =
                         c.placement.iter().filter(|(_, ph)| *ph == h).map(|(m, _)| m.as_str()).collect();
                     if placed.is_empty() {
-                        println!("    host {h}: waiting for placement");
+                        println!("    host {}: waiting for placement", clean(h));
                     } else {
                         let done = c.host_done.get(h).copied().unwrap_or(0);
-                        println!("    host {h}: models {done}/{} ({})", placed.len(), placed.join(", "));
+                        println!(
+                            "    host {}: models {done}/{} ({})",
+                            clean(h),
+                            placed.len(),
+                            clean(&placed.join(", "))
+                        );
                     }
                 }
                 if let Some(d) = &c.report_dir {
-                    println!("    reports: {d}");
+                    println!("    reports: {}", clean(d));
                 }
             }
             if !agents.is_empty() {
@@ -59,9 +89,9 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
         OperatorReply::Canceled { state } => println!("cycle is now {state:?}"),
         OperatorReply::Reports { dir, files } => match dir {
             Some(d) => {
-                println!("{d}");
+                println!("{}", clean(d));
                 for f in files.iter().filter(|f| !f.starts_with("data/answers/")) {
-                    println!("  {f}");
+                    println!("  {}", clean(f));
                 }
             }
             None => println!("no reports yet"),
@@ -75,21 +105,27 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
             }
         }
         OperatorReply::Resolved { id } => println!("escalation {id}: decision sent"),
-        OperatorReply::Error { code, message } => eprintln!("error ({code}): {message}"),
+        OperatorReply::Error { code, message } => eprintln!("error ({code}): {}", clean(message)),
     }
 }
 
 /// Prints one escalation with its numbered options.
 pub fn print_escalation(e: &EscalationRecord) {
     let state = match &e.decision {
-        Some(d) => format!("decided by {} at {}", d.by, d.at),
+        Some(d) => format!("decided by {} at {}", clean(&d.by), d.at),
         None => "WAITING FOR YOU".into(),
     };
-    println!("escalation {}  cycle {}  model {}  attempt {}  [{}]", e.id, e.cycle, e.model, e.attempt, state);
-    println!("  failure:   {}", e.failure.chars().take(300).collect::<String>());
-    println!("  diagnosis: {} (confidence {:.0}%)", e.diagnosis, e.confidence * 100.0);
+    println!("escalation {}  cycle {}  model {}  attempt {}  [{}]", e.id, e.cycle, clean(&e.model), e.attempt, state);
+    println!("  failure:   {}", clean(&e.failure.chars().take(300).collect::<String>()));
+    println!("  diagnosis: {} (confidence {:.0}%)", clean(&e.diagnosis), e.confidence * 100.0);
     for o in &e.options {
-        println!("  {}) {}{} — {}", o.number, o.summary, if o.safe { "" } else { " (needs your say-so)" }, o.rationale);
+        println!(
+            "  {}) {}{} — {}",
+            o.number,
+            clean(&o.summary),
+            if o.safe { "" } else { " (needs your say-so)" },
+            clean(&o.rationale)
+        );
     }
     if e.decision.is_none() {
         println!("  answer: threadcycle resolve {} <number>   (or --set key=value, --skip, --abort)", e.id);
@@ -239,5 +275,18 @@ pub fn compare(out: &Path, a: &str, b: &str, threshold: f64) -> Result<u8> {
             eprintln!("error: {e}");
             Ok(exit::BAD_INPUT)
         }
+    }
+}
+
+#[cfg(test)]
+mod clean_tests {
+    use super::clean;
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        assert_eq!(
+            clean("boom \u{1b}[2J\u{1b}]0;t\u{7}\0\r\u{7f}\u{9b}x\n\tok é"),
+            "boom ␛[2J␛]0;t␇␀␍␡<U+009B>x\n\tok é"
+        );
     }
 }

@@ -127,7 +127,7 @@ impl Progress {
     }
 
     fn event(&self, ev: &Event) {
-        let line = ev.line();
+        let line = crate::display::clean(&ev.line());
         match &self.bar {
             Some(bar) => {
                 if matches!(ev.body, EventBody::RunMeasured { .. }) {
@@ -149,6 +149,7 @@ impl Progress {
     }
 
     fn println(&self, s: &str) {
+        let s = crate::display::clean(s);
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{s}")),
             None => println!("{s}"),
@@ -324,7 +325,7 @@ pub async fn run(
             0
         }
         Outcome::Failed(reason) => {
-            eprintln!("cycle {cycle} failed: {reason}");
+            eprintln!("cycle {cycle} failed: {}", crate::display::clean(&reason));
             exit::FAILED
         }
         Outcome::Canceled => {

@@ -255,7 +255,7 @@ impl Bus {
 
     /// Publishes a package to its receiver on `host`, waiting until JetStream has stored it.
     pub async fn publish_to(&self, env: &Envelope, host: &HostId) -> Result<PublishOutcome, BusError> {
-        let subject = subj::handoff(env.to, host, &env.cycle);
+        let subject = subj::handoff(env.from, env.to, host, &env.cycle);
         let mut bytes = env.to_bytes();
         let mut offloaded = false;
         if bytes.len() > self.blob_threshold {
@@ -344,11 +344,40 @@ impl Bus {
     }
 
     /// Stores bytes in the object store and returns their reference.
+    ///
+    /// The store is append-only: overwriting an object makes the client purge its old chunks,
+    /// which no agent may do (`security::permissions`). So when `key` is taken (by an earlier
+    /// run of the same handler, say), the bytes go under `<key>~<sha256>` instead, and the same
+    /// bytes stored twice there are stored once. Readers follow the returned reference.
     pub async fn put_blob(&self, key: &str, bytes: &[u8]) -> Result<BlobRef, BusError> {
+        use async_nats::jetstream::object_store::InfoErrorKind;
         let sha256 = hex::encode(Sha256::digest(bytes));
+        let exists = |k: String| async move {
+            match self.blobs.info(&k).await {
+                Ok(info) => Ok(Some(info.deleted)),
+                Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
+                Err(e) => Err(BusError::js(format!("look up blob {k}"), e)),
+            }
+        };
+        let mut name = key.to_string();
+        if exists(name.clone()).await?.is_some() {
+            name = format!("{key}~{sha256}");
+            match exists(name.clone()).await? {
+                Some(false) => return Ok(BlobRef { key: name, sha256, size: bytes.len() as u64 }),
+                Some(true) => {
+                    return Err(BusError::BadRecord {
+                        bucket: subj::BLOB_BUCKET.into(),
+                        key: name,
+                        reason: "a deletion marker stands where these bytes belong; the blob store is append-only"
+                            .into(),
+                    });
+                }
+                None => {}
+            }
+        }
         let mut reader = bytes;
-        self.blobs.put(key, &mut reader).await.map_err(|e| BusError::js(format!("store blob {key}"), e))?;
-        Ok(BlobRef { key: key.into(), sha256, size: bytes.len() as u64 })
+        self.blobs.put(name.as_str(), &mut reader).await.map_err(|e| BusError::js(format!("store blob {name}"), e))?;
+        Ok(BlobRef { key: name, sha256, size: bytes.len() as u64 })
     }
 
     /// Reads a blob and checks its SHA-256.

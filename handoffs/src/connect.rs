@@ -31,7 +31,20 @@ pub struct ConnectConfig {
     pub retry_initial: bool,
 }
 
-/// Connects with reconnect and exponential backoff (100 ms doubling, at most 5 s).
+/// The inbox prefix a client logged in as `user` uses: `_INBOX.<user>` when the user name is a
+/// plain subject token (every threadcycle user is: the role's name), so the server can let only
+/// that user read its replies; the shared `_INBOX` otherwise.
+pub fn inbox_prefix_for(user: Option<&str>) -> String {
+    match user {
+        Some(u) if !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            protocol::subjects::inbox_prefix(u)
+        }
+        _ => "_INBOX".to_string(),
+    }
+}
+
+/// Connects with reconnect and exponential backoff (100 ms doubling, at most 5 s). Replies
+/// arrive under the user's own inbox prefix ([`inbox_prefix_for`]).
 pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(&cfg.name)
@@ -39,6 +52,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError
         .request_timeout(Some(Duration::from_secs(10)))
         .ping_interval(Duration::from_secs(10))
         .max_reconnects(None)
+        .custom_inbox_prefix(inbox_prefix_for(cfg.user.as_deref()))
         .reconnect_delay_callback(|attempt| {
             let ms = 100u64.saturating_mul(1u64 << attempt.min(6) as u32);
             Duration::from_millis(ms.min(5_000))

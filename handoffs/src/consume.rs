@@ -74,20 +74,27 @@ pub async fn consume<H: Handler>(
         let messages = async {
             let stream =
                 bus.js.get_stream(subj::HANDOFF_STREAM).await.map_err(|e| BusError::js("open handoff stream", e))?;
-            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_or_create_consumer(
-                    &name,
-                    pull::Config {
-                        durable_name: Some(name.clone()),
-                        filter_subject: filter.clone(),
-                        ack_wait: ACK_WAIT,
-                        max_deliver: -1,
-                        max_ack_pending: 1,
-                        ..Default::default()
-                    },
-                )
+            let config = pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: filter.clone(),
+                ack_wait: ACK_WAIT,
+                max_deliver: -1,
+                max_ack_pending: 1,
+                ..Default::default()
+            };
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(&name, config.clone())
                 .await
                 .map_err(|e| BusError::js(format!("create consumer {name}"), e))?;
+            if consumer.cached_info().config.filter_subject != filter {
+                // A consumer made before the sender joined the subject: move it to today's filter
+                // (its position and unacked packages are kept).
+                tracing::info!(message = "Updating the handoff consumer's filter.", consumer = %name, %filter);
+                consumer = stream
+                    .update_consumer(config)
+                    .await
+                    .map_err(|e| BusError::js(format!("update consumer {name}"), e))?;
+            }
             consumer.messages().await.map_err(|e| BusError::js(format!("read consumer {name}"), e))
         }
         .await;
@@ -136,10 +143,21 @@ async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, m
         let reason = format!("package addressed to {} arrived at {}", env.to, bus.role);
         return reject(bus, stats, &msg, &subject, &reason, Some(&env)).await;
     }
+    if let Err(reason) = check_sender(&subject, &env) {
+        return reject(bus, stats, &msg, &subject, &reason, Some(&env)).await;
+    }
+    let claimed = env.from;
     let env = match bus.resolve(env).await {
         Ok(env) => env,
         Err(e) => return reject(bus, stats, &msg, &subject, &e.to_string(), None).await,
     };
+    if env.from != claimed {
+        let reason = format!("offloaded package claims {} as sender, its reference {claimed}", env.from);
+        return reject(bus, stats, &msg, &subject, &reason, Some(&env)).await;
+    }
+    if let Err(reason) = check_sender(&subject, &env) {
+        return reject(bus, stats, &msg, &subject, &reason, Some(&env)).await;
+    }
     let key = format!("{}.{}", subj::consumer_name(bus.role, &bus.host), env.id);
     match bus.ledger.get::<serde_json::Value>(&key).await {
         Ok(Some(_)) => {
@@ -197,6 +215,29 @@ async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, m
             let _ = reject(bus, stats, &msg, &subject, &reason, None).await;
         }
     }
+}
+
+/// The sender is authenticated by the subject (the server lets each user publish only with its
+/// own sender token): the envelope's `from` must be the subject's sender, and the sender must be
+/// one that may send this kind of package (`subjects::senders_of`).
+pub fn check_sender(subject: &str, env: &Envelope) -> Result<(), String> {
+    let Some((_, sender)) = subj::handoff_parties(subject) else {
+        return Err(format!("subject {subject} names no known sender"));
+    };
+    if env.from != sender {
+        return Err(format!(
+            "package claims to be from {} but was published on {sender}'s subject {subject}",
+            env.from
+        ));
+    }
+    let kind = env.payload.kind();
+    if let Some(allowed) = subj::senders_of(kind)
+        && !allowed.contains(&sender)
+    {
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        return Err(format!("{sender} may not send {kind} packages (only {})", names.join(", ")));
+    }
+    Ok(())
 }
 
 async fn reject(

@@ -19,6 +19,6 @@ pub mod security;
 pub mod server;
 
 pub use bus::{Bus, Kv, PublishOutcome};
-pub use connect::{ConnectConfig, connect};
+pub use connect::{ConnectConfig, connect, inbox_prefix_for};
 pub use consume::{ConsumeStats, HandleError, Handled, Handler, consume};
 pub use error::BusError;

@@ -141,6 +141,22 @@ fn bucket_streams() -> Vec<String> {
 /// whole-token wildcard, so those roles get `*` with these names carved out.
 const FIXED_CONSUMERS: [&str; 4] = ["main", "main-events", "debug", "documentation"];
 
+/// Who hands packages to whom (sender, receiver): each pair lets the sender publish on
+/// `tc.handoff.<receiver>.<sender>.>`.
+pub const HANDOFF_EDGES: &[(Role, Role)] = &[
+    (Role::Main, Role::Reader),
+    (Role::Main, Role::Debug),
+    (Role::Reader, Role::Writer),
+    (Role::Writer, Role::Debug),
+    (Role::Writer, Role::Documentation),
+    (Role::Debug, Role::Documentation),
+    (Role::Documentation, Role::Main),
+    // Several hosts: each Reader's verification goes to Main, which places the models and hands
+    // each Writer its share.
+    (Role::Reader, Role::Main),
+    (Role::Main, Role::Writer),
+];
+
 /// The permission table.
 ///
 /// Every agent (what `Bus::open`, `consume`, KV and the object store really send):
@@ -157,35 +173,46 @@ const FIXED_CONSUMERS: [&str; 4] = ["main", "main-events", "debug", "documentati
 ///   consumer name.
 /// - Its own events `tc.evt.*.<role>`, its own dead letters `tc.dlq.<role>`, its own heartbeat
 ///   key and its own ledger keys (`<consumer>.<package id>`).
-/// - The object store (`$O.tc_blobs.>` and `STREAM.PURGE.OBJ_tc_blobs`, which overwriting an
-///   object needs): any publisher may offload a large package.
-/// - Subscribe `_INBOX.>` only (API replies, publish acks, pull and ordered-consumer delivery).
+/// - The object store: publishing chunks and metadata (`$O.tc_blobs.>`): any publisher may
+///   offload a large package. `STREAM.PURGE.OBJ_tc_blobs` (which deleting an object, or
+///   overwriting one, sends to drop its chunks) is allowed to nobody: `Bus::put_blob` never
+///   overwrites (a different body for an existing key goes under a new key), so the store is
+///   append-only and no agent can purge another's blobs.
+/// - Subscribe only its own inbox `_INBOX.<role>.>` (API replies, publish acks, pull and
+///   ordered-consumer delivery; `connect` sets the prefix from the user name), so no agent can
+///   read another user's replies.
 ///
-/// Per role, the handoff edges of the cycle and the buckets it writes:
-/// - Main → `tc.handoff.reader.>` (cycle plan), `tc.handoff.debug.>` (operator decision);
-///   writes `tc_cycles`; its event follower (`main-events` on `TC_EVENTS`); subscribes
-///   `tc.svc.main.operator` and answers with `allow_responses`.
-/// - Reader → `tc.handoff.writer.>` (verification report).
-/// - Writer → `tc.handoff.debug.>` (escalation), `tc.handoff.documentation.>` (benchmark
-///   results); writes `tc_results`.
-/// - Debug → `tc.handoff.documentation.>` (troubleshooting log); writes `tc_escalations`.
-/// - Documentation → `tc.handoff.main.>` (reports published); writes `tc_results`.
+/// Per role, the handoff edges of the cycle ([`HANDOFF_EDGES`]) and the buckets it writes. A
+/// handoff subject names receiver and sender (`tc.handoff.<to>.<from>.…`), and each user may
+/// publish only with its own sender token, so the sender of every stored package is
+/// authenticated; `consume` refuses an envelope whose `from` is not the subject's sender or
+/// whose kind that sender may not send (`subjects::senders_of`: only Main sends cycle plans and
+/// operator decisions, …).
+/// - Main → `tc.handoff.reader.main.>` (cycle plan), `tc.handoff.debug.main.>` (operator
+///   decision); writes `tc_cycles`; its event follower (`main-events` on `TC_EVENTS`);
+///   subscribes `tc.svc.main.operator` and answers with `allow_responses`.
+/// - Reader → `tc.handoff.writer.reader.>` (verification report).
+/// - Writer → `tc.handoff.debug.writer.>` (escalation), `tc.handoff.documentation.writer.>`
+///   (benchmark results); writes `tc_results`.
+/// - Debug → `tc.handoff.documentation.debug.>` (troubleshooting log); writes `tc_escalations`.
+/// - Documentation → `tc.handoff.main.documentation.>` (reports published); writes `tc_results`.
 ///
-/// Operator (the CLI): publish `tc.svc.main.operator` only; subscribe `_INBOX.>` (replies) and
-/// `tc.evt.>` (`threadcycle up` follows events). No JetStream access: everything else goes
-/// through Main.
+/// Operator (the CLI): publish `tc.svc.main.operator` only; subscribe `_INBOX.operator.>`
+/// (replies) and `tc.evt.>` (`threadcycle up` follows events). No JetStream access: everything
+/// else goes through Main.
 ///
-/// Known limits, stated rather than hidden: subjects say who a package is for, not its kind,
-/// so Writer (which sends escalations to `tc.handoff.debug.>`) could also put an envelope of
-/// kind `operator_decision` there; Reader and Writer share the `*` consumer-name token, so a
-/// compromised Reader could pull from `writer-<host>`; every agent subscribes `_INBOX.>`, so it
-/// could read other users' replies (a per-user inbox prefix in `connect` would close that).
+/// Known limits, stated rather than hidden: Reader and Writer share the `*` consumer-name token,
+/// so a compromised Reader could pull from `writer-<host>`; object metadata subjects are not
+/// per owner, so an agent could write a deletion marker over another's blob (its chunks stay,
+/// since nobody may purge, and the reader gets an error from the SHA-256 check or the missing
+/// object, never other bytes).
 pub fn permissions(role: Role) -> Permissions {
     let mut p = Permissions::default();
     let pub_ = |p: &mut Permissions, s: String| p.publish_allow.push(s);
+    let inbox = format!("{}.>", subj::inbox_prefix(role.as_str()));
     if role == Role::Operator {
         pub_(&mut p, subj::OPERATOR_SUBJECT.into());
-        p.subscribe_allow = vec!["_INBOX.>".into(), subj::EVENT_WILDCARD.into()];
+        p.subscribe_allow = vec![inbox, subj::EVENT_WILDCARD.into()];
         return p;
     }
     let r = role.as_str();
@@ -228,17 +255,17 @@ pub fn permissions(role: Role) -> Permissions {
     pub_(&mut p, format!("tc.evt.*.{r}"));
     pub_(&mut p, subj::dead_letter(role));
     pub_(&mut p, format!("$O.{}.>", subj::BLOB_BUCKET));
-    pub_(&mut p, format!("$JS.API.STREAM.PURGE.OBJ_{}", subj::BLOB_BUCKET));
-    p.subscribe_allow.push("_INBOX.>".into());
-    // The edges of the cycle.
-    let to = |p: &mut Permissions, target: Role| p.publish_allow.push(format!("tc.handoff.{}.>", target.as_str()));
+    p.subscribe_allow.push(inbox);
+    // The edges of the cycle, with this role's own sender token.
+    for (from, to) in HANDOFF_EDGES {
+        if *from == role {
+            pub_(&mut p, format!("tc.handoff.{}.{r}.>", to.as_str()));
+        }
+    }
     match role {
         Role::Main => {
-            to(&mut p, Role::Reader);
-            to(&mut p, Role::Debug);
-            // Several hosts: Main places the models and hands each Writer its share, keeping
-            // the hosts' reports and the placement in the results bucket.
-            to(&mut p, Role::Writer);
+            // Several hosts: Main keeps the hosts' reports and the placement in the results
+            // bucket.
             pub_(&mut p, format!("$KV.{}.>", subj::RESULTS_BUCKET));
             pub_(&mut p, format!("$KV.{}.>", subj::CYCLES_BUCKET));
             pub_(&mut p, format!("$JS.API.CONSUMER.CREATE.{}.main-events", subj::EVENT_STREAM));
@@ -247,22 +274,14 @@ pub fn permissions(role: Role) -> Permissions {
             p.subscribe_allow.push(subj::OPERATOR_SUBJECT.into());
             p.allow_responses = true;
         }
-        Role::Reader => {
-            to(&mut p, Role::Writer);
-            // Several hosts: the verification report goes to Main for placement.
-            to(&mut p, Role::Main);
-        }
+        Role::Reader => {}
         Role::Writer => {
-            to(&mut p, Role::Debug);
-            to(&mut p, Role::Documentation);
             pub_(&mut p, format!("$KV.{}.>", subj::RESULTS_BUCKET));
         }
         Role::Debug => {
-            to(&mut p, Role::Documentation);
             pub_(&mut p, format!("$KV.{}.>", subj::ESCALATIONS_BUCKET));
         }
         Role::Documentation => {
-            to(&mut p, Role::Main);
             pub_(&mut p, format!("$KV.{}.>", subj::RESULTS_BUCKET));
         }
         Role::Operator => {}
@@ -660,14 +679,20 @@ pub fn forbidden_publishes(role: Role) -> Vec<String> {
     let cycle = "probe";
     let host = "local";
     let mut v = Vec::new();
+    // Every receiver with every sender token: another role's token is a forgery.
     for to in Role::AGENTS {
-        let s = if to.host_bound() {
-            format!("tc.handoff.{}.{host}.{cycle}", to.as_str())
-        } else {
-            format!("tc.handoff.{}.{cycle}", to.as_str())
-        };
-        v.push(s);
+        for from in USERS {
+            let s = if to.host_bound() {
+                format!("tc.handoff.{}.{}.{host}.{cycle}", to.as_str(), from.as_str())
+            } else {
+                format!("tc.handoff.{}.{}.{cycle}", to.as_str(), from.as_str())
+            };
+            v.push(s);
+        }
     }
+    // Purging the blob store (a hole would find an invalid request body, not purge).
+    v.push(format!("$JS.API.STREAM.PURGE.OBJ_{}", subj::BLOB_BUCKET));
+    v.push(format!("$JS.API.STREAM.MSG.DELETE.OBJ_{}", subj::BLOB_BUCKET));
     for other in USERS {
         if other != role {
             v.push(format!("tc.evt.{cycle}.{}", other.as_str()));
@@ -704,7 +729,14 @@ pub fn forbidden_subscriptions(role: Role) -> Vec<String> {
         "tc.handoff.main.probe".into(),
         "$JS.ACK.>".into(),
         ">".into(),
+        "_INBOX.>".into(),
     ];
+    // Other users' replies.
+    for other in USERS {
+        if other != role {
+            v.push(format!("{}.>", subj::inbox_prefix(other.as_str())));
+        }
+    }
     if role != Role::Operator {
         v.push(subj::EVENT_WILDCARD.into());
     }
@@ -765,6 +797,7 @@ pub async fn connect_watching_errors(
 ) -> Result<(async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>), SecurityError> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let client = probe_options(tls_ca)
+        .custom_inbox_prefix(crate::inbox_prefix_for(Some(cred.user())))
         .user_and_password(cred.user().into(), cred.password.clone())
         .name(format!("threadcycle-probe-{}", cred.user()))
         .event_callback(move |ev| {
@@ -869,6 +902,7 @@ mod tests {
     #[test]
     fn wildcards_match_like_the_server() {
         assert!(subject_matches("tc.handoff.main.>", "tc.handoff.main.c1"));
+        assert!(subject_matches("tc.handoff.writer.*.local.>", "tc.handoff.writer.reader.local.c1"));
         assert!(!subject_matches("tc.handoff.main.>", "tc.handoff.main"));
         assert!(subject_matches("tc.evt.*.reader", "tc.evt.c1.reader"));
         assert!(!subject_matches("tc.evt.*.reader", "tc.evt.c1.writer"));
@@ -881,25 +915,26 @@ mod tests {
     fn every_role_may_do_its_real_work() {
         let c = CycleId::parse("c1").expect("id");
         let h = HostId::local();
-        let edges = [
-            (Role::Main, Role::Reader),
-            (Role::Reader, Role::Writer),
-            (Role::Writer, Role::Debug),
-            (Role::Writer, Role::Documentation),
-            (Role::Main, Role::Debug),
-            (Role::Debug, Role::Documentation),
-            (Role::Documentation, Role::Main),
-            // Several hosts: Reader → Main (report), Main → Writer (share).
-            (Role::Reader, Role::Main),
-            (Role::Main, Role::Writer),
-        ];
+        let edges = HANDOFF_EDGES;
         for (from, to) in edges {
-            assert!(permissions(from).may_publish(&subj::handoff(to, &h, &c)), "{from} → {to}");
+            assert!(permissions(*from).may_publish(&subj::handoff(*from, *to, &h, &c)), "{from} → {to}");
         }
         for from in Role::AGENTS {
             for to in Role::AGENTS {
                 if !edges.contains(&(from, to)) {
-                    assert!(!permissions(from).may_publish(&subj::handoff(to, &h, &c)), "{from} must not send to {to}");
+                    assert!(
+                        !permissions(from).may_publish(&subj::handoff(from, to, &h, &c)),
+                        "{from} must not send to {to}"
+                    );
+                }
+                // Nobody may use another role's sender token.
+                for forged in USERS {
+                    if forged != from {
+                        assert!(
+                            !permissions(from).may_publish(&subj::handoff(forged, to, &h, &c)),
+                            "{from} may pose as {forged} towards {to}"
+                        );
+                    }
                 }
             }
             let p = permissions(from);
@@ -912,7 +947,9 @@ mod tests {
             )));
             assert!(p.may_publish(&format!("$JS.API.CONSUMER.MSG.NEXT.TC_HANDOFFS.{name}")));
             assert!(p.may_publish(&format!("$KV.tc_ledger.{name}.0190")));
-            assert!(p.may_subscribe("_INBOX.abc.1"));
+            assert!(p.may_subscribe(&format!("_INBOX.{}.abc.1", from.as_str())));
+            assert!(!p.may_subscribe("_INBOX.abc.1"));
+            assert!(!p.may_publish("$JS.API.STREAM.PURGE.OBJ_tc_blobs"));
             assert!(!p.may_subscribe(subj::OPERATOR_SUBJECT) || from == Role::Main);
             assert!(!p.may_publish(subj::OPERATOR_SUBJECT));
         }
@@ -936,8 +973,13 @@ mod tests {
             assert!(f.len() >= 20, "{role}: {}", f.len());
             assert!(!forbidden_subscriptions(role).is_empty());
         }
-        assert!(forbidden_publishes(Role::Documentation).contains(&"tc.handoff.reader.local.probe".to_string()));
-        assert!(forbidden_publishes(Role::Reader).contains(&"tc.handoff.debug.probe".to_string()));
+        assert!(
+            forbidden_publishes(Role::Documentation)
+                .contains(&"tc.handoff.reader.documentation.local.probe".to_string())
+        );
+        assert!(forbidden_publishes(Role::Reader).contains(&"tc.handoff.debug.reader.probe".to_string()));
+        assert!(forbidden_publishes(Role::Writer).contains(&"tc.handoff.debug.main.probe".to_string()));
+        assert!(forbidden_subscriptions(Role::Writer).contains(&"_INBOX.main.>".to_string()));
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub struct FitVerdict {
     pub suggestion: Option<String>,
 }
 
+/// The most answer text kept from one request; more is cut (hostile or runaway output).
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
 /// Decode tokens/s that memory bandwidth allows: each generated token reads every weight once,
 /// so the time per token is at least GPU bytes / GPU bandwidth + RAM bytes / RAM bandwidth
 /// (bandwidths in decimal GB/s). This is the roofline a memory-bound decode cannot beat.

@@ -32,22 +32,65 @@ pub const EVENT_WILDCARD: &str = "tc.evt.>";
 /// Subjects of the dead-letter stream.
 pub const DEAD_LETTER_WILDCARD: &str = "tc.dlq.>";
 
-/// The subject a package for `to` in `cycle` is published on.
-pub fn handoff(to: Role, host: &HostId, cycle: &CycleId) -> String {
+/// The subject a package from `from` to `to` in `cycle` is published on:
+/// `tc.handoff.<to>.<from>.<host>.<cycle>` when `to` is host-bound (Reader, Writer),
+/// `tc.handoff.<to>.<from>.<cycle>` otherwise.
+///
+/// The sender's role is part of the subject so the server can hold each user to its own
+/// sender token (`handoffs::security::permissions`) and `consume` can refuse an envelope whose
+/// `from` is not the subject's sender.
+pub fn handoff(from: Role, to: Role, host: &HostId, cycle: &CycleId) -> String {
     if to.host_bound() {
-        format!("tc.handoff.{}.{}.{}", to.as_str(), host, cycle)
+        format!("tc.handoff.{}.{}.{}.{}", to.as_str(), from.as_str(), host, cycle)
     } else {
-        format!("tc.handoff.{}.{}", to.as_str(), cycle)
+        format!("tc.handoff.{}.{}.{}", to.as_str(), from.as_str(), cycle)
     }
 }
 
-/// The filter of a role's durable consumer.
+/// What a handoff subject says: receiver and sender (`None` when it is not a handoff subject
+/// of this shape or names a role that does not exist).
+pub fn handoff_parties(subject: &str) -> Option<(Role, Role)> {
+    let mut t = subject.split('.');
+    if t.next() != Some("tc") || t.next() != Some("handoff") {
+        return None;
+    }
+    let to = role_named(t.next()?)?;
+    let from = role_named(t.next()?)?;
+    Some((to, from))
+}
+
+fn role_named(s: &str) -> Option<Role> {
+    Role::AGENTS.into_iter().chain([Role::Operator]).find(|r| r.as_str() == s)
+}
+
+/// The only roles that may send packages of `kind` (as `Payload::kind` names it), or `None` for
+/// a kind any sender the server lets publish to the receiver may send (an `offloaded`
+/// reference, whose inner package is checked once fetched, and kinds added later).
+pub fn senders_of(kind: &str) -> Option<&'static [Role]> {
+    Some(match kind {
+        "cycle_plan" | "operator_decision" => &[Role::Main],
+        // Main forwards each Writer its share of a several-host cycle.
+        "verification_report" => &[Role::Reader, Role::Main],
+        "escalation" | "benchmark_results" => &[Role::Writer],
+        "troubleshooting_log" => &[Role::Debug],
+        "reports_published" => &[Role::Documentation],
+        _ => return None,
+    })
+}
+
+/// The filter of a role's durable consumer: every sender, and for host-bound roles only its host.
 pub fn handoff_filter(role: Role, host: &HostId) -> String {
     if role.host_bound() {
-        format!("tc.handoff.{}.{}.>", role.as_str(), host)
+        format!("tc.handoff.{}.*.{}.>", role.as_str(), host)
     } else {
         format!("tc.handoff.{}.>", role.as_str())
     }
+}
+
+/// The inbox prefix of a NATS user (`_INBOX.<user>`): replies to its requests, publish acks and
+/// pull deliveries arrive under it, and the server lets only that user subscribe there.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX.{user}")
 }
 
 /// The durable consumer name of a role.
@@ -82,7 +125,7 @@ mod tests {
         let c = CycleId::parse("c").expect("valid");
         let h = HostId::local();
         for r in Role::AGENTS {
-            assert!(handoff(r, &h, &c).starts_with("tc.handoff."));
+            assert!(handoff(Role::Main, r, &h, &c).starts_with("tc.handoff."));
             assert!(event(&c, r).starts_with("tc.evt."));
         }
         assert!(OPERATOR_SUBJECT.starts_with("tc.svc."));
@@ -95,8 +138,24 @@ mod tests {
     fn host_bound_roles_carry_the_host() {
         let c = CycleId::parse("c").expect("valid");
         let h = HostId::parse("gpu2").expect("valid");
-        assert_eq!(handoff(Role::Writer, &h, &c), "tc.handoff.writer.gpu2.c");
-        assert_eq!(handoff_filter(Role::Writer, &h), "tc.handoff.writer.gpu2.>");
-        assert_eq!(handoff(Role::Debug, &h, &c), "tc.handoff.debug.c");
+        assert_eq!(handoff(Role::Reader, Role::Writer, &h, &c), "tc.handoff.writer.reader.gpu2.c");
+        assert_eq!(handoff_filter(Role::Writer, &h), "tc.handoff.writer.*.gpu2.>");
+        assert_eq!(handoff(Role::Writer, Role::Debug, &h, &c), "tc.handoff.debug.writer.c");
+    }
+
+    #[test]
+    fn the_subject_names_receiver_and_sender() {
+        let c = CycleId::parse("c").expect("valid");
+        let h = HostId::local();
+        for to in Role::AGENTS {
+            for from in Role::AGENTS {
+                assert_eq!(handoff_parties(&handoff(from, to, &h, &c)), Some((to, from)));
+            }
+        }
+        assert_eq!(handoff_parties("tc.handoff.debug.mallory.c"), None);
+        assert_eq!(handoff_parties("tc.evt.c.main"), None);
+        assert_eq!(handoff_parties("tc.handoff.debug"), None);
+        assert_eq!(senders_of("operator_decision"), Some(&[Role::Main][..]));
+        assert_eq!(senders_of("offloaded"), None);
     }
 }

@@ -1,27 +1,29 @@
-//! Crashes mid-cycle: an agent killed with SIGKILL and restarted, the NATS server killed and
-//! restarted on its store, Main killed while an escalation waits — the cycle completes and every
-//! result appears exactly once.
+//! Crashes mid-cycle: every agent killed with SIGKILL and restarted in every phase (and the
+//! Writer in a Docker deployment), the NATS server killed and restarted on its store, Main
+//! killed while an escalation waits — the cycle completes, every result appears exactly once and
+//! no engine or container is left behind.
 
 use super::support::*;
 use handoffs::server::NatsServer;
+use protocol::events::{Event, EventBody, Phase};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// The five agents run by hand against one NATS server, so the test can kill them.
-struct Cluster {
-    nats: NatsServer,
+pub(super) struct Cluster {
+    pub(super) nats: NatsServer,
     agents: BTreeMap<&'static str, Child>,
-    out: PathBuf,
-    logs: PathBuf,
-    run_dir: PathBuf,
+    pub(super) out: PathBuf,
+    pub(super) logs: PathBuf,
+    pub(super) run_dir: PathBuf,
 }
 
 const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
 
 impl Cluster {
-    fn start(dir: &Path) -> Cluster {
+    pub(super) fn start(dir: &Path) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
         let mut c = Cluster {
             nats,
@@ -37,7 +39,7 @@ impl Cluster {
         c
     }
 
-    fn spawn(&mut self, role: &'static str) {
+    pub(super) fn spawn(&mut self, role: &'static str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,19 +58,26 @@ impl Cluster {
         self.agents.insert(role, child);
     }
 
-    fn kill(&mut self, role: &'static str) {
+    /// Freezes an agent (SIGSTOP) so the phase it is working on holds still.
+    fn freeze(&self, role: &'static str) {
+        let pid = self.agents.get(role).map(|c| c.id()).expect("agent running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    pub(super) fn kill(&mut self, role: &'static str) {
         if let Some(mut c) = self.agents.remove(role) {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
+    pub(super) fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
         let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
         o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
     }
 
-    fn start_cycle(&self, plan: &Path) -> String {
+    pub(super) fn start_cycle(&self, plan: &Path) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(v) = self.cli(&["start", &plan.display().to_string()]) {
@@ -80,7 +89,7 @@ impl Cluster {
     }
 
     /// Waits until the cycle's record satisfies `pred`; returns it.
-    fn wait_for(
+    pub(super) fn wait_for(
         &self,
         cycle: &str,
         what: &str,
@@ -100,7 +109,7 @@ impl Cluster {
         }
     }
 
-    fn logs_text(&self) -> String {
+    pub(super) fn logs_text(&self) -> String {
         ROLES
             .iter()
             .map(|r| std::fs::read_to_string(self.logs.join(format!("{r}.log"))).unwrap_or_default())
@@ -130,6 +139,11 @@ fn crash_plan(dir: &Path) -> PathBuf {
 
 /// Every prompt × repetition appears exactly once.
 fn assert_exactly_once(out: &Path, cycle: &str) {
+    assert_exactly_once_of(out, cycle, &["hello", "second", "third"], 2);
+}
+
+/// Every one of `prompts` × `reps` appears exactly once in `results.json` and `results.csv`.
+pub(super) fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) {
     let r = results(&out.join(cycle));
     let runs = r["models"][0]["runs"].as_array().expect("runs").clone();
     let mut seen = BTreeMap::new();
@@ -138,8 +152,9 @@ fn assert_exactly_once(out: &Path, cycle: &str) {
             .entry((x["prompt_id"].as_str().unwrap_or("").to_string(), x["repetition"].as_u64().unwrap_or(0)))
             .or_insert(0) += 1;
     }
-    let expected: Vec<(String, u64)> =
-        ["hello", "second", "third"].iter().flat_map(|p| (1..=2).map(move |r| (p.to_string(), r))).collect();
+    let mut expected: Vec<(String, u64)> =
+        prompts.iter().flat_map(|p| (1..=reps).map(move |r| (p.to_string(), r))).collect();
+    expected.sort();
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), expected, "missing or extra results: {seen:?}");
     assert!(seen.values().all(|n| *n == 1), "duplicated results: {seen:?}");
     let csv = std::fs::read_to_string(out.join(cycle).join("data/results.csv")).expect("csv");
@@ -147,7 +162,7 @@ fn assert_exactly_once(out: &Path, cycle: &str) {
 }
 
 /// Records in CSV text (quoted fields may hold newlines).
-fn csv_records(text: &str) -> usize {
+pub(super) fn csv_records(text: &str) -> usize {
     let mut quoted = false;
     let mut records = 0;
     let mut in_record = false;
@@ -168,7 +183,7 @@ fn csv_records(text: &str) -> usize {
     records + usize::from(in_record)
 }
 
-fn no_engine_left(run_dir: &Path) {
+pub(super) fn no_engine_left(run_dir: &Path) {
     let pids: Vec<_> = std::fs::read_dir(run_dir)
         .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).collect())
         .unwrap_or_default();
@@ -253,4 +268,223 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     c.wait_for(&cycle, "completion after the operator's answer", 180, |r| r["state"]["state"] == "completed");
     let m = &results(&c.out.join(&cycle))["models"][0];
     assert_eq!(m["status"]["state"], "measured", "{m}");
+}
+
+/// Follows every event on the server (core subscription) from a thread of its own.
+fn follow_events(url: &str) -> std::sync::mpsc::Receiver<Event> {
+    use futures::StreamExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let client = async_nats::ConnectOptions::new()
+                .max_reconnects(Some(5))
+                .connect(url.as_str())
+                .await
+                .expect("event follower connects");
+            let mut sub = client.subscribe("tc.evt.>").await.expect("subscribe events");
+            client.flush().await.expect("flush");
+            let _ = ready_tx.send(());
+            while let Some(m) = sub.next().await {
+                if let Ok(ev) = serde_json::from_slice::<Event>(&m.payload)
+                    && tx.send(ev).is_err()
+                {
+                    break;
+                }
+            }
+        });
+    });
+    ready_rx.recv_timeout(Duration::from_secs(20)).expect("event follower ready");
+    rx
+}
+
+/// A phase of the cycle, the event that shows it has begun, and the agent doing its work.
+struct PhaseHold {
+    phase: &'static str,
+    worker: &'static str,
+    starts: fn(&Event) -> bool,
+}
+
+const PHASES: [PhaseHold; 5] = [
+    PhaseHold {
+        phase: "verify",
+        worker: "reader",
+        starts: |e| matches!(e.body, EventBody::PhaseStarted { phase: Phase::Verifying }),
+    },
+    PhaseHold { phase: "deploy", worker: "writer", starts: |e| matches!(e.body, EventBody::ModelStarted { .. }) },
+    PhaseHold {
+        phase: "troubleshoot",
+        worker: "debug",
+        starts: |e| matches!(e.body, EventBody::EscalationOpened { awaiting_operator: true, .. }),
+    },
+    PhaseHold { phase: "benchmark", worker: "writer", starts: |e| matches!(e.body, EventBody::RunMeasured { .. }) },
+    PhaseHold {
+        phase: "document",
+        worker: "documentation",
+        starts: |e| matches!(e.body, EventBody::PhaseStarted { phase: Phase::Documenting }),
+    },
+];
+
+/// Every agent SIGKILLed and restarted once in every phase of one cycle: verify, deploy (a first
+/// attempt that fails: a 1 s load timeout), troubleshoot (an escalation waiting for the
+/// operator, answered after the kills), benchmark and document. The moment a phase's first event
+/// arrives its worker is frozen (SIGSTOP) so the phase holds still; each of the four others is
+/// killed and restarted; then the worker itself is killed mid-work and restarted. The cycle
+/// completes, each prompt × repetition is in the report exactly once, the orphaned engine is
+/// reaped and none is left.
+#[test]
+fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_once() {
+    require_parts();
+    let _serial = serial();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut c = Cluster::start(tmp.path());
+    let events = follow_events(&c.nats.url());
+    let plan = write_plan(
+        tmp.path(),
+        "kill-matrix",
+        "load_timeout_s = 1",
+        "",
+        "[[prompts]]\nid = \"second\"\ntext = \"Name two uses of a GPU.\"\n\n\
+         [policy]\ndefault = 'ask'\nmax_attempts = 3\nask_timeout_s = 900\n",
+    );
+    let cycle = c.start_cycle(&plan);
+    let mut faults: Vec<(&str, &str)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    for hold in &PHASES {
+        let ev = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the {} phase never began; logs in {}", hold.phase, c.logs.display()));
+            if ev.cycle.as_str() == cycle && (hold.starts)(&ev) {
+                break ev;
+            }
+        };
+        c.freeze(hold.worker);
+        for r in ROLES.iter().copied().filter(|r| *r != hold.worker) {
+            c.kill(r);
+            c.spawn(r);
+            faults.push((r, hold.phase));
+        }
+        c.kill(hold.worker);
+        c.spawn(hold.worker);
+        faults.push((hold.worker, hold.phase));
+        if let EventBody::EscalationOpened { id, .. } = &ev.body {
+            // The operator answers after the kills: the escalation survived all five.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let o = threadcycle()
+                    .args(["resolve", id, "--set", "load_timeout_s=120", "--nats", &c.nats.url()])
+                    .output()
+                    .expect("resolve");
+                if o.status.success() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the escalation could not be resolved: {}", show(&o));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    let rec = c.wait_for(&cycle, "completion after every kill", 600, |r| r["state"]["state"] == "completed");
+    assert!(rec["report_dir"].as_str().is_some());
+    assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
+    let m = &results(&c.out.join(&cycle))["models"][0];
+    assert_eq!(m["status"]["state"], "measured", "{m}");
+    no_engine_left(&c.run_dir);
+    assert!(c.logs_text().contains("Stopping an engine left by an earlier run"), "the orphan engine was not reaped");
+    let phases: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.1).collect();
+    let agents: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.0).collect();
+    assert_eq!(faults.len(), 25, "{faults:?}");
+    assert_eq!((agents.len(), phases.len()), (5, 5));
+    println!(
+        "kill matrix: faults {} (agents {} x phases {}), cycles completed 1, results lost 0, duplicates 0, {:.0} s",
+        faults.len(),
+        agents.len(),
+        phases.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Containers (running or not) labelled with this cycle.
+fn containers_of(cycle: &str) -> Vec<String> {
+    let o = std::process::Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("label=threadcycle.cycle={cycle}")])
+        .output()
+        .expect("docker ps (is dockerd running? scripts/start-dockerd.sh)");
+    assert!(o.status.success(), "docker ps failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+/// The Docker runtime: the Writer SIGKILLed while its container is being deployed, then again
+/// mid-benchmark, restarted each time. The containers the dead Writers left are removed (found
+/// by their labels), the cycle completes with every result once, and no container of the cycle
+/// is left behind.
+#[test]
+fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
+    require_parts();
+    let docker_ok =
+        std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(docker_ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
+    let image_ok = std::process::Command::new("docker")
+        .args(["image", "inspect", "threadcycle/llama-server:test"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(image_ok, "image threadcycle/llama-server:test is missing: run `scripts/build-test-images.sh`");
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut c = Cluster::start(tmp.path());
+    let events = follow_events(&c.nats.url());
+    let plan = write_plan(
+        tmp.path(),
+        "docker-kill",
+        "load_timeout_s = 120",
+        "image = \"threadcycle/llama-server:test\"\nmemory_limit_gb = 1\n",
+        "[[prompts]]\nid = \"second\"\ntext = \"Name two uses of a GPU.\"\n",
+    );
+    let text = std::fs::read_to_string(&plan).expect("plan").replace("runtime = \"process\"", "runtime = \"docker\"");
+    std::fs::write(&plan, text).expect("write plan");
+    let cycle = c.start_cycle(&plan);
+    let mut left_by_the_dead = Vec::new();
+    // Deploy: as soon as the cycle's container exists, the Writer dies.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let found = containers_of(&cycle);
+        if !found.is_empty() {
+            c.kill("writer");
+            left_by_the_dead.extend(found);
+            c.spawn("writer");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no container was deployed; logs in {}", c.logs.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Benchmark: at the first measured request after the restart, the Writer dies again.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev =
+            events.recv_timeout(left).unwrap_or_else(|_| panic!("no request measured; logs in {}", c.logs.display()));
+        if ev.cycle.as_str() == cycle && matches!(ev.body, EventBody::RunMeasured { .. }) {
+            c.kill("writer");
+            let found = containers_of(&cycle);
+            assert!(!found.is_empty(), "the Writer died mid-benchmark but no container of the cycle runs");
+            left_by_the_dead.extend(found);
+            c.spawn("writer");
+            break;
+        }
+    }
+    c.wait_for(&cycle, "completion after the Writer's restarts", 400, |r| r["state"]["state"] == "completed");
+    assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
+    let m = &results(&c.out.join(&cycle))["models"][0];
+    assert_eq!(m["status"]["state"], "measured", "{m}");
+    let remaining = containers_of(&cycle);
+    assert!(remaining.is_empty(), "containers left behind: {remaining:?} (the dead Writers left {left_by_the_dead:?})");
+    println!(
+        "docker kill: faults 2 (writer x deploy, benchmark), containers left by dead writers {}, left behind 0",
+        left_by_the_dead.len()
+    );
 }

