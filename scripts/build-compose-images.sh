@@ -17,9 +17,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGES="$ROOT/tests/images"
-export DOCKER_BUILDKIT=0   # the legacy builder: no buildx plugin, no registry
-
-die() { echo "build-compose-images: $*" >&2; exit 1; }
+PROG=build-compose-images
+# shellcheck source=lib/images.sh
+. "$ROOT/scripts/lib/images.sh"
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/start-dockerd.sh first"
 
@@ -30,37 +30,6 @@ if [ -z "$BIN" ]; then
     done
 fi
 [ -n "$BIN" ] && [ -x "$BIN" ] || die "no threadcycle binary: build it (cargo build) or pass its path"
-
-image_current() {
-    local have
-    have="$(docker image inspect -f '{{ index .Config.Labels "threadcycle.inputs-sha256" }}' "$1" 2>/dev/null || true)"
-    [ "$have" = "$2" ]
-}
-
-build() {
-    local log
-    log="$(mktemp)"
-    if ! docker build -q --label "threadcycle.inputs-sha256=$2" -t "$1" "$3" >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        rm -f "$log"
-        die "building $1 failed"
-    fi
-    rm -f "$log"
-    echo "build-compose-images: built $1"
-}
-
-# copy_libs BINARY ROOTFS: every library BINARY needs, and the loader, at their own paths.
-copy_libs() {
-    if ldd "$1" 2>&1 | grep -q 'not found'; then
-        ldd "$1" >&2
-        die "$1 needs libraries that are not installed here"
-    fi
-    local lib
-    for lib in $(ldd "$1" 2>/dev/null | awk '/=>/ { if ($3 ~ /^\//) print $3; next } $1 ~ /^\// { print $1 }'); do
-        mkdir -p "$2$(dirname "$lib")"
-        cp -L "$lib" "$2$lib"
-    done
-}
 
 build_agents() {
     local tag=threadcycle/agents:local ctx
@@ -77,13 +46,7 @@ build_agents() {
     copy_libs "$BIN" "$ctx/rootfs"
     cp -r "$ROOT/plans" "$ROOT/hosts" "$ctx/app/"
     cp "$IMAGES/agents/Dockerfile" "$ctx/"
-    local sha
-    sha="$(cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-    if image_current "$tag" "$sha"; then
-        echo "build-compose-images: $tag is up to date"
-        return
-    fi
-    build "$tag" "$sha" "$ctx"
+    build_context "$tag" "$ctx"
 }
 
 build_nats() {
@@ -95,14 +58,7 @@ build_nats() {
     if ! head -c 4 "$nats" | grep -q 'ELF'; then
         die "$nats is not the nats-server binary (a launcher script?); set PATH to the binary"
     fi
-    if ! dpkg -s busybox-static >/dev/null 2>&1; then
-        echo "build-compose-images: installing busybox-static"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq busybox-static >/dev/null 2>&1 \
-            || { apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null; }
-    fi
-    bb="$(dpkg -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -n1)"
-    [ -x "${bb:-/bin/busybox}" ] || die "busybox-static installed no /bin/busybox"
+    bb="$(busybox_static)"
     ctx="$(mktemp -d)"
     trap 'rm -rf "$ctx"' RETURN
     mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/bin" "$ctx/rootfs/data" "$ctx/rootfs/tmp" "$ctx/rootfs/etc/nats"
@@ -110,15 +66,9 @@ build_nats() {
     cp -L "$nats" "$ctx/rootfs/usr/local/bin/nats-server"
     copy_libs "$nats" "$ctx/rootfs"
     # busybox picks the applet from its name.
-    cp -L "${bb:-/bin/busybox}" "$ctx/rootfs/bin/wget"
+    cp -L "$bb" "$ctx/rootfs/bin/wget"
     cp "$IMAGES/nats/Dockerfile" "$ctx/"
-    local sha
-    sha="$(cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-    if image_current "$tag" "$sha"; then
-        echo "build-compose-images: $tag is up to date"
-        return
-    fi
-    build "$tag" "$sha" "$ctx"
+    build_context "$tag" "$ctx"
 }
 
 build_agents

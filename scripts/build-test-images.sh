@@ -16,44 +16,16 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGES="$ROOT/tests/images"
 WHAT="${1:-all}"
-export DOCKER_BUILDKIT=0   # the legacy builder: no buildx plugin, no registry
-
-die() { echo "build-test-images: $*" >&2; exit 1; }
+PROG=build-test-images
+# shellcheck source=lib/images.sh
+. "$ROOT/scripts/lib/images.sh"
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/start-dockerd.sh first"
 
-# image_current TAG SHA: true when TAG exists and was built from inputs with this SHA.
-image_current() {
-    local have
-    have="$(docker image inspect -f '{{ index .Config.Labels "threadcycle.inputs-sha256" }}' "$1" 2>/dev/null || true)"
-    [ "$have" = "$2" ]
-}
-
-# build TAG SHA CONTEXT: build CONTEXT as TAG, labelled with SHA.
-build() {
-    local log
-    log="$(mktemp)"
-    if ! docker build -q --label "threadcycle.inputs-sha256=$2" -t "$1" "$3" >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        rm -f "$log"
-        die "building $1 failed"
-    fi
-    rm -f "$log"
-    echo "build-test-images: built $1"
-}
-
 build_crasher() {
     local tag=threadcycle/crasher:test
-    if ! dpkg -s busybox-static >/dev/null 2>&1; then
-        echo "build-test-images: installing busybox-static"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq busybox-static >/dev/null 2>&1 \
-            || { apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null; }
-    fi
     local bb
-    bb="$(dpkg -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -n1)"
-    bb="${bb:-/bin/busybox}"
-    [ -x "$bb" ] || die "busybox-static installed no /bin/busybox"
+    bb="$(busybox_static)"
     local sha
     sha="$(cat "$bb" "$IMAGES/crasher/Dockerfile" "$IMAGES/crasher/crash.sh" | sha256sum | cut -d' ' -f1)"
     if image_current "$tag" "$sha"; then

@@ -4,19 +4,10 @@
 //! where each model was placed and why.
 
 use crate::markdown::{cell, inline, table};
-use crate::render::{checks_table, host_facts_table};
+use crate::render::{checks_table, fit_word, host_facts_table};
 use protocol::messages::{BenchmarkResults, HostVerification, Placement};
 use protocol::results::Fit;
 use std::fmt::Write as _;
-
-fn fit_word(f: Fit) -> &'static str {
-    match f {
-        Fit::Go => "go",
-        Fit::GoPartialOffload => "go, partial offload",
-        Fit::NoGo => "no-go",
-        Fit::Unknown => "unknown",
-    }
-}
 
 /// Every host's facts and checks, one subsection per host.
 pub fn hosts_section(results: &BenchmarkResults) -> String {

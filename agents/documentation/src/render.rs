@@ -602,7 +602,8 @@ fn outcome(v: &View) -> String {
     }
 }
 
-fn fit_word(f: Fit) -> &'static str {
+/// A verdict in words, as the reports write it.
+pub(crate) fn fit_word(f: Fit) -> &'static str {
     match f {
         Fit::Go => "go",
         Fit::GoPartialOffload => "go, partial offload",
