@@ -155,6 +155,15 @@ pub enum EventBody {
     },
     /// The operator canceled the cycle.
     CycleCanceled,
+    /// An agent the cycle waits on has sent no heartbeat for a while (Main's watchdog).
+    AgentSilent {
+        /// The agent (`writer-<host>`, `debug`, …).
+        agent: String,
+        /// Seconds since its last heartbeat (or since the cycle started, if it never beat).
+        silent_s: u64,
+        /// When Main fails the cycle, seconds of silence (0 = never).
+        limit_s: u64,
+    },
     /// Main placed a model on a host (several-host cycles).
     ModelPlaced {
         /// Model.
@@ -197,6 +206,14 @@ impl Event {
             EventBody::EscalationDecided { id, decision, by } => format!("escalation {id}: {decision} (by {by})"),
             EventBody::DeadLetter { subject, reason } => format!("dead letter on {subject}: {reason}"),
             EventBody::DuplicateIgnored { id } => format!("duplicate package {id} ignored"),
+            EventBody::AgentSilent { agent, silent_s, limit_s } => format!(
+                "no heartbeat from {agent} for {silent_s} s (stopped, or cut off from NATS){}",
+                if *limit_s > 0 {
+                    format!("; the cycle fails at {limit_s} s unless it comes back")
+                } else {
+                    String::new()
+                }
+            ),
             EventBody::ReportsWritten { dir } => format!("reports written to {dir}"),
             EventBody::CycleCompleted { dir } => format!("cycle complete: {dir}"),
             EventBody::CycleFailed { reason } => format!("cycle failed: {reason}"),

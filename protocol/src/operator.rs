@@ -125,6 +125,14 @@ pub struct CycleRecord {
     /// Models finished per host (several-host cycles).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_done: BTreeMap<String, u32>,
+    /// The plan's `policy.agent_timeout_s`: how long Main lets an agent the cycle waits on stay
+    /// silent before it fails the cycle (0 = for ever).
+    #[serde(default = "default_agent_timeout_s")]
+    pub agent_timeout_s: u64,
+}
+
+fn default_agent_timeout_s() -> u64 {
+    600
 }
 
 /// An agent's liveness as Main sees it.

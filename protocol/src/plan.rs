@@ -342,11 +342,20 @@ pub struct Policy {
     pub max_attempts: u32,
     /// How long an `ask` waits for the operator, seconds.
     pub ask_timeout_s: u64,
+    /// How long Main lets an agent the cycle waits on go without a heartbeat (it beats every
+    /// 5 s) before it fails the cycle with that agent's name, seconds; 0 = wait for ever.
+    pub agent_timeout_s: u64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { default: PolicyAction::Auto, per_class: BTreeMap::new(), max_attempts: 3, ask_timeout_s: 900 }
+        Self {
+            default: PolicyAction::Auto,
+            per_class: BTreeMap::new(),
+            max_attempts: 3,
+            ask_timeout_s: 900,
+            agent_timeout_s: 600,
+        }
     }
 }
 
@@ -490,6 +499,13 @@ impl Plan {
             if let Some(0) = p.max_tokens {
                 return bad(format!("prompts[{i}].max_tokens"), "expected at least 1".into());
             }
+        }
+        let t = self.policy.agent_timeout_s;
+        if t != 0 && !(15..=7 * 86_400).contains(&t) {
+            return bad(
+                "policy.agent_timeout_s".into(),
+                format!("expected 0 (wait for ever) or 15 to 604800 seconds (agents beat every 5 s), got {t}"),
+            );
         }
         if !(1..=100).contains(&self.policy.max_attempts) {
             return bad("policy.max_attempts".into(), format!("expected 1 to 100, got {}", self.policy.max_attempts));
@@ -704,6 +720,24 @@ text = "hi"
         }
         let e = Plan::from_toml(&OLLAMA.replace("pull_ahead = true", "pull_ahead = \"yes\"")).unwrap_err();
         assert!(e.to_string().contains("pull_ahead"), "{e}");
+    }
+
+    #[test]
+    fn agent_timeout_is_ten_minutes_by_default_zero_or_at_least_three_heartbeats() {
+        assert_eq!(Plan::from_toml(MIN).expect("valid").policy.agent_timeout_s, 600);
+        let with = |t: &str| Plan::from_toml(&format!("{MIN}\n[policy]\nagent_timeout_s = {t}\n"));
+        assert_eq!(with("0").expect("0 = wait for ever").policy.agent_timeout_s, 0);
+        assert_eq!(with("15").expect("15 s").policy.agent_timeout_s, 15);
+        for bad in ["5", "700000"] {
+            match with(bad).unwrap_err() {
+                PlanError::Invalid { field, problem } => {
+                    assert_eq!(field, "policy.agent_timeout_s");
+                    assert!(problem.contains(bad), "{problem}");
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(with("-1").unwrap_err().to_string().contains("agent_timeout_s"));
     }
 
     #[test]

@@ -209,6 +209,29 @@ fn the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_dup
 }
 
 #[test]
+fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut c = Cluster::start(tmp.path());
+    let plan = crash_plan(tmp.path());
+    let text = std::fs::read_to_string(&plan).expect("plan") + "\n[policy]\nagent_timeout_s = 15\n";
+    std::fs::write(&plan, text).expect("plan");
+    let cycle = c.start_cycle(&plan);
+    c.wait_for(&cycle, "the first measured request", 180, |r| r["requests_done"].as_u64().unwrap_or(0) >= 1);
+    // The Writer dies and nobody restarts it: Main's watchdog names it instead of waiting for ever.
+    c.kill("writer");
+    let rec = c.wait_for(&cycle, "the watchdog to fail the cycle", 90, |r| r["state"]["state"] == "failed");
+    let reason = rec["state"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("no heartbeat from writer-local") && reason.contains("agent_timeout_s = 15"), "{reason}");
+    // Back an hour later, say: the packages waited in NATS, the cycle completes, nothing twice.
+    c.spawn("writer");
+    c.wait_for(&cycle, "completion after the Writer came back", 300, |r| r["state"]["state"] == "completed");
+    assert_exactly_once(&c.out, &cycle);
+    no_engine_left(&c.run_dir);
+}
+
+#[test]
 fn the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle() {
     require_parts();
     let _serial = serial();

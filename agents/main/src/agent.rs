@@ -17,10 +17,12 @@ use tokio::sync::watch;
 pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
     let service = tokio::spawn(serve_operator(bus.clone(), shutdown.clone()));
     let follower = tokio::spawn(follow_events(bus.clone(), shutdown.clone()));
+    let watchdog = tokio::spawn(crate::watchdog::run(bus.clone(), Duration::from_secs(5), shutdown.clone()));
     let main = MainAgent { bus: bus.clone() };
     let r = consume(&bus, shutdown, stats, &main).await;
     service.abort();
     follower.abort();
+    watchdog.abort();
     r
 }
 

@@ -6,3 +6,4 @@ pub mod agent;
 pub mod multihost;
 pub mod operator;
 pub mod placement;
+pub mod watchdog;

@@ -12,7 +12,7 @@ use handoffs::{Bus, HandleError, Handled};
 use protocol::events::{Event, EventBody};
 use protocol::ids::derive_id;
 use protocol::messages::{Placement, VerificationReport};
-use protocol::operator::CycleRecord;
+use protocol::operator::{CycleRecord, CycleState};
 use protocol::results::Fit;
 use protocol::{CycleId, Envelope, HostId, Payload, Role};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,8 @@ pub async fn take_report(bus: &Bus, pkg: Uuid, cycle: &CycleId, report: Verifica
     let Some(rec) = bus.cycles.get::<CycleRecord>(cycle.as_str()).await.map_err(HandleError::from)? else {
         return Err(HandleError::Reject(format!("verification report for unknown cycle `{cycle}`")));
     };
-    if rec.state.is_final() {
+    // A cycle failed by the watchdog goes on when the silent host's Reader is back.
+    if matches!(rec.state, CycleState::Canceled | CycleState::Completed) {
         return Ok(());
     }
     let host = report.host.host_id.clone();

@@ -98,6 +98,7 @@ async fn start(
         hosts: several.clone(),
         placement: Default::default(),
         host_done: Default::default(),
+        agent_timeout_s: plan.policy.agent_timeout_s,
     };
     bus.cycles.create(cycle.as_str(), &record).await?;
     bus.event_best_effort(Event::new(

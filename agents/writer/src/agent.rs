@@ -15,7 +15,7 @@ use host::telemetry::{Sampler, ThermalGuard};
 use protocol::events::{Event, EventBody, Phase};
 use protocol::ids::derive_id;
 use protocol::messages::{BenchmarkResults, Escalation, VerificationReport};
-use protocol::operator::CycleRecord;
+use protocol::operator::{CycleRecord, CycleState};
 use protocol::plan::{EngineKind, ModelSpec, Plan};
 use protocol::results::{
     Attempt, Decision, EscalationRecord, FailureClass, Fit, Manifest, ModelResult, ModelStatus, RemedyAction, RunResult,
@@ -100,9 +100,11 @@ impl Writer {
         self.bus.event_best_effort(Event::new(cycle.clone(), Role::Writer, body)).await;
     }
 
+    /// Whether the cycle was canceled or is already complete. A cycle Main marked failed
+    /// because an agent went silent goes on: when the agent is back, its results still land.
     async fn canceled(&self, cycle: &CycleId) -> Result<bool, BusError> {
         let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await?;
-        Ok(rec.is_some_and(|r| r.state.is_final()))
+        Ok(rec.is_some_and(|r| matches!(r.state, CycleState::Canceled | CycleState::Completed)))
     }
 
     async fn run_cycle(&self, pkg: Uuid, cycle: &CycleId, report: VerificationReport) -> Handled {
