@@ -5,6 +5,7 @@
 //! ```text
 //! PATH=$PWD/.venv/bin:$PATH cargo bench -p threadcycle-handoffs --bench handoff_latency
 //! HANDOFF_BENCH_N=5000 cargo bench -p threadcycle-handoffs --bench handoff_latency
+//! HANDOFF_BENCH_STORE=/dev/shm cargo bench -p threadcycle-handoffs --bench handoff_latency   # no disk
 //! ```
 //!
 //! Three runs, each with its own packages (Documentation → Main, ~230 bytes of JSON):
@@ -147,7 +148,16 @@ fn nats_version() -> String {
 
 async fn run() -> Res<()> {
     let n: usize = std::env::var("HANDOFF_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let server = NatsServer::start()?;
+    // HANDOFF_BENCH_STORE puts the store elsewhere, e.g. on tmpfs (/dev/shm), where fsync costs
+    // nothing: the difference to the default run is what the disk adds.
+    let store = std::env::var("HANDOFF_BENCH_STORE").ok().filter(|s| !s.is_empty());
+    let (server, _store_dir) = match &store {
+        Some(base) => {
+            let dir = tempfile::Builder::new().prefix("threadcycle-bench-").tempdir_in(base)?;
+            (NatsServer::start_in(dir.path(), "")?, Some(dir))
+        }
+        None => (NatsServer::start()?, None),
+    };
     println!("# Handoff latency");
     println!();
     println!(
