@@ -218,8 +218,9 @@ impl Writer {
                 cycle,
                 EventBody::ModelStarted {
                     model: m.name.clone(),
-                    index: i as u32 + 1,
-                    of: plan.models.len() as u32,
+                    // Position within this host's share (the whole plan on one host).
+                    index: share_position(report, self.bus.host.as_str(), i).0,
+                    of: share_position(report, self.bus.host.as_str(), i).1,
                     attempt: number,
                 },
             )
@@ -552,6 +553,13 @@ fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -
         .then_some(next)
 }
 
+/// Model `i`'s position from 1 among the models this host runs, and how many those are.
+fn share_position(report: &VerificationReport, host: &str, i: usize) -> (u32, u32) {
+    let mine: Vec<usize> = (0..report.plan.models.len()).filter(|&j| report.runs_here(host, j)).collect();
+    let at = mine.iter().position(|&j| j == i).map_or(i as u32 + 1, |p| p as u32 + 1);
+    (at, mine.len().max(at as usize) as u32)
+}
+
 /// What the deployment told us, for the result.
 struct DeployInfo {
     telemetry: Option<protocol::results::TelemetrySummary>,
@@ -724,6 +732,29 @@ text = "hi"
             placement: None,
             concurrent_fit: None,
         }
+    }
+
+    #[test]
+    fn a_model_is_counted_within_its_hosts_share() {
+        let mut r = report(true, Fit::Go);
+        assert_eq!(share_position(&r, "local", 1), (2, 3), "one host: the whole plan");
+        let place = |host: &str| protocol::messages::ModelPlacement {
+            index: 0,
+            model: String::new(),
+            host: host.into(),
+            fit: Fit::Go,
+            reason: String::new(),
+            verdicts: Vec::new(),
+        };
+        r.placement = Some(protocol::messages::Placement {
+            hosts: vec!["a".into(), "b".into()],
+            models: vec![place("a"), place("b"), place("b")],
+            concurrent: None,
+            concurrent_reason: String::new(),
+        });
+        assert_eq!(share_position(&r, "b", 1), (1, 2));
+        assert_eq!(share_position(&r, "b", 2), (2, 2));
+        assert_eq!(share_position(&r, "a", 0), (1, 1));
     }
 
     #[test]
