@@ -107,6 +107,11 @@ impl Writer {
         Ok(rec.is_some_and(|r| matches!(r.state, CycleState::Canceled | CycleState::Completed)))
     }
 
+    /// The reason, when an escalation of this cycle was decided with `abort` (on any host).
+    async fn aborted_elsewhere(&self, cycle: &CycleId) -> Result<Option<String>, BusError> {
+        aborted_in(&self.bus, cycle).await
+    }
+
     async fn run_cycle(&self, pkg: Uuid, cycle: &CycleId, report: VerificationReport) -> Handled {
         if self.canceled(cycle).await.map_err(HandleError::from)? {
             tracing::info!(message = "Cycle already final; report ignored.", %cycle);
@@ -129,6 +134,11 @@ impl Writer {
                 }
                 results.push(done);
                 continue;
+            }
+            // Several hosts: an abort the operator chose for another host's model stops this
+            // host's share too, at the next model.
+            if aborted.is_none() && report.placement.is_some() {
+                aborted = self.aborted_elsewhere(cycle).await.map_err(HandleError::from)?;
             }
             let result = match &aborted {
                 Some(reason) => skipped(i, m, &report, reason.clone()),
@@ -553,6 +563,22 @@ fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -
         .then_some(next)
 }
 
+/// The reason, when an escalation of `cycle` was decided with `abort` (on any host).
+async fn aborted_in(bus: &Bus, cycle: &CycleId) -> Result<Option<String>, BusError> {
+    for key in bus.escalations.keys().await? {
+        if key.starts_with("ask.") {
+            continue;
+        }
+        let Some(rec) = bus.escalations.get::<EscalationRecord>(&key).await? else { continue };
+        if rec.cycle == cycle.as_str()
+            && let Some(d) = rec.decision.filter(|d| d.action == RemedyAction::Abort)
+        {
+            return Ok(Some(format!("cycle aborted by {} after {}: {}", d.by, rec.model, rec.failure)));
+        }
+    }
+    Ok(None)
+}
+
 /// Model `i`'s position from 1 among the models this host runs, and how many those are.
 fn share_position(report: &VerificationReport, host: &str, i: usize) -> (u32, u32) {
     let mine: Vec<usize> = (0..report.plan.models.len()).filter(|&j| report.runs_here(host, j)).collect();
@@ -732,6 +758,40 @@ text = "hi"
             placement: None,
             concurrent_fit: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_abort_decided_for_any_host_of_the_cycle_is_found() {
+        let server = handoffs::server::NatsServer::start().expect("nats-server (make nats)");
+        let cfg = handoffs::ConnectConfig { url: server.url(), name: "writer-test".into(), ..Default::default() };
+        let client = handoffs::connect(&cfg).await.expect("connect");
+        let bus = Bus::open(client, Role::Writer, protocol::HostId::parse("b").expect("host")).await.expect("bus");
+        let cycle = CycleId::parse("c1").expect("cycle");
+        let rec = |id: &str, cycle: &str, action: Option<RemedyAction>| EscalationRecord {
+            id: id.into(),
+            cycle: cycle.into(),
+            model: "big-model".into(),
+            attempt: 1,
+            failure: "out of memory".into(),
+            class: protocol::results::FailureClass::OomKilled,
+            diagnosis: String::new(),
+            confidence: 1.0,
+            evidence: Default::default(),
+            options: Vec::new(),
+            decision: action.map(|action| protocol::results::Decision {
+                option: None,
+                action,
+                by: "operator".into(),
+                at: String::new(),
+            }),
+            opened_at: String::new(),
+        };
+        bus.escalations.put("e1", &rec("e1", "c1", None)).await.expect("put");
+        bus.escalations.put("e2", &rec("e2", "other", Some(RemedyAction::Abort))).await.expect("put");
+        assert_eq!(aborted_in(&bus, &cycle).await.expect("read"), None, "undecided here, aborted elsewhere");
+        bus.escalations.put("e3", &rec("e3", "c1", Some(RemedyAction::Abort))).await.expect("put");
+        let reason = aborted_in(&bus, &cycle).await.expect("read").expect("aborted");
+        assert!(reason.starts_with("cycle aborted by operator after big-model"), "{reason}");
     }
 
     #[test]
