@@ -193,6 +193,14 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                     None,
                     format!("{} (driver {})", g.name, g.driver),
                 ));
+                checks.push(check(
+                    &format!("gpu{}.bandwidth", g.index),
+                    if g.memory_bandwidth_gbs.is_some() { CheckStatus::Pass } else { CheckStatus::Unavailable },
+                    g.memory_bandwidth_gbs.map(|b| format!("{b:.0} GB/s")).unwrap_or_else(|| "unknown".into()),
+                    None,
+                    "peak memory bandwidth from NVML (bus width × maximum memory clock × 2), for the decode roofline"
+                        .into(),
+                ));
                 let (st, thr) = match (plan.criteria.max_idle_temp_c, g.temperature_c) {
                     (Some(max), Some(t)) if f64::from(t) >= max => (CheckStatus::Fail, Some(format!("< {max} °C"))),
                     (Some(max), Some(_)) => (CheckStatus::Pass, Some(format!("< {max} °C"))),
