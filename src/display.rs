@@ -199,7 +199,7 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
                     .collect::<Vec<_>>()
                     .join(", "))
             );
-            bandwidths = (facts.gpus.iter().find_map(|g| g.memory_bandwidth_gbs), facts.ram_bandwidth_gbs);
+            bandwidths = facts.bandwidths();
             (agent_reader::agent::verdicts(&plan, &facts).0, label)
         }
     };
@@ -252,11 +252,8 @@ fn predicted_roofline(v: &protocol::results::FitVerdict, (gpu_bw, ram_bw): (Opti
     if v.fit == Fit::NoGo {
         return None;
     }
-    let weights = v.weights_bytes?;
-    let (on, total) = v.gpu_layers.unwrap_or((0, 1));
-    let share = if total == 0 { 0.0 } else { f64::from(on.min(total)) / f64::from(total) };
-    let on_gpu = (weights as f64 * share).round() as u64;
-    protocol::results::roofline_decode_tps(on_gpu, weights - on_gpu.min(weights), gpu_bw, ram_bw)
+    let (on_gpu, in_ram) = protocol::results::weights_split(v.weights_bytes?, v.predicted_gpu_share().unwrap_or(0.0));
+    protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw)
 }
 
 /// `threadcycle compare`: markdown comparison of two cycles' results.

@@ -394,7 +394,7 @@ impl Bus {
 
     /// The key this agent's heartbeat is kept under.
     pub fn agent_key(&self) -> String {
-        if self.role.host_bound() { format!("{}-{}", self.role, self.host) } else { self.role.to_string() }
+        subj::heartbeat_key(self.role, self.host.as_str())
     }
 
     /// Writes a heartbeat every `every` until the task is dropped or aborted.

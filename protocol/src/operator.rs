@@ -80,6 +80,12 @@ impl CycleState {
     pub fn is_final(&self) -> bool {
         !matches!(self, CycleState::Running { .. })
     }
+
+    /// Whether the agents stop working on the cycle: canceled or complete. A cycle failed by
+    /// Main's watchdog (a silent agent) goes on, so a late agent's results still land.
+    pub fn stops_work(&self) -> bool {
+        matches!(self, CycleState::Canceled | CycleState::Completed)
+    }
 }
 
 /// Main's record of a cycle (kept in KV).

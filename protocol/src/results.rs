@@ -175,6 +175,29 @@ pub fn roofline_decode_tps(
     (secs > 0.0).then(|| 1.0 / secs)
 }
 
+/// Weights in VRAM and in RAM, bytes, when a share `gpu_share` (0 to 1) of `weights` is on the GPU.
+pub fn weights_split(weights: u64, gpu_share: f64) -> (u64, u64) {
+    let on_gpu = ((weights as f64 * gpu_share.clamp(0.0, 1.0)).round() as u64).min(weights);
+    (on_gpu, weights - on_gpu)
+}
+
+impl FitVerdict {
+    /// The share of the layers the Reader predicted on the GPU (0 to 1), when it predicted a split.
+    pub fn predicted_gpu_share(&self) -> Option<f64> {
+        self.gpu_layers.filter(|(_, t)| *t > 0).map(|(g, t)| f64::from(g.min(t)) / f64::from(t))
+    }
+}
+
+impl HostFacts {
+    /// GPU and RAM bandwidth, decimal GB/s, where known (the first GPU NVML gave one for).
+    pub fn bandwidths(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.gpus.iter().find_map(|g| g.memory_bandwidth_gbs),
+            self.ram_bandwidth_gbs.filter(|b| b.is_finite() && *b > 0.0),
+        )
+    }
+}
+
 /// Mean, spread and sample count of one figure over repetitions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {

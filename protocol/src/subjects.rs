@@ -22,6 +22,12 @@ pub const ESCALATIONS_BUCKET: &str = "tc_escalations";
 pub const RESULTS_BUCKET: &str = "tc_results";
 /// KV bucket: agent heartbeats.
 pub const HEARTBEATS_BUCKET: &str = "tc_heartbeats";
+
+/// The key of an agent's heartbeat in [`HEARTBEATS_BUCKET`]: `<role>-<host>` for the host-bound
+/// Reader and Writer, `<role>` for the others.
+pub fn heartbeat_key(role: Role, host: &str) -> String {
+    if role.host_bound() { format!("{role}-{host}") } else { role.to_string() }
+}
 /// Object store bucket for large payloads and answers.
 pub const BLOB_BUCKET: &str = "tc_blobs";
 

@@ -1473,10 +1473,7 @@ impl Roofline {
                 if !has_gpu {
                     Some((0.0, "no GPU"))
                 } else {
-                    v.verdict
-                        .and_then(|f| f.gpu_layers)
-                        .filter(|(_, t)| *t > 0)
-                        .map(|(g, t)| (f64::from(g.min(t)) / f64::from(t), "predicted"))
+                    v.verdict.and_then(FitVerdict::predicted_gpu_share).map(|x| (x, "predicted"))
                 }
             });
         // The engine's own decode timing is the closest to the memory-bound rate; the client's
@@ -1492,8 +1489,7 @@ impl Roofline {
             r.note = Some(if weights.is_none() { "weight size unknown" } else { "GPU/CPU split unknown" });
             return r;
         };
-        let on_gpu = (w as f64 * share).round() as u64;
-        let in_ram = w.saturating_sub(on_gpu);
+        let (on_gpu, in_ram) = protocol::results::weights_split(w, share);
         r.roof_tps = protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw);
         if r.roof_tps.is_none() {
             r.note = Some(if on_gpu > 0 && gpu_bw.is_none() {
@@ -1508,14 +1504,6 @@ impl Roofline {
     fn efficiency(&self) -> Option<f64> {
         Some(self.measured?.0 / self.roof_tps?)
     }
-}
-
-/// A host's GPU and RAM bandwidth, GB/s, where known.
-fn bandwidths(host: &HostFacts) -> (Option<f64>, Option<f64>) {
-    (
-        host.gpus.iter().find_map(|g| g.memory_bandwidth_gbs),
-        host.ram_bandwidth_gbs.filter(|b| b.is_finite() && *b > 0.0),
-    )
 }
 
 /// The decode roofline: measured decode beside what memory bandwidth allows.
@@ -1533,7 +1521,7 @@ fn roofline_section(ctx: &Ctx) -> String {
             let _ = writeln!(s, "- Host {}:", inline(&host.host_id));
         }
         let pre = if ctx.several_hosts() { "  - " } else { "- " };
-        let (gpu_bw, ram_bw) = bandwidths(host);
+        let (gpu_bw, ram_bw) = host.bandwidths();
         match host.gpus.iter().find(|g| g.memory_bandwidth_gbs.is_some()) {
             Some(g) => {
                 let _ = writeln!(
@@ -1569,7 +1557,7 @@ fn roofline_section(ctx: &Ctx) -> String {
         .measured()
         .map(|v| {
             let host = hosts.iter().find(|h| v.host.is_some_and(|id| id == h.host_id)).unwrap_or(&hosts[0]);
-            let (gpu_bw, ram_bw) = bandwidths(host);
+            let (gpu_bw, ram_bw) = host.bandwidths();
             let r = Roofline::of(v, gpu_bw, ram_bw, !host.gpus.is_empty());
             vec![
                 v.name(),

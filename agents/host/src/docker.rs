@@ -717,7 +717,6 @@ impl DockerRuntime {
         }
     }
 
-    /// Remove every threadcycle container carrying all these labels; returns how many.
     /// Our containers (all states) carrying these labels, as (id, labels).
     pub async fn list_labeled(
         &self,
@@ -738,20 +737,9 @@ impl DockerRuntime {
 
     /// Removes our containers carrying these labels; returns how many.
     pub async fn remove_labeled(&self, filters: &[(&str, &str)]) -> Result<u32, DockerError> {
-        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
-        labels.extend(filters.iter().map(|(k, v)| format!("{k}={v}")));
-        let target = labels.join(",");
-        let options =
-            ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", labels)])).build();
-        let found = self.docker.list_containers(Some(options)).await.map_err(|source| DockerError::Api {
-            action: "list containers labelled",
-            target: target.clone(),
-            source,
-        })?;
         let mut removed = 0;
-        for c in found {
-            let Some(id) = c.id else { continue };
-            tracing::info!(container = %id, labels = %target, "removing a leftover container");
+        for (id, _) in self.list_labeled(filters).await? {
+            tracing::info!(container = %id, ?filters, "removing a leftover container");
             self.remove(&id).await?;
             removed += 1;
         }

@@ -12,7 +12,7 @@ use handoffs::{Bus, HandleError, Handled};
 use protocol::events::{Event, EventBody};
 use protocol::ids::derive_id;
 use protocol::messages::{Placement, VerificationReport};
-use protocol::operator::{CycleRecord, CycleState};
+use protocol::operator::CycleRecord;
 use protocol::results::Fit;
 use protocol::{CycleId, Envelope, HostId, Payload, Role};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub async fn take_report(bus: &Bus, pkg: Uuid, cycle: &CycleId, report: Verifica
         return Err(HandleError::Reject(format!("verification report for unknown cycle `{cycle}`")));
     };
     // A cycle failed by the watchdog goes on when the silent host's Reader is back.
-    if matches!(rec.state, CycleState::Canceled | CycleState::Completed) {
+    if rec.state.stops_work() {
         return Ok(());
     }
     let host = report.host.host_id.clone();

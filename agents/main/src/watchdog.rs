@@ -9,6 +9,7 @@
 use handoffs::{Bus, BusError};
 use protocol::events::{Event, EventBody, Phase};
 use protocol::operator::{AgentLiveness, CycleRecord, CycleState};
+use protocol::subjects::heartbeat_key;
 use protocol::{CycleId, Role};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,13 +23,22 @@ pub fn awaited_agents(rec: &CycleRecord) -> Vec<String> {
     let CycleState::Running { phase } = rec.state else { return Vec::new() };
     let hosts: Vec<&str> =
         if rec.hosts.is_empty() { vec![rec.host.as_str()] } else { rec.hosts.iter().map(String::as_str).collect() };
-    let per_host = |role: Role| hosts.iter().map(move |h| format!("{role}-{h}"));
-    match phase {
-        Phase::Planned | Phase::Verifying => per_host(Role::Reader).collect(),
-        Phase::Benchmarking => per_host(Role::Writer).chain([Role::Debug.to_string()]).collect(),
-        Phase::Documenting => vec![Role::Documentation.to_string()],
-        Phase::Complete => Vec::new(),
+    let roles: &[Role] = match phase {
+        Phase::Planned | Phase::Verifying => &[Role::Reader],
+        Phase::Benchmarking => &[Role::Writer, Role::Debug],
+        Phase::Documenting => &[Role::Documentation],
+        Phase::Complete => &[],
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for &role in roles {
+        for h in &hosts {
+            let key = heartbeat_key(role, h);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
     }
+    keys
 }
 
 /// Each awaited agent that has been silent for at least [`SILENT_AFTER_S`], with the seconds of

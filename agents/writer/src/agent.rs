@@ -15,7 +15,7 @@ use host::telemetry::{Sampler, ThermalGuard};
 use protocol::events::{Event, EventBody, Phase};
 use protocol::ids::derive_id;
 use protocol::messages::{BenchmarkResults, Escalation, VerificationReport};
-use protocol::operator::{CycleRecord, CycleState};
+use protocol::operator::CycleRecord;
 use protocol::plan::{EngineKind, ModelSpec, Plan};
 use protocol::results::{
     Attempt, Decision, EscalationRecord, FailureClass, Fit, Manifest, ModelResult, ModelStatus, RemedyAction, RunResult,
@@ -104,7 +104,7 @@ impl Writer {
     /// because an agent went silent goes on: when the agent is back, its results still land.
     async fn canceled(&self, cycle: &CycleId) -> Result<bool, BusError> {
         let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await?;
-        Ok(rec.is_some_and(|r| matches!(r.state, CycleState::Canceled | CycleState::Completed)))
+        Ok(rec.is_some_and(|r| r.state.stops_work()))
     }
 
     /// The reason, when an escalation of this cycle was decided with `abort` (on any host).
