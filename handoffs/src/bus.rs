@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use protocol::events::Event;
 use protocol::messages::Offloaded;
 use protocol::operator::AgentLiveness;
-use protocol::results::BlobRef;
+use protocol::results::{BlobRef, EscalationRecord};
 use protocol::subjects as subj;
 use protocol::{Envelope, HostId, Payload, Role};
 use serde::Serialize;
@@ -390,6 +390,21 @@ impl Bus {
             return Err(BusError::BlobMismatch { key: r.key.clone(), expected: r.sha256.clone(), actual });
         }
         Ok(buf)
+    }
+
+    /// Every escalation record (not the pending asks kept beside them), oldest first.
+    pub async fn escalation_records(&self) -> Result<Vec<EscalationRecord>, BusError> {
+        let mut out = Vec::new();
+        for k in self.escalations.keys().await? {
+            if k.starts_with("ask.") {
+                continue;
+            }
+            if let Some(r) = self.escalations.get::<EscalationRecord>(&k).await? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.opened_at.cmp(&b.opened_at));
+        Ok(out)
     }
 
     /// The key this agent's heartbeat is kept under.

@@ -33,7 +33,7 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
             None => error("not_found", format!("no cycle `{cycle}`")),
         },
         OperatorRequest::Escalations { all } => {
-            let mut items = escalations(bus).await?;
+            let mut items = bus.escalation_records().await?;
             if !all {
                 items.retain(|r| r.decision.is_none());
             }
@@ -173,21 +173,6 @@ async fn cancel(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
         bus.event_best_effort(Event::new(id, Role::Main, EventBody::CycleCanceled)).await;
     }
     Ok(OperatorReply::Canceled { state: rec.state })
-}
-
-/// Every escalation record, oldest first.
-pub async fn escalations(bus: &Bus) -> Result<Vec<EscalationRecord>, BusError> {
-    let mut out = Vec::new();
-    for k in bus.escalations.keys().await? {
-        if k.starts_with("ask.") {
-            continue;
-        }
-        if let Some(r) = bus.escalations.get::<EscalationRecord>(&k).await? {
-            out.push(r);
-        }
-    }
-    out.sort_by(|a, b| a.opened_at.cmp(&b.opened_at));
-    Ok(out)
 }
 
 async fn resolve(

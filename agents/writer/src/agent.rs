@@ -565,18 +565,10 @@ fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -
 
 /// The reason, when an escalation of `cycle` was decided with `abort` (on any host).
 async fn aborted_in(bus: &Bus, cycle: &CycleId) -> Result<Option<String>, BusError> {
-    for key in bus.escalations.keys().await? {
-        if key.starts_with("ask.") {
-            continue;
-        }
-        let Some(rec) = bus.escalations.get::<EscalationRecord>(&key).await? else { continue };
-        if rec.cycle == cycle.as_str()
-            && let Some(d) = rec.decision.filter(|d| d.action == RemedyAction::Abort)
-        {
-            return Ok(Some(format!("cycle aborted by {} after {}: {}", d.by, rec.model, rec.failure)));
-        }
-    }
-    Ok(None)
+    Ok(bus.escalation_records().await?.into_iter().find_map(|rec| {
+        let d = rec.decision.filter(|d| d.action == RemedyAction::Abort && rec.cycle == cycle.as_str())?;
+        Some(format!("cycle aborted by {} after {}: {}", d.by, rec.model, rec.failure))
+    }))
 }
 
 /// Model `i`'s position from 1 among the models this host runs, and how many those are.
