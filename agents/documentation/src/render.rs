@@ -659,6 +659,24 @@ fn nav(current: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Success criteria
 
+/// The finding on a GPU figure of a model's telemetry: `judge` when it was sampled, else why not.
+fn gpu_figure(
+    v: &View,
+    host_note: Option<&str>,
+    figure: Option<MetricSummary>,
+    missing: &str,
+    judge: impl FnOnce(&TelemetrySummary, MetricSummary) -> (String, Verdict),
+) -> (String, Verdict) {
+    match (v.tel(), figure) {
+        _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
+        (Some(t), Some(m)) => judge(t, m),
+        (Some(_), None) => {
+            (format!("not measured: {}", v.no_gpu(host_note).unwrap_or_else(|| missing.into())), Verdict::NotMeasured)
+        }
+        (None, _) => ("no telemetry was recorded during the runs".into(), Verdict::NotMeasured),
+    }
+}
+
 fn criteria(ctx: &Ctx) -> Vec<Criterion> {
     let c = &ctx.plan.criteria;
     let mut out = Vec::new();
@@ -737,9 +755,9 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
     }
     if let Some(min) = c.min_gpu_util_pct {
         for v in &ctx.views {
-            let (measured, verdict) = match (v.tel(), v.tel().and_then(|t| t.gpu_util_pct)) {
-                _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
-                (_, Some(u)) => (
+            let util = v.tel().and_then(|t| t.gpu_util_pct);
+            let (measured, verdict) = gpu_figure(v, host_note, util, "the GPU reported no utilisation", |_, u| {
+                (
                     format!(
                         "mean {} % over the measured runs (peak {} %, {} samples)",
                         num(u.mean),
@@ -747,16 +765,8 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
                         u.samples
                     ),
                     if u.mean >= min { Verdict::Pass } else { Verdict::Fail },
-                ),
-                (Some(_), None) => (
-                    format!(
-                        "not measured: {}",
-                        v.no_gpu(host_note).unwrap_or_else(|| "the GPU reported no utilisation".into())
-                    ),
-                    Verdict::NotMeasured,
-                ),
-                (None, None) => ("no telemetry was recorded during the runs".into(), Verdict::NotMeasured),
-            };
+                )
+            });
             out.push(Criterion {
                 what: format!("GPU utilisation while generating — {}", v.name()),
                 threshold: format!("≥ {} % (mean)", plain(min)),
@@ -767,21 +777,13 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
     }
     if let Some(max) = c.max_temp_c {
         for v in &ctx.views {
-            let (measured, verdict) = match (v.tel(), v.tel().and_then(|t| t.gpu_temp_c)) {
-                _ if !v.measured() => (outcome(v), Verdict::NotMeasured),
-                (Some(t), Some(temp)) => (
+            let temp = v.tel().and_then(|t| t.gpu_temp_c);
+            let (measured, verdict) = gpu_figure(v, host_note, temp, "the GPU reported no temperature", |t, temp| {
+                (
                     format!("peak {} °C, mean {} °C; {}", num(temp.peak), num(temp.mean), pauses_text(t)),
                     if temp.peak <= max { Verdict::Pass } else { Verdict::Fail },
-                ),
-                (Some(_), None) => (
-                    format!(
-                        "not measured: {}",
-                        v.no_gpu(host_note).unwrap_or_else(|| "the GPU reported no temperature".into())
-                    ),
-                    Verdict::NotMeasured,
-                ),
-                (None, _) => ("no telemetry was recorded during the runs".into(), Verdict::NotMeasured),
-            };
+                )
+            });
             out.push(Criterion {
                 what: format!("Sustained GPU temperature — {}", v.name()),
                 threshold: format!("≤ {} °C (peak)", plain(max)),
