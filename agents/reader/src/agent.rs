@@ -577,7 +577,7 @@ impl Handler for Reader {
 impl Reader {
     async fn verify(&self, pkg: Uuid, cycle: &CycleId, p: CyclePlan) -> Handled {
         let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
-        if rec.is_some_and(|r| r.state.is_final()) {
+        if rec.is_some_and(|r| r.state.stops_work()) {
             return Ok(());
         }
         self.bus
