@@ -404,7 +404,7 @@ pub fn server_config(users: &[Credential], tls: Option<&TlsFiles>) -> String {
 pub struct GenerateOptions {
     /// Make a CA and a server certificate and require TLS.
     pub tls: bool,
-    /// `listen` address (default `0.0.0.0:4222`, as in `deploy/nats/nats.conf`).
+    /// `listen` address (default `0.0.0.0:4222`, what docker-compose.yml publishes).
     pub listen: String,
     /// `server_name`.
     pub server_name: String,
@@ -510,7 +510,7 @@ pub fn read_env_file(path: &Path) -> Result<Credential, SecurityError> {
     Ok(Credential::new(role, password))
 }
 
-/// [`generate_with`] with the defaults of `deploy/nats/nats.conf` (listen `0.0.0.0:4222`,
+/// [`generate_with`] with the defaults docker-compose.yml runs (listen `0.0.0.0:4222`,
 /// store `/data/jetstream`, monitoring on 8222).
 pub fn generate(dir: &Path, tls: bool) -> Result<Generated, SecurityError> {
     generate_with(dir, &GenerateOptions { tls, ..Default::default() })
