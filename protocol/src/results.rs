@@ -369,7 +369,7 @@ pub struct Manifest {
     /// Layers on the GPU, when known.
     pub gpu_layers: Option<String>,
     /// Share of the weights the engine placed in VRAM (0 to 1), from its load log or `/api/ps`;
-    /// 0 on a host without a GPU.
+    /// None when the engine did not say, or the host has no GPU (the report then says so).
     #[serde(default)]
     pub gpu_weight_share: Option<f64>,
     /// CPU threads.

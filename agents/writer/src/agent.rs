@@ -510,7 +510,7 @@ impl Writer {
             peak_vram: dep.vram().await.or(sampled_vram),
             telemetry: Some(telemetry),
             layers: dep.layers().await,
-            gpu_share: if report.host.gpus.is_empty() { Some(0.0) } else { dep.gpu_share().await },
+            gpu_share: if report.host.gpus.is_empty() { None } else { dep.gpu_share().await },
             quantization: dep.quantization.clone(),
             digest: dep.digest.clone(),
             deployment: dep.deployment.clone(),
