@@ -40,6 +40,15 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     for p in &plan.prompts {
         assert!(report.contains(&p.id), "benchmark-report.md has no row for {}", p.id);
     }
+    // The roofline from this host's measured RAM bandwidth: a ceiling and an efficiency, not dashes.
+    let bw = r["verification"]["host"]["ram_bandwidth_gbs"].as_f64().unwrap_or(0.0);
+    assert!(bw > 0.1, "the Reader measured no RAM bandwidth: {}", r["verification"]["host"]);
+    let roof = report.split("## Decode roofline").nth(1).expect("a roofline section");
+    let row = roof.lines().find(|l| l.starts_with("| gemma3-270m")).expect("a roofline row for the model");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[3], "0 % (no GPU)", "{row}");
+    assert!(cells[4].parse::<f64>().is_ok_and(|t| t > 0.0), "no roofline tok/s: {row}");
+    assert!(cells[6].ends_with(" %") && cells[6] != "0 %", "no efficiency: {row}");
     for f in [
         "README.md",
         "deployment-guide.md",
