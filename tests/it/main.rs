@@ -10,7 +10,6 @@ mod cycle_escalation;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;
-mod fake_engine;
 mod host_checks;
 mod hostile_output;
 mod plan_errors;

@@ -114,9 +114,9 @@ pub fn up_ok(plan: &Path, out: &Path) -> PathBuf {
     cycle_dir(out)
 }
 
-/// The fixed-rate fake engine (`src/bin/tc-fake-engine.rs`), built with the tests.
+/// The fixed-rate fake engine (`testkit/src/bin/tc-fake-engine.rs`), built with the workspace's tests.
 pub fn fake_engine() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tc-fake-engine"))
+    testkit::fake_engine()
 }
 
 /// A finished `threadcycle up` and what was watched while it ran.

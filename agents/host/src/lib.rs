@@ -5,7 +5,6 @@
 
 pub mod docker;
 pub mod engine;
-pub mod fake_http;
 pub mod gpu;
 pub mod ollama;
 pub mod openai;

@@ -735,7 +735,7 @@ impl NdjsonLines {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::fake_http::{FakeServer, Route, TokenStream};
+    use testkit::fake_http::{FakeServer, Route, TokenStream};
     use std::collections::BTreeMap;
 
     const MS: Duration = Duration::from_millis(1);
@@ -837,7 +837,7 @@ mod tests {
 
     #[tokio::test]
     async fn generate_reads_the_documented_final_chunk() {
-        let mut chunks = crate::fake_http::ndjson_chunks(vec![(MS, chat_line("Hello!")), (MS, chat_line(" Hi."))]);
+        let mut chunks = testkit::fake_http::ndjson_chunks(vec![(MS, chat_line("Hello!")), (MS, chat_line(" Hi."))]);
         chunks.push((MS, format!("{FINAL_EXAMPLE}\n").into_bytes()));
         let route = Route::stream("POST", "/api/chat", 200, "application/x-ndjson", chunks);
         let (server, client) = server(vec![route]).await;

@@ -30,7 +30,7 @@
 //! A tag whose name contains `does-not-exist` fails its pull with Ollama's exact
 //! `pull model manifest: file does not exist`.
 
-use host::fake_http::{RecordedRequest, read_request, reason};
+use testkit::fake_http::{RecordedRequest, read_request, reason};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io;

@@ -1,7 +1,6 @@
 //! The fixed-rate fake engine held to what the project's real engine clients expect: the
 //! behaviours the cycle tests do not reach (loading, errors, a store shared by two servers).
 
-use super::support::*;
 use host::engine::{EngineError, GenRequest};
 use host::ollama::OllamaClient;
 use host::openai::{Health, OpenAiClient};
@@ -16,6 +15,11 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// This package's own binary, as cargo built it for this test.
+fn fake_engine() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_tc-fake-engine"))
 }
 
 fn free_port() -> u16 {

@@ -1,0 +1,29 @@
+//! Test and benchmark support for threadcycle, kept out of the product: `cargo install --path .`
+//! installs the `threadcycle` binary only, and the `host` library carries no test server.
+//!
+//! - [`fake_http`]: a scripted HTTP/1.1 server with real chunk timing, for the engine clients'
+//!   tests.
+//! - `tc-fake-engine` (this package's binary): a fixed-rate stand-in for `llama-server` and
+//!   `ollama serve`, for the scale test and the pull-ahead benchmark; [`fake_engine`] finds it.
+
+pub mod fake_http;
+
+use std::path::PathBuf;
+
+/// The `tc-fake-engine` binary next to the running test executable (`target/<profile>/`).
+///
+/// `cargo test --workspace` builds it (this package has integration tests, and cargo builds a
+/// package's binaries for those). Run alone, a test that needs it stops here with the command
+/// that builds it, rather than starting something stale or absent.
+pub fn fake_engine() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/tc-fake-engine
+    let dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
+    let bin = dir.join("tc-fake-engine");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p threadcycle-testkit` (or `cargo test --workspace`, which builds it)",
+        bin.display()
+    );
+    bin
+}
