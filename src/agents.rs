@@ -55,6 +55,10 @@ pub async fn run(
     };
     let url = nats.url_or_default();
     let shutdown = shutdown_signal();
+    if !crate::supervise::follow_supervisor() {
+        tracing::warn!(message = "`threadcycle up`, which started this agent, is gone; not starting.");
+        return Ok(0);
+    }
     let client = connect(&nats.config(&url, &format!("threadcycle-{role}"), true)).await?;
     let bus = loop {
         match Bus::open(client.clone(), role, host.clone()).await {

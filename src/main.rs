@@ -4,6 +4,7 @@ mod agents;
 mod cli;
 mod client;
 mod display;
+mod supervise;
 mod up;
 
 use clap::Parser;

@@ -1,11 +1,17 @@
 //! `threadcycle up <plan>`: the whole cycle on one machine — a private nats-server (unless
 //! `--nats` is given), the five agents as child processes, the cycle started, progress shown,
 //! escalations answered from the terminal, and a clean stop on Ctrl-C.
+//!
+//! The agents are supervised (`crate::supervise`): one that crashes is restarted and the cycle
+//! goes on. However `up` ends, it stops every engine its Writers recorded and every container
+//! labelled with its cycle; when the cycle did not complete, the NATS store and the logs are kept
+//! under [`state_root`] in a folder named after the cycle.
 
 use crate::cli::{NatsArgs, read_plan};
 use crate::client::request;
 use crate::display::print_escalation;
 use crate::exit;
+use crate::supervise::{AgentSpec, Notice, RestartPolicy, Supervisor};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use handoffs::security::{self, Credential};
@@ -13,98 +19,144 @@ use handoffs::server::NatsServer;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::events::{Event, EventBody};
 use protocol::operator::{CycleState, OperatorReply, OperatorRequest};
+use protocol::plan::Runtime;
 use protocol::{Role, results::EscalationRecord};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 
-/// The agent children, stopped (SIGTERM, then SIGKILL) when dropped or on `stop`.
-struct Agents {
-    /// Each agent with its name (`reader-<host>` when there are several hosts).
-    children: Vec<(String, Child)>,
-    log_dir: PathBuf,
+/// The agents of one `up`: one Main, Debug and Documentation; one Reader and one Writer per host
+/// (each Reader with its host's profile, if one is given). Returns their specs and the Writers'
+/// engine folders (where each Writer records the pid of every engine it starts).
+fn agent_specs(
+    nats_url: &str,
+    hosts: &[String],
+    profiles: &[(String, PathBuf)],
+    out: &Path,
+    log_dir: &Path,
+    creds: Option<&[Credential]>,
+) -> Result<(Vec<AgentSpec>, Vec<PathBuf>)> {
+    let exe = std::env::current_exe().context("cannot find the threadcycle binary")?;
+    std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let several = hosts.len() > 1;
+    let mut instances: Vec<(Role, &str)> = Vec::new();
+    for role in Role::AGENTS {
+        if role.host_bound() {
+            instances.extend(hosts.iter().map(|h| (role, h.as_str())));
+        } else {
+            instances.push((role, hosts.first().map(String::as_str).unwrap_or("local")));
+        }
+    }
+    let mut specs = Vec::new();
+    let mut run_dirs = Vec::new();
+    for (role, host) in instances {
+        // With several hosts each Reader/Writer gets its own log and engine folder.
+        let tag = if several && role.host_bound() { format!("{role}-{host}") } else { role.to_string() };
+        // Each agent connects as its own least-privilege user; the password travels in the
+        // environment, never on the command line.
+        let mut env: Vec<(String, Option<String>)> = match creds
+            .and_then(|cs| cs.iter().find(|c| c.user() == role.as_str()))
+        {
+            Some(c) => {
+                vec![("NATS_USER".into(), Some(c.user().into())), ("NATS_PASSWORD".into(), Some(c.password().into()))]
+            }
+            None => vec![("NATS_USER".into(), None), ("NATS_PASSWORD".into(), None)],
+        };
+        env.extend([("THREADCYCLE_HOST_PROFILE".into(), None), ("THREADCYCLE_HOST".into(), None)]);
+        let engines = if several { log_dir.join(format!("engines-{host}")) } else { log_dir.join("engines") };
+        env.push(("THREADCYCLE_RUN_DIR".into(), Some(engines.display().to_string())));
+        if role == Role::Writer {
+            run_dirs.push(engines);
+        }
+        let mut args: Vec<OsString> = ["agent", role.as_str(), "--nats", nats_url, "--host", host, "--out"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        args.push(out.as_os_str().to_owned());
+        if let Some((_, p)) = profiles.iter().find(|(h, _)| role == Role::Reader && h == host) {
+            args.extend([OsString::from("--host-profile"), p.as_os_str().to_owned()]);
+        }
+        specs.push(AgentSpec { log: log_dir.join(format!("{tag}.log")), tag, program: exe.clone(), args, env });
+    }
+    Ok((specs, run_dirs))
 }
 
-impl Agents {
-    /// One Main, Debug and Documentation; one Reader and one Writer per host (each Reader with
-    /// its host's profile, if one is given).
-    fn spawn(
-        nats_url: &str,
-        hosts: &[String],
-        profiles: &[(String, PathBuf)],
-        out: &Path,
-        log_dir: &Path,
-        creds: Option<&[Credential]>,
-    ) -> Result<Agents> {
-        let exe = std::env::current_exe().context("cannot find the threadcycle binary")?;
-        std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
-        let several = hosts.len() > 1;
-        let mut children = Vec::new();
-        let mut instances: Vec<(Role, &str)> = Vec::new();
-        for role in Role::AGENTS {
-            if role.host_bound() {
-                instances.extend(hosts.iter().map(|h| (role, h.as_str())));
-            } else {
-                instances.push((role, hosts.first().map(String::as_str).unwrap_or("local")));
-            }
+/// A supervision notice in the operator's words; for an agent given up on, the reason the cycle
+/// fails.
+fn describe(notice: &Notice, log_dir: &Path) -> (String, Option<String>) {
+    let tail = |tag: &str, lines: &[String]| {
+        let mut s = format!("last lines of its log ({}):", log_dir.join(format!("{tag}.log")).display());
+        for l in lines {
+            s.push_str("\n  | ");
+            s.push_str(l);
         }
-        for (role, host) in instances {
-            // With several hosts each Reader/Writer gets its own log and engine folder.
-            let tag = if several && role.host_bound() { format!("{role}-{host}") } else { role.to_string() };
-            let log = std::fs::File::create(log_dir.join(format!("{tag}.log")))?;
-            let err = log.try_clone()?;
-            let mut cmd = Command::new(&exe);
-            // Each agent connects as its own least-privilege user; the password travels in the
-            // environment, never on the command line.
-            if let Some(c) = creds.and_then(|cs| cs.iter().find(|c| c.user() == role.as_str())) {
-                cmd.env("NATS_USER", c.user()).env("NATS_PASSWORD", c.password());
-            } else {
-                cmd.env_remove("NATS_USER").env_remove("NATS_PASSWORD");
-            }
-            cmd.env_remove("THREADCYCLE_HOST_PROFILE").env_remove("THREADCYCLE_HOST");
-            let engines = if several { log_dir.join(format!("engines-{host}")) } else { log_dir.join("engines") };
-            let child = cmd
-                .args(["agent", role.as_str(), "--nats", nats_url, "--host", host, "--out"])
-                .arg(out)
-                .args(match profiles.iter().find(|(h, _)| role == Role::Reader && h == host) {
-                    Some((_, p)) => vec![std::ffi::OsStr::new("--host-profile"), p.as_os_str()],
-                    None => Vec::new(),
-                })
-                .env("THREADCYCLE_RUN_DIR", engines)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(err))
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("cannot start the {role} agent"))?;
-            children.push((tag, child));
+        s
+    };
+    match notice {
+        Notice::Crashed { tag, status, log_tail, crashes, restart_in } => (
+            format!(
+                "the {tag} agent crashed ({status}); restarting it in {} s (crash {crashes} in the last {} min); {}",
+                restart_in.as_secs().max(1),
+                RestartPolicy::default().window.as_secs() / 60,
+                tail(tag, log_tail)
+            ),
+            None,
+        ),
+        Notice::Restarted { tag, pid } => {
+            (format!("the {tag} agent restarted (pid {})", pid.map(|p| p.to_string()).unwrap_or_default()), None)
         }
-        Ok(Agents { children, log_dir: log_dir.to_path_buf() })
+        Notice::GaveUp { tag, status, crashes, window, log_tail } => {
+            let reason = format!(
+                "the {tag} agent crashed {crashes} times within {} min (the last: {status}); not restarting it again",
+                window.as_secs() / 60
+            );
+            (format!("{reason}; {}", tail(tag, log_tail)), Some(reason))
+        }
     }
+}
 
-    /// An agent that exited on its own, if any.
-    fn exited(&mut self) -> Option<(String, String)> {
-        self.children.iter_mut().find_map(|(r, c)| c.try_wait().ok().flatten().map(|s| (r.clone(), s.to_string())))
+/// Shows what supervision did; returns the failure reason when an agent was given up on.
+fn report_notices(notices: Vec<Notice>, log_dir: &Path, show: impl Fn(&str)) -> Option<String> {
+    let mut failed = None;
+    for n in &notices {
+        let (line, reason) = describe(n, log_dir);
+        show(&line);
+        failed = failed.or(reason);
     }
+    failed
+}
 
-    async fn stop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        for (_, c) in &self.children {
-            if let Some(pid) = c.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-        }
-        for (role, c) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
-                tracing::warn!(message = "Agent did not stop in time; killing it.", %role);
-                let _ = c.kill().await;
-            }
+/// Stops every engine a Writer of this `up` recorded (the agents are stopped by now, so any
+/// engine still running is a leftover: a Writer killed mid-benchmark, or one that did not stop
+/// in time) and removes the Docker containers labelled with this cycle.
+async fn reap_engines(run_dirs: &[PathBuf], cycle: Option<&str>, uses_docker: bool) {
+    let stopped: usize = run_dirs.iter().map(|d| host::process::reap_stale(d)).sum();
+    if stopped > 0 {
+        eprintln!("stopped {stopped} engine process(es) left running");
+    }
+    if let (Some(cycle), true) = (cycle, uses_docker)
+        && let Ok(docker) = host::docker::DockerRuntime::connect().await
+    {
+        match docker.remove_labeled(&[("threadcycle.cycle", cycle)]).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("removed {n} container(s) of cycle {cycle} left behind"),
+            Err(e) => eprintln!("warning: cannot remove the containers of cycle {cycle}: {e}"),
         }
     }
+}
+
+/// Where `up` keeps a cycle's private NATS store and agent logs while it runs, and afterwards
+/// when the cycle did not complete: `$XDG_STATE_HOME/threadcycle/up` (by default
+/// `~/.local/state/threadcycle/up`).
+pub fn state_root() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("threadcycle/up")
 }
 
 /// How progress is shown: a bar on a terminal, plain lines when piped.
@@ -163,9 +215,17 @@ impl Progress {
     }
 }
 
+/// How a cycle under `up` ended.
 enum Outcome {
+    /// Its reports are in this folder.
     Completed(String),
+    /// It failed, for this reason.
     Failed(String),
+    /// Main refused the plan (code, message).
+    Refused(String, String),
+    /// Main never answered the start request.
+    NoAnswer,
+    /// The operator canceled it.
     Canceled,
 }
 
@@ -184,7 +244,12 @@ pub async fn run(
             return Ok(exit::BAD_INPUT);
         }
     };
-    let work = tempfile::Builder::new().prefix("threadcycle-up-").tempdir().context("cannot create a work folder")?;
+    let root = state_root();
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("starting-")
+        .tempdir_in(&root)
+        .with_context(|| format!("cannot create a work folder in {}", root.display()))?;
     // The private server is locked down like a production one: one user per agent with only
     // the subjects it needs, and this command as the operator.
     let (server, url, creds) = match &nats.url {
@@ -206,46 +271,145 @@ pub async fn run(
     };
     let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let log_dir = work.path().join("logs");
-    let mut agents = Agents::spawn(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref())?;
+    let (specs, run_dirs) = agent_specs(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref())?;
+    let mut agents = Supervisor::start(specs, RestartPolicy::default())?;
+    let uses_docker = plan.models.iter().any(|m| m.runtime == Runtime::Docker);
     let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));
     let client_config = match operator {
         Some(c) => c.connect_config(&url, None),
         None => nats.config(&url, "threadcycle-up", false),
     };
-    let client = handoffs::connect(&client_config).await?;
-    let mut events = client.subscribe("tc.evt.>").await?;
+    let mut interrupted = interrupt_signal()?;
+    let (cycle, outcome) = match handoffs::connect(&client_config).await {
+        Ok(client) => {
+            let (cycle, outcome) =
+                follow_cycle(&client, &mut agents, &mut interrupted, hosts, &plan, plan_text, plan_path, &log_dir)
+                    .await;
+            agents.stop().await;
+            // Close our own connection before the server goes, so it does not report a disconnect.
+            close(client).await;
+            (cycle, outcome)
+        }
+        Err(e) => {
+            agents.stop().await;
+            (None, Err(anyhow::Error::from(e)))
+        }
+    };
+    reap_engines(&run_dirs, cycle.as_deref(), uses_docker).await;
+    drop(server);
+    // A refused plan measured nothing; a completed cycle's results are in its reports.
+    if matches!(outcome, Ok(Outcome::Completed(_) | Outcome::Refused(..))) {
+        if let Err(e) = work.close() {
+            tracing::warn!(message = "Cannot remove the work folder.", error = %e);
+        }
+    } else {
+        // Nothing measured is thrown away: the store (with every handoff and result so far) and
+        // the logs stay, under the cycle's name.
+        let kept = work.keep();
+        let named = cycle.as_ref().map(|c| root.join(c)).filter(|n| !n.exists() && std::fs::rename(&kept, n).is_ok());
+        let dir = named.unwrap_or(kept);
+        if server_was_private(nats) {
+            eprintln!("the cycle's NATS store and agent logs are kept in {}", dir.display());
+        } else {
+            eprintln!("agent logs kept in {}", dir.join("logs").display());
+        }
+    }
+    let cycle = cycle.unwrap_or_default();
+    Ok(match outcome? {
+        Outcome::Completed(dir) => {
+            println!("{}", Path::new(&dir).join("README.md").display());
+            0
+        }
+        Outcome::Failed(reason) => {
+            eprintln!("cycle {cycle} failed: {}", crate::display::clean(&reason));
+            exit::FAILED
+        }
+        Outcome::Refused(code, message) => {
+            eprintln!("error ({code}): {message}");
+            if code == "bad_plan" { exit::BAD_INPUT } else { exit::FAILED }
+        }
+        Outcome::NoAnswer => {
+            eprintln!("error: Main did not answer within 30 s; logs in {}", log_dir.display());
+            exit::FAILED
+        }
+        Outcome::Canceled => {
+            eprintln!("cycle {cycle} canceled");
+            exit::CANCELED
+        }
+    })
+}
+
+fn server_was_private(nats: &NatsArgs) -> bool {
+    nats.url.is_none()
+}
+
+/// Resolves when the operator presses Ctrl-C or `up` is sent SIGTERM.
+fn interrupt_signal() -> Result<impl std::future::Future<Output = ()> + Unpin> {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }))
+}
+
+/// Drains the connection and waits until it is closed (drain only starts it), so that stopping
+/// the server afterwards does not log a disconnect.
+async fn close(client: async_nats::Client) {
+    let _ = client.drain().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline && client.flush().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts the cycle and follows it to its end, keeping the agents running; returns the cycle's
+/// id (once Main gave one) and how it ended.
+#[allow(clippy::too_many_arguments)]
+async fn follow_cycle(
+    client: &async_nats::Client,
+    agents: &mut Supervisor,
+    interrupted: &mut (impl std::future::Future<Output = ()> + Unpin),
+    hosts: &[String],
+    plan: &protocol::plan::Plan,
+    plan_text: String,
+    plan_path: &Path,
+    log_dir: &Path,
+) -> (Option<String>, Result<Outcome>) {
+    let mut events = match client.subscribe("tc.evt.>").await {
+        Ok(e) => e,
+        Err(e) => return (None, Err(e.into())),
+    };
     let plan_source = plan_path.display().to_string();
     let start = crate::cli::start_request(plan_text, plan_source, hosts);
     let mut cycle = None;
     for _ in 0..120 {
-        match request(&client, &start, Duration::from_secs(10)).await {
+        let reply = tokio::select! {
+            r = request(client, &start, Duration::from_secs(10)) => r,
+            _ = &mut *interrupted => return (None, Ok(Outcome::Canceled)),
+        };
+        match reply {
             Ok(OperatorReply::Started { cycle: c }) => {
                 cycle = Some(c);
                 break;
             }
-            Ok(OperatorReply::Error { code, message }) => {
-                eprintln!("error ({code}): {message}");
-                agents.stop().await;
-                return Ok(if code == "bad_plan" { exit::BAD_INPUT } else { exit::FAILED });
-            }
-            Ok(other) => anyhow::bail!("unexpected answer from Main: {other:?}"),
+            Ok(OperatorReply::Error { code, message }) => return (None, Ok(Outcome::Refused(code, message))),
+            Ok(other) => return (None, Err(anyhow::anyhow!("unexpected answer from Main: {other:?}"))),
             Err(_) => {
-                if let Some((role, status)) = agents.exited() {
-                    eprintln!(
-                        "error: the {role} agent exited at start ({status}); its log: {}",
-                        log_dir.join(format!("{role}.log")).display()
-                    );
-                    return Ok(exit::FAILED);
+                if let Some(reason) =
+                    report_notices(agents.check(), log_dir, |l| eprintln!("{}", crate::display::clean(l)))
+                {
+                    return (None, Ok(Outcome::Failed(reason)));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
     }
-    let Some(cycle) = cycle else {
-        agents.stop().await;
-        eprintln!("error: Main did not answer within 30 s; logs in {}", log_dir.display());
-        return Ok(exit::FAILED);
-    };
+    let Some(cycle) = cycle else { return (None, Ok(Outcome::NoAnswer)) };
     let total = plan.models.len() as u64 * plan.prompts.len() as u64 * u64::from(plan.defaults.repetitions);
     let progress = Progress::new(total);
     progress.println(&format!("cycle {cycle} started (plan `{}`; agent logs in {})", plan.name, log_dir.display()));
@@ -253,6 +417,7 @@ pub async fn run(
     let mut stdin_open = true;
     let mut waiting: Vec<String> = Vec::new();
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut supervise = tokio::time::interval(Duration::from_millis(250));
     let outcome = loop {
         tokio::select! {
             msg = events.next() => {
@@ -265,7 +430,7 @@ pub async fn run(
                 match &ev.body {
                     EventBody::EscalationOpened { id, awaiting_operator: true, .. } => {
                         waiting.push(id.clone());
-                        if let Ok(OperatorReply::Escalations { items }) = request(&client, &OperatorRequest::Escalations { all: false }, Duration::from_secs(10)).await {
+                        if let Ok(OperatorReply::Escalations { items }) = request(client, &OperatorRequest::Escalations { all: false }, Duration::from_secs(10)).await {
                             for e in items.iter().filter(|e| &e.id == id) {
                                 progress.println("");
                                 show_escalation(&progress, e);
@@ -281,13 +446,18 @@ pub async fn run(
             }
             line = stdin.next_line(), if stdin_open => {
                 match line {
-                    Ok(Some(l)) => answer_from_terminal(&client, &progress, &waiting, l.trim()).await,
+                    Ok(Some(l)) => answer_from_terminal(client, &progress, &waiting, l.trim()).await,
                     _ => stdin_open = false,
+                }
+            }
+            _ = supervise.tick() => {
+                if let Some(reason) = report_notices(agents.check(), log_dir, |l| progress.println(l)) {
+                    break Outcome::Failed(reason);
                 }
             }
             _ = poll.tick() => {
                 // A missed event must not leave us waiting: ask Main for the record too.
-                if let Ok(OperatorReply::Status { cycles, .. }) = request(&client, &OperatorRequest::Status { cycle: Some(cycle.clone()) }, Duration::from_secs(10)).await
+                if let Ok(OperatorReply::Status { cycles, .. }) = request(client, &OperatorRequest::Status { cycle: Some(cycle.clone()) }, Duration::from_secs(10)).await
                     && let Some(c) = cycles.first() {
                         match &c.state {
                             CycleState::Completed => break Outcome::Completed(c.report_dir.clone().unwrap_or_default()),
@@ -296,43 +466,16 @@ pub async fn run(
                             CycleState::Running { .. } => {}
                         }
                     }
-                if let Some((role, status)) = agents.exited() {
-                    break Outcome::Failed(format!("the {role} agent exited ({status}); its log: {}", log_dir.join(format!("{role}.log")).display()));
-                }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut *interrupted => {
                 progress.println("canceling: stopping the engine and the agents…");
-                let _ = request(&client, &OperatorRequest::Cancel { cycle: cycle.clone() }, Duration::from_secs(10)).await;
+                let _ = request(client, &OperatorRequest::Cancel { cycle: cycle.clone() }, Duration::from_secs(10)).await;
                 break Outcome::Canceled;
             }
         }
     };
     progress.finish();
-    agents.stop().await;
-    // Close our own connection before the server goes, so it does not report a disconnect.
-    drop(events);
-    let _ = client.drain().await;
-    drop(server);
-    let keep_logs = !matches!(outcome, Outcome::Completed(_));
-    if keep_logs {
-        let kept = std::env::temp_dir().join(format!("threadcycle-logs-{cycle}"));
-        let _ = std::fs::rename(&agents.log_dir, &kept);
-        eprintln!("agent logs kept in {}", kept.display());
-    }
-    Ok(match outcome {
-        Outcome::Completed(dir) => {
-            println!("{}", Path::new(&dir).join("README.md").display());
-            0
-        }
-        Outcome::Failed(reason) => {
-            eprintln!("cycle {cycle} failed: {}", crate::display::clean(&reason));
-            exit::FAILED
-        }
-        Outcome::Canceled => {
-            eprintln!("cycle {cycle} canceled");
-            exit::CANCELED
-        }
-    })
+    (Some(cycle), Ok(outcome))
 }
 
 fn show_escalation(progress: &Progress, e: &EscalationRecord) {

@@ -126,7 +126,7 @@ impl Drop for Cluster {
     }
 }
 
-fn crash_plan(dir: &Path) -> PathBuf {
+pub(super) fn crash_plan(dir: &Path) -> PathBuf {
     let p = write_plan(dir, "crash", "", "", "");
     let text = std::fs::read_to_string(&p)
         .expect("plan")

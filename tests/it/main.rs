@@ -10,6 +10,7 @@ mod cycle_escalation;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;
+mod cycle_up_supervised;
 mod host_checks;
 mod hostile_output;
 mod plan_errors;

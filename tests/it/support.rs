@@ -141,7 +141,7 @@ fn rss_hwm(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// The child of `parent` whose command line is `… agent <role> …`.
-fn agent_child(parent: u32, role: &str) -> Option<u32> {
+pub fn agent_child(parent: u32, role: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,0 +1,177 @@
+//! `threadcycle up` as a service manager: the Writer SIGKILLed mid-benchmark is restarted and the
+//! cycle completes with every result once; Ctrl-C (SIGINT) mid-benchmark leaves no engine
+//! running and keeps the cycle's NATS store and logs.
+
+use super::cycle_crash::{assert_exactly_once_of, crash_plan};
+use super::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `threadcycle up` running in the background, its output going to files.
+struct Up {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    state: PathBuf,
+    out: PathBuf,
+}
+
+impl Up {
+    fn start(dir: &Path, plan: &Path) -> Up {
+        let (stdout, stderr, state, out) =
+            (dir.join("up.stdout"), dir.join("up.stderr"), dir.join("state"), dir.join("out"));
+        let child = threadcycle()
+            .arg("up")
+            .arg(plan)
+            .arg("--out")
+            .arg(&out)
+            .env("XDG_STATE_HOME", &state)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("run threadcycle up");
+        Up { child, stdout, stderr, state, out }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// Waits until `n` requests were measured (the plain progress lines say `TTFT`).
+    fn wait_measured(&mut self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+            if text.matches(" TTFT ").count() >= n {
+                return;
+            }
+            assert!(self.child.try_wait().expect("wait").is_none(), "up ended early:\n{}", self.output());
+            assert!(Instant::now() < deadline, "{n} request(s) were never measured:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for `up` to exit; its exit code.
+    fn wait(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("up did not end within {secs} s:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The Writer's pid and the pid of the engine it runs.
+    fn writer_and_engine(&self) -> (u32, u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(w) = agent_child(self.child.id(), "writer")
+                && let Some(e) = engine_of(w)
+            {
+                return (w, e);
+            }
+            assert!(Instant::now() < deadline, "no engine found under the Writer:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The parent pid of a process.
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The engine (a `llama-server --model … --port …`) the Writer `writer` started.
+fn engine_of(writer: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ");
+        (ppid(pid) == Some(writer) && cmd.contains("--model") && cmd.contains("--port")).then_some(pid)
+    })
+}
+
+/// Whether a process still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string)))
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+    nix::sys::signal::kill(pid, sig).expect("signal");
+}
+
+#[test]
+fn the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once() {
+    require_parts();
+    let _serial = serial();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
+    up.wait_measured(2);
+    let (writer, engine) = up.writer_and_engine();
+    signal(writer, nix::sys::signal::Signal::SIGKILL);
+    let code = up.wait(420);
+    let text = up.output();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("the writer agent crashed (signal: 9 (SIGKILL)); restarting it in 1 s"), "{text}");
+    assert!(text.contains("last lines of its log") && text.contains("the writer agent restarted (pid"), "{text}");
+    let cycle = cycle_dir(&up.out).file_name().expect("cycle").to_string_lossy().to_string();
+    assert_exactly_once_of(&up.out, &cycle, &["hello", "second", "third"], 2);
+    assert!(!running(engine), "the engine {engine} the killed Writer had started still runs");
+    // Completed: nothing is kept.
+    let kept: Vec<_> = std::fs::read_dir(up.state.join("threadcycle/up")).expect("state").flatten().collect();
+    assert!(kept.is_empty(), "state left after a completed cycle: {kept:?}");
+    println!(
+        "up supervision: writer SIGKILLed mid-benchmark, restarted 1, cycles completed 1, results 6 each once, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn ctrl_c_to_up_mid_benchmark_stops_every_engine_and_keeps_the_store() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
+    up.wait_measured(1);
+    let (_, engine) = up.writer_and_engine();
+    signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
+    let code = up.wait(120);
+    let text = up.output();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(!running(engine), "the engine {engine} still runs after Ctrl-C:\n{text}");
+    assert!(!text.contains("Disconnected from NATS"), "{text}");
+    let started = std::fs::read_to_string(&up.stdout).expect("stdout");
+    let cycle = started
+        .lines()
+        .find_map(|l| l.strip_prefix("cycle ")?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cycle id in the output:\n{text}"))
+        .to_string();
+    let kept = up.state.join("threadcycle/up").join(&cycle);
+    assert!(text.contains(&format!("kept in {}", kept.display())), "{text}");
+    assert!(kept.join("nats/jetstream").is_dir(), "no NATS store kept in {}", kept.display());
+    assert!(kept.join("logs/writer.log").is_file(), "no Writer log kept in {}", kept.display());
+}
