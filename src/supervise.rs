@@ -167,7 +167,7 @@ impl Supervisor {
                 }
                 a.crashes.push_back(now);
                 let crashes = a.crashes.len();
-                let log_tail = host::process::tail_file(&a.spec.log, LOG_TAIL_LINES);
+                let log_tail = log_tail(&a.spec);
                 let status = status.to_string();
                 if crashes > self.policy.max_crashes {
                     a.given_up = true;
@@ -281,6 +281,30 @@ fn spawn(spec: &AgentSpec) -> Result<Child, StartError> {
         .map_err(|e| fail(e.to_string()))
 }
 
+/// The last lines of an agent's log, without the colours its log lines are written with.
+fn log_tail(spec: &AgentSpec) -> Vec<String> {
+    host::process::tail_file(&spec.log, LOG_TAIL_LINES).iter().map(|l| strip_ansi(l)).collect()
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A line in an agent's log that says what supervision did, so the log reads in order.
 fn mark_log(spec: &AgentSpec, what: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log) {
@@ -333,6 +357,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         all
+    }
+
+    #[test]
+    fn log_tails_lose_their_colours() {
+        let line = "\u{1b}[2m2026-11-30T13:12:46Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m Agent started. \u{1b}[3mrole\u{1b}[0m\u{1b}[2m=\u{1b}[0mwriter";
+        assert_eq!(strip_ansi(line), "2026-11-30T13:12:46Z  INFO Agent started. role=writer");
+        assert_eq!(strip_ansi("plain [text]"), "plain [text]");
     }
 
     #[test]

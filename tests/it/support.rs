@@ -34,9 +34,18 @@ pub fn require_parts() {
     model();
 }
 
+/// The `threadcycle` binary under test: `$THREADCYCLE_BIN` when set (a copy taken right after
+/// the build, for a target folder that other worktrees build into at the same time), otherwise
+/// the one cargo built.
+pub fn threadcycle_bin() -> PathBuf {
+    std::env::var_os("THREADCYCLE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_threadcycle")))
+}
+
 /// A `threadcycle` command with the right PATH.
 pub fn threadcycle() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_threadcycle"));
+    let mut c = Command::new(threadcycle_bin());
     c.env("PATH", path_env()).env_remove("NATS_URL").env("THREADCYCLE_LOG", "warn");
     c
 }
