@@ -38,6 +38,26 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// How long an agent may take to stop once told to.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Past [`STOP_DEADLINE`] after the stop signal, exits, a Writer first stopping the engines it
+/// recorded in `engines`: a stop must never hang, e.g. on a NATS server that went away at the
+/// same moment (when `up` is killed, the kernel stops its agents and its server together).
+fn exit_if_stop_hangs(mut shutdown: watch::Receiver<bool>, engines: Option<PathBuf>) {
+    tokio::spawn(async move {
+        if shutdown.wait_for(|stop| *stop).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(STOP_DEADLINE).await;
+        tracing::warn!(message = "Did not stop in time; exiting.", after_s = STOP_DEADLINE.as_secs());
+        if let Some(dir) = engines {
+            host::process::reap_stale(&dir);
+        }
+        std::process::exit(1);
+    });
+}
+
 /// Runs one agent until it is told to stop.
 pub async fn run(
     nats: &NatsArgs,
@@ -55,6 +75,10 @@ pub async fn run(
     };
     let url = nats.url_or_default();
     let shutdown = shutdown_signal();
+    exit_if_stop_hangs(
+        shutdown.clone(),
+        (role == Role::Writer).then(|| run_dir.clone().unwrap_or_else(default_run_dir)),
+    );
     if !crate::supervise::follow_supervisor() {
         tracing::warn!(message = "`threadcycle up`, which started this agent, is gone; not starting.");
         return Ok(0);
@@ -95,7 +119,8 @@ pub async fn run(
         Role::Operator => anyhow::bail!("`operator` is not an agent: use main, reader, writer, debug or documentation"),
     };
     heartbeat.abort();
-    let _ = client.flush().await;
+    // Bounded: the server may have gone at the same moment (`up` killed takes both).
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
     r?;
     Ok(0)
 }

@@ -100,6 +100,17 @@ pub enum Cmd {
         #[arg(long = "host-profile", value_name = "HOST=PATH")]
         host_profiles: Vec<String>,
     },
+    /// Run a command that is sent SIGTERM when this command's parent dies (used by `up` for
+    /// its nats-server).
+    #[command(hide = true)]
+    ExecWithParent {
+        /// The pid of the parent to follow.
+        #[arg(long)]
+        parent: i32,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Run one agent process.
     Agent {
         /// main, reader, writer, debug or documentation.
@@ -265,6 +276,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             };
             crate::agents::run(&cli.nats, host, role, out, run_dir, host_profile).await
         }
+        Cmd::ExecWithParent { parent, command } => Ok(crate::supervise::exec_with_parent(parent, &command)),
         Cmd::Up { plan, out, host_profiles } => {
             let profiles = match parse_host_profiles(&host_profiles, &cli.host) {
                 Ok(p) => p,

@@ -324,6 +324,25 @@ pub fn follow_supervisor() -> bool {
     nix::unistd::getppid().as_raw() == pid
 }
 
+/// `threadcycle exec-with-parent --parent PID -- CMD…`: becomes `CMD…` (exec), asking the
+/// kernel first for SIGTERM should `PID`, its parent, die. This is how `up` ties its nats-server
+/// to its own life without unsafe code between fork and exec. Returns only on failure.
+pub fn exec_with_parent(parent: i32, command: &[OsString]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = command.split_first() else { return crate::exit::BAD_INPUT };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        eprintln!("error: cannot ask to be stopped with my parent: {e}");
+        return crate::exit::FAILED;
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        eprintln!("error: the parent {parent} is gone");
+        return crate::exit::FAILED;
+    }
+    let e = std::process::Command::new(program).args(args).exec();
+    eprintln!("error: cannot run {}: {e}", program.to_string_lossy());
+    crate::exit::FAILED
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

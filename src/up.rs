@@ -257,7 +257,19 @@ pub async fn run(
         None => {
             let creds: Vec<Credential> =
                 security::USERS.iter().map(|r| Credential::generate(*r)).collect::<Result<_, _>>()?;
-            match NatsServer::start_in(&work.path().join("nats"), &security::server_config(&creds, None)) {
+            // Through `exec-with-parent`, so the server stops should `up` be killed.
+            let launcher = match std::env::current_exe() {
+                Ok(exe) => vec![
+                    exe.into_os_string(),
+                    "exec-with-parent".into(),
+                    "--parent".into(),
+                    std::process::id().to_string().into(),
+                    "--".into(),
+                ],
+                Err(_) => Vec::new(),
+            };
+            match NatsServer::start_in_via(&work.path().join("nats"), &security::server_config(&creds, None), launcher)
+            {
                 Ok(s) => {
                     let u = s.url();
                     (Some(s), u, Some(creds))

@@ -4,6 +4,7 @@
 //! when the handle is dropped.
 
 use crate::BusError;
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,8 @@ pub struct NatsServer {
     config: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
+    /// A command the server is started through (`launcher… nats-server -c …`); empty: none.
+    launcher: Vec<OsString>,
 }
 
 /// Finds the nats-server binary: `$NATS_SERVER`, then PATH.
@@ -59,6 +62,12 @@ impl NatsServer {
     /// Starts a server whose store lives in `dir` (kept after stop), with extra config text
     /// (authorization, TLS) appended to the generated configuration.
     pub fn start_in(dir: &Path, extra_config: &str) -> Result<NatsServer, BusError> {
+        Self::start_in_via(dir, extra_config, Vec::new())
+    }
+
+    /// Like [`NatsServer::start_in`], the server started through `launcher` (a command that
+    /// runs the rest of its command line, e.g. one that makes the server die with its parent).
+    pub fn start_in_via(dir: &Path, extra_config: &str, launcher: Vec<OsString>) -> Result<NatsServer, BusError> {
         let store = dir.join("jetstream");
         std::fs::create_dir_all(&store)
             .map_err(|e| BusError::Server(format!("cannot create {}: {e}", store.display())))?;
@@ -69,7 +78,7 @@ impl NatsServer {
         );
         std::fs::write(&config, text)
             .map_err(|e| BusError::Server(format!("cannot write {}: {e}", config.display())))?;
-        let mut s = NatsServer { child: None, port, store, config, _tmp: None, log: dir.join("nats.log") };
+        let mut s = NatsServer { child: None, port, store, config, _tmp: None, log: dir.join("nats.log"), launcher };
         s.spawn()?;
         Ok(s)
     }
@@ -82,7 +91,15 @@ impl NatsServer {
             .open(&self.log)
             .map_err(|e| BusError::Server(format!("cannot open {}: {e}", self.log.display())))?;
         let err = log.try_clone().map_err(|e| BusError::Server(e.to_string()))?;
-        let child = Command::new(&bin)
+        let mut cmd = match self.launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&self.config)
             .stdin(Stdio::null())

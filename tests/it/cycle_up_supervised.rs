@@ -175,3 +175,54 @@ fn ctrl_c_to_up_mid_benchmark_stops_every_engine_and_keeps_the_store() {
     assert!(kept.join("nats/jetstream").is_dir(), "no NATS store kept in {}", kept.display());
     assert!(kept.join("logs/writer.log").is_file(), "no Writer log kept in {}", kept.display());
 }
+
+/// The children of `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|p| ppid(*p) == Some(parent))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn up_killed_mid_benchmark_takes_its_agents_engine_and_nats_server_with_it() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
+    up.wait_measured(1);
+    let (_, engine) = up.writer_and_engine();
+    let left = children(up.child.id());
+    assert_eq!(left.len(), 6, "five agents and nats-server: {left:?}");
+    signal(up.child.id(), nix::sys::signal::Signal::SIGKILL);
+    let _ = up.child.wait();
+    // SIGTERM reaches every agent and the server from the kernel; the Writer stops its engine
+    // (an agent not stopped 20 s later exits, a Writer reaping its engines first).
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut running_now: Vec<u32> = Vec::new();
+    while Instant::now() < deadline {
+        running_now = left.iter().copied().chain([engine]).filter(|p| running(*p)).collect();
+        if running_now.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let described: Vec<String> = running_now
+        .iter()
+        .map(|p| {
+            format!(
+                "{p} {}",
+                String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default())
+                    .replace('\0', " ")
+            )
+        })
+        .collect();
+    for p in &running_now {
+        signal(*p, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(running_now.is_empty(), "still running 45 s after up was killed: {described:?}\n{}", up.output());
+}
