@@ -432,7 +432,7 @@ fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_o
 }
 
 /// Containers (running or not) labelled with this cycle.
-fn containers_of(cycle: &str) -> Vec<String> {
+pub(super) fn containers_of(cycle: &str) -> Vec<String> {
     let o = std::process::Command::new("docker")
         .args(["ps", "-a", "-q", "--filter", &format!("label=threadcycle.cycle={cycle}")])
         .output()

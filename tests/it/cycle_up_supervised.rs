@@ -2,7 +2,7 @@
 //! cycle completes with every result once; Ctrl-C (SIGINT) mid-benchmark leaves no engine
 //! running and keeps the cycle's NATS store and logs.
 
-use super::cycle_crash::{assert_exactly_once_of, crash_plan};
+use super::cycle_crash::{assert_exactly_once_of, containers_of, crash_plan};
 use super::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -71,6 +71,15 @@ impl Up {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The cycle's id, from the `cycle … started` line.
+    fn cycle(&self) -> String {
+        let text = std::fs::read_to_string(&self.stdout).expect("stdout");
+        text.lines()
+            .find_map(|l| l.strip_prefix("cycle ")?.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no cycle id in the output:\n{}", self.output()))
+            .to_string()
     }
 
     /// The Writer's pid and the pid of the engine it runs.
@@ -225,4 +234,55 @@ fn up_killed_mid_benchmark_takes_its_agents_engine_and_nats_server_with_it() {
         signal(*p, nix::sys::signal::Signal::SIGKILL);
     }
     assert!(running_now.is_empty(), "still running 45 s after up was killed: {described:?}\n{}", up.output());
+}
+
+/// The Writer SIGKILLed mid-benchmark and, before `up` restarts it, Ctrl-C: nobody is left to
+/// stop the engine but `up`, which reaps it from the dead Writer's pid file.
+#[test]
+fn ctrl_c_right_after_the_writer_died_still_stops_its_engine() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
+    up.wait_measured(1);
+    let (writer, engine) = up.writer_and_engine();
+    signal(writer, nix::sys::signal::Signal::SIGKILL);
+    signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
+    let code = up.wait(120);
+    let text = up.output();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(!running(engine), "the dead Writer's engine {engine} still runs:\n{text}");
+    assert!(text.contains("stopped 1 engine process(es) left running"), "{text}");
+    println!("writer killed, then Ctrl-C: {}", std::fs::read_to_string(&up.stderr).unwrap_or_default().trim());
+}
+
+/// The same with the Docker runtime: the container the dead Writer left is removed by its label.
+#[test]
+fn ctrl_c_right_after_the_writer_died_removes_its_container() {
+    require_parts();
+    let docker_ok =
+        std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(docker_ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let plan = crash_plan(tmp.path());
+    let text = std::fs::read_to_string(&plan).expect("plan").replace(
+        "runtime = \"process\"",
+        "runtime = \"docker\"\nimage = \"threadcycle/llama-server:test\"\nmemory_limit_gb = 1",
+    );
+    std::fs::write(&plan, text).expect("write plan");
+    let mut up = Up::start(tmp.path(), &plan);
+    up.wait_measured(1);
+    let cycle = up.cycle();
+    assert!(!containers_of(&cycle).is_empty(), "no container of cycle {cycle} runs:\n{}", up.output());
+    let writer = agent_child(up.child.id(), "writer").expect("the Writer runs");
+    signal(writer, nix::sys::signal::Signal::SIGKILL);
+    signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
+    let code = up.wait(120);
+    let out = up.output();
+    assert_eq!(code, Some(130), "{out}");
+    let left = containers_of(&cycle);
+    assert!(left.is_empty(), "containers of cycle {cycle} left behind: {left:?}\n{out}");
+    assert!(out.contains(&format!("removed 1 container(s) of cycle {cycle} left behind")), "{out}");
+    println!("docker writer killed, then Ctrl-C: {}", std::fs::read_to_string(&up.stderr).unwrap_or_default().trim());
 }
