@@ -353,8 +353,10 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
 }
 
 /// Whether a container under the plan's largest memory limit can really allocate `gb`: a
-/// short-lived container reads that much from /dev/zero into one buffer (`dd bs=…`), so every
-/// page is touched and charged to the container.
+/// short-lived container has `dd` read that much from /dev/zero into one buffer with
+/// `iflag=fullblock` (one `read()` returns at most about 2 GiB on Linux, so without it a 25 GB
+/// block is only 2 GiB touched), then prints its cgroup's peak memory. The check passes only when
+/// dd reports the whole block read and the cgroup's peak is at least the amount.
 async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64) -> Check {
     let image = plan.host.allocation_image.clone().unwrap_or_else(|| "busybox:latest".into());
     let threshold = Some(format!("{gb} GB allocatable"));
@@ -365,7 +367,7 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             "not tested".into(),
             threshold,
             format!(
-                "the allocation test needs an image with `dd` present locally ({image}); set host.allocation_image"
+                "the allocation test needs an image with `sh`, `dd` and `cat` present locally ({image}); set host.allocation_image"
             ),
         );
     }
@@ -379,39 +381,37 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
     let limit_gb = if planned > 0.0 { planned } else { gb + 0.25 };
     let mib = (gb * 1024.0).round() as u64;
     let mut spec = host::docker::ContainerSpec::new(format!("tc-alloc-{}", std::process::id()), &image, 9);
-    spec.cmd = vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), format!("bs={mib}M"), "count=1".into()];
+    spec.cmd = vec!["sh".into(), "-c".into(), allocation_script(mib)];
     spec.memory_limit_bytes = Some((limit_gb * GIB) as u64);
     spec.labels.insert("threadcycle.purpose".into(), "allocation-test".into());
-    let outcome = match d.run(&spec).await {
+    let ran = match d.run(&spec).await {
         Ok(c) => {
-            let code = d.wait_exit(&c.id, Duration::from_secs(300)).await;
+            let code = d.wait_exit(&c.id, Duration::from_secs(600)).await;
             let oom = d.state(&c.id).await.map(|s| s.oom_killed).unwrap_or(false);
+            let log = d.log_tail(&c.id, 20).await.unwrap_or_default();
             let _ = d.remove(&c.id).await;
-            match code {
-                Ok(Some(0)) if !oom => Ok(()),
-                Ok(code) => Err(format!(
-                    "the container exited ({code:?}){}",
-                    if oom { ", killed by the OOM killer" } else { "" }
-                )),
-                Err(e) => Err(e.to_string()),
-            }
+            code.map(|code| (code, oom, log)).map_err(|e| e.to_string())
         }
-        Err(host::docker::DockerError::Exited { exit_code: Some(0), oom_killed: false, .. }) => {
+        // It finished before it could be inspected: the error carries its exit and its log.
+        Err(host::docker::DockerError::Exited { exit_code, oom_killed, log_tail, .. }) => {
             let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
-            Ok(())
+            Ok((exit_code, oom_killed, log_tail))
         }
         Err(e) => {
             let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
             Err(e.to_string())
         }
     };
-    match outcome {
-        Ok(()) => check(
+    match ran.and_then(|(code, oom, log)| allocation_outcome(code, oom, &log, mib)) {
+        Ok(peak) => check(
             "memory.allocatable",
             CheckStatus::Pass,
             format!("{gb} GB allocated in a container limited to {limit_gb} GB"),
             threshold,
-            format!("dd filled a {mib} MiB buffer in {image}"),
+            format!(
+                "dd read one {mib} MiB block in full in {image}; the container's cgroup peaked at {:.2} GiB",
+                peak as f64 / GIB
+            ),
         ),
         Err(why) => check(
             "memory.allocatable",
@@ -421,6 +421,49 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             why,
         ),
     }
+}
+
+/// The allocation container's command: fill one `mib` MiB buffer, then print the cgroup's peak
+/// (cgroup v2 `memory.peak`, else v1 `memory.max_usage_in_bytes`) after a marker.
+fn allocation_script(mib: u64) -> String {
+    format!(
+        "dd if=/dev/zero of=/dev/null bs={mib}M count=1 iflag=fullblock 2>&1 && \
+         echo \"{ALLOC_PEAK} $(cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null)\""
+    )
+}
+
+/// The marker before the peak in the allocation container's output.
+const ALLOC_PEAK: &str = "tc-alloc-peak";
+
+/// Judges the allocation container from its exit, OOM flag and output: the cgroup's peak in bytes
+/// when dd read its whole block and the peak covers it, else why not.
+fn allocation_outcome(code: Option<i64>, oom: bool, log: &[String], mib: u64) -> Result<u64, String> {
+    let tail = || log.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join(" | ");
+    if oom || code == Some(137) {
+        return Err(format!(
+            "the container was killed by the OOM killer (exit {code:?}) before {mib} MiB were touched"
+        ));
+    }
+    if code != Some(0) {
+        return Err(format!("the container exited ({code:?}): {}", tail()));
+    }
+    // dd counts full and partial blocks as `full+partial records in`.
+    let full = log.iter().any(|l| l.trim() == "1+0 records in");
+    if !full {
+        return Err(format!("dd did not read its {mib} MiB block in full: {}", tail()));
+    }
+    let peak = log
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(ALLOC_PEAK))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("the container did not report its cgroup's peak memory: {}", tail()))?;
+    if peak < mib << 20 {
+        return Err(format!(
+            "the container's cgroup peaked at {peak} bytes, under the {} bytes dd should have touched",
+            mib << 20
+        ));
+    }
+    Ok(peak)
 }
 
 /// Predicts every model's fit on the measured host.
@@ -651,6 +694,36 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn the_allocation_passes_only_when_dd_read_its_whole_block_and_the_cgroup_held_it() {
+        let full = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 3223322624"]);
+        assert_eq!(allocation_outcome(Some(0), false, &full, 3072), Ok(3_223_322_624));
+        // What `dd bs=3000M count=1` does without iflag=fullblock: one short read of about 2 GiB.
+        let short = lines(&["0+1 records in", "0+1 records out", "tc-alloc-peak 2149580800"]);
+        let e = allocation_outcome(Some(0), false, &short, 3000).unwrap_err();
+        assert!(e.contains("did not read its 3000 MiB block in full"), "{e}");
+        // A peak under the amount: the pages did not stay in the container's memory.
+        let low = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 1048576"]);
+        assert!(allocation_outcome(Some(0), false, &low, 3072).unwrap_err().contains("peaked at 1048576 bytes"));
+        let no_peak = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak "]);
+        assert!(allocation_outcome(Some(0), false, &no_peak, 1).unwrap_err().contains("did not report"));
+        assert!(allocation_outcome(Some(137), false, &[], 3072).unwrap_err().contains("OOM killer"));
+        assert!(allocation_outcome(Some(0), true, &full, 3072).unwrap_err().contains("OOM killer"));
+        let bad = lines(&["dd: invalid argument 'iflag=fullblock'"]);
+        assert!(allocation_outcome(Some(1), false, &bad, 3072).unwrap_err().contains("invalid argument"));
+    }
+
+    #[test]
+    fn the_allocation_script_reads_one_full_block_and_prints_the_peak() {
+        let s = allocation_script(25600);
+        assert!(s.starts_with("dd if=/dev/zero of=/dev/null bs=25600M count=1 iflag=fullblock"), "{s}");
+        assert!(s.contains("memory.peak") && s.contains("memory.max_usage_in_bytes") && s.contains(ALLOC_PEAK), "{s}");
+    }
 
     fn plan_with_pair() -> Plan {
         let model = |name: &str| {
