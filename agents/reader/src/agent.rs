@@ -55,13 +55,16 @@ fn env_lookup(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// Where the plan keeps its models: the plan's `host.model_store`, else the folder of the first
-/// local model file, else the home directory.
+/// Where the plan keeps its models: the plan's `host.model_store`, else Ollama's store when the
+/// plan has Ollama models, else the folder of the first local model file, else the home directory.
 pub fn model_store(plan: &Plan) -> PathBuf {
     if let Some(s) = &plan.host.model_store
         && let Ok(p) = expand_path(s, &env_lookup)
     {
         return PathBuf::from(p);
+    }
+    if plan.models.iter().any(|m| m.engine == EngineKind::Ollama) {
+        return ollama_store(plan);
     }
     plan.models
         .iter()
@@ -146,8 +149,9 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                 st,
                 gib(free),
                 thr,
-                format!("free under {} (measured at {})", f.model_store, at.display()),
+                format!("free under {} (measured at {}{})", f.model_store, at.display(), filesystem_note(&at)),
             ));
+            checks.extend(downloads_check(plan, free));
         }
         Ok(Err(e)) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
         Err(e) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
@@ -539,6 +543,79 @@ pub fn plan_verdicts(plan: &Plan, base: &HostCapacity) -> (Vec<FitVerdict>, Vec<
     (out, checks)
 }
 
+/// The recalled figures for an Ollama tag that is not in the store yet.
+fn builtin_meta(tag: &str) -> Result<gguf::ModelMeta, String> {
+    builtin::lookup(tag).ok_or_else(|| {
+        format!("no metadata for `{tag}` yet: not in the Ollama store nor the built-in table; it is read from /api/show after the pull")
+    })
+}
+
+/// The Ollama model store the plan's Ollama models come from: the plan's `host.model_store`,
+/// else Ollama's own default (`$OLLAMA_MODELS`, `~/.ollama/models`, the Linux service's store).
+pub fn ollama_store(plan: &Plan) -> PathBuf {
+    plan.host
+        .model_store
+        .as_deref()
+        .and_then(|s| expand_path(s, &env_lookup).ok())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::store::default_store(&env_lookup))
+}
+
+/// What the plan still has to download into the store, by model: `(name, Some(bytes))` for a
+/// model not stored yet whose size is known (built-in figures), `(name, None)` when unknown.
+/// Models already in the store, and local GGUF files, need nothing.
+fn downloads_needed(plan: &Plan) -> Vec<(String, Option<u64>)> {
+    let store = ollama_store(plan);
+    let mut seen = std::collections::BTreeSet::new();
+    let concurrent = plan.concurrent.iter().flat_map(|c| c.models.iter());
+    plan.models
+        .iter()
+        .chain(concurrent)
+        .filter(|m| m.engine == EngineKind::Ollama)
+        .filter_map(|m| m.tag.as_deref())
+        .filter(|tag| seen.insert(tag.to_string()))
+        .filter(|tag| !matches!(crate::store::find(&store, tag), Ok(Some(_))))
+        .map(|tag| (tag.to_string(), builtin::lookup(tag).map(|meta| meta.weights_bytes)))
+        .collect()
+}
+
+/// `, on zfs tank/models` — the file system (and for ZFS the dataset) holding `path`.
+fn filesystem_note(path: &Path) -> String {
+    match host::system::filesystem_of(path) {
+        Some(fs) => format!(", on {} {} mounted at {}", fs.fstype, fs.source, fs.mount_point.display()),
+        None => String::new(),
+    }
+}
+
+/// The store's free space against the downloads still needed.
+fn downloads_check(plan: &Plan, free: u64) -> Option<Check> {
+    let needed = downloads_needed(plan);
+    if needed.is_empty() {
+        return None;
+    }
+    let known: u64 = needed.iter().filter_map(|(_, b)| *b).sum();
+    let unknown: Vec<&str> = needed.iter().filter(|(_, b)| b.is_none()).map(|(n, _)| n.as_str()).collect();
+    let names = needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let status = if known > free {
+        CheckStatus::Fail
+    } else if unknown.is_empty() {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Warn
+    };
+    let mut detail = format!("not in the store yet: {names}; {} free", gib(free));
+    if !unknown.is_empty() {
+        detail.push_str(&format!("; size unknown before the pull: {}", unknown.join(", ")));
+    }
+    Some(check(
+        "disk.downloads",
+        status,
+        format!("{} to download", gib(known)),
+        Some(format!("≤ {} free", gib(free))),
+        detail,
+    ))
+}
+
 fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Option<Check>) {
     let mut file_check = None;
     let meta = match (m.engine, &m.model_path, &m.tag) {
@@ -567,9 +644,46 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             },
             Err(e) => Err(format!("model_path: {e}")),
         },
-        (_, _, Some(tag)) => builtin::lookup(tag).ok_or_else(|| {
-            format!("no metadata for `{tag}` yet: not in the built-in table; it is read from /api/show after the pull")
-        }),
+        (EngineKind::Ollama, _, Some(tag)) => {
+            let store = ollama_store(plan);
+            match crate::store::find(&store, tag) {
+                // Already pulled: the GGUF header itself, not recalled figures.
+                Ok(Some(crate::store::Stored { model_blob: Some(blob), .. })) => match gguf::read_metadata(&blob) {
+                    Ok(meta) => {
+                        file_check = Some(check(
+                            &format!("model.{}", m.name),
+                            CheckStatus::Pass,
+                            format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
+                            None,
+                            format!("GGUF header of `{tag}` read from the Ollama store ({})", blob.display()),
+                        ));
+                        Ok(meta)
+                    }
+                    Err(e) => {
+                        file_check = Some(check(
+                            &format!("model.{}", m.name),
+                            CheckStatus::Warn,
+                            "unreadable in the store".into(),
+                            None,
+                            format!("{}: {e}; using the built-in figures", blob.display()),
+                        ));
+                        builtin_meta(tag)
+                    }
+                },
+                Ok(_) => builtin_meta(tag),
+                Err(e) => {
+                    file_check = Some(check(
+                        &format!("model.{}", m.name),
+                        CheckStatus::Warn,
+                        "unreadable in the store".into(),
+                        None,
+                        format!("{e}; using the built-in figures"),
+                    ));
+                    builtin_meta(tag)
+                }
+            }
+        }
+        (_, _, Some(tag)) => builtin_meta(tag),
         _ => Err("the plan gives neither a model file nor a tag".into()),
     };
     let v = match meta {
@@ -716,6 +830,58 @@ mod tests {
         assert!(allocation_outcome(Some(0), true, &full, 3072).unwrap_err().contains("OOM killer"));
         let bad = lines(&["dd: invalid argument 'iflag=fullblock'"]);
         assert!(allocation_outcome(Some(1), false, &bad, 3072).unwrap_err().contains("invalid argument"));
+    }
+
+    /// A store under `dir` holding `tag` whose model layer is `gguf` (linked, not copied).
+    fn store_with(dir: &Path, tag: &str, gguf: &Path) {
+        let digest = "ab".repeat(32);
+        let manifest = crate::store::manifest_path(dir, tag).expect("a valid name");
+        std::fs::create_dir_all(manifest.parent().expect("parent")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("blobs")).expect("mkdir");
+        std::os::unix::fs::symlink(gguf, dir.join(format!("blobs/sha256-{digest}"))).expect("link");
+        let size = std::fs::metadata(gguf).expect("model").len();
+        std::fs::write(
+            manifest,
+            format!(r#"{{"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{digest}","size":{size}}}]}}"#),
+        )
+        .expect("manifest");
+    }
+
+    fn ollama_plan(store: &Path, tags: &[&str]) -> Plan {
+        let models: String = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("[[models]]\nname = \"m{i}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"{t}\"\nimage = \"ollama/ollama:0.12.6\"\n"))
+            .collect();
+        let text = format!(
+            "name = \"p\"\n[host]\nmodel_store = \"{}\"\n{models}[[prompts]]\nid = \"a\"\ntext = \"hi\"\n",
+            store.display()
+        );
+        Plan::from_toml(&text).expect("valid plan")
+    }
+
+    #[test]
+    fn a_model_already_in_the_ollama_store_is_read_from_its_gguf_and_needs_no_download() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        store_with(dir.path(), "gemma3:270m", &testkit::demo_model());
+        let plan = ollama_plan(dir.path(), &["gemma3:270m", "codellama:34b", "someone/unknown:1b"]);
+        let (verdicts, checks) = plan_verdicts(&plan, &HostCapacity::default());
+        let c = checks.iter().find(|c| c.name == "model.m0").expect("a model check for the stored model");
+        assert_eq!(c.status, CheckStatus::Pass, "{c:?}");
+        assert!(c.detail.contains("read from the Ollama store") && c.measured.starts_with("gemma3"), "{c:?}");
+        assert_eq!(verdicts.len(), 3);
+        let needed = downloads_needed(&plan);
+        assert_eq!(needed.len(), 2, "{needed:?}");
+        assert!(needed[0].0 == "codellama:34b" && needed[0].1.is_some_and(|b| b > 15 << 30), "{needed:?}");
+        assert_eq!(needed[1], ("someone/unknown:1b".to_string(), None));
+        // 1 GiB free: codellama alone does not fit.
+        let c = downloads_check(&plan, 1 << 30).expect("a downloads check");
+        assert_eq!(c.status, CheckStatus::Fail, "{c:?}");
+        assert!(c.detail.contains("codellama:34b, someone/unknown:1b") && c.detail.contains("size unknown"), "{c:?}");
+        // Plenty free, one size unknown: a warning, not a pass.
+        assert_eq!(downloads_check(&plan, 1 << 40).expect("check").status, CheckStatus::Warn);
+        // Everything stored: nothing to check.
+        assert_eq!(downloads_check(&ollama_plan(dir.path(), &["gemma3:270m"]), 0), None);
     }
 
     #[test]
