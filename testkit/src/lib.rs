@@ -7,6 +7,7 @@
 //!   `ollama serve`, for the scale test and the pull-ahead benchmark; [`fake_engine`] finds it.
 
 pub mod fake_http;
+pub mod mutate;
 
 use std::path::PathBuf;
 

@@ -445,7 +445,7 @@ impl OllamaClient {
                 completed: parsed.completed,
             });
             if done {
-                outcome.total_bytes = layer_totals.iter().map(|(_, t)| *t).sum();
+                outcome.total_bytes = layer_totals.iter().map(|(_, t)| *t).fold(0, u64::saturating_add);
                 outcome.elapsed = start.elapsed();
                 return Ok(outcome);
             }
