@@ -189,12 +189,13 @@ pub struct Projected {
 }
 
 /// GPUs requested for a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuRequest {
     /// `--gpus all`.
     All,
     /// No GPU.
+    #[default]
     None,
     /// The GPUs with these indices.
     Indices(Vec<u32>),

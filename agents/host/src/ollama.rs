@@ -8,7 +8,7 @@
 //!   counter means zero.
 //! - Error texts are kept verbatim; classifying them is the Debug agent's job.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -475,13 +475,6 @@ impl OllamaClient {
             messages.push(json!({"role": "system", "content": system}));
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
-        let mut options = Map::new();
-        options.insert("seed".into(), json!(req.seed));
-        options.insert("temperature".into(), json!(req.temperature));
-        options.insert("num_predict".into(), json!(req.max_tokens));
-        if let Some(ctx) = req.context {
-            options.insert("num_ctx".into(), json!(ctx));
-        }
         let mut body = Map::new();
         body.insert("model".into(), json!(req.model));
         body.insert("messages".into(), Value::Array(messages));
@@ -492,11 +485,9 @@ impl OllamaClient {
         for (key, value) in &req.options {
             if TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 body.insert(key.clone(), value.clone());
-            } else {
-                options.insert(key.clone(), value.clone());
             }
         }
-        body.insert("options".into(), Value::Object(options));
+        body.insert("options".into(), Value::Object(request_options(req).into_iter().collect()));
         Value::Object(body)
     }
 
@@ -568,6 +559,25 @@ impl OllamaClient {
             }
         })
     }
+}
+
+/// The `options` object a generation request carries, exactly as [`OllamaClient::generate_stream`]
+/// sends it: `seed`, `temperature`, `num_predict` = `max_tokens`, `num_ctx` = `context` (when
+/// set), then `req.options` (which override), less the keys Ollama reads at the top level.
+pub fn request_options(req: &GenRequest) -> BTreeMap<String, Value> {
+    let mut options = BTreeMap::new();
+    options.insert("seed".into(), json!(req.seed));
+    options.insert("temperature".into(), json!(req.temperature));
+    options.insert("num_predict".into(), json!(req.max_tokens));
+    if let Some(ctx) = req.context {
+        options.insert("num_ctx".into(), json!(ctx));
+    }
+    for (key, value) in &req.options {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            options.insert(key.clone(), value.clone());
+        }
+    }
+    options
 }
 
 fn fill_counters(generation: &mut Generation, chunk: &ChatChunk) {
@@ -735,8 +745,8 @@ impl NdjsonLines {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use testkit::fake_http::{FakeServer, Route, TokenStream};
     use std::collections::BTreeMap;
+    use testkit::fake_http::{FakeServer, Route, TokenStream};
 
     const MS: Duration = Duration::from_millis(1);
 

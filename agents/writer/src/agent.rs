@@ -417,25 +417,20 @@ impl Writer {
         let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
         let guard =
             ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
-        let base_req = |prompt: &protocol::plan::PromptSpec, text: String| GenRequest {
-            model: dep.model_ref.clone(),
-            system: prompt.system.clone(),
-            prompt: text,
-            max_tokens: plan.max_tokens_for(prompt),
-            temperature: plan.defaults.temperature,
-            seed: plan.defaults.seed,
-            context: Some(s.context),
-            options: Default::default(),
-            timeout: Duration::from_secs(plan.defaults.request_timeout_s),
-        };
+        let base_req = |prompt: &protocol::plan::PromptSpec, text: String| dep.request(plan, s, prompt, text);
+        // Ollama loads the model on the first request: the warm-up's `load_duration` is the
+        // model's load time (a pull is timed on its own).
+        let mut engine_load_ms = None;
         if plan.defaults.warmup {
             let p = &plan.prompts[0];
             let req = GenRequest { max_tokens: 16, ..base_req(p, with_nonce("Say hello.", &short_nonce())) };
-            if let Err(e) = dep.generate(&req).await {
-                return Err(request_failure(&mut dep, "warm-up", e).await);
+            match dep.generate(&req).await {
+                Ok(g) => engine_load_ms = g.engine_load_ms.filter(|ms| *ms > 0.0),
+                Err(e) => return Err(request_failure(&mut dep, "warm-up", e).await),
             }
             self.event(cycle, step("warm-up done (excluded from results)".into())).await;
         }
+        let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
         let mut runs = Vec::new();
         for p in &plan.prompts {
             for rep in 1..=plan.defaults.repetitions {
@@ -466,7 +461,10 @@ impl Writer {
                 let nonce = short_nonce();
                 let req = base_req(p, with_nonce(&p.text, &nonce));
                 let g = match dep.generate(&req).await {
-                    Ok(g) => g,
+                    Ok(g) => {
+                        engine_load_ms = engine_load_ms.or(g.engine_load_ms.filter(|ms| *ms > 0.0));
+                        g
+                    }
                     Err(e) => return Err(request_failure(&mut dep, &p.id, e).await),
                 };
                 let key = format!("answers/{cycle}/{}/{}/{rep}", m.name, p.id);
@@ -503,8 +501,11 @@ impl Writer {
         }
         let sampled_ram = telemetry.engine_mem_bytes.map(|m| m.peak as u64);
         let sampled_vram = telemetry.vram_used_bytes.map(|m| m.peak as u64);
+        let ollama = matches!(dep.api, crate::deploy::Api::Ollama(_));
         let info = DeployInfo {
-            load_ms: dep.load_ms,
+            load_ms: if ollama { engine_load_ms.unwrap_or(dep.load_ms) } else { dep.load_ms },
+            pull_ms: dep.pull_ms,
+            launch: Some(launch),
             engine_version: dep.engine_version.clone(),
             peak_ram: dep.peak_ram().max(sampled_ram),
             peak_vram: dep.vram().await.or(sampled_vram),
@@ -582,6 +583,8 @@ fn share_position(report: &VerificationReport, host: &str, i: usize) -> (u32, u3
 struct DeployInfo {
     telemetry: Option<protocol::results::TelemetrySummary>,
     load_ms: f64,
+    pull_ms: Option<f64>,
+    launch: Option<protocol::launch::Launch>,
     engine_version: Option<String>,
     peak_ram: Option<u64>,
     peak_vram: Option<u64>,
@@ -663,6 +666,8 @@ fn measured(
         manifest: manifest(report, s, &s.model, Some(&info)),
         telemetry: info.telemetry.clone(),
         deployment: info.deployment.clone(),
+        launch: info.launch.clone(),
+        pull_ms: info.pull_ms,
         started_at,
         finished_at: now(),
     }
@@ -683,6 +688,8 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         manifest: manifest(report, &s, m, None),
         telemetry: None,
         deployment: Vec::new(),
+        launch: None,
+        pull_ms: None,
         started_at: now(),
         finished_at: now(),
     }
