@@ -97,6 +97,14 @@ impl Launch {
 
     /// The command as one copy-pasteable shell line (each word quoted when it needs it).
     pub fn command_line(&self) -> String {
+        if self.container.is_none() {
+            // `NAME='a b' binary`: only the value is quoted, or the shell would take the whole
+            // word for the command instead of an assignment.
+            let mut w: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();
+            w.push(shell_word(&self.program));
+            w.extend(self.args.iter().map(|a| shell_word(a)));
+            return w.join(" ");
+        }
         self.words().iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
     }
 
