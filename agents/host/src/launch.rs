@@ -9,7 +9,7 @@
 //! with no `USER`, so its store defaults to `/root/.ollama/models` (`envconfig/config.go:85-98`,
 //! `Dockerfile:177-201`); `OLLAMA_MODELS` overrides it; the request `options` keys are
 //! `num_ctx`, `num_gpu`, `num_thread` (`api/types.go:410-417`), where `num_gpu` -1 means
-//! "Ollama decides" (`api/types.go:851-852`).
+//! "Ollama decides" (`api/types.go:852-853`).
 
 use protocol::launch::{ContainerLaunch, Launch};
 use protocol::plan::GpuRequest;
