@@ -409,6 +409,7 @@ impl Writer {
         };
         let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
+        dep.decode_ceiling = predicted_ceiling(report, &m.name);
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
         let pull_ahead = match (next, &dep.api) {
             (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
@@ -577,6 +578,17 @@ fn share_position(report: &VerificationReport, host: &str, i: usize) -> (u32, u3
     let mine: Vec<usize> = (0..report.plan.models.len()).filter(|&j| report.runs_here(host, j)).collect();
     let at = mine.iter().position(|&j| j == i).map_or(i as u32 + 1, |p| p as u32 + 1);
     (at, mine.len().max(at as usize) as u32)
+}
+
+/// The decode tokens/s memory bandwidth allows for `model` on this host: the Reader's predicted
+/// weights and GPU share against the host's measured bandwidths (a host with GPUs and no
+/// predicted split is taken as all on the GPU). Sizes each request's time budget.
+fn predicted_ceiling(report: &VerificationReport, model: &str) -> Option<f64> {
+    let v = report.verdicts.iter().find(|v| v.model == model)?;
+    let share = v.predicted_gpu_share().unwrap_or(if report.host.gpus.is_empty() { 0.0 } else { 1.0 });
+    let (on_gpu, in_ram) = protocol::results::weights_split(v.weights_bytes?, share);
+    let (gpu_bw, ram_bw) = report.host.bandwidths();
+    protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw)
 }
 
 /// What the deployment told us, for the result.

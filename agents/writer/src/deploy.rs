@@ -87,6 +87,9 @@ pub struct Deployed {
     pub launch: Launch,
     /// Keep the container after measuring.
     pub keep: bool,
+    /// The decode tokens/s memory bandwidth allows for this model on this host, when predicted
+    /// (sizes each request's time budget; set by the Writer after deploying).
+    pub decode_ceiling: Option<f64>,
     /// Whether `teardown` ran.
     torn_down: bool,
 }
@@ -151,6 +154,7 @@ pub fn gen_request(
     model_ref: &str,
     prompt: &PromptSpec,
     text: String,
+    ceiling_tps: Option<f64>,
 ) -> GenRequest {
     GenRequest {
         model: model_ref.to_string(),
@@ -164,8 +168,24 @@ pub fn gen_request(
             EngineKind::Ollama => build::ollama_options(s.context, s.model.gpu_layers, s.model.threads),
             EngineKind::LlamaServer => BTreeMap::new(),
         },
-        timeout: Duration::from_secs(plan.defaults.request_timeout_s),
+        timeout: request_budget(plan, plan.max_tokens_for(prompt), s.load_timeout_s, ceiling_tps),
+        stall: Some(Duration::from_secs(plan.defaults.stall_timeout_s)),
     }
+}
+
+/// How long one request may take in all: the plan's `request_timeout_s`, or, when the model's
+/// predicted decode ceiling (`ceiling_tps`, tokens/s that memory bandwidth allows) says
+/// `max_tokens` need longer, the load timeout (the first request may load the model) plus three
+/// times the ceiling's decode time (real decode reaches a fraction of the roofline). A 70B model
+/// partly in RAM decodes at 1.5–3 tokens/s: 2,048 tokens are 13–23 minutes, over a 900 s limit.
+/// A stream that stops producing is caught sooner by the stall limit.
+pub fn request_budget(plan: &Plan, max_tokens: u32, load_timeout_s: u64, ceiling_tps: Option<f64>) -> Duration {
+    let planned = plan.defaults.request_timeout_s as f64;
+    let needed = ceiling_tps
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| load_timeout_s as f64 + 3.0 * f64::from(max_tokens) / t)
+        .unwrap_or(0.0);
+    Duration::from_secs_f64(planned.max(needed).min(7.0 * 86_400.0))
 }
 
 fn model_file(s: &Settings) -> Result<PathBuf, Failure> {
@@ -243,6 +263,7 @@ async fn deploy_process(
             deployment: vec![launch.command_line()],
             launch,
             keep: false,
+            decode_ceiling: None,
             torn_down: false,
         }),
         Err(e) => {
@@ -370,6 +391,7 @@ async fn deploy_container(
         deployment: vec![launch.command_line()],
         launch,
         keep: m.keep,
+        decode_ceiling: None,
         torn_down: false,
     };
     if let Api::Ollama(c) = &d.api {
@@ -504,6 +526,7 @@ async fn deploy_ollama_process(
         deployment,
         launch,
         keep: false,
+        decode_ceiling: None,
         torn_down: false,
     };
     if let Err(e) = ollama_model(&client, &mut d, on_step).await {
@@ -602,7 +625,7 @@ impl Deployed {
             Api::OpenAi(_) => EngineKind::LlamaServer,
             Api::Ollama(_) => EngineKind::Ollama,
         };
-        gen_request(plan, s, engine, &self.model_ref, prompt, text)
+        gen_request(plan, s, engine, &self.model_ref, prompt, text, self.decode_ceiling)
     }
 
     /// The launch as it ran, with the `options` object `req` is sent with (Ollama; llama-server
@@ -772,12 +795,12 @@ mod tests {
         let route = Route::ndjson("POST", "/api/chat", vec![(Duration::from_millis(1), final_chunk)]);
         let server = FakeServer::start(vec![route]).await.unwrap();
         let client = OllamaClient::new(&server.url());
-        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into());
+        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into(), None);
         let g = client.generate_stream(&req).await.unwrap();
         assert_eq!(g.engine_load_ms, Some(800.0));
         // Debug's "fewer GPU layers" remedy.
         s.apply("gpu_layers", "22").unwrap();
-        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into());
+        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into(), None);
         client.generate_stream(&req).await.unwrap();
         let bodies: Vec<_> = server.requests_to("POST", "/api/chat").iter().map(|r| r.json().unwrap()).collect();
         let options = |n: u32| json!({"num_ctx": 8192, "num_gpu": n, "num_thread": 8, "num_predict": 64, "seed": 7, "temperature": 0.0});
@@ -785,9 +808,22 @@ mod tests {
         assert_eq!(bodies[1]["options"], options(22));
         // The record of what was sent is the client's own view of the request.
         assert_eq!(serde_json::to_value(host::ollama::request_options(&req)).unwrap(), options(22));
+        // Once the answer streams, silence is judged by the plan's stall limit.
+        assert_eq!(req.stall, Some(Duration::from_secs(120)));
         // llama-server takes these on its command line instead.
-        let req = gen_request(&plan, &s, EngineKind::LlamaServer, "m", &plan.prompts[0], "x".into());
+        let req = gen_request(&plan, &s, EngineKind::LlamaServer, "m", &plan.prompts[0], "x".into(), None);
         assert!(req.options.is_empty());
+    }
+
+    #[test]
+    fn a_slow_model_gets_the_time_its_decode_ceiling_needs() {
+        let plan = ollama_plan();
+        let planned = Duration::from_secs(plan.defaults.request_timeout_s);
+        assert_eq!(request_budget(&plan, 2048, 300, None), planned);
+        assert_eq!(request_budget(&plan, 2048, 300, Some(100.0)), planned);
+        // A 70B model partly in RAM at a 2 tokens/s ceiling: 2,048 tokens take 1,024 s at the
+        // ceiling; the budget is the load timeout plus three times that.
+        assert_eq!(request_budget(&plan, 2048, 300, Some(2.0)), Duration::from_secs(300 + 3 * 1024));
     }
 
     #[test]
