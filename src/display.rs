@@ -221,13 +221,14 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             plan.defaults.repetitions
         );
         println!(
-            "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s, policy {:?} (max {} attempts)",
+            "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s (longer where a model's predicted decode needs it), stall timeout {} s, policy {:?} (max {} attempts)",
             plan.defaults.context,
             plan.defaults.max_tokens,
             plan.defaults.temperature,
             plan.defaults.seed,
             plan.defaults.load_timeout_s,
             plan.defaults.request_timeout_s,
+            plan.defaults.stall_timeout_s,
             plan.policy.default,
             plan.policy.max_attempts
         );

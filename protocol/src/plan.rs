@@ -73,8 +73,12 @@ pub struct Defaults {
     pub context: u32,
     /// Parallel request slots in the engine.
     pub parallel: u32,
-    /// Per-request limit in seconds.
+    /// Per-request limit in seconds; raised for a model whose predicted decode ceiling needs
+    /// longer for `max_tokens` (a slow stream that is still producing is not cut).
     pub request_timeout_s: u64,
+    /// Longest silence, in seconds, once an answer has started streaming: a stream that sends
+    /// nothing for this long has stalled and fails.
+    pub stall_timeout_s: u64,
     /// How long the engine may take to answer its health check, in seconds.
     pub load_timeout_s: u64,
     /// Telemetry samples per second.
@@ -98,6 +102,7 @@ impl Default for Defaults {
             context: 4096,
             parallel: 1,
             request_timeout_s: 600,
+            stall_timeout_s: 120,
             load_timeout_s: 300,
             sample_hz: 1.0,
             cv_flag: 0.10,
@@ -189,12 +194,13 @@ pub struct Projected {
 }
 
 /// GPUs requested for a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuRequest {
     /// `--gpus all`.
     All,
     /// No GPU.
+    #[default]
     None,
     /// The GPUs with these indices.
     Indices(Vec<u32>),
@@ -432,6 +438,9 @@ impl Plan {
                 "defaults.request_timeout_s".into(),
                 format!("expected 1 to 86400, got {}", d.request_timeout_s),
             );
+        }
+        if !(1..=86_400).contains(&d.stall_timeout_s) {
+            return bad("defaults.stall_timeout_s".into(), format!("expected 1 to 86400, got {}", d.stall_timeout_s));
         }
         if !(1..=86_400).contains(&d.load_timeout_s) {
             return bad("defaults.load_timeout_s".into(), format!("expected 1 to 86400, got {}", d.load_timeout_s));

@@ -518,8 +518,13 @@ pub struct ModelResult {
     pub status: ModelStatus,
     /// Attempts in order.
     pub attempts: Vec<Attempt>,
-    /// Time from engine start to healthy, ms.
+    /// The model's load time, ms: for Ollama the engine's `load_duration` on the warm-up (the
+    /// first request loads the model); for llama-server, engine start → healthy (it loads the
+    /// model before `/health` answers). Never includes a pull.
     pub load_ms: Option<f64>,
+    /// Time spent pulling the model into the engine's store, ms; `None` when it was already there.
+    #[serde(default)]
+    pub pull_ms: Option<f64>,
     /// Measured requests.
     pub runs: Vec<RunResult>,
     /// Per-prompt figures.
@@ -536,6 +541,10 @@ pub struct ModelResult {
     /// The container or process settings the engine ran with (`docker run` / command line).
     #[serde(default)]
     pub deployment: Vec<String>,
+    /// Exactly how the engine was started and asked (argv, `docker run`, request options):
+    /// what the deployment guide prints.
+    #[serde(default)]
+    pub launch: Option<crate::launch::Launch>,
     /// When measuring started and ended (RFC 3339).
     pub started_at: String,
     /// End time.

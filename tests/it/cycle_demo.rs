@@ -65,4 +65,12 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
         "peak RAM of the engine was not measured: {model}"
     );
     assert!(model["manifest"]["engine_version"].as_str().is_some_and(|v| v.contains("version")), "{model}");
+    // The deployment guide's command is the Writer's record of the llama-server it ran (whose
+    // argv the Writer's unit test holds to /proc), printed byte for byte, alone in its block.
+    let launch: protocol::launch::Launch =
+        serde_json::from_value(model["launch"].clone()).expect("the Writer recorded the launch");
+    assert!(launch.args.iter().any(|a| a == "--metrics") && launch.container.is_none(), "{launch:?}");
+    let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
+    let fenced = format!("```sh\n{}\n```", launch.command_line());
+    assert!(guide.contains(&fenced), "the guide does not print the recorded command {fenced}:\n{guide}");
 }

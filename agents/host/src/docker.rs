@@ -295,6 +295,27 @@ impl ContainerSpec {
         }
     }
 
+    /// The spec a containerised [`protocol::launch::Launch`] describes, word for word (its image,
+    /// command, environment and `docker run` settings); `None` for a host-process launch.
+    pub fn from_launch(launch: &protocol::launch::Launch) -> Option<Self> {
+        let c = launch.container.as_ref()?;
+        Some(Self {
+            name: c.name.clone(),
+            image: launch.program.clone(),
+            cmd: launch.args.clone(),
+            env: launch.env.clone(),
+            memory_limit_bytes: c.memory_limit_bytes,
+            memory_swap_bytes: c.memory_swap_bytes,
+            cpuset: c.cpuset.clone(),
+            gpus: c.gpus.clone(),
+            container_port: c.container_port,
+            host_port: c.host_port,
+            binds: c.binds.clone(),
+            labels: BTreeMap::new(),
+            network: c.network.clone(),
+        })
+    }
+
     /// The engine API's create body for this spec.
     fn to_create_body(&self) -> ContainerCreateBody {
         let port_key = format!("{}/tcp", self.container_port);
