@@ -5,8 +5,11 @@
 //!   tests.
 //! - `tc-fake-engine` (this package's binary): a fixed-rate stand-in for `llama-server` and
 //!   `ollama serve`, for the scale test and the pull-ahead benchmark; [`fake_engine`] finds it.
+//! - [`nvml_double`]: a scripted stand-in for `libnvidia-ml.so.1` (C, built with `cc` by the
+//!   tests), so the GPU path runs on a machine without an NVIDIA GPU.
 
 pub mod fake_http;
+pub mod nvml_double;
 
 use std::path::PathBuf;
 
