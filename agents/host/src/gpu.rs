@@ -18,9 +18,11 @@ use protocol::results::GpuInfo;
 pub struct GpuSample {
     /// Index.
     pub index: u32,
-    /// VRAM not available to new allocations (NVML's `total − free`: used plus the driver's
-    /// reservation), bytes.
+    /// VRAM allocated (NVML's `used`, as `nvidia-smi` shows it; the driver's reservation is not
+    /// in it), bytes.
     pub mem_used: u64,
+    /// VRAM free for new allocations, bytes (less than `mem_total − mem_used` by the reservation).
+    pub mem_free: u64,
     /// VRAM total, bytes.
     pub mem_total: u64,
     /// GPU utilisation, %.
@@ -129,7 +131,8 @@ impl Gpus {
             let throttle = d.current_throttle_reasons().map(throttle_names).unwrap_or_default();
             out.push(GpuSample {
                 index: i,
-                mem_used: not_free(&mem),
+                mem_used: mem.used,
+                mem_free: mem.free,
                 mem_total: mem.total,
                 util_pct: d.utilization_rates().ok().map(|u| u.gpu),
                 temp_c: d.temperature(TemperatureSensor::Gpu).ok(),
@@ -235,7 +238,7 @@ mod tests {
         assert_eq!((s.power_w, s.temp_c, s.util_pct), (Some(28.5), Some(38), Some(3)));
         assert_eq!((s.mem_clock_mhz, s.sm_clock_mhz), (Some(13801), Some(2805)));
         assert!(s.throttle.is_empty(), "an idle GPU is not throttled: {:?}", s.throttle);
-        assert_eq!(s.mem_used, 15 * GIB + GIB / 2);
+        assert_eq!((s.mem_used + s.mem_free, s.mem_free), (16 * GIB - 483_183_821, GIB / 2));
     }
 
     #[test]
@@ -254,7 +257,7 @@ mod tests {
         assert_eq!((s[0].util_pct, s[0].energy_mj, s[0].power_w), (Some(0), Some(1_000_000), Some(30.0)));
         assert_eq!((s[1].util_pct, s[1].power_w, s[1].energy_mj, s[1].sm_clock_mhz), (None, None, None, None));
         assert!(s[1].throttle.is_empty());
-        assert_eq!((s[1].temp_c, s[1].mem_used), (Some(50), 2 * GIB));
+        assert_eq!((s[1].temp_c, s[1].mem_used, s[1].mem_free), (Some(50), 2 * GIB, 22 * GIB));
     }
 
     #[test]

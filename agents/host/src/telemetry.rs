@@ -990,6 +990,7 @@ mod tests {
         GpuSample {
             index,
             mem_used: 1 << 30,
+            mem_free: 23 << 30,
             mem_total: 24 << 30,
             util_pct: Some(90),
             temp_c: Some(temp),
