@@ -108,6 +108,13 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     // The thermal guard paused while the card was over 70 °C and resumed once it fell to 60.
     let pauses = t["thermal_pauses"].as_array().expect("pauses");
     assert!(!pauses.is_empty() && pauses.iter().all(|p| p["recovered"] == true && p["temp_c"] == 74.0), "{t}");
+    // Sampling starts after the warm-up: the sampled time is the measured requests and the
+    // pauses, not the warm-up request besides (here a request takes seconds).
+    let busy_s: f64 = model["runs"].as_array().expect("runs").iter().filter_map(|x| x["e2e_ms"].as_f64()).sum::<f64>()
+        / 1000.0
+        + pauses.iter().filter_map(|p| p["waited_s"].as_f64()).sum::<f64>();
+    let sampled_s = t["duration_s"].as_f64().expect("duration");
+    assert!(sampled_s < busy_s + 1.5, "sampled {sampled_s} s for {busy_s} s of requests and pauses: {t}");
 
     // The reports: GPU criteria evaluated, GPU telemetry, energy, charts.
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");

@@ -681,6 +681,15 @@ impl Sampler {
         lock(&self.shared.rec).latest
     }
 
+    /// Waits until the first sample is in, at most `limit`, so that a check made right after
+    /// [`Sampler::start`] (the thermal guard's first) sees figures.
+    pub async fn first_sample(&self, limit: Duration) {
+        let began = Instant::now();
+        while self.latest().samples == 0 && began.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// What sampling has cost so far (wall time of each tick's reads).
     pub fn cost(&self) -> SamplerCost {
         lock(&self.shared.rec).cost()
@@ -1287,7 +1296,8 @@ mod tests {
         let (_d, gpus) = double("gpu0.memory_total = 16GiB\ngpu0.temperature = 60*5, 75*10, 62\n");
         let sampler = Sampler::start(EngineTarget::None, 10.0, gpus);
         let g = ThermalGuard { max_wait: Duration::from_secs(10), ..guard() };
-        samples(&sampler, 1).await;
+        sampler.first_sample(Duration::from_secs(20)).await;
+        assert!(sampler.latest().samples >= 1);
         assert_eq!(g.wait_until_cool(&sampler, |_| panic!("60 °C: no pause")).await, Ok(None));
         samples(&sampler, 6).await;
         let mut paused_at = None;
