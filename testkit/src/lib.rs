@@ -5,9 +5,13 @@
 //!   tests.
 //! - `tc-fake-engine` (this package's binary): a fixed-rate stand-in for `llama-server` and
 //!   `ollama serve`, for the scale test and the pull-ahead benchmark; [`fake_engine`] finds it.
+//! - [`mutate`]: seeded mutation fuzzing with counts (`bench/fuzz.sh`).
+//! - [`nvml_double`]: a scripted stand-in for `libnvidia-ml.so.1` (C, built with `cc` by the
+//!   tests), so the GPU path runs on a machine without an NVIDIA GPU.
 
 pub mod fake_http;
 pub mod mutate;
+pub mod nvml_double;
 
 use std::path::PathBuf;
 

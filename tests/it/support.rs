@@ -25,10 +25,18 @@ pub fn require_parts() {
     model();
 }
 
-/// A `threadcycle` command with the right PATH.
+/// An NVML library path that does not exist: the tests' default, so they see no GPU whether or
+/// not the machine has one (`cycle_gpu` sets the NVML double instead).
+pub const NO_NVML: &str = "/nonexistent/threadcycle-tests/libnvidia-ml.so.1";
+
+/// A `threadcycle` command with the right PATH and no GPU (see [`NO_NVML`]).
 pub fn threadcycle() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_threadcycle"));
-    c.env("PATH", path_env()).env_remove("NATS_URL").env("THREADCYCLE_LOG", "warn");
+    c.env("PATH", path_env())
+        .env_remove("NATS_URL")
+        .env("THREADCYCLE_LOG", "warn")
+        .env(host::gpu::LIB_ENV, NO_NVML)
+        .env_remove(testkit::nvml_double::SCRIPT_ENV);
     c
 }
 

@@ -415,7 +415,6 @@ impl Writer {
             (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
             _ => None,
         };
-        let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
         let guard =
             ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
         let base_req = |prompt: &protocol::plan::PromptSpec, text: String| dep.request(plan, s, prompt, text);
@@ -432,6 +431,12 @@ impl Writer {
             self.event(cycle, step("warm-up done (excluded from results)".into())).await;
         }
         let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
+        // Sampling starts after the warm-up: its tokens are not counted, so neither are its
+        // joules, its utilisation or its heat.
+        let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
+        if guard.is_some() {
+            sampler.first_sample(Duration::from_secs(2)).await;
+        }
         let mut runs = Vec::new();
         for p in &plan.prompts {
             for rep in 1..=plan.defaults.repetitions {
