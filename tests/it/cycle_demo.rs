@@ -49,8 +49,26 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     assert_eq!(cells[3], "0 % (no GPU)", "{row}");
     assert!(cells[4].parse::<f64>().is_ok_and(|t| t > 0.0), "no roofline tok/s: {row}");
     assert!(cells[6].ends_with(" %") && cells[6] != "0 %", "no efficiency: {row}");
+    // The claims ledger: every claim of the demo plan quoted, with a verdict; the decode claim
+    // (5+ tok/s for a 270M model) holds on any machine that can run the demo.
+    let ledger = std::fs::read_to_string(dir.join("claims.md")).expect("claims ledger");
+    let rows: Vec<&str> = ledger.lines().filter(|l| l.starts_with("| “")).collect();
+    assert!(!plan.claims.is_empty(), "the demo plan carries claims");
+    for i in 0..plan.claims.len() {
+        let row = rows.iter().find(|r| r.contains(&format!("(`claims[{i}]`)"))).expect("a ledger row per claim");
+        assert!(
+            ["| holds |", "| **does not hold** |", "| not measured |"].iter().any(|v| row.ends_with(v)),
+            "no verdict: {row}"
+        );
+    }
+    let decode = rows.iter().find(|r| r.contains("decodes at 5")).expect("the decode claim");
+    assert!(decode.ends_with("| holds |"), "{decode}");
+    assert!(rows.iter().any(|r| r.contains("`models[0].projected.ram_gb`")), "projected figures are claims: {ledger}");
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
+    assert!(readme.contains("## Claims") && readme.contains("(claims.md)"), "{readme}");
     for f in [
         "README.md",
+        "claims.md",
         "deployment-guide.md",
         "troubleshooting.md",
         "business-case.md",

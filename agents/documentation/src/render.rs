@@ -16,6 +16,8 @@ use protocol::results::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+mod ledger;
+
 /// Everything the reports are made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportInput {
@@ -49,6 +51,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("troubleshooting.md", "Troubleshooting log"),
     ("business-case.md", "Business case"),
     ("quality.md", "Answer quality"),
+    (ledger::PATH, "Claims ledger"),
 ];
 
 /// Decode chart path.
@@ -72,6 +75,7 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         ("troubleshooting.md".to_string(), troubleshooting(&ctx)),
         ("business-case.md".to_string(), business_case(&ctx)),
         ("quality.md".to_string(), quality(&ctx)),
+        (ledger::PATH.to_string(), ledger::page(&ctx)),
     ];
     let mut svgs: BTreeMap<String, String> =
         [(DECODE_CHART.to_string(), decode_chart(&ctx)), (TTFT_CHART.to_string(), ttft_chart(&ctx))]
@@ -958,6 +962,12 @@ fn readme(ctx: &Ctx) -> String {
         );
         s.push_str(&criteria_table(ctx));
     }
+    let _ = writeln!(
+        s,
+        "\n## Claims\n\n{} See the [claims ledger]({}).",
+        ledger::summary(&ledger::entries(ctx)),
+        ledger::PATH
+    );
     s.push_str("\n## Host checks\n\n");
     let checks = &ver.checks;
     let n = |st: CheckStatus| checks.iter().filter(|c| c.status == st).count();
@@ -992,6 +1002,7 @@ fn readme(ctx: &Ctx) -> String {
     );
     s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
     s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
+    s.push_str("- [Claims ledger](claims.md): every claim of the plan, quoted, with the prediction, the measurement and the verdict.\n");
     let _ = write!(
         s,
         "- Raw data: [results.json](data/results.json), [results.csv](data/results.csv){}; charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg)",
@@ -2478,15 +2489,9 @@ fn business_case(ctx: &Ctx) -> String {
             ]);
             continue;
         };
-        let per_hour = tps * 3600.0;
         let en = energy_of(v, tps, cost.assumed_power_w);
-        let kwh = en.j_per_token.map(|j| j * 1e6 / 3.6e6);
-        let energy = kwh.map(|k| k * cost.electricity_usd_per_kwh);
-        let hw = hw_per_hour.map(|h| h / per_hour * 1e6);
-        let total = match (energy, hw) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
+        let crate::claims::MtokCost { kwh, electricity: energy, hardware: hw, total } =
+            crate::claims::mtok_cost(cost, tps, en.j_per_token);
         totals.push((v.name(), total));
         rows.push(vec![
             v.name(),
@@ -3686,6 +3691,7 @@ cloud = [
                 "troubleshooting.md",
                 "business-case.md",
                 "quality.md",
+                "claims.md",
                 "charts/decode-tps.svg",
                 "charts/engine-memory.svg",
                 "charts/gpu-power.svg",
