@@ -19,7 +19,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
 # Unit tests that need a service or the model, left out of `make check` (they run in `make test`).
-FAST_SKIP := --skip docker:: --skip demo_model
+FAST_SKIP := --skip docker:: --skip real_docker --skip demo_model
 
 .PHONY: demo test check prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
 
@@ -36,7 +36,7 @@ test: prereqs-test deps docker browser
 check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
-	$(CARGO) test --workspace --lib --test tidy --quiet -- $(FAST_SKIP)
+	$(CARGO) test --workspace --lib --bins --test tidy --quiet -- $(FAST_SKIP)
 
 deps: nats llama model
 

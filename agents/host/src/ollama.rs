@@ -735,8 +735,8 @@ impl NdjsonLines {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use testkit::fake_http::{FakeServer, Route, TokenStream};
     use std::collections::BTreeMap;
+    use testkit::fake_http::{FakeServer, Route, TokenStream};
 
     const MS: Duration = Duration::from_millis(1);
 

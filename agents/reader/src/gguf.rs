@@ -919,7 +919,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-
     /// Builds small GGUF files in memory.
     #[derive(Default)]
     struct Builder {
