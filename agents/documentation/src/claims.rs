@@ -83,7 +83,16 @@ pub fn figure(metric: ClaimMetric, b: &Bounds) -> String {
     let unit = metric.unit();
     match (metric, b.min, b.max) {
         (ClaimMetric::BaselineImprovement, None, None) => "an improvement".into(),
-        (ClaimMetric::UsdPerMtok | ClaimMetric::ReferenceUsdPerMtok, _, _) => format!("${b} per million tokens"),
+        (ClaimMetric::UsdPerMtok | ClaimMetric::ReferenceUsdPerMtok, min, max) => {
+            let price = match (min, max) {
+                (Some(a), Some(b)) if a == b => format!("${a}"),
+                (Some(a), Some(b)) => format!("${a}–{b}"),
+                (Some(a), None) => format!("${a}+"),
+                (None, Some(b)) => format!("≤ ${b}"),
+                (None, None) => "—".into(),
+            };
+            format!("{price} per million tokens")
+        }
         _ if unit.is_empty() => b.to_string(),
         _ => format!("{b} {unit}"),
     }
@@ -170,8 +179,11 @@ pub fn mtok_cost(cost: &CostInputs, tps: f64, j_per_token: Option<f64>) -> MtokC
     MtokCost { kwh, electricity, hardware, total }
 }
 
-/// A figure in the ledger: three significant digits at most.
+/// A figure in the ledger: whole numbers as they are, else three significant digits at most.
 pub fn num(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        return format!("{v:.0}");
+    }
     let a = v.abs();
     let d = if a >= 100.0 {
         0
@@ -427,6 +439,12 @@ expected = { min = 30, max = 60 }
             ]
         );
         assert_eq!(claims[0].text, "projected RAM 27.3 GB");
+        assert_eq!(figure(ClaimMetric::UsdPerMtok, &Bounds { min: None, max: Some(5.0) }), "≤ $5 per million tokens");
+        assert_eq!(
+            figure(ClaimMetric::UsdPerMtok, &Bounds { min: Some(2.0), max: Some(5.0) }),
+            "$2–5 per million tokens"
+        );
+        assert_eq!(figure(ClaimMetric::GpuUtilPct, &Bounds { min: Some(80.0), max: None }), "80+ %");
     }
 
     #[test]

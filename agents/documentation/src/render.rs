@@ -16,6 +16,7 @@ use protocol::results::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+mod assessment;
 mod ledger;
 
 /// Everything the reports are made from.
@@ -2687,9 +2688,10 @@ fn quality(ctx: &Ctx) -> String {
                 count(st.code_blocks),
                 count(st.list_items),
                 count(st.tables),
-                match st.coverage {
-                    Some(c) => format!("{} of {rubric}", percent(c)),
-                    None => "no rubric".into(),
+                match (assessment::not_assessed(ctx, v), st.coverage) {
+                    (Some(_), _) => "not assessed (no chat template)".into(),
+                    (None, Some(c)) => format!("{} of {rubric}", percent(c)),
+                    (None, None) => "no rubric".into(),
                 },
                 if st.missing.is_empty() {
                     DASH.into()
@@ -2720,6 +2722,9 @@ fn quality(ctx: &Ctx) -> String {
             &align,
             &rows,
         ));
+        for (v, why) in ctx.measured().filter_map(|v| Some((v, assessment::not_assessed(ctx, v)?))) {
+            let _ = writeln!(s, "\nAnswer quality of {} is not assessed: {why}.", v.name());
+        }
     }
 
     s.push_str("\n## Against the baseline\n\n");
