@@ -181,6 +181,12 @@ pub fn weights_split(weights: u64, gpu_share: f64) -> (u64, u64) {
     (on_gpu, weights - on_gpu)
 }
 
+/// The name of the Reader's check that a model's GGUF carries a chat template; a `Warn` check of
+/// this name means the model has none (a base model), and its answers' quality is not assessed.
+pub fn chat_template_check(model: &str) -> String {
+    format!("template.{model}")
+}
+
 impl FitVerdict {
     /// The share of the layers the Reader predicted on the GPU (0 to 1), when it predicted a split.
     pub fn predicted_gpu_share(&self) -> Option<f64> {

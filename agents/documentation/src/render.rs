@@ -17,6 +17,9 @@ use protocol::results::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+mod assessment;
+mod ledger;
+
 /// Everything the reports are made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportInput {
@@ -50,6 +53,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("troubleshooting.md", "Troubleshooting log"),
     ("business-case.md", "Business case"),
     ("quality.md", "Answer quality"),
+    (ledger::PATH, "Claims ledger"),
 ];
 
 /// Decode chart path.
@@ -73,6 +77,7 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         ("troubleshooting.md".to_string(), troubleshooting(&ctx)),
         ("business-case.md".to_string(), business_case(&ctx)),
         ("quality.md".to_string(), quality(&ctx)),
+        (ledger::PATH.to_string(), ledger::page(&ctx)),
     ];
     let mut svgs: BTreeMap<String, String> =
         [(DECODE_CHART.to_string(), decode_chart(&ctx)), (TTFT_CHART.to_string(), ttft_chart(&ctx))]
@@ -959,6 +964,12 @@ fn readme(ctx: &Ctx) -> String {
         );
         s.push_str(&criteria_table(ctx));
     }
+    let _ = writeln!(
+        s,
+        "\n## Claims\n\n{} See the [claims ledger]({}).",
+        ledger::summary(&ledger::entries(ctx)),
+        ledger::PATH
+    );
     s.push_str("\n## Host checks\n\n");
     let checks = &ver.checks;
     let n = |st: CheckStatus| checks.iter().filter(|c| c.status == st).count();
@@ -993,6 +1004,7 @@ fn readme(ctx: &Ctx) -> String {
     );
     s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
     s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
+    s.push_str("- [Claims ledger](claims.md): every claim of the plan, quoted, with the prediction, the measurement and the verdict.\n");
     let _ = write!(
         s,
         "- Raw data: [results.json](data/results.json), [results.csv](data/results.csv){}; charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg)",
@@ -2384,15 +2396,9 @@ fn business_case(ctx: &Ctx) -> String {
             ]);
             continue;
         };
-        let per_hour = tps * 3600.0;
         let en = energy_of(v, tps, cost.assumed_power_w);
-        let kwh = en.j_per_token.map(|j| j * 1e6 / 3.6e6);
-        let energy = kwh.map(|k| k * cost.electricity_usd_per_kwh);
-        let hw = hw_per_hour.map(|h| h / per_hour * 1e6);
-        let total = match (energy, hw) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
+        let crate::claims::MtokCost { kwh, electricity: energy, hardware: hw, total } =
+            crate::claims::mtok_cost(cost, tps, en.j_per_token);
         totals.push((v.name(), total));
         rows.push(vec![
             v.name(),
@@ -2588,9 +2594,10 @@ fn quality(ctx: &Ctx) -> String {
                 count(st.code_blocks),
                 count(st.list_items),
                 count(st.tables),
-                match st.coverage {
-                    Some(c) => format!("{} of {rubric}", percent(c)),
-                    None => "no rubric".into(),
+                match (assessment::not_assessed(ctx, v), st.coverage) {
+                    (Some(_), _) => "not assessed (no chat template)".into(),
+                    (None, Some(c)) => format!("{} of {rubric}", percent(c)),
+                    (None, None) => "no rubric".into(),
                 },
                 if st.missing.is_empty() {
                     DASH.into()
@@ -2621,6 +2628,9 @@ fn quality(ctx: &Ctx) -> String {
             &align,
             &rows,
         ));
+        for (v, why) in ctx.measured().filter_map(|v| Some((v, assessment::not_assessed(ctx, v)?))) {
+            let _ = writeln!(s, "\nAnswer quality of {} is not assessed: {why}.", v.name());
+        }
     }
 
     s.push_str("\n## Against the baseline\n\n");
@@ -3623,6 +3633,7 @@ cloud = [
                 "troubleshooting.md",
                 "business-case.md",
                 "quality.md",
+                "claims.md",
                 "charts/decode-tps.svg",
                 "charts/engine-memory.svg",
                 "charts/gpu-power.svg",

@@ -534,10 +534,8 @@ pub fn plan_verdicts(plan: &Plan, base: &HostCapacity) -> (Vec<FitVerdict>, Vec<
     let mut checks = Vec::new();
     let mut out = Vec::new();
     for m in &plan.models {
-        let (v, file_check) = model_verdict(plan, m, base);
-        if let Some(c) = file_check {
-            checks.push(c);
-        }
+        let (v, file_checks) = model_verdict(plan, m, base);
+        checks.extend(file_checks);
         out.push(v);
     }
     (out, checks)
@@ -616,23 +614,38 @@ fn downloads_check(plan: &Plan, free: u64) -> Option<Check> {
     ))
 }
 
-fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Option<Check>) {
-    let mut file_check = None;
+/// A warning when the GGUF has no chat template: the engine then formats the prompt in a way the
+/// model was not trained on.
+fn template_check(model: &str, meta: &gguf::ModelMeta) -> Option<Check> {
+    (meta.chat_template == Some(false)).then(|| {
+        check(
+            &protocol::results::chat_template_check(model),
+            CheckStatus::Warn,
+            "no chat template".into(),
+            None,
+            "the GGUF has no `tokenizer.chat_template`: llama-server falls back to ChatML, which a model not trained on it (a base model) reads as plain text, so its answers may echo the prompt and run to the token cap; their quality is not assessed".into(),
+        )
+    })
+}
+
+fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Vec<Check>) {
+    let mut file_checks = Vec::new();
     let meta = match (m.engine, &m.model_path, &m.tag) {
         (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
             Ok(p) => match gguf::read_metadata(Path::new(&p)) {
                 Ok(meta) => {
-                    file_check = Some(check(
+                    file_checks.push(check(
                         &format!("model.{}", m.name),
                         CheckStatus::Pass,
                         format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
                         None,
                         format!("GGUF header read from {p}"),
                     ));
+                    file_checks.extend(template_check(&m.name, &meta));
                     Ok(meta)
                 }
                 Err(e) => {
-                    file_check = Some(check(
+                    file_checks.push(check(
                         &format!("model.{}", m.name),
                         CheckStatus::Fail,
                         "unreadable".into(),
@@ -650,7 +663,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                 // Already pulled: the GGUF header itself, not recalled figures.
                 Ok(Some(crate::store::Stored { model_blob: Some(blob), .. })) => match gguf::read_metadata(&blob) {
                     Ok(meta) => {
-                        file_check = Some(check(
+                        file_checks.push(check(
                             &format!("model.{}", m.name),
                             CheckStatus::Pass,
                             format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
@@ -660,7 +673,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                         Ok(meta)
                     }
                     Err(e) => {
-                        file_check = Some(check(
+                        file_checks.push(check(
                             &format!("model.{}", m.name),
                             CheckStatus::Warn,
                             "unreadable in the store".into(),
@@ -672,7 +685,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                 },
                 Ok(_) => builtin_meta(tag),
                 Err(e) => {
-                    file_check = Some(check(
+                    file_checks.push(check(
                         &format!("model.{}", m.name),
                         CheckStatus::Warn,
                         "unreadable in the store".into(),
@@ -718,7 +731,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             suggestion: None,
         },
     };
-    (v, file_check)
+    (v, file_checks)
 }
 
 impl Handler for Reader {
