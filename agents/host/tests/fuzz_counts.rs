@@ -26,6 +26,7 @@ fn request() -> GenRequest {
         context: Some(512),
         options: Default::default(),
         timeout: Duration::from_secs(10),
+        stall: Some(Duration::from_secs(5)),
     }
 }
 
