@@ -18,7 +18,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
-# Unit tests that need a service or the model, left out of `make check` (they run in `make test`).
+# Unit tests that need dockerd or the demo model, left out of `make check` (they run in `make test`).
 FAST_SKIP := --skip docker:: --skip real_docker --skip demo_model
 
 .PHONY: demo test check prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
@@ -32,8 +32,8 @@ test: prereqs-test deps docker browser
 	$(CARGO) test --workspace --no-fail-fast
 
 # The fast tier for the inner loop: formatting, clippy, the tidy checks and the unit tests that
-# need no dockerd, NATS server, engine or model (README: Testing, for its time).
-check:
+# need neither dockerd nor the demo model (a few start the .venv's nats-server). README: Testing.
+check: nats
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	$(CARGO) test --workspace --lib --bins --test tidy --quiet -- $(FAST_SKIP)

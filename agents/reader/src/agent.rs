@@ -874,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn a_model_already_in_the_ollama_store_is_read_from_its_gguf_and_needs_no_download() {
+    fn the_demo_model_in_an_ollama_store_is_read_from_its_gguf_and_needs_no_download() {
         let dir = tempfile::tempdir().expect("temp dir");
         store_with(dir.path(), "gemma3:270m", &testkit::demo_model());
         let plan = ollama_plan(dir.path(), &["gemma3:270m", "codellama:34b", "someone/unknown:1b"]);
