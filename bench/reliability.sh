@@ -20,6 +20,9 @@ run docker --test it cycle_docker
 run fuzz -p threadcycle-protocol --lib
 run gguf -p threadcycle-reader --lib gguf
 run compose --test it compose
+# Generated inputs with counts: 10,000 per input class unless FUZZ_CASES says otherwise.
+bench/fuzz.sh >"$log/fuzzcounts.md" 2>&1
+echo $? >"$log/fuzzcounts.rc"
 status() { [ "$(cat "$log/$1.rc")" = 0 ] && echo "passed" || echo "**FAILED** (see the test output)"; }
 passed() { grep -Eo '[0-9]+ passed' "$log/$1.log" | awk '{s+=$1} END {print s+0}'; }
 panics=$(cat "$log"/*.log | grep -c "panicked at" || true)
@@ -80,6 +83,14 @@ mid-work and restarted; the escalation of the troubleshoot phase is answered aft
 | truncated / hostile GGUF files (every prefix, absurd counts, huge strings, random bytes) | model files | reader GGUF tests ($(passed gguf) passed) | $(status gguf) |
 | hostile model output end to end: a 10 MiB answer, NUL/control bytes, ANSI and OSC escapes, invalid UTF-8, characters split across network writes, markdown/HTML/CSV injection, an engine error full of escapes | a hostile engine measured by the real Writer, reports by the real Documentation, the CLI | \`hostile_model_output_is_stored_capped_and_rendered_safely_everywhere\` (every report file valid UTF-8 with no control character, HTML escaped, CSV well formed, the answer capped at 4 MiB with a note, nothing lost, CLI output defused) | $(status hostile) |
 | hostile model output (\`<script>\`, raw HTML, fence breaking) in a browser | reports | documentation snapshot and browser tests (run by \`make test\`) | see \`make test\` |
+
+### Generated inputs (\`bench/fuzz.sh\`, $(status fuzzcounts))
+
+Each input class's valid samples, mutated 1–4 times each by \`testkit::mutate\` (seeded: a run is
+repeatable), through the real parser or, for engine and Ollama replies, over real HTTP to the real
+client. "Refused" means a clear error; a panic would be counted and fail the run.
+
+$(grep -E '^\||classes,' "$log/fuzzcounts.md")
 
 Bad packages put on agents' handoff subjects in this run: $([ "$(cat "$log/delivery.rc")" = 0 ] && echo "22 (4 + 5 × 3 + 3 forged senders), each dead-lettered with its reason, asserted by the tests above" || echo "not all dead-lettered (see the test output)"); hostile engine outputs: 4 kinds (huge, binary, injection, error).
 

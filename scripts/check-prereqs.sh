@@ -39,6 +39,8 @@ fi
 
 # make test installs what is missing with apt-get: that needs root or password-less sudo.
 if [ "$what" = test ]; then
+    # The tests build the NVML test double (testkit/nvml-double) with the machine's C compiler.
+    command -v "${CC:-cc}" >/dev/null 2>&1 || miss "${CC:-cc}, to build the NVML test double for the tests: apt-get install build-essential"
     needs_apt=()
     command -v dockerd >/dev/null 2>&1 || needs_apt+=(docker.io)
     command -v docker-compose >/dev/null 2>&1 || needs_apt+=(docker-compose)

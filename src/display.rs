@@ -1,6 +1,7 @@
 //! Text and JSON output for operator commands, `plan check` and `compare`.
 
 use crate::exit;
+use agent_documentation::claims::{self, Foresight, PlanClaim};
 use anyhow::Result;
 use protocol::operator::{CycleState, OperatorReply};
 use protocol::results::{EscalationRecord, Fit, FitVerdict};
@@ -203,12 +204,28 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             (agent_reader::agent::verdicts(&plan, &facts).0, label)
         }
     };
-    let roofline: Vec<Option<f64>> = verdicts.iter().map(|v| predicted_roofline(v, bandwidths)).collect();
+    let roofline: Vec<Option<f64>> =
+        verdicts.iter().map(|v| agent_documentation::claims::decode_ceiling(v, bandwidths)).collect();
+    let ledger = predicted_ledger(&plan, &verdicts, bandwidths);
     if json {
+        let claims: Vec<serde_json::Value> = ledger
+            .iter()
+            .map(|(c, f)| {
+                let (kind, text) = match f {
+                    Foresight::Contradicted(t) => ("contradicted", t),
+                    Foresight::Consistent(t) => ("consistent", t),
+                    Foresight::Differs(t) => ("estimate_differs", t),
+                    Foresight::Unpredictable(t) => ("unpredictable", t),
+                };
+                serde_json::json!({ "claim": c.text, "source": c.source, "model": c.model, "prompt": c.prompt,
+                    "metric": c.metric.name(), "expected": c.expected, "prediction": kind, "why": text,
+                    "measurable": claims::not_measurable(&plan, c).is_none() })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts, "roofline_decode_tps": roofline })
+                &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts, "roofline_decode_tps": roofline, "claims": claims })
             )?
         );
     } else {
@@ -221,13 +238,14 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             plan.defaults.repetitions
         );
         println!(
-            "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s, policy {:?} (max {} attempts)",
+            "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s (longer where a model's predicted decode needs it), stall timeout {} s, policy {:?} (max {} attempts)",
             plan.defaults.context,
             plan.defaults.max_tokens,
             plan.defaults.temperature,
             plan.defaults.seed,
             plan.defaults.load_timeout_s,
             plan.defaults.request_timeout_s,
+            plan.defaults.stall_timeout_s,
             plan.policy.default,
             plan.policy.max_attempts
         );
@@ -243,17 +261,64 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
                 None => println!("  {}", verdict_row(v)),
             }
         }
+        print_ledger(&plan, &ledger);
     }
     Ok(if verdicts.iter().any(|v| v.fit == Fit::NoGo) { exit::FAILED } else { 0 })
 }
 
-/// The decode speed memory bandwidth allows for the predicted split of the weights.
-fn predicted_roofline(v: &protocol::results::FitVerdict, (gpu_bw, ram_bw): (Option<f64>, Option<f64>)) -> Option<f64> {
-    if v.fit == Fit::NoGo {
-        return None;
+/// Every claim of the plan with what the fit and decode-ceiling predictions say about it.
+fn predicted_ledger(
+    plan: &protocol::plan::Plan,
+    verdicts: &[FitVerdict],
+    bandwidths: (Option<f64>, Option<f64>),
+) -> Vec<(PlanClaim, Foresight)> {
+    let all = claims::plan_claims(plan);
+    let pred = claims::Predictions { verdicts, bandwidths };
+    all.iter().map(|c| (c.clone(), claims::predict(plan, c, &all, &pred))).collect()
+}
+
+/// The predictable part of the claims ledger: contradicted claims first, then the rest.
+fn print_ledger(plan: &protocol::plan::Plan, ledger: &[(PlanClaim, Foresight)]) {
+    if ledger.is_empty() {
+        println!("claims ledger: the plan makes no claims");
+        return;
     }
-    let (on_gpu, in_ram) = protocol::results::weights_split(v.weights_bytes?, v.predicted_gpu_share().unwrap_or(0.0));
-    protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw)
+    let contradicted = ledger.iter().filter(|(_, f)| matches!(f, Foresight::Contradicted(_))).count();
+    println!(
+        "claims ledger, before anything runs: {} claim(s), {contradicted} already contradicted by the predictions",
+        ledger.len()
+    );
+    let order = |f: &Foresight| match f {
+        Foresight::Contradicted(_) => 0,
+        Foresight::Differs(_) => 1,
+        Foresight::Consistent(_) => 2,
+        Foresight::Unpredictable(_) => 3,
+    };
+    let mut rows: Vec<&(PlanClaim, Foresight)> = ledger.iter().collect();
+    rows.sort_by_key(|(_, f)| order(f));
+    for (c, f) in rows {
+        let word = match f {
+            _ if claims::not_measurable(plan, c).is_some() => "unmeasurable",
+            Foresight::Contradicted(_) => "CONTRADICTED",
+            Foresight::Consistent(_) => "consistent",
+            Foresight::Differs(_) => "differs",
+            Foresight::Unpredictable(_) => "at run time",
+        };
+        let about = match (&c.model, &c.prompt) {
+            (Some(m), Some(p)) => format!(" [{m}, prompt {p}]"),
+            (Some(m), None) => format!(" [{m}]"),
+            (None, Some(p)) => format!(" [prompt {p}]"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {word:<12} \"{}\"{} ({}: {}) — {}",
+            clean(&c.text),
+            clean(&about),
+            c.source,
+            claims::figure(c.metric, &c.expected),
+            clean(f.text())
+        );
+    }
 }
 
 /// `threadcycle compare`: markdown comparison of two cycles' results.

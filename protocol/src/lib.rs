@@ -6,6 +6,7 @@
 pub mod envelope;
 pub mod events;
 pub mod ids;
+pub mod launch;
 pub mod messages;
 pub mod operator;
 pub mod plan;

@@ -53,6 +53,10 @@ pub struct Plan {
     /// Inputs for the business case.
     #[serde(default)]
     pub cost: Option<CostInputs>,
+    /// Claims the plan's source document makes, each checked against a measurement in the
+    /// reports' claims ledger (the models' `projected` figures are claims too).
+    #[serde(default)]
+    pub claims: Vec<Claim>,
 }
 
 /// Measurement settings shared by all models.
@@ -73,8 +77,12 @@ pub struct Defaults {
     pub context: u32,
     /// Parallel request slots in the engine.
     pub parallel: u32,
-    /// Per-request limit in seconds.
+    /// Per-request limit in seconds; raised for a model whose predicted decode ceiling needs
+    /// longer for `max_tokens` (a slow stream that is still producing is not cut).
     pub request_timeout_s: u64,
+    /// Longest silence, in seconds, once an answer has started streaming: a stream that sends
+    /// nothing for this long has stalled and fails.
+    pub stall_timeout_s: u64,
     /// How long the engine may take to answer its health check, in seconds.
     pub load_timeout_s: u64,
     /// Telemetry samples per second.
@@ -98,6 +106,7 @@ impl Default for Defaults {
             context: 4096,
             parallel: 1,
             request_timeout_s: 600,
+            stall_timeout_s: 120,
             load_timeout_s: 300,
             sample_hz: 1.0,
             cv_flag: 0.10,
@@ -189,12 +198,13 @@ pub struct Projected {
 }
 
 /// GPUs requested for a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuRequest {
     /// `--gpus all`.
     All,
     /// No GPU.
+    #[default]
     None,
     /// The GPUs with these indices.
     Indices(Vec<u32>),
@@ -318,6 +328,124 @@ pub struct Criteria {
     pub min_decode_tps: Option<f64>,
 }
 
+/// A figure a claim is about: what the claims ledger measures to check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClaimMetric {
+    /// Peak engine RAM of a model (container working set or process RSS), GB.
+    RamGb,
+    /// Peak VRAM while a model ran, GB.
+    VramGb,
+    /// Mean end-to-end response time of a model's answers, seconds.
+    ResponseTimeS,
+    /// Mean words per answer.
+    Words,
+    /// Mean decode speed, tokens/s.
+    DecodeTps,
+    /// Mean GPU utilisation while a model generated, %.
+    GpuUtilPct,
+    /// Peak GPU temperature while a model generated, °C.
+    GpuTempC,
+    /// Memory a container could really allocate (the Reader's allocation test), GB.
+    AllocatableGb,
+    /// Free disk under the model store at host verification, GB.
+    DiskFreeGb,
+    /// This box's cost per million output tokens (the business case's total), USD.
+    UsdPerMtok,
+    /// A price quoted for another service (a cloud API, another local setup), USD per million
+    /// tokens: an input the box cannot measure.
+    ReferenceUsdPerMtok,
+    /// An improvement over a baseline model's answers (needs the baseline answering alone).
+    BaselineImprovement,
+}
+
+impl ClaimMetric {
+    /// Every metric, in the order the ledger lists them.
+    pub const ALL: [ClaimMetric; 12] = [
+        ClaimMetric::RamGb,
+        ClaimMetric::VramGb,
+        ClaimMetric::ResponseTimeS,
+        ClaimMetric::Words,
+        ClaimMetric::DecodeTps,
+        ClaimMetric::GpuUtilPct,
+        ClaimMetric::GpuTempC,
+        ClaimMetric::AllocatableGb,
+        ClaimMetric::DiskFreeGb,
+        ClaimMetric::UsdPerMtok,
+        ClaimMetric::ReferenceUsdPerMtok,
+        ClaimMetric::BaselineImprovement,
+    ];
+
+    /// The name plans use (`metric = "ram_gb"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClaimMetric::RamGb => "ram_gb",
+            ClaimMetric::VramGb => "vram_gb",
+            ClaimMetric::ResponseTimeS => "response_time_s",
+            ClaimMetric::Words => "words",
+            ClaimMetric::DecodeTps => "decode_tps",
+            ClaimMetric::GpuUtilPct => "gpu_util_pct",
+            ClaimMetric::GpuTempC => "gpu_temp_c",
+            ClaimMetric::AllocatableGb => "allocatable_gb",
+            ClaimMetric::DiskFreeGb => "disk_free_gb",
+            ClaimMetric::UsdPerMtok => "usd_per_mtok",
+            ClaimMetric::ReferenceUsdPerMtok => "reference_usd_per_mtok",
+            ClaimMetric::BaselineImprovement => "baseline_improvement",
+        }
+    }
+
+    /// The metric a plan names, if it is one.
+    pub fn from_name(name: &str) -> Option<ClaimMetric> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Whether the figure belongs to one model (else to the host, or to no measurement).
+    pub fn per_model(self) -> bool {
+        !matches!(self, ClaimMetric::AllocatableGb | ClaimMetric::DiskFreeGb | ClaimMetric::ReferenceUsdPerMtok)
+    }
+
+    /// The unit the figure is written in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            ClaimMetric::RamGb | ClaimMetric::VramGb | ClaimMetric::AllocatableGb | ClaimMetric::DiskFreeGb => "GB",
+            ClaimMetric::ResponseTimeS => "s",
+            ClaimMetric::Words => "words",
+            ClaimMetric::DecodeTps => "tok/s",
+            ClaimMetric::GpuUtilPct => "%",
+            ClaimMetric::GpuTempC => "°C",
+            ClaimMetric::UsdPerMtok | ClaimMetric::ReferenceUsdPerMtok => "USD per million tokens",
+            ClaimMetric::BaselineImprovement => "",
+        }
+    }
+}
+
+/// A claim from the plan's source document, as data: its words, the figure it is about and the
+/// range it claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The claim as the document words it (the ledger quotes it).
+    pub text: String,
+    /// What it is about: one of [`ClaimMetric`]'s names (`ram_gb`, `gpu_temp_c`, …).
+    pub metric: String,
+    /// The range it claims, e.g. `{ min = 80 }` for "80%+".
+    #[serde(default)]
+    pub expected: Bounds,
+    /// The model it is about (a name from `models` or `concurrent.models`); absent: every
+    /// model of the plan, for a per-model figure.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The prompt whose answers it is about (for words and response time); absent: all.
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+impl Claim {
+    /// The metric, once the plan has been validated.
+    pub fn metric(&self) -> Option<ClaimMetric> {
+        ClaimMetric::from_name(&self.metric)
+    }
+}
+
 /// What Debug does with a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -433,6 +561,9 @@ impl Plan {
                 format!("expected 1 to 86400, got {}", d.request_timeout_s),
             );
         }
+        if !(1..=86_400).contains(&d.stall_timeout_s) {
+            return bad("defaults.stall_timeout_s".into(), format!("expected 1 to 86400, got {}", d.stall_timeout_s));
+        }
         if !(1..=86_400).contains(&d.load_timeout_s) {
             return bad("defaults.load_timeout_s".into(), format!("expected 1 to 86400, got {}", d.load_timeout_s));
         }
@@ -523,6 +654,65 @@ impl Plan {
             }
             if c.hours_per_day > 24.0 {
                 return bad("cost.hours_per_day".into(), format!("expected at most 24, got {}", c.hours_per_day));
+            }
+        }
+        self.validate_claims()
+    }
+
+    fn validate_claims(&self) -> Result<(), PlanError> {
+        let bad = |field: String, problem: String| Err(PlanError::Invalid { field, problem });
+        for (i, c) in self.claims.iter().enumerate() {
+            if c.text.trim().is_empty() {
+                return bad(format!("claims[{i}].text"), "must not be empty: quote the claim".into());
+            }
+            let Some(metric) = c.metric() else {
+                let names: Vec<&str> = ClaimMetric::ALL.iter().map(|m| m.name()).collect();
+                return bad(
+                    format!("claims[{i}].metric"),
+                    format!("`{}` is not a metric the ledger knows: expected one of {}", c.metric, names.join(", ")),
+                );
+            };
+            let (min, max) = (c.expected.min, c.expected.max);
+            if metric != ClaimMetric::BaselineImprovement && min.is_none() && max.is_none() {
+                return bad(
+                    format!("claims[{i}].expected"),
+                    "give the claimed figure as `{ min = … }`, `{ max = … }` or both".into(),
+                );
+            }
+            if let Some(v) = [min, max].into_iter().flatten().find(|v| !v.is_finite()) {
+                return bad(format!("claims[{i}].expected"), format!("expected a finite number, got {v}"));
+            }
+            if let (Some(a), Some(b)) = (min, max)
+                && a > b
+            {
+                return bad(format!("claims[{i}].expected"), format!("min {a} is above max {b}"));
+            }
+            if let Some(m) = &c.model {
+                if !metric.per_model() {
+                    return bad(
+                        format!("claims[{i}].model"),
+                        format!("`{}` is not a figure of one model: remove `model`", metric.name()),
+                    );
+                }
+                let known = self
+                    .models
+                    .iter()
+                    .chain(self.concurrent.iter().flat_map(|c| c.models.iter()))
+                    .any(|s| &s.name == m);
+                if !known {
+                    return bad(format!("claims[{i}].model"), format!("`{m}` is not a model of this plan"));
+                }
+            }
+            if let Some(p) = &c.prompt {
+                if !matches!(metric, ClaimMetric::Words | ClaimMetric::ResponseTimeS) {
+                    return bad(
+                        format!("claims[{i}].prompt"),
+                        format!("only words and response_time_s are per prompt, not `{}`", metric.name()),
+                    );
+                }
+                if !self.prompts.iter().any(|x| &x.id == p) {
+                    return bad(format!("claims[{i}].prompt"), format!("`{p}` is not a prompt of this plan"));
+                }
             }
         }
         Ok(())
@@ -640,6 +830,9 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 }
 
 #[cfg(test)]
+mod shipped_plans;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -752,6 +945,64 @@ text = "hi"
         assert_eq!(expand_path("${B:-~/d}/f", &env).unwrap(), "/root/d/f");
         assert!(expand_path("${B}/f", &env).unwrap_err().contains("B is not set"));
         assert_eq!(expand_path("a$", &env).unwrap(), "a$");
+    }
+
+    const CLAIM: &str =
+        "\n[[claims]]\ntext = \"GPU utilization 80%+\"\nmetric = \"gpu_util_pct\"\nexpected = { min = 80 }\n";
+
+    fn invalid(text: &str) -> (String, String) {
+        match Plan::from_toml(text) {
+            Err(PlanError::Invalid { field, problem }) => (field, problem),
+            other => panic!("expected a semantic error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn claims_parse_with_their_metric_range_model_and_prompt() {
+        let p = Plan::from_toml(&format!(
+            "{MIN}{CLAIM}\n[[claims]]\ntext = \"500-1000 words\"\nmetric = \"words\"\nmodel = \"m\"\nprompt = \"p\"\nexpected = {{ min = 500, max = 1000 }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(p.claims.len(), 2);
+        assert_eq!(p.claims[0].metric(), Some(ClaimMetric::GpuUtilPct));
+        assert_eq!(p.claims[0].expected, Bounds { min: Some(80.0), max: None });
+        assert_eq!((p.claims[1].model.as_deref(), p.claims[1].prompt.as_deref()), (Some("m"), Some("p")));
+        assert!(Plan::from_toml(MIN).expect("valid").claims.is_empty(), "claims are optional");
+        for m in ClaimMetric::ALL {
+            assert_eq!(ClaimMetric::from_name(m.name()), Some(m));
+        }
+    }
+
+    #[test]
+    fn a_claim_with_an_unknown_metric_or_field_is_named() {
+        let (field, problem) = invalid(&format!("{MIN}{}", CLAIM.replace("gpu_util_pct", "gpu_happiness")));
+        assert_eq!(field, "claims[0].metric");
+        assert!(problem.contains("gpu_happiness") && problem.contains("gpu_util_pct"), "{problem}");
+        let e = Plan::from_toml(&format!("{MIN}{}", CLAIM.replace("expected", "expectd"))).unwrap_err();
+        assert!(e.to_string().contains("expectd"), "{e}");
+    }
+
+    #[test]
+    fn a_claim_must_be_usable() {
+        let cases = [
+            (CLAIM.replace("GPU utilization 80%+", " "), "claims[0].text"),
+            (CLAIM.replace("expected = { min = 80 }", ""), "claims[0].expected"),
+            (CLAIM.replace("min = 80", "min = 90, max = 80"), "claims[0].expected"),
+            (CLAIM.replace("min = 80", "min = inf"), "claims[0].expected"),
+            (format!("{CLAIM}model = \"nope\"\n"), "claims[0].model"),
+            (format!("{CLAIM}prompt = \"p\"\n"), "claims[0].prompt"),
+            (
+                CLAIM.replace("gpu_util_pct", "disk_free_gb").replace("min = 80", "min = 100") + "model = \"m\"\n",
+                "claims[0].model",
+            ),
+            (CLAIM.replace("gpu_util_pct", "words") + "prompt = \"nope\"\n", "claims[0].prompt"),
+        ];
+        for (claim, want) in cases {
+            let (field, problem) = invalid(&format!("{MIN}{claim}"));
+            assert_eq!(field, want, "{claim}: {problem}");
+        }
+        let ok = CLAIM.replace("gpu_util_pct", "baseline_improvement").replace("expected = { min = 80 }", "");
+        assert!(Plan::from_toml(&format!("{MIN}{ok}")).is_ok(), "an improvement claim needs no figure");
     }
 
     proptest::proptest! {

@@ -181,6 +181,12 @@ pub fn weights_split(weights: u64, gpu_share: f64) -> (u64, u64) {
     (on_gpu, weights - on_gpu)
 }
 
+/// The name of the Reader's check that a model's GGUF carries a chat template; a `Warn` check of
+/// this name means the model has none (a base model), and its answers' quality is not assessed.
+pub fn chat_template_check(model: &str) -> String {
+    format!("template.{model}")
+}
+
 impl FitVerdict {
     /// The share of the layers the Reader predicted on the GPU (0 to 1), when it predicted a split.
     pub fn predicted_gpu_share(&self) -> Option<f64> {
@@ -518,8 +524,13 @@ pub struct ModelResult {
     pub status: ModelStatus,
     /// Attempts in order.
     pub attempts: Vec<Attempt>,
-    /// Time from engine start to healthy, ms.
+    /// The model's load time, ms: for Ollama the engine's `load_duration` on the warm-up (the
+    /// first request loads the model); for llama-server, engine start → healthy (it loads the
+    /// model before `/health` answers). Never includes a pull.
     pub load_ms: Option<f64>,
+    /// Time spent pulling the model into the engine's store, ms; `None` when it was already there.
+    #[serde(default)]
+    pub pull_ms: Option<f64>,
     /// Measured requests.
     pub runs: Vec<RunResult>,
     /// Per-prompt figures.
@@ -536,6 +547,10 @@ pub struct ModelResult {
     /// The container or process settings the engine ran with (`docker run` / command line).
     #[serde(default)]
     pub deployment: Vec<String>,
+    /// Exactly how the engine was started and asked (argv, `docker run`, request options):
+    /// what the deployment guide prints.
+    #[serde(default)]
+    pub launch: Option<crate::launch::Launch>,
     /// When measuring started and ended (RFC 3339).
     pub started_at: String,
     /// End time.

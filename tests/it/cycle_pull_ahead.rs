@@ -18,7 +18,7 @@ fn plan(dir: &std::path::Path, store: &std::path::Path) -> std::path::PathBuf {
     );
     for (i, tag) in TAGS.iter().enumerate() {
         t.push_str(&format!(
-            "[[models]]\nname = \"m{}\"\nengine = \"ollama\"\nruntime = \"process\"\nbinary = \"{engine}\"\ntag = \"{tag}\"\nenv = {{ TC_FAKE_TPS = \"40\", TC_FAKE_MODEL_BYTES = \"10000000\", TC_FAKE_PULL_BPS = \"10000000\" }}\n\n",
+            "[[models]]\nname = \"m{}\"\nengine = \"ollama\"\nruntime = \"process\"\nbinary = \"{engine}\"\ntag = \"{tag}\"\nenv = {{ TC_FAKE_TPS = \"40\", TC_FAKE_LOAD_MS = \"300\", TC_FAKE_MODEL_BYTES = \"10000000\", TC_FAKE_PULL_BPS = \"10000000\" }}\n\n",
             i + 1
         ));
     }
@@ -66,9 +66,17 @@ fn pull_ahead_pulls_the_next_model_during_the_measurement_and_its_deploy_skips_t
     assert!(run.output.status.success(), "{}", show(&run.output));
     let dir = cycle_dir(&out);
     let r = results(&dir);
-    for m in r["models"].as_array().expect("models") {
+    for (i, m) in r["models"].as_array().expect("models").iter().enumerate() {
         assert_eq!(m["status"]["state"], "measured", "{m}");
         assert_eq!(m["manifest"]["engine"], "ollama", "{m}");
+        // Load and pull are timed apart: the load time is the engine's `load_duration` on the
+        // first (cold) request, 300 ms here, never engine start plus a pull; only the first
+        // model was pulled by its own deployment (the others ahead of time).
+        let load = m["load_ms"].as_f64().unwrap_or(0.0);
+        assert!((load - 300.0).abs() < 1.0, "model {i}: load time {load} ms, the engine's load_duration is 300 ms");
+        assert_eq!(m["pull_ms"].as_f64().is_some(), i == 0, "model {i}: pull_ms {}", m["pull_ms"]);
+        // The request options the engine got are recorded with the launch.
+        assert_eq!(m["launch"]["request_options"]["num_ctx"], 1024, "{m}");
         // The fake engine's fixed rate arrives on the wire: the client's own decode rate is
         // within a loaded machine's jitter of 40 tokens/s, and the engine's counters say 40.
         for run in m["runs"].as_array().expect("runs") {

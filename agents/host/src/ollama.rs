@@ -8,7 +8,7 @@
 //!   counter means zero.
 //! - Error texts are kept verbatim; classifying them is the Debug agent's job.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -445,7 +445,7 @@ impl OllamaClient {
                 completed: parsed.completed,
             });
             if done {
-                outcome.total_bytes = layer_totals.iter().map(|(_, t)| *t).sum();
+                outcome.total_bytes = layer_totals.iter().map(|(_, t)| *t).fold(0, u64::saturating_add);
                 outcome.elapsed = start.elapsed();
                 return Ok(outcome);
             }
@@ -475,13 +475,6 @@ impl OllamaClient {
             messages.push(json!({"role": "system", "content": system}));
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
-        let mut options = Map::new();
-        options.insert("seed".into(), json!(req.seed));
-        options.insert("temperature".into(), json!(req.temperature));
-        options.insert("num_predict".into(), json!(req.max_tokens));
-        if let Some(ctx) = req.context {
-            options.insert("num_ctx".into(), json!(ctx));
-        }
         let mut body = Map::new();
         body.insert("model".into(), json!(req.model));
         body.insert("messages".into(), Value::Array(messages));
@@ -492,11 +485,9 @@ impl OllamaClient {
         for (key, value) in &req.options {
             if TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 body.insert(key.clone(), value.clone());
-            } else {
-                options.insert(key.clone(), value.clone());
             }
         }
-        body.insert("options".into(), Value::Object(options));
+        body.insert("options".into(), Value::Object(request_options(req).into_iter().collect()));
         Value::Object(body)
     }
 
@@ -507,7 +498,13 @@ impl OllamaClient {
         let mut generation = Generation::default();
         let mut first: Option<Duration> = None;
         loop {
-            let Some((line, at)) = lines.next_line().await? else {
+            let next = match (req.stall, first) {
+                (Some(limit), Some(_)) => tokio::time::timeout(limit, lines.next_line())
+                    .await
+                    .map_err(|_| EngineError::Stalled { after: limit, chunks: generation.chunk_times.len() })?,
+                _ => lines.next_line().await,
+            };
+            let Some((line, at)) = next? else {
                 return Err(EngineError::Protocol(format!(
                     "the /api/chat stream ended before the final chunk (done: true) after {} content chunks",
                     generation.chunk_times.len()
@@ -568,6 +565,25 @@ impl OllamaClient {
             }
         })
     }
+}
+
+/// The `options` object a generation request carries, exactly as [`OllamaClient::generate_stream`]
+/// sends it: `seed`, `temperature`, `num_predict` = `max_tokens`, `num_ctx` = `context` (when
+/// set), then `req.options` (which override), less the keys Ollama reads at the top level.
+pub fn request_options(req: &GenRequest) -> BTreeMap<String, Value> {
+    let mut options = BTreeMap::new();
+    options.insert("seed".into(), json!(req.seed));
+    options.insert("temperature".into(), json!(req.temperature));
+    options.insert("num_predict".into(), json!(req.max_tokens));
+    if let Some(ctx) = req.context {
+        options.insert("num_ctx".into(), json!(ctx));
+    }
+    for (key, value) in &req.options {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            options.insert(key.clone(), value.clone());
+        }
+    }
+    options
 }
 
 fn fill_counters(generation: &mut Generation, chunk: &ChatChunk) {
@@ -735,8 +751,8 @@ impl NdjsonLines {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use testkit::fake_http::{FakeServer, Route, TokenStream};
     use std::collections::BTreeMap;
+    use testkit::fake_http::{FakeServer, Route, TokenStream};
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -751,6 +767,7 @@ mod tests {
             context: Some(4096),
             options: BTreeMap::new(),
             timeout,
+            stall: None,
         }
     }
 
@@ -991,6 +1008,24 @@ mod tests {
         let err = client.generate_stream(&req(limit)).await.unwrap_err();
         assert_eq!(err, EngineError::Timeout(limit));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_slow_stream_that_keeps_producing_is_not_cut_but_a_silent_one_stalls() {
+        // 10 tokens at 8 tokens/s after a 600 ms load: longer than the 300 ms stall limit in
+        // all, and before its first token, but never silent that long once it has started.
+        let ts = TokenStream::numbered("m", 10, Duration::from_millis(600), 8.0);
+        let (_s, client) = server(vec![ts.ollama_chat_route()]).await;
+        let r = GenRequest { stall: Some(Duration::from_millis(300)), ..req(Duration::from_secs(20)) };
+        let g = client.generate_stream(&r).await.unwrap();
+        assert_eq!(g.chunk_times.len(), 10);
+        // One token, then nothing for 5 s: a stall, reported well before the request limit.
+        let lines = vec![(MS, chat_line("a")), (Duration::from_secs(5), chat_line("b"))];
+        let (_s, client) = server(vec![Route::ndjson("POST", "/api/chat", lines)]).await;
+        let started = std::time::Instant::now();
+        let err = client.generate_stream(&r).await.unwrap_err();
+        assert_eq!(err, EngineError::Stalled { after: Duration::from_millis(300), chunks: 1 });
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 
     #[tokio::test]

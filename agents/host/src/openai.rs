@@ -125,7 +125,14 @@ impl OpenAiClient {
         let mut stream = resp.bytes_stream();
         let mut done = false;
         let mut content_chunks = 0u32;
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = match req.stall.filter(|_| !g.chunk_times.is_empty()) {
+                Some(limit) => tokio::time::timeout(limit, stream.next())
+                    .await
+                    .map_err(|_| EngineError::Stalled { after: limit, chunks: g.chunk_times.len() })?,
+                None => stream.next().await,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| EngineError::Protocol(format!("stream broke: {e}")))?;
             let now = start.elapsed();
             for line in lines.push(&chunk)? {
@@ -203,6 +210,37 @@ impl OpenAiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::fake_http::{FakeServer, Route, TokenStream};
+
+    #[tokio::test]
+    async fn a_stream_is_judged_by_progress_not_by_its_length() {
+        let req = GenRequest {
+            model: "m".into(),
+            system: None,
+            prompt: "Say hello.".into(),
+            max_tokens: 8,
+            temperature: 0.0,
+            seed: 1,
+            context: None,
+            options: Default::default(),
+            timeout: Duration::from_secs(20),
+            stall: Some(Duration::from_millis(300)),
+        };
+        // A 600 ms prefill, then 6 tokens at 10 tokens/s: never silent for 300 ms once started.
+        let ts = TokenStream::numbered("m", 6, Duration::from_millis(600), 10.0);
+        let server = FakeServer::start(vec![ts.openai_chat_route()]).await.unwrap();
+        let g = OpenAiClient::new(&server.url()).generate_stream(&req).await.unwrap();
+        assert_eq!(g.chunk_times.len(), 6);
+        // The same stream with 5 s of silence after its second token: a stall.
+        let mut chunks = ts.openai_sse();
+        chunks[2].0 = Duration::from_secs(5);
+        let route = Route::stream("POST", "/v1/chat/completions", 200, "text/event-stream", chunks);
+        let server = FakeServer::start(vec![route]).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = OpenAiClient::new(&server.url()).generate_stream(&req).await.unwrap_err();
+        assert!(matches!(err, EngineError::Stalled { chunks: 1 | 2, .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn error_texts() {

@@ -6,38 +6,12 @@
 //! labels).
 
 use crate::openai::{Health, OpenAiClient};
+use protocol::launch::Launch;
 use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// What to run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessSpec {
-    /// A label for pid and log files (subject-safe).
-    pub name: String,
-    /// The llama-server binary.
-    pub binary: PathBuf,
-    /// The GGUF model.
-    pub model_path: PathBuf,
-    /// Port (a free one when None).
-    pub port: Option<u16>,
-    /// Total context (`-c`).
-    pub context: u32,
-    /// Parallel slots (`-np`).
-    pub parallel: u32,
-    /// Threads (`-t`).
-    pub threads: Option<u32>,
-    /// GPU layers (`-ngl`).
-    pub gpu_layers: Option<i32>,
-    /// Extra arguments.
-    pub args: Vec<String>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Where pid and log files go.
-    pub run_dir: PathBuf,
-}
 
 /// The engine process failed.
 #[derive(Debug, thiserror::Error)]
@@ -182,24 +156,11 @@ pub struct EngineProcess {
 }
 
 impl EngineProcess {
-    /// Starts the engine in its own process group, logging to `<run_dir>/<name>.log`.
-    pub fn start(spec: &ProcessSpec) -> Result<EngineProcess, ProcessError> {
-        let port = match spec.port {
-            Some(p) => p,
-            None => free_port()?,
-        };
-        let mut args: Vec<String> = vec!["--model".into(), spec.model_path.display().to_string()];
-        args.extend(["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]);
-        args.extend(["-c".into(), spec.context.to_string(), "-np".into(), spec.parallel.to_string()]);
-        args.extend(["--metrics".into(), "--no-webui".into()]);
-        if let Some(t) = spec.threads {
-            args.extend(["-t".into(), t.to_string()]);
-        }
-        if let Some(l) = spec.gpu_layers.filter(|l| *l >= 0) {
-            args.extend(["-ngl".into(), l.to_string()]);
-        }
-        args.extend(spec.args.iter().cloned());
-        EngineProcess::start_command(&spec.name, &spec.binary, &args, &spec.env, &spec.run_dir, port)
+    /// Starts the engine a [`Launch`] describes (a host process: its binary, arguments and
+    /// environment, nothing added), in its own process group, logging to `<run_dir>/<name>.log`.
+    /// `port` is where it will listen (the launch's arguments or environment say so).
+    pub fn launch(name: &str, launch: &Launch, run_dir: &Path, port: u16) -> Result<EngineProcess, ProcessError> {
+        EngineProcess::start_command(name, Path::new(&launch.program), &launch.args, &launch.env, run_dir, port)
     }
 
     /// Starts any engine command (e.g. `ollama serve`) the same way: its own process group, a
@@ -362,20 +323,21 @@ mod tests {
         let script = dir.join("fake-llama-server");
         std::fs::write(&script, "#!/bin/sh\necho 'error loading model: bad magic' >&2\nexit 3\n").unwrap();
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let spec = ProcessSpec {
-            name: "t".into(),
-            binary: script,
-            model_path: "/nonexistent.gguf".into(),
-            port: None,
-            context: 512,
-            parallel: 1,
-            threads: None,
-            gpu_layers: None,
-            args: vec![],
-            env: BTreeMap::new(),
-            run_dir: dir.clone(),
-        };
-        let mut p = EngineProcess::start(&spec).unwrap();
+        let launch = crate::launch::llama_server_process(
+            &script.display().to_string(),
+            &BTreeMap::new(),
+            &crate::launch::LlamaServerArgs {
+                model: "/nonexistent.gguf",
+                host: "127.0.0.1",
+                port: 1,
+                context: 512,
+                slots: 1,
+                threads: None,
+                gpu_layers: None,
+                extra: &[],
+            },
+        );
+        let mut p = EngineProcess::launch("t", &launch, &dir, 1).unwrap();
         let err = p.wait_healthy(Duration::from_secs(10)).await.unwrap_err();
         match err {
             ProcessError::Exited { status, log_tail } => {

@@ -215,9 +215,80 @@ pub fn measure_ram_bandwidth(total_bytes: usize, threads: usize, passes: u32) ->
     })
 }
 
+/// The mount holding a path: file system type, source (for ZFS the `pool/dataset`) and mount point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `ext4`, `zfs`, `xfs`, `btrfs`, `overlay`, …
+    pub fstype: String,
+    /// The mount source: a device, or for ZFS the dataset (`tank/models`).
+    pub source: String,
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+}
+
+/// The mount holding `path` (its nearest existing ancestor), from `/proc/self/mountinfo`.
+pub fn filesystem_of(path: &Path) -> Option<Mount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let p = p.canonicalize().unwrap_or(p);
+    mount_of(&text, &p)
+}
+
+/// The longest mount point in `mountinfo` that contains `path`.
+fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // `id parent major:minor root mount_point options [optional…] - fstype source super_options`
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = PathBuf::from(unescape_mount(left.split(' ').nth(4)?));
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let source = unescape_mount(r.next()?);
+            path.starts_with(&mount_point).then_some(Mount { fstype, source, mount_point })
+        })
+        .max_by_key(|m| m.mount_point.components().count())
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = u16::from(b[i + 1] - b'0') * 64 + u16::from(b[i + 2] - b'0') * 8 + u16::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_mount_holding_a_path_is_found_with_its_zfs_dataset() {
+        let info = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    90 22 0:50 / /tank rw shared:40 - zfs tank rw,xattr\n\
+                    91 90 0:51 / /tank/ollama\\040models rw shared:41 - zfs tank/ollama-models rw,xattr\n";
+        let m = mount_of(info, Path::new("/tank/ollama models/blobs")).expect("a mount");
+        assert_eq!((m.fstype.as_str(), m.source.as_str()), ("zfs", "tank/ollama-models"));
+        assert_eq!(m.mount_point, PathBuf::from("/tank/ollama models"));
+        assert_eq!(mount_of(info, Path::new("/tankx")).expect("root").fstype, "ext4");
+        assert_eq!(mount_of(info, Path::new("/tank/x")).expect("tank").source, "tank");
+        assert_eq!(mount_of("garbage\n", Path::new("/")), None);
+        // This machine's own root is on some file system.
+        assert!(filesystem_of(Path::new("/")).is_some());
+    }
 
     #[test]
     fn ram_bandwidth_is_measured_plausibly() {

@@ -681,6 +681,15 @@ impl Sampler {
         lock(&self.shared.rec).latest
     }
 
+    /// Waits until the first sample is in, at most `limit`, so that a check made right after
+    /// [`Sampler::start`] (the thermal guard's first) sees figures.
+    pub async fn first_sample(&self, limit: Duration) {
+        let began = Instant::now();
+        while self.latest().samples == 0 && began.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// What sampling has cost so far (wall time of each tick's reads).
     pub fn cost(&self) -> SamplerCost {
         lock(&self.shared.rec).cost()
@@ -990,6 +999,7 @@ mod tests {
         GpuSample {
             index,
             mem_used: 1 << 30,
+            mem_free: 23 << 30,
             mem_total: 24 << 30,
             util_pct: Some(90),
             temp_c: Some(temp),
@@ -1202,6 +1212,103 @@ mod tests {
         assert_eq!((s.gpu_temp_c, s.gpu_power_w, s.gpu_energy_j, s.joules_per_token), (None, None, None, None));
         assert!(s.thermal_pauses.is_empty());
         assert_eq!(csv.lines().count(), s.samples as usize + 1, "{csv}");
+    }
+
+    /// The NVML double with `script`, loaded as `host::gpu` loads NVML.
+    fn double(script: &str) -> (testkit::nvml_double::Scripted, Arc<Gpus>) {
+        let d = testkit::nvml_double::Scripted::new(script);
+        let g = Gpus::probe_lib(Some(d.lib().as_os_str()));
+        assert!(g.note().is_none(), "the double did not load: {:?}", g.note());
+        (d, Arc::new(g))
+    }
+
+    /// Waits until the sampler has taken `n` samples.
+    async fn samples(sampler: &Sampler, n: u32) {
+        let began = Instant::now();
+        while sampler.latest().samples < n {
+            assert!(began.elapsed() < Duration::from_secs(20), "only {} samples", sampler.latest().samples);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_double_gpu_columns_energy_counter_and_process_memory_are_recorded() {
+        let me = std::process::id();
+        let script = format!(
+            "driver = 580.95.05\ngpu0.name = NVIDIA GeForce RTX 5070 Ti\ngpu0.memory_total = 16GiB\n\
+             gpu0.memory_used = 2GiB, 9GiB*3, 9.5GiB\ngpu0.utilization = 0, 85, 97\ngpu0.temperature = 40, 55, 61\n\
+             gpu0.power = 30000, 240000, 285000\ngpu0.energy = 5000000, 5020000, 5040000, 5060000, 5080000\n\
+             gpu0.clock_sm = 2805\ngpu0.clock_mem = 13801\ngpu0.throttle = 0x1, 0x4, 0x0\n\
+             gpu0.processes = {me}:7.5GiB 1:1GiB\n"
+        );
+        let (_d, gpus) = double(&script);
+        let sampler = Sampler::start(EngineTarget::Process { pid: me }, 10.0, gpus);
+        samples(&sampler, 6).await;
+        let latest = sampler.latest();
+        assert_eq!((latest.gpu_temp_c, latest.gpu_util_pct, latest.gpu_power_w), (Some(61.0), Some(97.0), Some(285.0)));
+        let (s, csv) = sampler.finish(40).await;
+
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+        let temp = s.gpu_temp_c.unwrap();
+        assert_eq!((temp.peak, temp.min), (61.0, 40.0));
+        let power = s.gpu_power_w.unwrap();
+        assert_eq!((power.peak, power.min), (285.0, 30.0));
+        let vram = s.vram_used_bytes.unwrap();
+        assert_eq!((vram.peak, vram.min), (9.5 * GIB, 2.0 * GIB));
+        assert_eq!(s.sm_clock_mhz.unwrap().peak, 2805.0);
+        // Four steps of 20 J on the counter (the sequence then holds): 80 J for 40 tokens.
+        assert_eq!(s.gpu_energy_j, Some(80.0));
+        assert_eq!(s.energy_source.as_deref(), Some(EnergyMeter::COUNTER));
+        assert_eq!(s.joules_per_token, Some(2.0));
+        assert_eq!(s.throttle_reasons, vec!["SW_POWER_CAP"], "GPU_IDLE is not a throttle reason");
+
+        // The series carries every GPU column; the engine's own GPU memory is its pid's only.
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+        let col = |name: &str| last[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(col("gpu_process_mem_bytes"), (15u64 << 29).to_string(), "{csv}");
+        assert_eq!(col("vram_total_bytes"), (16u64 << 30).to_string());
+        assert_eq!((col("gpu_util_pct"), col("gpu_temp_c"), col("mem_clock_mhz")), ("97", "61", "13801"));
+    }
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_double_an_energy_counter_reset_falls_back_to_the_power_integral() {
+        // The driver reloads mid-run: the counter restarts near zero.
+        let (_d, gpus) = double(
+            "gpu0.memory_total = 16GiB\ngpu0.power = 100000\n\
+             gpu0.energy = 9000000, 9010000, 9020000, 150, 10150, 20150\n",
+        );
+        let sampler = Sampler::start(EngineTarget::None, 10.0, gpus);
+        samples(&sampler, 8).await;
+        let (s, _) = sampler.finish(10).await;
+        let (j, src) = (s.gpu_energy_j.unwrap(), s.energy_source.unwrap());
+        assert_eq!(src, EnergyMeter::INTEGRAL, "a counter that went backwards is not trusted");
+        // 100 W held: the integral is 100 W × the sampled time, not 9,000 J of counter.
+        assert!((j - 100.0 * s.duration_s).abs() < 1e-6, "{j} J over {} s", s.duration_s);
+        assert!(j > 0.0, "{j}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_double_the_guard_pauses_past_the_limit_and_resumes_when_it_cools() {
+        // Five cool reads, ten over the 70 °C limit, then below the 65 °C resume point.
+        let (_d, gpus) = double("gpu0.memory_total = 16GiB\ngpu0.temperature = 60*5, 75*10, 62\n");
+        let sampler = Sampler::start(EngineTarget::None, 10.0, gpus);
+        let g = ThermalGuard { max_wait: Duration::from_secs(10), ..guard() };
+        sampler.first_sample(Duration::from_secs(20)).await;
+        assert!(sampler.latest().samples >= 1);
+        assert_eq!(g.wait_until_cool(&sampler, |_| panic!("60 °C: no pause")).await, Ok(None));
+        samples(&sampler, 6).await;
+        let mut paused_at = None;
+        let pause = g.wait_until_cool(&sampler, |t| paused_at = Some(t)).await.unwrap().unwrap();
+        assert_eq!(paused_at, Some(75.0));
+        assert!(pause.recovered && pause.waited_s < 5.0, "{pause:?}");
+        assert!(sampler.latest().gpu_temp_c.is_some_and(|t| t < 65.0));
+        let (s, _) = sampler.finish(0).await;
+        assert_eq!(s.thermal_pauses, vec![pause]);
+        let t = s.gpu_temp_c.unwrap();
+        assert_eq!((t.peak, t.min), (75.0, 60.0));
     }
 
     /// Connect, or fail telling how to start the engine.

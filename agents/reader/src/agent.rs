@@ -55,13 +55,16 @@ fn env_lookup(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// Where the plan keeps its models: the plan's `host.model_store`, else the folder of the first
-/// local model file, else the home directory.
+/// Where the plan keeps its models: the plan's `host.model_store`, else Ollama's store when the
+/// plan has Ollama models, else the folder of the first local model file, else the home directory.
 pub fn model_store(plan: &Plan) -> PathBuf {
     if let Some(s) = &plan.host.model_store
         && let Ok(p) = expand_path(s, &env_lookup)
     {
         return PathBuf::from(p);
+    }
+    if plan.models.iter().any(|m| m.engine == EngineKind::Ollama) {
+        return ollama_store(plan);
     }
     plan.models
         .iter()
@@ -146,8 +149,9 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
                 st,
                 gib(free),
                 thr,
-                format!("free under {} (measured at {})", f.model_store, at.display()),
+                format!("free under {} (measured at {}{})", f.model_store, at.display(), filesystem_note(&at)),
             ));
+            checks.extend(downloads_check(plan, free));
         }
         Ok(Err(e)) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
         Err(e) => checks.push(check("disk.free", CheckStatus::Fail, "unreadable".into(), None, e.to_string())),
@@ -353,8 +357,10 @@ pub async fn host_facts(plan: &Plan, host_id: &str, probe_allocation: bool) -> (
 }
 
 /// Whether a container under the plan's largest memory limit can really allocate `gb`: a
-/// short-lived container reads that much from /dev/zero into one buffer (`dd bs=…`), so every
-/// page is touched and charged to the container.
+/// short-lived container has `dd` read that much from /dev/zero into one buffer with
+/// `iflag=fullblock` (one `read()` returns at most about 2 GiB on Linux, so without it a 25 GB
+/// block is only 2 GiB touched), then prints its cgroup's peak memory. The check passes only when
+/// dd reports the whole block read and the cgroup's peak is at least the amount.
 async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64) -> Check {
     let image = plan.host.allocation_image.clone().unwrap_or_else(|| "busybox:latest".into());
     let threshold = Some(format!("{gb} GB allocatable"));
@@ -365,7 +371,7 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             "not tested".into(),
             threshold,
             format!(
-                "the allocation test needs an image with `dd` present locally ({image}); set host.allocation_image"
+                "the allocation test needs an image with `sh`, `dd` and `cat` present locally ({image}); set host.allocation_image"
             ),
         );
     }
@@ -379,39 +385,37 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
     let limit_gb = if planned > 0.0 { planned } else { gb + 0.25 };
     let mib = (gb * 1024.0).round() as u64;
     let mut spec = host::docker::ContainerSpec::new(format!("tc-alloc-{}", std::process::id()), &image, 9);
-    spec.cmd = vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), format!("bs={mib}M"), "count=1".into()];
+    spec.cmd = vec!["sh".into(), "-c".into(), allocation_script(mib)];
     spec.memory_limit_bytes = Some((limit_gb * GIB) as u64);
     spec.labels.insert("threadcycle.purpose".into(), "allocation-test".into());
-    let outcome = match d.run(&spec).await {
+    let ran = match d.run(&spec).await {
         Ok(c) => {
-            let code = d.wait_exit(&c.id, Duration::from_secs(300)).await;
+            let code = d.wait_exit(&c.id, Duration::from_secs(600)).await;
             let oom = d.state(&c.id).await.map(|s| s.oom_killed).unwrap_or(false);
+            let log = d.log_tail(&c.id, 20).await.unwrap_or_default();
             let _ = d.remove(&c.id).await;
-            match code {
-                Ok(Some(0)) if !oom => Ok(()),
-                Ok(code) => Err(format!(
-                    "the container exited ({code:?}){}",
-                    if oom { ", killed by the OOM killer" } else { "" }
-                )),
-                Err(e) => Err(e.to_string()),
-            }
+            code.map(|code| (code, oom, log)).map_err(|e| e.to_string())
         }
-        Err(host::docker::DockerError::Exited { exit_code: Some(0), oom_killed: false, .. }) => {
+        // It finished before it could be inspected: the error carries its exit and its log.
+        Err(host::docker::DockerError::Exited { exit_code, oom_killed, log_tail, .. }) => {
             let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
-            Ok(())
+            Ok((exit_code, oom_killed, log_tail))
         }
         Err(e) => {
             let _ = d.remove_labeled(&[("threadcycle.purpose", "allocation-test")]).await;
             Err(e.to_string())
         }
     };
-    match outcome {
-        Ok(()) => check(
+    match ran.and_then(|(code, oom, log)| allocation_outcome(code, oom, &log, mib)) {
+        Ok(peak) => check(
             "memory.allocatable",
             CheckStatus::Pass,
             format!("{gb} GB allocated in a container limited to {limit_gb} GB"),
             threshold,
-            format!("dd filled a {mib} MiB buffer in {image}"),
+            format!(
+                "dd read one {mib} MiB block in full in {image}; the container's cgroup peaked at {:.2} GiB",
+                peak as f64 / GIB
+            ),
         ),
         Err(why) => check(
             "memory.allocatable",
@@ -421,6 +425,49 @@ async fn allocation_check(d: &host::docker::DockerRuntime, plan: &Plan, gb: f64)
             why,
         ),
     }
+}
+
+/// The allocation container's command: fill one `mib` MiB buffer, then print the cgroup's peak
+/// (cgroup v2 `memory.peak`, else v1 `memory.max_usage_in_bytes`) after a marker.
+fn allocation_script(mib: u64) -> String {
+    format!(
+        "dd if=/dev/zero of=/dev/null bs={mib}M count=1 iflag=fullblock 2>&1 && \
+         echo \"{ALLOC_PEAK} $(cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null)\""
+    )
+}
+
+/// The marker before the peak in the allocation container's output.
+const ALLOC_PEAK: &str = "tc-alloc-peak";
+
+/// Judges the allocation container from its exit, OOM flag and output: the cgroup's peak in bytes
+/// when dd read its whole block and the peak covers it, else why not.
+fn allocation_outcome(code: Option<i64>, oom: bool, log: &[String], mib: u64) -> Result<u64, String> {
+    let tail = || log.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join(" | ");
+    if oom || code == Some(137) {
+        return Err(format!(
+            "the container was killed by the OOM killer (exit {code:?}) before {mib} MiB were touched"
+        ));
+    }
+    if code != Some(0) {
+        return Err(format!("the container exited ({code:?}): {}", tail()));
+    }
+    // dd counts full and partial blocks as `full+partial records in`.
+    let full = log.iter().any(|l| l.trim() == "1+0 records in");
+    if !full {
+        return Err(format!("dd did not read its {mib} MiB block in full: {}", tail()));
+    }
+    let peak = log
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(ALLOC_PEAK))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("the container did not report its cgroup's peak memory: {}", tail()))?;
+    if peak < mib << 20 {
+        return Err(format!(
+            "the container's cgroup peaked at {peak} bytes, under the {} bytes dd should have touched",
+            mib << 20
+        ));
+    }
+    Ok(peak)
 }
 
 /// Predicts every model's fit on the measured host.
@@ -487,32 +534,118 @@ pub fn plan_verdicts(plan: &Plan, base: &HostCapacity) -> (Vec<FitVerdict>, Vec<
     let mut checks = Vec::new();
     let mut out = Vec::new();
     for m in &plan.models {
-        let (v, file_check) = model_verdict(plan, m, base);
-        if let Some(c) = file_check {
-            checks.push(c);
-        }
+        let (v, file_checks) = model_verdict(plan, m, base);
+        checks.extend(file_checks);
         out.push(v);
     }
     (out, checks)
 }
 
-fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Option<Check>) {
-    let mut file_check = None;
+/// The recalled figures for an Ollama tag that is not in the store yet.
+fn builtin_meta(tag: &str) -> Result<gguf::ModelMeta, String> {
+    builtin::lookup(tag).ok_or_else(|| {
+        format!("no metadata for `{tag}` yet: not in the Ollama store nor the built-in table; it is read from /api/show after the pull")
+    })
+}
+
+/// The Ollama model store the plan's Ollama models come from: the plan's `host.model_store`,
+/// else Ollama's own default (`$OLLAMA_MODELS`, `~/.ollama/models`, the Linux service's store).
+pub fn ollama_store(plan: &Plan) -> PathBuf {
+    plan.host
+        .model_store
+        .as_deref()
+        .and_then(|s| expand_path(s, &env_lookup).ok())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::store::default_store(&env_lookup))
+}
+
+/// What the plan still has to download into the store, by model: `(name, Some(bytes))` for a
+/// model not stored yet whose size is known (built-in figures), `(name, None)` when unknown.
+/// Models already in the store, and local GGUF files, need nothing.
+fn downloads_needed(plan: &Plan) -> Vec<(String, Option<u64>)> {
+    let store = ollama_store(plan);
+    let mut seen = std::collections::BTreeSet::new();
+    let concurrent = plan.concurrent.iter().flat_map(|c| c.models.iter());
+    plan.models
+        .iter()
+        .chain(concurrent)
+        .filter(|m| m.engine == EngineKind::Ollama)
+        .filter_map(|m| m.tag.as_deref())
+        .filter(|tag| seen.insert(tag.to_string()))
+        .filter(|tag| !matches!(crate::store::find(&store, tag), Ok(Some(_))))
+        .map(|tag| (tag.to_string(), builtin::lookup(tag).map(|meta| meta.weights_bytes)))
+        .collect()
+}
+
+/// `, on zfs tank/models` — the file system (and for ZFS the dataset) holding `path`.
+fn filesystem_note(path: &Path) -> String {
+    match host::system::filesystem_of(path) {
+        Some(fs) => format!(", on {} {} mounted at {}", fs.fstype, fs.source, fs.mount_point.display()),
+        None => String::new(),
+    }
+}
+
+/// The store's free space against the downloads still needed.
+fn downloads_check(plan: &Plan, free: u64) -> Option<Check> {
+    let needed = downloads_needed(plan);
+    if needed.is_empty() {
+        return None;
+    }
+    let known: u64 = needed.iter().filter_map(|(_, b)| *b).sum();
+    let unknown: Vec<&str> = needed.iter().filter(|(_, b)| b.is_none()).map(|(n, _)| n.as_str()).collect();
+    let names = needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let status = if known > free {
+        CheckStatus::Fail
+    } else if unknown.is_empty() {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Warn
+    };
+    let mut detail = format!("not in the store yet: {names}; {} free", gib(free));
+    if !unknown.is_empty() {
+        detail.push_str(&format!("; size unknown before the pull: {}", unknown.join(", ")));
+    }
+    Some(check(
+        "disk.downloads",
+        status,
+        format!("{} to download", gib(known)),
+        Some(format!("≤ {} free", gib(free))),
+        detail,
+    ))
+}
+
+/// A warning when the GGUF has no chat template: the engine then formats the prompt in a way the
+/// model was not trained on.
+fn template_check(model: &str, meta: &gguf::ModelMeta) -> Option<Check> {
+    (meta.chat_template == Some(false)).then(|| {
+        check(
+            &protocol::results::chat_template_check(model),
+            CheckStatus::Warn,
+            "no chat template".into(),
+            None,
+            "the GGUF has no `tokenizer.chat_template`: llama-server falls back to ChatML, which a model not trained on it (a base model) reads as plain text, so its answers may echo the prompt and run to the token cap; their quality is not assessed".into(),
+        )
+    })
+}
+
+fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Vec<Check>) {
+    let mut file_checks = Vec::new();
     let meta = match (m.engine, &m.model_path, &m.tag) {
         (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
             Ok(p) => match gguf::read_metadata(Path::new(&p)) {
                 Ok(meta) => {
-                    file_check = Some(check(
+                    file_checks.push(check(
                         &format!("model.{}", m.name),
                         CheckStatus::Pass,
                         format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
                         None,
                         format!("GGUF header read from {p}"),
                     ));
+                    file_checks.extend(template_check(&m.name, &meta));
                     Ok(meta)
                 }
                 Err(e) => {
-                    file_check = Some(check(
+                    file_checks.push(check(
                         &format!("model.{}", m.name),
                         CheckStatus::Fail,
                         "unreadable".into(),
@@ -524,9 +657,46 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             },
             Err(e) => Err(format!("model_path: {e}")),
         },
-        (_, _, Some(tag)) => builtin::lookup(tag).ok_or_else(|| {
-            format!("no metadata for `{tag}` yet: not in the built-in table; it is read from /api/show after the pull")
-        }),
+        (EngineKind::Ollama, _, Some(tag)) => {
+            let store = ollama_store(plan);
+            match crate::store::find(&store, tag) {
+                // Already pulled: the GGUF header itself, not recalled figures.
+                Ok(Some(crate::store::Stored { model_blob: Some(blob), .. })) => match gguf::read_metadata(&blob) {
+                    Ok(meta) => {
+                        file_checks.push(check(
+                            &format!("model.{}", m.name),
+                            CheckStatus::Pass,
+                            format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
+                            None,
+                            format!("GGUF header of `{tag}` read from the Ollama store ({})", blob.display()),
+                        ));
+                        Ok(meta)
+                    }
+                    Err(e) => {
+                        file_checks.push(check(
+                            &format!("model.{}", m.name),
+                            CheckStatus::Warn,
+                            "unreadable in the store".into(),
+                            None,
+                            format!("{}: {e}; using the built-in figures", blob.display()),
+                        ));
+                        builtin_meta(tag)
+                    }
+                },
+                Ok(_) => builtin_meta(tag),
+                Err(e) => {
+                    file_checks.push(check(
+                        &format!("model.{}", m.name),
+                        CheckStatus::Warn,
+                        "unreadable in the store".into(),
+                        None,
+                        format!("{e}; using the built-in figures"),
+                    ));
+                    builtin_meta(tag)
+                }
+            }
+        }
+        (_, _, Some(tag)) => builtin_meta(tag),
         _ => Err("the plan gives neither a model file nor a tag".into()),
     };
     let v = match meta {
@@ -561,7 +731,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             suggestion: None,
         },
     };
-    (v, file_check)
+    (v, file_checks)
 }
 
 impl Handler for Reader {
@@ -651,6 +821,88 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn the_allocation_passes_only_when_dd_read_its_whole_block_and_the_cgroup_held_it() {
+        let full = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 3223322624"]);
+        assert_eq!(allocation_outcome(Some(0), false, &full, 3072), Ok(3_223_322_624));
+        // What `dd bs=3000M count=1` does without iflag=fullblock: one short read of about 2 GiB.
+        let short = lines(&["0+1 records in", "0+1 records out", "tc-alloc-peak 2149580800"]);
+        let e = allocation_outcome(Some(0), false, &short, 3000).unwrap_err();
+        assert!(e.contains("did not read its 3000 MiB block in full"), "{e}");
+        // A peak under the amount: the pages did not stay in the container's memory.
+        let low = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 1048576"]);
+        assert!(allocation_outcome(Some(0), false, &low, 3072).unwrap_err().contains("peaked at 1048576 bytes"));
+        let no_peak = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak "]);
+        assert!(allocation_outcome(Some(0), false, &no_peak, 1).unwrap_err().contains("did not report"));
+        assert!(allocation_outcome(Some(137), false, &[], 3072).unwrap_err().contains("OOM killer"));
+        assert!(allocation_outcome(Some(0), true, &full, 3072).unwrap_err().contains("OOM killer"));
+        let bad = lines(&["dd: invalid argument 'iflag=fullblock'"]);
+        assert!(allocation_outcome(Some(1), false, &bad, 3072).unwrap_err().contains("invalid argument"));
+    }
+
+    /// A store under `dir` holding `tag` whose model layer is `gguf` (linked, not copied).
+    fn store_with(dir: &Path, tag: &str, gguf: &Path) {
+        let digest = "ab".repeat(32);
+        let manifest = crate::store::manifest_path(dir, tag).expect("a valid name");
+        std::fs::create_dir_all(manifest.parent().expect("parent")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("blobs")).expect("mkdir");
+        std::os::unix::fs::symlink(gguf, dir.join(format!("blobs/sha256-{digest}"))).expect("link");
+        let size = std::fs::metadata(gguf).expect("model").len();
+        std::fs::write(
+            manifest,
+            format!(r#"{{"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{digest}","size":{size}}}]}}"#),
+        )
+        .expect("manifest");
+    }
+
+    fn ollama_plan(store: &Path, tags: &[&str]) -> Plan {
+        let models: String = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("[[models]]\nname = \"m{i}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"{t}\"\nimage = \"ollama/ollama:0.12.6\"\n"))
+            .collect();
+        let text = format!(
+            "name = \"p\"\n[host]\nmodel_store = \"{}\"\n{models}[[prompts]]\nid = \"a\"\ntext = \"hi\"\n",
+            store.display()
+        );
+        Plan::from_toml(&text).expect("valid plan")
+    }
+
+    #[test]
+    fn the_demo_model_in_an_ollama_store_is_read_from_its_gguf_and_needs_no_download() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        store_with(dir.path(), "gemma3:270m", &testkit::demo_model());
+        let plan = ollama_plan(dir.path(), &["gemma3:270m", "codellama:34b", "someone/unknown:1b"]);
+        let (verdicts, checks) = plan_verdicts(&plan, &HostCapacity::default());
+        let c = checks.iter().find(|c| c.name == "model.m0").expect("a model check for the stored model");
+        assert_eq!(c.status, CheckStatus::Pass, "{c:?}");
+        assert!(c.detail.contains("read from the Ollama store") && c.measured.starts_with("gemma3"), "{c:?}");
+        assert_eq!(verdicts.len(), 3);
+        let needed = downloads_needed(&plan);
+        assert_eq!(needed.len(), 2, "{needed:?}");
+        assert!(needed[0].0 == "codellama:34b" && needed[0].1.is_some_and(|b| b > 15 << 30), "{needed:?}");
+        assert_eq!(needed[1], ("someone/unknown:1b".to_string(), None));
+        // 1 GiB free: codellama alone does not fit.
+        let c = downloads_check(&plan, 1 << 30).expect("a downloads check");
+        assert_eq!(c.status, CheckStatus::Fail, "{c:?}");
+        assert!(c.detail.contains("codellama:34b, someone/unknown:1b") && c.detail.contains("size unknown"), "{c:?}");
+        // Plenty free, one size unknown: a warning, not a pass.
+        assert_eq!(downloads_check(&plan, 1 << 40).expect("check").status, CheckStatus::Warn);
+        // Everything stored: nothing to check.
+        assert_eq!(downloads_check(&ollama_plan(dir.path(), &["gemma3:270m"]), 0), None);
+    }
+
+    #[test]
+    fn the_allocation_script_reads_one_full_block_and_prints_the_peak() {
+        let s = allocation_script(25600);
+        assert!(s.starts_with("dd if=/dev/zero of=/dev/null bs=25600M count=1 iflag=fullblock"), "{s}");
+        assert!(s.contains("memory.peak") && s.contains("memory.max_usage_in_bytes") && s.contains(ALLOC_PEAK), "{s}");
+    }
 
     fn plan_with_pair() -> Plan {
         let model = |name: &str| {

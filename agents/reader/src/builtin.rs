@@ -165,6 +165,7 @@ fn meta(e: &Entry) -> ModelMeta {
         other_bytes: 0,
         output_tied: false,
         file_bytes: Some(weights_bytes),
+        chat_template: None,
     }
 }
 

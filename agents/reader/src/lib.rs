@@ -6,3 +6,4 @@ pub mod builtin;
 pub mod fit;
 pub mod gguf;
 pub mod profile;
+pub mod store;

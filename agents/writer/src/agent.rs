@@ -409,32 +409,33 @@ impl Writer {
         };
         let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
+        dep.decode_ceiling = predicted_ceiling(report, &m.name);
         self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
         let pull_ahead = match (next, &dep.api) {
             (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
             _ => None,
         };
-        let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
         let guard =
             ThermalGuard::from_criteria(&plan.criteria, Duration::from_secs(plan.policy.ask_timeout_s.clamp(60, 1800)));
-        let base_req = |prompt: &protocol::plan::PromptSpec, text: String| GenRequest {
-            model: dep.model_ref.clone(),
-            system: prompt.system.clone(),
-            prompt: text,
-            max_tokens: plan.max_tokens_for(prompt),
-            temperature: plan.defaults.temperature,
-            seed: plan.defaults.seed,
-            context: Some(s.context),
-            options: Default::default(),
-            timeout: Duration::from_secs(plan.defaults.request_timeout_s),
-        };
+        let base_req = |prompt: &protocol::plan::PromptSpec, text: String| dep.request(plan, s, prompt, text);
+        // Ollama loads the model on the first request: the warm-up's `load_duration` is the
+        // model's load time (a pull is timed on its own).
+        let mut engine_load_ms = None;
         if plan.defaults.warmup {
             let p = &plan.prompts[0];
             let req = GenRequest { max_tokens: 16, ..base_req(p, with_nonce("Say hello.", &short_nonce())) };
-            if let Err(e) = dep.generate(&req).await {
-                return Err(request_failure(&mut dep, "warm-up", e).await);
+            match dep.generate(&req).await {
+                Ok(g) => engine_load_ms = g.engine_load_ms.filter(|ms| *ms > 0.0),
+                Err(e) => return Err(request_failure(&mut dep, "warm-up", e).await),
             }
             self.event(cycle, step("warm-up done (excluded from results)".into())).await;
+        }
+        let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
+        // Sampling starts after the warm-up: its tokens are not counted, so neither are its
+        // joules, its utilisation or its heat.
+        let sampler = Sampler::start(dep.telemetry_target(), plan.defaults.sample_hz, self.gpus.clone());
+        if guard.is_some() {
+            sampler.first_sample(Duration::from_secs(2)).await;
         }
         let mut runs = Vec::new();
         for p in &plan.prompts {
@@ -466,7 +467,10 @@ impl Writer {
                 let nonce = short_nonce();
                 let req = base_req(p, with_nonce(&p.text, &nonce));
                 let g = match dep.generate(&req).await {
-                    Ok(g) => g,
+                    Ok(g) => {
+                        engine_load_ms = engine_load_ms.or(g.engine_load_ms.filter(|ms| *ms > 0.0));
+                        g
+                    }
                     Err(e) => return Err(request_failure(&mut dep, &p.id, e).await),
                 };
                 let key = format!("answers/{cycle}/{}/{}/{rep}", m.name, p.id);
@@ -503,8 +507,11 @@ impl Writer {
         }
         let sampled_ram = telemetry.engine_mem_bytes.map(|m| m.peak as u64);
         let sampled_vram = telemetry.vram_used_bytes.map(|m| m.peak as u64);
+        let ollama = matches!(dep.api, crate::deploy::Api::Ollama(_));
         let info = DeployInfo {
-            load_ms: dep.load_ms,
+            load_ms: if ollama { engine_load_ms.unwrap_or(dep.load_ms) } else { dep.load_ms },
+            pull_ms: dep.pull_ms,
+            launch: Some(launch),
             engine_version: dep.engine_version.clone(),
             peak_ram: dep.peak_ram().max(sampled_ram),
             peak_vram: dep.vram().await.or(sampled_vram),
@@ -578,10 +585,23 @@ fn share_position(report: &VerificationReport, host: &str, i: usize) -> (u32, u3
     (at, mine.len().max(at as usize) as u32)
 }
 
+/// The decode tokens/s memory bandwidth allows for `model` on this host: the Reader's predicted
+/// weights and GPU share against the host's measured bandwidths (a host with GPUs and no
+/// predicted split is taken as all on the GPU). Sizes each request's time budget.
+fn predicted_ceiling(report: &VerificationReport, model: &str) -> Option<f64> {
+    let v = report.verdicts.iter().find(|v| v.model == model)?;
+    let share = v.predicted_gpu_share().unwrap_or(if report.host.gpus.is_empty() { 0.0 } else { 1.0 });
+    let (on_gpu, in_ram) = protocol::results::weights_split(v.weights_bytes?, share);
+    let (gpu_bw, ram_bw) = report.host.bandwidths();
+    protocol::results::roofline_decode_tps(on_gpu, in_ram, gpu_bw, ram_bw)
+}
+
 /// What the deployment told us, for the result.
 struct DeployInfo {
     telemetry: Option<protocol::results::TelemetrySummary>,
     load_ms: f64,
+    pull_ms: Option<f64>,
+    launch: Option<protocol::launch::Launch>,
     engine_version: Option<String>,
     peak_ram: Option<u64>,
     peak_vram: Option<u64>,
@@ -663,6 +683,8 @@ fn measured(
         manifest: manifest(report, s, &s.model, Some(&info)),
         telemetry: info.telemetry.clone(),
         deployment: info.deployment.clone(),
+        launch: info.launch.clone(),
+        pull_ms: info.pull_ms,
         started_at,
         finished_at: now(),
     }
@@ -683,6 +705,8 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         manifest: manifest(report, &s, m, None),
         telemetry: None,
         deployment: Vec::new(),
+        launch: None,
+        pull_ms: None,
         started_at: now(),
         finished_at: now(),
     }

@@ -11,23 +11,12 @@ use protocol::messages::VerificationReport;
 use protocol::plan::ModelSpec;
 use protocol::results::{ConcurrentResult, LevelResult, TogetherResult};
 use std::path::Path;
-use std::time::Duration;
 
 fn request(report: &VerificationReport, dep: &Deployed, s: &Settings) -> GenRequest {
     let plan = &report.plan;
     let p = &plan.prompts[0];
     let nonce = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
-    GenRequest {
-        model: dep.model_ref.clone(),
-        system: p.system.clone(),
-        prompt: with_nonce(&p.text, &nonce),
-        max_tokens: plan.max_tokens_for(p),
-        temperature: plan.defaults.temperature,
-        seed: plan.defaults.seed,
-        context: Some(s.context),
-        options: Default::default(),
-        timeout: Duration::from_secs(plan.defaults.request_timeout_s),
-    }
+    dep.request(plan, s, p, with_nonce(&p.text, &nonce))
 }
 
 fn mean(xs: &[f64]) -> f64 {

@@ -8,14 +8,15 @@
 use crate::settings::Settings;
 use host::docker::{ContainerSpec, DockerError, DockerRuntime};
 use host::engine::{EngineError, GenRequest, Generation};
+use host::launch::{self as build, ContainerBase, LlamaServerArgs};
 use host::ollama::OllamaClient;
 use host::openai::OpenAiClient;
 use host::process::{
-    EngineProcess, ProcessError, ProcessSpec, find_llama_server, find_ollama, free_port, llama_server_version,
-    offloaded_layers,
+    EngineProcess, ProcessError, find_llama_server, find_ollama, free_port, llama_server_version, offloaded_layers,
 };
 use protocol::CycleId;
-use protocol::plan::{EngineKind, GpuRequest, Runtime, expand_path};
+use protocol::launch::{Launch, shell_word};
+use protocol::plan::{EngineKind, GpuRequest, Plan, PromptSpec, Runtime, expand_path};
 use protocol::results::{Evidence, FailureClass};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,8 +68,11 @@ pub struct Deployed {
     pub api: Api,
     /// Where it runs.
     pub place: Place,
-    /// Start → healthy (and pulled), ms.
+    /// Engine start → answering, ms (a pull not included). For llama-server this is the model's
+    /// load; Ollama loads on the first request (the warm-up's `load_duration`).
     pub load_ms: f64,
+    /// Time the pull took, ms; `None` when the model was already in the store.
+    pub pull_ms: Option<f64>,
     /// Engine version.
     pub engine_version: Option<String>,
     /// What the engine calls the model.
@@ -77,10 +81,15 @@ pub struct Deployed {
     pub quantization: Option<String>,
     /// Model digest the engine reports.
     pub digest: Option<String>,
-    /// The equivalent command line(s), for the deployment guide.
+    /// The command line(s) as run, for the deployment guide (`launch`'s, plus the pull).
     pub deployment: Vec<String>,
+    /// Exactly how the engine was started (the Writer adds the request options).
+    pub launch: Launch,
     /// Keep the container after measuring.
     pub keep: bool,
+    /// The decode tokens/s memory bandwidth allows for this model on this host, when predicted
+    /// (sizes each request's time budget; set by the Writer after deploying).
+    pub decode_ceiling: Option<f64>,
     /// Whether `teardown` ran.
     torn_down: bool,
 }
@@ -134,71 +143,49 @@ fn gib_to_bytes(g: f64) -> u64 {
     (g * (1u64 << 30) as f64) as u64
 }
 
-/// Shell-quotes one word for a copy-pasteable command line.
-fn sh(w: &str) -> String {
-    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+".contains(&b)) {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', "'\\''"))
+/// One generation request for prompt `prompt` (its text `text`, nonce included) with the
+/// attempt's settings. Ollama also gets the model's load-time settings in `options`
+/// (`num_ctx`, `num_gpu`, `num_thread`: `host::launch::ollama_options`), so the plan's GPU
+/// layers and threads, and a remedy's fewer GPU layers, reach the engine.
+pub fn gen_request(
+    plan: &Plan,
+    s: &Settings,
+    engine: EngineKind,
+    model_ref: &str,
+    prompt: &PromptSpec,
+    text: String,
+    ceiling_tps: Option<f64>,
+) -> GenRequest {
+    GenRequest {
+        model: model_ref.to_string(),
+        system: prompt.system.clone(),
+        prompt: text,
+        max_tokens: plan.max_tokens_for(prompt),
+        temperature: plan.defaults.temperature,
+        seed: plan.defaults.seed,
+        context: Some(s.context),
+        options: match engine {
+            EngineKind::Ollama => build::ollama_options(s.context, s.model.gpu_layers, s.model.threads),
+            EngineKind::LlamaServer => BTreeMap::new(),
+        },
+        timeout: request_budget(plan, plan.max_tokens_for(prompt), s.load_timeout_s, ceiling_tps),
+        stall: Some(Duration::from_secs(plan.defaults.stall_timeout_s)),
     }
 }
 
-fn docker_run_line(spec: &ContainerSpec) -> String {
-    let mut w = vec!["docker".to_string(), "run".into(), "-d".into(), "--name".into(), spec.name.clone()];
-    if let Some(m) = spec.memory_limit_bytes {
-        w.push(format!("--memory={}m", m >> 20));
-        w.push(format!("--memory-swap={}m", spec.memory_swap_bytes.map(|s| s >> 20).unwrap_or((m >> 20) as i64)));
-    }
-    if let Some(c) = &spec.cpuset {
-        w.push(format!("--cpuset-cpus={c}"));
-    }
-    match &spec.gpus {
-        GpuRequest::All => w.push("--gpus=all".into()),
-        GpuRequest::Indices(ix) => {
-            w.push(format!("--gpus=\"device={}\"", ix.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))
-        }
-        GpuRequest::None => {}
-    }
-    if let Some(n) = &spec.network {
-        w.push(format!("--network={n}"));
-    }
-    w.push("-p".into());
-    w.push(format!("127.0.0.1:{}:{}", spec.host_port.map(|p| p.to_string()).unwrap_or_default(), spec.container_port));
-    for b in &spec.binds {
-        w.push("-v".into());
-        w.push(b.clone());
-    }
-    for (k, v) in &spec.env {
-        w.push("-e".into());
-        w.push(format!("{k}={v}"));
-    }
-    w.push(spec.image.clone());
-    w.extend(spec.cmd.iter().cloned());
-    w.iter().map(|x| sh(x)).collect::<Vec<_>>().join(" ")
-}
-
-fn llama_args(s: &Settings, model_in_engine: &str, host: &str, port: u16) -> Vec<String> {
-    let m = &s.model;
-    let mut a: Vec<String> =
-        vec!["--model".into(), model_in_engine.into(), "--host".into(), host.into(), "--port".into(), port.to_string()];
-    // llama-server's -c is shared by its slots: give every slot the planned context.
-    let slots = s.parallel.max(1);
-    a.extend([
-        "-c".into(),
-        (s.context * slots).to_string(),
-        "-np".into(),
-        slots.to_string(),
-        "--metrics".into(),
-        "--no-webui".into(),
-    ]);
-    if let Some(t) = m.threads {
-        a.extend(["-t".into(), t.to_string()]);
-    }
-    if let Some(l) = m.gpu_layers.filter(|l| *l >= 0) {
-        a.extend(["-ngl".into(), l.to_string()]);
-    }
-    a.extend(m.args.iter().cloned());
-    a
+/// How long one request may take in all: the plan's `request_timeout_s`, or, when the model's
+/// predicted decode ceiling (`ceiling_tps`, tokens/s that memory bandwidth allows) says
+/// `max_tokens` need longer, the load timeout (the first request may load the model) plus three
+/// times the ceiling's decode time (real decode reaches a fraction of the roofline). A 70B model
+/// partly in RAM decodes at 1.5–3 tokens/s: 2,048 tokens are 13–23 minutes, over a 900 s limit.
+/// A stream that stops producing is caught sooner by the stall limit.
+pub fn request_budget(plan: &Plan, max_tokens: u32, load_timeout_s: u64, ceiling_tps: Option<f64>) -> Duration {
+    let planned = plan.defaults.request_timeout_s as f64;
+    let needed = ceiling_tps
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| load_timeout_s as f64 + 3.0 * f64::from(max_tokens) / t)
+        .unwrap_or(0.0);
+    Duration::from_secs_f64(planned.max(needed).min(7.0 * 86_400.0))
 }
 
 fn model_file(s: &Settings) -> Result<PathBuf, Failure> {
@@ -240,46 +227,43 @@ async fn deploy_process(
     let binary =
         find_llama_server(m.binary.as_deref()).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let model_path = model_file(s)?;
-    let spec = ProcessSpec {
-        name: format!("{cycle}-{}", m.name),
-        binary: binary.clone(),
-        model_path: model_path.clone(),
-        port: m.port,
-        context: s.context * s.parallel.max(1),
-        parallel: s.parallel.max(1),
-        threads: m.threads,
-        gpu_layers: m.gpu_layers,
-        args: m.args.clone(),
-        env: m.env.clone(),
-        run_dir: run_dir.to_path_buf(),
+    let port = match m.port {
+        Some(p) => p,
+        None => free_port().map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?,
     };
-    on_step(format!("starting {}", binary.display()));
-    let mut process =
-        EngineProcess::start(&spec).map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
-    let target = Some(format!("process:{}", process.pid()));
-    let mut line: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={}", sh(v))).collect();
-    line.push(sh(&binary.display().to_string()));
-    line.extend(
-        llama_args(
-            s,
-            &model_path.display().to_string(),
-            "127.0.0.1",
-            process.base_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080),
-        )
-        .iter()
-        .map(|a| sh(a)),
+    let model = model_path.display().to_string();
+    let launch = build::llama_server_process(
+        &binary.display().to_string(),
+        &m.env,
+        &LlamaServerArgs {
+            model: &model,
+            host: "127.0.0.1",
+            port,
+            context: s.context,
+            slots: s.parallel,
+            threads: m.threads,
+            gpu_layers: m.gpu_layers,
+            extra: &m.args,
+        },
     );
+    on_step(format!("starting {}", binary.display()));
+    let mut process = EngineProcess::launch(&format!("{cycle}-{}", m.name), &launch, run_dir, port)
+        .map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
+    let target = Some(format!("process:{}", process.pid()));
     match process.wait_healthy(Duration::from_secs(s.load_timeout_s)).await {
         Ok(took) => Ok(Deployed {
             api: Api::OpenAi(OpenAiClient::new(&process.base_url())),
             place: Place::Process(process),
             load_ms: took.as_secs_f64() * 1000.0,
+            pull_ms: None,
             engine_version: llama_server_version(&binary),
-            model_ref: model_path.display().to_string(),
+            model_ref: model,
             quantization: None,
             digest: None,
-            deployment: vec![line.join(" ")],
+            deployment: vec![launch.command_line()],
+            launch,
             keep: false,
+            decode_ceiling: None,
             torn_down: false,
         }),
         Err(e) => {
@@ -299,6 +283,62 @@ async fn deploy_process(
     }
 }
 
+/// The Ollama store the container mounts: the plan's `host.model_store`, else an existing store
+/// on this host (`$OLLAMA_MODELS`, `~/.ollama/models`, the Linux service's), else a volume.
+fn ollama_store(model_store: Option<&str>) -> build::StoreMount {
+    let store = match model_store {
+        Some(p) => expand_path(p, &env_lookup).ok(),
+        None => build::existing_ollama_store(&env_lookup),
+    };
+    let home = store.as_deref().is_some_and(|p| build::is_ollama_home(Path::new(p)));
+    build::ollama_store_mount(store.as_deref(), home)
+}
+
+/// The launch for a container: llama-server with its model folder mounted, or Ollama with its
+/// store. Returns it with what the engine calls the model.
+fn container_launch(
+    s: &Settings,
+    engine: EngineKind,
+    name: &str,
+    model_store: Option<&str>,
+) -> Result<(Launch, String), Failure> {
+    let m = &s.model;
+    let base = ContainerBase {
+        name,
+        image: m.image.as_deref().unwrap_or_default(),
+        env: &m.env,
+        memory_limit_bytes: m.memory_limit_gb.map(gib_to_bytes),
+        gpus: m.gpus.clone().unwrap_or(GpuRequest::None),
+        // A Writer running in a container (docker-compose) puts the engine on its own network
+        // and reaches it by name: the engine's port published on the host's loopback is out of
+        // its reach.
+        network: std::env::var("THREADCYCLE_ENGINE_NETWORK").ok().filter(|n| !n.trim().is_empty()),
+        host_port: m.port,
+    };
+    Ok(match engine {
+        EngineKind::LlamaServer => {
+            let file = model_file(s)?;
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+            let fname = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+            let in_container = format!("/models/{fname}");
+            let args = LlamaServerArgs {
+                model: &in_container,
+                host: "0.0.0.0",
+                port: 8080,
+                context: s.context,
+                slots: s.parallel,
+                threads: m.threads,
+                gpu_layers: m.gpu_layers,
+                extra: &m.args,
+            };
+            (build::llama_server_container(&base, &dir.display().to_string(), &args), file.display().to_string())
+        }
+        EngineKind::Ollama => {
+            (build::ollama_container(&base, &ollama_store(model_store), s.parallel), m.tag.clone().unwrap_or_default())
+        }
+    })
+}
+
 async fn deploy_container(
     cycle: &CycleId,
     host: &str,
@@ -310,7 +350,6 @@ async fn deploy_container(
     let m = &s.model;
     let docker = DockerRuntime::connect().await.map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
     let name = format!("tc-{cycle}-{}", m.name);
-    let lbl = labels(cycle, &m.name, host);
     let removed = docker
         .remove_labeled(&[("threadcycle.cycle", cycle.as_str()), ("threadcycle.model", m.name.as_str())])
         .await
@@ -318,40 +357,12 @@ async fn deploy_container(
     if removed > 0 {
         on_step(format!("removed {removed} container(s) left by an earlier attempt"));
     }
-    let image = m.image.clone().unwrap_or_default();
-    let mut spec = ContainerSpec::new(&name, &image, 8080);
-    spec.labels = lbl;
-    spec.memory_limit_bytes = m.memory_limit_gb.map(gib_to_bytes);
-    spec.gpus = m.gpus.clone().unwrap_or(GpuRequest::None);
-    spec.host_port = m.port;
-    spec.env = m.env.clone();
-    // A Writer running in a container (docker-compose) puts the engine on its own network and
-    // reaches it by name: the engine's port published on the host's loopback is out of its reach.
-    spec.network = std::env::var("THREADCYCLE_ENGINE_NETWORK").ok().filter(|n| !n.trim().is_empty());
-    let model_ref;
-    match engine {
-        EngineKind::LlamaServer => {
-            let file = model_file(s)?;
-            let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-            let fname = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-            spec.container_port = 8080;
-            spec.binds = vec![format!("{}:/models:ro", dir.display())];
-            spec.cmd = llama_args(s, &format!("/models/{fname}"), "0.0.0.0", 8080);
-            model_ref = file.display().to_string();
-        }
-        EngineKind::Ollama => {
-            spec.container_port = 11434;
-            let store = model_store
-                .and_then(|p| expand_path(p, &env_lookup).ok())
-                .unwrap_or_else(|| "threadcycle-ollama".into());
-            spec.binds = vec![format!("{store}:/root/.ollama")];
-            spec.env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
-            spec.env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.parallel.max(1).to_string());
-            model_ref = m.tag.clone().unwrap_or_default();
-        }
-    }
-    let deployment = vec![docker_run_line(&spec)];
-    on_step(format!("creating container {name} from {image}"));
+    let (launch, model_ref) = container_launch(s, engine, &name, model_store)?;
+    let Some(mut spec) = ContainerSpec::from_launch(&launch) else {
+        return Err(Failure::new(FailureClass::Other, "internal: a container launch without container settings"));
+    };
+    spec.labels = labels(cycle, &m.name, host);
+    on_step(format!("creating container {name} from {}", spec.image));
     let started = tokio::time::Instant::now();
     let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
     let base = match &spec.network {
@@ -371,13 +382,16 @@ async fn deploy_container(
     let mut d = Deployed {
         api,
         place: Place::Container { docker: docker.clone(), id: running.id.clone() },
-        load_ms: 0.0,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        pull_ms: None,
         engine_version: None,
-        model_ref: model_ref.clone(),
+        model_ref,
         quantization: None,
         digest: None,
-        deployment,
+        deployment: vec![launch.command_line()],
+        launch,
         keep: m.keep,
+        decode_ceiling: None,
         torn_down: false,
     };
     if let Api::Ollama(c) = &d.api {
@@ -392,12 +406,11 @@ async fn deploy_container(
         d.engine_version =
             docker.log_tail(&running.id, 200).await.ok().and_then(|l| l.into_iter().find(|x| x.contains("build")));
     }
-    d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(d)
 }
 
 /// Ollama's side of a deployment: its version, the model pulled when absent (with progress
-/// steps), then its quantisation and digest.
+/// steps, the pull timed on its own), then its quantisation and digest.
 async fn ollama_model(
     c: &OllamaClient,
     d: &mut Deployed,
@@ -428,6 +441,7 @@ async fn ollama_model(
                 }
             })
             .await?;
+        d.pull_ms = Some(pulled.elapsed.as_secs_f64() * 1000.0);
         on_step(format!(
             "pulled {model_ref}: {:.1} GB in {:.1} s",
             pulled.total_bytes as f64 / 1e9,
@@ -460,23 +474,14 @@ async fn deploy_ollama_process(
         Some(p) => p,
         None => free_port().map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?,
     };
-    let mut env = m.env.clone();
-    env.insert("OLLAMA_HOST".into(), format!("127.0.0.1:{port}"));
-    if let Some(store) = model_store.and_then(|p| expand_path(p, &env_lookup).ok()) {
-        env.entry("OLLAMA_MODELS".into()).or_insert(store);
-    }
-    env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
-    env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.parallel.max(1).to_string());
-    let mut args = vec!["serve".to_string()];
-    args.extend(m.args.iter().cloned());
+    let store = model_store.and_then(|p| expand_path(p, &env_lookup).ok());
+    let launch =
+        build::ollama_process(&binary.display().to_string(), &m.env, port, store.as_deref(), s.parallel, &m.args);
     let model_ref = m.tag.clone().unwrap_or_default();
-    let mut line: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", sh(v))).collect();
-    line.push(sh(&binary.display().to_string()));
-    line.extend(args.iter().map(|a| sh(a)));
-    let deployment = vec![line.join(" "), format!("ollama pull {}", sh(&model_ref))];
+    let deployment = vec![launch.command_line(), format!("ollama pull {}", shell_word(&model_ref))];
     on_step(format!("starting {} serve on port {port}", binary.display()));
     let started = tokio::time::Instant::now();
-    let mut process = EngineProcess::start_command(&format!("{cycle}-{}", m.name), &binary, &args, &env, run_dir, port)
+    let mut process = EngineProcess::launch(&format!("{cycle}-{}", m.name), &launch, run_dir, port)
         .map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let target = Some(format!("process:{}", process.pid()));
     let client = OllamaClient::new(&process.base_url());
@@ -512,13 +517,16 @@ async fn deploy_ollama_process(
     let mut d = Deployed {
         api: Api::Ollama(client.clone()),
         place: Place::Process(process),
-        load_ms: 0.0,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        pull_ms: None,
         engine_version: None,
         model_ref,
         quantization: None,
         digest: None,
         deployment,
+        launch,
         keep: false,
+        decode_ceiling: None,
         torn_down: false,
     };
     if let Err(e) = ollama_model(&client, &mut d, on_step).await {
@@ -529,7 +537,6 @@ async fn deploy_ollama_process(
         }
         return Err(f);
     }
-    d.load_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(d)
 }
 
@@ -612,6 +619,25 @@ pub fn engine_failure(e: &EngineError, what: &str) -> Failure {
 }
 
 impl Deployed {
+    /// A generation request for this engine (see [`gen_request`]).
+    pub fn request(&self, plan: &Plan, s: &Settings, prompt: &PromptSpec, text: String) -> GenRequest {
+        let engine = match self.api {
+            Api::OpenAi(_) => EngineKind::LlamaServer,
+            Api::Ollama(_) => EngineKind::Ollama,
+        };
+        gen_request(plan, s, engine, &self.model_ref, prompt, text, self.decode_ceiling)
+    }
+
+    /// The launch as it ran, with the `options` object `req` is sent with (Ollama; llama-server
+    /// takes none).
+    pub fn launch_record(&self, req: &GenRequest) -> Launch {
+        let mut launch = self.launch.clone();
+        if let Api::Ollama(_) = self.api {
+            launch.request_options = host::ollama::request_options(req);
+        }
+        launch
+    }
+
     /// One streamed generation.
     pub async fn generate(&self, req: &GenRequest) -> Result<Generation, EngineError> {
         match &self.api {
@@ -741,5 +767,125 @@ pub async fn remove_failed(target: Option<&str>) {
         && let Ok(d) = DockerRuntime::connect().await
     {
         let _ = d.remove(id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::plan::Plan;
+    use serde_json::json;
+    use testkit::fake_http::{FakeServer, Route};
+
+    fn ollama_plan() -> Plan {
+        Plan::from_toml(
+            "name='t'\n[defaults]\ncontext=8192\nseed=7\n[[models]]\nname='llama3-70b'\nengine='ollama'\nruntime='docker'\n\
+             image='ollama/ollama:0.12.6'\ntag='llama3.1:70b'\nmemory_limit_gb=30\ngpus='all'\ngpu_layers=30\nthreads=8\n\
+             env={OLLAMA_KV_CACHE_TYPE='q8_0'}\n[[prompts]]\nid='p'\ntext='x'\nmax_tokens=64\n",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn plan_settings_and_remedies_reach_ollama_in_the_request_options() {
+        let plan = ollama_plan();
+        let mut s = Settings::planned(&plan, &plan.models[0]);
+        let final_chunk = json!({"model": "llama3.1:70b", "message": {"role": "assistant", "content": "hi"}, "done": true,
+            "done_reason": "stop", "total_duration": 900_000_000u64, "load_duration": 800_000_000u64, "eval_count": 1, "eval_duration": 1_000_000});
+        let route = Route::ndjson("POST", "/api/chat", vec![(Duration::from_millis(1), final_chunk)]);
+        let server = FakeServer::start(vec![route]).await.unwrap();
+        let client = OllamaClient::new(&server.url());
+        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into(), None);
+        let g = client.generate_stream(&req).await.unwrap();
+        assert_eq!(g.engine_load_ms, Some(800.0));
+        // Debug's "fewer GPU layers" remedy.
+        s.apply("gpu_layers", "22").unwrap();
+        let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into(), None);
+        client.generate_stream(&req).await.unwrap();
+        let bodies: Vec<_> = server.requests_to("POST", "/api/chat").iter().map(|r| r.json().unwrap()).collect();
+        let options = |n: u32| json!({"num_ctx": 8192, "num_gpu": n, "num_thread": 8, "num_predict": 64, "seed": 7, "temperature": 0.0});
+        assert_eq!(bodies[0]["options"], options(30));
+        assert_eq!(bodies[1]["options"], options(22));
+        // The record of what was sent is the client's own view of the request.
+        assert_eq!(serde_json::to_value(host::ollama::request_options(&req)).unwrap(), options(22));
+        // Once the answer streams, silence is judged by the plan's stall limit.
+        assert_eq!(req.stall, Some(Duration::from_secs(120)));
+        // llama-server takes these on its command line instead.
+        let req = gen_request(&plan, &s, EngineKind::LlamaServer, "m", &plan.prompts[0], "x".into(), None);
+        assert!(req.options.is_empty());
+    }
+
+    #[test]
+    fn a_slow_model_gets_the_time_its_decode_ceiling_needs() {
+        let plan = ollama_plan();
+        let planned = Duration::from_secs(plan.defaults.request_timeout_s);
+        assert_eq!(request_budget(&plan, 2048, 300, None), planned);
+        assert_eq!(request_budget(&plan, 2048, 300, Some(100.0)), planned);
+        // A 70B model partly in RAM at a 2 tokens/s ceiling: 2,048 tokens take 1,024 s at the
+        // ceiling; the budget is the load timeout plus three times that.
+        assert_eq!(request_budget(&plan, 2048, 300, Some(2.0)), Duration::from_secs(300 + 3 * 1024));
+    }
+
+    #[test]
+    fn the_ollama_container_reuses_an_existing_store_and_runs_as_recorded() {
+        let plan = ollama_plan();
+        let s = Settings::planned(&plan, &plan.models[0]);
+        let (launch, model_ref) =
+            container_launch(&s, EngineKind::Ollama, "tc-c-llama3-70b", Some("/srv/ollama/models")).unwrap();
+        assert_eq!(model_ref, "llama3.1:70b");
+        assert_eq!(
+            launch.command_line(),
+            "docker run -d --name tc-c-llama3-70b --memory=30720m --memory-swap=30720m --gpus=all -p 127.0.0.1::11434 \
+             -v /srv/ollama/models:/root/.ollama/models -e OLLAMA_KEEP_ALIVE=-1 -e OLLAMA_KV_CACHE_TYPE=q8_0 \
+             -e OLLAMA_MODELS=/root/.ollama/models -e OLLAMA_NUM_PARALLEL=1 ollama/ollama:0.12.6"
+        );
+        // The container the Docker adapter creates is made from that very record.
+        let spec = ContainerSpec::from_launch(&launch).unwrap();
+        assert_eq!(spec.binds, vec!["/srv/ollama/models:/root/.ollama/models".to_string()]);
+        assert_eq!(spec.env.get("OLLAMA_MODELS").map(String::as_str), Some("/root/.ollama/models"));
+        assert_eq!(spec.memory_limit_bytes, Some(30 << 30));
+        assert_eq!((spec.image.as_str(), spec.container_port, spec.cmd.len()), ("ollama/ollama:0.12.6", 11434, 0));
+    }
+
+    #[tokio::test]
+    async fn a_llama_server_process_runs_exactly_the_recorded_command() {
+        let dir = std::env::temp_dir().join(format!("tc-deploy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("m.gguf");
+        std::fs::write(&model, b"GGUF").unwrap();
+        let toml = format!(
+            "name='t'\n[defaults]\ncontext=1024\nparallel=2\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\n\
+             binary='{}'\nmodel_path='{}'\nthreads=3\ngpu_layers=0\nargs=['--seed-extra', 'a b']\nenv={{TC_FAKE_TPS='500'}}\n\
+             [[prompts]]\nid='p'\ntext='x'\n",
+            testkit::fake_engine().display(),
+            model.display()
+        );
+        let plan = Plan::from_toml(&toml).unwrap();
+        let s = Settings::planned(&plan, &plan.models[0]);
+        let cycle = CycleId::generate(chrono::Utc::now());
+        let mut d = deploy(&cycle, "local", &s, &dir, None, &|_| {}).await.unwrap();
+        let Place::Process(p) = &d.place else { panic!("not a process") };
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid())).unwrap();
+        let argv: Vec<String> =
+            cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into()).collect();
+        let mut recorded = vec![d.launch.program.clone()];
+        recorded.extend(d.launch.args.iter().cloned());
+        assert_eq!(argv, recorded);
+        let environ = std::fs::read_to_string(format!("/proc/{}/environ", p.pid())).unwrap();
+        assert!(environ.split('\0').any(|kv| kv == "TC_FAKE_TPS=500"));
+        let port = p.base_url().rsplit(':').next().unwrap().to_string();
+        assert_eq!(
+            d.launch.args.join(" "),
+            format!(
+                "--model {} --host 127.0.0.1 --port {port} -c 2048 -np 2 --metrics --no-webui -t 3 -ngl 0 --seed-extra a b",
+                model.display()
+            )
+        );
+        // The line the guide prints is the record's, and so is the older `deployment` field.
+        assert_eq!(d.deployment, vec![d.launch.command_line()]);
+        assert!(d.launch.command_line().starts_with("TC_FAKE_TPS=500 "));
+        assert!(d.launch.command_line().ends_with(" --seed-extra 'a b'"));
+        d.teardown().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -30,13 +30,13 @@
 //! A tag whose name contains `does-not-exist` fails its pull with Ollama's exact
 //! `pull model manifest: file does not exist`.
 
-use testkit::fake_http::{RecordedRequest, read_request, reason};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testkit::fake_http::{RecordedRequest, read_request, reason};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;

@@ -1,0 +1,54 @@
+//! Whether a model's answers can be scored at all: a model without a chat template (a base
+//! model) received the prompt in a format it was not trained on, so its text is no answer to
+//! the prompt, and a rubric coverage of 0 % would be noise reported as a finding.
+
+use super::{Ctx, View};
+use protocol::results::{CheckStatus, chat_template_check};
+
+/// Why a model's answer quality is not assessed, when it is not: the Reader's warning that its
+/// GGUF has no chat template.
+pub(super) fn not_assessed(ctx: &Ctx, v: &View) -> Option<&'static str> {
+    let name = chat_template_check(&v.r.model);
+    let results = &ctx.input.results;
+    let mut checks = results.verification.checks.iter().chain(results.hosts.iter().flat_map(|h| h.checks.iter()));
+    checks.any(|c| c.name == name && c.status == CheckStatus::Warn).then_some(
+        "its GGUF has no chat template (a base model), so the engine formatted the prompt in a way the model was not trained on and its text is not an answer to the prompt",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::fixture;
+    use protocol::results::{Check, CheckStatus, chat_template_check};
+
+    #[test]
+    fn a_model_without_a_chat_template_is_not_assessed_rather_than_scored() {
+        let quality = |input: &super::super::ReportInput| {
+            let files = super::super::render_reports(input);
+            let page = files.iter().find(|f| f.path == "quality.md").map(|f| f.bytes.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&page).into_owned()
+        };
+        let gemma_rows = |page: &str| -> Vec<String> {
+            page.lines().filter(|l| l.starts_with("| gemma3-270m |")).map(str::to_string).collect()
+        };
+        let mut input = fixture();
+        assert!(gemma_rows(&quality(&input)).iter().all(|r| !r.contains("not assessed")));
+        input.results.verification.checks.push(Check {
+            name: chat_template_check("gemma3-270m"),
+            status: CheckStatus::Warn,
+            measured: "no chat template".into(),
+            threshold: None,
+            detail: "the GGUF has no `tokenizer.chat_template`".into(),
+        });
+        let page = quality(&input);
+        let rows = gemma_rows(&page);
+        assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed (no chat template)")), "{page}");
+        assert!(
+            page.contains("Answer quality of gemma3-270m is not assessed: its GGUF has no chat template"),
+            "{page}"
+        );
+        let per_model = page.split("## Against the baseline").next().unwrap_or_default();
+        let others = per_model.lines().filter(|l| l.starts_with("| qwen25-coder-14b |"));
+        assert!(others.into_iter().all(|r| r.contains(" of ")), "other models are still scored: {page}");
+    }
+}
