@@ -628,19 +628,19 @@ fn template_check(model: &str, meta: &gguf::ModelMeta) -> Option<Check> {
     })
 }
 
+/// A model file's header was read: what it is, and where it was read.
+fn header_check(model: &str, meta: &gguf::ModelMeta, from: String) -> Check {
+    let what = format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count);
+    check(&format!("model.{model}"), CheckStatus::Pass, what, None, from)
+}
+
 fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Vec<Check>) {
     let mut file_checks = Vec::new();
     let meta = match (m.engine, &m.model_path, &m.tag) {
         (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
             Ok(p) => match gguf::read_metadata(Path::new(&p)) {
                 Ok(meta) => {
-                    file_checks.push(check(
-                        &format!("model.{}", m.name),
-                        CheckStatus::Pass,
-                        format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
-                        None,
-                        format!("GGUF header read from {p}"),
-                    ));
+                    file_checks.push(header_check(&m.name, &meta, format!("GGUF header read from {p}")));
                     file_checks.extend(template_check(&m.name, &meta));
                     Ok(meta)
                 }
@@ -658,40 +658,26 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             Err(e) => Err(format!("model_path: {e}")),
         },
         (EngineKind::Ollama, _, Some(tag)) => {
-            let store = ollama_store(plan);
-            match crate::store::find(&store, tag) {
-                // Already pulled: the GGUF header itself, not recalled figures.
+            // Already pulled: the GGUF header itself, not recalled figures.
+            let stored = match crate::store::find(&ollama_store(plan), tag) {
                 Ok(Some(crate::store::Stored { model_blob: Some(blob), .. })) => match gguf::read_metadata(&blob) {
-                    Ok(meta) => {
-                        file_checks.push(check(
-                            &format!("model.{}", m.name),
-                            CheckStatus::Pass,
-                            format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count),
-                            None,
-                            format!("GGUF header of `{tag}` read from the Ollama store ({})", blob.display()),
-                        ));
-                        Ok(meta)
-                    }
-                    Err(e) => {
-                        file_checks.push(check(
-                            &format!("model.{}", m.name),
-                            CheckStatus::Warn,
-                            "unreadable in the store".into(),
-                            None,
-                            format!("{}: {e}; using the built-in figures", blob.display()),
-                        ));
-                        builtin_meta(tag)
-                    }
+                    Ok(meta) => Ok(Some((blob, meta))),
+                    Err(e) => Err(format!("{}: {e}", blob.display())),
                 },
-                Ok(_) => builtin_meta(tag),
-                Err(e) => {
-                    file_checks.push(check(
-                        &format!("model.{}", m.name),
-                        CheckStatus::Warn,
-                        "unreadable in the store".into(),
-                        None,
-                        format!("{e}; using the built-in figures"),
-                    ));
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(Some((blob, meta))) => {
+                    let from = format!("GGUF header of `{tag}` read from the Ollama store ({})", blob.display());
+                    file_checks.push(header_check(&m.name, &meta, from));
+                    Ok(meta)
+                }
+                Ok(None) => builtin_meta(tag),
+                Err(why) => {
+                    let detail = format!("{why}; using the built-in figures");
+                    let name = format!("model.{}", m.name);
+                    file_checks.push(check(&name, CheckStatus::Warn, "unreadable in the store".into(), None, detail));
                     builtin_meta(tag)
                 }
             }
