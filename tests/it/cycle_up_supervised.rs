@@ -18,6 +18,15 @@ struct Up {
 }
 
 impl Up {
+    /// `up` on the crash plan in `dir`, once `measured` runs are in, with its Writer's pid and
+    /// the engine's.
+    fn mid_benchmark(dir: &Path, measured: usize) -> (Up, u32, u32) {
+        let mut up = Up::start(dir, &crash_plan(dir));
+        up.wait_measured(measured);
+        let (writer, engine) = up.writer_and_engine();
+        (up, writer, engine)
+    }
+
     fn start(dir: &Path, plan: &Path) -> Up {
         let (stdout, stderr, state, out) =
             (dir.join("up.stdout"), dir.join("up.stderr"), dir.join("state"), dir.join("out"));
@@ -138,9 +147,7 @@ fn the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes
     let _serial = serial();
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
-    up.wait_measured(2);
-    let (writer, engine) = up.writer_and_engine();
+    let (mut up, writer, engine) = Up::mid_benchmark(tmp.path(), 2);
     signal(writer, nix::sys::signal::Signal::SIGKILL);
     let code = up.wait(420);
     let text = up.output();
@@ -164,9 +171,7 @@ fn ctrl_c_to_up_mid_benchmark_stops_every_engine_and_keeps_the_store() {
     require_parts();
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
-    up.wait_measured(1);
-    let (_, engine) = up.writer_and_engine();
+    let (mut up, _, engine) = Up::mid_benchmark(tmp.path(), 1);
     signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
     let code = up.wait(120);
     let text = up.output();
@@ -202,9 +207,7 @@ fn up_killed_mid_benchmark_takes_its_agents_engine_and_nats_server_with_it() {
     require_parts();
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
-    up.wait_measured(1);
-    let (_, engine) = up.writer_and_engine();
+    let (mut up, _, engine) = Up::mid_benchmark(tmp.path(), 1);
     let left = children(up.child.id());
     assert_eq!(left.len(), 6, "five agents and nats-server: {left:?}");
     signal(up.child.id(), nix::sys::signal::Signal::SIGKILL);
@@ -243,9 +246,7 @@ fn ctrl_c_right_after_the_writer_died_still_stops_its_engine() {
     require_parts();
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut up = Up::start(tmp.path(), &crash_plan(tmp.path()));
-    up.wait_measured(1);
-    let (writer, engine) = up.writer_and_engine();
+    let (mut up, writer, engine) = Up::mid_benchmark(tmp.path(), 1);
     signal(writer, nix::sys::signal::Signal::SIGKILL);
     signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
     let code = up.wait(120);
