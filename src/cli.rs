@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use handoffs::ConnectConfig;
 use protocol::Role;
 use protocol::results::RemedyAction;
+use protocol::settings::Setting;
 use std::path::PathBuf;
 
 /// threadcycle runs a large-model testing cycle on a GPU host: verify the host, deploy and
@@ -255,15 +256,9 @@ fn parse_host_profiles(pairs: &[String], hosts: &[String]) -> Result<Vec<(String
     Ok(out)
 }
 
-fn parse_set(pairs: &[String]) -> Result<Vec<(String, String)>, String> {
-    pairs
-        .iter()
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("--set `{p}`: expected KEY=VALUE"))
-        })
-        .collect()
+/// The operator's `--set KEY=VALUE` changes, each checked by `protocol::settings`.
+fn parse_set(pairs: &[String]) -> Result<Vec<Setting>, String> {
+    pairs.iter().map(|p| Setting::parse_pair(p).map_err(|e| format!("--set `{p}`: {e}"))).collect()
 }
 
 /// Dispatches a parsed command; returns the exit code.

@@ -50,7 +50,7 @@ pub enum Payload {
     /// Writer → Documentation.
     BenchmarkResults(Box<BenchmarkResults>),
     /// Any → Debug.
-    Escalation(Escalation),
+    Escalation(Box<Escalation>),
     /// Main → Debug.
     OperatorDecision(OperatorDecision),
     /// Debug → Documentation.

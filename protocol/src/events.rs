@@ -39,6 +39,160 @@ pub struct Event {
     pub body: EventBody,
 }
 
+/// A step inside a model's turn, typed so that `status`, the metrics and the tests read its
+/// figures instead of matching words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// An engine process is being started.
+    EngineStarting {
+        /// The binary and, for Ollama, `serve` with its port.
+        program: String,
+    },
+    /// Containers an earlier attempt left were removed.
+    LeftoversRemoved {
+        /// How many.
+        containers: u32,
+    },
+    /// The engine's container is being created.
+    ContainerCreating {
+        /// Container name.
+        name: String,
+        /// Image.
+        image: String,
+    },
+    /// The model is already in the engine's store.
+    ModelPresent {
+        /// The model's tag.
+        model: String,
+    },
+    /// A model pull is under way; without figures at its start.
+    Pulling {
+        /// The model's tag.
+        model: String,
+        /// The layer being fetched (short digest), when known.
+        #[serde(default)]
+        digest: Option<String>,
+        /// Bytes of that layer done.
+        #[serde(default)]
+        completed: Option<u64>,
+        /// Bytes of that layer in all.
+        #[serde(default)]
+        total: Option<u64>,
+        /// Bytes per second since the pull began.
+        #[serde(default)]
+        rate_bps: Option<f64>,
+    },
+    /// The pull finished.
+    Pulled {
+        /// The model's tag.
+        model: String,
+        /// Bytes in all.
+        bytes: u64,
+        /// How long it took, seconds.
+        seconds: f64,
+    },
+    /// The next model is pulled while this one is measured.
+    PullAhead {
+        /// The model pulled.
+        model: String,
+        /// The model measured meanwhile.
+        measuring: String,
+    },
+    /// The pull-ahead finished.
+    PullAheadDone {
+        /// The model pulled.
+        model: String,
+        /// Bytes in all.
+        bytes: u64,
+        /// How long it took, seconds.
+        seconds: f64,
+        /// The model measured meanwhile.
+        measuring: String,
+    },
+    /// The pull-ahead failed; the model's own deployment pulls it.
+    PullAheadFailed {
+        /// The model.
+        model: String,
+        /// The engine's error.
+        error: String,
+    },
+    /// The engine answers and has the model.
+    EngineReady {
+        /// Seconds from start to ready.
+        seconds: f64,
+    },
+    /// The warm-up request finished (it is left out of the results).
+    WarmupDone,
+    /// Measuring finished; the pull-ahead is still running.
+    WaitingForPullAhead,
+    /// The model's turn is over: the engine stopped, or its container kept as the plan asks.
+    EngineStopped {
+        /// Whether the container was kept.
+        kept: bool,
+    },
+    /// A remedy waits for the GPU to cool.
+    CoolingDown {
+        /// Seconds.
+        seconds: u64,
+    },
+    /// The concurrent phase began.
+    ConcurrentStarted,
+}
+
+impl Step {
+    /// The step in words.
+    pub fn text(&self) -> String {
+        match self {
+            Step::EngineStarting { program } => format!("starting {program}"),
+            Step::LeftoversRemoved { containers } => {
+                format!("removed {containers} container(s) left by an earlier attempt")
+            }
+            Step::ContainerCreating { name, image } => format!("creating container {name} from {image}"),
+            Step::ModelPresent { model } => format!("{model} already present: pull skipped"),
+            Step::Pulling { model, digest, completed, total, rate_bps } => match (completed, total) {
+                (Some(done), Some(t)) if *t > 0 => {
+                    let mut line = format!(
+                        "pulling {model}: {}% of {:.1} GB ({})",
+                        done.saturating_mul(100) / t,
+                        *t as f64 / 1e9,
+                        digest.as_deref().unwrap_or("")
+                    );
+                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
+                        line.push_str(&format!(
+                            ", {:.1} MB/s, {} s left",
+                            r / 1e6,
+                            (t.saturating_sub(*done) as f64 / r).round()
+                        ));
+                    }
+                    line
+                }
+                _ => format!("pulling {model}"),
+            },
+            Step::Pulled { model, bytes, seconds } => {
+                format!("pulled {model}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
+            }
+            Step::PullAhead { model, measuring } => {
+                format!("pull-ahead: pulling {model} while {measuring} is measured")
+            }
+            Step::PullAheadDone { model, bytes, seconds, measuring } => format!(
+                "pull-ahead: {model} pulled ({:.1} GB in {seconds:.1} s) while {measuring} was measured",
+                *bytes as f64 / 1e9
+            ),
+            Step::PullAheadFailed { model, error } => {
+                format!("pull-ahead: pulling {model} failed ({error}); its own deployment will pull it")
+            }
+            Step::EngineReady { seconds } => format!("engine ready after {seconds:.1} s"),
+            Step::WarmupDone => "warm-up done (excluded from results)".into(),
+            Step::WaitingForPullAhead => "measured; waiting for the pull-ahead to finish".into(),
+            Step::EngineStopped { kept: true } => "measured; container kept as the plan asks".into(),
+            Step::EngineStopped { kept: false } => "engine stopped".into(),
+            Step::CoolingDown { seconds } => format!("cooling down for {seconds} s"),
+            Step::ConcurrentStarted => "concurrent phase started".into(),
+        }
+    }
+}
+
 /// The typed event bodies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -79,10 +233,10 @@ pub enum EventBody {
     },
     /// A step inside a model's turn (engine start, pull, warm-up…).
     Step {
-        /// Model name.
+        /// Model name (`concurrent` for the concurrent phase).
         model: String,
-        /// What happened, in words.
-        what: String,
+        /// What happened.
+        step: Step,
     },
     /// One measured request finished.
     RunMeasured {
@@ -193,7 +347,7 @@ impl Event {
             EventBody::ModelStarted { model, index, of, attempt } => {
                 format!("model {index}/{of} {model}: attempt {attempt}")
             }
-            EventBody::Step { model, what } => format!("{model}: {what}"),
+            EventBody::Step { model, step } => format!("{model}: {}", step.text()),
             EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps } => format!(
                 "{model} {prompt} #{repetition}: TTFT {ttft_ms:.0} ms, {tokens} tokens{}",
                 decode_tps.map(|t| format!(", {t:.1} tok/s")).unwrap_or_default()

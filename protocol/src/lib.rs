@@ -11,6 +11,7 @@ pub mod messages;
 pub mod operator;
 pub mod plan;
 pub mod results;
+pub mod settings;
 pub mod subjects;
 
 pub use envelope::{Envelope, EnvelopeError, Payload, SCHEMA_VERSION};

@@ -156,8 +156,10 @@ pub struct Escalation {
     pub evidence: Evidence,
     /// Where to look: `process:<pid>` or `container:<id>`.
     pub target: Option<String>,
-    /// Settings in force (`key=value`), so Debug can propose changes.
-    pub settings: Vec<(String, String)>,
+    /// The engine, so Debug names its own way of doing a change.
+    pub engine: crate::plan::EngineKind,
+    /// Settings in force, so Debug can propose changes.
+    pub settings: crate::settings::Settings,
     /// Attempts allowed for this model (the plan's `policy.max_attempts`).
     pub max_attempts: u32,
     /// The plan's policy for each failure class.

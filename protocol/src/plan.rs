@@ -251,6 +251,16 @@ pub struct ModelSpec {
     /// CPU threads for the engine.
     #[serde(default)]
     pub threads: Option<u32>,
+    /// Batch size for prompt processing (llama-server `-b`/`-ub`, Ollama `num_batch`).
+    #[serde(default)]
+    pub batch: Option<u32>,
+    /// KV cache type, `f16`, `q8_0` or `q4_0` (llama-server `-ctk/-ctv`, Ollama
+    /// `OLLAMA_KV_CACHE_TYPE`; the quantized types need flash attention).
+    #[serde(default)]
+    pub kv_cache_type: Option<crate::settings::KvCacheType>,
+    /// Flash attention, `on`, `off` or `auto` (llama-server `-fa`, Ollama `OLLAMA_FLASH_ATTENTION`).
+    #[serde(default)]
+    pub flash_attention: Option<crate::settings::FlashAttention>,
     /// Environment for the engine (e.g. `OLLAMA_KV_CACHE_TYPE`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -464,8 +474,9 @@ pub enum PolicyAction {
 pub struct Policy {
     /// The action for classes not listed in `per_class`.
     pub default: PolicyAction,
-    /// Per failure class (`oom_killed`, `engine_unhealthy`, `unknown_tag`, …).
-    pub per_class: BTreeMap<String, PolicyAction>,
+    /// Per failure class (`oom_killed`, `engine_unhealthy`, `model_not_found`, …); a name
+    /// that is not a failure class is an error in the plan.
+    pub per_class: BTreeMap<crate::results::FailureClass, PolicyAction>,
     /// Attempts per model, the first included.
     pub max_attempts: u32,
     /// How long an `ask` waits for the operator, seconds.
@@ -473,6 +484,13 @@ pub struct Policy {
     /// How long Main lets an agent the cycle waits on go without a heartbeat (it beats every
     /// 5 s) before it fails the cycle with that agent's name, seconds; 0 = wait for ever.
     pub agent_timeout_s: u64,
+}
+
+impl Policy {
+    /// The action for a failure class: its own, else the default.
+    pub fn action_for(&self, class: crate::results::FailureClass) -> PolicyAction {
+        self.per_class.get(&class).copied().unwrap_or(self.default)
+    }
 }
 
 impl Default for Policy {
@@ -726,11 +744,6 @@ impl Plan {
     /// The output token cap for a prompt.
     pub fn max_tokens_for(&self, p: &PromptSpec) -> u32 {
         p.max_tokens.unwrap_or(self.defaults.max_tokens)
-    }
-
-    /// The policy for a failure class.
-    pub fn policy_for(&self, class: &str) -> PolicyAction {
-        self.policy.per_class.get(class).copied().unwrap_or(self.policy.default)
     }
 }
 

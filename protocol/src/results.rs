@@ -395,8 +395,12 @@ pub struct Manifest {
 pub struct Attempt {
     /// From 1.
     pub number: u32,
-    /// Settings changed for this attempt (from a remediation), as `key=value`.
-    pub changes: Vec<String>,
+    /// Settings changed for this attempt (from a remediation), in order.
+    pub changes: Vec<crate::settings::Setting>,
+    /// The settings the attempt ran with (the plan's with every change applied), as the Writer
+    /// applied them; the reports print this record.
+    #[serde(default)]
+    pub settings: Option<crate::settings::Settings>,
     /// `ok`, or the failure.
     pub outcome: String,
     /// The escalation raised, if it failed.
@@ -605,11 +609,10 @@ impl FailureClass {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum RemedyAction {
-    /// Retry with these settings (`key=value`: `memory_limit_gb`, `context`, `gpu_layers`,
-    /// `load_timeout_s`, `env.NAME`, …).
+    /// Retry with these settings changed.
     Retry {
-        /// The settings.
-        set: Vec<(String, String)>,
+        /// The changes, applied in order.
+        set: Vec<crate::settings::Setting>,
     },
     /// Wait, then retry unchanged.
     CoolDown {

@@ -53,7 +53,7 @@ fn now() -> String {
 pub fn describe(a: &RemedyAction) -> String {
     match a {
         RemedyAction::Retry { set } => {
-            format!("retry with {}", set.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+            format!("retry with {}", set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
         }
         RemedyAction::CoolDown { seconds } => format!("cool down {seconds} s, then retry"),
         RemedyAction::Skip => "skip the model".into(),
@@ -95,7 +95,7 @@ impl Handler for Debug {
     async fn handle(&self, env: Envelope) -> Handled {
         let Envelope { id, cycle, payload, .. } = env;
         match payload {
-            Payload::Escalation(e) => self.escalation(id, &cycle, e).await,
+            Payload::Escalation(e) => self.escalation(id, &cycle, *e).await,
             Payload::OperatorDecision(d) => self.operator(&cycle, d).await,
             other => Err(HandleError::Reject(format!("debug does not take `{}` packages", other.kind()))),
         }
@@ -114,7 +114,7 @@ impl Debug {
         }
         let evidence = gather(e.evidence.clone(), e.attempt, e.target.as_deref()).await;
         let d: Diagnosis = diagnose(&e, &evidence);
-        let policy = e.policy.per_class.get(d.class.as_str()).copied().unwrap_or(e.policy.default);
+        let policy = e.policy.action_for(d.class);
         let decision = match policy {
             PolicyAction::Auto => {
                 let o = auto_choice(&d, e.attempt, e.max_attempts);

@@ -2,7 +2,9 @@
 //! sure it is, the evidence quoted, and ranked remedies.
 
 use protocol::messages::Escalation;
+use protocol::plan::EngineKind;
 use protocol::results::{Evidence, FailureClass, RemedyAction, RemedyOption};
+use protocol::settings::{FlashAttention, KvCacheType, Setting};
 
 /// A diagnosis and its remedies.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,16 +112,12 @@ const SIGNATURES: &[Signature] = &[
     },
 ];
 
-fn setting<'a>(e: &'a Escalation, key: &str) -> Option<&'a str> {
-    e.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
     RemedyOption { number: 0, summary, rationale: rationale.into(), safe, action }
 }
 
-fn retry(set: &[(&str, String)]) -> RemedyAction {
-    RemedyAction::Retry { set: set.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+fn retry(set: &[Setting]) -> RemedyAction {
+    RemedyAction::Retry { set: set.to_vec() }
 }
 
 fn gb(bytes: u64) -> f64 {
@@ -194,11 +192,11 @@ fn quote(e: &Escalation, ev: &Evidence, needle: &str) -> String {
 }
 
 fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOption> {
-    let context: Option<u32> = setting(e, "context").and_then(|v| v.parse().ok());
-    let limit: Option<f64> = setting(e, "memory_limit_gb").and_then(|v| v.parse().ok());
-    let layers: Option<i32> = setting(e, "gpu_layers").and_then(|v| v.parse().ok());
-    let load: Option<u64> = setting(e, "load_timeout_s").and_then(|v| v.parse().ok());
-    let ollama = setting(e, "engine").is_some_and(|v| v.eq_ignore_ascii_case("ollama"));
+    let s = &e.settings;
+    let context = Some(s.context);
+    let limit = s.memory_limit_gb;
+    let layers = s.gpu_layers;
+    let load = s.load_timeout_s;
     let mut v = Vec::new();
     let smaller_ctx = |v: &mut Vec<RemedyOption>, safe: bool| {
         if let Some(c) = context.filter(|c| *c >= 1024) {
@@ -206,33 +204,24 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                 format!("context {c} → {}", c / 2),
                 "the KV cache and compute graph shrink with the context",
                 safe,
-                retry(&[("context", (c / 2).to_string())]),
+                retry(&[Setting::Context(c / 2)]),
             ));
         }
     };
     let kv_q8 = |v: &mut Vec<RemedyOption>| {
-        if ollama {
-            v.push(opt(
-                "OLLAMA_KV_CACHE_TYPE=q8_0 with flash attention".into(),
-                "a q8_0 KV cache takes about half the memory of f16",
-                true,
-                retry(&[("env.OLLAMA_KV_CACHE_TYPE", "q8_0".into()), ("env.OLLAMA_FLASH_ATTENTION", "1".into())]),
-            ));
-        } else {
-            v.push(opt(
-                "KV cache q8_0 (-ctk q8_0 -ctv q8_0) with flash attention".into(),
-                "a q8_0 KV cache takes about half the memory of f16",
-                true,
-                retry(&[
-                    ("arg", "-fa".into()),
-                    ("arg", "on".into()),
-                    ("arg", "-ctk".into()),
-                    ("arg", "q8_0".into()),
-                    ("arg", "-ctv".into()),
-                    ("arg", "q8_0".into()),
-                ]),
-            ));
+        if s.kv_cache_type.is_some_and(|k| k != KvCacheType::F16) {
+            return;
         }
+        let how = match e.engine {
+            EngineKind::Ollama => "OLLAMA_KV_CACHE_TYPE=q8_0 with OLLAMA_FLASH_ATTENTION=1",
+            EngineKind::LlamaServer => "-ctk q8_0 -ctv q8_0 with -fa on",
+        };
+        v.push(opt(
+            format!("KV cache q8_0 with flash attention ({how})"),
+            "a q8_0 KV cache takes about half the memory of f16",
+            true,
+            retry(&[Setting::KvCacheType(KvCacheType::Q8_0), Setting::FlashAttention(FlashAttention::On)]),
+        ));
     };
     match class {
         FailureClass::OomKilled => {
@@ -244,19 +233,19 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                         format!("memory limit {l} GB → {want} GB"),
                         "the container was killed at its limit and the host has the memory",
                         true,
-                        retry(&[("memory_limit_gb", want.to_string())]),
+                        retry(&[Setting::MemoryLimitGb(want)]),
                     )),
                     Some(r) => v.push(opt(
                         format!("memory limit {l} GB → {want} GB (host has only {r:.1} GB available)"),
                         "the container was killed at its limit, but raising it may starve the host",
                         false,
-                        retry(&[("memory_limit_gb", want.to_string())]),
+                        retry(&[Setting::MemoryLimitGb(want)]),
                     )),
                     None => v.push(opt(
                         format!("memory limit {l} GB → {want} GB"),
                         "the container was killed at its limit",
                         true,
-                        retry(&[("memory_limit_gb", want.to_string())]),
+                        retry(&[Setting::MemoryLimitGb(want)]),
                     )),
                 }
             }
@@ -270,19 +259,19 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                     format!("GPU layers {} → {f}", layers.unwrap_or_default()),
                     "fewer layers on the GPU leave room for the KV cache and graph",
                     true,
-                    retry(&[("gpu_layers", f.to_string())]),
+                    retry(&[Setting::GpuLayers(f)]),
                 ));
             }
             kv_q8(&mut v);
             smaller_ctx(&mut v, true);
         }
         FailureClass::EngineUnhealthy => {
-            let t = load.unwrap_or(300);
+            let t = load.max(1);
             v.push(opt(
                 format!("load timeout {t} s → {} s", t * 3),
                 "large models load slowly from disk; the engine may just need longer",
                 true,
-                retry(&[("load_timeout_s", (t * 3).to_string())]),
+                retry(&[Setting::LoadTimeoutS(t * 3)]),
             ));
         }
         FailureClass::ContextOverflow => {
@@ -291,9 +280,19 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                     format!("context {c} → {}", c * 2),
                     "the prompt plus answer did not fit",
                     true,
-                    retry(&[("context", (c * 2).to_string())]),
+                    retry(&[Setting::Context(c * 2)]),
                 ));
             }
+        }
+        FailureClass::RequestFailed if timed_out(e, ev) => {
+            // A slow model that was still answering: give it the time, not a cool-down.
+            let (r, st) = (s.request_timeout_s.max(60), s.stall_timeout_s.max(30));
+            v.push(opt(
+                format!("request limit {r} s → {} s, stall limit {st} s → {} s", r * 2, st * 2),
+                "the answer was cut by a time limit; a large model partly in RAM decodes slowly",
+                true,
+                retry(&[Setting::RequestTimeoutS(r * 2), Setting::StallTimeoutS(st * 2)]),
+            ));
         }
         FailureClass::RequestFailed | FailureClass::Thermal => {
             v.push(opt(
@@ -318,6 +317,12 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
     v
 }
 
+/// Whether the failure was a time limit (the whole-request budget or the stall limit).
+fn timed_out(e: &Escalation, ev: &Evidence) -> bool {
+    let text = format!("{} {}", e.failure, ev.engine_error.as_deref().unwrap_or("")).to_lowercase();
+    ["timed out", "timeout", "no token for", "stalled"].iter().any(|n| text.contains(n))
+}
+
 /// The option `auto` applies: the first safe one while attempts remain, else skip.
 pub fn auto_choice(d: &Diagnosis, attempt: u32, max_attempts: u32) -> &RemedyOption {
     let last = d.options.iter().find(|o| matches!(o.action, RemedyAction::Skip)).unwrap_or(&d.options[0]);
@@ -332,7 +337,15 @@ mod tests {
     use super::*;
     use protocol::plan::Policy;
 
-    fn esc(failure: &str, settings: &[(&str, &str)]) -> Escalation {
+    fn esc(failure: &str, changes: &[Setting]) -> Escalation {
+        let plan = protocol::plan::Plan::from_toml(
+            "name='t'\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\nmodel_path='/m'\n[[prompts]]\nid='p'\ntext='x'\n",
+        )
+        .unwrap();
+        let mut settings = protocol::settings::Settings::planned(&plan, &plan.models[0]);
+        for c in changes {
+            settings.apply(c).unwrap();
+        }
         Escalation {
             model: "m".into(),
             attempt: 1,
@@ -340,7 +353,8 @@ mod tests {
             suspected: FailureClass::Other,
             evidence: Evidence::default(),
             target: None,
-            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            engine: EngineKind::LlamaServer,
+            settings,
             max_attempts: 3,
             policy: Policy::default(),
         }
@@ -348,12 +362,12 @@ mod tests {
 
     #[test]
     fn oom_kill_raises_the_limit_when_the_host_has_room() {
-        let e = esc("container exited", &[("memory_limit_gb", "0.5"), ("context", "2048")]);
+        let e = esc("container exited", &[Setting::MemoryLimitGb(0.5), Setting::Context(2048)]);
         let ev = Evidence { oom_killed: Some(true), host_ram_available: Some(16 << 30), ..Default::default() };
         let d = diagnose(&e, &ev);
         assert_eq!(d.class, FailureClass::OomKilled);
         assert!(d.confidence > 0.9);
-        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "3".into())] });
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![Setting::MemoryLimitGb(3.0)] });
         assert_eq!(auto_choice(&d, 1, 3).number, 1);
         assert!(matches!(auto_choice(&d, 3, 3).action, RemedyAction::Skip));
     }
@@ -371,23 +385,37 @@ mod tests {
 
     #[test]
     fn never_healthy_gets_a_longer_timeout_and_quotes_the_log() {
-        let e = esc("llama-server did not become healthy within 5s", &[("load_timeout_s", "5")]);
+        let e = esc("llama-server did not become healthy within 5s", &[Setting::LoadTimeoutS(5)]);
         let ev = Evidence { log_tail: vec!["load_model: loading model".into()], ..Default::default() };
         let d = diagnose(&e, &ev);
         assert_eq!(d.class, FailureClass::EngineUnhealthy);
-        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("load_timeout_s".into(), "15".into())] });
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![Setting::LoadTimeoutS(15)] });
     }
 
     #[test]
     fn cuda_oom_lowers_gpu_layers_first() {
-        let e = esc("failed", &[("gpu_layers", "40"), ("context", "4096")]);
+        let e = esc("failed", &[Setting::GpuLayers(40), Setting::Context(4096)]);
         let ev = Evidence {
             log_tail: vec!["ggml_backend_cuda_buffer_type_alloc_buffer: allocating 35533.34 MiB on device 0: cudaMalloc failed: out of memory".into()],
             ..Default::default()
         };
         let d = diagnose(&e, &ev);
         assert_eq!(d.class, FailureClass::GpuOutOfMemory);
-        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![("gpu_layers".into(), "30".into())] });
+        assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![Setting::GpuLayers(30)] });
+    }
+
+    #[test]
+    fn a_timed_out_answer_gets_more_time_not_a_cool_down() {
+        let e = esc(
+            "the engine's answer stalled: nothing for 120s after 3 streamed chunk(s)",
+            &[Setting::RequestTimeoutS(900)],
+        );
+        let e = Escalation { suspected: FailureClass::RequestFailed, ..e };
+        let d = diagnose(&e, &Evidence::default());
+        assert_eq!(
+            d.options[0].action,
+            RemedyAction::Retry { set: vec![Setting::RequestTimeoutS(1800), Setting::StallTimeoutS(240)] }
+        );
     }
 
     #[test]

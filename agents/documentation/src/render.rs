@@ -14,6 +14,7 @@ use protocol::results::{
     Check, CheckStatus, EscalationRecord, FailureClass, Fit, FitVerdict, HostFacts, MetricSummary, ModelResult,
     ModelStatus, RemedyAction, RunResult, Stat, TelemetrySummary,
 };
+use protocol::settings::{Setting, Settings as RunSettings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -148,76 +149,32 @@ impl Figures {
     }
 }
 
-/// The settings a model was measured with: the plan's, with every remedy applied in order.
+/// The settings a model was measured with, as the Writer recorded them for the attempt that
+/// succeeded (nothing here re-applies remedies); the plan's for a model with no attempt.
 #[derive(Debug, Clone)]
 struct Effective {
-    memory_limit_gb: Option<f64>,
-    context: u32,
-    gpu_layers: Option<i32>,
-    threads: Option<u32>,
-    env: BTreeMap<String, String>,
-    args: Vec<String>,
-    load_timeout_s: u64,
-    tag: Option<String>,
-    model_path: Option<String>,
+    /// The settings.
+    set: RunSettings,
     /// The attempt that succeeded, if one did.
     attempt: Option<u32>,
-    /// Changes from the plan, in order, without repeats.
-    changes: Vec<String>,
+    /// Changes from the plan that attempt ran with, in order.
+    changes: Vec<Setting>,
 }
 
 impl Effective {
     fn of(plan: &Plan, spec: &ModelSpec, r: &ModelResult) -> Self {
-        let mut e = Effective {
-            memory_limit_gb: spec.memory_limit_gb,
-            context: plan.context_for(spec),
-            gpu_layers: spec.gpu_layers,
-            threads: spec.threads,
-            env: spec.env.clone(),
-            args: spec.args.clone(),
-            load_timeout_s: plan.defaults.load_timeout_s,
-            tag: spec.tag.clone(),
-            model_path: spec.model_path.clone(),
-            attempt: None,
-            changes: Vec::new(),
-        };
-        let mut attempts: Vec<_> = r.attempts.iter().collect();
-        attempts.sort_by_key(|a| a.number);
-        for a in attempts {
-            for change in &a.changes {
-                if !e.changes.contains(change) {
-                    e.apply(change);
-                    e.changes.push(change.clone());
-                }
-            }
-            if a.outcome.trim().eq_ignore_ascii_case("ok") {
-                e.attempt = Some(a.number);
-                break;
-            }
+        let ok = r.attempts.iter().filter(|a| a.outcome.trim().eq_ignore_ascii_case("ok")).min_by_key(|a| a.number);
+        let chosen = ok.or_else(|| {
+            (r.status == ModelStatus::Measured).then(|| r.attempts.iter().max_by_key(|a| a.number)).flatten()
+        });
+        let mut attempt = chosen.map(|a| a.number);
+        if attempt.is_none() && r.status == ModelStatus::Measured {
+            attempt = Some(1);
         }
-        if e.attempt.is_none() && r.status == ModelStatus::Measured {
-            e.attempt = Some(r.attempts.iter().map(|a| a.number).max().unwrap_or(1));
-        }
-        e
-    }
-
-    fn apply(&mut self, change: &str) {
-        let Some((key, value)) = change.split_once('=') else {
-            return;
-        };
-        match key {
-            "memory_limit_gb" => self.memory_limit_gb = value.parse().ok().or(self.memory_limit_gb),
-            "context" => self.context = value.parse().unwrap_or(self.context),
-            "gpu_layers" => self.gpu_layers = value.parse().ok().or(self.gpu_layers),
-            "threads" => self.threads = value.parse().ok().or(self.threads),
-            "load_timeout_s" => self.load_timeout_s = value.parse().unwrap_or(self.load_timeout_s),
-            "tag" => self.tag = Some(value.to_string()),
-            "model_path" => self.model_path = Some(value.to_string()),
-            k if k.starts_with("env.") && k.len() > 4 => {
-                self.env.insert(k[4..].to_string(), value.to_string());
-            }
-            k if k.starts_with("arg") => self.args.push(value.to_string()),
-            _ => {}
+        Effective {
+            set: chosen.and_then(|a| a.settings.clone()).unwrap_or_else(|| RunSettings::planned(plan, spec)),
+            attempt,
+            changes: chosen.map(|a| a.changes.clone()).unwrap_or_default(),
         }
     }
 }
@@ -631,7 +588,7 @@ fn action_text(a: &RemedyAction) -> String {
     match a {
         RemedyAction::Retry { set } if set.is_empty() => "retry unchanged".to_string(),
         RemedyAction::Retry { set } => {
-            format!("retry with {}", set.iter().map(|(k, v)| cell(&format!("{k}={v}"))).collect::<Vec<_>>().join(", "))
+            format!("retry with {}", set.iter().map(|c| cell(&c.to_string())).collect::<Vec<_>>().join(", "))
         }
         RemedyAction::CoolDown { seconds } => format!("cool down for {seconds} s, then retry"),
         RemedyAction::Skip => "skip the model".to_string(),
@@ -729,7 +686,7 @@ fn criteria(ctx: &Ctx) -> Vec<Criterion> {
                 v.tel()
                     .and_then(|t| t.engine_mem_limit)
                     .map(gib)
-                    .or(v.settings.as_ref().and_then(|s| s.memory_limit_gb))
+                    .or(v.settings.as_ref().and_then(|s| s.set.memory_limit_gb))
             };
             let what = if sampled.is_some() { format!("peak {} (sampled)", v.mem_kind()) } else { "peak".to_string() };
             let (measured, verdict) = match (peak, limit) {
@@ -1872,7 +1829,7 @@ fn deployment_guide(ctx: &Ctx) -> String {
                     if e.changes.is_empty() {
                         "none".to_string()
                     } else {
-                        e.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
+                        e.changes.iter().map(|c| cell(&c.to_string())).collect::<Vec<_>>().join(", ")
                     }
                 );
             }
@@ -1896,13 +1853,13 @@ fn deployment_guide(ctx: &Ctx) -> String {
                     Runtime::Process => "host process".into(),
                 },
             ],
-            vec!["Model".into(), cell(e.tag.as_deref().or(e.model_path.as_deref()).unwrap_or(&spec.name))],
+            vec!["Model".into(), cell(e.set.tag.as_deref().or(e.set.model_path.as_deref()).unwrap_or(&spec.name))],
         ];
         if spec.runtime == Runtime::Docker {
             rows.push(vec!["Image".into(), spec.image.as_deref().map(cell).unwrap_or_else(|| DASH.into())]);
             rows.push(vec![
                 "Memory limit".into(),
-                e.memory_limit_gb.map(|g| format!("{} GiB (swap off)", num(g))).unwrap_or_else(|| "none".into()),
+                e.set.memory_limit_gb.map(|g| format!("{} GiB (swap off)", num(g))).unwrap_or_else(|| "none".into()),
             ]);
             rows.push(vec![
                 "GPUs".into(),
@@ -1921,25 +1878,34 @@ fn deployment_guide(ctx: &Ctx) -> String {
                 format!("{port} (the plan sets none; the engine's usual port is shown)")
             },
         ]);
-        rows.push(vec!["Context".into(), format!("{} tokens", e.context)]);
-        rows.push(vec!["Parallel slots".into(), ctx.plan.defaults.parallel.to_string()]);
+        rows.push(vec!["Context".into(), format!("{} tokens", e.set.context)]);
+        rows.push(vec!["Parallel slots".into(), e.set.slots.to_string()]);
         rows.push(vec![
             "GPU layers".into(),
-            match e.gpu_layers {
+            match e.set.gpu_layers {
                 Some(l) if l >= 0 => l.to_string(),
                 _ => "engine decides".into(),
             },
         ]);
         rows.push(vec![
             "CPU threads".into(),
-            e.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into()),
+            e.set.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into()),
         ]);
-        rows.push(vec!["Load timeout".into(), format!("{} s", e.load_timeout_s)]);
-        for (k, val) in &e.env {
+        if let Some(b) = e.set.batch {
+            rows.push(vec!["Batch size".into(), b.to_string()]);
+        }
+        if let Some(k) = e.set.kv_cache_type {
+            rows.push(vec!["KV cache type".into(), k.as_str().into()]);
+        }
+        if let Some(f) = e.set.flash_attention {
+            rows.push(vec!["Flash attention".into(), f.as_str().into()]);
+        }
+        rows.push(vec!["Load timeout".into(), format!("{} s", e.set.load_timeout_s)]);
+        for (k, val) in &e.set.env {
             rows.push(vec![format!("Environment {}", cell(k)), cell(val)]);
         }
-        if !e.args.is_empty() {
-            rows.push(vec!["Extra arguments".into(), cell(&e.args.join(" "))]);
+        if !e.set.args.is_empty() {
+            rows.push(vec!["Extra arguments".into(), cell(&e.set.args.join(" "))]);
         }
         rows.push(vec![
             "Measured with".into(),
@@ -1983,7 +1949,7 @@ fn recorded_lines_step(s: &mut String, ran: &[String]) {
 fn launch_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, launch: &Launch) {
     s.push_str("\n**1. Start the engine** — the command threadcycle ran, exactly as the Writer recorded it:\n\n");
     s.push_str(&fence(&launch.command_line(), "sh"));
-    let tag = e.tag.clone().unwrap_or_else(|| spec.name.clone());
+    let tag = e.set.tag.clone().unwrap_or_else(|| spec.name.clone());
     match (&launch.container, spec.engine) {
         (Some(c), engine) => {
             let port = c.host_port.unwrap_or(c.container_port);
@@ -2301,7 +2267,7 @@ fn escalation_outcome(ctx: &Ctx, e: &EscalationRecord) -> (String, String) {
             let changes = if a.changes.is_empty() {
                 "no change".to_string()
             } else {
-                a.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
+                a.changes.iter().map(|c| cell(&c.to_string())).collect::<Vec<_>>().join(", ")
             };
             let short = if ok { format!("attempt {} ok", a.number) } else { format!("attempt {} failed", a.number) };
             let long = format!(
@@ -3141,6 +3107,7 @@ cloud = [
     /// Two measured models (one after an OOM and a remedy) and one skipped, with a hostile answer.
     pub(crate) fn fixture() -> ReportInput {
         let plan = Plan::from_toml(PLAN).expect("fixture plan is valid");
+        let llama_planned = RunSettings::planned(&plan, &plan.models[1]);
         let host = HostFacts {
             hostname: "gpubox".into(),
             host_id: "gpubox".into(),
@@ -3360,7 +3327,13 @@ cloud = [
             index: 0,
             model: "qwen25-coder-14b".into(),
             status: ModelStatus::Measured,
-            attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
+            attempts: vec![Attempt {
+                number: 1,
+                changes: vec![],
+                settings: None,
+                outcome: "ok".into(),
+                escalation: None,
+            }],
             load_ms: Some(6120.0),
             runs: qwen_runs,
             prompts: vec![],
@@ -3409,13 +3382,19 @@ cloud = [
                 Attempt {
                     number: 1,
                     changes: vec![],
+                    settings: Some(llama_planned.clone()),
                     outcome: "container tc-c42-llama31-70b was killed by the OOM killer at 29.9 GiB of a 30 GiB limit"
                         .into(),
                     escalation: Some(esc_id.into()),
                 },
                 Attempt {
                     number: 2,
-                    changes: vec!["memory_limit_gb=40".into()],
+                    changes: vec![Setting::MemoryLimitGb(40.0)],
+                    settings: Some({
+                        let mut s = llama_planned.clone();
+                        s.apply(&Setting::MemoryLimitGb(40.0)).expect("a valid limit");
+                        s
+                    }),
                     outcome: "ok".into(),
                     escalation: None,
                 },
@@ -3494,7 +3473,13 @@ cloud = [
             index: 3,
             model: "gemma3-270m".into(),
             status: ModelStatus::Measured,
-            attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
+            attempts: vec![Attempt {
+                number: 1,
+                changes: vec![],
+                settings: None,
+                outcome: "ok".into(),
+                escalation: None,
+            }],
             load_ms: Some(840.0),
             runs: gemma_runs,
             prompts: vec![],
@@ -3562,14 +3547,14 @@ cloud = [
                     summary: "Raise the container memory limit to 40 GiB".into(),
                     rationale: "57 GiB of host RAM are free; the CPU-resident layers need about 22 GiB plus the KV cache".into(),
                     safe: true,
-                    action: RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "40".into())] },
+                    action: RemedyAction::Retry { set: vec![Setting::MemoryLimitGb(40.0)] },
                 },
                 RemedyOption {
                     number: 2,
                     summary: "Quantise the KV cache to q8_0".into(),
                     rationale: "halves the KV cache at a small quality cost".into(),
                     safe: true,
-                    action: RemedyAction::Retry { set: vec![("env.OLLAMA_KV_CACHE_TYPE".into(), "q8_0".into())] },
+                    action: RemedyAction::Retry { set: vec![Setting::KvCacheType(protocol::settings::KvCacheType::Q8_0)] },
                 },
                 RemedyOption {
                     number: 3,
@@ -3581,7 +3566,7 @@ cloud = [
             ],
             decision: Some(Decision {
                 option: Some(1),
-                action: RemedyAction::Retry { set: vec![("memory_limit_gb".into(), "40".into())] },
+                action: RemedyAction::Retry { set: vec![Setting::MemoryLimitGb(40.0)] },
                 by: "policy:auto".into(),
                 at: "2025-06-14T09:47:02Z".into(),
             }),
@@ -3770,8 +3755,8 @@ cloud = [
         let plan = &input.results.verification.plan;
         let e = Effective::of(plan, &plan.models[1], &input.results.models[1]);
         assert_eq!(
-            (e.memory_limit_gb, e.attempt, e.changes.clone()),
-            (Some(40.0), Some(2), vec!["memory_limit_gb=40".to_string()])
+            (e.set.memory_limit_gb, e.attempt, e.changes.clone()),
+            (Some(40.0), Some(2), vec![Setting::MemoryLimitGb(40.0)])
         );
     }
 

@@ -176,7 +176,7 @@ fn model(index: u32, name: &str, engine: &str, runs: Vec<RunResult>) -> ModelRes
         index,
         model: name.into(),
         status: ModelStatus::Measured,
-        attempts: vec![Attempt { number: 1, changes: vec![], outcome: "ok".into(), escalation: None }],
+        attempts: vec![Attempt { number: 1, changes: vec![], settings: None, outcome: "ok".into(), escalation: None }],
         load_ms: Some(3000.0),
         runs,
         prompts: vec![],

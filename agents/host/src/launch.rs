@@ -13,6 +13,7 @@
 
 use protocol::launch::{ContainerLaunch, Launch};
 use protocol::plan::GpuRequest;
+use protocol::settings::{FlashAttention, Settings};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,45 +34,55 @@ pub struct LlamaServerArgs<'a> {
     pub host: &'a str,
     /// Port to listen on.
     pub port: u16,
-    /// Context per slot (the plan's context); `-c` is this × `slots`.
-    pub context: u32,
-    /// Parallel slots (`-np`).
-    pub slots: u32,
-    /// CPU threads (`-t`), when set.
-    pub threads: Option<u32>,
-    /// GPU layers (`-ngl`); negative or `None` lets the engine decide.
-    pub gpu_layers: Option<i32>,
-    /// The plan's extra arguments, last so they win.
-    pub extra: &'a [String],
+    /// The attempt's settings: context per slot (`-c` is context × slots), slots (`-np`),
+    /// threads (`-t`), GPU layers (`-ngl`, left out when negative or unset), batch (`-b` and
+    /// `-ub`), KV cache type (`-ctk`/`-ctv`), flash attention (`-fa`), and the plan's extra
+    /// arguments, last so they win.
+    pub settings: &'a Settings,
 }
 
 /// llama-server's arguments (after the binary).
 pub fn llama_server_args(a: &LlamaServerArgs) -> Vec<String> {
-    let slots = a.slots.max(1);
+    let s = a.settings;
+    let slots = s.slots.max(1);
     let mut v: Vec<String> =
         vec!["--model".into(), a.model.into(), "--host".into(), a.host.into(), "--port".into(), a.port.to_string()];
     // llama-server's -c is shared by its slots: every slot gets the planned context.
     v.extend([
         "-c".into(),
-        (a.context.saturating_mul(slots)).to_string(),
+        (s.context.saturating_mul(slots)).to_string(),
         "-np".into(),
         slots.to_string(),
         "--metrics".into(),
         "--no-webui".into(),
     ]);
-    if let Some(t) = a.threads {
+    if let Some(t) = s.threads {
         v.extend(["-t".into(), t.to_string()]);
     }
-    if let Some(l) = a.gpu_layers.filter(|l| *l >= 0) {
+    if let Some(l) = s.gpu_layers.filter(|l| *l >= 0) {
         v.extend(["-ngl".into(), l.to_string()]);
     }
-    v.extend(a.extra.iter().cloned());
+    if let Some(b) = s.batch {
+        v.extend(["-b".into(), b.to_string(), "-ub".into(), b.to_string()]);
+    }
+    if let Some(k) = s.kv_cache_type {
+        v.extend(["-ctk".into(), k.as_str().into(), "-ctv".into(), k.as_str().into()]);
+    }
+    if let Some(f) = s.flash_attention {
+        v.extend(["-fa".into(), f.as_str().into()]);
+    }
+    v.extend(s.args.iter().cloned());
     v
 }
 
 /// llama-server as a host process on 127.0.0.1.
-pub fn llama_server_process(binary: &str, env: &BTreeMap<String, String>, args: &LlamaServerArgs) -> Launch {
-    Launch { env: env.clone(), program: binary.to_string(), args: llama_server_args(args), ..Default::default() }
+pub fn llama_server_process(binary: &str, args: &LlamaServerArgs) -> Launch {
+    Launch {
+        env: args.settings.env.clone(),
+        program: binary.to_string(),
+        args: llama_server_args(args),
+        ..Default::default()
+    }
 }
 
 /// How the Ollama container reaches a model store: the bind (or volume) and where it lands.
@@ -128,9 +139,7 @@ pub struct ContainerBase<'a> {
     pub name: &'a str,
     /// Image.
     pub image: &'a str,
-    /// The plan's environment (wins over any default an engine's builder adds).
-    pub env: &'a BTreeMap<String, String>,
-    /// Memory limit, bytes.
+    /// Memory limit, bytes (the settings' `memory_limit_gb`).
     pub memory_limit_bytes: Option<u64>,
     /// GPUs.
     pub gpus: GpuRequest,
@@ -170,56 +179,65 @@ fn container(
 /// on 0.0.0.0:8080; `args.model` is the path inside the container.
 pub fn llama_server_container(base: &ContainerBase, model_dir: &str, args: &LlamaServerArgs) -> Launch {
     let args = LlamaServerArgs { host: "0.0.0.0", port: 8080, ..args.clone() };
-    container(base, base.env.clone(), llama_server_args(&args), 8080, format!("{model_dir}:/models:ro"))
+    container(base, args.settings.env.clone(), llama_server_args(&args), 8080, format!("{model_dir}:/models:ro"))
 }
 
-/// Defaults both Ollama runtimes set: the model kept loaded while it is measured
-/// (`OLLAMA_KEEP_ALIVE=-1`) and as many parallel slots as the plan measures.
-fn ollama_env(plan_env: &BTreeMap<String, String>, parallel: u32) -> BTreeMap<String, String> {
-    let mut env = plan_env.clone();
+/// The server environment both Ollama runtimes get: the plan's, the model kept loaded while it
+/// is measured (`OLLAMA_KEEP_ALIVE=-1`) and as many parallel slots as the plan measures, unless
+/// the plan's environment says otherwise; the typed flash-attention and KV-cache settings as
+/// Ollama's server variables (`OLLAMA_FLASH_ATTENTION`, `OLLAMA_KV_CACHE_TYPE`: server-wide,
+/// `envconfig/config.go`), over any plan variable of the same name.
+fn ollama_env(s: &Settings) -> BTreeMap<String, String> {
+    let mut env = s.env.clone();
     env.entry("OLLAMA_KEEP_ALIVE".into()).or_insert_with(|| "-1".into());
-    env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| parallel.max(1).to_string());
+    env.entry("OLLAMA_NUM_PARALLEL".into()).or_insert_with(|| s.slots.max(1).to_string());
+    match s.flash_attention {
+        Some(FlashAttention::On) => env.insert("OLLAMA_FLASH_ATTENTION".into(), "1".into()),
+        Some(FlashAttention::Off) => env.insert("OLLAMA_FLASH_ATTENTION".into(), "0".into()),
+        Some(FlashAttention::Auto) => env.remove("OLLAMA_FLASH_ATTENTION"),
+        None => None,
+    };
+    if let Some(k) = s.kv_cache_type {
+        env.insert("OLLAMA_KV_CACHE_TYPE".into(), k.as_str().into());
+    }
     env
 }
 
 /// The Ollama container: the image's own `serve`, the store mounted and named in
 /// `OLLAMA_MODELS`, listening on 11434.
-pub fn ollama_container(base: &ContainerBase, store: &StoreMount, parallel: u32) -> Launch {
-    let mut env = ollama_env(base.env, parallel);
+pub fn ollama_container(base: &ContainerBase, store: &StoreMount, s: &Settings) -> Launch {
+    let mut env = ollama_env(s);
     env.entry("OLLAMA_MODELS".into()).or_insert_with(|| store.models_dir.clone());
     container(base, env, Vec::new(), 11434, store.bind.clone())
 }
 
 /// `ollama serve` as a host process on 127.0.0.1:`port` (`OLLAMA_HOST`), its store in
 /// `OLLAMA_MODELS` when one is given and the plan's env names none.
-pub fn ollama_process(
-    binary: &str,
-    plan_env: &BTreeMap<String, String>,
-    port: u16,
-    models_dir: Option<&str>,
-    parallel: u32,
-    extra: &[String],
-) -> Launch {
-    let mut env = ollama_env(plan_env, parallel);
+pub fn ollama_process(binary: &str, s: &Settings, port: u16, models_dir: Option<&str>) -> Launch {
+    let mut env = ollama_env(s);
     env.insert("OLLAMA_HOST".into(), format!("127.0.0.1:{port}"));
     if let Some(dir) = models_dir {
         env.entry("OLLAMA_MODELS".into()).or_insert_with(|| dir.to_string());
     }
     let mut args = vec!["serve".to_string()];
-    args.extend(extra.iter().cloned());
+    args.extend(s.args.iter().cloned());
     Launch { env, program: binary.to_string(), args, ..Default::default() }
 }
 
-/// The model's load-time settings as Ollama request `options`: `num_ctx` = the context,
-/// `num_gpu` = GPU layers (only when set and ≥ 0; otherwise Ollama decides), `num_thread` =
-/// threads. Sent with every request: a change of any of them makes Ollama reload the model.
-pub fn ollama_options(context: u32, gpu_layers: Option<i32>, threads: Option<u32>) -> BTreeMap<String, Value> {
-    let mut o = BTreeMap::from([("num_ctx".to_string(), json!(context))]);
-    if let Some(l) = gpu_layers.filter(|l| *l >= 0) {
+/// The model's load-time settings as Ollama request `options` (`api/types.go:410-417`):
+/// `num_ctx` = the context, `num_gpu` = GPU layers (only when set and ≥ 0; otherwise Ollama
+/// decides), `num_thread` = threads, `num_batch` = batch. Sent with every request: a change of
+/// any of them makes Ollama reload the model.
+pub fn ollama_options(s: &Settings) -> BTreeMap<String, Value> {
+    let mut o = BTreeMap::from([("num_ctx".to_string(), json!(s.context))]);
+    if let Some(l) = s.gpu_layers.filter(|l| *l >= 0) {
         o.insert("num_gpu".into(), json!(l));
     }
-    if let Some(t) = threads.filter(|t| *t > 0) {
+    if let Some(t) = s.threads.filter(|t| *t > 0) {
         o.insert("num_thread".into(), json!(t));
+    }
+    if let Some(b) = s.batch.filter(|b| *b > 0) {
+        o.insert("num_batch".into(), json!(b));
     }
     o
 }
@@ -228,27 +246,44 @@ pub fn ollama_options(context: u32, gpu_layers: Option<i32>, threads: Option<u32
 mod tests {
     use super::*;
 
+    fn settings() -> Settings {
+        let plan = protocol::plan::Plan::from_toml(
+            "name='t'\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\nmodel_path='/m'\n[[prompts]]\nid='p'\ntext='x'\n",
+        )
+        .unwrap();
+        Settings::planned(&plan, &plan.models[0])
+    }
+
     #[test]
     fn llama_server_gets_the_context_of_every_slot_and_its_endpoints() {
-        let extra = vec!["-fa".to_string(), "on".to_string()];
-        let a = LlamaServerArgs {
-            model: "/m/x.gguf",
-            host: "127.0.0.1",
-            port: 8123,
+        let s = Settings {
             context: 2048,
             slots: 2,
             threads: Some(4),
             gpu_layers: Some(20),
-            extra: &extra,
+            args: vec!["--mlock".into()],
+            ..settings()
         };
+        let a = LlamaServerArgs { model: "/m/x.gguf", host: "127.0.0.1", port: 8123, settings: &s };
         assert_eq!(
             llama_server_args(&a).join(" "),
-            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 4096 -np 2 --metrics --no-webui -t 4 -ngl 20 -fa on"
+            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 4096 -np 2 --metrics --no-webui -t 4 -ngl 20 --mlock"
         );
-        let auto = LlamaServerArgs { gpu_layers: Some(-1), threads: None, slots: 0, extra: &[], ..a };
+        let auto = Settings { context: 2048, gpu_layers: Some(-1), threads: None, slots: 0, ..settings() };
         assert_eq!(
-            llama_server_args(&auto).join(" "),
+            llama_server_args(&LlamaServerArgs { settings: &auto, ..a.clone() }).join(" "),
             "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui"
+        );
+        let tuned = Settings {
+            batch: Some(256),
+            kv_cache_type: Some(protocol::settings::KvCacheType::Q8_0),
+            flash_attention: Some(FlashAttention::On),
+            ..auto
+        };
+        assert_eq!(
+            llama_server_args(&LlamaServerArgs { settings: &tuned, ..a }).join(" "),
+            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui \
+             -b 256 -ub 256 -ctk q8_0 -ctv q8_0 -fa on"
         );
     }
 
@@ -281,16 +316,16 @@ mod tests {
     fn the_ollama_container_names_its_store_and_keeps_the_plans_env() {
         let store = ollama_store_mount(Some("/srv/ollama/models"), false);
         let env = BTreeMap::from([("OLLAMA_KV_CACHE_TYPE".to_string(), "q8_0".to_string())]);
+        let s = Settings { env, slots: 1, ..settings() };
         let base = ContainerBase {
             name: "tc-c-llama3",
             image: "ollama/ollama:0.12.6",
-            env: &env,
             memory_limit_bytes: Some(30 << 30),
             gpus: GpuRequest::All,
             network: None,
             host_port: None,
         };
-        let l = ollama_container(&base, &store, 1);
+        let l = ollama_container(&base, &store, &s);
         assert_eq!(
             l.command_line(),
             "docker run -d --name tc-c-llama3 --memory=30720m --memory-swap=30720m --gpus=all -p 127.0.0.1::11434 \
@@ -301,14 +336,32 @@ mod tests {
 
     #[test]
     fn plan_settings_become_ollama_options() {
+        let s = |context, gpu_layers, threads, batch| Settings { context, gpu_layers, threads, batch, ..settings() };
         assert_eq!(
-            serde_json::to_value(ollama_options(8192, Some(30), Some(8))).unwrap(),
-            json!({"num_ctx": 8192, "num_gpu": 30, "num_thread": 8})
+            serde_json::to_value(ollama_options(&s(8192, Some(30), Some(8), Some(256)))).unwrap(),
+            json!({"num_ctx": 8192, "num_gpu": 30, "num_thread": 8, "num_batch": 256})
         );
         assert_eq!(
-            serde_json::to_value(ollama_options(4096, Some(0), None)).unwrap(),
+            serde_json::to_value(ollama_options(&s(4096, Some(0), None, None))).unwrap(),
             json!({"num_ctx": 4096, "num_gpu": 0})
         );
-        assert_eq!(serde_json::to_value(ollama_options(4096, Some(-1), None)).unwrap(), json!({"num_ctx": 4096}));
+        assert_eq!(
+            serde_json::to_value(ollama_options(&s(4096, Some(-1), None, None))).unwrap(),
+            json!({"num_ctx": 4096})
+        );
+    }
+
+    #[test]
+    fn typed_flash_attention_and_kv_cache_reach_ollamas_server_env() {
+        let s = Settings {
+            flash_attention: Some(FlashAttention::On),
+            kv_cache_type: Some(protocol::settings::KvCacheType::Q4_0),
+            env: BTreeMap::from([("OLLAMA_KV_CACHE_TYPE".to_string(), "f16".to_string())]),
+            ..settings()
+        };
+        let l = ollama_process("ollama", &s, 11500, None);
+        assert_eq!(l.env["OLLAMA_FLASH_ATTENTION"], "1");
+        assert_eq!(l.env["OLLAMA_KV_CACHE_TYPE"], "q4_0");
+        assert_eq!(l.env["OLLAMA_HOST"], "127.0.0.1:11500");
     }
 }

@@ -323,18 +323,18 @@ mod tests {
         let script = dir.join("fake-llama-server");
         std::fs::write(&script, "#!/bin/sh\necho 'error loading model: bad magic' >&2\nexit 3\n").unwrap();
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let plan = protocol::plan::Plan::from_toml(
+            "name='t'\n[[models]]\nname='m'\nengine='llama-server'\nruntime='process'\nmodel_path='/m'\n[[prompts]]\nid='p'\ntext='x'\n",
+        )
+        .unwrap();
+        let settings = protocol::settings::Settings::planned(&plan, &plan.models[0]);
         let launch = crate::launch::llama_server_process(
             &script.display().to_string(),
-            &BTreeMap::new(),
             &crate::launch::LlamaServerArgs {
                 model: "/nonexistent.gguf",
                 host: "127.0.0.1",
                 port: 1,
-                context: 512,
-                slots: 1,
-                threads: None,
-                gpu_layers: None,
-                extra: &[],
+                settings: &settings,
             },
         );
         let mut p = EngineProcess::launch("t", &launch, &dir, 1).unwrap();

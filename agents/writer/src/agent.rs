@@ -12,7 +12,7 @@ use crate::settings::Settings;
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
 use host::engine::{EngineError, GenRequest};
 use host::telemetry::{Sampler, ThermalGuard};
-use protocol::events::{Event, EventBody, Phase};
+use protocol::events::{Event, EventBody, Phase, Step};
 use protocol::ids::derive_id;
 use protocol::messages::{BenchmarkResults, Escalation, VerificationReport};
 use protocol::operator::CycleRecord;
@@ -171,11 +171,8 @@ impl Writer {
                     if self.canceled(cycle).await.map_err(HandleError::from)? {
                         return Ok(());
                     }
-                    self.event(
-                        cycle,
-                        EventBody::Step { model: "concurrent".into(), what: "concurrent phase started".into() },
-                    )
-                    .await;
+                    self.event(cycle, EventBody::Step { model: "concurrent".into(), step: Step::ConcurrentStarted })
+                        .await;
                     let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir).await;
                     self.bus.results.create(&key, &r).await.map_err(HandleError::from)?;
                     Some(r)
@@ -241,6 +238,7 @@ impl Writer {
                     attempts.push(Attempt {
                         number,
                         changes: settings.changes.clone(),
+                        settings: Some(settings.effective.clone()),
                         outcome: "ok".into(),
                         escalation: None,
                     });
@@ -254,6 +252,7 @@ impl Writer {
                     attempts.push(Attempt {
                         number,
                         changes: settings.changes.clone(),
+                        settings: Some(settings.effective.clone()),
                         outcome: f.message.clone(),
                         escalation: Some(esc.to_string()),
                     });
@@ -264,17 +263,18 @@ impl Writer {
                             Role::Writer,
                             Role::Debug,
                             Some(pkg),
-                            Payload::Escalation(Escalation {
+                            Payload::Escalation(Box::new(Escalation {
                                 model: m.name.clone(),
                                 attempt: number,
                                 failure: f.message.clone(),
                                 suspected: f.class,
                                 evidence: f.evidence,
                                 target: f.target,
-                                settings: settings.pairs(),
+                                engine: m.engine,
+                                settings: settings.effective.clone(),
                                 max_attempts: max,
                                 policy: plan.policy.clone(),
-                            }),
+                            })),
                         )
                     };
                     self.bus.publish(&out).await.map_err(HandleError::from)?;
@@ -283,8 +283,8 @@ impl Writer {
                     let Some(decision) = decision? else { return Ok(None) };
                     match decision.action {
                         RemedyAction::Retry { set } => {
-                            for (k, v) in &set {
-                                if let Err(e) = settings.apply(k, v) {
+                            for change in &set {
+                                if let Err(e) = settings.apply(change) {
                                     let mut r = failed(i, m, report, format!("the remedy could not be applied: {e}"));
                                     r.attempts = attempts;
                                     return Ok(Some(r));
@@ -294,10 +294,7 @@ impl Writer {
                         RemedyAction::CoolDown { seconds } => {
                             self.event(
                                 cycle,
-                                EventBody::Step {
-                                    model: m.name.clone(),
-                                    what: format!("cooling down for {seconds} s"),
-                                },
+                                EventBody::Step { model: m.name.clone(), step: Step::CoolingDown { seconds } },
                             )
                             .await;
                             tokio::time::sleep(Duration::from_secs(seconds.min(3600))).await;
@@ -361,17 +358,18 @@ impl Writer {
     ) -> PullAhead {
         let tag = next.tag.clone().unwrap_or_default();
         let name = next.name.clone();
-        let step = move |what: String| EventBody::Step { model: name.clone(), what };
-        self.event(cycle, step(format!("pull-ahead: pulling {tag} while {current} is measured"))).await;
+        let step = move |step: Step| EventBody::Step { model: name.clone(), step };
+        self.event(cycle, step(Step::PullAhead { model: tag.clone(), measuring: current.to_string() })).await;
         let (bus, cycle, current) = (self.bus.clone(), cycle.clone(), current.to_string());
         let task = tokio::spawn(async move {
             let what = match client.pull(&tag, |_| {}).await {
-                Ok(p) => format!(
-                    "pull-ahead: {tag} pulled ({:.1} GB in {:.1} s) while {current} was measured",
-                    p.total_bytes as f64 / 1e9,
-                    p.elapsed.as_secs_f64()
-                ),
-                Err(e) => format!("pull-ahead: pulling {tag} failed ({e}); its own deployment will pull it"),
+                Ok(p) => Step::PullAheadDone {
+                    model: tag,
+                    bytes: p.total_bytes,
+                    seconds: p.elapsed.as_secs_f64(),
+                    measuring: current,
+                },
+                Err(e) => Step::PullAheadFailed { model: tag, error: e.to_string() },
             };
             bus.event_best_effort(Event::new(cycle, Role::Writer, step(what))).await;
         });
@@ -390,8 +388,8 @@ impl Writer {
         let plan = &report.plan;
         let m = &s.model;
         // Steps (container created, pull progress…) become events while the deployment runs.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let on_step = move |what: String| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+        let on_step = move |what: Step| {
             let _ = tx.send(what);
         };
         let deploying = async move {
@@ -401,7 +399,7 @@ impl Writer {
             drop(on_step);
             r
         };
-        let step = |what: String| EventBody::Step { model: m.name.clone(), what };
+        let step = |step: Step| EventBody::Step { model: m.name.clone(), step };
         let forwarding = async {
             while let Some(what) = rx.recv().await {
                 self.event(cycle, step(what)).await;
@@ -410,7 +408,7 @@ impl Writer {
         let (deployed, ()) = tokio::join!(deploying, forwarding);
         let mut dep = deployed.map_err(AttemptError::Failed)?;
         dep.decode_ceiling = predicted_ceiling(report, &m.name);
-        self.event(cycle, step(format!("engine ready after {:.1} s", dep.load_ms / 1000.0))).await;
+        self.event(cycle, step(Step::EngineReady { seconds: dep.load_ms / 1000.0 })).await;
         let pull_ahead = match (next, &dep.api) {
             (Some(n), crate::deploy::Api::Ollama(c)) => Some(self.start_pull_ahead(cycle, c.clone(), &m.name, n).await),
             _ => None,
@@ -428,7 +426,7 @@ impl Writer {
                 Ok(g) => engine_load_ms = g.engine_load_ms.filter(|ms| *ms > 0.0),
                 Err(e) => return Err(request_failure(&mut dep, "warm-up", e).await),
             }
-            self.event(cycle, step("warm-up done (excluded from results)".into())).await;
+            self.event(cycle, step(Step::WarmupDone)).await;
         }
         let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
         // Sampling starts after the warm-up: its tokens are not counted, so neither are its
@@ -496,7 +494,7 @@ impl Writer {
         if let Some(p) = pull_ahead {
             // The engine serves the download: keep it up until the next model is in the store.
             if !p.0.is_finished() {
-                self.event(cycle, step("measured; waiting for the pull-ahead to finish".into())).await;
+                self.event(cycle, step(Step::WaitingForPullAhead)).await;
             }
             p.finish().await;
         }
@@ -523,11 +521,7 @@ impl Writer {
             deployment: dep.deployment.clone(),
         };
         dep.teardown().await;
-        self.event(
-            cycle,
-            step(if dep.keep { "measured; container kept as the plan asks".into() } else { "engine stopped".into() }),
-        )
-        .await;
+        self.event(cycle, step(Step::EngineStopped { kept: dep.keep })).await;
         Ok((runs, info))
     }
 }
@@ -648,7 +642,7 @@ fn manifest(report: &VerificationReport, s: &Settings, m: &ModelSpec, info: Opti
         model: m.model_ref().to_string(),
         model_digest: info.and_then(|i| i.digest.clone()),
         quantization: info.and_then(|i| i.quantization.clone()),
-        context: s.context,
+        context: s.effective.context,
         gpu_layers: info.and_then(|i| i.layers.clone()),
         gpu_weight_share: info.and_then(|i| i.gpu_share),
         threads: m.threads,

@@ -66,10 +66,10 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
     levels.sort_unstable();
     levels.dedup();
     let max_level = levels.last().copied().unwrap_or(1);
-    let quiet = |_: String| {};
+    let quiet = |_: protocol::events::Step| {};
     for m in &models {
         let mut s = Settings::planned(plan, m);
-        s.parallel = max_level;
+        s.effective.slots = max_level;
         let mut dep = match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
             Ok(d) => d,
             Err(f) => {

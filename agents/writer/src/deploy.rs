@@ -15,6 +15,7 @@ use host::process::{
     EngineProcess, ProcessError, find_llama_server, find_ollama, free_port, llama_server_version, offloaded_layers,
 };
 use protocol::CycleId;
+use protocol::events::Step;
 use protocol::launch::{Launch, shell_word};
 use protocol::plan::{EngineKind, GpuRequest, Plan, PromptSpec, Runtime, expand_path};
 use protocol::results::{Evidence, FailureClass};
@@ -163,27 +164,28 @@ pub fn gen_request(
         max_tokens: plan.max_tokens_for(prompt),
         temperature: plan.defaults.temperature,
         seed: plan.defaults.seed,
-        context: Some(s.context),
+        context: Some(s.effective.context),
         options: match engine {
-            EngineKind::Ollama => build::ollama_options(s.context, s.model.gpu_layers, s.model.threads),
+            EngineKind::Ollama => build::ollama_options(&s.effective),
             EngineKind::LlamaServer => BTreeMap::new(),
         },
-        timeout: request_budget(plan, plan.max_tokens_for(prompt), s.load_timeout_s, ceiling_tps),
-        stall: Some(Duration::from_secs(plan.defaults.stall_timeout_s)),
+        timeout: request_budget(&s.effective, plan.max_tokens_for(prompt), ceiling_tps),
+        stall: Some(Duration::from_secs(s.effective.stall_timeout_s)),
     }
 }
 
-/// How long one request may take in all: the plan's `request_timeout_s`, or, when the model's
+/// How long one request may take in all: the settings' `request_timeout_s` (the plan's, or a
+/// remedy's), or, when the model's
 /// predicted decode ceiling (`ceiling_tps`, tokens/s that memory bandwidth allows) says
 /// `max_tokens` need longer, the load timeout (the first request may load the model) plus three
 /// times the ceiling's decode time (real decode reaches a fraction of the roofline). A 70B model
 /// partly in RAM decodes at 1.5–3 tokens/s: 2,048 tokens are 13–23 minutes, over a 900 s limit.
 /// A stream that stops producing is caught sooner by the stall limit.
-pub fn request_budget(plan: &Plan, max_tokens: u32, load_timeout_s: u64, ceiling_tps: Option<f64>) -> Duration {
-    let planned = plan.defaults.request_timeout_s as f64;
+pub fn request_budget(s: &protocol::settings::Settings, max_tokens: u32, ceiling_tps: Option<f64>) -> Duration {
+    let planned = s.request_timeout_s as f64;
     let needed = ceiling_tps
         .filter(|t| t.is_finite() && *t > 0.0)
-        .map(|t| load_timeout_s as f64 + 3.0 * f64::from(max_tokens) / t)
+        .map(|t| s.load_timeout_s as f64 + 3.0 * f64::from(max_tokens) / t)
         .unwrap_or(0.0);
     Duration::from_secs_f64(planned.max(needed).min(7.0 * 86_400.0))
 }
@@ -208,7 +210,7 @@ pub async fn deploy(
     s: &Settings,
     run_dir: &Path,
     model_store: Option<&str>,
-    on_step: &(dyn Fn(String) + Sync),
+    on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     match (s.model.runtime, s.model.engine) {
         (Runtime::Process, EngineKind::LlamaServer) => deploy_process(cycle, s, run_dir, on_step).await,
@@ -221,7 +223,7 @@ async fn deploy_process(
     cycle: &CycleId,
     s: &Settings,
     run_dir: &Path,
-    on_step: &(dyn Fn(String) + Sync),
+    on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     let m = &s.model;
     let binary =
@@ -234,23 +236,13 @@ async fn deploy_process(
     let model = model_path.display().to_string();
     let launch = build::llama_server_process(
         &binary.display().to_string(),
-        &m.env,
-        &LlamaServerArgs {
-            model: &model,
-            host: "127.0.0.1",
-            port,
-            context: s.context,
-            slots: s.parallel,
-            threads: m.threads,
-            gpu_layers: m.gpu_layers,
-            extra: &m.args,
-        },
+        &LlamaServerArgs { model: &model, host: "127.0.0.1", port, settings: &s.effective },
     );
-    on_step(format!("starting {}", binary.display()));
+    on_step(Step::EngineStarting { program: binary.display().to_string() });
     let mut process = EngineProcess::launch(&format!("{cycle}-{}", m.name), &launch, run_dir, port)
         .map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let target = Some(format!("process:{}", process.pid()));
-    match process.wait_healthy(Duration::from_secs(s.load_timeout_s)).await {
+    match process.wait_healthy(Duration::from_secs(s.effective.load_timeout_s)).await {
         Ok(took) => Ok(Deployed {
             api: Api::OpenAi(OpenAiClient::new(&process.base_url())),
             place: Place::Process(process),
@@ -306,8 +298,7 @@ fn container_launch(
     let base = ContainerBase {
         name,
         image: m.image.as_deref().unwrap_or_default(),
-        env: &m.env,
-        memory_limit_bytes: m.memory_limit_gb.map(gib_to_bytes),
+        memory_limit_bytes: s.effective.memory_limit_gb.map(gib_to_bytes),
         gpus: m.gpus.clone().unwrap_or(GpuRequest::None),
         // A Writer running in a container (docker-compose) puts the engine on its own network
         // and reaches it by name: the engine's port published on the host's loopback is out of
@@ -321,21 +312,13 @@ fn container_launch(
             let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
             let fname = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
             let in_container = format!("/models/{fname}");
-            let args = LlamaServerArgs {
-                model: &in_container,
-                host: "0.0.0.0",
-                port: 8080,
-                context: s.context,
-                slots: s.parallel,
-                threads: m.threads,
-                gpu_layers: m.gpu_layers,
-                extra: &m.args,
-            };
+            let args = LlamaServerArgs { model: &in_container, host: "0.0.0.0", port: 8080, settings: &s.effective };
             (build::llama_server_container(&base, &dir.display().to_string(), &args), file.display().to_string())
         }
-        EngineKind::Ollama => {
-            (build::ollama_container(&base, &ollama_store(model_store), s.parallel), m.tag.clone().unwrap_or_default())
-        }
+        EngineKind::Ollama => (
+            build::ollama_container(&base, &ollama_store(model_store), &s.effective),
+            m.tag.clone().unwrap_or_default(),
+        ),
     })
 }
 
@@ -345,7 +328,7 @@ async fn deploy_container(
     s: &Settings,
     engine: EngineKind,
     model_store: Option<&str>,
-    on_step: &(dyn Fn(String) + Sync),
+    on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     let m = &s.model;
     let docker = DockerRuntime::connect().await.map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
@@ -355,14 +338,14 @@ async fn deploy_container(
         .await
         .unwrap_or(0);
     if removed > 0 {
-        on_step(format!("removed {removed} container(s) left by an earlier attempt"));
+        on_step(Step::LeftoversRemoved { containers: removed as u32 });
     }
     let (launch, model_ref) = container_launch(s, engine, &name, model_store)?;
     let Some(mut spec) = ContainerSpec::from_launch(&launch) else {
         return Err(Failure::new(FailureClass::Other, "internal: a container launch without container settings"));
     };
     spec.labels = labels(cycle, &m.name, host);
-    on_step(format!("creating container {name} from {}", spec.image));
+    on_step(Step::ContainerCreating { name: name.clone(), image: spec.image.clone() });
     let started = tokio::time::Instant::now();
     let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
     let base = match &spec.network {
@@ -370,7 +353,7 @@ async fn deploy_container(
         None => format!("http://127.0.0.1:{}", running.host_port),
     };
     let target = Some(format!("container:{}", running.id));
-    let timeout = Duration::from_secs(s.load_timeout_s);
+    let timeout = Duration::from_secs(s.effective.load_timeout_s);
     let api = match engine {
         EngineKind::LlamaServer => Api::OpenAi(OpenAiClient::new(&base)),
         EngineKind::Ollama => Api::Ollama(OllamaClient::new(&base)),
@@ -411,42 +394,53 @@ async fn deploy_container(
 
 /// Ollama's side of a deployment: its version, the model pulled when absent (with progress
 /// steps, the pull timed on its own), then its quantisation and digest.
-async fn ollama_model(
-    c: &OllamaClient,
-    d: &mut Deployed,
-    on_step: &(dyn Fn(String) + Sync),
-) -> Result<(), EngineError> {
+async fn ollama_model(c: &OllamaClient, d: &mut Deployed, on_step: &(dyn Fn(Step) + Sync)) -> Result<(), EngineError> {
     let model_ref = d.model_ref.clone();
     d.engine_version = c.version().await.ok().map(|v| format!("ollama {v}"));
     let present = c.has_model(&model_ref).await.unwrap_or(false);
     if present {
-        on_step(format!("{model_ref} already present: pull skipped"));
+        on_step(Step::ModelPresent { model: model_ref.clone() });
     } else {
-        on_step(format!("pulling {model_ref}"));
-        let mut last = std::time::Instant::now();
+        let pulling = |digest, completed, total, rate_bps| Step::Pulling {
+            model: model_ref.clone(),
+            digest,
+            completed,
+            total,
+            rate_bps,
+        };
+        on_step(pulling(None, None, None, None));
+        let began = std::time::Instant::now();
+        let mut last = began;
+        let mut finished_layers = 0u64;
+        let mut layer: Option<(String, u64)> = None;
         let pulled = c
             .pull(&model_ref, |p| {
-                if let (Some(t), Some(done)) = (p.total, p.completed)
-                    && last.elapsed() > Duration::from_secs(5)
-                    && t > 0
-                {
+                let (Some(t), Some(done)) = (p.total, p.completed) else { return };
+                let digest = p.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("");
+                let short = digest[..digest.len().min(12)].to_string();
+                // Bytes over the whole pull: layers finished before this one, plus this one's.
+                match &layer {
+                    Some((d, size)) if *d != short => {
+                        finished_layers = finished_layers.saturating_add(*size);
+                        layer = Some((short.clone(), t));
+                    }
+                    None => layer = Some((short.clone(), t)),
+                    _ => {}
+                }
+                if last.elapsed() > Duration::from_secs(5) && t > 0 {
                     last = std::time::Instant::now();
-                    let digest = p.digest.as_deref().map(|d| d.trim_start_matches("sha256:")).unwrap_or("");
-                    on_step(format!(
-                        "pulling {model_ref}: {}% of {:.1} GB ({})",
-                        done * 100 / t,
-                        t as f64 / 1e9,
-                        &digest[..digest.len().min(12)]
-                    ));
+                    let secs = began.elapsed().as_secs_f64();
+                    let rate = (secs > 0.0).then(|| finished_layers.saturating_add(done) as f64 / secs);
+                    on_step(pulling(Some(short), Some(done), Some(t), rate));
                 }
             })
             .await?;
         d.pull_ms = Some(pulled.elapsed.as_secs_f64() * 1000.0);
-        on_step(format!(
-            "pulled {model_ref}: {:.1} GB in {:.1} s",
-            pulled.total_bytes as f64 / 1e9,
-            pulled.elapsed.as_secs_f64()
-        ));
+        on_step(Step::Pulled {
+            model: model_ref.clone(),
+            bytes: pulled.total_bytes,
+            seconds: pulled.elapsed.as_secs_f64(),
+        });
     }
     if let Ok(show) = c.show(&model_ref).await {
         d.quantization = show.quantization_level.clone();
@@ -465,7 +459,7 @@ async fn deploy_ollama_process(
     s: &Settings,
     run_dir: &Path,
     model_store: Option<&str>,
-    on_step: &(dyn Fn(String) + Sync),
+    on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     let m = &s.model;
     let binary =
@@ -475,17 +469,16 @@ async fn deploy_ollama_process(
         None => free_port().map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?,
     };
     let store = model_store.and_then(|p| expand_path(p, &env_lookup).ok());
-    let launch =
-        build::ollama_process(&binary.display().to_string(), &m.env, port, store.as_deref(), s.parallel, &m.args);
+    let launch = build::ollama_process(&binary.display().to_string(), &s.effective, port, store.as_deref());
     let model_ref = m.tag.clone().unwrap_or_default();
     let deployment = vec![launch.command_line(), format!("ollama pull {}", shell_word(&model_ref))];
-    on_step(format!("starting {} serve on port {port}", binary.display()));
+    on_step(Step::EngineStarting { program: format!("{} serve on port {port}", binary.display()) });
     let started = tokio::time::Instant::now();
     let mut process = EngineProcess::launch(&format!("{cycle}-{}", m.name), &launch, run_dir, port)
         .map_err(|e| Failure::new(FailureClass::EngineExited, e.to_string()))?;
     let target = Some(format!("process:{}", process.pid()));
     let client = OllamaClient::new(&process.base_url());
-    let timeout = Duration::from_secs(s.load_timeout_s);
+    let timeout = Duration::from_secs(s.effective.load_timeout_s);
     loop {
         if let Some(status) = process.exit_status() {
             let log_tail = process.log_tail(20);
@@ -799,7 +792,7 @@ mod tests {
         let g = client.generate_stream(&req).await.unwrap();
         assert_eq!(g.engine_load_ms, Some(800.0));
         // Debug's "fewer GPU layers" remedy.
-        s.apply("gpu_layers", "22").unwrap();
+        s.apply(&protocol::settings::Setting::GpuLayers(22)).unwrap();
         let req = gen_request(&plan, &s, EngineKind::Ollama, "llama3.1:70b", &plan.prompts[0], "x".into(), None);
         client.generate_stream(&req).await.unwrap();
         let bodies: Vec<_> = server.requests_to("POST", "/api/chat").iter().map(|r| r.json().unwrap()).collect();
@@ -818,12 +811,17 @@ mod tests {
     #[test]
     fn a_slow_model_gets_the_time_its_decode_ceiling_needs() {
         let plan = ollama_plan();
+        let mut s = Settings::planned(&plan, &plan.models[0]).effective;
+        s.load_timeout_s = 300;
         let planned = Duration::from_secs(plan.defaults.request_timeout_s);
-        assert_eq!(request_budget(&plan, 2048, 300, None), planned);
-        assert_eq!(request_budget(&plan, 2048, 300, Some(100.0)), planned);
+        assert_eq!(request_budget(&s, 2048, None), planned);
+        assert_eq!(request_budget(&s, 2048, Some(100.0)), planned);
         // A 70B model partly in RAM at a 2 tokens/s ceiling: 2,048 tokens take 1,024 s at the
         // ceiling; the budget is the load timeout plus three times that.
-        assert_eq!(request_budget(&plan, 2048, 300, Some(2.0)), Duration::from_secs(300 + 3 * 1024));
+        assert_eq!(request_budget(&s, 2048, Some(2.0)), Duration::from_secs(300 + 3 * 1024));
+        // A remedy that raises the request limit raises the budget.
+        s.apply(&protocol::settings::Setting::RequestTimeoutS(7200)).unwrap();
+        assert_eq!(request_budget(&s, 2048, Some(2.0)), Duration::from_secs(7200));
     }
 
     #[test]
