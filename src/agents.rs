@@ -1,7 +1,7 @@
 //! `threadcycle agent <role>`: one agent process — connect, open the bus, heartbeat, run the
 //! role's phase until SIGTERM or Ctrl-C.
 
-use crate::cli::NatsArgs;
+use crate::nats_args::NatsArgs;
 use anyhow::{Context, Result};
 use handoffs::{Bus, ConsumeStats, connect};
 use protocol::{HostId, Role};

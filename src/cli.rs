@@ -1,9 +1,12 @@
-//! The command line: parse flags into plain data, then dispatch.
+//! The command line: the argument definitions and the dispatch to the modules that do the work.
+//! Nothing but `main.rs` imports from here; what the commands share lives in `nats_args` and
+//! `plan_file`.
 
 use crate::exit;
+use crate::nats_args::NatsArgs;
+use crate::plan_file::{read_plan, start_request};
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use handoffs::ConnectConfig;
+use clap::{Parser, Subcommand};
 use protocol::Role;
 use protocol::results::RemedyAction;
 use protocol::settings::Setting;
@@ -31,59 +34,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
-}
-
-/// NATS connection flags (flags override the environment).
-#[derive(Debug, Args, Clone)]
-pub struct NatsArgs {
-    /// NATS server URL. `up` starts a private server when this is not given.
-    #[arg(long = "nats", global = true, env = "NATS_URL")]
-    pub url: Option<String>,
-    /// NATS user.
-    #[arg(long = "nats-user", global = true, env = "NATS_USER")]
-    pub user: Option<String>,
-    /// NATS password.
-    #[arg(long = "nats-password", global = true, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// NATS token.
-    #[arg(long = "nats-token", global = true, env = "NATS_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// NATS credentials file.
-    #[arg(long = "nats-creds", global = true, env = "NATS_CREDS")]
-    pub creds: Option<PathBuf>,
-    /// CA certificate for TLS.
-    #[arg(long = "nats-ca", global = true, env = "NATS_CA")]
-    pub ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    #[arg(long = "nats-cert", global = true, env = "NATS_CERT")]
-    pub cert: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    #[arg(long = "nats-key", global = true, env = "NATS_KEY")]
-    pub key: Option<PathBuf>,
-}
-
-impl NatsArgs {
-    /// The connection settings for `url`.
-    pub fn config(&self, url: &str, name: &str, retry_initial: bool) -> ConnectConfig {
-        ConnectConfig {
-            url: url.into(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            token: self.token.clone(),
-            creds_file: self.creds.clone(),
-            tls_ca: self.ca.clone(),
-            tls_cert: self.cert.clone(),
-            tls_key: self.key.clone(),
-            require_tls: false,
-            name: name.into(),
-            retry_initial,
-        }
-    }
-
-    /// The URL to use when none is given.
-    pub fn url_or_default(&self) -> String {
-        self.url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
-    }
 }
 
 /// Subcommands.
@@ -190,7 +140,7 @@ pub enum Cmd {
         /// Where to write nats.conf, the .env files and tls/.
         #[arg(long)]
         dir: PathBuf,
-        /// Also make a CA and a server certificate (needs the `openssl` command).
+        /// Also make a self-signed CA and a server certificate (EC P-256, made in-process).
         #[arg(long)]
         tls: bool,
     },
@@ -220,23 +170,6 @@ pub enum PlanCmd {
         #[arg(long)]
         host_profile: Option<PathBuf>,
     },
-}
-
-/// Reads and validates a plan, with errors naming the file.
-pub fn read_plan(path: &std::path::Path) -> Result<(String, protocol::plan::Plan), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
-    let plan = protocol::plan::Plan::from_toml(&text).map_err(|e| format!("plan {}: {e}", path.display()))?;
-    Ok((text, plan))
-}
-
-/// The `Start` request for one host or several (`hosts` is never empty: clap gives `local`).
-pub fn start_request(plan_toml: String, plan_source: String, hosts: &[String]) -> protocol::operator::OperatorRequest {
-    protocol::operator::OperatorRequest::Start {
-        plan_toml,
-        plan_source,
-        host: hosts.first().cloned().unwrap_or_else(|| "local".into()),
-        hosts: if hosts.len() > 1 { hosts.to_vec() } else { Vec::new() },
-    }
 }
 
 /// `HOST=PATH` pairs, each naming one of `hosts`, each host at most once.

@@ -1,8 +1,8 @@
 //! Operator commands: request/reply with Main.
 
-use crate::cli::NatsArgs;
 use crate::display;
 use crate::exit;
+use crate::nats_args::NatsArgs;
 use anyhow::Result;
 use protocol::operator::{OperatorReply, OperatorRequest};
 use protocol::subjects::OPERATOR_SUBJECT;

@@ -155,7 +155,7 @@ fn verdict_row(v: &FitVerdict) -> String {
 
 /// `threadcycle plan check`: validate and predict, running nothing.
 pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Result<u8> {
-    let (_, plan) = match crate::cli::read_plan(path) {
+    let (_, plan) = match crate::plan_file::read_plan(path) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

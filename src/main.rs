@@ -4,6 +4,8 @@ mod agents;
 mod cli;
 mod client;
 mod display;
+mod nats_args;
+mod plan_file;
 mod supervise;
 mod up;
 

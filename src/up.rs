@@ -7,10 +7,11 @@
 //! labelled with its cycle; when the cycle did not complete, the NATS store and the logs are kept
 //! under [`state_root`] in a folder named after the cycle.
 
-use crate::cli::{NatsArgs, read_plan};
 use crate::client::request;
 use crate::display::print_escalation;
 use crate::exit;
+use crate::nats_args::NatsArgs;
+use crate::plan_file::{read_plan, start_request};
 use crate::supervise::{AgentSpec, Notice, RestartPolicy, Supervisor};
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -392,12 +393,12 @@ async fn follow_cycle(
     plan_path: &Path,
     log_dir: &Path,
 ) -> (Option<String>, Result<Outcome>) {
-    let mut events = match client.subscribe("tc.evt.>").await {
+    let mut events = match client.subscribe(protocol::subjects::EVENT_WILDCARD).await {
         Ok(e) => e,
         Err(e) => return (None, Err(e.into())),
     };
     let plan_source = plan_path.display().to_string();
-    let start = crate::cli::start_request(plan_text, plan_source, hosts);
+    let start = start_request(plan_text, plan_source, hosts);
     let mut cycle = None;
     for _ in 0..120 {
         let reply = tokio::select! {

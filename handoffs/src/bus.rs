@@ -1,10 +1,11 @@
 //! One agent's handle on NATS: streams, buckets, publishing, blobs, heartbeats.
 
 use crate::BusError;
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, consumer::pull, kv, object_store, stream};
+use futures::StreamExt;
 use protocol::events::Event;
 use protocol::messages::Offloaded;
-use protocol::operator::AgentLiveness;
+use protocol::operator::{AgentLiveness, OperatorReply, OperatorRequest};
 use protocol::results::{BlobRef, EscalationRecord};
 use protocol::subjects as subj;
 use protocol::{Envelope, HostId, Payload, Role};
@@ -13,6 +14,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+
+/// The durable consumer Main follows every event with ([`Bus::follow_events`]).
+pub(crate) const EVENT_FOLLOWER: &str = "main-events";
+/// The queue group Main's operator service answers in (several Mains could share the load).
+const OPERATOR_QUEUE: &str = "main";
 
 /// Packages larger than this go through the object store (NATS refuses 1 MiB by default).
 pub const DEFAULT_BLOB_THRESHOLD: usize = 256 * 1024;
@@ -114,10 +120,10 @@ pub struct PublishOutcome {
 /// An agent's connection to the streams and buckets.
 #[derive(Clone)]
 pub struct Bus {
-    /// The raw client (request/reply).
-    pub client: async_nats::Client,
-    /// JetStream.
-    pub js: jetstream::Context,
+    /// The raw client: only this crate publishes and subscribes with it.
+    client: async_nats::Client,
+    /// JetStream: only this crate (the bus and `consume`) opens streams and consumers.
+    pub(crate) js: jetstream::Context,
     /// Which agent this is.
     pub role: Role,
     /// Which host it serves.
@@ -407,6 +413,50 @@ impl Bus {
         Ok(out)
     }
 
+    /// Main's side of the operator service: the requests sent to `subjects::OPERATOR_SUBJECT`,
+    /// as they arrive (a queue group, so several Mains could share the load). Answer each with
+    /// [`Bus::answer`].
+    pub async fn operator_calls(&self) -> Result<OperatorCalls, BusError> {
+        let sub = self
+            .client
+            .queue_subscribe(subj::OPERATOR_SUBJECT, OPERATOR_QUEUE.into())
+            .await
+            .map_err(|e| BusError::js(format!("subscribe to {}", subj::OPERATOR_SUBJECT), e))?;
+        Ok(OperatorCalls { sub })
+    }
+
+    /// Sends `reply` to whoever made `call` (nothing when the caller asked for no answer).
+    pub async fn answer(&self, call: &OperatorCall, reply: &OperatorReply) -> Result<(), BusError> {
+        let Some(to) = &call.reply else { return Ok(()) };
+        let bytes = serde_json::to_vec(reply).map_err(|e| BusError::js("encode operator reply", e))?;
+        self.client.publish(to.clone(), bytes.into()).await.map_err(|e| BusError::js("send operator reply", e))
+    }
+
+    /// Main's durable follower of every event of every cycle (consumer `main-events` on the
+    /// event stream): each event is delivered until it is acked ([`FollowedEvent::ack`]), also
+    /// across restarts.
+    pub async fn follow_events(&self) -> Result<EventFeed, BusError> {
+        let stream = self
+            .js
+            .get_stream(subj::EVENT_STREAM)
+            .await
+            .map_err(|e| BusError::js(format!("open stream {}", subj::EVENT_STREAM), e))?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                EVENT_FOLLOWER,
+                pull::Config {
+                    durable_name: Some(EVENT_FOLLOWER.into()),
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::js(format!("create consumer {EVENT_FOLLOWER}"), e))?;
+        let messages =
+            consumer.messages().await.map_err(|e| BusError::js(format!("read consumer {EVENT_FOLLOWER}"), e))?;
+        Ok(EventFeed { messages })
+    }
+
     /// The key this agent's heartbeat is kept under.
     pub fn agent_key(&self) -> String {
         subj::heartbeat_key(self.role, self.host.as_str())
@@ -430,5 +480,69 @@ impl Bus {
                 }
             }
         })
+    }
+}
+
+/// Operator requests arriving at Main ([`Bus::operator_calls`]).
+pub struct OperatorCalls {
+    sub: async_nats::Subscriber,
+}
+
+impl OperatorCalls {
+    /// The next request; `None` once the subscription has ended.
+    pub async fn next(&mut self) -> Option<OperatorCall> {
+        let msg = self.sub.next().await?;
+        Some(OperatorCall { payload: msg.payload, reply: msg.reply })
+    }
+}
+
+/// One operator request and where its answer goes ([`Bus::answer`]).
+#[derive(Debug, Clone)]
+pub struct OperatorCall {
+    payload: bytes::Bytes,
+    reply: Option<async_nats::Subject>,
+}
+
+impl OperatorCall {
+    /// The request, or why its bytes are not one.
+    pub fn request(&self) -> Result<OperatorRequest, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// Every event, in stream order, for Main's follower ([`Bus::follow_events`]).
+pub struct EventFeed {
+    messages: pull::Stream,
+}
+
+impl EventFeed {
+    /// The next event; `None` or an error when the feed must be reopened.
+    pub async fn next(&mut self) -> Option<Result<FollowedEvent, BusError>> {
+        let msg = self.messages.next().await?;
+        Some(
+            msg.map(|msg| {
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let event = serde_json::from_slice::<Event>(&msg.payload).ok();
+                FollowedEvent { seq, event, msg }
+            })
+            .map_err(|e| BusError::js(format!("read consumer {EVENT_FOLLOWER}"), e)),
+        )
+    }
+}
+
+/// One delivered event: redelivered until [`FollowedEvent::ack`].
+pub struct FollowedEvent {
+    /// Its sequence in the event stream (0 when the server did not say).
+    pub seq: u64,
+    /// The event; `None` when the bytes are not one.
+    pub event: Option<Event>,
+    msg: jetstream::Message,
+}
+
+impl FollowedEvent {
+    /// Marks it done (fire-and-forget: a lost ack means one redelivery, which the sequence
+    /// number lets the follower recognise).
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.msg.ack().await.map_err(|e| BusError::js(format!("ack on {EVENT_FOLLOWER}"), e))
     }
 }

@@ -1,5 +1,6 @@
 //! A role's durable consumer loop: each package is applied once, or set aside with a reason.
 
+use crate::routes::{self, PackageKind};
 use crate::{Bus, BusError};
 use async_nats::jetstream::{AckKind, consumer::pull};
 use futures::StreamExt;
@@ -219,8 +220,9 @@ async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, m
 
 /// The sender is authenticated by the subject (the server lets each user publish only with its
 /// own sender token): the envelope's `from` must be the subject's sender, and the sender must be
-/// one that may send this kind of package (`subjects::senders_of`).
-pub fn check_sender(subject: &str, env: &Envelope) -> Result<(), String> {
+/// one that may send this kind of package (`routes::check_sender`, from the table the server's
+/// permissions are made from).
+pub(crate) fn check_sender(subject: &str, env: &Envelope) -> Result<(), String> {
     let Some((_, sender)) = subj::handoff_parties(subject) else {
         return Err(format!("subject {subject} names no known sender"));
     };
@@ -230,14 +232,7 @@ pub fn check_sender(subject: &str, env: &Envelope) -> Result<(), String> {
             env.from
         ));
     }
-    let kind = env.payload.kind();
-    if let Some(allowed) = subj::senders_of(kind)
-        && !allowed.contains(&sender)
-    {
-        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
-        return Err(format!("{sender} may not send {kind} packages (only {})", names.join(", ")));
-    }
-    Ok(())
+    routes::check_sender(PackageKind::of(&env.payload), sender)
 }
 
 async fn reject(

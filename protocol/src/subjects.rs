@@ -44,7 +44,7 @@ pub const DEAD_LETTER_WILDCARD: &str = "tc.dlq.>";
 ///
 /// The sender's role is part of the subject so the server can hold each user to its own
 /// sender token (`handoffs::security::permissions`) and `consume` can refuse an envelope whose
-/// `from` is not the subject's sender.
+/// `from` is not the subject's sender (who sends which package to whom: `handoffs::routes`).
 pub fn handoff(from: Role, to: Role, host: &HostId, cycle: &CycleId) -> String {
     if to.host_bound() {
         format!("tc.handoff.{}.{}.{}.{}", to.as_str(), from.as_str(), host, cycle)
@@ -69,28 +69,19 @@ fn role_named(s: &str) -> Option<Role> {
     Role::AGENTS.into_iter().chain([Role::Operator]).find(|r| r.as_str() == s)
 }
 
-/// The only roles that may send packages of `kind` (as `Payload::kind` names it), or `None` for
-/// a kind any sender the server lets publish to the receiver may send (an `offloaded`
-/// reference, whose inner package is checked once fetched, and kinds added later).
-pub fn senders_of(kind: &str) -> Option<&'static [Role]> {
-    Some(match kind {
-        "cycle_plan" | "operator_decision" => &[Role::Main],
-        // Main forwards each Writer its share of a several-host cycle.
-        "verification_report" => &[Role::Reader, Role::Main],
-        "escalation" | "benchmark_results" => &[Role::Writer],
-        "troubleshooting_log" => &[Role::Debug],
-        "reports_published" => &[Role::Documentation],
-        _ => return None,
-    })
+/// Every handoff to `to`, from any sender, host and cycle: `tc.handoff.<to>.>`.
+pub fn handoffs_to(to: Role) -> String {
+    format!("tc.handoff.{}.>", to.as_str())
+}
+
+/// Every handoff `from` sends to `to`, on any host and in any cycle: `tc.handoff.<to>.<from>.>`.
+pub fn handoffs_between(from: Role, to: Role) -> String {
+    format!("tc.handoff.{}.{}.>", to.as_str(), from.as_str())
 }
 
 /// The filter of a role's durable consumer: every sender, and for host-bound roles only its host.
 pub fn handoff_filter(role: Role, host: &HostId) -> String {
-    if role.host_bound() {
-        format!("tc.handoff.{}.*.{}.>", role.as_str(), host)
-    } else {
-        format!("tc.handoff.{}.>", role.as_str())
-    }
+    if role.host_bound() { format!("tc.handoff.{}.*.{}.>", role.as_str(), host) } else { handoffs_to(role) }
 }
 
 /// The inbox prefix of a NATS user (`_INBOX.<user>`): replies to its requests, publish acks and
@@ -107,6 +98,11 @@ pub fn consumer_name(role: Role, host: &HostId) -> String {
 /// The subject events of a cycle are published on.
 pub fn event(cycle: &CycleId, from: Role) -> String {
     format!("tc.evt.{}.{}", cycle, from.as_str())
+}
+
+/// Every event `from` publishes, in any cycle: `tc.evt.*.<from>`.
+pub fn events_from(from: Role) -> String {
+    format!("tc.evt.*.{}", from.as_str())
 }
 
 /// Subject filter for all events of one cycle.
@@ -147,6 +143,9 @@ mod tests {
         assert_eq!(handoff(Role::Reader, Role::Writer, &h, &c), "tc.handoff.writer.reader.gpu2.c");
         assert_eq!(handoff_filter(Role::Writer, &h), "tc.handoff.writer.*.gpu2.>");
         assert_eq!(handoff(Role::Writer, Role::Debug, &h, &c), "tc.handoff.debug.writer.c");
+        assert_eq!(handoffs_between(Role::Reader, Role::Writer), "tc.handoff.writer.reader.>");
+        assert_eq!(handoff_filter(Role::Debug, &h), handoffs_to(Role::Debug));
+        assert_eq!(events_from(Role::Reader), "tc.evt.*.reader");
     }
 
     #[test]
@@ -161,7 +160,5 @@ mod tests {
         assert_eq!(handoff_parties("tc.handoff.debug.mallory.c"), None);
         assert_eq!(handoff_parties("tc.evt.c.main"), None);
         assert_eq!(handoff_parties("tc.handoff.debug"), None);
-        assert_eq!(senders_of("operator_decision"), Some(&[Role::Main][..]));
-        assert_eq!(senders_of("offloaded"), None);
     }
 }

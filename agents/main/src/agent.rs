@@ -2,12 +2,9 @@
 //! and the handoff consumer that closes cycles when the reports are published.
 
 use crate::operator::answer;
-use async_nats::jetstream::consumer::pull;
-use futures::StreamExt;
 use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
 use protocol::events::{Event, EventBody, Phase};
-use protocol::operator::{CycleRecord, CycleState, OperatorReply, OperatorRequest};
-use protocol::subjects as subj;
+use protocol::operator::{CycleRecord, CycleState, OperatorReply};
 use protocol::{Envelope, Payload, Role};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +26,8 @@ pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeSt
 /// Answers operator requests (a queue group, so several Mains could share the load).
 async fn serve_operator(bus: Bus, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let mut sub = match bus.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await {
-            Ok(s) => s,
+        let mut calls = match bus.operator_calls().await {
+            Ok(c) => c,
             Err(error) => {
                 tracing::warn!(message = "Operator service unavailable; retrying.", %error);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -38,25 +35,22 @@ async fn serve_operator(bus: Bus, mut shutdown: watch::Receiver<bool>) {
             }
         };
         loop {
-            let msg = tokio::select! {
-                m = sub.next() => m,
+            let call = tokio::select! {
+                c = calls.next() => c,
                 _ = shutdown.changed() => return,
             };
-            let Some(msg) = msg else { break };
+            let Some(call) = call else { break };
             let bus = bus.clone();
             tokio::spawn(async move {
-                let reply = match serde_json::from_slice::<OperatorRequest>(&msg.payload) {
+                let reply = match call.request() {
                     Ok(req) => answer(&bus, req).await,
                     Err(e) => OperatorReply::Error {
                         code: "bad_request".into(),
                         message: format!("not an operator request: {e}"),
                     },
                 };
-                if let Some(to) = msg.reply {
-                    let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-                    if let Err(error) = bus.client.publish(to, bytes.into()).await {
-                        tracing::warn!(message = "Operator reply not sent.", %error);
-                    }
+                if let Err(error) = bus.answer(&call, &reply).await {
+                    tracing::warn!(message = "Operator reply not sent.", %error);
                 }
             });
         }
@@ -66,24 +60,8 @@ async fn serve_operator(bus: Bus, mut shutdown: watch::Receiver<bool>) {
 /// Folds events into cycle records (phase, models done, requests measured), each event once.
 async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let messages = async {
-            let stream = bus.js.get_stream(subj::EVENT_STREAM).await.map_err(|e| e.to_string())?;
-            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_or_create_consumer(
-                    "main-events",
-                    pull::Config {
-                        durable_name: Some("main-events".into()),
-                        ack_wait: Duration::from_secs(30),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        }
-        .await;
-        let mut messages = match messages {
-            Ok(m) => m,
+        let mut feed = match bus.follow_events().await {
+            Ok(f) => f,
             Err(error) => {
                 tracing::warn!(message = "Event follower unavailable; retrying.", %error);
                 tokio::select! {
@@ -94,12 +72,12 @@ async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
         };
         loop {
             let next = tokio::select! {
-                m = messages.next() => m,
+                m = feed.next() => m,
                 _ = shutdown.changed() => return,
             };
-            let Some(Ok(msg)) = next else { break };
-            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
+            let Some(Ok(delivered)) = next else { break };
+            let seq = delivered.seq;
+            if let Some(ev) = &delivered.event {
                 let applied = bus
                     .cycles
                     .update::<CycleRecord, _>(ev.cycle.as_str(), |r| {
@@ -128,7 +106,7 @@ async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             }
-            let _ = msg.ack().await;
+            let _ = delivered.ack().await;
         }
     }
 }

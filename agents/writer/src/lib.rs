@@ -7,3 +7,4 @@ pub mod concurrent;
 pub mod deploy;
 pub mod measure;
 pub mod settings;
+pub mod thermal;

