@@ -234,70 +234,60 @@ async fn idle_temperatures() -> Vec<u32> {
 /// The Docker engine, its GPU runtime, the allocation test and the images the plan runs.
 async fn docker_checks(plan: &Plan, f: &mut HostFacts, probe_allocation: bool, checks: &mut Vec<Check>) {
     let wants_docker = plan.models.iter().any(|m| m.runtime == Runtime::Docker);
-    match host::docker::DockerRuntime::connect().await {
-        Ok(d) => match d.engine_info().await {
-            Ok(info) => {
-                f.docker_version = Some(info.version.clone());
-                f.docker_runtimes = info.runtimes.clone();
-                let wants_gpu = plan.models.iter().any(|m| {
-                    m.runtime == Runtime::Docker
-                        && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None)
-                });
-                let nvidia = info.runtimes.iter().any(|r| r == "nvidia");
+    let engine = match host::docker::DockerRuntime::connect().await {
+        Ok(d) => d.engine_info().await.map(|info| (d, info)).map_err(|e| (e, "error")),
+        Err(e) => Err((e, "not reachable")),
+    };
+    match engine {
+        Ok((d, info)) => {
+            f.docker_version = Some(info.version.clone());
+            f.docker_runtimes = info.runtimes.clone();
+            let wants_gpu = plan.models.iter().any(|m| {
+                m.runtime == Runtime::Docker && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None)
+            });
+            let nvidia = info.runtimes.iter().any(|r| r == "nvidia");
+            checks.push(check(
+                "docker.engine",
+                CheckStatus::Pass,
+                format!("Docker {} (API {})", info.version, info.api_version),
+                None,
+                format!("runtimes: {}", info.runtimes.join(", ")),
+            ));
+            if wants_gpu {
                 checks.push(check(
-                    "docker.engine",
-                    CheckStatus::Pass,
-                    format!("Docker {} (API {})", info.version, info.api_version),
-                    None,
-                    format!("runtimes: {}", info.runtimes.join(", ")),
+                    "docker.gpu_runtime",
+                    if nvidia { CheckStatus::Pass } else { CheckStatus::Warn },
+                    if nvidia { "nvidia runtime configured".into() } else { "no nvidia runtime".into() },
+                    Some("nvidia runtime for GPU containers".into()),
+                    "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into(),
                 ));
-                if wants_gpu {
+            }
+            if let Some(gb) = plan.host.allocatable_gb.filter(|_| probe_allocation) {
+                checks.push(allocation_check(&d, plan, gb).await);
+            }
+            for m in plan.models.iter().filter(|m| m.runtime == Runtime::Docker) {
+                if let Some(img) = &m.image {
+                    let present = d.image_present(img).await.unwrap_or(false);
                     checks.push(check(
-                        "docker.gpu_runtime",
-                        if nvidia { CheckStatus::Pass } else { CheckStatus::Warn },
-                        if nvidia { "nvidia runtime configured".into() } else { "no nvidia runtime".into() },
-                        Some("nvidia runtime for GPU containers".into()),
-                        "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`"
-                            .into(),
+                        &format!("image.{}", m.name),
+                        if present { CheckStatus::Pass } else { CheckStatus::Warn },
+                        if present { format!("{img} present") } else { format!("{img} not present locally") },
+                        None,
+                        if present {
+                            "image found in the local store".into()
+                        } else {
+                            "it will be pulled at deployment (needs a registry)".into()
+                        },
                     ));
                 }
-                if let Some(gb) = plan.host.allocatable_gb.filter(|_| probe_allocation) {
-                    checks.push(allocation_check(&d, plan, gb).await);
-                }
-                for m in plan.models.iter().filter(|m| m.runtime == Runtime::Docker) {
-                    if let Some(img) = &m.image {
-                        let present = d.image_present(img).await.unwrap_or(false);
-                        checks.push(check(
-                            &format!("image.{}", m.name),
-                            if present { CheckStatus::Pass } else { CheckStatus::Warn },
-                            if present { format!("{img} present") } else { format!("{img} not present locally") },
-                            None,
-                            if present {
-                                "image found in the local store".into()
-                            } else {
-                                "it will be pulled at deployment (needs a registry)".into()
-                            },
-                        ));
-                    }
-                }
             }
-            Err(e) => {
-                f.docker_note = Some(e.to_string());
-                checks.push(check(
-                    "docker.engine",
-                    if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable },
-                    "error".into(),
-                    None,
-                    e.to_string(),
-                ));
-            }
-        },
-        Err(e) => {
+        }
+        Err((e, measured)) => {
             f.docker_note = Some(e.to_string());
             checks.push(check(
                 "docker.engine",
                 if wants_docker { CheckStatus::Fail } else { CheckStatus::Unavailable },
-                "not reachable".into(),
+                measured.into(),
                 None,
                 e.to_string(),
             ));
