@@ -59,17 +59,6 @@ impl OpenAiClient {
         }
     }
 
-    /// `GET /props`: context size, build info, model path.
-    pub async fn props(&self) -> Result<Value, EngineError> {
-        let r = self.get("/props").await?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| unreachable(&self.base, &e))?;
-        if status != 200 {
-            return Err(EngineError::Http { status, message: error_text(&text) });
-        }
-        serde_json::from_str(&text).map_err(|e| EngineError::Protocol(format!("/props is not JSON: {e}")))
-    }
-
     /// `GET path` with a 5 s limit.
     async fn get(&self, path: &str) -> Result<reqwest::Response, EngineError> {
         self.http

@@ -1,7 +1,6 @@
 //! What can go wrong talking to the Docker engine, worded in the user's terms, and the helpers
 //! that classify the engine's refusals.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -69,25 +68,6 @@ pub enum DockerError {
         /// The port inside the container.
         container_port: u16,
     },
-    /// Building an image failed.
-    #[error("building image `{tag}` failed: {message}")]
-    Build {
-        /// The tag being built.
-        tag: String,
-        /// The builder's error text.
-        message: String,
-        /// The last lines of the build output.
-        log_tail: Vec<String>,
-    },
-    /// The build context could not be read or packed.
-    #[error("cannot pack the build context {}: {source}", .path.display())]
-    Context {
-        /// The context directory.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
     /// Any other refusal or failure of the engine API.
     #[error("Docker could not {action} `{target}`: {}", engine_message(.source))]
     Api {
@@ -105,9 +85,7 @@ impl DockerError {
     /// The container's last log lines, when this error carries them.
     pub fn log_tail(&self) -> &[String] {
         match self {
-            DockerError::Exited { log_tail, .. }
-            | DockerError::NotHealthy { log_tail, .. }
-            | DockerError::Build { log_tail, .. } => log_tail,
+            DockerError::Exited { log_tail, .. } | DockerError::NotHealthy { log_tail, .. } => log_tail,
             _ => &[],
         }
     }

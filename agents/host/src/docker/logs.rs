@@ -26,17 +26,6 @@ impl DockerRuntime {
         Ok(out)
     }
 
-    /// One stats sample; takes about a second because the engine measures a CPU interval.
-    pub async fn stats_once(&self, id: &str) -> Result<ContainerStats, DockerError> {
-        let options = StatsOptionsBuilder::default().stream(false).one_shot(false).build();
-        let mut stream = self.docker.stats(id, Some(options));
-        match stream.next().await {
-            Some(Ok(r)) => Ok(ContainerStats::from_response(&r)),
-            Some(Err(e)) => Err(stats_error(id, e)),
-            None => Err(DockerError::NotFound { container: id.to_string() }),
-        }
-    }
-
     /// A stats sample about every second until the container stops (the first has no CPU figure).
     pub fn stats_stream(&self, id: &str) -> impl Stream<Item = Result<ContainerStats, DockerError>> + Send + 'static {
         let options = StatsOptionsBuilder::default().stream(true).build();

@@ -7,7 +7,6 @@
 
 mod containers;
 mod error;
-mod images;
 mod logs;
 mod spec;
 mod state;
@@ -24,7 +23,7 @@ pub use error::DockerError;
 pub use spec::{ContainerSpec, RunningContainer};
 pub use state::{ContainerState, ContainerStats};
 
-use error::fmt_duration;
+use error::{fmt_duration, is_not_found};
 
 /// The label every container made by threadcycle carries (value `true`).
 pub const MANAGED_LABEL: &str = "threadcycle.managed";
@@ -40,9 +39,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How many log lines errors about a container carry.
 const ERROR_LOG_LINES: usize = 40;
-
-/// How many build-output lines a failed build's error carries.
-const BUILD_LOG_LINES: usize = 30;
 
 /// The Docker engine's identity and capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,5 +103,14 @@ impl DockerRuntime {
             cgroup_version: info.cgroup_version.and_then(|v| v.to_string().parse().ok()),
             mem_total: info.mem_total.and_then(|m| u64::try_from(m).ok()),
         })
+    }
+
+    /// Whether the image is present on this host.
+    pub async fn image_present(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(DockerError::Api { action: "inspect image", target: image.to_string(), source }),
+        }
     }
 }

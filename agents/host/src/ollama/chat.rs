@@ -43,9 +43,6 @@ impl OllamaClient {
         body.insert("model".into(), json!(req.model));
         body.insert("messages".into(), Value::Array(messages));
         body.insert("stream".into(), Value::Bool(true));
-        if let Some(keep_alive) = &self.keep_alive {
-            body.insert("keep_alive".into(), keep_alive.clone());
-        }
         for (key, value) in &req.options {
             if TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 body.insert(key.clone(), value.clone());

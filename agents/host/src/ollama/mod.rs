@@ -18,7 +18,7 @@ mod tests;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 pub use chat::request_options;
@@ -28,7 +28,7 @@ use crate::engine::{self, EngineError};
 use http::{
     MAX_ERROR_BODY, NdjsonLines, bad_line, check_status, decode_json, error_chain, error_text, quote, read_capped,
 };
-use types::{ChatChunk, ModelsBody, PullLine, ShowBody, VersionBody};
+use types::{ModelsBody, PullLine, ShowBody, VersionBody};
 
 /// Default limit for one metadata call (`/api/version`, `/api/tags`, `/api/ps`, `/api/show`).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +42,6 @@ pub struct OllamaClient {
     http: reqwest::Client,
     call_timeout: Duration,
     pull_stall: Duration,
-    keep_alive: Option<Value>,
 }
 
 impl OllamaClient {
@@ -58,25 +57,13 @@ impl OllamaClient {
             http,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             pull_stall: DEFAULT_PULL_STALL,
-            keep_alive: None,
         }
     }
 
-    /// Sets the limit for one metadata call.
-    pub fn with_call_timeout(mut self, timeout: Duration) -> OllamaClient {
-        self.call_timeout = timeout;
-        self
-    }
-
-    /// Sets the longest silence tolerated in a pull stream.
-    pub fn with_pull_stall(mut self, stall: Duration) -> OllamaClient {
+    /// Sets the longest silence tolerated in a pull stream (tests shorten it).
+    #[cfg(test)]
+    pub(crate) fn with_pull_stall(mut self, stall: Duration) -> OllamaClient {
         self.pull_stall = stall;
-        self
-    }
-
-    /// Sets the `keep_alive` sent with each generation (seconds as a number, or `"10m"`).
-    pub fn with_keep_alive(mut self, keep_alive: Value) -> OllamaClient {
-        self.keep_alive = Some(keep_alive);
         self
     }
 
@@ -214,21 +201,6 @@ impl OllamaClient {
                 outcome.elapsed = start.elapsed();
                 return Ok(outcome);
             }
-        }
-    }
-
-    /// Unloads `tag` now (`POST /api/generate` with an empty prompt and `keep_alive: 0`).
-    pub async fn unload(&self, tag: &str) -> Result<(), EngineError> {
-        let req = self
-            .http
-            .post(self.url("/api/generate"))
-            .json(&json!({"model": tag, "keep_alive": 0, "stream": false}))
-            .timeout(self.call_timeout);
-        let resp = check_status(self.send(req, self.call_timeout).await?).await?;
-        let body: ChatChunk = decode_json(resp, "/api/generate").await?;
-        match body.error {
-            Some(err) => Err(EngineError::InStream { message: error_text(&err) }),
-            None => Ok(()),
         }
     }
 

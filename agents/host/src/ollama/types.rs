@@ -112,37 +112,6 @@ impl ShowInfo {
     pub fn parameter_count(&self) -> Option<u64> {
         self.model_info.get("general.parameter_count").and_then(as_u64)
     }
-
-    /// f16 KV-cache bytes per token of context:
-    /// `Σ_layers head_count_kv × (key_length + value_length) × 2`, where the head dims default
-    /// to `embedding_length / head_count` and a per-layer `head_count_kv` array is summed.
-    pub fn kv_bytes_per_token_f16(&self) -> Option<u64> {
-        let arch = self.architecture()?;
-        let layers = self.arch_u64("block_count")?;
-        let heads = self.arch_u64("attention.head_count").filter(|h| *h > 0);
-        let embedding = self.arch_u64("embedding_length");
-        let default_dim = match (embedding, heads) {
-            (Some(e), Some(h)) => Some(e / h),
-            _ => None,
-        };
-        let key_dim = self.arch_u64("attention.key_length").or(default_dim)?;
-        let value_dim = self.arch_u64("attention.value_length").or(default_dim)?;
-        let kv_heads_total = match self.model_info.get(&format!("{arch}.attention.head_count_kv")) {
-            Some(Value::Array(per_layer)) => {
-                let counts: Option<Vec<u64>> = per_layer.iter().map(as_u64).collect();
-                let counts = counts?;
-                if counts.len() as u64 == layers {
-                    counts.iter().sum()
-                } else {
-                    counts.iter().copied().min()?.checked_mul(layers)?
-                }
-            }
-            Some(v) => as_u64(v)?.checked_mul(layers)?,
-            // No GQA key: as many KV heads as query heads.
-            None => heads?.checked_mul(layers)?,
-        };
-        kv_heads_total.checked_mul(key_dim + value_dim)?.checked_mul(2)
-    }
 }
 
 /// One model loaded in memory, from `/api/ps`.
@@ -168,11 +137,6 @@ pub struct PsModel {
 }
 
 impl PsModel {
-    /// `size_vram / size`: 1.0 = all on the GPU, 0.0 = all on the CPU (0.0 when `size` is 0).
-    pub fn gpu_fraction(&self) -> f64 {
-        if self.size == 0 { 0.0 } else { (self.size_vram as f64 / self.size as f64).min(1.0) }
-    }
-
     /// The `PROCESSOR` column of `ollama ps`: `100% GPU`, `100% CPU` or `48%/52% CPU/GPU`.
     pub fn processor(&self) -> String {
         if self.size_vram == 0 {
@@ -185,11 +149,6 @@ impl PsModel {
             let cpu = ((self.size - self.size_vram) as f64 / self.size as f64 * 100.0).round() as u64;
             format!("{cpu}%/{}% CPU/GPU", 100 - cpu)
         }
-    }
-
-    /// `expires_at` parsed, if it is valid RFC 3339.
-    pub fn expires_at_time(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-        chrono::DateTime::parse_from_rfc3339(self.expires_at.as_deref()?).ok()
     }
 }
 

@@ -245,7 +245,7 @@ async fn docker_checks(plan: &Plan, f: &mut HostFacts, probe_allocation: bool, c
             let wants_gpu = plan.models.iter().any(|m| {
                 m.runtime == Runtime::Docker && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None)
             });
-            let nvidia = info.runtimes.iter().any(|r| r == "nvidia");
+            let nvidia = info.has_nvidia_runtime();
             checks.push(check(
                 "docker.engine",
                 CheckStatus::Pass,
