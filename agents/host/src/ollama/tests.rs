@@ -309,7 +309,7 @@ async fn ps_reads_the_documented_example() {
 }
 
 #[tokio::test]
-async fn show_reads_details_and_model_info() {
+async fn show_reads_details_model_info_and_kv_size() {
     let body: Value = serde_json::from_str(r##"{"modelfile":"# Modelfile","parameters":"num_keep 24\nstop \"<|eot_id|>\"","template":"{{ .Prompt }}","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_0"},"model_info":{"general.architecture":"llama","general.file_type":2,"general.parameter_count":8030261248,"general.quantization_version":2,"llama.attention.head_count":32,"llama.attention.head_count_kv":8,"llama.attention.layer_norm_rms_epsilon":0.00001,"llama.block_count":32,"llama.context_length":8192,"llama.embedding_length":4096,"llama.feed_forward_length":14336,"llama.rope.dimension_count":128,"llama.rope.freq_base":500000,"llama.vocab_size":128256,"tokenizer.ggml.tokens":[],"tokenizer.ggml.merges":[]},"capabilities":["completion"],"modified_at":"2024-05-14T09:36:38.000Z"}"##).unwrap();
     let (server, client) = server(vec![Route::json("POST", "/api/show", 200, &body)]).await;
     let info = client.show("llama3").await.unwrap();
@@ -322,6 +322,8 @@ async fn show_reads_details_and_model_info() {
     assert_eq!(info.arch_u64("block_count"), Some(32));
     assert_eq!(info.parameter_count(), Some(8030261248));
     assert_eq!(info.capabilities, vec!["completion"]);
+    // 2 (K+V) × 32 layers × 8 KV heads × 128 head dim × 2 bytes = 128 KiB per token.
+    assert_eq!(info.kv_bytes_per_token_f16(), Some(128 * 1024));
     assert_eq!(server.requests()[0].json().unwrap(), json!({"model": "llama3"}));
 
     let (_s, client) = server_404_show().await;
@@ -331,6 +333,28 @@ async fn show_reads_details_and_model_info() {
 
 async fn server_404_show() -> (FakeServer, OllamaClient) {
     server(vec![Route::json("POST", "/api/show", 404, &json!({"error": "model 'x' not found"}))]).await
+}
+
+#[test]
+fn kv_size_matches_the_documented_models() {
+    let info = |l: u64, e: u64, h: u64, kv: Value| ShowInfo {
+        model_info: serde_json::from_value(json!({"general.architecture": "llama", "llama.block_count": l,
+            "llama.embedding_length": e, "llama.attention.head_count": h, "llama.attention.head_count_kv": kv}))
+        .unwrap(),
+        ..Default::default()
+    };
+    // §4: deepseek-coder:33b 248 KiB, codellama:34b 192 KiB, llama3.1:70b 320 KiB, 7B 512 KiB.
+    assert_eq!(info(62, 7168, 56, json!(8)).kv_bytes_per_token_f16(), Some(248 * 1024));
+    assert_eq!(info(48, 8192, 64, json!(8)).kv_bytes_per_token_f16(), Some(192 * 1024));
+    assert_eq!(info(80, 8192, 64, json!(8)).kv_bytes_per_token_f16(), Some(320 * 1024));
+    assert_eq!(info(32, 4096, 32, json!(32)).kv_bytes_per_token_f16(), Some(512 * 1024));
+    // Per-layer KV head counts are summed.
+    assert_eq!(info(2, 4096, 32, json!([8, 0])).kv_bytes_per_token_f16(), Some(8 * 256 * 2));
+    let mut explicit = info(32, 4096, 32, json!(8));
+    explicit.model_info.insert("llama.attention.key_length".into(), json!(256));
+    explicit.model_info.insert("llama.attention.value_length".into(), json!(256));
+    assert_eq!(explicit.kv_bytes_per_token_f16(), Some(32 * 8 * 512 * 2));
+    assert_eq!(ShowInfo::default().kv_bytes_per_token_f16(), None);
 }
 
 #[tokio::test]

@@ -112,6 +112,37 @@ impl ShowInfo {
     pub fn parameter_count(&self) -> Option<u64> {
         self.model_info.get("general.parameter_count").and_then(as_u64)
     }
+
+    /// f16 KV-cache bytes per token of context:
+    /// `Σ_layers head_count_kv × (key_length + value_length) × 2`, where the head dims default
+    /// to `embedding_length / head_count` and a per-layer `head_count_kv` array is summed.
+    pub fn kv_bytes_per_token_f16(&self) -> Option<u64> {
+        let arch = self.architecture()?;
+        let layers = self.arch_u64("block_count")?;
+        let heads = self.arch_u64("attention.head_count").filter(|h| *h > 0);
+        let embedding = self.arch_u64("embedding_length");
+        let default_dim = match (embedding, heads) {
+            (Some(e), Some(h)) => Some(e / h),
+            _ => None,
+        };
+        let key_dim = self.arch_u64("attention.key_length").or(default_dim)?;
+        let value_dim = self.arch_u64("attention.value_length").or(default_dim)?;
+        let kv_heads_total = match self.model_info.get(&format!("{arch}.attention.head_count_kv")) {
+            Some(Value::Array(per_layer)) => {
+                let counts: Option<Vec<u64>> = per_layer.iter().map(as_u64).collect();
+                let counts = counts?;
+                if counts.len() as u64 == layers {
+                    counts.iter().sum()
+                } else {
+                    counts.iter().copied().min()?.checked_mul(layers)?
+                }
+            }
+            Some(v) => as_u64(v)?.checked_mul(layers)?,
+            // No GQA key: as many KV heads as query heads.
+            None => heads?.checked_mul(layers)?,
+        };
+        kv_heads_total.checked_mul(key_dim + value_dim)?.checked_mul(2)
+    }
 }
 
 /// One model loaded in memory, from `/api/ps`.
