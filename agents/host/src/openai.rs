@@ -51,13 +51,7 @@ impl OpenAiClient {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, EngineError> {
-        let r = self
-            .http
-            .get(format!("{}/health", self.base))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+        let r = self.get("/health").await?;
         match r.status().as_u16() {
             200 => Ok(Health::Ready),
             503 => Ok(Health::Loading),
@@ -65,21 +59,14 @@ impl OpenAiClient {
         }
     }
 
-    /// `GET /props`: context size, build info, model path.
-    pub async fn props(&self) -> Result<Value, EngineError> {
-        let r = self
-            .http
-            .get(format!("{}/props", self.base))
+    /// `GET path` with a 5 s limit.
+    async fn get(&self, path: &str) -> Result<reqwest::Response, EngineError> {
+        self.http
+            .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| unreachable(&self.base, &e))?;
-        if status != 200 {
-            return Err(EngineError::Http { status, message: error_text(&text) });
-        }
-        serde_json::from_str(&text).map_err(|e| EngineError::Protocol(format!("/props is not JSON: {e}")))
+            .map_err(|e| unreachable(&self.base, &e))
     }
 
     /// Streams one chat completion and times it.

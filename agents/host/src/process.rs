@@ -54,25 +54,12 @@ pub const LLAMA_SERVER_HINT: &str = "llama-server was not found: set the plan's 
 /// Finds the llama-server binary: the plan's, `$LLAMA_SERVER`, then PATH.
 pub fn find_llama_server(explicit: Option<&str>) -> Result<PathBuf, ProcessError> {
     if let Some(p) = explicit {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(ProcessError::NotFound(format!("llama-server binary {} does not exist", p.display())))
-        };
+        return existing(PathBuf::from(p), |p| format!("llama-server binary {} does not exist", p.display()));
     }
     if let Some(p) = std::env::var_os("LLAMA_SERVER").map(PathBuf::from) {
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(ProcessError::NotFound(format!("$LLAMA_SERVER points at {}, which does not exist", p.display())))
-        };
+        return existing(p, |p| format!("$LLAMA_SERVER points at {}, which does not exist", p.display()));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("llama-server"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| ProcessError::NotFound(LLAMA_SERVER_HINT.into()))
+    on_path("llama-server", LLAMA_SERVER_HINT)
 }
 
 /// What to install when Ollama is missing for the process runtime.
@@ -82,18 +69,23 @@ pub const OLLAMA_HINT: &str =
 /// Finds the `ollama` binary for the process runtime: the plan's, then PATH.
 pub fn find_ollama(explicit: Option<&str>) -> Result<PathBuf, ProcessError> {
     if let Some(p) = explicit {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(ProcessError::NotFound(format!("ollama binary {} does not exist", p.display())))
-        };
+        return existing(PathBuf::from(p), |p| format!("ollama binary {} does not exist", p.display()));
     }
+    on_path("ollama", OLLAMA_HINT)
+}
+
+/// `path` when it is a file, else [`ProcessError::NotFound`] with the `missing` text.
+fn existing(path: PathBuf, missing: impl FnOnce(&Path) -> String) -> Result<PathBuf, ProcessError> {
+    if path.is_file() { Ok(path) } else { Err(ProcessError::NotFound(missing(&path))) }
+}
+
+/// The first file called `name` in a PATH folder, else [`ProcessError::NotFound`] with `hint`.
+fn on_path(name: &str, hint: &str) -> Result<PathBuf, ProcessError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|d| d.join("ollama"))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| ProcessError::NotFound(OLLAMA_HINT.into()))
+        .ok_or_else(|| ProcessError::NotFound(hint.into()))
 }
 
 /// `llama-server --version` as one line (e.g. `version: 7070 (0e3d6ad)`).

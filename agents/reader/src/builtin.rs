@@ -114,11 +114,6 @@ const ENTRIES: [Entry; 6] = [
     },
 ];
 
-/// The tags this table knows, in plan order.
-pub fn tags() -> impl Iterator<Item = &'static str> {
-    ENTRIES.iter().map(|e| e.tag)
-}
-
 /// The built-in figures for an Ollama tag (`codellama:34b`, its explicit `-instruct-q4_0` form,
 /// or with a `registry.ollama.ai/library/` prefix); None for models not in the table.
 pub fn lookup(tag: &str) -> Option<ModelMeta> {
@@ -177,7 +172,7 @@ mod tests {
 
     #[test]
     fn every_plan_model_is_known_and_marked_built_in() {
-        let tags: Vec<_> = tags().collect();
+        let tags: Vec<_> = ENTRIES.iter().map(|e| e.tag).collect();
         assert_eq!(tags.len(), 6);
         for tag in tags {
             let m = lookup(tag).expect("known");

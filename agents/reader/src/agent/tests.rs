@@ -1,0 +1,133 @@
+//! Tests of the Reader's checks: the allocation test's judgement, models read from an Ollama
+//! store, downloads still needed, and the concurrent phase's fit.
+
+use super::allocation::{ALLOC_PEAK, allocation_outcome, allocation_script};
+use super::facts::{downloads_check, downloads_needed};
+use super::*;
+use crate::fit::HostCapacity;
+use protocol::plan::Plan;
+use protocol::results::Fit;
+use std::path::Path;
+
+fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|l| l.to_string()).collect()
+}
+
+#[test]
+fn the_allocation_passes_only_when_dd_read_its_whole_block_and_the_cgroup_held_it() {
+    let full = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 3223322624"]);
+    assert_eq!(allocation_outcome(Some(0), false, &full, 3072), Ok(3_223_322_624));
+    // What `dd bs=3000M count=1` does without iflag=fullblock: one short read of about 2 GiB.
+    let short = lines(&["0+1 records in", "0+1 records out", "tc-alloc-peak 2149580800"]);
+    let e = allocation_outcome(Some(0), false, &short, 3000).unwrap_err();
+    assert!(e.contains("did not read its 3000 MiB block in full"), "{e}");
+    // A peak under the amount: the pages did not stay in the container's memory.
+    let low = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak 1048576"]);
+    assert!(allocation_outcome(Some(0), false, &low, 3072).unwrap_err().contains("peaked at 1048576 bytes"));
+    let no_peak = lines(&["1+0 records in", "1+0 records out", "tc-alloc-peak "]);
+    assert!(allocation_outcome(Some(0), false, &no_peak, 1).unwrap_err().contains("did not report"));
+    assert!(allocation_outcome(Some(137), false, &[], 3072).unwrap_err().contains("OOM killer"));
+    assert!(allocation_outcome(Some(0), true, &full, 3072).unwrap_err().contains("OOM killer"));
+    let bad = lines(&["dd: invalid argument 'iflag=fullblock'"]);
+    assert!(allocation_outcome(Some(1), false, &bad, 3072).unwrap_err().contains("invalid argument"));
+}
+
+/// A store under `dir` holding `tag` whose model layer is `gguf` (linked, not copied).
+fn store_with(dir: &Path, tag: &str, gguf: &Path) {
+    let digest = "ab".repeat(32);
+    let manifest = crate::store::manifest_path(dir, tag).expect("a valid name");
+    std::fs::create_dir_all(manifest.parent().expect("parent")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("blobs")).expect("mkdir");
+    std::os::unix::fs::symlink(gguf, dir.join(format!("blobs/sha256-{digest}"))).expect("link");
+    let size = std::fs::metadata(gguf).expect("model").len();
+    std::fs::write(
+        manifest,
+        format!(r#"{{"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{digest}","size":{size}}}]}}"#),
+    )
+    .expect("manifest");
+}
+
+fn ollama_plan(store: &Path, tags: &[&str]) -> Plan {
+    let models: String = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("[[models]]\nname = \"m{i}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"{t}\"\nimage = \"ollama/ollama:0.12.6\"\n"))
+        .collect();
+    let text = format!(
+        "name = \"p\"\n[host]\nmodel_store = \"{}\"\n{models}[[prompts]]\nid = \"a\"\ntext = \"hi\"\n",
+        store.display()
+    );
+    Plan::from_toml(&text).expect("valid plan")
+}
+
+#[test]
+fn the_demo_model_in_an_ollama_store_is_read_from_its_gguf_and_needs_no_download() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    store_with(dir.path(), "gemma3:270m", &testkit::demo_model());
+    let plan = ollama_plan(dir.path(), &["gemma3:270m", "codellama:34b", "someone/unknown:1b"]);
+    let (verdicts, checks) = plan_verdicts(&plan, &HostCapacity::default());
+    let c = checks.iter().find(|c| c.name == "model.m0").expect("a model check for the stored model");
+    assert_eq!(c.status, CheckStatus::Pass, "{c:?}");
+    assert!(c.detail.contains("read from the Ollama store") && c.measured.starts_with("gemma3"), "{c:?}");
+    assert_eq!(verdicts.len(), 3);
+    let needed = downloads_needed(&plan);
+    assert_eq!(needed.len(), 2, "{needed:?}");
+    assert!(needed[0].0 == "codellama:34b" && needed[0].1.is_some_and(|b| b > 15 << 30), "{needed:?}");
+    assert_eq!(needed[1], ("someone/unknown:1b".to_string(), None));
+    // 1 GiB free: codellama alone does not fit.
+    let c = downloads_check(&plan, 1 << 30).expect("a downloads check");
+    assert_eq!(c.status, CheckStatus::Fail, "{c:?}");
+    assert!(c.detail.contains("codellama:34b, someone/unknown:1b") && c.detail.contains("size unknown"), "{c:?}");
+    // Plenty free, one size unknown: a warning, not a pass.
+    assert_eq!(downloads_check(&plan, 1 << 40).expect("check").status, CheckStatus::Warn);
+    // Everything stored: nothing to check.
+    assert_eq!(downloads_check(&ollama_plan(dir.path(), &["gemma3:270m"]), 0), None);
+}
+
+#[test]
+fn the_allocation_script_reads_one_full_block_and_prints_the_peak() {
+    let s = allocation_script(25600);
+    assert!(s.starts_with("dd if=/dev/zero of=/dev/null bs=25600M count=1 iflag=fullblock"), "{s}");
+    assert!(s.contains("memory.peak") && s.contains("memory.max_usage_in_bytes") && s.contains(ALLOC_PEAK), "{s}");
+}
+
+fn plan_with_pair() -> Plan {
+    let model = |name: &str| {
+        format!(
+            "[[concurrent.models]]\nname = \"{name}\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n"
+        )
+    };
+    let text = format!(
+        "name = \"p\"\n[[models]]\nname = \"m\"\nengine = \"ollama\"\nruntime = \"docker\"\ntag = \"llama3.1:8b\"\nimage = \"ollama/ollama:0.12.6\"\n[[prompts]]\nid = \"a\"\ntext = \"hi\"\n[concurrent]\nlevels = [1]\n{}{}",
+        model("x"),
+        model("y")
+    );
+    Plan::from_toml(&text).expect("valid plan")
+}
+
+fn cpu_only(ram: u64) -> HostCapacity {
+    HostCapacity { gpus_free_vram: Vec::new(), ram_available: ram, container_limit: None }
+}
+
+#[test]
+fn the_concurrent_pair_fits_where_both_fit_at_once_and_not_where_only_one_does() {
+    let plan = plan_with_pair();
+    let roomy = concurrent_fit(&plan, &cpu_only(256 << 30)).expect("a concurrent phase");
+    assert_eq!(roomy.fit, Fit::Go, "{roomy:?}");
+    assert_eq!(roomy.model, "x + y");
+    let one = roomy.ram_bytes.expect("predicted RAM") / 2;
+    // Room for one and a half: each fits alone, the two together do not.
+    let tight = concurrent_fit(&plan, &cpu_only(one * 3 / 2)).expect("a concurrent phase");
+    assert_eq!(tight.fit, Fit::NoGo, "{tight:?}");
+    assert!(tight.reason.starts_with("together they need"), "{tight:?}");
+    let (alone, _) = plan_verdicts(
+        &Plan { models: plan.concurrent.clone().expect("phase").models, ..plan.clone() },
+        &cpu_only(one * 3 / 2),
+    );
+    assert!(alone.iter().all(|v| v.fit == Fit::Go), "{alone:?}");
+    // Too small for either: named as such.
+    let none = concurrent_fit(&plan, &cpu_only(one / 2)).expect("a concurrent phase");
+    assert_eq!(none.fit, Fit::NoGo);
+    assert!(none.reason.contains("does not fit even alone"), "{none:?}");
+    assert_eq!(concurrent_fit(&Plan { concurrent: None, ..plan }, &cpu_only(1 << 40)), None);
+}
