@@ -75,7 +75,7 @@ impl Cluster {
     }
 
     pub(super) fn cli(&self, args: &[&str]) -> Option<OperatorReply> {
-        reply(&threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli"))
+        ask_main(&self.nats.url(), args)
     }
 
     pub(super) fn start_cycle(&self, plan: &Path) -> String {

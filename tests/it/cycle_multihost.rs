@@ -157,7 +157,7 @@ impl Cluster {
     }
 
     fn cli(&self, args: &[&str]) -> Option<OperatorReply> {
-        reply(&threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli"))
+        ask_main(&self.nats.url(), args)
     }
 
     fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {

@@ -121,6 +121,12 @@ pub fn reply(o: &Output) -> Option<OperatorReply> {
     o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
 }
 
+/// Runs `threadcycle <args> --json --nats <nats_url>` and returns Main's reply; None when Main
+/// did not answer (yet) or refused.
+pub fn ask_main(nats_url: &str, args: &[&str]) -> Option<OperatorReply> {
+    reply(&threadcycle().args(args).args(["--json", "--nats", nats_url]).output().expect("run cli"))
+}
+
 /// The cycle id of a `Started` reply.
 pub fn started_cycle(reply: &OperatorReply) -> Option<&str> {
     match reply {
