@@ -5,6 +5,8 @@
 //! operator`, and a cycle that completes with its reports on the host.
 
 use super::support::*;
+use protocol::operator::CycleState;
+use protocol::results::ModelStatus;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -171,15 +173,15 @@ text = "Say hello in five words."
             .envs(creds.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("status");
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        let state = v["cycles"][0]["state"]["state"].as_str().unwrap_or("").to_string();
-        if matches!(state.as_str(), "completed" | "failed" | "canceled") {
-            break state;
+        if let Some(rec) = reply(&o).as_ref().and_then(first_cycle)
+            && rec.state.is_final()
+        {
+            break rec.state.clone();
         }
         assert!(Instant::now() < deadline, "the cycle did not finish in 10 minutes: {}", show(&o));
         std::thread::sleep(Duration::from_secs(3));
     };
-    assert_eq!(state, "completed");
+    assert_eq!(state, CycleState::Completed);
 
     // The reports, on the host, written by the Documentation container.
     let dir = out.join(&cycle);
@@ -187,9 +189,9 @@ text = "Say hello in five words."
         assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
     }
     let res = results(&dir);
-    let runs = res["models"][0]["runs"].as_array().map(Vec::len).unwrap_or(0);
-    assert_eq!(runs, 2, "one measured row per repetition");
-    assert_eq!(res["models"][0]["status"]["state"], "measured", "{}", res["models"][0]["status"]);
+    let m = first_model(&res);
+    assert_eq!(m.runs.len(), 2, "one measured row per repetition");
+    assert_eq!(m.status, ModelStatus::Measured, "{:?}", m.status);
     // The engine joined the compose network and the Writer reached it by name.
     let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
     assert!(guide.contains(&format!("--network={tag}-net")), "{guide}");

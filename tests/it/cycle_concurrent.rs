@@ -18,22 +18,23 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
     assert!(report.contains("## Concurrent phase") && report.contains("gemma-b"), "{report}");
     let r = results(&dir);
-    let c = &r["concurrent"];
-    let levels = c["levels"].as_array().expect("levels");
+    let c = r.concurrent.as_ref().expect("the concurrent phase's results");
+    let level = |name: &str, l: u32| {
+        c.levels
+            .iter()
+            .find(|x| x.model == name && x.level == l)
+            .unwrap_or_else(|| panic!("no level {l} for {name}: {c:?}"))
+    };
     for name in ["gemma-a", "gemma-b"] {
         for l in [1, 2] {
-            let row = levels
-                .iter()
-                .find(|x| x["model"] == name && x["level"] == l)
-                .unwrap_or_else(|| panic!("no level {l} for {name}: {c}"));
-            assert_eq!(row["requests"], l, "{row}");
-            assert_eq!(row["failed"], 0, "{row}");
-            assert!(row["mean_e2e_ms"].as_f64().is_some_and(|x| x > 0.0), "{row}");
+            let row = level(name, l);
+            assert_eq!(row.requests, l, "{row:?}");
+            assert_eq!(row.failed, 0, "{row:?}");
+            assert!(row.mean_e2e_ms > 0.0, "{row:?}");
         }
-        let two = levels.iter().find(|x| x["model"] == name && x["level"] == 2).expect("level 2");
-        assert!(two["degradation"].as_f64().is_some_and(|d| d > 0.0), "{two}");
+        let two = level(name, 2);
+        assert!(two.degradation.is_some_and(|d| d > 0.0), "{two:?}");
     }
-    let together = c["together"].as_array().expect("together");
-    assert_eq!(together.len(), 2, "{c}");
-    assert!(together.iter().all(|t| t["error"].is_null() && t["degradation"].as_f64().is_some()), "{c}");
+    assert_eq!(c.together.len(), 2, "{c:?}");
+    assert!(c.together.iter().all(|t| t.error.is_none() && t.degradation.is_some()), "{c:?}");
 }

@@ -6,6 +6,8 @@
 use super::support::*;
 use handoffs::server::NatsServer;
 use protocol::events::{Event, EventBody, Phase};
+use protocol::operator::{CycleRecord, CycleState, OperatorReply};
+use protocol::results::ModelStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -72,16 +74,15 @@ impl Cluster {
         }
     }
 
-    pub(super) fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
-        let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
-        o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+    pub(super) fn cli(&self, args: &[&str]) -> Option<OperatorReply> {
+        ask_main(&self.nats.url(), args)
     }
 
     pub(super) fn start_cycle(&self, plan: &Path) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(v) = self.cli(&["start", &plan.display().to_string()]) {
-                return v["cycle"].as_str().expect("cycle id").to_string();
+                return started_cycle(&v).unwrap_or_else(|| panic!("`start` answered {v:?}")).to_string();
             }
             assert!(Instant::now() < deadline, "Main never accepted the plan");
             std::thread::sleep(Duration::from_millis(300));
@@ -94,15 +95,14 @@ impl Cluster {
         cycle: &str,
         what: &str,
         secs: u64,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
+        pred: impl Fn(&CycleRecord) -> bool,
+    ) -> CycleRecord {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(v) = self.cli(&["status", cycle]) {
-                let rec = &v["cycles"][0];
-                if pred(rec) {
-                    return rec.clone();
-                }
+            if let Some(rec) = self.cli(&["status", cycle]).as_ref().and_then(first_cycle)
+                && pred(rec)
+            {
+                return rec.clone();
             }
             assert!(Instant::now() < deadline, "timed out waiting for {what}; logs in {}", self.logs.display());
             std::thread::sleep(Duration::from_millis(200));
@@ -145,12 +145,9 @@ fn assert_exactly_once(out: &Path, cycle: &str) {
 /// Every one of `prompts` × `reps` appears exactly once in `results.json` and `results.csv`.
 pub(super) fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) {
     let r = results(&out.join(cycle));
-    let runs = r["models"][0]["runs"].as_array().expect("runs").clone();
     let mut seen = BTreeMap::new();
-    for x in &runs {
-        *seen
-            .entry((x["prompt_id"].as_str().unwrap_or("").to_string(), x["repetition"].as_u64().unwrap_or(0)))
-            .or_insert(0) += 1;
+    for x in &first_model(&r).runs {
+        *seen.entry((x.prompt_id.clone(), u64::from(x.repetition))).or_insert(0) += 1;
     }
     let mut expected: Vec<(String, u64)> =
         prompts.iter().flat_map(|p| (1..=reps).map(move |r| (p.to_string(), r))).collect();
@@ -197,13 +194,13 @@ fn the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_dup
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let cycle = c.start_cycle(&crash_plan(tmp.path()));
-    c.wait_for(&cycle, "the first measured request", 180, |r| r["requests_done"].as_u64().unwrap_or(0) >= 2);
+    c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 2);
     c.kill("writer");
     // The engine the dead Writer started is an orphan now; the new Writer stops it.
     c.spawn("writer");
-    let rec = c.wait_for(&cycle, "completion after the Writer's restart", 300, |r| r["state"]["state"] == "completed");
+    let rec = c.wait_for(&cycle, "completion after the Writer's restart", 300, |r| r.state == CycleState::Completed);
     assert_exactly_once(&c.out, &cycle);
-    assert!(rec["report_dir"].as_str().is_some());
+    assert!(rec.report_dir.is_some(), "{rec:?}");
     assert!(c.logs_text().contains("Stopping an engine left by an earlier run"), "the orphan engine was not reaped");
     no_engine_left(&c.run_dir);
 }
@@ -218,15 +215,16 @@ fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still
     let text = std::fs::read_to_string(&plan).expect("plan") + "\n[policy]\nagent_timeout_s = 15\n";
     std::fs::write(&plan, text).expect("plan");
     let cycle = c.start_cycle(&plan);
-    c.wait_for(&cycle, "the first measured request", 180, |r| r["requests_done"].as_u64().unwrap_or(0) >= 1);
+    c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 1);
     // The Writer dies and nobody restarts it: Main's watchdog names it instead of waiting for ever.
     c.kill("writer");
-    let rec = c.wait_for(&cycle, "the watchdog to fail the cycle", 90, |r| r["state"]["state"] == "failed");
-    let reason = rec["state"]["reason"].as_str().unwrap_or("");
+    let rec =
+        c.wait_for(&cycle, "the watchdog to fail the cycle", 90, |r| matches!(r.state, CycleState::Failed { .. }));
+    let CycleState::Failed { reason } = &rec.state else { panic!("the cycle is not failed: {:?}", rec.state) };
     assert!(reason.contains("no heartbeat from writer-local") && reason.contains("agent_timeout_s = 15"), "{reason}");
     // Back an hour later, say: the packages waited in NATS, the cycle completes, nothing twice.
     c.spawn("writer");
-    c.wait_for(&cycle, "completion after the Writer came back", 300, |r| r["state"]["state"] == "completed");
+    c.wait_for(&cycle, "completion after the Writer came back", 300, |r| r.state == CycleState::Completed);
     assert_exactly_once(&c.out, &cycle);
     no_engine_left(&c.run_dir);
 }
@@ -238,11 +236,11 @@ fn the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cyc
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let cycle = c.start_cycle(&crash_plan(tmp.path()));
-    c.wait_for(&cycle, "the first measured request", 180, |r| r["requests_done"].as_u64().unwrap_or(0) >= 1);
+    c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 1);
     c.nats.kill();
     std::thread::sleep(Duration::from_secs(2));
     c.nats.restart().expect("restart nats");
-    c.wait_for(&cycle, "completion after the NATS restart", 300, |r| r["state"]["state"] == "completed");
+    c.wait_for(&cycle, "completion after the NATS restart", 300, |r| r.state == CycleState::Completed);
     assert_exactly_once(&c.out, &cycle);
     no_engine_left(&c.run_dir);
 }
@@ -264,9 +262,9 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         if let Some(v) = c.cli(&["escalations"])
-            && let Some(id) = v["items"][0]["id"].as_str()
+            && let Some(e) = escalation_items(&v).first()
         {
-            break id.to_string();
+            break e.id.clone();
         }
         assert!(Instant::now() < deadline, "no escalation opened");
         std::thread::sleep(Duration::from_millis(300));
@@ -276,7 +274,7 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = c.cli(&["escalations"])
-            && v["items"][0]["id"] == id.as_str()
+            && escalation_items(&v).first().is_some_and(|e| e.id == id)
         {
             break;
         }
@@ -288,9 +286,10 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
         .output()
         .expect("resolve");
     assert!(o.status.success(), "{}", show(&o));
-    c.wait_for(&cycle, "completion after the operator's answer", 180, |r| r["state"]["state"] == "completed");
-    let m = &results(&c.out.join(&cycle))["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
+    c.wait_for(&cycle, "completion after the operator's answer", 180, |r| r.state == CycleState::Completed);
+    let r = results(&c.out.join(&cycle));
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
 }
 
 /// Follows every event on the server (core subscription) from a thread of its own.
@@ -411,11 +410,12 @@ fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_o
             }
         }
     }
-    let rec = c.wait_for(&cycle, "completion after every kill", 600, |r| r["state"]["state"] == "completed");
-    assert!(rec["report_dir"].as_str().is_some());
+    let rec = c.wait_for(&cycle, "completion after every kill", 600, |r| r.state == CycleState::Completed);
+    assert!(rec.report_dir.is_some(), "{rec:?}");
     assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
-    let m = &results(&c.out.join(&cycle))["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
+    let r = results(&c.out.join(&cycle));
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     no_engine_left(&c.run_dir);
     assert!(c.logs_text().contains("Stopping an engine left by an earlier run"), "the orphan engine was not reaped");
     let phases: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.1).collect();
@@ -500,10 +500,11 @@ fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
             break;
         }
     }
-    c.wait_for(&cycle, "completion after the Writer's restarts", 400, |r| r["state"]["state"] == "completed");
+    c.wait_for(&cycle, "completion after the Writer's restarts", 400, |r| r.state == CycleState::Completed);
     assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
-    let m = &results(&c.out.join(&cycle))["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
+    let r = results(&c.out.join(&cycle));
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     let remaining = containers_of(&cycle);
     assert!(remaining.is_empty(), "containers left behind: {remaining:?} (the dead Writers left {left_by_the_dead:?})");
     println!(

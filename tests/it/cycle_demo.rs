@@ -1,6 +1,7 @@
 //! The demo cycle end to end: every prompt measured, the reports on disk.
 
 use super::support::*;
+use protocol::results::{CheckStatus, ModelStatus};
 
 #[test]
 fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
@@ -22,18 +23,17 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     )
     .expect("valid");
     let r = results(&dir);
-    let model = &r["models"][0];
-    assert_eq!(model["status"]["state"], "measured", "{model}");
-    let runs = model["runs"].as_array().expect("runs");
+    let model = first_model(&r);
+    assert_eq!(model.status, ModelStatus::Measured, "{model:?}");
     for p in &plan.prompts {
-        let rows: Vec<_> = runs.iter().filter(|x| x["prompt_id"] == p.id.as_str()).collect();
+        let rows: Vec<_> = model.runs.iter().filter(|x| x.prompt_id == p.id.as_str()).collect();
         assert_eq!(rows.len() as u32, plan.defaults.repetitions, "prompt {}", p.id);
         for x in rows {
-            assert!(x["ttft_ms"].as_f64().is_some_and(|t| t > 0.0), "{x}");
-            assert!(x["output_tokens"].as_u64().is_some_and(|t| t > 0), "{x}");
-            assert!(x["client_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "{x}");
-            assert!(x["engine_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "engine-reported decode missing: {x}");
-            assert!(x["analysis"]["words"].as_u64().is_some_and(|w| w > 0), "{x}");
+            assert!(x.ttft_ms > 0.0, "{x:?}");
+            assert!(x.output_tokens > 0, "{x:?}");
+            assert!(x.client_decode_tps.is_some_and(|t| t > 0.0), "{x:?}");
+            assert!(x.engine_decode_tps.is_some_and(|t| t > 0.0), "engine-reported decode missing: {x:?}");
+            assert!(x.analysis.words > 0, "{x:?}");
         }
     }
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");
@@ -41,8 +41,9 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
         assert!(report.contains(&p.id), "benchmark-report.md has no row for {}", p.id);
     }
     // The roofline from this host's measured RAM bandwidth: a ceiling and an efficiency, not dashes.
-    let bw = r["verification"]["host"]["ram_bandwidth_gbs"].as_f64().unwrap_or(0.0);
-    assert!(bw > 0.1, "the Reader measured no RAM bandwidth: {}", r["verification"]["host"]);
+    let host = &r.verification.host;
+    let bw = host.ram_bandwidth_gbs.unwrap_or(0.0);
+    assert!(bw > 0.1, "the Reader measured no RAM bandwidth: {host:?}");
     let roof = report.split("## Decode roofline").nth(1).expect("a roofline section");
     let row = roof.lines().find(|l| l.starts_with("| gemma3-270m")).expect("a roofline row for the model");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -69,9 +70,9 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     assert!(readme.contains("## Claims") && readme.contains("(claims.md)"), "{readme}");
     // The demo model is Gemma 3 270M's base model: its GGUF has no chat template, so the Reader
     // warns and the quality page does not score its echoes of the prompt.
-    let checks = r["verification"]["checks"].as_array().expect("checks");
-    let template = checks.iter().find(|c| c["name"] == "template.gemma3-270m").expect("a chat template check");
-    assert_eq!(template["status"], "warn", "{template}");
+    let template =
+        r.verification.checks.iter().find(|c| c.name == "template.gemma3-270m").expect("a chat template check");
+    assert_eq!(template.status, CheckStatus::Warn, "{template:?}");
     let quality = std::fs::read_to_string(dir.join("quality.md")).expect("quality page");
     let rows: Vec<&str> = quality.lines().filter(|l| l.starts_with("| gemma3-270m |")).collect();
     assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed")), "{quality}");
@@ -87,15 +88,11 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
-    assert!(
-        model["peak_ram_bytes"].as_u64().is_some_and(|b| b > 50 << 20),
-        "peak RAM of the engine was not measured: {model}"
-    );
-    assert!(model["manifest"]["engine_version"].as_str().is_some_and(|v| v.contains("version")), "{model}");
+    assert!(model.peak_ram_bytes.is_some_and(|b| b > 50 << 20), "peak RAM of the engine was not measured: {model:?}");
+    assert!(model.manifest.engine_version.as_deref().is_some_and(|v| v.contains("version")), "{model:?}");
     // The deployment guide's command is the Writer's record of the llama-server it ran (whose
     // argv the Writer's unit test holds to /proc), printed byte for byte, alone in its block.
-    let launch: protocol::launch::Launch =
-        serde_json::from_value(model["launch"].clone()).expect("the Writer recorded the launch");
+    let launch = model.launch.as_ref().expect("the Writer recorded the launch");
     assert!(launch.args.iter().any(|a| a == "--metrics") && launch.container.is_none(), "{launch:?}");
     let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
     let fenced = format!("```sh\n{}\n```", launch.command_line());

@@ -2,6 +2,7 @@
 //! image, an OOM kill remedied by a larger limit, a container that dies at start.
 
 use super::support::*;
+use protocol::results::ModelStatus;
 
 /// Checks dockerd answers and the local test images exist.
 fn require_docker() {
@@ -45,10 +46,11 @@ fn a_model_in_a_container_is_deployed_benchmarked_and_torn_down() {
     let plan = docker_plan(tmp.path(), "docker-ok", &docker_model("1", ""), "");
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
-    let m = &results(&dir)["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
-    assert!(m["runs"][0]["engine_decode_tps"].as_f64().is_some_and(|t| t > 0.0), "{m}");
-    let line = m["deployment"][0].as_str().expect("deployment line");
+    let r = results(&dir);
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    assert!(m.runs.first().and_then(|x| x.engine_decode_tps).is_some_and(|t| t > 0.0), "{m:?}");
+    let line = m.deployment.first().expect("deployment line");
     assert!(
         line.starts_with("docker run -d --name tc-")
             && line.contains("--memory=1024m")
@@ -75,10 +77,11 @@ fn an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit() {
     );
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
-    let m = &results(&dir)["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
-    assert!(m["attempts"][0]["outcome"].as_str().is_some_and(|s| s.contains("OOM killer")), "{m}");
-    assert_eq!(m["attempts"][1]["changes"][0], "memory_limit_gb=3", "{m}");
+    let r = results(&dir);
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    assert!(m.attempts.first().is_some_and(|a| a.outcome.contains("OOM killer")), "{m:?}");
+    assert_eq!(attempt_changes(m, 1).first().map(String::as_str), Some("memory_limit_gb=3"), "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting");
     assert!(trouble.contains("OOM killer"), "{trouble}");
     assert!(trouble.contains("oom_killed") || trouble.contains("OOMKilled"), "{trouble}");
@@ -107,8 +110,9 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
     std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
-    let m = &results(&dir)["models"][0];
-    assert_eq!(m["status"]["state"], "skipped", "{m}");
+    let r = results(&dir);
+    let m = first_model(&r);
+    assert!(matches!(m.status, ModelStatus::Skipped { .. }), "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting");
     assert!(trouble.contains("failed to load model"), "{trouble}");
     assert!(trouble.contains("could not load the model file"), "{trouble}");
@@ -132,8 +136,9 @@ fn the_readers_ram_prediction_is_within_15_percent_of_the_containers_measured_pe
     std::fs::write(&plan, text).expect("write");
     let out = tmp.path().join("out");
     let r = results(&up_ok(&plan, &out));
-    let predicted = r["verification"]["verdicts"][0]["ram_bytes"].as_f64().expect("predicted RAM");
-    let measured = r["models"][0]["telemetry"]["engine_mem_bytes"]["peak"].as_f64().expect("measured peak");
+    let predicted = r.verification.verdicts.first().and_then(|v| v.ram_bytes).expect("predicted RAM") as f64;
+    let measured =
+        first_model(&r).telemetry.as_ref().and_then(|t| t.engine_mem_bytes).map(|s| s.peak).expect("measured peak");
     let err = (predicted - measured).abs() / measured;
     assert!(
         err < 0.15,

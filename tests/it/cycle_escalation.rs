@@ -3,6 +3,8 @@
 
 use super::support::*;
 use handoffs::server::NatsServer;
+use protocol::operator::OperatorReply;
+use protocol::results::{EscalationRecord, FailureClass, ModelStatus};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,14 +18,14 @@ fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() 
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
-    let m = &r["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
-    let attempts = m["attempts"].as_array().expect("attempts");
-    assert!(attempts.len() >= 2, "{m}");
-    assert!(attempts[0]["outcome"].as_str().is_some_and(|s| s.contains("did not become healthy within 1s")), "{m}");
-    assert_eq!(attempts[1]["changes"][0], "load_timeout_s=3", "{m}");
-    assert_eq!(attempts.last().map(|a| a["outcome"].clone()), Some("ok".into()));
-    assert_eq!(r["escalations"].as_array().map(Vec::len), Some(attempts.len() - 1));
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    let attempts = &m.attempts;
+    assert!(attempts.len() >= 2, "{m:?}");
+    assert!(attempts[0].outcome.contains("did not become healthy within 1s"), "{m:?}");
+    assert_eq!(attempt_changes(m, 1).first().map(String::as_str), Some("load_timeout_s=3"), "{m:?}");
+    assert_eq!(attempts.last().map(|a| a.outcome.as_str()), Some("ok"));
+    assert_eq!(r.escalations.len(), attempts.len() - 1);
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting.md");
     assert!(trouble.contains("did not finish loading in time"), "{trouble}");
     assert!(trouble.contains("policy:auto"), "{trouble}");
@@ -40,8 +42,8 @@ fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
-    let m = &r["models"][0];
-    assert_eq!(m["status"]["state"], "skipped", "{m}");
+    let m = first_model(&r);
+    assert!(matches!(m.status, ModelStatus::Skipped { .. }), "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting.md");
     assert!(trouble.contains("does not exist"), "{trouble}");
     assert!(
@@ -51,7 +53,7 @@ fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
 }
 
 /// Main's list of escalations; None while Main is not answering yet.
-fn escalations(url: &str, all: bool) -> Option<serde_json::Value> {
+fn escalations(url: &str, all: bool) -> Option<Vec<EscalationRecord>> {
     let mut args = vec!["escalations", "--json", "--nats", url];
     if all {
         args.push("--all");
@@ -61,7 +63,8 @@ fn escalations(url: &str, all: bool) -> Option<serde_json::Value> {
         return None;
     }
     assert!(o.status.success(), "{}", show(&o));
-    Some(serde_json::from_slice(&o.stdout).expect("json"))
+    let reply: OperatorReply = serde_json::from_slice(&o.stdout).expect("Main's reply as JSON");
+    Some(escalation_items(&reply).to_vec())
 }
 
 #[test]
@@ -92,11 +95,11 @@ fn an_ask_escalation_is_answered_through_the_cli_and_the_cycle_goes_on() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         assert!(Instant::now() < deadline, "no escalation waited for the operator");
-        let v = escalations(&url, false).unwrap_or_default();
-        if let Some(e) = v["items"].as_array().and_then(|a| a.first()) {
-            assert!(e["decision"].is_null());
-            assert_eq!(e["class"], "engine_unhealthy");
-            break e["id"].as_str().expect("id").to_string();
+        let items = escalations(&url, false).unwrap_or_default();
+        if let Some(e) = items.first() {
+            assert!(e.decision.is_none(), "{e:?}");
+            assert_eq!(e.class, FailureClass::EngineUnhealthy);
+            break e.id.clone();
         }
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -112,8 +115,8 @@ fn an_ask_escalation_is_answered_through_the_cli_and_the_cycle_goes_on() {
     loop {
         assert!(Instant::now() < deadline, "the decision was never recorded");
         let all = escalations(&url, true).expect("Main answers while the cycle runs");
-        if !all["items"][0]["decision"].is_null() {
-            assert_eq!(all["items"][0]["decision"]["by"], "operator:tester");
+        if let Some(decision) = all.first().and_then(|e| e.decision.as_ref()) {
+            assert_eq!(decision.by, "operator:tester");
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -124,9 +127,9 @@ fn an_ask_escalation_is_answered_through_the_cli_and_the_cycle_goes_on() {
     let o = up.wait_with_output().expect("up");
     assert!(o.status.success(), "{}", show(&o));
     let r = results(&cycle_dir(&out));
-    let m = &r["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
-    assert_eq!(m["attempts"][1]["changes"][0], "load_timeout_s=120", "{m}");
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    assert_eq!(attempt_changes(m, 1).first().map(String::as_str), Some("load_timeout_s=120"), "{m:?}");
 }
 
 #[test]
@@ -145,8 +148,9 @@ fn an_unanswered_ask_takes_the_default_after_its_timeout() {
     let o = threadcycle().args(["up"]).arg(&plan).arg("--out").arg(&out).stdin(Stdio::null()).output().expect("run");
     assert!(o.status.success(), "{}", show(&o));
     let dir = cycle_dir(&out);
-    let m = &results(&dir)["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
+    let r = results(&dir);
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting.md");
     assert!(trouble.contains("timeout-default"), "{trouble}");
 }

@@ -2,6 +2,7 @@
 //! runs through nvml-wrapper exactly as on a real card, with scripted readings of an RTX 5070 Ti.
 
 use super::support::*;
+use protocol::results::{CheckStatus, MetricSummary, ModelStatus};
 
 /// The card: 16 GiB of GDDR7 on 256 bits at 14001 MHz (896 GB/s), idle at 38 °C. Each process
 /// reads its own sequences (the Reader's idle readings come first): after three idle reads the
@@ -63,42 +64,39 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     let r = results(&dir);
 
     // Host checks: the card, its free VRAM (the driver's reservation is not free), bandwidth.
-    let host = &r["verification"]["host"];
-    let gpu = &host["gpus"][0];
-    assert_eq!(gpu["name"], "NVIDIA GeForce RTX 5070 Ti", "{host}");
-    assert!(gpu["memory_bandwidth_gbs"].as_f64().is_some_and(|b| (b - 896.1).abs() < 0.5), "{gpu}");
-    assert_eq!(gpu["temperature_c"], 38, "{gpu}");
+    let host = &r.verification.host;
+    let gpu = host.gpus.first().unwrap_or_else(|| panic!("no GPU: {host:?}"));
+    assert_eq!(gpu.name, "NVIDIA GeForce RTX 5070 Ti", "{host:?}");
+    assert!(gpu.memory_bandwidth_gbs.is_some_and(|b| (b - 896.1).abs() < 0.5), "{gpu:?}");
+    assert_eq!(gpu.temperature_c, Some(38), "{gpu:?}");
     // In use for the fit: allocations plus the driver's reservation (0.3 + 0.45 GiB).
-    assert_eq!(gpu["vram_used"], 805_306_368u64, "{gpu}");
-    let checks = r["verification"]["checks"].as_array().expect("checks");
+    assert_eq!(gpu.vram_used, 805_306_368u64, "{gpu:?}");
+    let checks = &r.verification.checks;
     let check =
-        |name: &str| checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no check {name}: {checks:?}"));
-    assert_eq!(check("gpu0.vram")["status"], "pass");
-    assert!(
-        check("gpu0.vram")["measured"].as_str().is_some_and(|m| m.starts_with("15.2 GB free of 16.0 GB")),
-        "{:?}",
-        check("gpu0.vram")
-    );
-    assert_eq!(check("gpu0.bandwidth")["measured"], "896 GB/s");
-    assert_eq!(check("gpu0.idle_temperature")["status"], "pass");
+        |name: &str| checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}: {checks:?}"));
+    assert_eq!(check("gpu0.vram").status, CheckStatus::Pass);
+    assert!(check("gpu0.vram").measured.starts_with("15.2 GB free of 16.0 GB"), "{:?}", check("gpu0.vram"));
+    assert_eq!(check("gpu0.bandwidth").measured, "896 GB/s");
+    assert_eq!(check("gpu0.idle_temperature").status, CheckStatus::Pass);
 
     // Telemetry: GPU figures from the scripted card, energy per token from its counter.
-    let model = &r["models"][0];
-    assert_eq!(model["status"]["state"], "measured", "{model}");
-    let t = &model["telemetry"];
-    assert_eq!(t["gpu_util_pct"]["peak"], 92.0, "{t}");
-    assert_eq!(t["gpu_temp_c"]["peak"], 74.0, "{t}");
-    assert_eq!(t["gpu_power_w"]["peak"], 250.0, "{t}");
-    assert_eq!(t["energy_source"], "nvml energy counter", "{t}");
-    let tokens: u64 = model["runs"].as_array().expect("runs").iter().filter_map(|x| x["output_tokens"].as_u64()).sum();
-    let energy = t["gpu_energy_j"].as_f64().expect("energy");
-    assert!(energy > 0.0 && energy % 50.0 == 0.0, "{t}");
-    let jpt = t["joules_per_token"].as_f64().expect("J/token");
-    assert!((jpt - energy / tokens as f64).abs() < 1e-9, "{t}");
-    assert_eq!(t["throttle_reasons"], serde_json::json!(["SW_POWER_CAP"]), "{t}");
+    let model = first_model(&r);
+    assert_eq!(model.status, ModelStatus::Measured, "{model:?}");
+    let t = model.telemetry.as_ref().unwrap_or_else(|| panic!("no telemetry: {model:?}"));
+    let peak = |m: Option<MetricSummary>| m.map(|m| m.peak);
+    assert_eq!(peak(t.gpu_util_pct), Some(92.0), "{t:?}");
+    assert_eq!(peak(t.gpu_temp_c), Some(74.0), "{t:?}");
+    assert_eq!(peak(t.gpu_power_w), Some(250.0), "{t:?}");
+    assert_eq!(t.energy_source.as_deref(), Some("nvml energy counter"), "{t:?}");
+    let tokens: u64 = model.runs.iter().map(|x| u64::from(x.output_tokens)).sum();
+    let energy = t.gpu_energy_j.expect("energy");
+    assert!(energy > 0.0 && energy % 50.0 == 0.0, "{t:?}");
+    let jpt = t.joules_per_token.expect("J/token");
+    assert!((jpt - energy / tokens as f64).abs() < 1e-9, "{t:?}");
+    assert_eq!(t.throttle_reasons, ["SW_POWER_CAP"], "{t:?}");
     // VRAM used is NVML's `used` (0.3 GiB idle, 1.1 GiB with the engine), the reservation apart.
-    assert_eq!(t["vram_used_bytes"]["min"], 322_122_547.0, "{t}");
-    assert_eq!(t["vram_used_bytes"]["peak"], 1_181_116_006.0, "{t}");
+    assert_eq!(t.vram_used_bytes.map(|m| m.min), Some(322_122_547.0), "{t:?}");
+    assert_eq!(peak(t.vram_used_bytes), Some(1_181_116_006.0), "{t:?}");
     // The engine's own GPU memory: NVML lists the llama-server process the Writer started.
     let csv = std::fs::read_to_string(dir.join("data/telemetry.csv")).expect("telemetry.csv");
     let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
@@ -106,15 +104,14 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     let last = csv.lines().last().expect("a row").split(',').nth(col).expect("cell").to_string();
     assert_eq!(last, "1181116006", "{csv}");
     // The thermal guard paused while the card was over 70 °C and resumed once it fell to 60.
-    let pauses = t["thermal_pauses"].as_array().expect("pauses");
-    assert!(!pauses.is_empty() && pauses.iter().all(|p| p["recovered"] == true && p["temp_c"] == 74.0), "{t}");
+    let pauses = &t.thermal_pauses;
+    assert!(!pauses.is_empty() && pauses.iter().all(|p| p.recovered && p.temp_c == 74.0), "{t:?}");
     // Sampling starts after the warm-up: the sampled time is the measured requests and the
     // pauses, not the warm-up request besides (here a request takes seconds).
-    let busy_s: f64 = model["runs"].as_array().expect("runs").iter().filter_map(|x| x["e2e_ms"].as_f64()).sum::<f64>()
-        / 1000.0
-        + pauses.iter().filter_map(|p| p["waited_s"].as_f64()).sum::<f64>();
-    let sampled_s = t["duration_s"].as_f64().expect("duration");
-    assert!(sampled_s < busy_s + 1.5, "sampled {sampled_s} s for {busy_s} s of requests and pauses: {t}");
+    let busy_s: f64 =
+        model.runs.iter().map(|x| x.e2e_ms).sum::<f64>() / 1000.0 + pauses.iter().map(|p| p.waited_s).sum::<f64>();
+    let sampled_s = t.duration_s;
+    assert!(sampled_s < busy_s + 1.5, "sampled {sampled_s} s for {busy_s} s of requests and pauses: {t:?}");
 
     // The reports: GPU criteria evaluated, GPU telemetry, energy, charts.
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");

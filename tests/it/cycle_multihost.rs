@@ -5,6 +5,8 @@
 //! that names both hosts.
 
 use super::support::*;
+use protocol::operator::{CycleState, OperatorReply};
+use protocol::results::{Fit, ModelStatus};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -61,50 +63,42 @@ fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
     let r = results(&dir);
 
     // Each Reader predicted for its own profile, and said so.
-    let hosts = r["hosts"].as_array().expect("every host's verification in results.json");
-    let ids: Vec<&str> = hosts.iter().filter_map(|h| h["host"]["host_id"].as_str()).collect();
-    assert_eq!(ids, ["small", "big"], "{r}");
-    let verdict = |host: usize, model: usize| hosts[host]["verdicts"][model]["fit"].as_str().unwrap_or("?").to_string();
-    for (i, h) in hosts.iter().enumerate() {
-        let name = ["small", "big"][i];
-        let checks = h["checks"].as_array().expect("checks");
+    let hosts = &r.hosts;
+    let ids: Vec<&str> = hosts.iter().map(|h| h.host.host_id.as_str()).collect();
+    assert_eq!(ids, ["small", "big"], "every host's verification in results.json: {r:?}");
+    let verdict = |host: usize, model: usize| hosts[host].verdicts.get(model).map(|v| v.fit);
+    for (h, name) in hosts.iter().zip(["small", "big"]) {
         assert!(
-            checks.iter().any(|c| c["name"] == "host.profile"
-                && c["measured"].as_str().is_some_and(|m| m.contains(&format!("`{name}`")))),
-            "host {name} did not predict for its profile: {h}"
+            h.checks.iter().any(|c| c.name == "host.profile" && c.measured.contains(&format!("`{name}`"))),
+            "host {name} did not predict for its profile: {h:?}"
         );
     }
-    assert_eq!(verdict(0, 1), "no_go", "gemma-long on small: {r}");
+    assert_eq!(verdict(0, 1), Some(Fit::NoGo), "gemma-long on small: {r:?}");
     for (host, model) in [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)] {
-        assert_eq!(verdict(host, model), "go", "host {host} model {model}: {r}");
+        assert_eq!(verdict(host, model), Some(Fit::Go), "host {host} model {model}: {r:?}");
     }
 
     // Main placed each model where it fits: the long one on the only host it fits, the others
     // balanced (fewest models, then least predicted memory), and the pair where it fits together.
-    let placement = &r["verification"]["placement"];
-    let placed: BTreeMap<&str, &str> = placement["models"]
-        .as_array()
-        .expect("placement")
-        .iter()
-        .map(|p| (p["model"].as_str().unwrap_or("?"), p["host"].as_str().unwrap_or("?")))
-        .collect();
+    let placement = r.verification.placement.as_ref().expect("placement");
+    let placed: BTreeMap<&str, &str> = placement.models.iter().map(|p| (p.model.as_str(), p.host.as_str())).collect();
     let expected: BTreeMap<&str, &str> = [("gemma", "small"), ("gemma-long", "big"), ("gemma-b", "small")].into();
-    assert_eq!(placed, expected, "{placement}");
-    assert_eq!(placement["concurrent"], "big", "{placement}");
-    assert!(placement["concurrent_reason"].as_str().is_some_and(|s| s.contains("pair-a + pair-b")), "{placement}");
+    assert_eq!(placed, expected, "{placement:?}");
+    assert_eq!(placement.concurrent.as_deref(), Some("big"), "{placement:?}");
+    assert!(placement.concurrent_reason.contains("pair-a + pair-b"), "{placement:?}");
 
     // Every model measured exactly once, by the Writer of its host (the process engine ran with
     // the model's own context), and the concurrent phase ran on `big`.
-    let models = r["models"].as_array().expect("models");
-    assert_eq!(models.len(), 3, "{r}");
+    let models = &r.models;
+    assert_eq!(models.len(), 3, "{r:?}");
     for (i, res) in models.iter().enumerate() {
-        assert_eq!(res["index"], i as u64, "{res}");
-        assert_eq!(res["status"]["state"], "measured", "{res}");
-        assert_eq!(res["runs"].as_array().map(Vec::len), Some(1), "one prompt × one repetition: {res}");
+        assert_eq!(res.index as usize, i, "{res:?}");
+        assert_eq!(res.status, ModelStatus::Measured, "{res:?}");
+        assert_eq!(res.runs.len(), 1, "one prompt × one repetition: {res:?}");
     }
-    let c = &r["concurrent"];
-    assert_eq!(c["levels"].as_array().map(Vec::len), Some(2), "{c}");
-    assert_eq!(c["together"].as_array().map(Vec::len), Some(2), "{c}");
+    let c = r.concurrent.as_ref().expect("the concurrent phase's results");
+    assert_eq!(c.levels.len(), 2, "{c:?}");
+    assert_eq!(c.together.len(), 2, "{c:?}");
 
     // One report set that names both hosts.
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
@@ -162,9 +156,8 @@ impl Cluster {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    fn cli(&self, args: &[&str]) -> Option<serde_json::Value> {
-        let o = threadcycle().args(args).args(["--json", "--nats", &self.nats.url()]).output().expect("run cli");
-        o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+    fn cli(&self, args: &[&str]) -> Option<OperatorReply> {
+        ask_main(&self.nats.url(), args)
     }
 
     fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
@@ -214,16 +207,17 @@ fn main_and_documentation_restarted_between_the_hosts_keep_what_arrived_and_fini
     let mut cycle = String::new();
     c.wait("Main to accept the plan", 60, || match c.cli(&["start", &plan_s, "--host", "small", "--host", "big"]) {
         Some(v) => {
-            cycle = v["cycle"].as_str().unwrap_or_default().to_string();
+            cycle = started_cycle(&v).unwrap_or_default().to_string();
             true
         }
         None => false,
     });
     // Only `small` has a Reader so far: Main keeps its report and waits for `big`'s.
     c.wait("Main to keep small's report", 120, || c.log("main").contains("Waiting for the other hosts' reports"));
-    let rec = c.cli(&["status", &cycle]).expect("status");
-    assert_eq!(rec["cycles"][0]["hosts"], serde_json::json!(["small", "big"]), "{rec}");
-    assert!(rec["cycles"][0]["placement"].is_null(), "placed before every host answered: {rec}");
+    let status = c.cli(&["status", &cycle]).expect("status");
+    let rec = first_cycle(&status).unwrap_or_else(|| panic!("no cycle record: {status:?}"));
+    assert_eq!(rec.hosts, ["small", "big"], "{rec:?}");
+    assert!(rec.placement.is_empty(), "placed before every host answered: {rec:?}");
     c.kill("main");
     c.spawn("reader-big", "reader", Some("big"));
     c.spawn("main", "main", None);
@@ -234,20 +228,23 @@ fn main_and_documentation_restarted_between_the_hosts_keep_what_arrived_and_fini
     c.kill("documentation");
     c.spawn("writer-big", "writer", Some("big"));
     c.spawn("documentation", "documentation", None);
-    let mut last = serde_json::Value::Null;
+    let mut last = None;
     c.wait("the cycle to complete", 300, || {
-        last = c.cli(&["status", &cycle]).map(|v| v["cycles"][0].clone()).unwrap_or_default();
-        last["state"]["state"] == "completed"
+        last = c.cli(&["status", &cycle]).as_ref().and_then(first_cycle).cloned();
+        last.as_ref().is_some_and(|l| l.state == CycleState::Completed)
     });
-    assert_eq!(last["placement"], serde_json::json!({ "gemma": "small", "gemma-b": "big" }), "{last}");
-    assert_eq!(last["host_done"], serde_json::json!({ "small": 1, "big": 1 }), "{last}");
+    let last = last.expect("the completed cycle's record");
+    let placement: BTreeMap<String, String> =
+        [("gemma", "small"), ("gemma-b", "big")].map(|(m, h)| (m.to_string(), h.to_string())).into();
+    assert_eq!(last.placement, placement, "{last:?}");
+    let host_done: BTreeMap<String, u32> = [("small", 1), ("big", 1)].map(|(h, n)| (h.to_string(), n)).into();
+    assert_eq!(last.host_done, host_done, "{last:?}");
     let r = results(&tmp.path().join("out").join(&cycle));
-    let models = r["models"].as_array().expect("models");
-    assert_eq!(models.len(), 2, "{r}");
-    for (i, m) in models.iter().enumerate() {
-        assert_eq!(m["index"], i as u64, "{m}");
-        assert_eq!(m["status"]["state"], "measured", "{m}");
-        assert_eq!(m["runs"].as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(r.models.len(), 2, "{r:?}");
+    for (i, m) in r.models.iter().enumerate() {
+        assert_eq!(m.index as usize, i, "{m:?}");
+        assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+        assert_eq!(m.runs.len(), 1, "{m:?}");
     }
     assert!(c.log("writer-small").contains("writer@small"), "the Writer's events name its host");
     let report =

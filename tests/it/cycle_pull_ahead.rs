@@ -5,6 +5,7 @@
 
 use super::support::*;
 use protocol::events::{Event, EventBody};
+use protocol::results::ModelStatus;
 
 const TAGS: [&str; 3] = ["fake-a:1b", "fake-b:1b", "fake-c:1b"];
 
@@ -66,24 +67,25 @@ fn pull_ahead_pulls_the_next_model_during_the_measurement_and_its_deploy_skips_t
     assert!(run.output.status.success(), "{}", show(&run.output));
     let dir = cycle_dir(&out);
     let r = results(&dir);
-    for (i, m) in r["models"].as_array().expect("models").iter().enumerate() {
-        assert_eq!(m["status"]["state"], "measured", "{m}");
-        assert_eq!(m["manifest"]["engine"], "ollama", "{m}");
+    for (i, m) in r.models.iter().enumerate() {
+        assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+        assert_eq!(m.manifest.engine, "ollama", "{m:?}");
         // Load and pull are timed apart: the load time is the engine's `load_duration` on the
         // first (cold) request, 300 ms here, never engine start plus a pull; only the first
         // model was pulled by its own deployment (the others ahead of time).
-        let load = m["load_ms"].as_f64().unwrap_or(0.0);
+        let load = m.load_ms.unwrap_or(0.0);
         assert!((load - 300.0).abs() < 1.0, "model {i}: load time {load} ms, the engine's load_duration is 300 ms");
-        assert_eq!(m["pull_ms"].as_f64().is_some(), i == 0, "model {i}: pull_ms {}", m["pull_ms"]);
+        assert_eq!(m.pull_ms.is_some(), i == 0, "model {i}: pull_ms {:?}", m.pull_ms);
         // The request options the engine got are recorded with the launch.
-        assert_eq!(m["launch"]["request_options"]["num_ctx"], 1024, "{m}");
+        let num_ctx = m.launch.as_ref().and_then(|l| l.request_options.get("num_ctx"));
+        assert_eq!(num_ctx, Some(&serde_json::json!(1024)), "{m:?}");
         // The fake engine's fixed rate arrives on the wire: the client's own decode rate is
         // within a loaded machine's jitter of 40 tokens/s, and the engine's counters say 40.
-        for run in m["runs"].as_array().expect("runs") {
-            let client = run["client_decode_tps"].as_f64().unwrap_or(0.0);
-            assert!((30.0..=44.0).contains(&client), "client-side decode {client} tok/s, configured 40: {run}");
-            let engine = run["engine_decode_tps"].as_f64().unwrap_or(0.0);
-            assert!((engine - 40.0).abs() < 0.01, "engine-reported decode {engine}: {run}");
+        for run in &m.runs {
+            let client = run.client_decode_tps.unwrap_or(0.0);
+            assert!((30.0..=44.0).contains(&client), "client-side decode {client} tok/s, configured 40: {run:?}");
+            let engine = run.engine_decode_tps.unwrap_or(0.0);
+            assert!((engine - 40.0).abs() < 0.01, "engine-reported decode {engine}: {run:?}");
         }
     }
     let (streams, _) = all_stream_messages(&nats.url());

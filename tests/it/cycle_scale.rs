@@ -10,6 +10,7 @@
 use super::support::*;
 use protocol::Envelope;
 use protocol::envelope::Payload;
+use protocol::results::ModelStatus;
 
 const MODELS: usize = 20;
 const PROMPTS: usize = 10;
@@ -52,11 +53,11 @@ fn a_20_model_cycle_on_a_fixed_rate_engine_stays_bounded_and_reports_everything(
 
     // The reports are complete.
     let r = results(&dir);
-    let models = r["models"].as_array().expect("models");
+    let models = &r.models;
     assert_eq!(models.len(), MODELS);
     for m in models {
-        assert_eq!(m["status"]["state"], "measured", "{}", m["model"]);
-        assert_eq!(m["runs"].as_array().map(Vec::len), Some(PROMPTS * REPS), "{}", m["model"]);
+        assert_eq!(m.status, ModelStatus::Measured, "{}", m.model);
+        assert_eq!(m.runs.len(), PROMPTS * REPS, "{}", m.model);
     }
     let csv = std::fs::read_to_string(dir.join("data/results.csv")).expect("results.csv");
     assert_eq!(csv.lines().count(), 1 + MODELS * PROMPTS * REPS, "header + one row per measured request");
@@ -67,9 +68,9 @@ fn a_20_model_cycle_on_a_fixed_rate_engine_stays_bounded_and_reports_everything(
     // The fixed rate came through: the engine's own figure is exactly the configured rate and
     // the client's is close to it (looser: two loaded cores).
     for m in models {
-        for run in m["runs"].as_array().expect("runs") {
-            assert_eq!(run["output_tokens"], 16, "{run}");
-            assert_eq!(run["engine_decode_tps"].as_f64(), Some(500.0), "{run}");
+        for run in &m.runs {
+            assert_eq!(run.output_tokens, 16, "{run:?}");
+            assert_eq!(run.engine_decode_tps, Some(500.0), "{run:?}");
         }
     }
 

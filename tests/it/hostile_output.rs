@@ -8,6 +8,8 @@
 
 use super::cycle_crash::{Cluster, assert_exactly_once_of, csv_records};
 use super::support::*;
+use protocol::operator::CycleState;
+use protocol::results::ModelStatus;
 use std::path::{Path, PathBuf};
 
 fn hostile_engine() -> PathBuf {
@@ -77,17 +79,18 @@ fn hostile_model_output_is_stored_capped_and_rendered_safely_everywhere() {
     let c = Cluster::start(tmp.path());
     let cycle = c.start_cycle(&hostile_plan(tmp.path()));
     let rec = c.wait_for(&cycle, "the hostile cycle to finish", 400, |r| {
-        matches!(r["state"]["state"].as_str(), Some("completed" | "failed"))
+        matches!(r.state, CycleState::Completed | CycleState::Failed { .. })
     });
-    assert_eq!(rec["state"]["state"], "completed", "{rec}; logs in {}", c.logs.display());
+    assert_eq!(rec.state, CycleState::Completed, "{rec:?}; logs in {}", c.logs.display());
     let dir = c.out.join(&cycle);
 
     // Measured and nothing lost: every prompt once, the erroring model skipped with a reason.
     assert_exactly_once_of(&c.out, &cycle, &["hello", "huge", "binary", "inject"], 1);
     let r = results(&dir);
-    let m = &r["models"][0];
-    assert_eq!(m["status"]["state"], "measured", "{m}");
-    assert_ne!(r["models"][1]["status"]["state"], "measured", "{}", r["models"][1]);
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    let erroring = r.models.get(1).expect("the erroring model's result");
+    assert_ne!(erroring.status, ModelStatus::Measured, "{erroring:?}");
 
     // Every file is valid UTF-8; rendered formats carry no control character.
     let files = files_under(&dir);
@@ -116,9 +119,8 @@ fn hostile_model_output_is_stored_capped_and_rendered_safely_everywhere() {
     for piece in ["<script>document.title='pwned'</script>", "| forged | table |", "=HYPERLINK(", "```"] {
         assert!(inject.contains(piece), "the answer lost {piece:?}: {inject:?}");
     }
-    let runs = m["runs"].as_array().expect("runs");
-    let huge_run = runs.iter().find(|x| x["prompt_id"] == "huge").expect("huge run");
-    assert_eq!(huge_run["answer"]["size"].as_u64(), Some(huge.len() as u64), "{huge_run}");
+    let huge_run = m.runs.iter().find(|x| x.prompt_id == "huge").expect("huge run");
+    assert_eq!(huge_run.answer.as_ref().map(|a| a.size), Some(huge.len() as u64), "{huge_run:?}");
     let bench = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");
     assert!(
         bench.contains("1 of 4 answers were longer than the engine client keeps and were cut at 4 MiB"),

@@ -1,5 +1,8 @@
 //! Finding the real parts and running the binary.
 
+use protocol::messages::BenchmarkResults;
+use protocol::operator::{CycleRecord, OperatorReply};
+use protocol::results::{EscalationRecord, ModelResult};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -94,10 +97,58 @@ pub fn cycle_dir(out: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
-/// The results the Documentation agent wrote.
-pub fn results(dir: &Path) -> serde_json::Value {
+/// The results the Documentation agent wrote (`data/results.json` of the cycle folder `dir`).
+pub fn results(dir: &Path) -> BenchmarkResults {
     let text = std::fs::read_to_string(dir.join("data/results.json")).expect("results.json");
-    serde_json::from_str(&text).expect("results.json is JSON")
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("results.json is not BenchmarkResults: {e}\n{text}"))
+}
+
+/// The first model's results (most tests measure one model).
+pub fn first_model(r: &BenchmarkResults) -> &ModelResult {
+    r.models.first().expect("results.json has at least one model")
+}
+
+/// The settings attempt `n` (from 0) of `m` changed, as `key=value` words; empty when there
+/// is no such attempt. Written with `to_string` so it reads a typed setting that displays as
+/// `key=value` as well as a plain string.
+pub fn attempt_changes(m: &ModelResult, n: usize) -> Vec<String> {
+    m.attempts.get(n).map(|a| a.changes.iter().map(ToString::to_string).collect()).unwrap_or_default()
+}
+
+/// Main's reply as a `threadcycle … --json` command printed it; None when the command failed
+/// or printed something else.
+pub fn reply(o: &Output) -> Option<OperatorReply> {
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+}
+
+/// Runs `threadcycle <args> --json --nats <nats_url>` and returns Main's reply; None when Main
+/// did not answer (yet) or refused.
+pub fn ask_main(nats_url: &str, args: &[&str]) -> Option<OperatorReply> {
+    reply(&threadcycle().args(args).args(["--json", "--nats", nats_url]).output().expect("run cli"))
+}
+
+/// The cycle id of a `Started` reply.
+pub fn started_cycle(reply: &OperatorReply) -> Option<&str> {
+    match reply {
+        OperatorReply::Started { cycle } => Some(cycle),
+        _ => None,
+    }
+}
+
+/// The first cycle record of a `Status` reply (the one asked for by `status <cycle>`).
+pub fn first_cycle(reply: &OperatorReply) -> Option<&CycleRecord> {
+    match reply {
+        OperatorReply::Status { cycles, .. } => cycles.first(),
+        _ => None,
+    }
+}
+
+/// The records of an `Escalations` reply.
+pub fn escalation_items(reply: &OperatorReply) -> &[EscalationRecord] {
+    match reply {
+        OperatorReply::Escalations { items } => items,
+        _ => &[],
+    }
 }
 
 /// Serialises the tests that run real engines: two cores cannot time two llama-servers fairly.

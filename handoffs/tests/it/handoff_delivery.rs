@@ -117,15 +117,13 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
     let docs = bus(&server, Role::Documentation).await;
     let js = raw_js(&server).await;
     let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
-    let mut newer: serde_json::Value = serde_json::from_slice(&package(vec![]).to_bytes()).expect("json");
-    newer["schema"] = 99.into();
-    let mut wrong_role: serde_json::Value = serde_json::from_slice(&package(vec![]).to_bytes()).expect("json");
-    wrong_role["to"] = "reader".into();
+    let newer = Envelope { schema: 99, ..package(vec![]) };
+    let wrong_role = Envelope { to: Role::Reader, ..package(vec![]) };
     let bad: Vec<Vec<u8>> = vec![
         b"\x00\xff not json".to_vec(),
         b"{\"schema\":1,\"kind\":\"cycle_plan\"".to_vec(),
-        newer.to_string().into_bytes(),
-        wrong_role.to_string().into_bytes(),
+        newer.to_bytes(),
+        wrong_role.to_bytes(),
     ];
     for (i, b) in bad.iter().enumerate() {
         js.send_publish(
