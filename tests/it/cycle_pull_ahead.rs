@@ -4,7 +4,7 @@
 //! measurements were not clean.
 
 use super::support::*;
-use protocol::events::{Event, EventBody};
+use protocol::events::{Event, EventBody, Step};
 use protocol::results::ModelStatus;
 
 const TAGS: [&str; 3] = ["fake-a:1b", "fake-b:1b", "fake-c:1b"];
@@ -31,15 +31,20 @@ fn plan(dir: &std::path::Path, store: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
-/// Writer step events of one model: (time, text).
-fn steps<'a>(events: &'a [Event], model: &str) -> Vec<(chrono::DateTime<chrono::Utc>, &'a str)> {
+/// Writer step events of one model: (time, step).
+fn steps<'a>(events: &'a [Event], model: &str) -> Vec<(chrono::DateTime<chrono::Utc>, &'a Step)> {
     events
         .iter()
         .filter_map(|e| match &e.body {
-            EventBody::Step { model: m, what } if m == model => Some((e.at, what.as_str())),
+            EventBody::Step { model: m, step } if m == model => Some((e.at, step)),
             _ => None,
         })
         .collect()
+}
+
+/// Whether `s` is a pull of `tag` by the model's own deployment (its start or its progress).
+fn own_pull(s: &Step, tag: &str) -> bool {
+    matches!(s, Step::Pulling { model, .. } | Step::Pulled { model, .. } if model == tag)
 }
 
 /// When each of a model's measured requests ended.
@@ -93,26 +98,26 @@ fn pull_ahead_pulls_the_next_model_during_the_measurement_and_its_deploy_skips_t
 
     // The first model has nothing before it: its own deployment pulls it.
     let first = steps(&events, "m1");
-    assert!(first.iter().any(|(_, w)| *w == "pulling fake-a:1b"), "{first:?}");
+    assert!(first.iter().any(|(_, s)| own_pull(s, "fake-a:1b")), "{first:?}");
 
     for (i, prev) in [(1usize, "m1"), (2, "m2")] {
         let (name, tag) = (format!("m{}", i + 1), TAGS[i]);
         let own = steps(&events, &name);
         let started = own
             .iter()
-            .find(|(_, w)| w.starts_with(&format!("pull-ahead: pulling {tag} while {prev} is measured")))
+            .find(|(_, s)| matches!(s, Step::PullAhead { model, measuring } if model == tag && measuring == prev))
             .unwrap_or_else(|| panic!("no pull-ahead of {tag} during {prev}: {own:?}"))
             .0;
         let pulled = own
             .iter()
-            .find(|(_, w)| w.starts_with(&format!("pull-ahead: {tag} pulled")))
+            .find(|(_, s)| matches!(s, Step::PullAheadDone { model, .. } if model == tag))
             .unwrap_or_else(|| panic!("the pull-ahead of {tag} did not finish: {own:?}"))
             .0;
         // The measurement of `prev` runs from its engine being ready to its last request's end;
         // `run_measured` is published as each request ends.
         let ready = steps(&events, prev)
             .into_iter()
-            .find(|(_, w)| w.starts_with("engine ready"))
+            .find(|(_, s)| matches!(s, Step::EngineReady { .. }))
             .unwrap_or_else(|| panic!("{prev} never became ready"))
             .0;
         let prev_runs = measured_times(&events, prev);
@@ -121,12 +126,13 @@ fn pull_ahead_pulls_the_next_model_during_the_measurement_and_its_deploy_skips_t
             ready <= started && started < first_end && pulled < last_end,
             "{tag} should be pulled while {prev} is measured (ready {ready}, requests end {first_end} … {last_end}); pull-ahead {started} … {pulled}"
         );
-        assert!(own.iter().any(|(_, w)| *w == format!("{tag} already present: pull skipped")), "{own:?}");
-        assert!(!own.iter().any(|(_, w)| *w == format!("pulling {tag}")), "{name} pulled again: {own:?}");
+        assert!(own.iter().any(|(_, s)| matches!(s, Step::ModelPresent { model } if model == tag)), "{own:?}");
+        assert!(!own.iter().any(|(_, s)| own_pull(s, tag)), "{name} pulled again: {own:?}");
     }
     // Nothing after the last model.
     assert!(
-        !events.iter().any(|e| matches!(&e.body, EventBody::Step { what, .. } if what.contains("pulling fake-d"))),
+        !events.iter().any(|e| matches!(&e.body, EventBody::Step { step: Step::Pulling { model, .. }
+            | Step::Pulled { model, .. } | Step::PullAhead { model, .. }, .. } if model.starts_with("fake-d"))),
         "pulled past the plan's end"
     );
     // The store holds every model, as a real Ollama would after the cycle.
