@@ -12,6 +12,7 @@ pub mod operator;
 pub mod plan;
 pub mod results;
 pub mod subjects;
+pub mod text;
 
 pub use envelope::{Envelope, EnvelopeError, Payload, SCHEMA_VERSION};
 pub use ids::{CycleId, HostId, IdError, Role};
