@@ -154,3 +154,16 @@ pub(super) fn results_csv(results: &BenchmarkResults) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{csv_field, csv_text};
+
+    #[test]
+    fn text_from_outside_is_cleaned_and_defused() {
+        assert_eq!(csv_text("=1+1\u{1b}[2J"), "'=1+1␛[2J");
+        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_text("a\rb"), "a␍b");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}
