@@ -49,11 +49,20 @@ pub(super) fn structure(runs: &[&RunResult]) -> Structure {
 }
 
 pub(super) fn page(ctx: &Ctx) -> String {
-    let plan = ctx.plan;
     let mut s = String::new();
-    let _ = writeln!(s, "# Answer quality — {} (cycle {})\n", inline(&plan.name), ctx.cycle());
+    let _ = writeln!(s, "# Answer quality — {} (cycle {})\n", inline(&ctx.plan.name), ctx.cycle());
     s.push_str(&nav("quality.md"));
     s.push_str("The structure of each answer, read with a markdown parser, and how many of the prompt's required topics (the plan's rubric) it mentions. These are structural measures: they say whether an answer is complete and organised, not whether it is correct. Figures are means over the repetitions.\n");
+    s.push_str(&per_model_and_prompt(ctx));
+    s.push_str(&against_the_baseline(ctx));
+    s.push_str(&sample_answers(ctx));
+    s
+}
+
+/// Structure and rubric coverage of each model's answers to each prompt.
+fn per_model_and_prompt(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let mut s = String::new();
     let prompt_spec = |id: &str| plan.prompts.iter().find(|p| p.id == id);
     s.push_str("\n## Per model and prompt\n\n");
     let mut rows = Vec::new();
@@ -109,6 +118,13 @@ pub(super) fn page(ctx: &Ctx) -> String {
         }
     }
 
+    s
+}
+
+/// Each larger model's answers against the plan's smallest model's, prompt by prompt.
+fn against_the_baseline(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let mut s = String::new();
     s.push_str("\n## Against the baseline\n\n");
     let smallest = plan
         .models
@@ -190,6 +206,14 @@ pub(super) fn page(ctx: &Ctx) -> String {
         },
     }
 
+    s
+}
+
+/// The first measured repetition of each prompt, as the model wrote it.
+fn sample_answers(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let mut s = String::new();
+    let prompt_spec = |id: &str| plan.prompts.iter().find(|p| p.id == id);
     s.push_str("\n## Sample answers\n\n");
     s.push_str("The first measured repetition of each prompt, shown as the model wrote it (as plain text: nothing in an answer is rendered).\n");
     for v in ctx.measured() {

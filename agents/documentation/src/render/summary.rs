@@ -13,6 +13,16 @@ use protocol::results::{CheckStatus, ModelStatus};
 use std::fmt::Write as _;
 
 pub(super) fn page(ctx: &Ctx) -> String {
+    let mut s = cycle_and_host(ctx);
+    s.push_str(&results(ctx));
+    s.push_str(&criteria_and_claims(ctx));
+    s.push_str(&host_checks(ctx));
+    s.push_str(&reports(ctx));
+    s
+}
+
+/// The title, what the cycle tested, and the cycle, plan, host and GPU in a table.
+fn cycle_and_host(ctx: &Ctx) -> String {
     let ver = &ctx.input.results.verification;
     let plan = ctx.plan;
     let host = &ver.host;
@@ -69,6 +79,13 @@ pub(super) fn page(ctx: &Ctx) -> String {
         ],
     ];
     s.push_str(&table(&["Item", "Value"], &[], &rows));
+    s
+}
+
+/// How many models were measured, and each one's outcome and headline figures.
+fn results(ctx: &Ctx) -> String {
+    let plan = ctx.plan;
+    let mut s = String::new();
     s.push_str("\n## Results\n\n");
     let measured = ctx.measured().count();
     let failed = ctx.views.iter().filter(|v| matches!(v.r.status, ModelStatus::Failed { .. })).count();
@@ -101,6 +118,12 @@ pub(super) fn page(ctx: &Ctx) -> String {
     for name in plan.models.iter().map(|m| &m.name).filter(|n| !ctx.views.iter().any(|v| &v.r.model == *n)) {
         let _ = writeln!(s, "\nThe plan lists {}, but the results hold nothing for it.", inline(name));
     }
+    s
+}
+
+/// The success criteria in brief and the claims ledger's summary.
+fn criteria_and_claims(ctx: &Ctx) -> String {
+    let mut s = String::new();
     s.push_str("\n## Success criteria\n\n");
     if ctx.criteria.is_empty() {
         s.push_str("The plan sets no success criteria (add a `[criteria]` table to hold results to thresholds).\n");
@@ -123,6 +146,13 @@ pub(super) fn page(ctx: &Ctx) -> String {
         ledger::summary(&ledger::entries(ctx)),
         ledger::PATH
     );
+    s
+}
+
+/// The host checks that did not pass, and the escalations raised.
+fn host_checks(ctx: &Ctx) -> String {
+    let ver = &ctx.input.results.verification;
+    let mut s = String::new();
     s.push_str("\n## Host checks\n\n");
     let checks = &ver.checks;
     let n = |st: CheckStatus| checks.iter().filter(|c| c.status == st).count();
@@ -149,6 +179,12 @@ pub(super) fn page(ctx: &Ctx) -> String {
         ctx.escalations.len(),
         if open.is_empty() { String::new() } else { format!(", {} without a recorded decision", open.len()) }
     );
+    s
+}
+
+/// Links to every other page, the data files and the charts.
+fn reports(ctx: &Ctx) -> String {
+    let mut s = String::new();
     s.push_str("\n## Reports\n\n");
     s.push_str("- [Benchmark report](benchmark-report.md): the validation matrix (projected against measured), per-prompt figures, metric definitions, host checks, fit verdicts, criteria and reproducibility manifests.\n");
     s.push_str("- [Deployment guide](deployment-guide.md): the exact settings each measured model ran with, as `docker run`, command lines and compose.\n");
