@@ -4,10 +4,8 @@
 use super::ctx::Ctx;
 use super::format::{DASH, mib, num};
 use super::paths::nav;
-use super::view::Effective;
-use super::view::outcome;
-use crate::markdown::{cell, fence, inline, table};
-use crate::markdown::{shell_word, yaml_str};
+use super::view::{Effective, View, outcome};
+use crate::markdown::{cell, fence, inline, shell_word, table, yaml_str};
 use protocol::launch::{ContainerLaunch, Launch};
 use protocol::plan::{EngineKind, GpuRequest, ModelSpec, Plan, Runtime};
 use std::fmt::Write as _;
@@ -25,99 +23,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
             continue;
         };
         any = true;
-        let _ = writeln!(s, "\n## {}\n", v.name());
-        match (e.attempt, e.changes.is_empty()) {
-            (Some(n), true) if n <= 1 => s.push_str("Measured on the first attempt with the plan's settings.\n\n"),
-            (n, _) => {
-                let _ = writeln!(
-                    s,
-                    "Measured on attempt {} after these changes to the plan: {}. See the [troubleshooting log](troubleshooting.md).\n",
-                    n.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
-                    if e.changes.is_empty() {
-                        "none".to_string()
-                    } else {
-                        e.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
-                    }
-                );
-            }
-        }
-        let port = spec.port.unwrap_or(match spec.engine {
-            EngineKind::Ollama => 11434,
-            EngineKind::LlamaServer => 8080,
-        });
-        let mut rows = vec![
-            vec![
-                "Engine".into(),
-                match spec.engine {
-                    EngineKind::Ollama => "Ollama".into(),
-                    EngineKind::LlamaServer => "llama.cpp `llama-server`".into(),
-                },
-            ],
-            vec![
-                "Runtime".into(),
-                match spec.runtime {
-                    Runtime::Docker => "Docker container".into(),
-                    Runtime::Process => "host process".into(),
-                },
-            ],
-            vec!["Model".into(), cell(e.tag.as_deref().or(e.model_path.as_deref()).unwrap_or(&spec.name))],
-        ];
-        if spec.runtime == Runtime::Docker {
-            rows.push(vec!["Image".into(), spec.image.as_deref().map(cell).unwrap_or_else(|| DASH.into())]);
-            rows.push(vec![
-                "Memory limit".into(),
-                e.memory_limit_gb.map(|g| format!("{} GiB (swap off)", num(g))).unwrap_or_else(|| "none".into()),
-            ]);
-            rows.push(vec![
-                "GPUs".into(),
-                match &spec.gpus {
-                    Some(GpuRequest::All) => "all".into(),
-                    Some(GpuRequest::Indices(ix)) => ix.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
-                    Some(GpuRequest::None) | None => "none".into(),
-                },
-            ]);
-        }
-        rows.push(vec![
-            "Port".into(),
-            if spec.port.is_some() {
-                port.to_string()
-            } else {
-                format!("{port} (the plan sets none; the engine's usual port is shown)")
-            },
-        ]);
-        rows.push(vec!["Context".into(), format!("{} tokens", e.context)]);
-        rows.push(vec!["Parallel slots".into(), ctx.plan.defaults.parallel.to_string()]);
-        rows.push(vec![
-            "GPU layers".into(),
-            match e.gpu_layers {
-                Some(l) if l >= 0 => l.to_string(),
-                _ => "engine decides".into(),
-            },
-        ]);
-        rows.push(vec![
-            "CPU threads".into(),
-            e.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into()),
-        ]);
-        rows.push(vec!["Load timeout".into(), format!("{} s", e.load_timeout_s)]);
-        for (k, val) in &e.env {
-            rows.push(vec![format!("Environment {}", cell(k)), cell(val)]);
-        }
-        if !e.args.is_empty() {
-            rows.push(vec!["Extra arguments".into(), cell(&e.args.join(" "))]);
-        }
-        rows.push(vec![
-            "Measured with".into(),
-            format!(
-                "{} (layers on GPU: {})",
-                cell(&v.r.manifest.engine),
-                v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
-            ),
-        ]);
-        s.push_str(&table(&["Setting", "Value"], &[], &rows));
-        match &v.r.launch {
-            Some(launch) => launch_steps(&mut s, ctx.plan, spec, e, launch),
-            None => recorded_lines_step(&mut s, &v.r.deployment),
-        }
+        model_section(&mut s, ctx, v, spec, e);
     }
     if !any {
         s.push_str("\nNo model was measured, so there are no settings to recommend yet.\n");
@@ -128,6 +34,105 @@ pub(super) fn page(ctx: &Ctx) -> String {
         let _ = writeln!(s, "\nNot covered here because they were not measured: {}.", not.join("; "));
     }
     s
+}
+
+/// One measured model: how it got measured, its settings, and the steps to run it the same way.
+fn model_section(s: &mut String, ctx: &Ctx, v: &View, spec: &ModelSpec, e: &Effective) {
+    let _ = writeln!(s, "\n## {}\n", v.name());
+    match (e.attempt, e.changes.is_empty()) {
+        (Some(n), true) if n <= 1 => s.push_str("Measured on the first attempt with the plan's settings.\n\n"),
+        (n, _) => {
+            let _ = writeln!(
+                s,
+                "Measured on attempt {} after these changes to the plan: {}. See the [troubleshooting log](troubleshooting.md).\n",
+                n.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                if e.changes.is_empty() {
+                    "none".to_string()
+                } else {
+                    e.changes.iter().map(|c| cell(c)).collect::<Vec<_>>().join(", ")
+                }
+            );
+        }
+    }
+    s.push_str(&settings_table(ctx, v, spec, e));
+    match &v.r.launch {
+        Some(launch) => launch_steps(s, ctx.plan, spec, e, launch),
+        None => recorded_lines_step(s, &v.r.deployment),
+    }
+}
+
+/// The settings a model was measured with, as a table.
+fn settings_table(ctx: &Ctx, v: &View, spec: &ModelSpec, e: &Effective) -> String {
+    let port = spec.port.unwrap_or(match spec.engine {
+        EngineKind::Ollama => 11434,
+        EngineKind::LlamaServer => 8080,
+    });
+    let mut rows = vec![
+        vec![
+            "Engine".into(),
+            match spec.engine {
+                EngineKind::Ollama => "Ollama".into(),
+                EngineKind::LlamaServer => "llama.cpp `llama-server`".into(),
+            },
+        ],
+        vec![
+            "Runtime".into(),
+            match spec.runtime {
+                Runtime::Docker => "Docker container".into(),
+                Runtime::Process => "host process".into(),
+            },
+        ],
+        vec!["Model".into(), cell(e.tag.as_deref().or(e.model_path.as_deref()).unwrap_or(&spec.name))],
+    ];
+    if spec.runtime == Runtime::Docker {
+        rows.push(vec!["Image".into(), spec.image.as_deref().map(cell).unwrap_or_else(|| DASH.into())]);
+        rows.push(vec![
+            "Memory limit".into(),
+            e.memory_limit_gb.map(|g| format!("{} GiB (swap off)", num(g))).unwrap_or_else(|| "none".into()),
+        ]);
+        rows.push(vec![
+            "GPUs".into(),
+            match &spec.gpus {
+                Some(GpuRequest::All) => "all".into(),
+                Some(GpuRequest::Indices(ix)) => ix.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+                Some(GpuRequest::None) | None => "none".into(),
+            },
+        ]);
+    }
+    rows.push(vec![
+        "Port".into(),
+        if spec.port.is_some() {
+            port.to_string()
+        } else {
+            format!("{port} (the plan sets none; the engine's usual port is shown)")
+        },
+    ]);
+    rows.push(vec!["Context".into(), format!("{} tokens", e.context)]);
+    rows.push(vec!["Parallel slots".into(), ctx.plan.defaults.parallel.to_string()]);
+    rows.push(vec![
+        "GPU layers".into(),
+        match e.gpu_layers {
+            Some(l) if l >= 0 => l.to_string(),
+            _ => "engine decides".into(),
+        },
+    ]);
+    rows.push(vec!["CPU threads".into(), e.threads.map(|t| t.to_string()).unwrap_or_else(|| "engine default".into())]);
+    rows.push(vec!["Load timeout".into(), format!("{} s", e.load_timeout_s)]);
+    for (k, val) in &e.env {
+        rows.push(vec![format!("Environment {}", cell(k)), cell(val)]);
+    }
+    if !e.args.is_empty() {
+        rows.push(vec!["Extra arguments".into(), cell(&e.args.join(" "))]);
+    }
+    rows.push(vec![
+        "Measured with".into(),
+        format!(
+            "{} (layers on GPU: {})",
+            cell(&v.r.manifest.engine),
+            v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
+        ),
+    ]);
+    table(&["Setting", "Value"], &[], &rows)
 }
 
 /// Step 1 when the Writer recorded no launch (results from before it did): its recorded lines,

@@ -1,8 +1,7 @@
 //! One model as the reports see it: its results, its plan entry and fit verdict, the figures
 //! over its runs, the settings it was measured with, and what its energy cost per token.
 
-use crate::markdown::cell;
-use crate::markdown::cell_short;
+use crate::markdown::{cell, cell_short};
 use protocol::plan::{ModelSpec, Plan, Runtime};
 use protocol::results::{FitVerdict, ModelResult, ModelStatus, RunResult, Stat, TelemetrySummary};
 use std::collections::BTreeMap;
