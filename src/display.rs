@@ -8,22 +8,8 @@ use protocol::results::{EscalationRecord, Fit, FitVerdict};
 use std::path::Path;
 
 /// Text from outside (an engine's error, a container's log, a model's answer, a reason another
-/// agent wrote) made safe for a terminal: control characters other than newline and tab are
-/// shown as visible symbols (ESC as `␛`, NUL as `␀`, DEL as `␡`, C1 controls as `<U+009B>`)
-/// instead of moving the cursor, clearing the screen or retitling the window.
-pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            '\u{0}'..='\u{1f}' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
-            '\u{7f}' => out.push('\u{2421}'),
-            '\u{80}'..='\u{9f}' => out.push_str(&format!("<U+{:04X}>", c as u32)),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// agent wrote) made safe for a terminal: the one cleaner, [`protocol::text::terminal_safe`].
+pub use protocol::text::terminal_safe as clean;
 
 fn gib(b: u64) -> String {
     format!("{:.1} GB", b as f64 / (1u64 << 30) as f64)

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod results;
 pub mod settings;
 pub mod subjects;
+pub mod text;
 
 pub use envelope::{Envelope, EnvelopeError, Payload, SCHEMA_VERSION};
 pub use ids::{CycleId, HostId, IdError, Role};

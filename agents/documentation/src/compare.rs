@@ -189,7 +189,7 @@ pub fn compare(a_cycle: &str, a: &BenchmarkResults, b_cycle: &str, b: &Benchmark
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::fixture;
+    use crate::fixture::report as fixture;
 
     #[test]
     fn snapshot_comparison_flags_regressions() {

@@ -12,3 +12,13 @@ pub mod html;
 pub mod markdown;
 pub mod merge;
 pub mod render;
+
+/// The crate under the name its integration tests and bench use, so the shared fixture resolves
+/// the same everywhere.
+#[cfg(test)]
+extern crate self as threadcycle_documentation;
+
+/// The one report fixture, shared with `tests/browser.rs` and `benches/render.rs`.
+#[cfg(test)]
+#[path = "../tests/fixtures/report.rs"]
+mod fixture;

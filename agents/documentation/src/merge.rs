@@ -1,65 +1,9 @@
 //! A several-host cycle's results: one `benchmark_results` per host, merged into the one set the
-//! reports are rendered from (a pure function, so a redelivery merges the same way), and the
-//! benchmark report's sections that only such a cycle has: every host's facts and checks, and
-//! where each model was placed and why.
+//! reports are rendered from (a pure function, so a redelivery merges the same way). The
+//! benchmark report's sections that only such a cycle has (every host's facts and checks, where
+//! each model was placed and why) are in `render/host.rs`.
 
-use crate::markdown::{cell, inline, table};
-use crate::render::{checks_table, fit_word, host_facts_table};
 use protocol::messages::{BenchmarkResults, HostVerification, Placement};
-use protocol::results::Fit;
-use std::fmt::Write as _;
-
-/// Every host's facts and checks, one subsection per host.
-pub fn hosts_section(results: &BenchmarkResults) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "This cycle ran on {} hosts; each Reader measured its own.", results.hosts.len());
-    for h in &results.hosts {
-        let _ = writeln!(s, "\n### Host {}\n", inline(&h.host.host_id));
-        s.push_str(&host_facts_table(&h.host));
-        s.push('\n');
-        s.push_str(&checks_table(&h.checks));
-    }
-    s
-}
-
-/// Where Main placed each model and why, with every host's verdict, and the concurrent phase.
-pub fn placement_section(results: &BenchmarkResults) -> String {
-    let Some(p) = &results.verification.placement else { return String::new() };
-    let mut s = String::from("\n## Placement\n\n");
-    s.push_str("Main placed each model on a host where the Reader predicted it fits fully (go), balancing the number of models among those; a model that fits fully nowhere went to the host with the best partial offload; one that fits nowhere was not run.\n\n");
-    let mut headers = vec!["Model", "Host", "Why"];
-    headers.extend(p.hosts.iter().map(String::as_str));
-    let rows: Vec<Vec<String>> = p
-        .models
-        .iter()
-        .map(|m| {
-            let mut row = vec![
-                cell(&m.model),
-                if m.fit == Fit::NoGo { format!("none ({} reports it)", inline(&m.host)) } else { inline(&m.host) },
-                cell(&m.reason),
-            ];
-            for h in &p.hosts {
-                row.push(
-                    m.verdicts.iter().find(|v| &v.host == h).map(|v| fit_word(v.fit).to_string()).unwrap_or_default(),
-                );
-            }
-            row
-        })
-        .collect();
-    // The host names are headers: show them as the operator typed them, escaped for a cell.
-    let escaped: Vec<String> = headers.iter().map(|h| cell(h)).collect();
-    let refs: Vec<&str> = escaped.iter().map(String::as_str).collect();
-    s.push_str(&table(&refs, &[], &rows));
-    if results.verification.plan.concurrent.is_some() {
-        let _ = writeln!(
-            s,
-            "\nConcurrent phase: {} — {}",
-            p.concurrent.as_deref().map(|h| format!("on host {}", inline(h))).unwrap_or_else(|| "not run".into()),
-            cell(&p.concurrent_reason)
-        );
-    }
-    s
-}
 
 /// Why the hosts' results could not be merged.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -128,7 +72,7 @@ pub fn merge(placement: &Placement, mut parts: Vec<BenchmarkResults>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::fixture;
+    use crate::fixture::report as fixture;
     use protocol::messages::{HostVerdict, ModelPlacement};
     use protocol::results::Fit;
 

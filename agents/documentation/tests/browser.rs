@@ -7,19 +7,15 @@
 //!
 //! `make test` installs Chromium (`make browser`); without it the test fails and says so.
 
-use protocol::messages::{BenchmarkResults, VerificationReport};
-use protocol::plan::Plan;
-use protocol::results::{
-    AnswerAnalysis, Attempt, BlobRef, Check, CheckStatus, Fit, FitVerdict, GpuInfo, HostFacts, Manifest, MetricSummary,
-    ModelResult, ModelStatus, Percentiles, RunResult, TelemetrySummary,
-};
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use threadcycle_documentation::html::page_anchor;
 use threadcycle_documentation::render::{PAGES, ReportInput, render_reports};
+
+#[path = "fixtures/report.rs"]
+mod fixture;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one Chromium run may take before it is killed.
@@ -31,260 +27,19 @@ const HOSTILE: &str = "Sure! <script>document.title='PWNED';document.body.setAtt
 ```\n</code></pre><script>document.title='PWNED'</script>\n````\n\
 <iframe src=\"javascript:document.title='PWNED'\"></iframe> & done";
 
-const PLAN: &str = r#"
-name = "Browser check"
-description = "A small cycle whose answers try to run script in the report."
-
-[defaults]
-repetitions = 2
-max_tokens = 512
-context = 4096
-cv_flag = 0.10
-
-[[models]]
-name = "qwen25-coder-14b"
-engine = "ollama"
-runtime = "docker"
-tag = "qwen2.5-coder:14b"
-image = "ollama/ollama:0.12.6"
-memory_limit_gb = 24
-gpus = "all"
-port = 11434
-params_b = 14.8
-projected = { ram_gb = { min = 2, max = 4 }, vram_gb = { min = 10, max = 12 }, response_time_s = { min = 8, max = 20 }, words = { min = 250, max = 450 } }
-
-[[models]]
-name = "gemma3-270m"
-engine = "llama-server"
-runtime = "process"
-model_path = "/srv/models/gemma-3-270m-it-Q4_K_M.gguf"
-gpu_layers = 0
-threads = 8
-params_b = 0.27
-
-[[prompts]]
-id = "lab-architecture"
-title = "Design a homelab inference architecture"
-text = "Design ..."
-required_topics = ["GPU", "memory"]
-
-[[prompts]]
-id = "rust-parser"
-title = "Write a streaming NDJSON parser in Rust"
-text = "Write ..."
-required_topics = ["error handling", "tests"]
-
-[criteria]
-min_decode_tps = 10
-max_temp_c = 83
-"#;
-
-const GIB: u64 = 1 << 30;
-
-fn run(model: &str, prompt: &str, rep: u32, ttft: f64, tps: f64, excerpt: &str) -> RunResult {
-    let tokens = 400 + rep * 10;
-    let e2e = ttft + f64::from(tokens - 1) / tps * 1000.0;
-    RunResult {
-        prompt_id: prompt.into(),
-        repetition: rep,
-        nonce: format!("{rep:08x}"),
-        ttft_ms: ttft,
-        e2e_ms: e2e,
-        tpot_ms: Some((e2e - ttft) / f64::from(tokens - 1)),
-        itl_ms: Some(Percentiles { p50: 1000.0 / tps, p90: 1100.0 / tps, p99: 1300.0 / tps }),
-        output_tokens: tokens,
-        prompt_tokens: Some(120),
-        client_decode_tps: Some(tps),
-        engine_decode_tps: Some(tps * 1.02),
-        engine_prefill_tps: Some(900.0),
-        engine_prompt_ms: Some(130.0),
-        finish_reason: Some("stop".into()),
-        analysis: AnswerAnalysis {
-            words: 300 + rep,
-            headings: 2,
-            code_blocks: 1,
-            list_items: 4,
-            tables: 0,
-            topics_covered: vec!["GPU".into()],
-            topics_missing: vec!["memory".into()],
-        },
-        answer: Some(BlobRef {
-            key: format!("answers/{model}/{prompt}-{rep}"),
-            sha256: format!("{rep:064x}"),
-            size: 2048,
-        }),
-        excerpt: excerpt.into(),
-    }
-}
-
-fn metric(peak: f64, mean: f64, min: f64) -> Option<MetricSummary> {
-    Some(MetricSummary { peak, mean, min, samples: 40 })
-}
-
-fn manifest(model: &str, engine: &str) -> Manifest {
-    Manifest {
-        host: "gpubox".into(),
-        cpu: "AMD Ryzen 9 7950X".into(),
-        gpu: "NVIDIA GeForce RTX 4090".into(),
-        engine: engine.into(),
-        model: model.into(),
-        context: 4096,
-        seed: 42,
-        plan_hash: "0".repeat(64),
-        threadcycle_version: "0.1.0".into(),
-        ..Manifest::default()
-    }
-}
-
-fn telemetry(model: &str) -> Option<TelemetrySummary> {
-    Some(TelemetrySummary {
-        sample_hz: 2.0,
-        samples: 40,
-        duration_s: 20.0,
-        gpu_temp_c: metric(70.0, 62.0, 40.0),
-        gpu_power_w: metric(320.0, 280.0, 60.0),
-        engine_mem_bytes: metric(3.0 * GIB as f64, 2.5 * GIB as f64, 1.0 * GIB as f64),
-        host_mem_available_bytes: metric(50.0 * GIB as f64, 48.0 * GIB as f64, 47.0 * GIB as f64),
-        series: Some(BlobRef {
-            key: format!("telemetry/c-browser/{model}/attempt-1"),
-            sha256: "0".repeat(64),
-            size: 1024,
-        }),
-        ..TelemetrySummary::default()
-    })
-}
-
-/// A sampler CSV with the columns the charts over time read.
-fn series(points: u32, mem_gib: f64, gpu: bool) -> String {
-    let mut csv = String::from("t_s,samples,gpu_temp_c,gpu_power_w,engine_mem_bytes,host_mem_available_bytes\n");
-    for i in 0..points {
-        let f = f64::from(i) / f64::from(points - 1);
-        let mem = (mem_gib * (0.5 + 0.5 * f) * GIB as f64).round();
-        let avail = 50.0 * GIB as f64 - mem;
-        let (temp, watts) = if gpu {
-            (format!("{:.1}", 40.0 + 30.0 * f.sqrt()), format!("{:.1}", 60.0 + 250.0 * f.min(0.2) * 5.0))
-        } else {
-            (String::new(), String::new())
-        };
-        csv.push_str(&format!("{:.1},4,{temp},{watts},{mem},{avail}\n", f64::from(i) * 0.5));
-    }
-    csv
-}
-
-fn model(index: u32, name: &str, engine: &str, runs: Vec<RunResult>) -> ModelResult {
-    ModelResult {
-        index,
-        model: name.into(),
-        status: ModelStatus::Measured,
-        attempts: vec![Attempt { number: 1, changes: vec![], settings: None, outcome: "ok".into(), escalation: None }],
-        load_ms: Some(3000.0),
-        runs,
-        prompts: vec![],
-        peak_ram_bytes: Some(3 * GIB),
-        peak_vram_bytes: None,
-        manifest: manifest(name, engine),
-        telemetry: telemetry(name),
-        deployment: vec![],
-        launch: None,
-        pull_ms: None,
-        started_at: "2025-06-14T09:00:00Z".into(),
-        finished_at: "2025-06-14T09:05:00Z".into(),
-    }
-}
-
-/// Two measured models with telemetry. qwen's first `lab-architecture` answer is hostile and
-/// available in full; its first `rust-parser` answer is not available, so its hostile excerpt
-/// is shown instead.
+/// The one report fixture with a payload that would show if it ran: qwen's first
+/// `lab-architecture` excerpt is hostile, and so is its first `rust-parser` answer, available in
+/// full.
 fn input() -> ReportInput {
-    let plan = Plan::from_toml(PLAN).expect("the test plan is valid");
-    let verification = VerificationReport {
-        plan,
-        plan_hash: "0".repeat(64),
-        plan_source: "plans/browser.toml".into(),
-        host: HostFacts {
-            hostname: "gpubox".into(),
-            host_id: "gpubox".into(),
-            kernel: "6.8.0".into(),
-            cpu_model: "AMD Ryzen 9 7950X".into(),
-            cpus: 32,
-            ram_total: 64 * GIB,
-            ram_available: 58 * GIB,
-            model_store: "/srv/ollama".into(),
-            disk_free: 400 * GIB,
-            gpus: vec![GpuInfo {
-                index: 0,
-                name: "NVIDIA GeForce RTX 4090".into(),
-                vram_total: 24 * GIB,
-                vram_used: GIB / 2,
-                temperature_c: Some(38),
-                power_w: Some(20.0),
-                driver: "550.120".into(),
-                memory_bandwidth_gbs: Some(1008.1),
-            }],
-            ..HostFacts::default()
-        },
-        checks: vec![Check {
-            name: "ram.total".into(),
-            status: CheckStatus::Pass,
-            measured: "64.0 GiB".into(),
-            threshold: Some("≥ 32 GiB".into()),
-            detail: "enough".into(),
-        }],
-        verdicts: ["qwen25-coder-14b", "gemma3-270m"]
-            .into_iter()
-            .map(|m| FitVerdict {
-                model: m.into(),
-                fit: Fit::Go,
-                source: "built-in table".into(),
-                weights_bytes: Some(9 * GIB),
-                kv_bytes: Some(GIB),
-                vram_bytes: Some(10 * GIB),
-                ram_bytes: Some(GIB),
-                gpu_layers: Some((49, 49)),
-                reason: "fits wholly in VRAM".into(),
-                suggestion: None,
-            })
-            .collect(),
-        placement: None,
-        concurrent_fit: None,
-    };
-    let mut qwen_runs = Vec::new();
-    let mut gemma_runs = Vec::new();
-    for prompt in ["lab-architecture", "rust-parser"] {
-        for rep in 1..=2 {
-            let excerpt =
-                if rep == 1 { HOSTILE.to_string() } else { format!("## Answer {rep}\nHere is the {prompt} answer.") };
-            qwen_runs.push(run("qwen25-coder-14b", prompt, rep, 180.0 + f64::from(rep), 66.0, &excerpt));
-            gemma_runs.push(run("gemma3-270m", prompt, rep, 95.0 + f64::from(rep), 41.0, "A plain answer."));
-        }
-    }
-    let mut answers = BTreeMap::new();
-    answers.insert(
-        "answers/qwen25-coder-14b/lab-architecture-1".to_string(),
+    let mut input = fixture::report();
+    let qwen = &mut input.results.models[0];
+    let run = qwen.runs.iter_mut().find(|r| r.prompt_id == "lab-architecture" && r.repetition == 1);
+    run.expect("qwen's first lab-architecture run").excerpt = HOSTILE.to_string();
+    input.answers.insert(
+        "answers/qwen25-coder-14b/rust-parser-1".to_string(),
         format!("FULL ANSWER {HOSTILE}\n\n````rust\nfn main() {{}}\n````\n"),
     );
-    ReportInput {
-        cycle: "c-browser".into(),
-        results: BenchmarkResults {
-            verification,
-            models: vec![
-                model(0, "qwen25-coder-14b", "ollama", qwen_runs),
-                model(1, "gemma3-270m", "llama-server", gemma_runs),
-            ],
-            escalations: vec![],
-            aborted: None,
-            concurrent: None,
-            hosts: Vec::new(),
-        },
-        troubleshooting: vec![],
-        answers,
-        telemetry_series: [
-            ("qwen25-coder-14b".to_string(), series(40, 3.0, true)),
-            ("gemma3-270m".to_string(), series(40, 0.4, false)),
-        ]
-        .into_iter()
-        .collect(),
-    }
+    input
 }
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
@@ -441,7 +196,9 @@ fn report_html_renders_in_chromium_without_running_model_output() {
 
     // Nothing from the answer ran.
     let title = element_text(&dom, "title").expect("the DOM has a <title>");
-    assert_eq!(title, "Browser check — cycle c-browser", "the title changed: a script from a model answer ran");
+    let input = input();
+    let expected = format!("{} — cycle {}", input.results.verification.plan.name, input.cycle);
+    assert_eq!(title, expected, "the title changed: a script from a model answer ran");
     let body = opening_tag(&dom, "body").expect("the DOM has a <body>");
     assert!(!body.contains("data-pwned"), "the body got data-pwned: a script from a model answer ran: {body}");
     assert!(!dom.contains("data-pwned=\""), "an element got data-pwned: a script from a model answer ran");

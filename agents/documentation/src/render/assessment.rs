@@ -2,7 +2,8 @@
 //! model) received the prompt in a format it was not trained on, so its text is no answer to
 //! the prompt, and a rubric coverage of 0 % would be noise reported as a finding.
 
-use super::{Ctx, View};
+use super::ctx::Ctx;
+use super::view::View;
 use protocol::results::{CheckStatus, chat_template_check};
 
 /// Why a model's answer quality is not assessed, when it is not: the Reader's warning that its
@@ -18,7 +19,7 @@ pub(super) fn not_assessed(ctx: &Ctx, v: &View) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::fixture;
+    use crate::fixture::report as fixture;
     use protocol::results::{Check, CheckStatus, chat_template_check};
 
     #[test]

@@ -5,7 +5,11 @@
 //! criteria's GPU findings, the business case's cost), and every claim is held against its
 //! figure by [`claims::holds`], the one comparison rule.
 
-use super::{Ctx, DASH, GIB, Verdict, View, energy_of, gpu_figure, nav, outcome};
+use super::criteria::{Verdict, gpu_figure};
+use super::ctx::Ctx;
+use super::format::{DASH, GIB};
+use super::paths::{CLAIMS, nav};
+use super::view::{View, energy_of, outcome};
 use crate::claims::{self, Foresight, PlanClaim, Predictions};
 use crate::markdown::{cell, inline, table};
 use protocol::plan::{Bounds, ClaimMetric};
@@ -13,7 +17,7 @@ use protocol::results::CheckStatus;
 use std::fmt::Write as _;
 
 /// The page's path.
-pub(super) const PATH: &str = "claims.md";
+pub(super) const PATH: &str = CLAIMS;
 
 /// Whether a claim held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,8 +255,8 @@ pub(super) fn page(ctx: &Ctx) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{HOSTILE, fixture};
     use super::*;
+    use crate::fixture::{HOSTILE, report as fixture};
     use protocol::plan::Claim;
 
     fn claim(text: &str, metric: &str, min: Option<f64>, max: Option<f64>, model: Option<&str>) -> Claim {

@@ -1,0 +1,231 @@
+//! One model as the reports see it: its results, its plan entry and fit verdict, the figures
+//! over its runs, the settings it was measured with, and what its energy cost per token.
+
+use crate::markdown::{cell, cell_short};
+use protocol::plan::{ModelSpec, Plan, Runtime};
+use protocol::results::{FitVerdict, ModelResult, ModelStatus, RunResult, Stat, TelemetrySummary};
+use protocol::settings::{Setting, Settings as RunSettings};
+
+/// Mean, spread and count of each figure over a set of runs.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Figures {
+    pub(super) ttft_ms: Option<Stat>,
+    pub(super) e2e_ms: Option<Stat>,
+    pub(super) tpot_ms: Option<Stat>,
+    pub(super) client_tps: Option<Stat>,
+    pub(super) engine_tps: Option<Stat>,
+    pub(super) prefill_tps: Option<Stat>,
+    pub(super) tokens: Option<Stat>,
+    pub(super) words: Option<Stat>,
+}
+
+impl Figures {
+    pub(super) fn of(runs: &[&RunResult], cv: f64) -> Self {
+        let stat = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            let xs: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
+            Stat::of(&xs, cv)
+        };
+        Figures {
+            ttft_ms: stat(&|r| Some(r.ttft_ms)),
+            e2e_ms: stat(&|r| Some(r.e2e_ms)),
+            tpot_ms: stat(&|r| r.tpot_ms),
+            client_tps: stat(&|r| r.client_decode_tps),
+            engine_tps: stat(&|r| r.engine_decode_tps),
+            prefill_tps: stat(&|r| r.engine_prefill_tps),
+            tokens: stat(&|r| Some(f64::from(r.output_tokens))),
+            words: stat(&|r| Some(f64::from(r.analysis.words))),
+        }
+    }
+
+    /// Decode tokens/s for costs and criteria: the client's figure, else the engine's.
+    pub(super) fn decode(&self) -> Option<(f64, &'static str)> {
+        self.client_tps
+            .map(|s| (s.mean, "client-side"))
+            .or_else(|| self.engine_tps.map(|s| (s.mean, "engine-reported")))
+    }
+}
+
+/// The settings a model was measured with, as the Writer recorded them for the attempt that
+/// succeeded (nothing here re-applies remedies); the plan's for a model with no attempt.
+#[derive(Debug, Clone)]
+pub(super) struct Effective {
+    /// The settings.
+    pub(super) set: RunSettings,
+    /// The attempt that succeeded, if one did.
+    pub(super) attempt: Option<u32>,
+    /// Changes from the plan that attempt ran with, in order.
+    pub(super) changes: Vec<Setting>,
+}
+
+impl Effective {
+    pub(super) fn of(plan: &Plan, spec: &ModelSpec, r: &ModelResult) -> Self {
+        let ok = r.attempts.iter().filter(|a| a.outcome.trim().eq_ignore_ascii_case("ok")).min_by_key(|a| a.number);
+        let chosen = ok.or_else(|| {
+            (r.status == ModelStatus::Measured).then(|| r.attempts.iter().max_by_key(|a| a.number)).flatten()
+        });
+        let mut attempt = chosen.map(|a| a.number);
+        if attempt.is_none() && r.status == ModelStatus::Measured {
+            attempt = Some(1);
+        }
+        Effective {
+            set: chosen.and_then(|a| a.settings.clone()).unwrap_or_else(|| RunSettings::planned(plan, spec)),
+            attempt,
+            changes: chosen.map(|a| a.changes.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// One model as the reports see it.
+pub(super) struct View<'a> {
+    pub(super) r: &'a ModelResult,
+    /// The host it ran on, in a several-host cycle.
+    pub(super) host: Option<&'a str>,
+    pub(super) spec: Option<&'a ModelSpec>,
+    pub(super) verdict: Option<&'a FitVerdict>,
+    pub(super) all: Figures,
+    pub(super) settings: Option<Effective>,
+}
+
+impl View<'_> {
+    pub(super) fn measured(&self) -> bool {
+        self.r.status == ModelStatus::Measured && !self.r.runs.is_empty()
+    }
+
+    /// Telemetry of a measured model.
+    pub(super) fn tel(&self) -> Option<&TelemetrySummary> {
+        self.r.telemetry.as_ref().filter(|_| self.measured())
+    }
+
+    /// Whether the engine ran as a host process (no container, so no memory limit).
+    pub(super) fn host_process(&self) -> bool {
+        self.spec.is_some_and(|s| s.runtime == Runtime::Process)
+    }
+
+    /// What the engine memory figure is: a container's working set or a process's RSS.
+    pub(super) fn mem_kind(&self) -> &'static str {
+        if self.host_process() { "RSS" } else { "working set" }
+    }
+
+    /// Peak engine memory: the Writer's figure, else the sampler's peak.
+    pub(super) fn peak_ram(&self) -> Option<u64> {
+        if !self.measured() {
+            return None;
+        }
+        self.r.peak_ram_bytes.or_else(|| self.tel().and_then(|t| t.engine_mem_bytes).map(|m| m.peak.max(0.0) as u64))
+    }
+
+    /// Peak VRAM: the Writer's figure, else the sampler's peak of VRAM in use.
+    pub(super) fn peak_vram(&self) -> Option<u64> {
+        if !self.measured() {
+            return None;
+        }
+        self.r.peak_vram_bytes.or_else(|| self.tel().and_then(|t| t.vram_used_bytes).map(|m| m.peak.max(0.0) as u64))
+    }
+
+    /// Why the GPU figures are missing, when the sampler saw no GPU at all.
+    pub(super) fn no_gpu(&self, host_note: Option<&str>) -> Option<String> {
+        let t = self.tel()?;
+        if t.gpu_util_pct.is_some() || t.gpu_temp_c.is_some() || t.gpu_power_w.is_some() || t.vram_used_bytes.is_some()
+        {
+            return None;
+        }
+        let note = t
+            .notes
+            .iter()
+            .map(String::as_str)
+            .find(|n| {
+                let l = n.to_ascii_lowercase();
+                l.contains("gpu") || l.contains("nvml") || l.contains("nvidia")
+            })
+            .or(host_note);
+        Some(match note {
+            Some(n) if n.to_ascii_lowercase().starts_with("no nvidia gpu") => cell(n),
+            Some(n) => format!("no NVIDIA GPU ({})", cell(n)),
+            None => "no NVIDIA GPU was sampled".to_string(),
+        })
+    }
+
+    pub(super) fn name(&self) -> String {
+        match self.host {
+            Some(h) => format!("{} (host {})", cell(&self.r.model), cell(h)),
+            None => cell(&self.r.model),
+        }
+    }
+
+    /// Prompt ids in plan order, then any the plan does not list.
+    pub(super) fn prompt_ids(&self, plan: &Plan) -> Vec<String> {
+        let mut ids: Vec<String> = plan.prompts.iter().map(|p| p.id.clone()).collect();
+        for r in &self.r.runs {
+            if !ids.contains(&r.prompt_id) {
+                ids.push(r.prompt_id.clone());
+            }
+        }
+        ids.retain(|id| self.r.runs.iter().any(|r| &r.prompt_id == id));
+        ids
+    }
+
+    pub(super) fn runs_of(&self, prompt: &str) -> Vec<&RunResult> {
+        let mut v: Vec<&RunResult> = self.r.runs.iter().filter(|r| r.prompt_id == prompt).collect();
+        v.sort_by_key(|r| r.repetition);
+        v
+    }
+}
+
+/// A model's outcome in words: measured (on which attempt), or why it failed or was skipped.
+pub(super) fn outcome(v: &View) -> String {
+    match &v.r.status {
+        ModelStatus::Measured => match v.settings.as_ref().and_then(|s| s.attempt) {
+            Some(n) if n > 1 => format!("measured (attempt {n})"),
+            _ => "measured".to_string(),
+        },
+        ModelStatus::Failed { reason } => format!("failed: {}", cell_short(reason, 90)),
+        ModelStatus::Skipped { reason } => format!("skipped: {}", cell_short(reason, 90)),
+    }
+}
+
+/// Power and energy per token for the cost table, with where each came from.
+pub(super) struct Energy {
+    pub(super) watts: Option<f64>,
+    pub(super) power_source: String,
+    pub(super) j_per_token: Option<f64>,
+    pub(super) energy_source: String,
+}
+
+/// Measured energy per token when the sampler had it, else the mean measured GPU power over
+/// the decode speed, else the plan's assumed power.
+pub(super) fn energy_of(v: &View, tps: f64, assumed_w: Option<f64>) -> Energy {
+    let t = v.tel();
+    let mean_w = t.and_then(|t| t.gpu_power_w).map(|m| m.mean);
+    if let Some(j) = t.and_then(|t| t.joules_per_token).filter(|j| j.is_finite()) {
+        let src = t
+            .and_then(|t| t.energy_source.as_deref())
+            .map(|s| format!("measured, {}", cell(s)))
+            .unwrap_or_else(|| "measured".into());
+        return Energy {
+            watts: mean_w,
+            power_source: "measured mean".into(),
+            j_per_token: Some(j),
+            energy_source: src,
+        };
+    }
+    if let Some(w) = mean_w {
+        return Energy {
+            watts: Some(w),
+            power_source: "measured mean".into(),
+            j_per_token: Some(w / tps),
+            energy_source: "from measured power".into(),
+        };
+    }
+    Energy {
+        watts: assumed_w,
+        power_source: "assumed".into(),
+        j_per_token: assumed_w.map(|w| w / tps),
+        energy_source: "from assumed power".into(),
+    }
+}
+
+/// Whether a run's answer reached the engine client's cap (`protocol::results::MAX_ANSWER_BYTES`):
+/// the client cuts on a character boundary, so within 3 bytes of it.
+pub(super) fn answer_was_cut(r: &RunResult) -> bool {
+    r.answer.as_ref().is_some_and(|b| b.size + 3 >= protocol::results::MAX_ANSWER_BYTES as u64)
+}
