@@ -2,7 +2,8 @@
 //!
 //! - `docs/ARCHITECTURE.md` has a section for every workspace crate and none for a crate that is
 //!   gone; its package table lists every `Payload` kind; its observability list names every
-//!   `EventBody` variant.
+//!   `EventBody` variant; its error list names every `pub enum …Error` of the product.
+//! - No production source file is over 1,200 lines.
 //! - Every Rust source file opens with a `//!` comment saying what it is.
 //! - No test names an absolute home folder (tests run on any machine, as any user).
 //!
@@ -167,4 +168,50 @@ fn no_test_names_an_absolute_home_folder() {
         .map(|p| p.strip_prefix(root()).unwrap_or(p).display().to_string())
         .collect();
     assert!(offending.is_empty(), "tests that name an absolute home folder (use $HOME or a temp dir): {offending:?}");
+}
+
+/// Production sources: `src/` of the product's crates, without the test-support crate, test
+/// folders and `tests.rs` modules.
+fn production_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&root(), &mut files);
+    files
+        .into_iter()
+        .filter(|p| {
+            let rel = p.strip_prefix(root()).unwrap_or(p);
+            let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+            parts.iter().any(|c| c == "src")
+                && !parts.iter().any(|c| c == "tests" || c == "testkit" || c == "benches")
+                && p.file_name().is_some_and(|n| n != "tests.rs")
+        })
+        .collect()
+}
+
+#[test]
+fn architecture_names_every_error_type() {
+    let arch = architecture();
+    let files = production_files();
+    assert!(files.len() > 40, "found only {} production files", files.len());
+    let mut missing = BTreeSet::new();
+    for p in &files {
+        for line in read(p).lines() {
+            let Some(rest) = line.trim_start().strip_prefix("pub enum ") else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let named = arch.contains(&format!("`{name}`")) || arch.contains(&format!("`{name}::"));
+            if name.ends_with("Error") && !named {
+                missing.insert(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/ARCHITECTURE.md (Errors) does not name these error types: {missing:?}");
+}
+
+#[test]
+fn no_production_source_file_is_over_1200_lines() {
+    let long: Vec<_> = production_files()
+        .into_iter()
+        .map(|p| (read(&p).lines().count(), p.strip_prefix(root()).unwrap_or(&p).display().to_string()))
+        .filter(|(n, _)| *n > 1200)
+        .collect();
+    assert!(long.is_empty(), "production sources over 1,200 lines (split them by what they do): {long:?}");
 }
