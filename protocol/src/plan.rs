@@ -261,6 +261,15 @@ pub struct ModelSpec {
     /// Flash attention, `on`, `off` or `auto` (llama-server `-fa`, Ollama `OLLAMA_FLASH_ATTENTION`).
     #[serde(default)]
     pub flash_attention: Option<crate::settings::FlashAttention>,
+    /// A chat template for llama-server to format prompts with (`--chat-template`, one of its
+    /// built-in names such as `gemma`, `llama3`, `chatml`), for a GGUF that carries none or a
+    /// wrong one. Ollama takes its template from the model's own `TEMPLATE` layer instead.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// The model is a base model (not trained to follow instructions): it continues text, so the
+    /// reports measure its speed and memory but do not assess its answers' quality.
+    #[serde(default)]
+    pub base_model: bool,
     /// Environment for the engine (e.g. `OLLAMA_KV_CACHE_TYPE`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -336,6 +345,73 @@ pub struct Criteria {
     pub memory_within_limits: Option<bool>,
     /// Minimum decode tokens/s.
     pub min_decode_tps: Option<f64>,
+}
+
+/// How a measured figure is held to a plan limit. Each criterion has one rule
+/// ([`Criteria::rule`]), used by the Reader's checks, the reports' criteria table and the claims
+/// ledger alike, so a figure at the limit gets the same verdict everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The figure must reach the limit (`≥`).
+    AtLeast,
+    /// The figure must not pass the limit (`≤`).
+    AtMost,
+}
+
+impl Rule {
+    /// Whether `measured` meets `limit` under this rule.
+    pub fn holds(self, measured: f64, limit: f64) -> bool {
+        match self {
+            Rule::AtLeast => measured >= limit,
+            Rule::AtMost => measured <= limit,
+        }
+    }
+
+    /// `≥` or `≤`, for thresholds shown to the operator.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Rule::AtLeast => "≥",
+            Rule::AtMost => "≤",
+        }
+    }
+}
+
+/// A criterion of the plan's `[criteria]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CriterionKind {
+    /// `min_gpu_util_pct`.
+    GpuUtilisation,
+    /// `max_temp_c` (the peak while generating).
+    SustainedTemperature,
+    /// `max_idle_temp_c` (at host verification).
+    IdleTemperature,
+    /// `min_decode_tps`.
+    DecodeSpeed,
+}
+
+impl Criteria {
+    /// The rule a criterion is judged by: a minimum must be reached, a maximum not passed.
+    pub fn rule(kind: CriterionKind) -> Rule {
+        match kind {
+            CriterionKind::GpuUtilisation | CriterionKind::DecodeSpeed => Rule::AtLeast,
+            CriterionKind::SustainedTemperature | CriterionKind::IdleTemperature => Rule::AtMost,
+        }
+    }
+
+    /// The plan's limit for a criterion, when it sets one.
+    pub fn limit(&self, kind: CriterionKind) -> Option<f64> {
+        match kind {
+            CriterionKind::GpuUtilisation => self.min_gpu_util_pct,
+            CriterionKind::SustainedTemperature => self.max_temp_c,
+            CriterionKind::IdleTemperature => self.max_idle_temp_c,
+            CriterionKind::DecodeSpeed => self.min_decode_tps,
+        }
+    }
+
+    /// Whether `measured` meets the plan's limit; `None` when the plan sets none.
+    pub fn judge(&self, kind: CriterionKind, measured: f64) -> Option<bool> {
+        self.limit(kind).map(|l| Criteria::rule(kind).holds(measured, l))
+    }
 }
 
 /// A figure a claim is about: what the claims ledger measures to check it.
@@ -788,6 +864,20 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
     {
         return bad("gpu_layers", format!("expected -1 (engine decides) or a layer count, got {l}"));
     }
+    if let Some(t) = &m.chat_template {
+        if m.engine == EngineKind::Ollama {
+            return bad(
+                "chat_template",
+                "Ollama formats prompts with the model's own TEMPLATE layer; set a template in a Modelfile (`ollama create`) instead".into(),
+            );
+        }
+        if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return bad(
+                "chat_template",
+                format!("`{t}` is not a llama.cpp built-in template name (e.g. `gemma`, `llama3`, `chatml`)"),
+            );
+        }
+    }
     for k in m.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return bad("env", format!("`{k}` is not a usable environment variable name"));
@@ -848,6 +938,39 @@ mod shipped_plans;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_template_is_a_llama_server_setting_with_a_plain_name() {
+        let plan = |engine: &str, extra: &str, t: &str| {
+            Plan::from_toml(&format!(
+                "name='t'\n[[models]]\nname='m'\nengine='{engine}'\nruntime='process'\n{extra}\nchat_template='{t}'\n[[prompts]]\nid='p'\ntext='x'\n"
+            ))
+        };
+        let ok = plan("llama-server", "model_path='/m.gguf'", "gemma").expect("a named template");
+        assert_eq!(ok.models[0].chat_template.as_deref(), Some("gemma"));
+        let e = plan("ollama", "tag='llama3.1:70b'", "llama3").unwrap_err().to_string();
+        assert!(e.contains("models[0].chat_template") && e.contains("TEMPLATE layer"), "{e}");
+        let e = plan("llama-server", "model_path='/m.gguf'", "{{ bad }}").unwrap_err().to_string();
+        assert!(e.contains("not a llama.cpp built-in template name"), "{e}");
+    }
+
+    #[test]
+    fn a_figure_at_the_limit_gets_one_verdict_per_criterion() {
+        let c = Criteria {
+            min_gpu_util_pct: Some(80.0),
+            max_temp_c: Some(70.0),
+            max_idle_temp_c: Some(65.0),
+            min_decode_tps: Some(2.0),
+            ..Criteria::default()
+        };
+        assert_eq!(c.judge(CriterionKind::IdleTemperature, 65.0), Some(true), "at the maximum: within it");
+        assert_eq!(c.judge(CriterionKind::IdleTemperature, 65.5), Some(false));
+        assert_eq!(c.judge(CriterionKind::SustainedTemperature, 70.0), Some(true));
+        assert_eq!(c.judge(CriterionKind::GpuUtilisation, 80.0), Some(true), "at the minimum: reached");
+        assert_eq!(c.judge(CriterionKind::DecodeSpeed, 1.99), Some(false));
+        assert_eq!(Criteria::default().judge(CriterionKind::DecodeSpeed, 1.0), None);
+        assert_eq!(Criteria::rule(CriterionKind::IdleTemperature).symbol(), "≤");
+    }
 
     const MIN: &str = r#"
 name = "t"

@@ -114,12 +114,14 @@ pub enum Setting {
     },
     /// One extra engine argument, appended.
     Arg(String),
+    /// llama-server's built-in chat template.
+    ChatTemplate(String),
 }
 
 /// The keys [`Setting::parse`] takes, for messages.
 pub const SETTING_KEYS: &str = "context, slots, gpu_layers, threads, batch, kv_cache_type (f16|q8_0|q4_0), \
 flash_attention (on|off|auto), memory_limit_gb, load_timeout_s, request_timeout_s, stall_timeout_s, tag, \
-model_path, env.NAME or arg";
+model_path, chat_template, env.NAME or arg";
 
 impl Setting {
     /// Parses `key` = `value` as the operator writes it (`--set gpu_layers=30`); every key and
@@ -164,6 +166,7 @@ impl Setting {
             "tag" => Setting::Tag(value.to_string()),
             "model_path" => Setting::ModelPath(value.to_string()),
             "arg" => Setting::Arg(value.to_string()),
+            "chat_template" => Setting::ChatTemplate(value.to_string()),
             k if k.starts_with("env.") && k.len() > 4 => {
                 Setting::Env { name: k[4..].to_string(), value: value.to_string() }
             }
@@ -194,6 +197,11 @@ impl Setting {
             {
                 Err(format!("`{name}` is not an environment variable name"))
             }
+            Setting::ChatTemplate(t)
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Err(format!("`{t}` is not a template name"))
+            }
             _ => Ok(()),
         }
     }
@@ -216,6 +224,7 @@ impl Setting {
             Setting::ModelPath(_) => "model_path".into(),
             Setting::Env { name, .. } => format!("env.{name}"),
             Setting::Arg(_) => "arg".into(),
+            Setting::ChatTemplate(_) => "chat_template".into(),
         }
     }
 
@@ -228,7 +237,7 @@ impl Setting {
             Setting::FlashAttention(f) => f.as_str().into(),
             Setting::MemoryLimitGb(v) => v.to_string(),
             Setting::LoadTimeoutS(v) | Setting::RequestTimeoutS(v) | Setting::StallTimeoutS(v) => v.to_string(),
-            Setting::Tag(s) | Setting::ModelPath(s) | Setting::Arg(s) => s.clone(),
+            Setting::Tag(s) | Setting::ModelPath(s) | Setting::Arg(s) | Setting::ChatTemplate(s) => s.clone(),
             Setting::Env { value, .. } => value.clone(),
         }
     }
@@ -279,6 +288,9 @@ pub struct Settings {
     /// Extra engine arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// llama-server's built-in chat template, when the plan names one.
+    #[serde(default)]
+    pub chat_template: Option<String>,
 }
 
 impl Settings {
@@ -300,6 +312,7 @@ impl Settings {
             model_path: m.model_path.clone(),
             env: m.env.clone(),
             args: m.args.clone(),
+            chat_template: m.chat_template.clone(),
         }
     }
 
@@ -324,6 +337,7 @@ impl Settings {
                 self.env.insert(name, value);
             }
             Setting::Arg(v) => self.args.push(v),
+            Setting::ChatTemplate(v) => self.chat_template = Some(v),
         }
         Ok(())
     }
@@ -342,6 +356,7 @@ impl Settings {
             model_path: self.model_path.clone(),
             env: self.env.clone(),
             args: self.args.clone(),
+            chat_template: self.chat_template.clone(),
             ..m.clone()
         }
     }
@@ -361,6 +376,7 @@ impl Settings {
         v.extend(self.tag.clone().map(Setting::Tag));
         v.extend(self.model_path.clone().map(Setting::ModelPath));
         v.extend(self.env.iter().map(|(k, val)| Setting::Env { name: k.clone(), value: val.clone() }));
+        v.extend(self.chat_template.clone().map(Setting::ChatTemplate));
         v.extend(self.args.iter().cloned().map(Setting::Arg));
         v.into_iter().map(|s| (s.key(), s.value_text())).collect()
     }
@@ -395,6 +411,7 @@ mod tests {
             "model_path=/srv/m.gguf",
             "env.OLLAMA_KV_CACHE_TYPE=q8_0",
             "arg=--mlock",
+            "chat_template=gemma",
         ] {
             let s = Setting::parse_pair(pair).unwrap_or_else(|e| panic!("{pair}: {e}"));
             assert_eq!(s.to_string(), pair);

@@ -68,14 +68,18 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     assert!(rows.iter().any(|r| r.contains("`models[0].projected.ram_gb`")), "projected figures are claims: {ledger}");
     let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
     assert!(readme.contains("## Claims") && readme.contains("(claims.md)"), "{readme}");
-    // The demo model is Gemma 3 270M's base model: its GGUF has no chat template, so the Reader
-    // warns and the quality page does not score its echoes of the prompt.
+    // The demo model is Gemma 3 270M's base model: its GGUF has no chat template, so the plan
+    // names Gemma's (the Reader says it is passed to the engine, and the engine ran with it) and
+    // marks it a base model, whose answers the quality page does not score.
     let template =
         r.verification.checks.iter().find(|c| c.name == "template.gemma3-270m").expect("a chat template check");
-    assert_eq!(template.status, CheckStatus::Warn, "{template:?}");
+    assert_eq!(template.status, CheckStatus::Pass, "{template:?}");
+    assert!(template.measured.contains("`gemma`"), "{template:?}");
+    let launch = r.models[0].launch.as_ref().expect("the launch record");
+    assert!(launch.args.windows(2).any(|w| w == ["--chat-template", "gemma"]), "{launch:?}");
     let quality = std::fs::read_to_string(dir.join("quality.md")).expect("quality page");
     let rows: Vec<&str> = quality.lines().filter(|l| l.starts_with("| gemma3-270m |")).collect();
-    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed")), "{quality}");
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed (base model)")), "{quality}");
     for f in [
         "README.md",
         "claims.md",

@@ -99,6 +99,13 @@ pub enum Align {
     Right,
 }
 
+/// A table of figures: the first `labels` columns (names) left-aligned, every other column
+/// (numbers) right-aligned.
+pub fn figures_table(labels: usize, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let align: Vec<Align> = (0..headers.len()).map(|i| if i < labels { Align::Left } else { Align::Right }).collect();
+    table(headers, &align, rows)
+}
+
 /// A GFM table. Cells are markdown already (escape untrusted text with [`cell`]); a row with
 /// too few cells is padded with "—", and line breaks inside a cell become spaces.
 pub fn table(headers: &[&str], align: &[Align], rows: &[Vec<String>]) -> String {

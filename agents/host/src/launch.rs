@@ -36,7 +36,8 @@ pub struct LlamaServerArgs<'a> {
     pub port: u16,
     /// The attempt's settings: context per slot (`-c` is context × slots), slots (`-np`),
     /// threads (`-t`), GPU layers (`-ngl`, left out when negative or unset), batch (`-b` and
-    /// `-ub`), KV cache type (`-ctk`/`-ctv`), flash attention (`-fa`), and the plan's extra
+    /// `-ub`), KV cache type (`-ctk`/`-ctv`), flash attention (`-fa`), chat template
+    /// (`--chat-template`), and the plan's extra
     /// arguments, last so they win.
     pub settings: &'a Settings,
 }
@@ -70,6 +71,9 @@ pub fn llama_server_args(a: &LlamaServerArgs) -> Vec<String> {
     }
     if let Some(f) = s.flash_attention {
         v.extend(["-fa".into(), f.as_str().into()]);
+    }
+    if let Some(t) = &s.chat_template {
+        v.extend(["--chat-template".into(), t.clone()]);
     }
     v.extend(s.args.iter().cloned());
     v

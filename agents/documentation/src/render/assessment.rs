@@ -6,15 +6,47 @@ use super::ctx::Ctx;
 use super::view::View;
 use protocol::results::{CheckStatus, chat_template_check};
 
-/// Why a model's answer quality is not assessed, when it is not: the Reader's warning that its
-/// GGUF has no chat template.
-pub(super) fn not_assessed(ctx: &Ctx, v: &View) -> Option<&'static str> {
+/// Why a model's answers are not assessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotAssessed {
+    /// The plan marks it a base model.
+    BaseModel,
+    /// The Reader warned that its GGUF has no chat template and the plan names none.
+    NoChatTemplate,
+}
+
+impl NotAssessed {
+    /// The reason in a table cell.
+    pub(super) fn short(self) -> &'static str {
+        match self {
+            NotAssessed::BaseModel => "not assessed (base model)",
+            NotAssessed::NoChatTemplate => "not assessed (no chat template)",
+        }
+    }
+
+    /// The reason in a sentence.
+    pub(super) fn why(self) -> &'static str {
+        match self {
+            NotAssessed::BaseModel => {
+                "the plan marks it a base model: it was not trained to follow instructions, so it continues the prompt rather than answering it, and a rubric score would be noise"
+            }
+            NotAssessed::NoChatTemplate => {
+                "its GGUF has no chat template (a base model), so the engine formatted the prompt in a way the model was not trained on and its text is not an answer to the prompt"
+            }
+        }
+    }
+}
+
+/// Why a model's answer quality is not assessed, when it is not: the plan says it is a base
+/// model, or the Reader warned that its GGUF has no chat template.
+pub(super) fn not_assessed(ctx: &Ctx, v: &View) -> Option<NotAssessed> {
+    if v.spec.is_some_and(|s| s.base_model) {
+        return Some(NotAssessed::BaseModel);
+    }
     let name = chat_template_check(&v.r.model);
     let results = &ctx.input.results;
     let mut checks = results.verification.checks.iter().chain(results.hosts.iter().flat_map(|h| h.checks.iter()));
-    checks.any(|c| c.name == name && c.status == CheckStatus::Warn).then_some(
-        "its GGUF has no chat template (a base model), so the engine formatted the prompt in a way the model was not trained on and its text is not an answer to the prompt",
-    )
+    checks.any(|c| c.name == name && c.status == CheckStatus::Warn).then_some(NotAssessed::NoChatTemplate)
 }
 
 #[cfg(test)]
@@ -46,6 +78,16 @@ mod tests {
         assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("not assessed (no chat template)")), "{page}");
         assert!(
             page.contains("Answer quality of gemma3-270m is not assessed: its GGUF has no chat template"),
+            "{page}"
+        );
+        // A plan that marks the model a base model says so, whatever its template.
+        input.results.verification.plan.models.iter_mut().filter(|m| m.name == "gemma3-270m").for_each(|m| {
+            m.base_model = true;
+        });
+        let page = quality(&input);
+        assert!(gemma_rows(&page).iter().all(|r| r.contains("not assessed (base model)")), "{page}");
+        assert!(
+            page.contains("Answer quality of gemma3-270m is not assessed: the plan marks it a base model"),
             "{page}"
         );
         let per_model = page.split("## Against the baseline").next().unwrap_or_default();

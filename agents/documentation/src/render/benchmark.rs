@@ -14,7 +14,7 @@ use super::telemetry::telemetry_section;
 use super::view::outcome;
 use super::view::{Figures, View, answer_was_cut};
 use crate::charts;
-use crate::markdown::{Align, cell, inline, table};
+use crate::markdown::{Align, cell, figures_table, inline, table};
 use protocol::plan::Plan;
 use protocol::results::FitVerdict;
 use std::fmt::Write as _;
@@ -275,9 +275,8 @@ fn per_prompt_table(s: &mut String, plan: &Plan, v: &View) {
             ]
         })
         .collect();
-    let mut align = vec![Align::Left];
-    align.extend([Align::Right; 9]);
-    s.push_str(&table(
+    s.push_str(&figures_table(
+        1,
         &[
             "Prompt",
             "n",
@@ -290,7 +289,6 @@ fn per_prompt_table(s: &mut String, plan: &Plan, v: &View) {
             "Output tokens",
             "Words",
         ],
-        &align,
         &rows,
     ));
     let truncated = v.r.runs.iter().filter(|r| r.finish_reason.as_deref() == Some("length")).count();

@@ -6,7 +6,7 @@ use super::format::{DASH, num, plain, usd};
 use super::paths::nav;
 use super::view::energy_of;
 use super::view::outcome;
-use crate::markdown::{Align, cell, fence, inline, table};
+use crate::markdown::{Align, cell, fence, figures_table, inline, table};
 use protocol::plan::CostInputs;
 use std::fmt::Write as _;
 
@@ -103,9 +103,8 @@ pub(super) fn page(ctx: &Ctx) -> String {
             total.map(|t| format!("**{}**", usd(t))).unwrap_or_else(|| DASH.into()),
         ]);
     }
-    let mut align = vec![Align::Left];
-    align.extend([Align::Right; 7]);
-    s.push_str(&table(
+    s.push_str(&figures_table(
+        1,
         &[
             "Model",
             "Decode tok/s",
@@ -116,7 +115,6 @@ pub(super) fn page(ctx: &Ctx) -> String {
             "Hardware per Mtok",
             "Total per Mtok",
         ],
-        &align,
         &rows,
     ));
     if let Some(h) = hw_per_hour {

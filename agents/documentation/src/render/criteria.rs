@@ -4,7 +4,7 @@
 use super::format::{GIB, gib, num, plain};
 use super::view::{View, outcome};
 use crate::markdown::{cell, table};
-use protocol::plan::Plan;
+use protocol::plan::{Criteria, CriterionKind, Plan};
 use protocol::results::{EscalationRecord, FailureClass, HostFacts, MetricSummary, TelemetrySummary};
 use std::fmt::Write as _;
 
@@ -55,6 +55,16 @@ pub(super) fn gpu_figure(
     }
 }
 
+/// The verdict of `measured` against `limit` under the criterion's one rule (the Reader's checks
+/// use the same, `protocol::plan::Criteria::rule`).
+fn judged(kind: CriterionKind, measured: f64, limit: f64) -> Verdict {
+    if Criteria::rule(kind).holds(measured, limit) { Verdict::Pass } else { Verdict::Fail }
+}
+
+fn symbol(kind: CriterionKind) -> &'static str {
+    Criteria::rule(kind).symbol()
+}
+
 /// Every criterion the plan sets, for every model: decode speed, memory within the limit, GPU
 /// utilisation, sustained temperature, then the idle temperature of the host.
 pub(super) fn criteria(
@@ -87,14 +97,12 @@ pub(super) fn criteria(
 /// Decode speed against the plan's minimum.
 fn decode_speed(v: &View, min: f64) -> Criterion {
     let (measured, verdict) = match v.all.decode() {
-        Some((tps, src)) => {
-            (format!("{} tok/s ({src})", num(tps)), if tps >= min { Verdict::Pass } else { Verdict::Fail })
-        }
+        Some((tps, src)) => (format!("{} tok/s ({src})", num(tps)), judged(CriterionKind::DecodeSpeed, tps, min)),
         None => (outcome(v), Verdict::NotMeasured),
     };
     Criterion {
         what: format!("Decode speed — {}", v.name()),
-        threshold: format!("≥ {} tok/s", plain(min)),
+        threshold: format!("{} {} tok/s", symbol(CriterionKind::DecodeSpeed), plain(min)),
         measured,
         verdict,
     }
@@ -153,12 +161,12 @@ fn gpu_utilisation(v: &View, host_note: Option<&str>, min: f64) -> Criterion {
     let (measured, verdict) = gpu_figure(v, host_note, util, "the GPU reported no utilisation", |_, u| {
         (
             format!("mean {} % over the measured runs (peak {} %, {} samples)", num(u.mean), num(u.peak), u.samples),
-            if u.mean >= min { Verdict::Pass } else { Verdict::Fail },
+            judged(CriterionKind::GpuUtilisation, u.mean, min),
         )
     });
     Criterion {
         what: format!("GPU utilisation while generating — {}", v.name()),
-        threshold: format!("≥ {} % (mean)", plain(min)),
+        threshold: format!("{} {} % (mean)", symbol(CriterionKind::GpuUtilisation), plain(min)),
         measured,
         verdict,
     }
@@ -170,12 +178,12 @@ fn sustained_temperature(v: &View, host_note: Option<&str>, max: f64) -> Criteri
     let (measured, verdict) = gpu_figure(v, host_note, temp, "the GPU reported no temperature", |t, temp| {
         (
             format!("peak {} °C, mean {} °C; {}", num(temp.peak), num(temp.mean), pauses_text(t)),
-            if temp.peak <= max { Verdict::Pass } else { Verdict::Fail },
+            judged(CriterionKind::SustainedTemperature, temp.peak, max),
         )
     });
     Criterion {
         what: format!("Sustained GPU temperature — {}", v.name()),
-        threshold: format!("≤ {} °C (peak)", plain(max)),
+        threshold: format!("{} {} °C (peak)", symbol(CriterionKind::SustainedTemperature), plain(max)),
         measured,
         verdict,
     }
@@ -187,14 +195,19 @@ fn idle_temperature(host: &HostFacts, max: f64) -> Criterion {
     let (measured, verdict) = match temps.iter().max() {
         Some(&t) => (
             format!("{t} °C at host verification, before any model was loaded"),
-            if f64::from(t) <= max { Verdict::Pass } else { Verdict::Fail },
+            judged(CriterionKind::IdleTemperature, f64::from(t), max),
         ),
         None => (
             host.gpu_note.as_deref().map(cell).unwrap_or_else(|| "no GPU temperature was reported".into()),
             Verdict::NotMeasured,
         ),
     };
-    Criterion { what: "Idle GPU temperature".into(), threshold: format!("≤ {} °C", plain(max)), measured, verdict }
+    Criterion {
+        what: "Idle GPU temperature".into(),
+        threshold: format!("{} {} °C", symbol(CriterionKind::IdleTemperature), plain(max)),
+        measured,
+        verdict,
+    }
 }
 
 /// The thermal guard's pauses in words: "no thermal pause", or how many and how long.

@@ -80,7 +80,7 @@ fn per_model_and_prompt(ctx: &Ctx) -> String {
                 count(st.list_items),
                 count(st.tables),
                 match (assessment::not_assessed(ctx, v), st.coverage) {
-                    (Some(_), _) => "not assessed (no chat template)".into(),
+                    (Some(n), _) => n.short().into(),
                     (None, Some(c)) => format!("{} of {rubric}", percent(c)),
                     (None, None) => "no rubric".into(),
                 },
@@ -114,7 +114,7 @@ fn per_model_and_prompt(ctx: &Ctx) -> String {
             &rows,
         ));
         for (v, why) in ctx.measured().filter_map(|v| Some((v, assessment::not_assessed(ctx, v)?))) {
-            let _ = writeln!(s, "\nAnswer quality of {} is not assessed: {why}.", v.name());
+            let _ = writeln!(s, "\nAnswer quality of {} is not assessed: {}.", v.name(), why.why());
         }
     }
 

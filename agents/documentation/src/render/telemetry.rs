@@ -5,7 +5,7 @@ use super::criteria::pauses_text;
 use super::ctx::Ctx;
 use super::format::{GIB, duration, gib, num, plain};
 use super::paths::TELEMETRY_CSV;
-use crate::markdown::{Align, cell, inline, table};
+use crate::markdown::{cell, figures_table, inline};
 use protocol::results::MetricSummary;
 use std::fmt::Write as _;
 
@@ -53,9 +53,7 @@ pub(super) fn telemetry_section(ctx: &Ctx) -> String {
         if rows.is_empty() {
             s.push_str("The sampler recorded no figures.\n");
         } else {
-            let mut align = vec![Align::Left];
-            align.extend([Align::Right; 4]);
-            s.push_str(&table(&["Figure", "Peak", "Mean", "Lowest", "Samples"], &align, &rows));
+            s.push_str(&figures_table(1, &["Figure", "Peak", "Mean", "Lowest", "Samples"], &rows));
             s.push('\n');
         }
         let no_gpu = v.no_gpu(host_note);

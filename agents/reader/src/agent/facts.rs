@@ -5,7 +5,7 @@
 use super::allocation::allocation_check;
 use super::{GIB, check, env_lookup, gib};
 use crate::builtin;
-use protocol::plan::{EngineKind, Plan, Runtime, expand_path};
+use protocol::plan::{Criteria, CriterionKind, EngineKind, Plan, Runtime, expand_path};
 use protocol::results::{Check, CheckStatus, HostFacts};
 use std::path::{Path, PathBuf};
 
@@ -170,11 +170,17 @@ async fn gpu_checks(plan: &Plan, f: &mut HostFacts, checks: &mut Vec<Check>) {
                     "peak memory bandwidth from NVML (bus width × maximum memory clock × 2), for the decode roofline"
                         .into(),
                 ));
-                let (st, thr) = match (plan.criteria.max_idle_temp_c, g.temperature_c) {
-                    (Some(max), Some(t)) if f64::from(t) >= max => (CheckStatus::Fail, Some(format!("< {max} °C"))),
-                    (Some(max), Some(_)) => (CheckStatus::Pass, Some(format!("< {max} °C"))),
-                    (Some(max), None) => (CheckStatus::Unavailable, Some(format!("< {max} °C"))),
-                    (None, _) => (CheckStatus::Pass, None),
+                // The same rule as the report's criteria table (`Criteria::judge`).
+                let kind = CriterionKind::IdleTemperature;
+                let thr = plan.criteria.limit(kind).map(|max| format!("{} {max} °C", Criteria::rule(kind).symbol()));
+                let st = match (
+                    plan.criteria.judge(kind, g.temperature_c.map(f64::from).unwrap_or(f64::NAN)),
+                    g.temperature_c,
+                ) {
+                    (None, _) => CheckStatus::Pass,
+                    (Some(_), None) => CheckStatus::Unavailable,
+                    (Some(true), Some(_)) => CheckStatus::Pass,
+                    (Some(false), Some(_)) => CheckStatus::Fail,
                 };
                 checks.push(check(
                     &format!("gpu{}.idle_temperature", g.index),

@@ -86,17 +86,24 @@ fn builtin_meta(tag: &str) -> Result<gguf::ModelMeta, String> {
     })
 }
 
-/// A warning when the GGUF has no chat template: the engine then formats the prompt in a way the
-/// model was not trained on.
-fn template_check(model: &str, meta: &gguf::ModelMeta) -> Option<Check> {
-    (meta.chat_template == Some(false)).then(|| {
-        check(
-            &protocol::results::chat_template_check(model),
+/// How prompts reach a model whose GGUF has no chat template: a warning (the engine falls back
+/// to a format the model was not trained on), unless the plan names the template to use.
+fn template_check(m: &ModelSpec, meta: &gguf::ModelMeta) -> Option<Check> {
+    (meta.chat_template == Some(false)).then(|| match &m.chat_template {
+        Some(t) => check(
+            &protocol::results::chat_template_check(&m.name),
+            CheckStatus::Pass,
+            format!("no chat template in the GGUF; the plan's `{t}` is passed to the engine"),
+            None,
+            format!("llama-server formats every prompt with its built-in `{t}` template (`--chat-template {t}`)"),
+        ),
+        None => check(
+            &protocol::results::chat_template_check(&m.name),
             CheckStatus::Warn,
             "no chat template".into(),
             None,
-            "the GGUF has no `tokenizer.chat_template`: llama-server falls back to ChatML, which a model not trained on it (a base model) reads as plain text, so its answers may echo the prompt and run to the token cap; their quality is not assessed".into(),
-        )
+            "the GGUF has no `tokenizer.chat_template`: llama-server falls back to ChatML, which a model not trained on it (a base model) reads as plain text, so its answers may echo the prompt and run to the token cap; their quality is not assessed. Name the model's template in the plan (`chat_template`)".into(),
+        ),
     })
 }
 
@@ -113,7 +120,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             Ok(p) => match gguf::read_metadata(Path::new(&p)) {
                 Ok(meta) => {
                     file_checks.push(header_check(&m.name, &meta, format!("GGUF header read from {p}")));
-                    file_checks.extend(template_check(&m.name, &meta));
+                    file_checks.extend(template_check(m, &meta));
                     Ok(meta)
                 }
                 Err(e) => {
