@@ -26,8 +26,7 @@
 //! | `TC_FAKE_MODEL_BYTES` | size of a pulled model (Ollama), bytes | 100000000 |
 //! | `TC_FAKE_PULL_BPS` | pull rate (Ollama), bytes per second | 1000000000 |
 //! | `TC_FAKE_OLLAMA_VERSION` | what `/api/version` answers | 0.12.6 |
-//!
-//! | `TC_FAKE_FAIL_REQUEST` | `N[:kind]`: the N-th generating `/api/chat` or `/api/generate` request (from 1, over the server's life) fails once, as Ollama 0.12.6 does: HTTP 500 `{"error": …}` (`o:server/routes.go:2259-2271`). `kind`: `system-memory` (`o:llm/server.go:541`), `layout` (`:815`), `runner-stopped` (`:1497`, the default) | none |
+//! | `TC_FAKE_FAIL_REQUEST` | `N[:kind]`: the N-th generating `/api/chat` or `/api/generate` request (from 1, over the server's life) fails once, as Ollama 0.12.6 does: HTTP 500 `{"error": …}` (`o:server/routes.go:2259-2271`). `kind`: `system-memory` (`o:llm/server.go:541`), `layout` (`:815`), `runner-stopped` (`:1497`, the default); `busy` answers HTTP 503 with the scheduler's full-queue text (`o:server/sched.go:67`) | none |
 //! | `TC_FAKE_VERIFY_MS` | silence after `verifying sha256 digest` in a pull (`o:server/images.go:668-689`), ms | 0 |
 //!
 //! A tag whose name contains `does-not-exist` fails its pull with Ollama's exact
@@ -109,22 +108,25 @@ fn parse_fail_request(v: &str) -> Result<(u64, String), String> {
     let (n, kind) = v.trim().split_once(':').unwrap_or((v.trim(), "runner-stopped"));
     let n: u64 = n.parse().map_err(|_| format!("$TC_FAKE_FAIL_REQUEST is `{v}`: want N or N:kind"))?;
     if ollama_failure(kind).is_none() {
-        return Err(format!("$TC_FAKE_FAIL_REQUEST kind `{kind}`: want system-memory, layout or runner-stopped"));
+        return Err(format!("$TC_FAKE_FAIL_REQUEST kind `{kind}`: want system-memory, layout, runner-stopped or busy"));
     }
     Ok((n, kind.to_string()))
 }
 
-/// Ollama 0.12.6's error text for a failure kind (paraphrased sizes, exact wording).
-fn ollama_failure(kind: &str) -> Option<&'static str> {
+/// Ollama 0.12.6's HTTP status and error text for a failure kind (paraphrased sizes, exact wording).
+fn ollama_failure(kind: &str) -> Option<(u16, &'static str)> {
     match kind {
         // o:llm/server.go:541 (sizes as format.HumanBytes2 prints them).
-        "system-memory" => Some("model requires more system memory (38.2 GiB) than is available (30.1 GiB)"),
+        "system-memory" => Some((500, "model requires more system memory (38.2 GiB) than is available (30.1 GiB)")),
         // o:llm/server.go:815.
-        "layout" => Some("memory layout cannot be allocated"),
+        "layout" => Some((500, "memory layout cannot be allocated")),
         // o:llm/server.go:1497.
-        "runner-stopped" => Some(
+        "runner-stopped" => Some((
+            500,
             "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details",
-        ),
+        )),
+        // o:server/sched.go:67 (ErrMaxQueue, two spaces), answered 503.
+        "busy" => Some((503, "server busy, please try again.  maximum pending requests exceeded")),
         _ => None,
     }
 }
@@ -739,10 +741,10 @@ async fn ollama_generate(st: &Ollama, stream: &mut TcpStream, path: &str, model:
     let nth = st.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     if let Some((n, kind)) = &st.rates.fail_request
         && *n == nth
-        && let Some(text) = ollama_failure(kind)
+        && let Some((status, text)) = ollama_failure(kind)
     {
-        // Before the first chunk Ollama answers a plain 500 (o:server/routes.go:2259-2271).
-        return send_json(stream, 500, &json!({"error": text})).await;
+        // Before the first chunk Ollama answers a plain error body (o:server/routes.go:2259-2271).
+        return send_json(stream, status, &json!({"error": text})).await;
     }
     // A cold model takes the load time once, as Ollama's scheduler would.
     let load = if was_loaded { Duration::ZERO } else { Duration::from_millis(st.rates.load_ms) };

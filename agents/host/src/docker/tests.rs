@@ -485,7 +485,8 @@ fn pull_progress_folds_the_layers_the_engine_reports() {
         progress_detail: Some(ProgressDetail { current: cur, total }),
         ..Default::default()
     };
-    // Recorded from `POST /images/create?fromImage=ollama/ollama&tag=0.12.6` (sizes shortened).
+    // Hand-written in the shape of `POST /images/create?fromImage=ollama/ollama&tag=0.12.6` messages
+    // (layer ids and sizes made up; not a recording).
     let recorded = [
         CreateImageInfo {
             status: Some("Pulling from ollama/ollama".into()),
