@@ -61,6 +61,29 @@ pub enum Step {
         /// Image.
         image: String,
     },
+    /// The engine's image is being pulled from its registry; without figures at its start.
+    ImagePulling {
+        /// The image reference.
+        image: String,
+        /// Bytes of all layers seen so far that are downloaded.
+        #[serde(default)]
+        completed: Option<u64>,
+        /// Bytes of all layers seen so far.
+        #[serde(default)]
+        total: Option<u64>,
+        /// Bytes per second since the pull began.
+        #[serde(default)]
+        rate_bps: Option<f64>,
+    },
+    /// The engine's image was pulled.
+    ImagePulled {
+        /// The image reference.
+        image: String,
+        /// Bytes downloaded (layers already on the host not counted).
+        bytes: u64,
+        /// How long it took, seconds.
+        seconds: f64,
+    },
     /// The model is already in the engine's store.
     ModelPresent {
         /// The model's tag.
@@ -131,6 +154,12 @@ pub enum Step {
         /// Whether the container was kept.
         kept: bool,
     },
+    /// A retry keeps the runs earlier attempts measured under the same engine setup and
+    /// measures only the rest.
+    RunsKept {
+        /// How many runs were kept.
+        runs: u32,
+    },
     /// A remedy waits for the GPU to cool.
     CoolingDown {
         /// Seconds.
@@ -149,6 +178,23 @@ impl Step {
                 format!("removed {containers} container(s) left by an earlier attempt")
             }
             Step::ContainerCreating { name, image } => format!("creating container {name} from {image}"),
+            Step::ImagePulling { image, completed, total, rate_bps } => match (completed, total) {
+                (Some(done), Some(t)) if *t > 0 => {
+                    let mut line = format!(
+                        "pulling image {image}: {}% of {:.1} GB",
+                        done.saturating_mul(100) / t,
+                        *t as f64 / 1e9
+                    );
+                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
+                        line.push_str(&format!(", {:.1} MB/s", r / 1e6));
+                    }
+                    line
+                }
+                _ => format!("pulling image {image}"),
+            },
+            Step::ImagePulled { image, bytes, seconds } => {
+                format!("pulled image {image}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
+            }
             Step::ModelPresent { model } => format!("{model} already present: pull skipped"),
             Step::Pulling { model, digest, completed, total, rate_bps } => match (completed, total) {
                 (Some(done), Some(t)) if *t > 0 => {
@@ -187,6 +233,9 @@ impl Step {
             Step::WaitingForPullAhead => "measured; waiting for the pull-ahead to finish".into(),
             Step::EngineStopped { kept: true } => "measured; container kept as the plan asks".into(),
             Step::EngineStopped { kept: false } => "engine stopped".into(),
+            Step::RunsKept { runs } => {
+                format!("kept {runs} run(s) measured before the failure; measuring the rest")
+            }
             Step::CoolingDown { seconds } => format!("cooling down for {seconds} s"),
             Step::ConcurrentStarted => "concurrent phase started".into(),
         }

@@ -573,6 +573,8 @@ pub enum FailureClass {
     OomKilled,
     /// The GPU ran out of memory.
     GpuOutOfMemory,
+    /// The engine refused to load: the model needs more system memory than is available.
+    HostOutOfMemory,
     /// The model tag or file does not exist.
     ModelNotFound,
     /// A request failed or timed out.
@@ -595,6 +597,7 @@ impl FailureClass {
             FailureClass::EngineExited => "engine_exited",
             FailureClass::OomKilled => "oom_killed",
             FailureClass::GpuOutOfMemory => "gpu_out_of_memory",
+            FailureClass::HostOutOfMemory => "host_out_of_memory",
             FailureClass::ModelNotFound => "model_not_found",
             FailureClass::RequestFailed => "request_failed",
             FailureClass::ContextOverflow => "context_overflow",
@@ -647,6 +650,11 @@ pub struct Evidence {
     pub exit_status: Option<String>,
     /// Whether the kernel OOM killer was involved.
     pub oom_killed: Option<bool>,
+    /// OOM kills the container's memory cgroup counted (`oom_kill` in cgroup v2's
+    /// `memory.events`, v1's `memory.oom_control`); counts a runner killed while PID 1 lives on,
+    /// which Docker's `OOMKilled` misses.
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
     /// Last log lines of the engine (untrusted text).
     pub log_tail: Vec<String>,
     /// The engine's error text.

@@ -156,3 +156,54 @@ fn as_ollama_a_pull_is_seen_by_a_later_server_and_an_unknown_tag_fails_with_olla
         assert_eq!(ps[0].processor(), "100% CPU");
     });
 }
+
+#[test]
+fn as_ollama_a_failing_request_answers_ollamas_memory_error_bodies() {
+    // Ollama 0.12.6's texts, word for word (o:llm/server.go:541, :815, :1497; o:server/sched.go:67).
+    let cases = [
+        ("system-memory", 500, "model requires more system memory (38.2 GiB) than is available (30.1 GiB)"),
+        ("layout", 500, "memory layout cannot be allocated"),
+        (
+            "runner-stopped",
+            500,
+            "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details",
+        ),
+        ("busy", 503, "server busy, please try again.  maximum pending requests exceeded"),
+    ];
+    let store = tempfile::tempdir().expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    for (kind, status, text) in cases {
+        let port = free_port();
+        let _server = Running(
+            Command::new(fake_engine())
+                .arg("serve")
+                .env("OLLAMA_HOST", format!("127.0.0.1:{port}"))
+                .env("OLLAMA_MODELS", store.path())
+                .env("TC_FAKE_MODEL_BYTES", "1000000")
+                .env("TC_FAKE_FAIL_REQUEST", format!("2:{kind}"))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start tc-fake-engine serve"),
+        );
+        rt.block_on(async {
+            let c = OllamaClient::new(&format!("http://127.0.0.1:{port}"));
+            let start = Instant::now();
+            while !c.healthy().await {
+                assert!(start.elapsed() < Duration::from_secs(20), "GET / never said Ollama is running");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !c.has_model("fake:1b").await.expect("tags") {
+                c.pull("fake:1b", |_| {}).await.expect("pull");
+            }
+            // The first request answers, the second fails once, the third answers again.
+            assert_eq!(c.generate_stream(&request("hi", 2)).await.expect("first").output_tokens, Some(2));
+            match c.generate_stream(&request("hi", 2)).await {
+                Err(EngineError::Http { status: s, message }) => {
+                    assert_eq!((s, message.as_str()), (status, text), "{kind}");
+                }
+                other => panic!("{kind}: expected HTTP {status} `{text}`, got {other:?}"),
+            }
+            assert_eq!(c.generate_stream(&request("hi", 2)).await.expect("third").output_tokens, Some(2));
+        });
+    }
+}

@@ -8,6 +8,7 @@ mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
 mod cycle_gpu;
+mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;

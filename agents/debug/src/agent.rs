@@ -74,6 +74,10 @@ async fn gather(mut ev: Evidence, attempt: u32, target: Option<&str>) -> Evidenc
                 ev.exit_status = st.exit_code.map(|c| format!("exit status {c}")).or(ev.exit_status);
             }
         }
+        // A runner killed inside a live container leaves Docker's flag false; the cgroup counts it.
+        if let Ok(Some(kills)) = docker.oom_kills(id).await {
+            ev.oom_kills = Some(kills.max(ev.oom_kills.unwrap_or(0)));
+        }
         if let Ok(lines) = docker.log_tail(id, 30).await
             && !lines.is_empty()
         {

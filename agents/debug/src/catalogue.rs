@@ -23,6 +23,8 @@ struct Signature {
     class: FailureClass,
     needles: &'static [&'static str],
     what: &'static str,
+    /// How sure a match makes the class.
+    confidence: f64,
 }
 
 /// Matched case-insensitively against log lines, the engine's error and the failure text.
@@ -38,6 +40,30 @@ const SIGNATURES: &[Signature] = &[
             "killed by the oom killer",
         ],
         what: "the engine was killed by the kernel's OOM killer",
+        confidence: 0.8,
+    },
+    // Ollama 0.12.6's load refusals, sent as HTTP 500 `{"error":…}` (o:server/routes.go:2259-2271).
+    Signature {
+        class: FailureClass::HostOutOfMemory,
+        // o:llm/server.go:541 (llama engine) and :978 (new engine).
+        needles: &["model requires more system memory"],
+        what: "Ollama refused to load: the part of the model not on the GPU needs more system memory than is free",
+        confidence: 0.9,
+    },
+    Signature {
+        class: FailureClass::GpuOutOfMemory,
+        // o:llm/server.go:805 (`… with num_gpu = N`, the layers were fixed) and :815 (auto).
+        needles: &["memory layout cannot be allocated"],
+        what: "Ollama could not fit the model's memory layout on the GPU",
+        confidence: 0.9,
+    },
+    Signature {
+        class: FailureClass::OomKilled,
+        // o:llm/server.go:1497: the runner died under a request; in a container with a memory
+        // limit that is most often the OOM killer (the cgroup's `oom_kill` count confirms it).
+        needles: &["due to resource limitations"],
+        what: "Ollama's model runner stopped under a request (Ollama: \u{201c}may be due to resource limitations\u{201d}); most likely out of memory",
+        confidence: 0.6,
     },
     Signature {
         class: FailureClass::GpuOutOfMemory,
@@ -51,6 +77,7 @@ const SIGNATURES: &[Signature] = &[
             "vk_error_out_of_device_memory",
         ],
         what: "the GPU ran out of memory",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::ModelNotFound,
@@ -62,6 +89,7 @@ const SIGNATURES: &[Signature] = &[
             "failed to open gguf",
         ],
         what: "the model does not exist under that tag or path",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::ContextOverflow,
@@ -71,6 +99,7 @@ const SIGNATURES: &[Signature] = &[
             "exceed_context_size_error",
         ],
         what: "the prompt does not fit in the context window",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::GpuOutOfMemory,
@@ -82,11 +111,13 @@ const SIGNATURES: &[Signature] = &[
             "insufficient memory",
         ],
         what: "memory could not be allocated",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::EngineUnhealthy,
         needles: &["timed out waiting for llama", "did not become healthy", "not healthy within"],
         what: "the engine did not finish loading in time",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::EngineExited,
@@ -99,16 +130,19 @@ const SIGNATURES: &[Signature] = &[
             "failed to load model",
         ],
         what: "the engine could not load the model file",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::Other,
         needles: &["could not select device driver", "no compatible gpus were discovered"],
         what: "no GPU is visible to the engine",
+        confidence: 0.8,
     },
     Signature {
         class: FailureClass::RequestFailed,
         needles: &["server busy, please try again", "maximum pending requests exceeded"],
         what: "the engine's request queue is full",
+        confidence: 0.8,
     },
 ];
 
@@ -139,14 +173,17 @@ pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
         haystack.push('\n');
         haystack.push_str(&s.to_lowercase());
     }
-    let oom_flag = ev.oom_killed == Some(true);
-    let hit = if oom_flag {
+    let cgroup_kills = ev.oom_kills.filter(|k| *k > 0);
+    let oom_flag = ev.oom_killed == Some(true) || cgroup_kills.is_some();
+    let hit = if ev.oom_killed == Some(true) {
         Some((&SIGNATURES[0], "OOMKilled: true".to_string()))
+    } else if let Some(k) = cgroup_kills {
+        Some((&SIGNATURES[0], format!("the container's memory cgroup counts oom_kill {k}")))
     } else {
         SIGNATURES.iter().find_map(|s| s.needles.iter().find(|n| haystack.contains(*n)).map(|n| (s, quote(e, ev, n))))
     };
     let (class, what, quoted, confidence) = match hit {
-        Some((s, q)) => (s.class, s.what.to_string(), q, if oom_flag { 0.95 } else { 0.8 }),
+        Some((s, q)) => (s.class, s.what.to_string(), q, if oom_flag { 0.95 } else { s.confidence }),
         None => (
             e.suspected,
             format!("no known signature matched; the Writer reported {}", e.suspected.as_str()),
@@ -262,6 +299,12 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
                     retry(&[Setting::GpuLayers(f)]),
                 ));
             }
+            kv_q8(&mut v);
+            smaller_ctx(&mut v, true);
+        }
+        FailureClass::HostOutOfMemory => {
+            // Ollama counts the model's CPU-resident part, KV cache included, against free RAM
+            // plus swap (o:llm/server.go:536-542): shrink what stays in RAM.
             kv_q8(&mut v);
             smaller_ctx(&mut v, true);
         }
@@ -416,6 +459,54 @@ mod tests {
             d.options[0].action,
             RemedyAction::Retry { set: vec![Setting::RequestTimeoutS(1800), Setting::StallTimeoutS(240)] }
         );
+    }
+
+    fn ollama_esc(engine_error: &str, changes: &[Setting]) -> (Escalation, Evidence) {
+        let e = Escalation { engine: EngineKind::Ollama, ..esc("warm-up failed", changes) };
+        (e, Evidence { engine_error: Some(engine_error.into()), ..Default::default() })
+    }
+
+    #[test]
+    fn ollama_system_memory_refusal_shrinks_what_stays_in_ram() {
+        // The body Ollama 0.12.6 sends (o:llm/server.go:541 through o:server/routes.go:2270).
+        let (e, ev) = ollama_esc(
+            "model requires more system memory (38.2 GiB) than is available (30.1 GiB)",
+            &[Setting::Context(8192)],
+        );
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::HostOutOfMemory);
+        assert!(d.text.contains("38.2 GiB"), "{}", d.text);
+        assert_eq!(
+            d.options[0].action,
+            retry(&[Setting::KvCacheType(KvCacheType::Q8_0), Setting::FlashAttention(FlashAttention::On)])
+        );
+        assert!(d.options[0].summary.contains("OLLAMA_KV_CACHE_TYPE=q8_0"), "{}", d.options[0].summary);
+        assert_eq!(d.options[1].action, retry(&[Setting::Context(4096)]));
+    }
+
+    #[test]
+    fn ollama_memory_layout_refusal_lowers_gpu_layers() {
+        let (e, ev) = ollama_esc("memory layout cannot be allocated with num_gpu = 40", &[Setting::GpuLayers(40)]);
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::GpuOutOfMemory);
+        assert_eq!(d.options[0].action, retry(&[Setting::GpuLayers(30)]));
+        assert!(d.confidence >= 0.9);
+    }
+
+    #[test]
+    fn a_stopped_runner_is_an_oom_kill_for_sure_when_the_cgroup_counted_one() {
+        let text = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details";
+        let (e, ev) = ollama_esc(text, &[Setting::MemoryLimitGb(30.0)]);
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::OomKilled);
+        assert!(d.confidence < 0.7, "{}", d.confidence);
+        // PID 1 (`ollama serve`) lived, so Docker's flag is false; the cgroup counted the kill.
+        let ev = Evidence { oom_killed: Some(false), oom_kills: Some(1), host_ram_available: Some(64 << 30), ..ev };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::OomKilled);
+        assert!(d.confidence > 0.9);
+        assert!(d.text.contains("oom_kill 1"), "{}", d.text);
+        assert_eq!(d.options[0].action, retry(&[Setting::MemoryLimitGb(45.0)]));
     }
 
     #[test]

@@ -220,6 +220,10 @@ impl Writer {
         }
         let mut settings = Settings::planned(plan, m);
         let mut attempts: Vec<Attempt> = Vec::new();
+        // Runs measured by failed attempts, and the settings they ran under: a retry measures
+        // only what is missing, unless the remedy changed how the engine runs.
+        let mut kept: Vec<RunResult> = Vec::new();
+        let mut kept_under = settings.effective.clone();
         let max = plan.policy.max_attempts.max(1);
         for number in 1..=max {
             self.event(
@@ -234,7 +238,16 @@ impl Writer {
             )
             .await;
             let started = now();
-            match self.attempt(cycle, report, &settings, pull_ahead_target(report, self.bus.host.as_str(), i)).await {
+            if !measures_alike(&kept_under, &settings.effective) {
+                kept.clear();
+                kept_under = settings.effective.clone();
+            }
+            if !kept.is_empty() {
+                let step = Step::RunsKept { runs: kept.len() as u32 };
+                self.event(cycle, EventBody::Step { model: m.name.clone(), step }).await;
+            }
+            let next = pull_ahead_target(report, self.bus.host.as_str(), i);
+            match self.attempt(cycle, report, &settings, next, &mut kept).await {
                 Ok((runs, dep_info)) => {
                     attempts.push(Attempt {
                         number,
@@ -377,14 +390,17 @@ impl Writer {
         PullAhead(task)
     }
 
-    /// One attempt: deploy, warm up, measure every prompt, tear down. With `next` (pull-ahead),
-    /// that model is pulled through this engine while this one is measured.
+    /// One attempt: deploy, warm up, measure every prompt not yet in `kept`, tear down. Each run
+    /// is added to `kept` as it is measured, so a later failure loses none of them; success
+    /// returns them all. With `next` (pull-ahead), that model is pulled through this engine while
+    /// this one is measured.
     async fn attempt(
         &self,
         cycle: &CycleId,
         report: &VerificationReport,
         s: &Settings,
         next: Option<&ModelSpec>,
+        kept: &mut Vec<RunResult>,
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
@@ -436,9 +452,13 @@ impl Writer {
         if guard.is_some() {
             sampler.first_sample(Duration::from_secs(2)).await;
         }
-        let mut runs = Vec::new();
+        // Tokens of this attempt's runs: the telemetry window covers only them.
+        let mut tokens: u64 = 0;
         for p in &plan.prompts {
             for rep in 1..=plan.defaults.repetitions {
+                if kept.iter().any(|r| r.prompt_id == p.id && r.repetition == rep) {
+                    continue;
+                }
                 if self.canceled(cycle).await.map_err(AttemptError::Bus)? {
                     dep.teardown().await;
                     return Err(AttemptError::Canceled);
@@ -487,10 +507,11 @@ impl Writer {
                     },
                 )
                 .await;
-                runs.push(r);
+                tokens += u64::from(r.output_tokens);
+                kept.push(r);
             }
         }
-        let tokens: u64 = runs.iter().map(|r| u64::from(r.output_tokens)).sum();
+        let runs = kept.clone();
         let (mut telemetry, series) = sampler.finish(tokens).await;
         if let Some(p) = pull_ahead {
             // The engine serves the download: keep it up until the next model is in the store.
@@ -563,6 +584,20 @@ fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -
         && next.tag.is_some()
         && !ruled_out)
         .then_some(next)
+}
+
+/// Whether runs measured under `a` and `b` may stand together in one result: the same engine
+/// setup, differing at most in the client's time limits (load, request, stall), which cut a
+/// run short but never change how a finished one was measured. Any other change (context, GPU
+/// layers, KV cache, memory limit, …) starts the measurement over.
+fn measures_alike(a: &protocol::settings::Settings, b: &protocol::settings::Settings) -> bool {
+    let setup = |s: &protocol::settings::Settings| protocol::settings::Settings {
+        load_timeout_s: 0,
+        request_timeout_s: 0,
+        stall_timeout_s: 0,
+        ..s.clone()
+    };
+    setup(a) == setup(b)
 }
 
 /// The reason, when an escalation of `cycle` was decided with `abort` (on any host).

@@ -345,6 +345,7 @@ async fn deploy_container(
         return Err(Failure::new(FailureClass::Other, "internal: a container launch without container settings"));
     };
     spec.labels = labels(cycle, &m.name, host);
+    ensure_image(&docker, &spec.image, on_step).await?;
     on_step(Step::ContainerCreating { name: name.clone(), image: spec.image.clone() });
     let started = tokio::time::Instant::now();
     let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
@@ -569,6 +570,30 @@ async fn wait_ready(docker: &DockerRuntime, id: &str, name: &str, api: &Api, tim
     }
 }
 
+/// Pull the engine's image when the host does not have it (what the Reader promised), with
+/// progress steps at most every 5 s; a failure names the image and the `docker pull` command.
+async fn ensure_image(docker: &DockerRuntime, image: &str, on_step: &(dyn Fn(Step) + Sync)) -> Result<(), Failure> {
+    let present = docker.image_present(image).await.map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
+    if present {
+        return Ok(());
+    }
+    let pulling =
+        |completed, total, rate_bps| Step::ImagePulling { image: image.to_string(), completed, total, rate_bps };
+    on_step(pulling(None, None, None));
+    let mut last = std::time::Instant::now();
+    let pulled = docker
+        .pull_image(image, |done, total, rate| {
+            if last.elapsed() > Duration::from_secs(5) {
+                last = std::time::Instant::now();
+                on_step(pulling(Some(done), Some(total), Some(rate)));
+            }
+        })
+        .await
+        .map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
+    on_step(Step::ImagePulled { image: image.to_string(), bytes: pulled.bytes, seconds: pulled.seconds });
+    Ok(())
+}
+
 fn container_failure(e: &DockerError, name: &str) -> Failure {
     match e {
         DockerError::Exited { exit_code, oom_killed, log_tail, .. } => Failure {
@@ -672,6 +697,7 @@ impl Deployed {
                         .and_then(|s| s.exit_code)
                         .map(|c| format!("exit status {c}")),
                     oom_killed: st.as_ref().map(|s| s.oom_killed),
+                    oom_kills: docker.oom_kills(id).await.ok().flatten(),
                     log_tail: docker.log_tail(id, 20).await.unwrap_or_default(),
                     engine_error,
                     ..Default::default()

@@ -26,6 +26,8 @@
 //! | `TC_FAKE_MODEL_BYTES` | size of a pulled model (Ollama), bytes | 100000000 |
 //! | `TC_FAKE_PULL_BPS` | pull rate (Ollama), bytes per second | 1000000000 |
 //! | `TC_FAKE_OLLAMA_VERSION` | what `/api/version` answers | 0.12.6 |
+//! | `TC_FAKE_FAIL_REQUEST` | `N[:kind]`: the N-th generating `/api/chat` or `/api/generate` request (from 1, over the server's life) fails once, as Ollama 0.12.6 does: HTTP 500 `{"error": …}` (`o:server/routes.go:2259-2271`). `kind`: `system-memory` (`o:llm/server.go:541`), `layout` (`:815`), `runner-stopped` (`:1497`, the default); `busy` answers HTTP 503 with the scheduler's full-queue text (`o:server/sched.go:67`) | none |
+//! | `TC_FAKE_VERIFY_MS` | silence after `verifying sha256 digest` in a pull (`o:server/images.go:668-689`), ms | 0 |
 //!
 //! A tag whose name contains `does-not-exist` fails its pull with Ollama's exact
 //! `pull model manifest: file does not exist`.
@@ -65,6 +67,8 @@ struct Rates {
     model_bytes: u64,
     pull_bps: f64,
     ollama_version: String,
+    verify_ms: u64,
+    fail_request: Option<(u64, String)>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -83,6 +87,11 @@ impl Rates {
             model_bytes: env_num("TC_FAKE_MODEL_BYTES", 100_000_000)?,
             pull_bps: env_num("TC_FAKE_PULL_BPS", 1e9)?,
             ollama_version: std::env::var("TC_FAKE_OLLAMA_VERSION").unwrap_or_else(|_| "0.12.6".into()),
+            verify_ms: env_num("TC_FAKE_VERIFY_MS", 0)?,
+            fail_request: match std::env::var("TC_FAKE_FAIL_REQUEST") {
+                Ok(v) => Some(parse_fail_request(&v)?),
+                Err(_) => None,
+            },
         };
         if !(r.tps.is_finite() && r.tps > 0.0) {
             return Err(format!("$TC_FAKE_TPS must be a positive number, got {}", r.tps));
@@ -91,6 +100,34 @@ impl Rates {
             return Err(format!("$TC_FAKE_PULL_BPS must be a positive number, got {}", r.pull_bps));
         }
         Ok(r)
+    }
+}
+
+/// `N[:kind]` of `$TC_FAKE_FAIL_REQUEST`.
+fn parse_fail_request(v: &str) -> Result<(u64, String), String> {
+    let (n, kind) = v.trim().split_once(':').unwrap_or((v.trim(), "runner-stopped"));
+    let n: u64 = n.parse().map_err(|_| format!("$TC_FAKE_FAIL_REQUEST is `{v}`: want N or N:kind"))?;
+    if ollama_failure(kind).is_none() {
+        return Err(format!("$TC_FAKE_FAIL_REQUEST kind `{kind}`: want system-memory, layout, runner-stopped or busy"));
+    }
+    Ok((n, kind.to_string()))
+}
+
+/// Ollama 0.12.6's HTTP status and error text for a failure kind (paraphrased sizes, exact wording).
+fn ollama_failure(kind: &str) -> Option<(u16, &'static str)> {
+    match kind {
+        // o:llm/server.go:541 (sizes as format.HumanBytes2 prints them).
+        "system-memory" => Some((500, "model requires more system memory (38.2 GiB) than is available (30.1 GiB)")),
+        // o:llm/server.go:815.
+        "layout" => Some((500, "memory layout cannot be allocated")),
+        // o:llm/server.go:1497.
+        "runner-stopped" => Some((
+            500,
+            "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details",
+        )),
+        // o:server/sched.go:67 (ErrMaxQueue, two spaces), answered 503.
+        "busy" => Some((503, "server busy, please try again.  maximum pending requests exceeded")),
+        _ => None,
     }
 }
 
@@ -406,6 +443,8 @@ struct Ollama {
     store: PathBuf,
     /// Loaded models: full tag → context length.
     loaded: Mutex<BTreeMap<String, u32>>,
+    /// Generating requests seen so far.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 fn ollama_addr() -> Result<(String, u16), String> {
@@ -518,7 +557,7 @@ async fn ollama_main(rates: Rates) -> Result<(), String> {
         rates.ollama_version
     );
     println!("time={} level=INFO msg=\"models directory\" path={}", now_rfc3339(), store.display());
-    let st = Arc::new(Ollama { rates, store, loaded: Mutex::new(BTreeMap::new()) });
+    let st = Arc::new(Ollama { rates, store, loaded: Mutex::new(BTreeMap::new()), requests: Default::default() });
     serve(listener, move |mut stream| {
         let st = Arc::clone(&st);
         async move {
@@ -646,9 +685,10 @@ async fn ollama_pull(st: &Ollama, stream: &mut TcpStream, model: &str, streaming
             tokio::time::sleep(step).await;
         }
     }
-    for s in ["verifying sha256 digest", "writing manifest"] {
-        w.chunk(line(json!({"status": s})).as_bytes()).await?;
-    }
+    w.chunk(line(json!({"status": "verifying sha256 digest"})).as_bytes()).await?;
+    // Ollama hashes the new blobs without a word (o:server/images.go:668-687).
+    tokio::time::sleep(Duration::from_millis(st.rates.verify_ms)).await;
+    w.chunk(line(json!({"status": "writing manifest"})).as_bytes()).await?;
     if let Err(e) = st.record(model) {
         w.chunk(line(json!({"error": format!("write manifest: {e}")})).as_bytes()).await?;
         return w.finish().await;
@@ -697,6 +737,14 @@ async fn ollama_generate(st: &Ollama, stream: &mut TcpStream, path: &str, model:
             v["response"] = json!("");
         }
         return send_json(stream, 200, &v).await;
+    }
+    let nth = st.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if let Some((n, kind)) = &st.rates.fail_request
+        && *n == nth
+        && let Some((status, text)) = ollama_failure(kind)
+    {
+        // Before the first chunk Ollama answers a plain error body (o:server/routes.go:2259-2271).
+        return send_json(stream, status, &json!({"error": text})).await;
     }
     // A cold model takes the load time once, as Ollama's scheduler would.
     let load = if was_loaded { Duration::ZERO } else { Duration::from_millis(st.rates.load_ms) };

@@ -152,6 +152,7 @@ pub(super) fn class_words(c: FailureClass) -> &'static str {
         FailureClass::EngineExited => "engine exited",
         FailureClass::OomKilled => "killed by the OOM killer",
         FailureClass::GpuOutOfMemory => "GPU out of memory",
+        FailureClass::HostOutOfMemory => "system memory too small",
         FailureClass::ModelNotFound => "model not found",
         FailureClass::RequestFailed => "request failed",
         FailureClass::ContextOverflow => "prompt exceeded the context",

@@ -90,7 +90,7 @@ impl DockerRuntime {
     }
 
     /// Inspect a container; 404 becomes [`DockerError::NotFound`].
-    async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
+    pub(super) async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await

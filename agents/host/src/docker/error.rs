@@ -22,6 +22,16 @@ pub enum DockerError {
         /// The image reference.
         image: String,
     },
+    /// Pulling the image from its registry failed.
+    #[error("could not pull image `{image}`: {} (engine: {message}); to try by hand: `docker pull {image}`", .kind.advice())]
+    PullFailed {
+        /// The image reference.
+        image: String,
+        /// Why, as far as the engine's message tells.
+        kind: super::image::PullFailure,
+        /// The engine's message.
+        message: String,
+    },
     /// A container of that name exists and was not made by threadcycle.
     #[error(
         "a container named `{name}` already exists and is not threadcycle's (no `threadcycle.managed` label): remove it or choose another name"

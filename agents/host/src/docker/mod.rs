@@ -5,8 +5,10 @@
 //! labels (the Writer adds `threadcycle.cycle` and `threadcycle.model`), so containers left
 //! behind by a crashed run can be found and removed by label.
 
+mod cgroup;
 mod containers;
 mod error;
+mod image;
 mod logs;
 mod spec;
 mod state;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 pub use error::DockerError;
+pub use image::{ImagePull, PullFailure, PullProgress};
 pub use spec::{ContainerSpec, RunningContainer};
 pub use state::{ContainerState, ContainerStats};
 

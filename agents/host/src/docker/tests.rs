@@ -418,3 +418,100 @@ fn oom_message_names_the_limit() {
     };
     assert_eq!(err.to_string(), "container `tc-x` was killed by the OOM killer (exit 137) at its 512 MiB limit");
 }
+
+#[tokio::test]
+async fn a_child_killed_at_the_limit_is_counted_while_the_container_lives() {
+    let docker = engine_with_crasher().await;
+    let name = unique("oom-child");
+    let _cleanup = Cleanup(vec![name.clone()]);
+    // sh (PID 1) survives; its dd child touches 256 MiB under a 32 MiB limit and is killed.
+    let mut spec =
+        crasher_spec(&name, &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=256M count=1; echo child gone; sleep 300"]);
+    spec.memory_limit_bytes = Some(32 * MIB);
+    let running = docker.run(&spec).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let kills = loop {
+        let kills = docker.oom_kills(&running.id).await.unwrap();
+        if kills.is_some_and(|k| k >= 1) || std::time::Instant::now() > deadline {
+            break kills;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(kills.is_some_and(|k| k >= 1), "oom_kill count {kills:?}");
+    let state = docker.state(&running.id).await.unwrap();
+    assert!(state.running, "PID 1 must live on: {state:?}");
+    assert!(!state.oom_killed, "Docker's flag misses a child's kill: {state:?}");
+}
+
+#[tokio::test]
+async fn a_pull_from_an_unreachable_registry_is_classed_and_names_the_command() {
+    let docker = engine().await;
+    // Port 1 on loopback: nothing listens, so the engine's dial is refused at once.
+    let image = "127.0.0.1:1/threadcycle/no-such:image";
+    let err = docker.pull_image(image, |_, _, _| {}).await.unwrap_err();
+    match &err {
+        DockerError::PullFailed { image: i, kind, .. } => {
+            assert_eq!(i, image);
+            assert_eq!(*kind, PullFailure::NoNetwork, "{err}");
+        }
+        other => panic!("expected a classed pull failure, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("`docker pull {image}`")), "{msg}");
+    assert!(msg.contains("could not be reached"), "{msg}");
+}
+
+#[test]
+fn pull_failures_are_classed_from_the_engines_words() {
+    let c = PullFailure::classify;
+    assert_eq!(
+        c("manifest for ollama/ollama:9.9.9 not found: manifest unknown: manifest unknown"),
+        PullFailure::NotFound
+    );
+    assert_eq!(
+        c("Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host"),
+        PullFailure::NoNetwork
+    );
+    assert_eq!(c("Head \"https://ghcr.io/v2/x/manifests/1\": unauthorized"), PullFailure::Auth);
+    assert_eq!(c("something else"), PullFailure::Other);
+}
+
+#[test]
+fn pull_progress_folds_the_layers_the_engine_reports() {
+    use bollard::models::{CreateImageInfo, ProgressDetail};
+    let item = |id: &str, status: &str, cur: Option<i64>, total: Option<i64>| CreateImageInfo {
+        id: Some(id.to_string()),
+        status: Some(status.to_string()),
+        progress_detail: Some(ProgressDetail { current: cur, total }),
+        ..Default::default()
+    };
+    // Hand-written in the shape of `POST /images/create?fromImage=ollama/ollama&tag=0.12.6` messages
+    // (layer ids and sizes made up; not a recording).
+    let recorded = [
+        CreateImageInfo {
+            status: Some("Pulling from ollama/ollama".into()),
+            id: Some("0.12.6".into()),
+            ..Default::default()
+        },
+        item("a1b2", "Already exists", None, None),
+        item("c3d4", "Pulling fs layer", None, None),
+        item("e5f6", "Pulling fs layer", None, None),
+        item("c3d4", "Downloading", Some(1_000), Some(4_000)),
+        item("e5f6", "Downloading", Some(500), Some(1_000)),
+        item("e5f6", "Download complete", None, None),
+        item("c3d4", "Downloading", Some(3_000), Some(4_000)),
+        item("c3d4", "Pull complete", None, None),
+        item("e5f6", "Extracting", Some(1_000), Some(1_000)),
+    ];
+    let mut fold = PullProgress::default();
+    let seen: Vec<(u64, u64)> = recorded.iter().filter_map(|i| fold.fold(i)).collect();
+    assert_eq!(seen, vec![(1_000, 4_000), (1_500, 5_000), (2_000, 5_000), (4_000, 5_000), (5_000, 5_000)]);
+    assert_eq!(fold.totals(), (5_000, 5_000));
+    let step = protocol::events::Step::ImagePulling {
+        image: "ollama/ollama:0.12.6".into(),
+        completed: Some(4_000_000_000),
+        total: Some(5_000_000_000),
+        rate_bps: Some(50e6),
+    };
+    assert_eq!(step.text(), "pulling image ollama/ollama:0.12.6: 80% of 5.0 GB, 50.0 MB/s");
+}

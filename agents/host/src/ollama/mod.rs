@@ -35,6 +35,13 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest silence tolerated in a pull stream (Ollama reports progress every ~60 ms).
 pub const DEFAULT_PULL_STALL: Duration = Duration::from_secs(300);
 
+/// The disk read rate assumed while Ollama verifies the blobs it downloaded: conservative (a
+/// spinning disk, or SHA-256 on one slow core), so a healthy verification is never cut.
+pub const DEFAULT_VERIFY_BPS: f64 = 100e6;
+/// The status line after which Ollama hashes every downloaded blob without a word
+/// (`o:server/images.go:668-687`, `verifyBlob` at `:894-911`), until `writing manifest` (`:689`).
+const VERIFYING: &str = "verifying sha256 digest";
+
 /// A client for one Ollama server.
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
@@ -42,6 +49,7 @@ pub struct OllamaClient {
     http: reqwest::Client,
     call_timeout: Duration,
     pull_stall: Duration,
+    verify_bps: f64,
 }
 
 impl OllamaClient {
@@ -57,6 +65,7 @@ impl OllamaClient {
             http,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             pull_stall: DEFAULT_PULL_STALL,
+            verify_bps: DEFAULT_VERIFY_BPS,
         }
     }
 
@@ -65,6 +74,23 @@ impl OllamaClient {
     pub(crate) fn with_pull_stall(mut self, stall: Duration) -> OllamaClient {
         self.pull_stall = stall;
         self
+    }
+
+    /// Sets the disk read rate assumed while Ollama verifies digests (tests lower it).
+    #[cfg(test)]
+    pub(crate) fn with_verify_rate(mut self, bytes_per_second: f64) -> OllamaClient {
+        self.verify_bps = bytes_per_second;
+        self
+    }
+
+    /// The longest silence tolerated after a pull line with `status`: the stall limit, plus, once
+    /// Ollama is verifying, the time to read `bytes` at the assumed disk rate.
+    fn pull_wait(&self, status: &str, bytes: u64) -> Duration {
+        if status == VERIFYING && self.verify_bps > 0.0 {
+            self.pull_stall + Duration::from_secs_f64(bytes as f64 / self.verify_bps)
+        } else {
+            self.pull_stall
+        }
     }
 
     /// The base URL (no trailing slash).
@@ -157,10 +183,10 @@ impl OllamaClient {
         let mut lines = NdjsonLines::new(resp);
         let mut outcome = PullOutcome::default();
         let mut layer_totals: Vec<(String, u64)> = Vec::new();
+        let mut wait = self.pull_stall;
         loop {
-            let next = tokio::time::timeout(self.pull_stall, lines.next_line())
-                .await
-                .map_err(|_| EngineError::Timeout(self.pull_stall))??;
+            let next =
+                tokio::time::timeout(wait, lines.next_line()).await.map_err(|_| EngineError::Timeout(wait))??;
             let Some((line, _)) = next else {
                 return Err(EngineError::Protocol(format!(
                     "the /api/pull stream for {tag} ended without \"success\" after {} lines",
@@ -190,6 +216,9 @@ impl OllamaClient {
                 }
             }
             let done = status == "success";
+            // Every layer's size counts: a cached layer is skipped by the verification, so the
+            // limit errs long, never short.
+            wait = self.pull_wait(&status, layer_totals.iter().map(|(_, t)| *t).fold(0, u64::saturating_add));
             on_progress(PullProgress {
                 status,
                 digest: parsed.digest,

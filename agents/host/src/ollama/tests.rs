@@ -99,6 +99,40 @@ async fn pull_without_success_or_with_a_stall_fails_clearly() {
 }
 
 #[tokio::test]
+async fn a_long_silent_verification_is_not_a_stall() {
+    // Ollama says `verifying sha256 digest` once, then hashes the blobs without a word
+    // (o:server/images.go:668-689). Here: a 1 MB blob, a 100 ms stall limit and a 1 MB/s disk,
+    // so verifying may take 100 ms + 1 s; it takes 600 ms, six stall limits.
+    let layer = |done: u64| json!({"status": "pulling aabbccddeeff", "digest": "sha256:aabbccddeeff", "total": 1_000_000, "completed": done});
+    let lines = |verify: Duration| {
+        vec![
+            (MS, json!({"status": "pulling manifest"})),
+            (MS, layer(500_000)),
+            (MS, layer(1_000_000)),
+            (MS, json!({"status": "verifying sha256 digest"})),
+            (verify, json!({"status": "writing manifest"})),
+            (MS, json!({"status": "success"})),
+        ]
+    };
+    let (_s, client) = server(vec![Route::ndjson("POST", "/api/pull", lines(Duration::from_millis(600)))]).await;
+    let client = client.with_pull_stall(Duration::from_millis(100)).with_verify_rate(1e6);
+    let outcome = client.pull("m", |_| {}).await.unwrap();
+    assert_eq!(outcome.total_bytes, 1_000_000);
+
+    // Past the extended limit it is still a stall, reported with the limit that applied.
+    let (_s, client) = server(vec![Route::ndjson("POST", "/api/pull", lines(Duration::from_secs(5)))]).await;
+    let client = client.with_pull_stall(Duration::from_millis(100)).with_verify_rate(1e6);
+    let err = client.pull("m", |_| {}).await.unwrap_err();
+    assert_eq!(err, EngineError::Timeout(Duration::from_millis(1100)));
+
+    // The same silence while downloading is a stall at the plain limit.
+    let silent_download = vec![(MS, layer(500_000)), (Duration::from_millis(600), layer(1_000_000))];
+    let (_s, client) = server(vec![Route::ndjson("POST", "/api/pull", silent_download)]).await;
+    let client = client.with_pull_stall(Duration::from_millis(100)).with_verify_rate(1e6);
+    assert_eq!(client.pull("m", |_| {}).await.unwrap_err(), EngineError::Timeout(Duration::from_millis(100)));
+}
+
+#[tokio::test]
 async fn generate_reads_the_documented_final_chunk() {
     let mut chunks = testkit::fake_http::ndjson_chunks(vec![(MS, chat_line("Hello!")), (MS, chat_line(" Hi."))]);
     chunks.push((MS, format!("{FINAL_EXAMPLE}\n").into_bytes()));

