@@ -63,29 +63,38 @@ fn an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug(
     let text = std::fs::read_to_string(&plan).expect("plan").replace("max_tokens = 12", "max_tokens = 400");
     std::fs::write(&plan, text).expect("write plan");
     let cycle = c.start_cycle(&plan);
-    // The first answer is measured; the long one is streaming a moment later: freeze it then.
+    // The first answer is measured; the long one streams next. Freeze the engine; if it had
+    // not streamed a chunk yet (the stall limit counts from the first one), let it go on a
+    // moment and freeze it again, until the stall limit fires.
     c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 1);
-    std::thread::sleep(Duration::from_millis(700));
     let frozen = engine_groups(&c.run_dir);
     assert!(!frozen.is_empty(), "no engine runs for the cycle; logs in {}", c.logs.display());
-    signal_all(&frozen, Signal::SIGSTOP);
     let _thaw = Thaw(frozen.clone());
-    s.fault();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let esc = loop {
-        if let Some(v) = c.cli(&["escalations"])
-            && let Some(e) = escalation_items(&v).first()
-        {
-            break e.clone();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let esc = 'found: loop {
+        std::thread::sleep(Duration::from_millis(800));
+        signal_all(&frozen, Signal::SIGSTOP);
+        s.fault();
+        let until = Instant::now() + Duration::from_secs(12);
+        while Instant::now() < until {
+            if let Some(v) = c.cli(&["escalations"])
+                && let Some(e) = escalation_items(&v).first()
+            {
+                break 'found e.clone();
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
         assert!(Instant::now() < deadline, "the stall limit never fired; logs in {}", c.logs.display());
-        std::thread::sleep(Duration::from_millis(300));
+        signal_all(&frozen, Signal::SIGCONT);
     };
     signal_all(&frozen, Signal::SIGCONT);
     s.note("escalations", 1);
     let said = format!("{} | {} | {:?}", esc.failure, esc.diagnosis, esc.options);
     assert!(esc.failure.contains("stalled") && esc.failure.contains("nothing for 3s"), "{said}");
-    assert!(esc.diagnosis.contains("stall") || esc.diagnosis.contains("time limit"), "Debug did not name the stall: {said}");
+    assert!(
+        esc.diagnosis.contains("stall") || esc.diagnosis.contains("time limit"),
+        "Debug did not name the stall: {said}"
+    );
     assert!(
         esc.options.iter().any(|o| o.summary.contains("stall limit")),
         "Debug offered no longer stall limit: {said}"

@@ -145,7 +145,8 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 fn the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once() {
     require_parts();
     let _serial = serial();
-    let mut s = Scenario::new("the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once");
+    let mut s =
+        Scenario::new("the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once");
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
     let (mut up, writer, engine) = Up::mid_benchmark(tmp.path(), 2);
