@@ -37,7 +37,7 @@ status() {
         *) echo "**FAILED** (see the test output)" ;;
     esac
 }
-passed() { grep -Eo '[0-9]+ passed' "$log/$1.log" | awk '{s+=$1} END {print s+0}'; }
+passed() { [ "$(cat "$log/$1.rc")" = skipped ] && { echo "not run"; return; }; grep -Eo '[0-9]+ passed' "$log/$1.log" | awk '{s+=$1} END {print s+0}'; }
 panics=$(cat "$log"/*.log | grep -c "panicked at" || true)
 # Every fault test prints one line when it ends, passed or failed:
 #   RELIABILITY scenario=<test> outcome=<passed|failed> faults=<n> results_checked=<n> lost=<n>

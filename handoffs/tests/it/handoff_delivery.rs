@@ -63,7 +63,6 @@ fn start_consumer(main: Bus) -> (mpsc::UnboundedReceiver<Envelope>, Arc<ConsumeS
 /// One scenario's figures, printed when the test ends (passed or failed) as the line
 /// `bench/reliability.sh` reads: `RELIABILITY scenario=… outcome=… faults=… results_checked=…
 /// lost=… duplicates=… dead_letters=… refused=…` (`-` for a figure never reached).
-#[derive(Default)]
 struct Scenario {
     name: &'static str,
     faults: u64,
@@ -76,7 +75,7 @@ struct Scenario {
 
 impl Scenario {
     fn new(name: &'static str, faults: u64) -> Scenario {
-        Scenario { name, faults, ..Default::default() }
+        Scenario { name, faults, checked: None, lost: None, duplicates: None, dead_letters: None, refused: None }
     }
 
     /// `expected` good packages sent; `delivered` reached the handler, `applied` by the ledger.
