@@ -103,6 +103,11 @@ BP=bad_packages_are_dead_lettered_and_the_agent_keeps_going
 BE=bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going
 OV=an_oversize_payload_travels_through_the_object_store
 H=hostile_model_output_is_stored_capped_and_rendered_safely_everywhere
+probe=$(sed -n '/security probe/,/holes:/p' "$log/security.log" | tail -n +2)
+pub=$(echo "$probe" | sed -n 's/forbidden publishes refused: //p')
+sub=$(echo "$probe" | sed -n 's/forbidden subscriptions refused: //p')
+bad=$(echo "$probe" | sed -n 's/bad logins refused: //p')
+holes=$(echo "$probe" | sed -n 's/holes: //p')
 bad_total=$(( $(num $BP faults) + $(num $BE faults) ))
 dead_total=$(( $(num $BP dead_letters) + $(num $BE dead_letters) ))
 {
