@@ -137,48 +137,8 @@ pub(super) fn crash_plan(dir: &Path) -> PathBuf {
     p
 }
 
-/// Every prompt × repetition appears exactly once.
-fn assert_exactly_once(out: &Path, cycle: &str) {
-    assert_exactly_once_of(out, cycle, &["hello", "second", "third"], 2);
-}
-
-/// Every one of `prompts` × `reps` appears exactly once in `results.json` and `results.csv`.
-pub(super) fn assert_exactly_once_of(out: &Path, cycle: &str, prompts: &[&str], reps: u64) {
-    let r = results(&out.join(cycle));
-    let mut seen = BTreeMap::new();
-    for x in &first_model(&r).runs {
-        *seen.entry((x.prompt_id.clone(), u64::from(x.repetition))).or_insert(0) += 1;
-    }
-    let mut expected: Vec<(String, u64)> =
-        prompts.iter().flat_map(|p| (1..=reps).map(move |r| (p.to_string(), r))).collect();
-    expected.sort();
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), expected, "missing or extra results: {seen:?}");
-    assert!(seen.values().all(|n| *n == 1), "duplicated results: {seen:?}");
-    let csv = std::fs::read_to_string(out.join(cycle).join("data/results.csv")).expect("csv");
-    assert_eq!(csv_records(&csv), 1 + expected.len(), "results.csv records:\n{csv}");
-}
-
-/// Records in CSV text (quoted fields may hold newlines).
-pub(super) fn csv_records(text: &str) -> usize {
-    let mut quoted = false;
-    let mut records = 0;
-    let mut in_record = false;
-    for ch in text.chars() {
-        match ch {
-            '"' => quoted = !quoted,
-            '\n' if !quoted => {
-                if in_record {
-                    records += 1;
-                }
-                in_record = false;
-                continue;
-            }
-            _ => {}
-        }
-        in_record = true;
-    }
-    records + usize::from(in_record)
-}
+/// The crash plan's prompts: three, each twice.
+const CRASH_PROMPTS: [&str; 3] = ["hello", "second", "third"];
 
 pub(super) fn no_engine_left(run_dir: &Path) {
     let pids: Vec<_> = std::fs::read_dir(run_dir)
@@ -191,15 +151,17 @@ pub(super) fn no_engine_left(run_dir: &Path) {
 fn the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_duplicates() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_duplicates");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let cycle = c.start_cycle(&crash_plan(tmp.path()));
     c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 2);
     c.kill("writer");
+    s.fault();
     // The engine the dead Writer started is an orphan now; the new Writer stops it.
     c.spawn("writer");
     let rec = c.wait_for(&cycle, "completion after the Writer's restart", 300, |r| r.state == CycleState::Completed);
-    assert_exactly_once(&c.out, &cycle);
+    s.check_exactly_once(&c.out, &cycle, &CRASH_PROMPTS, 2);
     assert!(rec.report_dir.is_some(), "{rec:?}");
     assert!(c.logs_text().contains("Stopping an engine left by an earlier run"), "the orphan engine was not reaped");
     no_engine_left(&c.run_dir);
@@ -209,6 +171,7 @@ fn the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_dup
 fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let plan = crash_plan(tmp.path());
@@ -218,6 +181,7 @@ fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still
     c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 1);
     // The Writer dies and nobody restarts it: Main's watchdog names it instead of waiting for ever.
     c.kill("writer");
+    s.fault();
     let rec =
         c.wait_for(&cycle, "the watchdog to fail the cycle", 90, |r| matches!(r.state, CycleState::Failed { .. }));
     let CycleState::Failed { reason } = &rec.state else { panic!("the cycle is not failed: {:?}", rec.state) };
@@ -225,7 +189,7 @@ fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still
     // Back an hour later, say: the packages waited in NATS, the cycle completes, nothing twice.
     c.spawn("writer");
     c.wait_for(&cycle, "completion after the Writer came back", 300, |r| r.state == CycleState::Completed);
-    assert_exactly_once(&c.out, &cycle);
+    s.check_exactly_once(&c.out, &cycle, &CRASH_PROMPTS, 2);
     no_engine_left(&c.run_dir);
 }
 
@@ -233,15 +197,17 @@ fn a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still
 fn the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let cycle = c.start_cycle(&crash_plan(tmp.path()));
     c.wait_for(&cycle, "the first measured request", 180, |r| r.requests_done >= 1);
     c.nats.kill();
+    s.fault();
     std::thread::sleep(Duration::from_secs(2));
     c.nats.restart().expect("restart nats");
     c.wait_for(&cycle, "completion after the NATS restart", 300, |r| r.state == CycleState::Completed);
-    assert_exactly_once(&c.out, &cycle);
+    s.check_exactly_once(&c.out, &cycle, &CRASH_PROMPTS, 2);
     no_engine_left(&c.run_dir);
 }
 
@@ -249,6 +215,7 @@ fn the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cyc
 fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let plan = write_plan(
@@ -270,6 +237,7 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
         std::thread::sleep(Duration::from_millis(300));
     };
     c.kill("main");
+    s.fault();
     c.spawn("main");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -287,6 +255,7 @@ fn main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it() {
         .expect("resolve");
     assert!(o.status.success(), "{}", show(&o));
     c.wait_for(&cycle, "completion after the operator's answer", 180, |r| r.state == CycleState::Completed);
+    s.check_exactly_once(&c.out, &cycle, &["hello"], 1);
     let r = results(&c.out.join(&cycle));
     let m = first_model(&r);
     assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
@@ -360,6 +329,7 @@ const PHASES: [PhaseHold; 5] = [
 fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_once() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_once");
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
@@ -390,10 +360,16 @@ fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_o
             c.kill(r);
             c.spawn(r);
             faults.push((r, hold.phase));
+            s.fault();
         }
         c.kill(hold.worker);
         c.spawn(hold.worker);
         faults.push((hold.worker, hold.phase));
+        s.fault();
+        let agents: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.0).collect();
+        let phases: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.1).collect();
+        s.note("agents", agents.len());
+        s.note("phases", phases.len());
         if let EventBody::EscalationOpened { id, .. } = &ev.body {
             // The operator answers after the kills: the escalation survived all five.
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -411,8 +387,9 @@ fn every_agent_killed_in_every_phase_and_restarted_completes_the_cycle_exactly_o
         }
     }
     let rec = c.wait_for(&cycle, "completion after every kill", 600, |r| r.state == CycleState::Completed);
+    s.note("secs", format!("{:.0}", started.elapsed().as_secs_f64()));
     assert!(rec.report_dir.is_some(), "{rec:?}");
-    assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
+    s.check_exactly_once(&c.out, &cycle, &["hello", "second"], 1);
     let r = results(&c.out.join(&cycle));
     let m = first_model(&r);
     assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
@@ -458,6 +435,7 @@ fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
         .unwrap_or(false);
     assert!(image_ok, "image threadcycle/llama-server:test is missing: run `scripts/build-test-images.sh`");
     let _serial = serial();
+    let mut s = Scenario::new("the_writer_killed_with_a_container_up_leaves_no_container_behind");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut c = Cluster::start(tmp.path());
     let events = follow_events(&c.nats.url());
@@ -478,6 +456,7 @@ fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
         let found = containers_of(&cycle);
         if !found.is_empty() {
             c.kill("writer");
+            s.fault();
             left_by_the_dead.extend(found);
             c.spawn("writer");
             break;
@@ -493,6 +472,7 @@ fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
             events.recv_timeout(left).unwrap_or_else(|_| panic!("no request measured; logs in {}", c.logs.display()));
         if ev.cycle.as_str() == cycle && matches!(ev.body, EventBody::RunMeasured { .. }) {
             c.kill("writer");
+            s.fault();
             let found = containers_of(&cycle);
             assert!(!found.is_empty(), "the Writer died mid-benchmark but no container of the cycle runs");
             left_by_the_dead.extend(found);
@@ -501,11 +481,13 @@ fn the_writer_killed_with_a_container_up_leaves_no_container_behind() {
         }
     }
     c.wait_for(&cycle, "completion after the Writer's restarts", 400, |r| r.state == CycleState::Completed);
-    assert_exactly_once_of(&c.out, &cycle, &["hello", "second"], 1);
+    s.note("containers_reaped", left_by_the_dead.len());
+    s.check_exactly_once(&c.out, &cycle, &["hello", "second"], 1);
     let r = results(&c.out.join(&cycle));
     let m = first_model(&r);
     assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     let remaining = containers_of(&cycle);
+    s.note("containers_left", remaining.len());
     assert!(remaining.is_empty(), "containers left behind: {remaining:?} (the dead Writers left {left_by_the_dead:?})");
     println!(
         "docker kill: faults 2 (writer x deploy, benchmark), containers left by dead writers {}, left behind 0",

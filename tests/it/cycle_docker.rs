@@ -67,6 +67,7 @@ fn an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit() {
     require_parts();
     require_docker();
     let _serial = serial();
+    let mut s = Scenario::new("an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit");
     let tmp = tempfile::tempdir().expect("tmp");
     // Without mmap the weights are read into the container's memory: 64 MiB cannot hold them.
     let plan = docker_plan(
@@ -79,6 +80,8 @@ fn an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit() {
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = first_model(&r);
+    s.faults = m.attempts.iter().filter(|a| a.outcome.contains("OOM killer")).count() as u64;
+    s.check_dir(&dir, &["hello"], 1);
     assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     assert!(m.attempts.first().is_some_and(|a| a.outcome.contains("OOM killer")), "{m:?}");
     assert_eq!(attempt_changes(m, 1).first().map(String::as_str), Some("memory_limit_gb=3"), "{m:?}");
@@ -93,6 +96,8 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
     require_parts();
     require_docker();
     let _serial = serial();
+    let mut s = Scenario::new("a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_lines");
+    s.fault();
     let tmp = tempfile::tempdir().expect("tmp");
     // A file that is not a GGUF model: llama-server starts, cannot load it, and exits.
     let bad = tmp.path().join("models").join("broken.gguf");
@@ -112,6 +117,8 @@ fn a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_line
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = first_model(&r);
+    s.note("escalations", r.escalations.len());
+    s.check_dir(&dir, &[], 1);
     assert!(matches!(m.status, ModelStatus::Skipped { .. }), "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting");
     assert!(trouble.contains("failed to load model"), "{trouble}");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout");
     let tmp = tempfile::tempdir().expect("tmp");
     let plan =
         write_plan(tmp.path(), "slow-load", "load_timeout_s = 1", "", "[policy]\ndefault = 'auto'\nmax_attempts = 4\n");
@@ -19,6 +20,9 @@ fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() 
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = first_model(&r);
+    s.faults = m.attempts.iter().filter(|a| a.outcome != "ok").count() as u64;
+    s.note("escalations", r.escalations.len());
+    s.check_dir(&dir, &["hello"], 1);
     assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
     let attempts = &m.attempts;
     assert!(attempts.len() >= 2, "{m:?}");
@@ -35,6 +39,8 @@ fn a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout() 
 fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes");
+    s.fault();
     let tmp = tempfile::tempdir().expect("tmp");
     let plan = write_plan(tmp.path(), "missing", "", "", "");
     let text = std::fs::read_to_string(&plan).expect("plan").replace("gemma-3-270m-q4_k_m.gguf", "no-such-model.gguf");
@@ -43,6 +49,8 @@ fn a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes() {
     let dir = up_ok(&plan, &out);
     let r = results(&dir);
     let m = first_model(&r);
+    s.note("escalations", r.escalations.len());
+    s.check_dir(&dir, &[], 1);
     assert!(matches!(m.status, ModelStatus::Skipped { .. }), "{m:?}");
     let trouble = std::fs::read_to_string(dir.join("troubleshooting.md")).expect("troubleshooting.md");
     assert!(trouble.contains("does not exist"), "{trouble}");

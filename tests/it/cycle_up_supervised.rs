@@ -2,7 +2,7 @@
 //! cycle completes with every result once; Ctrl-C (SIGINT) mid-benchmark leaves no engine
 //! running and keeps the cycle's NATS store and logs.
 
-use super::cycle_crash::{assert_exactly_once_of, containers_of, crash_plan};
+use super::cycle_crash::{containers_of, crash_plan};
 use super::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -145,17 +145,21 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 fn the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once() {
     require_parts();
     let _serial = serial();
+    let mut s =
+        Scenario::new("the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once");
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
     let (mut up, writer, engine) = Up::mid_benchmark(tmp.path(), 2);
     signal(writer, nix::sys::signal::Signal::SIGKILL);
+    s.fault();
     let code = up.wait(420);
     let text = up.output();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("the writer agent crashed (signal: 9 (SIGKILL)); restarting it in 1 s"), "{text}");
     assert!(text.contains("last lines of its log") && text.contains("the writer agent restarted (pid"), "{text}");
     let cycle = cycle_dir(&up.out).file_name().expect("cycle").to_string_lossy().to_string();
-    assert_exactly_once_of(&up.out, &cycle, &["hello", "second", "third"], 2);
+    s.check_exactly_once(&up.out, &cycle, &["hello", "second", "third"], 2);
+    s.note("engines_left", u8::from(running(engine)));
     assert!(!running(engine), "the engine {engine} the killed Writer had started still runs");
     // Completed: nothing is kept.
     let kept: Vec<_> = std::fs::read_dir(up.state.join("threadcycle/up")).expect("state").flatten().collect();

@@ -7,6 +7,7 @@ mod cycle_crash;
 mod cycle_demo;
 mod cycle_docker;
 mod cycle_escalation;
+mod cycle_faults;
 mod cycle_gpu;
 mod cycle_kept_runs;
 mod cycle_multihost;

@@ -309,3 +309,146 @@ pub fn events(streams: &[(String, Vec<StoredMessage>)]) -> Vec<protocol::events:
         })
         .collect()
 }
+
+/// What a fault scenario verified, printed when the test ends (passed or failed) as one line
+/// that `bench/reliability.sh` reads into `docs/RELIABILITY.md`:
+/// `RELIABILITY scenario=<name> outcome=<passed|failed> faults=<n> results_checked=<n> lost=<n>
+/// duplicates=<n> dead_letters=<n> refused=<n> [key=value…]`. A figure the test never reached is
+/// printed as `-`; the counts are taken before the assertions on them, so a lost or doubled
+/// result shows in the line of the test it fails.
+pub struct Scenario {
+    name: &'static str,
+    /// Faults injected (kills, stops, restarts, bad packages…).
+    pub faults: u64,
+    counted: Option<ResultCount>,
+    /// Packages set aside on the dead-letter stream.
+    pub dead_letters: Option<u64>,
+    /// Packages or requests refused with a clear error.
+    pub refused: Option<u64>,
+    extra: Vec<(String, String)>,
+}
+
+/// Results expected vs found in a cycle's `results.json` and `results.csv`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResultCount {
+    /// Prompt × repetition pairs the plan asked for (each looked up in both files).
+    pub checked: u64,
+    /// Pairs missing from `results.json`, or CSV records short of the expected count.
+    pub lost: u64,
+    /// Extra copies of a pair in `results.json` (or a pair the plan never asked for), or CSV
+    /// records over the expected count.
+    pub duplicates: u64,
+}
+
+impl Scenario {
+    /// A scenario named after its test.
+    pub fn new(name: &'static str) -> Scenario {
+        Scenario { name, faults: 0, counted: None, dead_letters: None, refused: None, extra: Vec::new() }
+    }
+
+    /// One more fault injected.
+    pub fn fault(&mut self) {
+        self.faults += 1;
+    }
+
+    /// An extra figure for the page (`agents=5`, `secs=158`…).
+    pub fn note(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.to_string(), value.to_string()));
+    }
+
+    /// Counts the results of `cycle` under `out` against `prompts` × `reps`, keeps the count,
+    /// then asserts nothing was lost or doubled.
+    pub fn check_exactly_once(&mut self, out: &Path, cycle: &str, prompts: &[&str], reps: u64) -> ResultCount {
+        self.check_dir(&out.join(cycle), prompts, reps)
+    }
+
+    /// [`Scenario::check_exactly_once`] on the cycle folder `dir`.
+    pub fn check_dir(&mut self, dir: &Path, prompts: &[&str], reps: u64) -> ResultCount {
+        let c = count_results(dir, prompts, reps);
+        // Counted only once the cycle's reports exist: the cycle completed.
+        let cycles = self.extra.iter().find(|(k, _)| k == "cycles_completed").and_then(|(_, v)| v.parse().ok());
+        self.note("cycles_completed", cycles.unwrap_or(0u64) + 1);
+        let mut total = self.counted.unwrap_or_default();
+        total.checked += c.checked;
+        total.lost += c.lost;
+        total.duplicates += c.duplicates;
+        self.counted = Some(total);
+        assert_eq!((c.lost, c.duplicates), (0, 0), "results in {} lost or doubled: {c:?}", dir.display());
+        c
+    }
+
+    /// The `RELIABILITY …` line.
+    pub fn line(&self, passed: bool) -> String {
+        let fig = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
+        let mut s = format!(
+            "RELIABILITY scenario={} outcome={} faults={} results_checked={} lost={} duplicates={} dead_letters={} refused={}",
+            self.name,
+            if passed { "passed" } else { "failed" },
+            self.faults,
+            fig(self.counted.map(|c| c.checked)),
+            fig(self.counted.map(|c| c.lost)),
+            fig(self.counted.map(|c| c.duplicates)),
+            fig(self.dead_letters),
+            fig(self.refused),
+        );
+        for (k, v) in &self.extra {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        println!("{}", self.line(!std::thread::panicking()));
+    }
+}
+
+/// Counts every one of `prompts` × `reps` in `results.json` and `results.csv` of the cycle
+/// folder `dir`.
+pub fn count_results(dir: &Path, prompts: &[&str], reps: u64) -> ResultCount {
+    use std::collections::BTreeMap;
+    let expected: Vec<(String, u64)> =
+        prompts.iter().flat_map(|p| (1..=reps).map(move |r| (p.to_string(), r))).collect();
+    let mut seen: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let json_ok = dir.join("data/results.json").is_file();
+    if json_ok {
+        for x in results(dir).models.first().map(|m| m.runs.as_slice()).unwrap_or_default() {
+            *seen.entry((x.prompt_id.clone(), u64::from(x.repetition))).or_insert(0) += 1;
+        }
+    }
+    let json_lost = expected.iter().filter(|k| !seen.contains_key(*k)).count() as u64;
+    let json_dups: u64 = seen.iter().map(|(k, n)| if expected.contains(k) { n - 1 } else { *n }).sum();
+    let rows = std::fs::read_to_string(dir.join("data/results.csv"))
+        .map(|t| (csv_records(&t) as u64).saturating_sub(1))
+        .unwrap_or(0);
+    let want = expected.len() as u64;
+    ResultCount {
+        checked: want,
+        lost: json_lost.max(want.saturating_sub(rows)),
+        duplicates: json_dups.max(rows.saturating_sub(want)),
+    }
+}
+
+/// Records in CSV text (quoted fields may hold newlines).
+pub fn csv_records(text: &str) -> usize {
+    let mut quoted = false;
+    let mut records = 0;
+    let mut in_record = false;
+    for ch in text.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '\n' if !quoted => {
+                if in_record {
+                    records += 1;
+                }
+                in_record = false;
+                continue;
+            }
+            _ => {}
+        }
+        in_record = true;
+    }
+    records + usize::from(in_record)
+}

