@@ -9,7 +9,6 @@ mod cycle_docker;
 mod cycle_escalation;
 mod cycle_faults;
 mod cycle_gpu;
-mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;
