@@ -163,6 +163,7 @@ mod tests {
                 ..Default::default()
             }),
             request_options: BTreeMap::new(),
+            endpoint: None,
         };
         assert_eq!(
             l.command_line(),
