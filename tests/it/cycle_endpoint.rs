@@ -84,7 +84,9 @@ fn an_engine_already_running_is_measured_as_found_and_left_running() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let html = format!("http://127.0.0.1:{}", html_server());
     let endpoint = |name: &str, url: &str, tag: &str| {
-        format!("[[models]]\nname = \"{name}\"\nengine = \"openai\"\nruntime = \"endpoint\"\nurl = \"{url}\"\ntag = \"{tag}\"\n")
+        format!(
+            "[[models]]\nname = \"{name}\"\nengine = \"openai\"\nruntime = \"endpoint\"\nurl = \"{url}\"\ntag = \"{tag}\"\n"
+        )
     };
     let plan = format!(
         "name = \"endpoint\"\n[defaults]\nrepetitions = 2\nmax_tokens = 12\n\n{}{}{}{}\n\

@@ -39,7 +39,9 @@ impl EndpointApi {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EndpointError {
     /// Nothing answers at the URL.
-    #[error("model `{model}`: nothing answers at {url} ({reason}); start the engine there or correct the model's `url`")]
+    #[error(
+        "model `{model}`: nothing answers at {url} ({reason}); start the engine there or correct the model's `url`"
+    )]
     Unreachable {
         /// The plan's model name.
         model: String,
@@ -180,7 +182,8 @@ fn listing(names: &[String]) -> String {
     if names.is_empty() {
         return "no model".into();
     }
-    let shown: Vec<String> = names.iter().take(8).map(|n| format!("`{}`", n.chars().take(120).collect::<String>())).collect();
+    let shown: Vec<String> =
+        names.iter().take(8).map(|n| format!("`{}`", n.chars().take(120).collect::<String>())).collect();
     let more = names.len().saturating_sub(8);
     if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
 }
@@ -370,9 +373,8 @@ mod tests {
         assert!(matches!(e, EndpointError::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains(&url) && e.to_string().contains("`small`"), "{e}");
         // A web server that is not an engine.
-        let html = FakeServer::start(vec![Route::text("GET", "/", 200, "<html><body>NAS admin</body></html>")])
-            .await
-            .unwrap();
+        let html =
+            FakeServer::start(vec![Route::text("GET", "/", 200, "<html><body>NAS admin</body></html>")]).await.unwrap();
         let e = probe(&html.url(), EndpointApi::OpenAi, "small", "x").await.unwrap_err();
         assert!(matches!(e, EndpointError::NotAnEngine { .. }), "{e}");
         assert!(e.to_string().contains("an HTML page"), "{e}");
