@@ -160,6 +160,20 @@ pub enum Step {
         /// How many runs were kept.
         runs: u32,
     },
+    /// An endpoint's engine was found already running with the model (nothing was started).
+    EndpointFound {
+        /// The engine's URL.
+        url: String,
+        /// The model as the engine lists it.
+        model: String,
+        /// The engine's process on this machine, sampled while measuring; `None` when not found.
+        pid: Option<u32>,
+    },
+    /// The model's turn at an endpoint is over; its engine was left running, as it was found.
+    EndpointLeftRunning {
+        /// The engine's URL.
+        url: String,
+    },
     /// A remedy waits for the GPU to cool.
     CoolingDown {
         /// Seconds.
@@ -236,6 +250,13 @@ impl Step {
             Step::RunsKept { runs } => {
                 format!("kept {runs} run(s) measured before the failure; measuring the rest")
             }
+            Step::EndpointFound { url, model, pid: Some(pid) } => {
+                format!("{model} found at {url}, already running (process {pid}); nothing started")
+            }
+            Step::EndpointFound { url, model, pid: None } => {
+                format!("{model} found at {url}, already running (its process not visible); nothing started")
+            }
+            Step::EndpointLeftRunning { url } => format!("measured; the engine at {url} left running as found"),
             Step::CoolingDown { seconds } => format!("cooling down for {seconds} s"),
             Step::ConcurrentStarted => "concurrent phase started".into(),
         }

@@ -27,6 +27,10 @@ pub struct Launch {
     /// object; `num_predict` is that prompt's output cap); empty when the engine takes none.
     #[serde(default)]
     pub request_options: BTreeMap<String, serde_json::Value>,
+    /// The URL of an engine that was already running (the endpoint runtime): nothing was
+    /// started, so there is no command; `program` and `args` are empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// The `docker run` settings of a containerised engine.
@@ -95,6 +99,11 @@ impl Launch {
         w
     }
 
+    /// Whether the engine was found already running rather than started (no command ran).
+    pub fn was_found_running(&self) -> bool {
+        self.endpoint.is_some()
+    }
+
     /// The command as one copy-pasteable shell line (each word quoted when it needs it).
     pub fn command_line(&self) -> String {
         if self.container.is_none() {
@@ -154,6 +163,7 @@ mod tests {
                 ..Default::default()
             }),
             request_options: BTreeMap::new(),
+            endpoint: None,
         };
         assert_eq!(
             l.command_line(),

@@ -140,6 +140,17 @@ pub enum EngineKind {
     Ollama,
     /// llama.cpp's `llama-server` (OpenAI-compatible API).
     LlamaServer,
+    /// Any OpenAI-compatible API (vLLM, LM Studio, llama-server…) at an already running
+    /// endpoint; only with `runtime = "endpoint"`.
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl EngineKind {
+    /// Whether the engine speaks Ollama's own API (`/api/…`) rather than OpenAI's (`/v1/…`).
+    pub fn speaks_ollama(self) -> bool {
+        self == EngineKind::Ollama
+    }
 }
 
 /// Where the engine runs.
@@ -150,6 +161,9 @@ pub enum Runtime {
     Docker,
     /// A host process started and stopped by the Writer.
     Process,
+    /// An engine already running at the model's `url`, which threadcycle never starts, stops,
+    /// pulls into or reconfigures: it only measures.
+    Endpoint,
 }
 
 /// A closed or half-open range of projected figures, e.g. `{ min = 13, max = 15 }`.
@@ -220,9 +234,14 @@ pub struct ModelSpec {
     pub engine: EngineKind,
     /// Where the engine runs.
     pub runtime: Runtime,
-    /// The Ollama tag (`deepseek-coder:33b`), for the Ollama engine.
+    /// The Ollama tag (`deepseek-coder:33b`), for the Ollama engine; for an endpoint, the
+    /// model's name as the engine lists it (`/api/tags`, `/v1/models`).
     #[serde(default)]
     pub tag: Option<String>,
+    /// The base URL of an engine already running (`http://127.0.0.1:11434`), for the endpoint
+    /// runtime only.
+    #[serde(default)]
+    pub url: Option<String>,
     /// The GGUF file, for llama-server. `~` and `${VAR}` / `${VAR:-default}` expand.
     #[serde(default)]
     pub model_path: Option<String>,
@@ -670,10 +689,11 @@ impl Plan {
         if !(d.cv_flag > 0.0 && d.cv_flag.is_finite()) {
             return bad("defaults.cv_flag".into(), format!("expected a positive number, got {}", d.cv_flag));
         }
-        if d.pull_ahead && !self.models.iter().any(|m| m.engine == EngineKind::Ollama) {
+        if d.pull_ahead && !self.models.iter().any(|m| m.engine == EngineKind::Ollama && m.runtime != Runtime::Endpoint)
+        {
             return bad(
                 "defaults.pull_ahead".into(),
-                "only Ollama models are pulled, and this plan has none: remove it or set it to false".into(),
+                "only Ollama models threadcycle starts are pulled (never an endpoint's), and this plan has none: remove it or set it to false".into(),
             );
         }
         for (field, v) in [
@@ -695,6 +715,12 @@ impl Plan {
         );
         for (at, m) in all_models {
             validate_model(&at, m)?;
+            if at.starts_with("concurrent") && m.runtime == Runtime::Endpoint {
+                return bad(
+                    format!("{at}.runtime"),
+                    "the concurrent phase starts its models with the slots it needs; an endpoint's are not threadcycle's to set".into(),
+                );
+            }
             if !at.starts_with("concurrent") && !names.insert(m.name.clone()) {
                 return bad(
                     format!("{at}.name"),
@@ -832,11 +858,28 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
     if !valid_label(&m.name) {
         return bad("name", format!("`{}` is not a usable name: use 1 to 64 of A-Z a-z 0-9 - _", m.name));
     }
-    match m.engine {
-        EngineKind::Ollama if m.tag.as_deref().is_none_or(|t| t.trim().is_empty()) => {
+    if m.runtime == Runtime::Endpoint {
+        endpoint::validate_endpoint(at, m)?;
+    } else if m.url.is_some() {
+        return bad(
+            "url",
+            "only an endpoint model has a url: set `runtime = \"endpoint\"` or remove it (threadcycle starts this engine itself)"
+                .into(),
+        );
+    }
+    match (m.engine, m.runtime) {
+        (_, Runtime::Endpoint) => {}
+        (EngineKind::OpenAi, _) => {
+            return bad(
+                "engine",
+                "`openai` names an API, not an engine threadcycle can start: use it with `runtime = \"endpoint\"` and a url"
+                    .into(),
+            );
+        }
+        (EngineKind::Ollama, _) if m.tag.as_deref().is_none_or(|t| t.trim().is_empty()) => {
             return bad("tag", "the ollama engine needs the model's tag, e.g. `deepseek-coder:33b`".into());
         }
-        EngineKind::LlamaServer if m.model_path.as_deref().is_none_or(|t| t.trim().is_empty()) => {
+        (EngineKind::LlamaServer, _) if m.model_path.as_deref().is_none_or(|t| t.trim().is_empty()) => {
             return bad("model_path", "the llama-server engine needs the GGUF file's path".into());
         }
         _ => {}
@@ -931,6 +974,8 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
     out.push_str(rest);
     Ok(out)
 }
+
+mod endpoint;
 
 #[cfg(test)]
 mod shipped_plans;

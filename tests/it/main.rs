@@ -6,6 +6,7 @@ mod cycle_concurrent;
 mod cycle_crash;
 mod cycle_demo;
 mod cycle_docker;
+mod cycle_endpoint;
 mod cycle_escalation;
 mod cycle_faults;
 mod cycle_gpu;

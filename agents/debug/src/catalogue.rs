@@ -251,7 +251,7 @@ fn remedies(class: FailureClass, e: &Escalation, ev: &Evidence) -> Vec<RemedyOpt
         }
         let how = match e.engine {
             EngineKind::Ollama => "OLLAMA_KV_CACHE_TYPE=q8_0 with OLLAMA_FLASH_ATTENTION=1",
-            EngineKind::LlamaServer => "-ctk q8_0 -ctv q8_0 with -fa on",
+            EngineKind::LlamaServer | EngineKind::OpenAi => "-ctk q8_0 -ctv q8_0 with -fa on",
         };
         v.push(opt(
             format!("KV cache q8_0 with flash attention ({how})"),

@@ -176,6 +176,7 @@ fn container(
             binds: vec![bind],
         }),
         request_options: BTreeMap::new(),
+        endpoint: None,
     }
 }
 

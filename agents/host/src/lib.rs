@@ -4,6 +4,7 @@
 //! free space, engine processes or engine HTTP. Agents hold policy; this crate holds I/O.
 
 pub mod docker;
+pub mod endpoint;
 pub mod engine;
 pub mod gpu;
 pub mod launch;

@@ -218,6 +218,13 @@ impl Writer {
         if let Some(v) = report.verdicts.get(i).filter(|v| v.fit == Fit::NoGo && !m.ignore_fit) {
             return Ok(Some(skipped(i, m, report, format!("the Reader predicted it does not fit: {}", v.reason))));
         }
+        // An engine already running is checked before anything is measured: bad input (wrong
+        // URL, not an engine, the other API, a model it lacks) fails this model alone, by name.
+        if m.runtime == protocol::plan::Runtime::Endpoint
+            && let Err(e) = crate::endpoint::check(m).await
+        {
+            return Ok(Some(failed(i, m, report, e.to_string())));
+        }
         let mut settings = Settings::planned(plan, m);
         let mut attempts: Vec<Attempt> = Vec::new();
         // Runs measured by failed attempts, and the settings they ran under: a retry measures
@@ -543,7 +550,7 @@ impl Writer {
             deployment: dep.deployment.clone(),
         };
         dep.teardown().await;
-        self.event(cycle, step(Step::EngineStopped { kept: dep.keep })).await;
+        self.event(cycle, step(dep.finished_step())).await;
         Ok((runs, info))
     }
 }
@@ -580,6 +587,8 @@ fn pull_ahead_target<'a>(report: &'a VerificationReport, host: &str, i: usize) -
     (cur.engine == EngineKind::Ollama
         && next.engine == EngineKind::Ollama
         && cur.runtime == next.runtime
+        // Never pull into an engine threadcycle did not start.
+        && cur.runtime != protocol::plan::Runtime::Endpoint
         && store(cur) == store(next)
         && next.tag.is_some()
         && !ruled_out)
@@ -673,6 +682,7 @@ fn manifest(report: &VerificationReport, s: &Settings, m: &ModelSpec, info: Opti
         engine: match m.engine {
             EngineKind::LlamaServer => "llama-server".into(),
             EngineKind::Ollama => "ollama".into(),
+            EngineKind::OpenAi => "openai".into(),
         },
         engine_version: info.and_then(|i| i.engine_version.clone()),
         model: m.model_ref().to_string(),

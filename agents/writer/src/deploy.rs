@@ -61,6 +61,15 @@ pub enum Place {
         /// Container id.
         id: String,
     },
+    /// An engine already running (the endpoint runtime): never started or stopped here.
+    Endpoint {
+        /// Its URL.
+        url: String,
+        /// Its process on this machine, when found (sampled while measuring).
+        pid: Option<u32>,
+        /// Why its process is not sampled, when it is not.
+        note: Option<String>,
+    },
 }
 
 /// A deployed, answering engine.
@@ -167,7 +176,7 @@ pub fn gen_request(
         context: Some(s.effective.context),
         options: match engine {
             EngineKind::Ollama => build::ollama_options(&s.effective),
-            EngineKind::LlamaServer => BTreeMap::new(),
+            EngineKind::LlamaServer | EngineKind::OpenAi => BTreeMap::new(),
         },
         timeout: request_budget(&s.effective, plan.max_tokens_for(prompt), ceiling_tps),
         stall: Some(Duration::from_secs(s.effective.stall_timeout_s)),
@@ -213,9 +222,13 @@ pub async fn deploy(
     on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     match (s.model.runtime, s.model.engine) {
+        (Runtime::Endpoint, _) => crate::endpoint::deploy(s, on_step).await,
         (Runtime::Process, EngineKind::LlamaServer) => deploy_process(cycle, s, run_dir, on_step).await,
         (Runtime::Docker, engine) => deploy_container(cycle, host, s, engine, model_store, on_step).await,
         (Runtime::Process, EngineKind::Ollama) => deploy_ollama_process(cycle, s, run_dir, model_store, on_step).await,
+        (Runtime::Process, EngineKind::OpenAi) => {
+            Err(Failure::new(FailureClass::Other, "`openai` is an endpoint's API; the plan check refuses it here"))
+        }
     }
 }
 
@@ -307,7 +320,7 @@ fn container_launch(
         host_port: m.port,
     };
     Ok(match engine {
-        EngineKind::LlamaServer => {
+        EngineKind::LlamaServer | EngineKind::OpenAi => {
             let file = model_file(s)?;
             let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
             let fname = file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
@@ -356,7 +369,7 @@ async fn deploy_container(
     let target = Some(format!("container:{}", running.id));
     let timeout = Duration::from_secs(s.effective.load_timeout_s);
     let api = match engine {
-        EngineKind::LlamaServer => Api::OpenAi(OpenAiClient::new(&base)),
+        EngineKind::LlamaServer | EngineKind::OpenAi => Api::OpenAi(OpenAiClient::new(&base)),
         EngineKind::Ollama => Api::Ollama(OllamaClient::new(&base)),
     };
     if let Err(mut f) = wait_ready(&docker, &running.id, &name, &api, timeout).await {
@@ -637,6 +650,34 @@ pub fn engine_failure(e: &EngineError, what: &str) -> Failure {
 }
 
 impl Deployed {
+    /// An engine that was found running, not started: no pull, no load, nothing to tear down.
+    pub fn found(api: Api, place: Place, model_ref: String, launch: Launch) -> Self {
+        Deployed {
+            api,
+            place,
+            load_ms: 0.0,
+            pull_ms: None,
+            engine_version: None,
+            model_ref,
+            quantization: None,
+            digest: None,
+            deployment: Vec::new(),
+            launch,
+            keep: false,
+            decode_ceiling: None,
+            torn_down: false,
+        }
+    }
+
+    /// The step that ends the model's turn: the engine stopped (or its container kept), or an
+    /// endpoint left running as it was found.
+    pub fn finished_step(&self) -> Step {
+        match &self.place {
+            Place::Endpoint { url, .. } => Step::EndpointLeftRunning { url: url.clone() },
+            _ => Step::EngineStopped { kept: self.keep },
+        }
+    }
+
     /// A generation request for this engine (see [`gen_request`]).
     pub fn request(&self, plan: &Plan, s: &Settings, prompt: &PromptSpec, text: String) -> GenRequest {
         let engine = match self.api {
@@ -671,6 +712,8 @@ impl Deployed {
             Place::Container { docker, id } => {
                 host::telemetry::EngineTarget::Container { docker: docker.clone(), id: id.clone() }
             }
+            Place::Endpoint { pid: Some(pid), .. } => host::telemetry::EngineTarget::Process { pid: *pid },
+            Place::Endpoint { pid: None, .. } => host::telemetry::EngineTarget::None,
         }
     }
 
@@ -679,6 +722,7 @@ impl Deployed {
         match &self.place {
             Place::Process(p) => format!("process:{}", p.pid()),
             Place::Container { id, .. } => format!("container:{id}"),
+            Place::Endpoint { url, .. } => format!("endpoint:{url}"),
         }
     }
 
@@ -703,6 +747,7 @@ impl Deployed {
                     ..Default::default()
                 }
             }
+            Place::Endpoint { .. } => Evidence { engine_error, ..Default::default() },
         }
     }
 
@@ -710,7 +755,8 @@ impl Deployed {
     pub fn peak_ram(&self) -> Option<u64> {
         match &self.place {
             Place::Process(p) => host::system::process_memory(p.pid()).map(|(_, hwm)| hwm),
-            Place::Container { .. } => None,
+            // An endpoint's own peak covers its life before this measurement: telemetry's is used.
+            Place::Container { .. } | Place::Endpoint { .. } => None,
         }
     }
 
@@ -729,6 +775,7 @@ impl Deployed {
                 let log = docker.log_tail(id, 400).await.ok()?.join("\n");
                 offloaded_layers(&log).map(|(a, b)| format!("{a}/{b} layers on GPU"))
             }
+            (Api::OpenAi(_), Place::Endpoint { .. }) => None,
         }
     }
 
@@ -747,6 +794,7 @@ impl Deployed {
             (Api::OpenAi(_), Place::Container { docker, id }) => {
                 layers(&docker.log_tail(id, 400).await.ok()?.join("\n"))
             }
+            (Api::OpenAi(_), Place::Endpoint { .. }) => None,
         }
     }
 
@@ -776,6 +824,8 @@ impl Deployed {
                     tracing::warn!(message = "Container not removed.", %error, %id);
                 }
             }
+            // Found running, left running: threadcycle never stops an endpoint's engine.
+            Place::Endpoint { .. } => {}
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod analysis;
 pub mod concurrent;
 pub mod deploy;
+pub mod endpoint;
 pub mod measure;
 pub mod settings;
 pub mod thermal;

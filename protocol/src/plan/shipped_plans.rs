@@ -61,3 +61,14 @@ fn every_shipped_plan_parses() {
     let demo = plan(include_str!("../../../plans/demo.toml"));
     assert!(!demo.claims.is_empty(), "the demo plan carries claims a demo run can measure");
 }
+
+#[test]
+fn the_ollama_endpoint_plan_measures_the_running_service_as_found() {
+    let p = plan(include_str!("../../../plans/ollama-endpoint.toml"));
+    let found: Vec<(&str, Option<&str>)> = p.models.iter().map(|m| (m.model_ref(), m.url.as_deref())).collect();
+    let url = Some("http://127.0.0.1:11434");
+    assert_eq!(found, [("deepseek-coder:6.7b", url), ("codellama:7b", url)]);
+    assert!(p.models.iter().all(|m| m.runtime == super::Runtime::Endpoint && m.engine == super::EngineKind::Ollama));
+    let large = plan(include_str!("../../../plans/large-models.toml"));
+    assert_eq!(p.prompts, large.prompts, "the same prompts and rubrics as the large-model plan");
+}

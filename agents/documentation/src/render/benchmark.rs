@@ -26,6 +26,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
     if ctx.plan.defaults.pull_ahead {
         s.push_str("> **Pull-ahead was on** (`defaults.pull_ahead = true`): while each model was measured, the next Ollama model was downloaded through the same engine. The download competed with the measurement for network, disk and CPU, so these figures are **not clean measurements**; rerun with pull-ahead off to compare models fairly.\n\n");
     }
+    s.push_str(&endpoints_note(ctx.plan));
 
     s.push_str(&validation_matrix(ctx));
     for v in &ctx.views {
@@ -41,6 +42,33 @@ pub(super) fn page(ctx: &Ctx) -> String {
     s.push_str(&roofline_section(ctx));
     s.push_str(&criteria_section(ctx));
     s.push_str(&reproducibility(ctx));
+    s
+}
+
+/// The models measured at an engine that was already running: what threadcycle did not control.
+fn endpoints_note(plan: &Plan) -> String {
+    let found: Vec<&protocol::plan::ModelSpec> =
+        plan.models.iter().filter(|m| m.runtime == protocol::plan::Runtime::Endpoint).collect();
+    if found.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "> **Not controlled by threadcycle.** These models were measured at an engine that was already running; threadcycle did not start, configure or stop it, so the engine's own settings and any other clients using it during the measurement are part of these figures:\n",
+    );
+    for m in found {
+        let _ = writeln!(
+            s,
+            "> - {} at {} ({})",
+            inline(&m.name),
+            inline(m.url.as_deref().unwrap_or_default()),
+            if m.engine == protocol::plan::EngineKind::Ollama {
+                "Ollama: only each request's `options` were set by threadcycle"
+            } else {
+                "OpenAI-compatible: context, slots, GPU layers and threads were fixed when it was started"
+            }
+        );
+    }
+    s.push('\n');
     s
 }
 

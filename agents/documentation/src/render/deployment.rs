@@ -65,7 +65,7 @@ fn model_section(s: &mut String, ctx: &Ctx, v: &View, spec: &ModelSpec, e: &Effe
 fn settings_table(v: &View, spec: &ModelSpec, e: &Effective) -> String {
     let port = spec.port.unwrap_or(match spec.engine {
         EngineKind::Ollama => 11434,
-        EngineKind::LlamaServer => 8080,
+        EngineKind::LlamaServer | EngineKind::OpenAi => 8080,
     });
     let mut rows = vec![
         vec![
@@ -73,6 +73,7 @@ fn settings_table(v: &View, spec: &ModelSpec, e: &Effective) -> String {
             match spec.engine {
                 EngineKind::Ollama => "Ollama".into(),
                 EngineKind::LlamaServer => "llama.cpp `llama-server`".into(),
+                EngineKind::OpenAi => "an OpenAI-compatible server".into(),
             },
         ],
         vec![
@@ -80,6 +81,10 @@ fn settings_table(v: &View, spec: &ModelSpec, e: &Effective) -> String {
             match spec.runtime {
                 Runtime::Docker => "Docker container".into(),
                 Runtime::Process => "host process".into(),
+                Runtime::Endpoint => format!(
+                    "already running at {} (not controlled by threadcycle)",
+                    spec.url.as_deref().map(cell).unwrap_or_else(|| DASH.into())
+                ),
             },
         ],
         vec!["Model".into(), cell(e.set.tag.as_deref().or(e.set.model_path.as_deref()).unwrap_or(&spec.name))],
@@ -98,6 +103,10 @@ fn settings_table(v: &View, spec: &ModelSpec, e: &Effective) -> String {
                 Some(GpuRequest::None) | None => "none".into(),
             },
         ]);
+    }
+    if spec.runtime == Runtime::Endpoint {
+        rows.push(vec!["Measured with".into(), cell(&v.r.manifest.engine)]);
+        return table(&["Setting", "Value"], &[], &rows);
     }
     rows.push(vec![
         "Port".into(),
@@ -162,6 +171,9 @@ pub(super) fn recorded_lines_step(s: &mut String, ran: &[String]) {
 /// The steps to run a model the way it was measured, all read from the Writer's record of the
 /// launch (nothing is rebuilt from the plan's settings).
 pub(super) fn launch_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, launch: &Launch) {
+    if let Some(url) = &launch.endpoint {
+        return endpoint_steps(s, plan, spec, e, url, launch);
+    }
     s.push_str("\n**1. Start the engine** — the command threadcycle ran, exactly as the Writer recorded it:\n\n");
     s.push_str(&fence(&launch.command_line(), "sh"));
     let tag = e.set.tag.clone().unwrap_or_else(|| spec.name.clone());
@@ -186,7 +198,7 @@ pub(super) fn launch_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Ef
                     ));
                     ollama_ask_step(s, &base, &tag, launch);
                 }
-                EngineKind::LlamaServer => llama_ask_steps(s, plan, &base),
+                EngineKind::LlamaServer | EngineKind::OpenAi => llama_ask_steps(s, plan, &base),
             }
             compose_step(s, spec, launch, c);
             s.push_str("\n**5. Tear it down**\n\n");
@@ -198,11 +210,50 @@ pub(super) fn launch_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Ef
             s.push_str(&fence(&format!("OLLAMA_HOST={} ollama pull {}", shell_word(&host), shell_word(&tag)), "sh"));
             ollama_ask_step(s, &format!("http://{host}"), &tag, launch);
         }
-        (None, EngineKind::LlamaServer) => {
+        (None, EngineKind::LlamaServer | EngineKind::OpenAi) => {
             let port = launch.arg_value("--port").unwrap_or("8080");
             llama_ask_steps(s, plan, &format!("http://127.0.0.1:{port}"));
             process_compose_step(s, spec, launch);
         }
+    }
+}
+
+/// An engine that was already running: no command is shown (none ran), what was not controlled
+/// is said, and the request to repeat is the measured one.
+fn endpoint_steps(s: &mut String, plan: &Plan, spec: &ModelSpec, e: &Effective, url: &str, launch: &Launch) {
+    let base = url.trim_end_matches('/');
+    let _ = writeln!(
+        s,
+        "\n**Measured as found.** The engine was already running at {base}; threadcycle ran no command to start it, \
+         pulled nothing into it and left it running. What it did not control: {}.\n",
+        if spec.engine == EngineKind::Ollama {
+            "the server's own settings (`OLLAMA_NUM_PARALLEL`, `OLLAMA_KV_CACHE_TYPE`, flash attention, keep-alive, \
+             its model store and which other models it held loaded) — only each request's `options` were threadcycle's"
+        } else {
+            "the server's settings (context, slots, GPU layers, threads, batch, KV cache), fixed when it was started"
+        }
+    );
+    s.push_str("Other clients may have used the engine during the measurement; their requests would slow these.\n");
+    let tag = e.set.tag.clone().unwrap_or_else(|| spec.name.clone());
+    if spec.engine == EngineKind::Ollama {
+        ollama_ask_step(s, base, &tag, launch);
+    } else {
+        let body = serde_json::json!({
+            "model": tag,
+            "messages": [{ "role": "user", "content": "Say hello." }],
+            "max_tokens": plan.defaults.max_tokens,
+            "temperature": plan.defaults.temperature,
+            "seed": plan.defaults.seed,
+        });
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        s.push_str("\n**Ask it something**\n\n");
+        s.push_str(&fence(
+            &format!(
+                "curl -s {base}/v1/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+                shell_word(&body)
+            ),
+            "sh",
+        ));
     }
 }
 

@@ -369,7 +369,7 @@ pub(super) fn downloads_needed(plan: &Plan) -> Vec<(String, Option<u64>)> {
     plan.models
         .iter()
         .chain(concurrent)
-        .filter(|m| m.engine == EngineKind::Ollama)
+        .filter(|m| m.engine == EngineKind::Ollama && m.runtime != Runtime::Endpoint)
         .filter_map(|m| m.tag.as_deref())
         .filter(|tag| seen.insert(tag.to_string()))
         .filter(|tag| !matches!(crate::store::find(&store, tag), Ok(Some(_))))

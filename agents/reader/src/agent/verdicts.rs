@@ -113,7 +113,30 @@ fn header_check(model: &str, meta: &gguf::ModelMeta, from: String) -> Check {
     check(&format!("model.{model}"), CheckStatus::Pass, what, None, from)
 }
 
+/// An endpoint's fit is not threadcycle's to predict: the engine already runs with its own
+/// settings (context, slots, GPU layers) and may hold other models; none of it is known here.
+fn endpoint_verdict(m: &ModelSpec) -> FitVerdict {
+    FitVerdict {
+        model: m.name.clone(),
+        fit: Fit::Unknown,
+        source: "not controlled".into(),
+        weights_bytes: None,
+        kv_bytes: None,
+        vram_bytes: None,
+        ram_bytes: None,
+        gpu_layers: None,
+        reason: format!(
+            "not controlled: the engine at {} was started outside threadcycle with its own settings and may hold other models, so its fit is measured, not predicted",
+            m.url.as_deref().unwrap_or_default()
+        ),
+        suggestion: None,
+    }
+}
+
 fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Vec<Check>) {
+    if m.runtime == Runtime::Endpoint {
+        return (endpoint_verdict(m), Vec::new());
+    }
     let mut file_checks = Vec::new();
     let meta = match (m.engine, &m.model_path, &m.tag) {
         (EngineKind::LlamaServer, Some(raw), _) => match expand_path(raw, &env_lookup) {
