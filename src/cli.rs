@@ -50,6 +50,11 @@ pub enum Cmd {
         /// `--host-profile gpu2=hosts/rtx5070ti-32gb.toml`).
         #[arg(long = "host-profile", value_name = "HOST=PATH")]
         host_profiles: Vec<String>,
+        /// What Ctrl-C (or SIGTERM) does: `report` cancels the cycle and writes a partial report
+        /// of everything measured so far (a second Ctrl-C stops without it); `stop` cancels
+        /// without a report (the NATS store and logs are kept either way).
+        #[arg(long, value_enum, default_value = "report")]
+        on_interrupt: crate::up::OnInterrupt,
     },
     /// Run a command that is sent SIGTERM when this command's parent dies (used by `up` for
     /// its nats-server).
@@ -93,6 +98,10 @@ pub enum Cmd {
     Cancel {
         /// The cycle.
         cycle: String,
+        /// Write a partial report of what was measured so far (marked partial, saying what is
+        /// missing) instead of stopping without one.
+        #[arg(long)]
+        report: bool,
     },
     /// Where a cycle's reports are.
     Reports {
@@ -205,7 +214,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             crate::agents::run(&cli.nats, host, role, out, run_dir, host_profile).await
         }
         Cmd::ExecWithParent { parent, command } => Ok(crate::supervise::exec_with_parent(parent, &command)),
-        Cmd::Up { plan, out, host_profiles } => {
+        Cmd::Up { plan, out, host_profiles, on_interrupt } => {
             let profiles = match parse_host_profiles(&host_profiles, &cli.host) {
                 Ok(p) => p,
                 Err(e) => {
@@ -213,7 +222,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out).await
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, on_interrupt).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
@@ -252,8 +261,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 crate::client::one_shot(&cli.nats, req, cli.json).await
             }
         }
-        Cmd::Cancel { cycle } => {
-            crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle }, cli.json).await
+        Cmd::Cancel { cycle, report } => {
+            crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle, report }, cli.json)
+                .await
         }
         Cmd::Reports { cycle } => {
             crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Reports { cycle }, cli.json).await

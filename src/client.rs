@@ -61,6 +61,7 @@ pub async fn one_shot(nats: &NatsArgs, req: OperatorRequest, json: bool) -> Resu
                 {
                     exit::BAD_INPUT
                 }
+                OperatorReply::Error { code, .. } if code == "host_busy" => exit::BUSY,
                 OperatorReply::Error { .. } => exit::FAILED,
                 _ => 0,
             })

@@ -216,12 +216,13 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
         );
     } else {
         println!(
-            "plan `{}` ({}): {} model(s), {} prompt(s) × {} repetition(s)",
+            "plan `{}` ({}): {} model(s), {} prompt(s) × {} repetition(s){}",
             plan.name,
             path.display(),
             plan.models.len(),
             plan.prompts.len(),
-            plan.defaults.repetitions
+            plan.defaults.repetitions,
+            baselines_note(&plan)
         );
         println!(
             "effective defaults: context {}, max_tokens {}, temperature {}, seed {}, load timeout {} s, request timeout {} s (longer where a model's predicted decode needs it), stall timeout {} s, policy {:?} (max {} attempts)",
@@ -337,4 +338,15 @@ mod clean_tests {
             "boom ␛[2J␛]0;t␇␀␍␡<U+009B>x\n\tok é"
         );
     }
+}
+
+/// `; baselines …` when the plan's concurrent models also answer the prompts alone.
+fn baselines_note(plan: &protocol::plan::Plan) -> String {
+    let b: Vec<String> = plan
+        .models
+        .iter()
+        .filter(|m| m.baseline)
+        .map(|m| format!("{} ×{}", m.name, plan.repetitions_for(m)))
+        .collect();
+    if b.is_empty() { String::new() } else { format!("; baselines answering alone: {}", b.join(", ")) }
 }

@@ -20,6 +20,8 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// NATS or Main could not be reached.
     pub const UNREACHABLE: u8 = 3;
+    /// The host is running another cycle (another operator's `up`, or a cycle Main holds it for).
+    pub const BUSY: u8 = 4;
     /// Canceled by the operator (Ctrl-C).
     pub const CANCELED: u8 = 130;
 }

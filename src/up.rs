@@ -160,6 +160,51 @@ pub fn state_root() -> PathBuf {
     base.join("threadcycle/up")
 }
 
+/// The machine-wide lock `up` holds while it runs: an advisory file lock (released by the
+/// kernel however the process ends, so a killed `up` leaves nothing to clean), the holder's
+/// pid and plan written inside for the next operator's message.
+pub struct MachineLock(#[allow(dead_code)] std::fs::File);
+
+impl MachineLock {
+    /// The lock file: `$THREADCYCLE_LOCK` when set, else one per machine in the temp folder
+    /// (shared by every user, as the GPU is).
+    pub fn path() -> PathBuf {
+        std::env::var_os("THREADCYCLE_LOCK")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("threadcycle-up.lock"))
+    }
+
+    /// Takes the lock for a cycle of `plan`, or says who holds it.
+    pub fn take(plan: &Path) -> Result<MachineLock, String> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        let path = Self::path();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open the machine lock {}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = crate::display::clean(holder.trim());
+                return Err(format!(
+                    "another `threadcycle up` is running a cycle on this machine ({}); wait for it to finish or stop it — two cycles at once would share the GPU and measure each other (lock: {})",
+                    if holder.is_empty() { "holder unknown".to_string() } else { holder },
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+        }
+        let note = format!("pid {}, plan {}, since {}", std::process::id(), plan.display(), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+        let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| f.write_all(note.as_bytes()));
+        Ok(MachineLock(f))
+    }
+}
+
 /// How progress is shown: a bar on a terminal, plain lines when piped.
 struct Progress {
     bar: Option<ProgressBar>,
@@ -228,6 +273,17 @@ enum Outcome {
     NoAnswer,
     /// The operator canceled it.
     Canceled,
+    /// The operator canceled it, and the partial report is in this folder.
+    CanceledWithReport(String),
+}
+
+/// What an interrupt (Ctrl-C, SIGTERM) does to the cycle `up` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnInterrupt {
+    /// Cancel, and write a partial report of what was measured.
+    Report,
+    /// Cancel without a report.
+    Stop,
 }
 
 /// Runs a whole cycle on this machine.
@@ -237,12 +293,22 @@ pub async fn run(
     profiles: &[(String, PathBuf)],
     plan_path: &Path,
     out: &Path,
+    on_interrupt: OnInterrupt,
 ) -> Result<u8> {
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(exit::BAD_INPUT);
+        }
+    };
+    // One `up` per machine: a second operator's cycle would share the first one's GPU and
+    // measure its engine. Held until this function returns (the lock goes with the process).
+    let _machine = match MachineLock::take(plan_path) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("error (host_busy): {why}");
+            return Ok(exit::BUSY);
         }
     };
     let root = state_root();
@@ -296,8 +362,18 @@ pub async fn run(
     let (cycle, outcome) = match handoffs::connect(&client_config).await {
         Ok(client) => {
             let (cycle, outcome) =
-                follow_cycle(&client, &mut agents, &mut interrupted, hosts, &plan, plan_text, plan_path, &log_dir)
-                    .await;
+                follow_cycle(
+                    &client,
+                    &mut agents,
+                    &mut interrupted,
+                    on_interrupt,
+                    hosts,
+                    &plan,
+                    plan_text,
+                    plan_path,
+                    &log_dir,
+                )
+                .await;
             agents.stop().await;
             // Close our own connection before the server goes, so it does not report a disconnect.
             close(client).await;
@@ -339,11 +415,20 @@ pub async fn run(
         }
         Outcome::Refused(code, message) => {
             eprintln!("error ({code}): {message}");
-            if code == "bad_plan" { exit::BAD_INPUT } else { exit::FAILED }
+            match code.as_str() {
+                "bad_plan" => exit::BAD_INPUT,
+                "host_busy" => exit::BUSY,
+                _ => exit::FAILED,
+            }
         }
         Outcome::NoAnswer => {
             eprintln!("error: Main did not answer within 30 s; logs in {}", log_dir.display());
             exit::FAILED
+        }
+        Outcome::CanceledWithReport(dir) => {
+            eprintln!("cycle {cycle} canceled; the partial report of what was measured is in {dir}");
+            println!("{}", Path::new(&dir).join("README.md").display());
+            exit::CANCELED
         }
         Outcome::Canceled => {
             eprintln!("cycle {cycle} canceled");
@@ -387,6 +472,7 @@ async fn follow_cycle(
     client: &async_nats::Client,
     agents: &mut Supervisor,
     interrupted: &mut (impl std::future::Future<Output = ()> + Unpin),
+    on_interrupt: OnInterrupt,
     hosts: &[String],
     plan: &protocol::plan::Plan,
     plan_text: String,
@@ -423,7 +509,7 @@ async fn follow_cycle(
         }
     }
     let Some(cycle) = cycle else { return (None, Ok(Outcome::NoAnswer)) };
-    let total = plan.models.len() as u64 * plan.prompts.len() as u64 * u64::from(plan.defaults.repetitions);
+    let total = plan.measured_requests();
     let progress = Progress::new(total);
     progress.println(&format!("cycle {cycle} started (plan `{}`; agent logs in {})", plan.name, log_dir.display()));
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -481,14 +567,57 @@ async fn follow_cycle(
                     }
             }
             _ = &mut *interrupted => {
-                progress.println("canceling: stopping the engine and the agents…");
-                let _ = request(client, &OperatorRequest::Cancel { cycle: cycle.clone() }, Duration::from_secs(10)).await;
+                let report = on_interrupt == OnInterrupt::Report;
+                progress.println(if report {
+                    "canceling: the run in progress finishes, then the reports of what was measured are written (partial); Ctrl-C again stops without them…"
+                } else {
+                    "canceling: stopping the engine and the agents…"
+                });
+                let cancel = OperatorRequest::Cancel { cycle: cycle.clone(), report };
+                let _ = request(client, &cancel, Duration::from_secs(10)).await;
+                if report && let Some(dir) = partial_report(client, agents, &progress, log_dir, &cycle).await {
+                    break Outcome::CanceledWithReport(dir);
+                }
                 break Outcome::Canceled;
             }
         }
     };
     progress.finish();
     (Some(cycle), Ok(outcome))
+}
+
+/// Waits for the partial report of a cycle canceled with `report`: its folder, or `None` when
+/// the operator presses Ctrl-C again or it does not come within the longest a run may take.
+async fn partial_report(
+    client: &async_nats::Client,
+    agents: &mut Supervisor,
+    progress: &Progress,
+    log_dir: &Path,
+    cycle: &str,
+) -> Option<String> {
+    let Ok(mut again) = interrupt_signal() else { return None };
+    let deadline = tokio::time::sleep(Duration::from_secs(30 * 60));
+    tokio::pin!(deadline);
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut again => return None,
+            _ = &mut deadline => return None,
+            _ = poll.tick() => {
+                // An agent that crashed is still restarted: a Writer restarted after the cancel
+                // hands on what is stored.
+                if report_notices(agents.check(), log_dir, |l| progress.println(l)).is_some() {
+                    return None;
+                }
+                let ask = OperatorRequest::Status { cycle: Some(cycle.to_string()) };
+                if let Ok(OperatorReply::Status { cycles, .. }) = request(client, &ask, Duration::from_secs(10)).await
+                    && let Some(dir) = cycles.first().and_then(|c| c.report_dir.clone())
+                {
+                    return Some(dir);
+                }
+            }
+        }
+    }
 }
 
 fn show_escalation(progress: &Progress, e: &EscalationRecord) {

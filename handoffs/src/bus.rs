@@ -69,6 +69,17 @@ impl Kv {
         }
     }
 
+    /// Writes the record only if the key is still at `revision` (compare-and-set); `Ok(false)`
+    /// when another writer changed it first.
+    pub async fn replace<T: Serialize>(&self, key: &str, value: &T, revision: u64) -> Result<bool, BusError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| BusError::js("encode", e))?;
+        match self.store.update(key, bytes.into(), revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(BusError::js(format!("update {}/{key}", self.name), e)),
+        }
+    }
+
     /// Read-modify-write with compare-and-set, retried on conflicting writers.
     pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<Option<T>, BusError>
     where

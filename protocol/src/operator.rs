@@ -31,6 +31,9 @@ pub enum OperatorRequest {
     Cancel {
         /// Cycle.
         cycle: String,
+        /// Write a partial report of what was measured (the Writer hands on every run so far).
+        #[serde(default)]
+        report: bool,
     },
     /// Where a cycle's reports are.
     Reports {
@@ -135,6 +138,9 @@ pub struct CycleRecord {
     /// silent before it fails the cycle (0 = for ever).
     #[serde(default = "default_agent_timeout_s")]
     pub agent_timeout_s: u64,
+    /// Canceled with a partial report asked for: the Writer hands on what it measured.
+    #[serde(default)]
+    pub partial_report: bool,
 }
 
 fn default_agent_timeout_s() -> u64 {

@@ -307,6 +307,13 @@ pub struct ModelSpec {
     /// Run the model even when the Reader predicts it does not fit (the operator's override).
     #[serde(default)]
     pub ignore_fit: bool,
+    /// Measured repetitions of each prompt for this model (`defaults.repetitions` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetitions: Option<u32>,
+    /// The model is a baseline the larger models are compared with (a `[concurrent]` model
+    /// answering the plan's prompts alone, added when the phase has `baseline = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline: bool,
 }
 
 impl ModelSpec {
@@ -346,6 +353,9 @@ pub struct ConcurrentPhase {
     pub models: Vec<ModelSpec>,
     /// Concurrency levels for one model (e.g. 1, 2, 4).
     pub levels: Vec<u32>,
+    /// Each of these models also answers the plan's prompts once, alone, before the larger
+    /// models are compared with it (the quality page's baseline, the baseline claim).
+    pub baseline: bool,
 }
 
 /// Success criteria.
@@ -568,7 +578,8 @@ pub struct CostInputs {
 impl Plan {
     /// Parses and validates a plan from TOML text.
     pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
-        let plan: Plan = toml::from_str(text).map_err(|e| PlanError::Syntax(e.to_string()))?;
+        let mut plan: Plan = toml::from_str(text).map_err(|e| PlanError::Syntax(e.to_string()))?;
+        plan.add_baselines();
         plan.validate()?;
         Ok(plan)
     }
@@ -791,6 +802,9 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
     if !valid_label(&m.name) {
         return bad("name", format!("`{}` is not a usable name: use 1 to 64 of A-Z a-z 0-9 - _", m.name));
     }
+    if let Some(r) = m.repetitions.filter(|r| !(1..=1000).contains(r)) {
+        return bad("repetitions", format!("expected 1 to 1000, got {r}"));
+    }
     if m.runtime == Runtime::Endpoint {
         endpoint::validate_endpoint(at, m)?;
     } else if m.url.is_some() {
@@ -909,6 +923,8 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 }
 
 mod endpoint;
+
+mod baseline;
 
 mod criteria;
 pub use criteria::{CriterionKind, Rule};

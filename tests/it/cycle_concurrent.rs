@@ -1,5 +1,5 @@
 //! The concurrent phase on real engines: levels 1 and 2 against one model, and two models
-//! deployed at once.
+//! deployed at once; with `baseline = true` its models also answer the prompts once alone.
 
 use super::support::*;
 
@@ -10,9 +10,11 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     let tmp = tempfile::tempdir().expect("tmp");
     let m = model().display().to_string();
     let extra = format!(
-        "[concurrent]\nlevels = [1, 2]\n\n[[concurrent.models]]\nname = \"gemma-a\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\n\n[[concurrent.models]]\nname = \"gemma-b\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\n"
+        "[concurrent]\nlevels = [1, 2]\nbaseline = true\n\n[[concurrent.models]]\nname = \"gemma-a\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\nparams_b = 0.27\n\n[[concurrent.models]]\nname = \"gemma-b\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\nparams_b = 0.27\n\n[[claims]]\ntext = \"improvement over the small model\"\nmetric = \"baseline_improvement\"\nmodel = \"gemma\"\n"
     );
-    let plan = write_plan(tmp.path(), "concurrent", "", "", &extra);
+    let plan = write_plan(tmp.path(), "concurrent", "", "params_b = 0.27", &extra);
+    let text = std::fs::read_to_string(&plan).expect("plan").replace("repetitions = 1", "repetitions = 2");
+    std::fs::write(&plan, text).expect("plan");
     let out = tmp.path().join("out");
     let dir = up_ok(&plan, &out);
     let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("report");
@@ -36,5 +38,15 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
         assert!(two.degradation.is_some_and(|d| d > 0.0), "{two:?}");
     }
     assert_eq!(c.together.len(), 2, "{c:?}");
+    // The baselines answered the prompt once each, alone; the plan's own model twice.
+    let reps = |name: &str| -> Vec<u32> {
+        let m = r.models.iter().find(|m| m.model == name).unwrap_or_else(|| panic!("no result for {name}"));
+        m.runs.iter().map(|x| x.repetition).collect()
+    };
+    assert_eq!((reps("gemma"), reps("gemma-a"), reps("gemma-b")), (vec![1, 2], vec![1], vec![1]));
+    let summary = std::fs::read_to_string(dir.join("README.md")).expect("summary page");
+    assert!(summary.contains("also answered every prompt alone"), "{summary}");
+    let ledger = std::fs::read_to_string(dir.join("claims.md")).expect("claims ledger");
+    assert!(ledger.contains("against gemma-a on the same prompts") && ledger.contains("gemma: "), "{ledger}");
     assert!(c.together.iter().all(|t| t.error.is_none() && t.degradation.is_some()), "{c:?}");
 }

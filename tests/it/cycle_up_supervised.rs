@@ -1,6 +1,7 @@
 //! `threadcycle up` as a service manager: the Writer SIGKILLed mid-benchmark is restarted and the
 //! cycle completes with every result once; Ctrl-C (SIGINT) mid-benchmark leaves no engine
-//! running and keeps the cycle's NATS store and logs.
+//! running, keeps the cycle's NATS store and logs, and writes a partial report of every run
+//! measured (`--on-interrupt stop`: none).
 
 use super::cycle_crash::{containers_of, crash_plan};
 use super::support::*;
@@ -28,11 +29,16 @@ impl Up {
     }
 
     fn start(dir: &Path, plan: &Path) -> Up {
+        Up::start_with(dir, plan, &[])
+    }
+
+    fn start_with(dir: &Path, plan: &Path, args: &[&str]) -> Up {
         let (stdout, stderr, state, out) =
             (dir.join("up.stdout"), dir.join("up.stderr"), dir.join("state"), dir.join("out"));
         let child = threadcycle()
             .arg("up")
             .arg(plan)
+            .args(args)
             .arg("--out")
             .arg(&out)
             .env("XDG_STATE_HOME", &state)
@@ -64,6 +70,16 @@ impl Up {
             assert!(Instant::now() < deadline, "{n} request(s) were never measured:\n{}", self.output());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The Writer's log (every restart appends to it), from the kept state folder.
+    fn writer_log(&self) -> String {
+        std::fs::read_dir(self.state.join("threadcycle/up"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| std::fs::read_to_string(d.path().join("logs/writer.log")).unwrap_or_default())
+            .collect()
     }
 
     /// Waits for `up` to exit; its exit code.
@@ -192,6 +208,33 @@ fn ctrl_c_to_up_mid_benchmark_stops_every_engine_and_keeps_the_store() {
     assert!(text.contains(&format!("kept in {}", kept.display())), "{text}");
     assert!(kept.join("nats/jetstream").is_dir(), "no NATS store kept in {}", kept.display());
     assert!(kept.join("logs/writer.log").is_file(), "no Writer log kept in {}", kept.display());
+    // Nothing measured is thrown away: the partial report holds every run measured, says how
+    // far the model got, and its path is the last line, as for a completed cycle.
+    let readme = PathBuf::from(started.lines().last().unwrap_or_default());
+    assert!(readme.ends_with("README.md") && readme.is_file(), "no partial report:\n{text}");
+    let r = results(readme.parent().expect("report folder"));
+    let m = first_model(&r);
+    assert!(!m.runs.is_empty(), "the runs measured before Ctrl-C were dropped: {m:?}");
+    let why = format!("{:?}", m.status);
+    assert!(why.contains("canceled by the operator after") && why.contains("of 6 measured run(s)"), "{why}");
+    assert!(r.aborted.as_deref().is_some_and(|a| a.contains("partial report")), "{:?}", r.aborted);
+    let summary = std::fs::read_to_string(&readme).expect("summary");
+    assert!(summary.contains("partial report"), "the summary does not say the report is partial:\n{summary}");
+}
+
+#[test]
+fn ctrl_c_with_on_interrupt_stop_writes_no_report() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let plan = crash_plan(tmp.path());
+    let mut up = Up::start_with(tmp.path(), &plan, &["--on-interrupt", "stop"]);
+    up.wait_measured(1);
+    signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
+    let code = up.wait(120);
+    let text = up.output();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(!up.out.exists() || std::fs::read_dir(&up.out).map(|d| d.count() == 0).unwrap_or(true), "{text}");
 }
 
 /// The children of `parent`.
@@ -243,8 +286,9 @@ fn up_killed_mid_benchmark_takes_its_agents_engine_and_nats_server_with_it() {
     assert!(running_now.is_empty(), "still running 45 s after up was killed: {described:?}\n{}", up.output());
 }
 
-/// The Writer SIGKILLed mid-benchmark and, before `up` restarts it, Ctrl-C: nobody is left to
-/// stop the engine but `up`, which reaps it from the dead Writer's pid file.
+/// The Writer SIGKILLed mid-benchmark and, before `up` restarts it, Ctrl-C: the dead Writer
+/// cannot stop its engine; the restarted one (which hands on what is stored for the partial
+/// report) or `up` at the end reaps it from the dead Writer's pid file.
 #[test]
 fn ctrl_c_right_after_the_writer_died_still_stops_its_engine() {
     require_parts();
@@ -257,7 +301,10 @@ fn ctrl_c_right_after_the_writer_died_still_stops_its_engine() {
     let text = up.output();
     assert_eq!(code, Some(130), "{text}");
     assert!(!running(engine), "the dead Writer's engine {engine} still runs:\n{text}");
-    assert!(text.contains("stopped 1 engine process(es) left running"), "{text}");
+    let writer_log = up.writer_log();
+    let by_up = text.contains("stopped 1 engine process(es) left running");
+    let by_writer = writer_log.contains("Stopped engines left by an earlier Writer.");
+    assert!(by_up || by_writer, "nobody says it stopped the engine:\n{text}\n--- writer log\n{writer_log}");
     println!("writer killed, then Ctrl-C: {}", std::fs::read_to_string(&up.stderr).unwrap_or_default().trim());
 }
 
@@ -288,6 +335,9 @@ fn ctrl_c_right_after_the_writer_died_removes_its_container() {
     assert_eq!(code, Some(130), "{out}");
     let left = containers_of(&cycle);
     assert!(left.is_empty(), "containers of cycle {cycle} left behind: {left:?}\n{out}");
-    assert!(out.contains(&format!("removed 1 container(s) of cycle {cycle} left behind")), "{out}");
+    let by_up = out.contains(&format!("removed 1 container(s) of cycle {cycle} left behind"));
+    let writer_log = up.writer_log();
+    let by_writer = writer_log.contains("Removed containers left by an earlier Writer.");
+    assert!(by_up || by_writer, "nobody says it removed the container:\n{out}\n--- writer log\n{writer_log}");
     println!("docker writer killed, then Ctrl-C: {}", std::fs::read_to_string(&up.stderr).unwrap_or_default().trim());
 }

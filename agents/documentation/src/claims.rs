@@ -259,9 +259,11 @@ pub fn predict(plan: &Plan, claim: &PlanClaim, all: &[PlanClaim], p: &Prediction
         ClaimMetric::AllocatableGb | ClaimMetric::DiskFreeGb => {
             Unpredictable("checked on the host by the Reader when the cycle starts".into())
         }
-        ClaimMetric::ReferenceUsdPerMtok | ClaimMetric::BaselineImprovement => {
-            Unpredictable("not measurable by this cycle".into())
-        }
+        ClaimMetric::ReferenceUsdPerMtok => Unpredictable("not measurable by this cycle".into()),
+        ClaimMetric::BaselineImprovement => Unpredictable(match plan.baseline_model() {
+            Some(b) => format!("measured on the answers: {} answers the same prompts", b.name),
+            None => "no baseline model in the plan".into(),
+        }),
     }
 }
 
@@ -273,9 +275,9 @@ pub fn not_measurable(plan: &Plan, claim: &PlanClaim) -> Option<String> {
                 "a price quoted for another service: the box cannot measure it; the business case compares this box's cost with the plan's dated `[cost].cloud` prices".into(),
             );
         }
-        ClaimMetric::BaselineImprovement => {
+        ClaimMetric::BaselineImprovement if plan.baseline_model().is_none() => {
             return Some(
-                "no baseline run: the plan's 6.7B/7B models answer only in the concurrent phase, which records latency and throughput, not answers to the plan's prompts".into(),
+                "no baseline run: set `baseline = true` under `[concurrent]` so its models also answer the plan's prompts alone (the concurrent phase records latency and throughput, not answers), or give the models `params_b`".into(),
             );
         }
         _ => {}

@@ -27,7 +27,7 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
             start(bus, &plan_toml, &plan_source, &host, &hosts).await?
         }
         OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
-        OperatorRequest::Cancel { cycle } => cancel(bus, &cycle).await?,
+        OperatorRequest::Cancel { cycle, report } => cancel(bus, &cycle, report).await?,
         OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
             Some(r) => OperatorReply::Reports { dir: r.report_dir, files: r.report_files },
             None => error("not_found", format!("no cycle `{cycle}`")),
@@ -78,8 +78,19 @@ async fn start(
         if host_ids.len() > 1 { host_ids.iter().map(ToString::to_string).collect() } else { Vec::new() };
     let now = chrono::Utc::now();
     let cycle = CycleId::generate(now);
-    let requests = plan.models.len() as u32 * plan.prompts.len() as u32 * plan.defaults.repetitions;
+    // One cycle at a time on a host: a second operator's cycle would measure the first one's
+    // engine (and share its GPU). Refused by name, before anything is recorded or sent.
+    for h in &host_ids {
+        if let Some(busy) = take_host(bus, h, &cycle, source).await? {
+            for taken in host_ids.iter().take_while(|x| *x != h) {
+                release_host(bus, taken, &cycle).await;
+            }
+            return Ok(error("host_busy", format!("host `{h}` {busy}")));
+        }
+    }
+    let requests = u32::try_from(plan.measured_requests()).unwrap_or(u32::MAX);
     let record = CycleRecord {
+        partial_report: false,
         id: cycle.to_string(),
         plan: plan.name.clone(),
         plan_source: source.into(),
@@ -127,6 +138,68 @@ async fn start(
     Ok(OperatorReply::Started { cycle: cycle.to_string() })
 }
 
+/// Who holds a host: the cycle running on it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HostHold {
+    cycle: String,
+    plan_source: String,
+    taken_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// How long a hold whose cycle has no record yet counts as a cycle starting.
+const STARTING_S: i64 = 60;
+
+/// The ledger key of a host's hold (Main's own ledger keys, which only Main may write).
+fn hold_key(h: &HostId) -> String {
+    format!("main.host-busy.{h}")
+}
+
+/// Takes `h` for `cycle`, compare-and-set so two operators starting at once never both win: the
+/// hold is free when absent, when its cycle has ended, or when its cycle never got a record
+/// (a start that failed half-way, after [`STARTING_S`]). `Some(why)` says what runs there.
+async fn take_host(bus: &Bus, h: &HostId, cycle: &CycleId, source: &str) -> Result<Option<String>, BusError> {
+    let key = hold_key(h);
+    let mine = HostHold { cycle: cycle.to_string(), plan_source: source.into(), taken_at: chrono::Utc::now() };
+    for _ in 0..16 {
+        if bus.ledger.create(&key, &mine).await? {
+            return Ok(None);
+        }
+        let Some((held, rev)) = bus.ledger.get_rev::<HostHold>(&key).await? else { continue };
+        let busy = match bus.cycles.get::<CycleRecord>(&held.cycle).await? {
+            Some(r) if !r.state.is_final() => Some(format!(
+                "is running cycle {id} (plan `{}` from {}, started {}); wait for it to finish (`threadcycle status {id}`) or cancel it (`threadcycle cancel {id}`)",
+                r.plan,
+                r.plan_source,
+                r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                id = r.id,
+            )),
+            None if (chrono::Utc::now() - held.taken_at).num_seconds() < STARTING_S => Some(format!(
+                "is starting cycle {} (plan from {}); try again in a minute",
+                held.cycle, held.plan_source
+            )),
+            _ => None,
+        };
+        if busy.is_some() {
+            return Ok(busy);
+        }
+        if bus.ledger.replace(&key, &mine, rev).await? {
+            return Ok(None);
+        }
+    }
+    Ok(Some("is being claimed by several operators at once; try again".into()))
+}
+
+/// Gives back a hold taken for a cycle that did not start (best effort: a hold whose cycle has
+/// no record is free anyway).
+async fn release_host(bus: &Bus, h: &HostId, cycle: &CycleId) {
+    let key = hold_key(h);
+    if let Ok(Some((held, _))) = bus.ledger.get_rev::<HostHold>(&key).await
+        && held.cycle == cycle.as_str()
+    {
+        let _ = bus.ledger.store_delete(&key).await;
+    }
+}
+
 async fn status(bus: &Bus, cycle: Option<&str>) -> Result<OperatorReply, BusError> {
     let mut cycles = Vec::new();
     match cycle {
@@ -155,7 +228,9 @@ async fn status(bus: &Bus, cycle: Option<&str>) -> Result<OperatorReply, BusErro
     Ok(OperatorReply::Status { cycles, agents })
 }
 
-async fn cancel(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
+/// Cancels a cycle; with `report`, the Writer hands on every run measured so far and the
+/// reports are written, marked partial.
+async fn cancel(bus: &Bus, cycle: &str, report: bool) -> Result<OperatorReply, BusError> {
     let mut changed = false;
     let rec = bus
         .cycles
@@ -163,6 +238,7 @@ async fn cancel(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
             changed = false;
             if !r.state.is_final() {
                 r.state = CycleState::Canceled;
+                r.partial_report = report;
                 r.updated_at = chrono::Utc::now();
                 changed = true;
             }

@@ -135,6 +135,7 @@ mod tests {
     fn rec(phase: Phase, hosts: &[&str]) -> CycleRecord {
         let t0 = Utc::now() - D::seconds(1000);
         CycleRecord {
+            partial_report: false,
             id: "c".into(),
             plan: "p".into(),
             plan_source: "p.toml".into(),

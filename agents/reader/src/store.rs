@@ -17,6 +17,17 @@ use std::path::{Path, PathBuf};
 /// The media type of the layer that holds the GGUF file.
 const MODEL_LAYER: &str = "application/vnd.ollama.image.model";
 
+/// The media types of the layers that hold a prompt template (`prompt` is the old name):
+/// Ollama parses the blob's text as the model's Go template (`server/images.go:370-379`).
+const TEMPLATE_LAYERS: [&str; 2] = ["application/vnd.ollama.image.template", "application/vnd.ollama.image.prompt"];
+
+/// The media type of the layer that holds the model's default options, `stop` among them
+/// (`server/images.go:387-396`).
+const PARAMS_LAYER: &str = "application/vnd.ollama.image.params";
+
+/// The most bytes read from a template, params or config blob (they are a few KiB).
+const SMALL_BLOB: u64 = 1 << 20;
+
 /// A model found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -26,6 +37,23 @@ pub struct Stored {
     pub model_blob: Option<PathBuf>,
     /// The config and every layer, as the manifest gives their sizes.
     pub bytes: u64,
+    /// How Ollama will format prompts for it.
+    pub format: PromptFormat,
+}
+
+/// How Ollama 0.12.6 turns a chat into the model's prompt, read from the stored model: a
+/// built-in renderer named in the config blob (`renderer`, `server/images.go:275`, used at
+/// `:221`), else the template layer, else `{{ .Prompt }}` (`template/template.go:94`, the
+/// default set at `server/images.go:331`), which drops the roles and the system message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PromptFormat {
+    /// The config's `renderer`, when it names one.
+    pub renderer: Option<String>,
+    /// The template layer's text, when there is one (an unreadable blob is an error).
+    pub template: Option<Result<String, String>>,
+    /// The params layer's `stop` sequences: where Ollama ends a turn besides the model's own
+    /// end-of-sequence token.
+    pub stop: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +121,50 @@ pub fn find(store: &Path, name: &str) -> Result<Option<Stored>, String> {
         .find(|l| l.media_type == MODEL_LAYER)
         .and_then(|l| blob_path(store, &l.digest))
         .filter(|p| p.is_file());
-    Ok(Some(Stored { manifest, model_blob, bytes }))
+    let format = prompt_format(store, &m);
+    Ok(Some(Stored { manifest, model_blob, bytes, format }))
+}
+
+/// A small blob's bytes (a template, params or config), or why not.
+fn small_blob(store: &Path, digest: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let path = blob_path(store, digest).ok_or_else(|| format!("`{digest}` is not a sha256 digest"))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(SMALL_BLOB).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The renderer, template and stop sequences a stored model's layers give Ollama.
+fn prompt_format(store: &Path, m: &Manifest) -> PromptFormat {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        renderer: String,
+    }
+    #[derive(Deserialize)]
+    struct Params {
+        #[serde(default)]
+        stop: Vec<String>,
+    }
+    let renderer = m
+        .config
+        .as_ref()
+        .and_then(|c| small_blob(store, &c.digest).ok())
+        .and_then(|b| serde_json::from_slice::<Config>(&b).ok())
+        .map(|c| c.renderer)
+        .filter(|r| !r.is_empty());
+    let layer = |types: &[&str]| m.layers.iter().rfind(|l| types.contains(&l.media_type.as_str()));
+    let template = layer(&TEMPLATE_LAYERS).map(|l| {
+        small_blob(store, &l.digest).map(|b| String::from_utf8_lossy(&b).into_owned())
+    });
+    let stop = layer(&[PARAMS_LAYER])
+        .and_then(|l| small_blob(store, &l.digest).ok())
+        .and_then(|b| serde_json::from_slice::<Params>(&b).ok())
+        .map(|p| p.stop)
+        .unwrap_or_default();
+    PromptFormat { renderer, template, stop }
 }
 
 /// Where Ollama keeps its models on this machine: the plan's `host.model_store` when it names one
@@ -153,6 +224,42 @@ mod tests {
         assert_eq!(found.model_blob, Some(store.join(format!("blobs/sha256-{DIGEST}"))));
         std::fs::write(&manifest, "{not json").expect("manifest");
         assert!(find(store, "codellama:34b").unwrap_err().contains("is not an Ollama manifest"));
+    }
+
+    #[test]
+    fn the_template_params_and_renderer_layers_say_how_prompts_are_formatted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path();
+        std::fs::create_dir_all(store.join("blobs")).expect("mkdir");
+        let blob = |n: char, text: &str| {
+            let hex = n.to_string().repeat(64);
+            std::fs::write(store.join(format!("blobs/sha256-{hex}")), text).expect("blob");
+            format!("sha256:{hex}")
+        };
+        let tpl = "{{ if .System }}<|system|>{{ .System }}{{ end }}<|user|>{{ .Prompt }}<|assistant|>";
+        let (t, p, c) = (blob('a', tpl), blob('b', r#"{"stop":["<|user|>","<|end|>"]}"#), blob('c', "{}"));
+        let write = |name: &str, config: &str, layers: &[(&str, &str)]| {
+            let manifest = manifest_path(store, name).expect("path");
+            std::fs::create_dir_all(manifest.parent().expect("parent")).expect("mkdir");
+            let layers: Vec<String> = layers
+                .iter()
+                .map(|(ty, d)| format!(r#"{{"mediaType":"application/vnd.ollama.image.{ty}","digest":"{d}","size":1}}"#))
+                .collect();
+            let text = format!(r#"{{"config":{{"digest":"{config}","size":2}},"layers":[{}]}}"#, layers.join(","));
+            std::fs::write(manifest, text).expect("manifest");
+            find(store, name).expect("readable").expect("present").format
+        };
+        let f = write("chat:7b", &c, &[("template", &t), ("params", &p)]);
+        assert_eq!(f.template, Some(Ok(tpl.to_string())));
+        assert_eq!(f.stop, ["<|user|>", "<|end|>"]);
+        assert_eq!(f.renderer, None);
+        // No template layer: Ollama's `{{ .Prompt }}`; a template blob missing is an error.
+        assert_eq!(write("base:1b", &c, &[]), PromptFormat::default());
+        let missing = write("gone:1b", &c, &[("template", &format!("sha256:{}", "d".repeat(64)))]);
+        assert!(missing.template.is_some_and(|t| t.is_err()));
+        // A built-in renderer (gpt-oss, qwen3-coder) named in the config blob.
+        let r = blob('e', r#"{"model_format":"gguf","renderer":"harmony","parser":"harmony"}"#);
+        assert_eq!(write("gpt-oss:20b", &r, &[]).renderer.as_deref(), Some("harmony"));
     }
 
     #[test]

@@ -114,12 +114,18 @@ impl Writer {
     }
 
     async fn run_cycle(&self, pkg: Uuid, cycle: &CycleId, report: VerificationReport) -> Handled {
+        let mut aborted: Option<String> = None;
         if self.canceled(cycle).await.map_err(HandleError::from)? {
-            tracing::info!(message = "Cycle already final; report ignored.", %cycle);
-            return Ok(());
+            // Canceled with a partial report asked for (this Writer restarted after the cancel):
+            // what is stored is handed on, the rest is skipped.
+            let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
+            if !rec.is_some_and(|r| r.partial_report) {
+                tracing::info!(message = "Cycle already final; report ignored.", %cycle);
+                return Ok(());
+            }
+            aborted = Some(PARTIAL.into());
         }
         self.event(cycle, EventBody::PhaseStarted { phase: Phase::Benchmarking }).await;
-        let mut aborted: Option<String> = None;
         let mut results = Vec::new();
         for (i, m) in report.plan.models.iter().enumerate() {
             // Several hosts: Main placed this model on another host's Writer.
@@ -129,7 +135,7 @@ impl Writer {
             let key = format!("{cycle}.{i}");
             if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)? {
                 if let ModelStatus::Skipped { reason } = &done.status
-                    && reason.starts_with("cycle aborted")
+                    && (reason.starts_with("cycle aborted") || reason == PARTIAL)
                 {
                     aborted.get_or_insert_with(|| reason.clone());
                 }
@@ -265,10 +271,12 @@ impl Writer {
                     });
                     return Ok(Some(measured(i, m, report, &settings, runs, dep_info, attempts, started)));
                 }
-                Err(AttemptError::Canceled) => return Ok(None),
+                Err(AttemptError::Canceled) => {
+                    return self.canceled_result(cycle, i, m, report, &kept, attempts, aborted).await;
+                }
                 Err(AttemptError::Bus(e)) => return Err(e.into()),
                 Err(AttemptError::Failed(f)) => {
-                    let kept = f.target.clone();
+                    let failed_target = f.target.clone();
                     let esc = derive_id(pkg, &format!("escalation-{i}"), number);
                     attempts.push(Attempt {
                         number,
@@ -300,8 +308,10 @@ impl Writer {
                     };
                     self.bus.publish(&out).await.map_err(HandleError::from)?;
                     let decision = self.await_decision(cycle, &esc.to_string(), plan).await;
-                    remove_failed(kept.as_deref()).await;
-                    let Some(decision) = decision? else { return Ok(None) };
+                    remove_failed(failed_target.as_deref()).await;
+                    let Some(decision) = decision? else {
+                        return self.canceled_result(cycle, i, m, report, &kept, attempts, aborted).await;
+                    };
                     match decision.action {
                         RemedyAction::Retry { set } => {
                             for change in &set {
@@ -339,6 +349,42 @@ impl Writer {
         }
         let last = attempts.last().map(|a| a.outcome.clone()).unwrap_or_default();
         let mut r = failed(i, m, report, format!("failed after {max} attempt(s): {last}"));
+        r.attempts = attempts;
+        Ok(Some(r))
+    }
+
+    /// The model in progress when the cycle was canceled: `Ok(None)` (nothing handed on) unless
+    /// the operator asked for a partial report; then every run measured so far is kept in a
+    /// result that says how far it got, and `aborted` makes the rest of the cycle skipped, so
+    /// the reports are written — partial, saying what is missing.
+    #[allow(clippy::too_many_arguments)]
+    async fn canceled_result(
+        &self,
+        cycle: &CycleId,
+        i: usize,
+        m: &ModelSpec,
+        report: &VerificationReport,
+        kept: &[RunResult],
+        attempts: Vec<Attempt>,
+        aborted: &mut Option<String>,
+    ) -> Result<Option<ModelResult>, HandleError> {
+        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
+        if !rec.is_some_and(|r| r.partial_report) {
+            return Ok(None);
+        }
+        let plan = &report.plan;
+        let planned = plan.prompts.len() as u64 * u64::from(plan.repetitions_for(m));
+        *aborted = Some(PARTIAL.into());
+        let mut r = skipped(
+            i,
+            m,
+            report,
+            format!(
+                "canceled by the operator after {} of {planned} measured run(s); the runs measured are kept",
+                kept.len()
+            ),
+        );
+        r.runs = kept.to_vec();
         r.attempts = attempts;
         Ok(Some(r))
     }
@@ -462,7 +508,7 @@ impl Writer {
         // Tokens of this attempt's runs: the telemetry window covers only them.
         let mut tokens: u64 = 0;
         for p in &plan.prompts {
-            for rep in 1..=plan.defaults.repetitions {
+            for rep in 1..=plan.repetitions_for(m) {
                 if kept.iter().any(|r| r.prompt_id == p.id && r.repetition == rep) {
                     continue;
                 }
@@ -751,6 +797,9 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         finished_at: now(),
     }
 }
+
+/// Why the rest of a cycle canceled with a partial report was not measured.
+const PARTIAL: &str = "cycle canceled by the operator: a partial report of what was measured";
 
 fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Skipped { reason })

@@ -9,6 +9,7 @@ use super::criteria::{Verdict, gpu_figure};
 use super::ctx::Ctx;
 use super::format::{DASH, GIB};
 use super::paths::{CLAIMS, nav};
+use super::quality::structure;
 use super::view::{View, energy_of, outcome};
 use crate::claims::{self, Foresight, PlanClaim, Predictions};
 use crate::markdown::{cell, inline, table};
@@ -93,6 +94,7 @@ fn measure(ctx: &Ctx, c: &PlanClaim) -> (String, Held) {
             );
         }
         ClaimMetric::AllocatableGb => return allocation(ctx, c),
+        ClaimMetric::BaselineImprovement => return baseline(ctx, c),
         _ => {}
     }
     let Some(v) = c.model.as_deref().and_then(|m| ctx.views.iter().find(|v| v.r.model == m)) else {
@@ -167,6 +169,96 @@ fn judge(e: &Bounds, v: f64, text: String) -> (String, Held) {
         (false, true) => (format!("{text}, below the claim"), Held::DoesNotHold),
         (false, false) => (format!("{text}, above the claim"), Held::DoesNotHold),
     }
+}
+
+/// Each larger model's answers against the baseline's on the prompts both answered: the claim
+/// holds when every larger model (or the claim's model) covers more of the prompts' rubrics on
+/// average than the baseline; words and decode speed are shown beside it.
+fn baseline(ctx: &Ctx, c: &PlanClaim) -> (String, Held) {
+    let plan = ctx.plan;
+    let Some(base) = plan.baseline_model() else {
+        return (
+            "not measured: no baseline: set `baseline = true` under `[concurrent]` (its models answer the prompts alone) or give the models `params_b`".into(),
+            Held::NotMeasured,
+        );
+    };
+    let Some(bv) = ctx.views.iter().find(|v| v.r.model == base.name && v.measured()) else {
+        return (format!("not measured: the baseline {} was not measured", cell(&base.name)), Held::NotMeasured);
+    };
+    if base.base_model {
+        return (
+            format!("not measured: the baseline {} is a base model, its answers are not assessed", cell(&base.name)),
+            Held::NotMeasured,
+        );
+    }
+    let larger = ctx.views.iter().filter(|v| {
+        let spec = plan.models.iter().find(|m| m.name == v.r.model);
+        let named = c.model.as_ref().is_some_and(|m| m == &v.r.model);
+        let bigger = spec.and_then(|m| m.params_b).zip(base.params_b).is_some_and(|(a, b)| a > b);
+        v.r.model != base.name
+            && c.model.as_ref().is_none_or(|m| m == &v.r.model)
+            && (named || bigger)
+            && spec.is_some_and(|m| !m.baseline && !m.base_model)
+    });
+    let mut parts = Vec::new();
+    let mut verdicts = Vec::new();
+    for v in larger {
+        if !v.measured() {
+            parts.push(format!("{}: {}", v.name(), outcome(v)));
+            verdicts.push(Held::NotMeasured);
+            continue;
+        }
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for id in v.prompt_ids(plan) {
+            let b = bv.runs_of(&id);
+            if !b.is_empty() {
+                ours.extend(v.runs_of(&id));
+                theirs.extend(b);
+            }
+        }
+        let (st, bs) = (structure(&ours), structure(&theirs));
+        let speed = match (v.all.decode(), bv.all.decode()) {
+            (Some((a, _)), Some((b, _))) => format!(", decode {} vs {} tok/s", claims::num(a), claims::num(b)),
+            _ => String::new(),
+        };
+        match (st.coverage, bs.coverage) {
+            _ if ours.is_empty() => {
+                parts.push(format!("{}: no prompt answered by both", v.name()));
+                verdicts.push(Held::NotMeasured);
+            }
+            (Some(a), Some(b)) => {
+                parts.push(format!(
+                    "{}: rubric {:.0} % vs {:.0} %, {} vs {} words{speed}",
+                    v.name(),
+                    a * 100.0,
+                    b * 100.0,
+                    claims::num(st.words.round()),
+                    claims::num(bs.words.round())
+                ));
+                verdicts.push(if a > b { Held::Holds } else { Held::DoesNotHold });
+            }
+            _ => {
+                parts.push(format!(
+                    "{}: {} vs {} words{speed}; the prompts carry no rubric (`required_topics`) to judge by",
+                    v.name(),
+                    claims::num(st.words.round()),
+                    claims::num(bs.words.round())
+                ));
+                verdicts.push(Held::NotMeasured);
+            }
+        }
+    }
+    if parts.is_empty() {
+        return (format!("not measured: no larger model to compare with {}", cell(&base.name)), Held::NotMeasured);
+    }
+    let held = if verdicts.contains(&Held::DoesNotHold) {
+        Held::DoesNotHold
+    } else if verdicts.iter().all(|h| *h == Held::Holds) {
+        Held::Holds
+    } else {
+        Held::NotMeasured
+    };
+    (format!("against {} on the same prompts — {}", cell(&base.name), parts.join("; ")), held)
 }
 
 /// The business case's total per million output tokens for one model.
@@ -326,6 +418,43 @@ mod tests {
         assert!(!page.contains("<script>") && page.contains("\\<script\\>"), "{page}");
         assert!(crate::checks::check_reports(&files).is_empty(), "{:#?}", crate::checks::check_reports(&files));
         assert!(page.contains("projected RAM 2–4 GB"), "projected figures are claims: {page}");
+    }
+
+    #[test]
+    fn the_baseline_claim_compares_each_larger_model_with_the_baseline_on_the_same_prompts() {
+        let improvement = || claim("improvement over the 14B", "baseline_improvement", None, None, None);
+        // No baseline marked: the smallest model (gemma3-270m) is a base model, not assessed.
+        let mut input = fixture();
+        input.results.verification.plan.claims = vec![improvement()];
+        input.results.verification.plan.models.iter_mut().for_each(|m| {
+            m.base_model = m.name == "gemma3-270m";
+            m.projected = Default::default();
+        });
+        let rows: Vec<_> = entries(&Ctx::new(&input)).into_iter().map(|e| (e.measured, e.held)).collect();
+        assert_eq!(rows[0].1, Held::NotMeasured, "{rows:?}");
+        assert!(rows[0].0.contains("base model"), "{rows:?}");
+
+        // The 14B marked as the baseline: the 70B is compared on the same prompts, the skipped
+        // 34B is not measured, the smaller model is not a "larger" one.
+        input.results.verification.plan.models.iter_mut().for_each(|m| m.baseline = m.name == "qwen25-coder-14b");
+        let ctx = Ctx::new(&input);
+        let rows: Vec<_> = entries(&ctx).into_iter().map(|e| (e.measured, e.held)).collect();
+        let text = &rows[0].0;
+        assert!(text.contains("against qwen25-coder-14b") && text.contains("llama31-70b: rubric"), "{text}");
+        assert!(text.contains("codellama-34b") && !text.contains("gemma3-270m"), "{text}");
+        let better = cov_of(&ctx, "llama31-70b") > cov_of(&ctx, "qwen25-coder-14b");
+        let expected = if better { Held::NotMeasured } else { Held::DoesNotHold };
+        assert_eq!(rows[0].1, expected, "a skipped larger model leaves an improvement unproven: {text}");
+
+        // Claimed for the 70B alone, the verdict is the comparison itself.
+        input.results.verification.plan.claims = vec![Claim { model: Some("llama31-70b".into()), ..improvement() }];
+        let rows: Vec<_> = entries(&Ctx::new(&input)).into_iter().map(|e| e.held).collect();
+        assert_eq!(rows, [if better { Held::Holds } else { Held::DoesNotHold }]);
+    }
+
+    fn cov_of(ctx: &Ctx, name: &str) -> f64 {
+        let v = ctx.views.iter().find(|v| v.r.model == name).unwrap();
+        structure(&v.r.runs.iter().collect::<Vec<_>>()).coverage.unwrap()
     }
 
     #[test]

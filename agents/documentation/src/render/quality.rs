@@ -16,14 +16,14 @@ const SAMPLE_ANSWER_BYTES: usize = 64 << 10;
 
 /// Structure of the answers to one prompt, averaged over repetitions.
 pub(super) struct Structure {
-    n: usize,
-    words: f64,
-    headings: f64,
-    code_blocks: f64,
-    list_items: f64,
-    tables: f64,
-    coverage: Option<f64>,
-    missing: BTreeSet<String>,
+    pub(super) n: usize,
+    pub(super) words: f64,
+    pub(super) headings: f64,
+    pub(super) code_blocks: f64,
+    pub(super) list_items: f64,
+    pub(super) tables: f64,
+    pub(super) coverage: Option<f64>,
+    pub(super) missing: BTreeSet<String>,
 }
 
 pub(super) fn structure(runs: &[&RunResult]) -> Structure {
@@ -121,19 +121,22 @@ fn per_model_and_prompt(ctx: &Ctx) -> String {
     s
 }
 
-/// Each larger model's answers against the plan's smallest model's, prompt by prompt.
+/// What the baseline is, in words.
+fn baseline_words(base: &protocol::plan::ModelSpec) -> &'static str {
+    if base.baseline {
+        "the smallest of the concurrent phase's models, answering the prompts alone"
+    } else {
+        "the plan's smallest model"
+    }
+}
+
+/// Each larger model's answers against the baseline model's (the plan's smallest, or the
+/// smallest of its baseline models), prompt by prompt.
 fn against_the_baseline(ctx: &Ctx) -> String {
     let plan = ctx.plan;
     let mut s = String::new();
     s.push_str("\n## Against the baseline\n\n");
-    let smallest = plan
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| m.params_b.map(|p| (p, i, m)))
-        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-        .map(|(_, _, m)| m);
-    match smallest {
+    match plan.baseline_model() {
         None => s.push_str(
             "The plan gives no parameter counts (`params_b`), so there is no smallest model to use as the baseline.\n",
         ),
@@ -141,14 +144,16 @@ fn against_the_baseline(ctx: &Ctx) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "The baseline is the plan's smallest model, {}, but it was not measured, so there is nothing to compare against.",
+                    "The baseline is {}, {}, but it was not measured, so there is nothing to compare against.",
+                    baseline_words(base),
                     inline(&base.name)
                 );
             }
             Some(bv) => {
                 let _ = writeln!(
                     s,
-                    "The baseline is the plan's smallest model, {} ({} B parameters). Each row shows how a larger model's answers differ from it on the same prompt.\n",
+                    "The baseline is {}, {} ({} B parameters). Each row shows how a larger model's answers differ from it on the same prompt.\n",
+                    baseline_words(base),
                     bv.name(),
                     num(base.params_b.unwrap_or(0.0))
                 );

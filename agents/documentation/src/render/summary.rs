@@ -42,6 +42,19 @@ fn cycle_and_host(ctx: &Ctx) -> String {
         plan.defaults.repetitions,
         if plan.defaults.warmup { "one excluded warm-up request" } else { "no warm-up" }
     );
+    let baselines: Vec<String> = plan
+        .models
+        .iter()
+        .filter(|m| m.baseline)
+        .map(|m| format!("{} ({} time(s))", inline(&m.name), plan.repetitions_for(m)))
+        .collect();
+    if !baselines.is_empty() {
+        let _ = writeln!(
+            s,
+            "The concurrent phase's models also answered every prompt alone, as the baseline the larger models are compared with: {}.\n",
+            baselines.join(", ")
+        );
+    }
     let gpus = if host.gpus.is_empty() {
         host.gpu_note.as_deref().map(cell).unwrap_or_else(|| "none reported".into())
     } else {

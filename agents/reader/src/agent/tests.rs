@@ -82,6 +82,29 @@ fn the_demo_model_in_an_ollama_store_is_read_from_its_gguf_and_needs_no_download
     assert_eq!(downloads_check(&plan, 1 << 40).expect("check").status, CheckStatus::Warn);
     // Everything stored: nothing to check.
     assert_eq!(downloads_check(&ollama_plan(dir.path(), &["gemma3:270m"]), 0), None);
+    // No TEMPLATE layer: Ollama sends the bare prompt, a warning naming the consequence.
+    let template = |plan: &Plan| {
+        let (_, checks) = plan_verdicts(plan, &HostCapacity::default());
+        checks.into_iter().find(|c| c.name == protocol::results::chat_template_check("m0")).expect("a template check")
+    };
+    let c = template(&plan);
+    assert_eq!((c.status, c.measured.as_str()), (CheckStatus::Warn, "no template layer"), "{c:?}");
+    assert!(c.detail.contains("{{ .Prompt }}") && c.detail.contains("not assessed"), "{c:?}");
+    // With Ollama's gemma3 template and stop parameters, as `ollama pull gemma3:270m` stores them.
+    let blob = |hex: &str, text: &str| std::fs::write(dir.path().join(format!("blobs/sha256-{hex}")), text).expect("blob");
+    let (t, p) = ("cd".repeat(32), "ef".repeat(32));
+    blob(&t, "{{- range .Messages }}<start_of_turn>{{ .Role }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n");
+    blob(&p, r#"{"stop":["<end_of_turn>"],"temperature":1,"top_k":64,"top_p":0.95}"#);
+    let manifest = crate::store::manifest_path(dir.path(), "gemma3:270m").expect("path");
+    let text = std::fs::read_to_string(&manifest).expect("manifest").replace(
+        "]}",
+        &format!(r#",{{"mediaType":"application/vnd.ollama.image.template","digest":"sha256:{t}","size":1}},{{"mediaType":"application/vnd.ollama.image.params","digest":"sha256:{p}","size":1}}]}}"#),
+    );
+    std::fs::write(&manifest, text).expect("manifest");
+    let c = template(&plan);
+    assert_eq!(c.status, CheckStatus::Pass, "{c:?}");
+    assert!(c.measured.starts_with("template layer (") && c.detail.contains("\"<end_of_turn>\""), "{c:?}");
+    assert!(c.detail.contains("system message is dropped"), "{c:?}");
 }
 
 #[test]

@@ -107,6 +107,54 @@ fn template_check(m: &ModelSpec, meta: &gguf::ModelMeta) -> Option<Check> {
     })
 }
 
+/// How Ollama will format prompts for a pulled model (`store::PromptFormat`): its renderer or
+/// template layer passes; none means Ollama sends the bare prompt (`{{ .Prompt }}`,
+/// `template/template.go:94`), a warning whose answers' quality is not assessed.
+fn ollama_template_check(m: &ModelSpec, tag: &str, f: &crate::store::PromptFormat) -> Check {
+    let name = protocol::results::chat_template_check(&m.name);
+    let stops = if f.stop.is_empty() {
+        "the model's own end-of-sequence token ends each answer (no `stop` parameters)".to_string()
+    } else {
+        let quoted: Vec<String> = f.stop.iter().map(|s| format!("{s:?}")).collect();
+        format!("a turn ends at the model's end-of-sequence token or at {} (its params layer)", quoted.join(", "))
+    };
+    match (&f.renderer, &f.template) {
+        (Some(r), _) => check(
+            &name,
+            CheckStatus::Pass,
+            format!("built-in renderer `{r}`"),
+            None,
+            format!("Ollama formats every chat for `{tag}` with its `{r}` renderer (`server/images.go:221`); {stops}"),
+        ),
+        (None, Some(Ok(t))) => check(
+            &name,
+            CheckStatus::Pass,
+            format!("template layer ({} bytes)", t.len()),
+            None,
+            format!(
+                "Ollama formats every chat turn for `{tag}` with the model's TEMPLATE layer (`server/images.go:370-379`){}; {stops}",
+                if t.contains(".System") { ", system message included" } else { "; the template has no `.System`, so a system message is dropped" }
+            ),
+        ),
+        (None, Some(Err(e))) => check(
+            &name,
+            CheckStatus::Fail,
+            "template layer unreadable".into(),
+            None,
+            format!("{e}: Ollama cannot load `{tag}` until the blob is back; pull it again (`ollama pull {tag}`)"),
+        ),
+        (None, None) => check(
+            &name,
+            CheckStatus::Warn,
+            "no template layer".into(),
+            None,
+            format!(
+                "`{tag}` has no TEMPLATE layer, so Ollama sends the bare prompt (`{{{{ .Prompt }}}}`, `template/template.go:94`): roles and the system message are dropped and a chat model reads it as plain text; its answers' quality is not assessed. Give it a TEMPLATE in a Modelfile (`ollama create`)"
+            ),
+        ),
+    }
+}
+
 /// A model file's header was read: what it is, and where it was read.
 fn header_check(model: &str, meta: &gguf::ModelMeta, from: String) -> Check {
     let what = format!("{} {} ({} layers)", meta.architecture, meta.quantization, meta.block_count);
@@ -161,7 +209,11 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
         },
         (EngineKind::Ollama, _, Some(tag)) => {
             // Already pulled: the GGUF header itself, not recalled figures.
-            let stored = match crate::store::find(&ollama_store(plan), tag) {
+            let found = crate::store::find(&ollama_store(plan), tag);
+            if let Ok(Some(stored)) = &found {
+                file_checks.push(ollama_template_check(m, tag, &stored.format));
+            }
+            let stored = match found {
                 Ok(Some(crate::store::Stored { model_blob: Some(blob), .. })) => match gguf::read_metadata(&blob) {
                     Ok(meta) => Ok(Some((blob, meta))),
                     Err(e) => Err(format!("{}: {e}", blob.display())),
