@@ -327,6 +327,13 @@ pub fn compare(out: &Path, a: &str, b: &str, threshold: f64) -> Result<u8> {
     }
 }
 
+/// `; baselines …` when the plan's concurrent models also answer the prompts alone.
+fn baselines_note(plan: &protocol::plan::Plan) -> String {
+    let b: Vec<String> =
+        plan.models.iter().filter(|m| m.baseline).map(|m| format!("{} ×{}", m.name, plan.repetitions_for(m))).collect();
+    if b.is_empty() { String::new() } else { format!("; baselines answering alone: {}", b.join(", ")) }
+}
+
 #[cfg(test)]
 mod clean_tests {
     use super::clean;
@@ -338,15 +345,4 @@ mod clean_tests {
             "boom ␛[2J␛]0;t␇␀␍␡<U+009B>x\n\tok é"
         );
     }
-}
-
-/// `; baselines …` when the plan's concurrent models also answer the prompts alone.
-fn baselines_note(plan: &protocol::plan::Plan) -> String {
-    let b: Vec<String> = plan
-        .models
-        .iter()
-        .filter(|m| m.baseline)
-        .map(|m| format!("{} ×{}", m.name, plan.repetitions_for(m)))
-        .collect();
-    if b.is_empty() { String::new() } else { format!("; baselines answering alone: {}", b.join(", ")) }
 }

@@ -199,7 +199,12 @@ impl MachineLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
         }
-        let note = format!("pid {}, plan {}, since {}", std::process::id(), plan.display(), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+        let note = format!(
+            "pid {}, plan {}, since {}",
+            std::process::id(),
+            plan.display(),
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
         let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| f.write_all(note.as_bytes()));
         Ok(MachineLock(f))
     }
@@ -361,19 +366,18 @@ pub async fn run(
     let mut interrupted = interrupt_signal()?;
     let (cycle, outcome) = match handoffs::connect(&client_config).await {
         Ok(client) => {
-            let (cycle, outcome) =
-                follow_cycle(
-                    &client,
-                    &mut agents,
-                    &mut interrupted,
-                    on_interrupt,
-                    hosts,
-                    &plan,
-                    plan_text,
-                    plan_path,
-                    &log_dir,
-                )
-                .await;
+            let (cycle, outcome) = follow_cycle(
+                &client,
+                &mut agents,
+                &mut interrupted,
+                on_interrupt,
+                hosts,
+                &plan,
+                plan_text,
+                plan_path,
+                &log_dir,
+            )
+            .await;
             agents.stop().await;
             // Close our own connection before the server goes, so it does not report a disconnect.
             close(client).await;

@@ -17,5 +17,5 @@ mod cycle_up_supervised;
 mod host_checks;
 mod hostile_output;
 mod plan_errors;
-mod two_operators;
 mod support;
+mod two_operators;

@@ -291,7 +291,8 @@ mod tests {
     fn the_concurrent_phase_goes_where_its_models_fit_together_or_nowhere_with_the_reasons() {
         let mut plan = plan(&["a"]);
         let spec = plan.models[0].clone();
-        plan.concurrent = Some(protocol::plan::ConcurrentPhase { models: vec![spec], levels: vec![1], baseline: false });
+        plan.concurrent =
+            Some(protocol::plan::ConcurrentPhase { models: vec![spec], levels: vec![1], baseline: false });
         let mut reports = vec![report(&plan, "h1", &[Fit::Go]), report(&plan, "h2", &[Fit::Go])];
         reports[0].1.concurrent_fit = Some(verdict("concurrent", Fit::NoGo, "needs 9 GiB, 4 GiB free"));
         reports[1].1.concurrent_fit = Some(verdict("concurrent", Fit::Go, "needs 9 GiB, 60 GiB free"));

@@ -156,9 +156,8 @@ fn prompt_format(store: &Path, m: &Manifest) -> PromptFormat {
         .map(|c| c.renderer)
         .filter(|r| !r.is_empty());
     let layer = |types: &[&str]| m.layers.iter().rfind(|l| types.contains(&l.media_type.as_str()));
-    let template = layer(&TEMPLATE_LAYERS).map(|l| {
-        small_blob(store, &l.digest).map(|b| String::from_utf8_lossy(&b).into_owned())
-    });
+    let template =
+        layer(&TEMPLATE_LAYERS).map(|l| small_blob(store, &l.digest).map(|b| String::from_utf8_lossy(&b).into_owned()));
     let stop = layer(&[PARAMS_LAYER])
         .and_then(|l| small_blob(store, &l.digest).ok())
         .and_then(|b| serde_json::from_slice::<Params>(&b).ok())
@@ -243,7 +242,9 @@ mod tests {
             std::fs::create_dir_all(manifest.parent().expect("parent")).expect("mkdir");
             let layers: Vec<String> = layers
                 .iter()
-                .map(|(ty, d)| format!(r#"{{"mediaType":"application/vnd.ollama.image.{ty}","digest":"{d}","size":1}}"#))
+                .map(|(ty, d)| {
+                    format!(r#"{{"mediaType":"application/vnd.ollama.image.{ty}","digest":"{d}","size":1}}"#)
+                })
                 .collect();
             let text = format!(r#"{{"config":{{"digest":"{config}","size":2}},"layers":[{}]}}"#, layers.join(","));
             std::fs::write(manifest, text).expect("manifest");

@@ -17,7 +17,12 @@ impl Plan {
             .models
             .iter()
             .filter(|m| !self.models.iter().any(|x| x.name == m.name))
-            .map(|m| ModelSpec { repetitions: Some(m.repetitions.unwrap_or(1)), baseline: true, keep: false, ..m.clone() })
+            .map(|m| ModelSpec {
+                repetitions: Some(m.repetitions.unwrap_or(1)),
+                baseline: true,
+                keep: false,
+                ..m.clone()
+            })
             .collect();
         self.models.extend(extra);
     }

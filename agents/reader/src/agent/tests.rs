@@ -91,9 +91,13 @@ fn the_demo_model_in_an_ollama_store_is_read_from_its_gguf_and_needs_no_download
     assert_eq!((c.status, c.measured.as_str()), (CheckStatus::Warn, "no template layer"), "{c:?}");
     assert!(c.detail.contains("{{ .Prompt }}") && c.detail.contains("not assessed"), "{c:?}");
     // With Ollama's gemma3 template and stop parameters, as `ollama pull gemma3:270m` stores them.
-    let blob = |hex: &str, text: &str| std::fs::write(dir.path().join(format!("blobs/sha256-{hex}")), text).expect("blob");
+    let blob =
+        |hex: &str, text: &str| std::fs::write(dir.path().join(format!("blobs/sha256-{hex}")), text).expect("blob");
     let (t, p) = ("cd".repeat(32), "ef".repeat(32));
-    blob(&t, "{{- range .Messages }}<start_of_turn>{{ .Role }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n");
+    blob(
+        &t,
+        "{{- range .Messages }}<start_of_turn>{{ .Role }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n",
+    );
     blob(&p, r#"{"stop":["<end_of_turn>"],"temperature":1,"top_k":64,"top_p":0.95}"#);
     let manifest = crate::store::manifest_path(dir.path(), "gemma3:270m").expect("path");
     let text = std::fs::read_to_string(&manifest).expect("manifest").replace(

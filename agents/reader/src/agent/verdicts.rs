@@ -133,7 +133,11 @@ fn ollama_template_check(m: &ModelSpec, tag: &str, f: &crate::store::PromptForma
             None,
             format!(
                 "Ollama formats every chat turn for `{tag}` with the model's TEMPLATE layer (`server/images.go:370-379`){}; {stops}",
-                if t.contains(".System") { ", system message included" } else { "; the template has no `.System`, so a system message is dropped" }
+                if t.contains(".System") {
+                    ", system message included"
+                } else {
+                    "; the template has no `.System`, so a system message is dropped"
+                }
             ),
         ),
         (None, Some(Err(e))) => check(
