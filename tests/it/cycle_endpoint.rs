@@ -92,7 +92,9 @@ fn an_engine_already_running_is_measured_as_found_and_left_running() {
         "name = \"endpoint\"\n[defaults]\nrepetitions = 2\nmax_tokens = 12\n\n{}{}{}{}\n\
          [[prompts]]\nid = \"hello\"\ntext = \"Say hello to a homelab operator.\"\n\n\
          [[prompts]]\nid = \"docker\"\ntext = \"Name one benefit of containers.\"\n\n\
-         [policy]\ndefault = \"skip\"\n",
+         [policy]\ndefault = \"skip\"\n\n\
+         [concurrent]\nlevels = [2]\n\n[[concurrent.models]]\nname = \"found-together\"\nengine = \"openai\"\n\
+         runtime = \"endpoint\"\nurl = \"{url}\"\ntag = \"gemma3-270m\"\n",
         endpoint("found", &url, "gemma3-270m"),
         endpoint("missing", &url, "llama3.1:70b"),
         endpoint("nothing-there", &dead, "gemma3-270m"),
@@ -136,6 +138,18 @@ fn an_engine_already_running_is_measured_as_found_and_left_running() {
     let html_reason = failed(3);
     assert!(html_reason.contains("`not-an-engine`") && html_reason.contains(&html), "{html_reason}");
     assert!(html_reason.contains("not as an engine"), "{html_reason}");
+
+    // The concurrent phase measured the endpoint at levels 1 and 2 as found, and says whose
+    // slots those were.
+    let c = r.concurrent.as_ref().expect("the concurrent phase's results");
+    let levels: Vec<(u32, u32)> =
+        c.levels.iter().filter(|l| l.model == "found-together").map(|l| (l.level, l.requests)).collect();
+    assert_eq!(levels, vec![(1, 1), (2, 2)], "{c:?}");
+    assert!(
+        c.notes.iter().any(|n| n.contains("found-together") && n.contains(&url) && n.contains("not threadcycle's")),
+        "{:?}",
+        c.notes
+    );
 
     // threadcycle did not stop the engine.
     assert!(engine.0.try_wait().expect("wait").is_none(), "llama-server was stopped");

@@ -125,6 +125,12 @@ mod tests {
             let e = field_of(endpoint(engine, extra));
             assert!(e.starts_with(field) && e.contains("http://127.0.0.1:11434"), "{engine} {extra}: {e}");
         }
+        // An endpoint in the concurrent phase is measured as found (its slots are its own).
+        let together = Plan::from_toml(&format!(
+            "{MIN}[concurrent]\nlevels=[2]\n[[concurrent.models]]\nname='e'\nengine='ollama'\nruntime='endpoint'\nurl='http://127.0.0.1:11434'\ntag='codellama:7b'\n"
+        ))
+        .expect("an endpoint may take part in the concurrent phase");
+        assert_eq!(together.concurrent.map(|c| c.models[0].runtime), Some(Runtime::Endpoint));
         let no_url = MIN.replace("runtime = \"process\"", "runtime = \"endpoint\"\ntag = \"m\"");
         assert!(field_of(Plan::from_toml(&no_url)).starts_with("models[0].url"));
         let stray = MIN.replace("runtime = \"process\"", "runtime = \"process\"\nurl = \"http://h:1\"");
