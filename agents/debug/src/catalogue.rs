@@ -146,7 +146,7 @@ const SIGNATURES: &[Signature] = &[
     },
 ];
 
-fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
+pub(crate) fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
     RemedyOption { number: 0, summary, rationale: rationale.into(), safe, action }
 }
 
@@ -208,6 +208,9 @@ pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
         ),
     };
     let mut options = remedies(class, e, ev);
+    if let Some(url) = &e.endpoint {
+        options = crate::endpoint::within_reach(url, e.engine, class, options);
+    }
     options.push(opt(
         "skip this model".into(),
         "the rest of the cycle goes on; the report records why",
@@ -412,6 +415,7 @@ mod tests {
             suspected: FailureClass::Other,
             evidence: Evidence::default(),
             target: None,
+            endpoint: None,
             engine: EngineKind::LlamaServer,
             settings,
             max_attempts: 3,

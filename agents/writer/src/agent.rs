@@ -291,6 +291,9 @@ impl Writer {
                                 suspected: f.class,
                                 evidence: f.evidence,
                                 target: f.target,
+                                endpoint: (m.runtime == protocol::plan::Runtime::Endpoint)
+                                    .then(|| m.url.clone())
+                                    .flatten(),
                                 engine: m.engine,
                                 settings: settings.effective.clone(),
                                 max_attempts: max,
