@@ -65,7 +65,14 @@ pub fn meta_from_show(show: &ShowInfo, what: &str) -> Result<ModelMeta, GgufErro
         let bytes = (elements / ty.block_elements)
             .checked_mul(ty.block_bytes)
             .ok_or_else(|| invalid(format!("tensor `{}` is too large", t.name)))?;
-        tensors.push(TensorInfo { name: t.name.clone(), dims: t.shape.clone(), ggml_type: id, offset: 0, elements, bytes });
+        tensors.push(TensorInfo {
+            name: t.name.clone(),
+            dims: t.shape.clone(),
+            ggml_type: id,
+            offset: 0,
+            elements,
+            bytes,
+        });
     }
     let header = GgufHeader { version: 3, kv_count: values.len() as u64, values, tensors, data_offset: 0 };
     let mut meta = header.model_meta()?;
