@@ -561,6 +561,32 @@ impl Ollama {
     }
 }
 
+/// The tensor table `/api/show` lists (`{name, type, shape}`, `o:api/types.go:703-707`), in the
+/// stand-in's Gemma 3 270M shapes: 262,144-row embeddings tied to the output and 18 blocks
+/// (types simplified to Q8_0 and F32: the stand-in has no real file).
+fn show_tensors() -> Value {
+    let t = |name: String, ty: &str, shape: &[u64]| json!({"name": name, "type": ty, "shape": shape});
+    let mut v =
+        vec![t("token_embd.weight".into(), "Q8_0", &[640, 262_144]), t("output_norm.weight".into(), "F32", &[640])];
+    for b in 0..18 {
+        for (w, shape) in [
+            ("attn_q", [640u64, 1024]),
+            ("attn_k", [640, 256]),
+            ("attn_v", [640, 256]),
+            ("attn_output", [1024, 640]),
+            ("ffn_gate", [640, 2048]),
+            ("ffn_up", [640, 2048]),
+            ("ffn_down", [2048, 640]),
+        ] {
+            v.push(t(format!("blk.{b}.{w}.weight"), "Q8_0", &shape));
+        }
+        for n in ["attn_norm", "ffn_norm"] {
+            v.push(t(format!("blk.{b}.{n}.weight"), "F32", &[640]));
+        }
+    }
+    Value::Array(v)
+}
+
 fn details() -> Value {
     json!({"parent_model": "", "format": "gguf", "family": "gemma3", "families": ["gemma3"], "parameter_size": "268.10M", "quantization_level": "Q4_K_M"})
 }
@@ -635,12 +661,17 @@ async fn ollama_route(st: &Ollama, stream: &mut TcpStream, req: RecordedRequest)
             let body = json!({
                 "license": "", "modelfile": format!("FROM {model}\n"), "parameters": "", "template": "{{ .Prompt }}",
                 "details": details(),
+                // The file's key/value map without `general.name` and `tokenizer.chat_template`,
+                // arrays over five elements emptied as without `verbose`, and the tensor table
+                // (o:server/routes.go:1131-1139,1164-1170; engine-source-facts A4).
                 "model_info": {
                     "general.architecture": "gemma3", "general.file_type": 15, "general.parameter_count": 268_098_176u64,
                     "gemma3.block_count": 18, "gemma3.context_length": 32768, "gemma3.embedding_length": 640,
                     "gemma3.attention.head_count": 4, "gemma3.attention.head_count_kv": 1,
                     "gemma3.attention.key_length": 256, "gemma3.attention.value_length": 256,
+                    "tokenizer.ggml.tokens": [], "tokenizer.ggml.scores": [], "tokenizer.ggml.token_type": [],
                 },
+                "tensors": show_tensors(),
                 "capabilities": ["completion"],
                 "modified_at": now_rfc3339(),
             });
