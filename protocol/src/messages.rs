@@ -156,6 +156,10 @@ pub struct Escalation {
     pub evidence: Evidence,
     /// Where to look: `process:<pid>` or `container:<id>`.
     pub target: Option<String>,
+    /// The engine's url when the model is measured at an endpoint (an engine threadcycle did not
+    /// start and cannot reconfigure or restart): Debug then proposes only changes it can make.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// The engine, so Debug names its own way of doing a change.
     pub engine: crate::plan::EngineKind,
     /// Settings in force, so Debug can propose changes.

@@ -659,12 +659,6 @@ impl Plan {
         );
         for (at, m) in all_models {
             validate_model(&at, m)?;
-            if at.starts_with("concurrent") && m.runtime == Runtime::Endpoint {
-                return bad(
-                    format!("{at}.runtime"),
-                    "the concurrent phase starts its models with the slots it needs; an endpoint's are not threadcycle's to set".into(),
-                );
-            }
             if !at.starts_with("concurrent") && !names.insert(m.name.clone()) {
                 return bad(
                     format!("{at}.name"),

@@ -655,6 +655,11 @@ pub struct Evidence {
     /// which Docker's `OOMKilled` misses.
     #[serde(default)]
     pub oom_kills: Option<u64>,
+    /// Docker's `oom` events for the container seen while the engine was measured, in words
+    /// (`Docker event “oom” for container tc-… at …`); the engine raises one whenever the
+    /// container's cgroup hits its limit, whichever process the kernel kills.
+    #[serde(default)]
+    pub oom_events: Vec<String>,
     /// Last log lines of the engine (untrusted text).
     pub log_tail: Vec<String>,
     /// The engine's error text.

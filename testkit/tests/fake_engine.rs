@@ -207,3 +207,39 @@ fn as_ollama_a_failing_request_answers_ollamas_memory_error_bodies() {
         });
     }
 }
+
+#[test]
+fn a_scripted_crash_exits_on_the_nth_generating_request_unanswered() {
+    let gguf = tempfile::NamedTempFile::new().expect("model file");
+    let port = free_port();
+    let mut engine = Running(
+        Command::new(fake_engine())
+            .args(["--model", &gguf.path().display().to_string(), "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["-c", "256", "-np", "1"])
+            .env("TC_FAKE_TPS", "500")
+            .env("TC_FAKE_CRASH_REQUEST", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tc-fake-engine"),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let c = OpenAiClient::new(&format!("http://127.0.0.1:{port}"));
+        let start = Instant::now();
+        while !matches!(c.health().await, Ok(Health::Ready)) {
+            assert!(start.elapsed() < Duration::from_secs(20), "never healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let g = c.generate_stream(&request("Say hello.", 5)).await.expect("the first request is answered");
+        assert_eq!(g.output_tokens, Some(5));
+        let second = c.generate_stream(&request("Say hello again.", 5)).await;
+        assert!(second.is_err(), "the second request must fail: {second:?}");
+    });
+    let status = engine.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut engine.0.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(err.contains("crashing on generating request 2 (TC_FAKE_CRASH_REQUEST)"), "{err}");
+}

@@ -92,7 +92,9 @@ fn an_engine_already_running_is_measured_as_found_and_left_running() {
         "name = \"endpoint\"\n[defaults]\nrepetitions = 2\nmax_tokens = 12\n\n{}{}{}{}\n\
          [[prompts]]\nid = \"hello\"\ntext = \"Say hello to a homelab operator.\"\n\n\
          [[prompts]]\nid = \"docker\"\ntext = \"Name one benefit of containers.\"\n\n\
-         [policy]\ndefault = \"skip\"\n",
+         [policy]\ndefault = \"skip\"\n\n\
+         [concurrent]\nlevels = [2]\n\n[[concurrent.models]]\nname = \"found-together\"\nengine = \"openai\"\n\
+         runtime = \"endpoint\"\nurl = \"{url}\"\ntag = \"gemma3-270m\"\n",
         endpoint("found", &url, "gemma3-270m"),
         endpoint("missing", &url, "llama3.1:70b"),
         endpoint("nothing-there", &dead, "gemma3-270m"),
@@ -137,6 +139,18 @@ fn an_engine_already_running_is_measured_as_found_and_left_running() {
     assert!(html_reason.contains("`not-an-engine`") && html_reason.contains(&html), "{html_reason}");
     assert!(html_reason.contains("not as an engine"), "{html_reason}");
 
+    // The concurrent phase measured the endpoint at levels 1 and 2 as found, and says whose
+    // slots those were.
+    let c = r.concurrent.as_ref().expect("the concurrent phase's results");
+    let levels: Vec<(u32, u32)> =
+        c.levels.iter().filter(|l| l.model == "found-together").map(|l| (l.level, l.requests)).collect();
+    assert_eq!(levels, vec![(1, 1), (2, 2)], "{c:?}");
+    assert!(
+        c.notes.iter().any(|n| n.contains("found-together") && n.contains(&url) && n.contains("not threadcycle's")),
+        "{:?}",
+        c.notes
+    );
+
     // threadcycle did not stop the engine.
     assert!(engine.0.try_wait().expect("wait").is_none(), "llama-server was stopped");
     assert_eq!(http_status(port, "/health"), Some(200), "llama-server no longer answers");
@@ -166,4 +180,63 @@ fn endpoint_plans_refuse_settings_the_running_engine_owns() {
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("models[0].gpu_layers") && err.contains("http://127.0.0.1:8000"), "{}", show(&o));
+}
+
+/// `POST path` with a JSON body on 127.0.0.1:`port`: the status code.
+fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[test]
+fn an_ollama_service_already_running_has_its_fit_predicted_from_api_show() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    // The stand-in as `ollama serve`, started by the test with a model already pulled.
+    let _engine = Engine(
+        Command::new(fake_engine())
+            .arg("serve")
+            .env("OLLAMA_HOST", format!("127.0.0.1:{port}"))
+            .env("OLLAMA_MODELS", tmp.path().join("store"))
+            .env("TC_FAKE_TPS", "200")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tc-fake-engine serve"),
+    );
+    let start = Instant::now();
+    while http_status(port, "/") != Some(200) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the stand-in did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_post(port, "/api/pull", r#"{"model":"tiny-endpoint:1b","stream":false}"#), Some(200));
+    let url = format!("http://127.0.0.1:{port}");
+    let plan = format!(
+        "name = \"ollama-endpoint\"\n[defaults]\nrepetitions = 1\nmax_tokens = 8\ncontext = 2048\n\n\
+         [[models]]\nname = \"service\"\nengine = \"ollama\"\nruntime = \"endpoint\"\nurl = \"{url}\"\ntag = \"tiny-endpoint:1b\"\n\n\
+         [[prompts]]\nid = \"hello\"\ntext = \"Say hello to a homelab operator.\"\n\n[policy]\ndefault = \"skip\"\n"
+    );
+    let plan_path = tmp.path().join("ollama-endpoint.toml");
+    std::fs::write(&plan_path, plan).expect("plan");
+    let dir = up_ok(&plan_path, &tmp.path().join("out"));
+    let r = results(&dir);
+    assert_eq!(r.models[0].status, ModelStatus::Measured, "{:?}", r.models[0]);
+    let v = &r.verification.verdicts[0];
+    assert_eq!(v.source, format!("Ollama /api/show at {url}"), "{v:?}");
+    assert_ne!(v.fit, protocol::results::Fit::Unknown, "{v:?}");
+    // The stand-in's tensor table: Q8_0 (34 bytes per 32) matrices, F32 norms, 18 blocks.
+    let q8 = |e: u64| e / 32 * 34;
+    let block = q8(640 * 1024 * 2 + 640 * 256 * 2 + 640 * 2048 * 3) + 2 * 640 * 4;
+    assert_eq!(v.weights_bytes, Some(q8(640 * 262_144) + 640 * 4 + 18 * block), "{v:?}");
+    assert!(v.reason.contains("OLLAMA_NUM_PARALLEL"), "{}", v.reason);
 }

@@ -10,6 +10,7 @@ mod cycle_endpoint;
 mod cycle_escalation;
 mod cycle_faults;
 mod cycle_gpu;
+mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;

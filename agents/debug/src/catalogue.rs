@@ -146,7 +146,7 @@ const SIGNATURES: &[Signature] = &[
     },
 ];
 
-fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
+pub(crate) fn opt(summary: String, rationale: &str, safe: bool, action: RemedyAction) -> RemedyOption {
     RemedyOption { number: 0, summary, rationale: rationale.into(), safe, action }
 }
 
@@ -157,6 +157,15 @@ fn retry(set: &[Setting]) -> RemedyAction {
 fn gb(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
+
+/// A process inside a container with no memory limit killed by the OOM killer while the
+/// container lived on: the host's memory ran out, not the container's.
+const LIVE_CONTAINER_HOST_OOM: Signature = Signature {
+    class: FailureClass::HostOutOfMemory,
+    needles: &[],
+    what: "the kernel's OOM killer killed a process inside the engine's container (no memory limit, the container lived on): the host ran out of memory",
+    confidence: 0.9,
+};
 
 /// Diagnoses an escalation with the evidence Debug gathered.
 pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
@@ -174,11 +183,18 @@ pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
         haystack.push_str(&s.to_lowercase());
     }
     let cgroup_kills = ev.oom_kills.filter(|k| *k > 0);
-    let oom_flag = ev.oom_killed == Some(true) || cgroup_kills.is_some();
+    let oom_flag = ev.oom_killed == Some(true) || cgroup_kills.is_some() || !ev.oom_events.is_empty();
     let hit = if ev.oom_killed == Some(true) {
         Some((&SIGNATURES[0], "OOMKilled: true".to_string()))
-    } else if let Some(k) = cgroup_kills {
-        Some((&SIGNATURES[0], format!("the container's memory cgroup counts oom_kill {k}")))
+    } else if oom_flag {
+        // PID 1 lives on (Docker's flag is false) but the kernel killed a process inside: with a
+        // memory limit the container hit it; without one the host itself ran out.
+        let mut seen: Vec<String> = ev.oom_events.iter().take(2).cloned().collect();
+        if let Some(k) = cgroup_kills {
+            seen.push(format!("the container's memory cgroup counts oom_kill {k}"));
+        }
+        let sig = if e.settings.memory_limit_gb.is_some() { &SIGNATURES[0] } else { &LIVE_CONTAINER_HOST_OOM };
+        Some((sig, seen.join("; ")))
     } else {
         SIGNATURES.iter().find_map(|s| s.needles.iter().find(|n| haystack.contains(*n)).map(|n| (s, quote(e, ev, n))))
     };
@@ -192,6 +208,9 @@ pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
         ),
     };
     let mut options = remedies(class, e, ev);
+    if let Some(url) = &e.endpoint {
+        options = crate::endpoint::within_reach(url, e.engine, class, options);
+    }
     options.push(opt(
         "skip this model".into(),
         "the rest of the cycle goes on; the report records why",
@@ -396,6 +415,7 @@ mod tests {
             suspected: FailureClass::Other,
             evidence: Evidence::default(),
             target: None,
+            endpoint: None,
             engine: EngineKind::LlamaServer,
             settings,
             max_attempts: 3,
@@ -506,6 +526,33 @@ mod tests {
         assert_eq!(d.class, FailureClass::OomKilled);
         assert!(d.confidence > 0.9);
         assert!(d.text.contains("oom_kill 1"), "{}", d.text);
+        assert_eq!(d.options[0].action, retry(&[Setting::MemoryLimitGb(45.0)]));
+    }
+
+    #[test]
+    fn an_oom_event_in_a_live_container_is_out_of_memory_with_the_event_quoted() {
+        let text = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details";
+        let event = "Docker event \u{201c}oom\u{201d} for container tc-c1-m at 2026-11-30T18:31:16Z".to_string();
+        // No memory limit: the host ran out, Docker's event the only sign (the cgroup unread).
+        let (e, ev) = ollama_esc(text, &[]);
+        let ev = Evidence { oom_killed: Some(false), oom_events: vec![event.clone()], ..ev };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::HostOutOfMemory);
+        assert!(d.confidence > 0.9, "{}", d.confidence);
+        assert!(d.text.contains(&event), "{}", d.text);
+        assert!(d.options.iter().any(|o| matches!(&o.action, RemedyAction::Retry { set } if set.contains(&Setting::KvCacheType(KvCacheType::Q8_0)))), "{:?}", d.options);
+        // With a limit the container hit it: raise the limit, the event and the count quoted.
+        let (e, ev) = ollama_esc(text, &[Setting::MemoryLimitGb(30.0)]);
+        let ev = Evidence {
+            oom_killed: Some(false),
+            oom_kills: Some(2),
+            oom_events: vec![event.clone()],
+            host_ram_available: Some(64 << 30),
+            ..ev
+        };
+        let d = diagnose(&e, &ev);
+        assert_eq!(d.class, FailureClass::OomKilled);
+        assert!(d.text.contains(&event) && d.text.contains("oom_kill 2"), "{}", d.text);
         assert_eq!(d.options[0].action, retry(&[Setting::MemoryLimitGb(45.0)]));
     }
 

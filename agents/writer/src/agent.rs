@@ -299,6 +299,9 @@ impl Writer {
                                 suspected: f.class,
                                 evidence: f.evidence,
                                 target: f.target,
+                                endpoint: (m.runtime == protocol::plan::Runtime::Endpoint)
+                                    .then(|| m.url.clone())
+                                    .flatten(),
                                 engine: m.engine,
                                 settings: settings.effective.clone(),
                                 max_attempts: max,
@@ -704,6 +707,11 @@ async fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> Atte
         f.class =
             if f.evidence.oom_killed == Some(true) { FailureClass::OomKilled } else { FailureClass::EngineExited };
         f.message = format!("{what}: the engine died ({st}) during the request: {e}");
+    } else if f.evidence.oom_kills.is_some_and(|k| k > 0) || !f.evidence.oom_events.is_empty() {
+        // A process inside the container (Ollama's runner) was OOM-killed while PID 1 lived on.
+        f.class = FailureClass::OomKilled;
+        f.message =
+            format!("{what}: the OOM killer killed a process in the engine's container during the request: {e}");
     }
     f.target = Some(dep.target());
     dep.teardown().await;

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use host::engine::GenRequest;
 use protocol::CycleId;
 use protocol::messages::VerificationReport;
-use protocol::plan::ModelSpec;
+use protocol::plan::{ModelSpec, Runtime};
 use protocol::results::{ConcurrentResult, LevelResult, TogetherResult};
 use std::path::Path;
 
@@ -54,6 +54,18 @@ async fn level(report: &VerificationReport, dep: &Deployed, s: &Settings, model:
     }
 }
 
+/// What the concurrency figures of an endpoint model mean: threadcycle did not set how many
+/// requests the engine serves at once, so requests beyond its slots wait in its queue.
+fn endpoint_note(m: &ModelSpec, max_level: u32) -> String {
+    let url = m.url.as_deref().unwrap_or_default();
+    let slots =
+        if m.engine.speaks_ollama() { "OLLAMA_NUM_PARALLEL" } else { "the server's slots (llama-server `-np`)" };
+    format!(
+        "{}: measured as found at {url}; up to {max_level} requests were sent at once, but how many it serves in parallel          is its own setting ({slots}), not threadcycle's: requests beyond that wait in its queue",
+        m.name
+    )
+}
+
 /// Runs the concurrent phase; what cannot be done is noted, never faked.
 pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_dir: &Path) -> ConcurrentResult {
     let plan = &report.plan;
@@ -69,7 +81,12 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
     let quiet = |_: protocol::events::Step| {};
     for m in &models {
         let mut s = Settings::planned(plan, m);
-        s.effective.slots = max_level;
+        if m.runtime == Runtime::Endpoint {
+            // Its parallel slots are the running engine's own: measured as found.
+            out.notes.push(endpoint_note(m, max_level));
+        } else {
+            s.effective.slots = max_level;
+        }
         let mut dep = match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
             Ok(d) => d,
             Err(f) => {

@@ -100,6 +100,8 @@ pub struct Deployed {
     /// The decode tokens/s memory bandwidth allows for this model on this host, when predicted
     /// (sizes each request's time budget; set by the Writer after deploying).
     pub decode_ceiling: Option<f64>,
+    /// Docker's `oom` events for the container, read from its start to its teardown.
+    oom_watch: Option<host::docker::OomWatch>,
     /// Whether `teardown` ran.
     torn_down: bool,
 }
@@ -269,6 +271,7 @@ async fn deploy_process(
             launch,
             keep: false,
             decode_ceiling: None,
+            oom_watch: None,
             torn_down: false,
         }),
         Err(e) => {
@@ -362,6 +365,8 @@ async fn deploy_container(
     on_step(Step::ContainerCreating { name: name.clone(), image: spec.image.clone() });
     let started = tokio::time::Instant::now();
     let running = docker.run(&spec).await.map_err(|e| container_failure(&e, &name))?;
+    // Read from the start: a runner killed while loading counts as much as one killed mid-answer.
+    let oom_watch = docker.watch_oom(&running.id);
     let base = match &spec.network {
         Some(_) => format!("http://{}:{}", running.name, spec.container_port),
         None => format!("http://127.0.0.1:{}", running.host_port),
@@ -374,6 +379,7 @@ async fn deploy_container(
     };
     if let Err(mut f) = wait_ready(&docker, &running.id, &name, &api, timeout).await {
         f.target = target;
+        f.evidence.oom_events = oom_evidence(Some(&oom_watch));
         return Err(f);
     }
     let mut d = Deployed {
@@ -389,6 +395,7 @@ async fn deploy_container(
         launch,
         keep: m.keep,
         decode_ceiling: None,
+        oom_watch: Some(oom_watch),
         torn_down: false,
     };
     if let Api::Ollama(c) = &d.api {
@@ -397,6 +404,7 @@ async fn deploy_container(
             let mut f = engine_failure(&e, "pull");
             f.target = target;
             f.evidence.log_tail = docker.log_tail(&running.id, 20).await.unwrap_or_default();
+            f.evidence.oom_events = oom_evidence(d.oom_watch.as_ref());
             return Err(f);
         }
     } else {
@@ -534,6 +542,7 @@ async fn deploy_ollama_process(
         launch,
         keep: false,
         decode_ceiling: None,
+        oom_watch: None,
         torn_down: false,
     };
     if let Err(e) = ollama_model(&client, &mut d, on_step).await {
@@ -665,6 +674,7 @@ impl Deployed {
             launch,
             keep: false,
             decode_ceiling: None,
+            oom_watch: None,
             torn_down: false,
         }
     }
@@ -734,6 +744,16 @@ impl Deployed {
             }
             Place::Container { docker, id } => {
                 let st = docker.state(id).await.ok();
+                let oom_kills = docker.oom_kills(id).await.ok().flatten();
+                // The cgroup counted a kill: give Docker's event stream a moment to deliver it.
+                if let Some(w) = self.oom_watch.as_ref().filter(|_| oom_kills.is_some_and(|k| k > 0)) {
+                    for _ in 0..10 {
+                        if !w.events().is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
                 Evidence {
                     exit_status: st
                         .as_ref()
@@ -741,7 +761,8 @@ impl Deployed {
                         .and_then(|s| s.exit_code)
                         .map(|c| format!("exit status {c}")),
                     oom_killed: st.as_ref().map(|s| s.oom_killed),
-                    oom_kills: docker.oom_kills(id).await.ok().flatten(),
+                    oom_kills,
+                    oom_events: oom_evidence(self.oom_watch.as_ref()),
                     log_tail: docker.log_tail(id, 20).await.unwrap_or_default(),
                     engine_error,
                     ..Default::default()
@@ -828,6 +849,11 @@ impl Deployed {
             Place::Endpoint { .. } => {}
         }
     }
+}
+
+/// Docker's `oom` events seen so far, in words (none when nothing watched).
+fn oom_evidence(watch: Option<&host::docker::OomWatch>) -> Vec<String> {
+    watch.map(|w| w.events().iter().map(host::docker::OomEvent::describe).collect()).unwrap_or_default()
 }
 
 /// Removes a container kept for Debug's inspection.

@@ -30,6 +30,19 @@ pub(super) fn validate_endpoint(at: &str, m: &ModelSpec) -> Result<(), PlanError
             ),
         )
     };
+    if m.chat_template.is_some() {
+        let how = if m.engine.speaks_ollama() {
+            "with the model's own TEMPLATE layer (change it with a Modelfile and `ollama create`)"
+        } else {
+            "with the template it was started with (llama-server `--chat-template`, vLLM `--chat-template`)"
+        };
+        return bad(
+            "chat_template",
+            format!(
+                "the engine at {url} is already running and formats prompts {how}; threadcycle cannot apply a template to an engine it does not start: remove `chat_template`"
+            ),
+        );
+    }
     for (field, present, what) in [
         ("image", m.image.is_some(), "image"),
         ("binary", m.binary.is_some(), "binary"),
@@ -121,10 +134,22 @@ mod tests {
             ("openai", "gpu_layers=20", "models[0].gpu_layers"),
             ("openai", "context=8192", "models[0].context"),
             ("llama-server", "threads=4", "models[0].threads"),
+            ("openai", "chat_template='gemma'", "models[0].chat_template"),
+            ("llama-server", "chat_template='chatml'", "models[0].chat_template"),
+            ("ollama", "chat_template='llama3'", "models[0].chat_template"),
         ] {
             let e = field_of(endpoint(engine, extra));
             assert!(e.starts_with(field) && e.contains("http://127.0.0.1:11434"), "{engine} {extra}: {e}");
+            if field.ends_with("chat_template") {
+                assert!(e.contains("cannot apply a template to an engine it does not start"), "{e}");
+            }
         }
+        // An endpoint in the concurrent phase is measured as found (its slots are its own).
+        let together = Plan::from_toml(&format!(
+            "{MIN}[concurrent]\nlevels=[2]\n[[concurrent.models]]\nname='e'\nengine='ollama'\nruntime='endpoint'\nurl='http://127.0.0.1:11434'\ntag='codellama:7b'\n"
+        ))
+        .expect("an endpoint may take part in the concurrent phase");
+        assert_eq!(together.concurrent.map(|c| c.models[0].runtime), Some(Runtime::Endpoint));
         let no_url = MIN.replace("runtime = \"process\"", "runtime = \"endpoint\"\ntag = \"m\"");
         assert!(field_of(Plan::from_toml(&no_url)).starts_with("models[0].url"));
         let stray = MIN.replace("runtime = \"process\"", "runtime = \"process\"\nurl = \"http://h:1\"");

@@ -27,6 +27,7 @@
 //! | `TC_FAKE_PULL_BPS` | pull rate (Ollama), bytes per second | 1000000000 |
 //! | `TC_FAKE_OLLAMA_VERSION` | what `/api/version` answers | 0.12.6 |
 //! | `TC_FAKE_FAIL_REQUEST` | `N[:kind]`: the N-th generating `/api/chat` or `/api/generate` request (from 1, over the server's life) fails once, as Ollama 0.12.6 does: HTTP 500 `{"error": …}` (`o:server/routes.go:2259-2271`). `kind`: `system-memory` (`o:llm/server.go:541`), `layout` (`:815`), `runner-stopped` (`:1497`, the default); `busy` answers HTTP 503 with the scheduler's full-queue text (`o:server/sched.go:67`) | none |
+//! | `TC_FAKE_CRASH_REQUEST` | `N`: the process exits (status 1, after printing `tc-fake-engine: crashing on generating request N`) when its N-th generating request arrives (from 1, over the process's life; either mode), dropping the connection unanswered: an engine that crashes, which no client retries | none |
 //! | `TC_FAKE_VERIFY_MS` | silence after `verifying sha256 digest` in a pull (`o:server/images.go:668-689`), ms | 0 |
 //!
 //! A tag whose name contains `does-not-exist` fails its pull with Ollama's exact
@@ -69,6 +70,7 @@ struct Rates {
     ollama_version: String,
     verify_ms: u64,
     fail_request: Option<(u64, String)>,
+    crash_request: Option<u64>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -92,6 +94,10 @@ impl Rates {
                 Ok(v) => Some(parse_fail_request(&v)?),
                 Err(_) => None,
             },
+            crash_request: match std::env::var("TC_FAKE_CRASH_REQUEST") {
+                Ok(_) => Some(env_num("TC_FAKE_CRASH_REQUEST", 0u64)?).filter(|n| *n > 0),
+                Err(_) => None,
+            },
         };
         if !(r.tps.is_finite() && r.tps > 0.0) {
             return Err(format!("$TC_FAKE_TPS must be a positive number, got {}", r.tps));
@@ -101,6 +107,17 @@ impl Rates {
         }
         Ok(r)
     }
+}
+
+/// Counts a generating request; on the `$TC_FAKE_CRASH_REQUEST`-th the whole process exits at
+/// once, the request unanswered (its connection drops as the process goes).
+fn count_request(counter: &std::sync::atomic::AtomicU64, rates: &Rates) -> u64 {
+    let nth = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if rates.crash_request == Some(nth) {
+        eprintln!("tc-fake-engine: crashing on generating request {nth} (TC_FAKE_CRASH_REQUEST)");
+        std::process::exit(1);
+    }
+    nth
 }
 
 /// `N[:kind]` of `$TC_FAKE_FAIL_REQUEST`.
@@ -305,6 +322,8 @@ struct Llama {
     args: LlamaArgs,
     rates: Rates,
     started: Instant,
+    /// Generating requests seen so far.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 async fn llama_main(args: LlamaArgs, rates: Rates) -> Result<(), String> {
@@ -321,7 +340,7 @@ async fn llama_main(args: LlamaArgs, rates: Rates) -> Result<(), String> {
     println!("llama_context: n_ctx = {}", args.ctx);
     println!("load_tensors: offloaded 0/19 layers to GPU");
     println!("main: server is listening on http://{}:{}", args.host, args.port);
-    let st = Arc::new(Llama { args, rates, started: Instant::now() });
+    let st = Arc::new(Llama { args, rates, started: Instant::now(), requests: Default::default() });
     serve(listener, move |mut stream| {
         let st = Arc::clone(&st);
         async move {
@@ -370,6 +389,7 @@ async fn llama_chat(st: &Llama, stream: &mut TcpStream, req: &RecordedRequest) -
         let e = json!({"error": {"code": 400, "message": "Failed to parse the request body as JSON", "type": "invalid_request_error"}});
         return send_json(stream, 400, &e).await;
     };
+    count_request(&st.requests, &st.rates);
     let n_prompt = prompt_tokens(&body);
     let n_ctx_slot = st.args.ctx / st.args.parallel.max(1);
     if n_prompt >= n_ctx_slot {
@@ -541,6 +561,32 @@ impl Ollama {
     }
 }
 
+/// The tensor table `/api/show` lists (`{name, type, shape}`, `o:api/types.go:703-707`), in the
+/// stand-in's Gemma 3 270M shapes: 262,144-row embeddings tied to the output and 18 blocks
+/// (types simplified to Q8_0 and F32: the stand-in has no real file).
+fn show_tensors() -> Value {
+    let t = |name: String, ty: &str, shape: &[u64]| json!({"name": name, "type": ty, "shape": shape});
+    let mut v =
+        vec![t("token_embd.weight".into(), "Q8_0", &[640, 262_144]), t("output_norm.weight".into(), "F32", &[640])];
+    for b in 0..18 {
+        for (w, shape) in [
+            ("attn_q", [640u64, 1024]),
+            ("attn_k", [640, 256]),
+            ("attn_v", [640, 256]),
+            ("attn_output", [1024, 640]),
+            ("ffn_gate", [640, 2048]),
+            ("ffn_up", [640, 2048]),
+            ("ffn_down", [2048, 640]),
+        ] {
+            v.push(t(format!("blk.{b}.{w}.weight"), "Q8_0", &shape));
+        }
+        for n in ["attn_norm", "ffn_norm"] {
+            v.push(t(format!("blk.{b}.{n}.weight"), "F32", &[640]));
+        }
+    }
+    Value::Array(v)
+}
+
 fn details() -> Value {
     json!({"parent_model": "", "format": "gguf", "family": "gemma3", "families": ["gemma3"], "parameter_size": "268.10M", "quantization_level": "Q4_K_M"})
 }
@@ -615,12 +661,17 @@ async fn ollama_route(st: &Ollama, stream: &mut TcpStream, req: RecordedRequest)
             let body = json!({
                 "license": "", "modelfile": format!("FROM {model}\n"), "parameters": "", "template": "{{ .Prompt }}",
                 "details": details(),
+                // The file's key/value map without `general.name` and `tokenizer.chat_template`,
+                // arrays over five elements emptied as without `verbose`, and the tensor table
+                // (o:server/routes.go:1131-1139,1164-1170; engine-source-facts A4).
                 "model_info": {
                     "general.architecture": "gemma3", "general.file_type": 15, "general.parameter_count": 268_098_176u64,
                     "gemma3.block_count": 18, "gemma3.context_length": 32768, "gemma3.embedding_length": 640,
                     "gemma3.attention.head_count": 4, "gemma3.attention.head_count_kv": 1,
                     "gemma3.attention.key_length": 256, "gemma3.attention.value_length": 256,
+                    "tokenizer.ggml.tokens": [], "tokenizer.ggml.scores": [], "tokenizer.ggml.token_type": [],
                 },
+                "tensors": show_tensors(),
                 "capabilities": ["completion"],
                 "modified_at": now_rfc3339(),
             });
@@ -738,7 +789,7 @@ async fn ollama_generate(st: &Ollama, stream: &mut TcpStream, path: &str, model:
         }
         return send_json(stream, 200, &v).await;
     }
-    let nth = st.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let nth = count_request(&st.requests, &st.rates);
     if let Some((n, kind)) = &st.rates.fail_request
         && *n == nth
         && let Some((status, text)) = ollama_failure(kind)

@@ -515,3 +515,34 @@ fn pull_progress_folds_the_layers_the_engine_reports() {
     };
     assert_eq!(step.text(), "pulling image ollama/ollama:0.12.6: 80% of 5.0 GB, 50.0 MB/s");
 }
+
+#[tokio::test]
+async fn a_child_killed_at_the_limit_raises_an_oom_event_while_the_container_lives() {
+    let docker = engine_with_crasher().await;
+    let name = unique("oom-event");
+    let _cleanup = Cleanup(vec![name.clone()]);
+    // Start the container idle, watch it, then have a child touch 256 MiB under a 32 MiB limit.
+    let mut spec =
+        crasher_spec(&name, &["sh", "-c", "sleep 2; dd if=/dev/zero of=/dev/null bs=256M count=1; sleep 300"]);
+    spec.memory_limit_bytes = Some(32 * MIB);
+    let running = docker.run(&spec).await.unwrap();
+    let watch = docker.watch_oom(&running.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while watch.events().is_empty() && watch.failure().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = watch.events();
+    assert_eq!(watch.failure(), None);
+    assert!(!events.is_empty(), "no oom event within 30 s");
+    assert_eq!(events[0].container, name);
+    assert!(events[0].describe().contains(&name), "{}", events[0].describe());
+    let state = docker.state(&running.id).await.unwrap();
+    assert!(state.running && !state.oom_killed, "PID 1 lives on, Docker's flag stays false: {state:?}");
+    // A watch on a container with no OOM sees none.
+    let quiet = unique("no-oom");
+    let _c2 = Cleanup(vec![quiet.clone()]);
+    let calm = docker.run(&crasher_spec(&quiet, &["sh", "-c", "sleep 300"])).await.unwrap();
+    let w2 = docker.watch_oom(&calm.id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(w2.events().is_empty(), "{:?}", w2.events());
+}

@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 pub use chat::request_options;
-pub use types::{ModelDetails, PsModel, PullOutcome, PullProgress, ShowInfo, TagModel};
+pub use types::{ModelDetails, PsModel, PullOutcome, PullProgress, ShowInfo, ShowTensor, TagModel};
 
 use crate::engine::{self, EngineError};
 use http::{
@@ -155,6 +155,7 @@ impl OllamaClient {
             model_info,
             capabilities: body.capabilities.unwrap_or_default(),
             parameters: body.parameters.filter(|p| !p.is_empty()),
+            tensors: body.tensors.unwrap_or_default(),
         };
         if info.context_length.is_none() {
             info.context_length = info.arch_u64("context_length");

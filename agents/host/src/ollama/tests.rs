@@ -344,7 +344,7 @@ async fn ps_reads_the_documented_example() {
 
 #[tokio::test]
 async fn show_reads_details_model_info_and_kv_size() {
-    let body: Value = serde_json::from_str(r##"{"modelfile":"# Modelfile","parameters":"num_keep 24\nstop \"<|eot_id|>\"","template":"{{ .Prompt }}","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_0"},"model_info":{"general.architecture":"llama","general.file_type":2,"general.parameter_count":8030261248,"general.quantization_version":2,"llama.attention.head_count":32,"llama.attention.head_count_kv":8,"llama.attention.layer_norm_rms_epsilon":0.00001,"llama.block_count":32,"llama.context_length":8192,"llama.embedding_length":4096,"llama.feed_forward_length":14336,"llama.rope.dimension_count":128,"llama.rope.freq_base":500000,"llama.vocab_size":128256,"tokenizer.ggml.tokens":[],"tokenizer.ggml.merges":[]},"capabilities":["completion"],"modified_at":"2024-05-14T09:36:38.000Z"}"##).unwrap();
+    let body: Value = serde_json::from_str(r##"{"modelfile":"# Modelfile","parameters":"num_keep 24\nstop \"<|eot_id|>\"","template":"{{ .Prompt }}","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_0"},"model_info":{"general.architecture":"llama","general.file_type":2,"general.parameter_count":8030261248,"general.quantization_version":2,"llama.attention.head_count":32,"llama.attention.head_count_kv":8,"llama.attention.layer_norm_rms_epsilon":0.00001,"llama.block_count":32,"llama.context_length":8192,"llama.embedding_length":4096,"llama.feed_forward_length":14336,"llama.rope.dimension_count":128,"llama.rope.freq_base":500000,"llama.vocab_size":128256,"tokenizer.ggml.tokens":[],"tokenizer.ggml.merges":[]},"tensors":[{"name":"token_embd.weight","type":"Q4_K","shape":[4096,128256]}],"capabilities":["completion"],"modified_at":"2024-05-14T09:36:38.000Z"}"##).unwrap();
     let (server, client) = server(vec![Route::json("POST", "/api/show", 200, &body)]).await;
     let info = client.show("llama3").await.unwrap();
     assert_eq!(info.parameter_size.as_deref(), Some("8.0B"));
@@ -356,6 +356,10 @@ async fn show_reads_details_model_info_and_kv_size() {
     assert_eq!(info.arch_u64("block_count"), Some(32));
     assert_eq!(info.parameter_count(), Some(8030261248));
     assert_eq!(info.capabilities, vec!["completion"]);
+    assert_eq!(
+        info.tensors,
+        vec![ShowTensor { name: "token_embd.weight".into(), ggml_type: "Q4_K".into(), shape: vec![4096, 128256] }]
+    );
     // 2 (K+V) × 32 layers × 8 KV heads × 128 head dim × 2 bytes = 128 KiB per token.
     assert_eq!(info.kv_bytes_per_token_f16(), Some(128 * 1024));
     assert_eq!(server.requests()[0].json().unwrap(), json!({"model": "llama3"}));

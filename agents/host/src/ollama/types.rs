@@ -94,6 +94,22 @@ pub struct ShowInfo {
     pub capabilities: Vec<String>,
     /// The Modelfile's `parameters` text (e.g. `num_ctx 16384`), if any.
     pub parameters: Option<String>,
+    /// The GGUF tensor table: name, ggml type name and shape of each tensor (Ollama 0.12.6 sends
+    /// it with or without `verbose`: `o:server/routes.go:1135-1139`, `o:api/types.go:703-707`).
+    pub tensors: Vec<ShowTensor>,
+}
+
+/// One tensor as `/api/show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
+pub struct ShowTensor {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// ggml type name, e.g. `Q4_K`, `F32`.
+    #[serde(rename = "type")]
+    pub ggml_type: String,
+    /// Dimensions, innermost first.
+    pub shape: Vec<u64>,
 }
 
 impl ShowInfo {
@@ -201,6 +217,7 @@ pub(super) struct ShowBody {
     pub(super) model_info: Option<Map<String, Value>>,
     pub(super) capabilities: Option<Vec<String>>,
     pub(super) parameters: Option<String>,
+    pub(super) tensors: Option<Vec<ShowTensor>>,
 }
 
 #[derive(Deserialize)]

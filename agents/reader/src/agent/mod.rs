@@ -21,7 +21,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use facts::{host_facts, model_store, ollama_store};
-pub use verdicts::{concurrent_fit, measured_capacity, plan_verdicts, verdicts};
+pub use verdicts::{
+    EndpointFigures, ask_endpoints, concurrent_fit, measured_capacity, plan_verdicts, plan_verdicts_with, verdicts,
+};
 
 /// Runs the Reader until `shutdown` turns true.
 pub async fn run(bus: Bus, shutdown: watch::Receiver<bool>, stats: Arc<ConsumeStats>) -> Result<(), BusError> {
@@ -102,7 +104,8 @@ impl Reader {
             }
             None => measured_capacity(&facts),
         };
-        let (verdicts, model_checks) = plan_verdicts(&p.plan, &capacity);
+        let shown = ask_endpoints(&p.plan).await;
+        let (verdicts, model_checks) = plan_verdicts_with(&p.plan, &capacity, &shown);
         checks.extend(model_checks);
         // Several hosts: the report goes to Main, which places the models.
         let several = p.hosts.len() > 1;

@@ -7,6 +7,7 @@ use super::*;
 use crate::fit::HostCapacity;
 use protocol::plan::Plan;
 use protocol::results::Fit;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 fn lines(v: &[&str]) -> Vec<String> {
@@ -157,4 +158,85 @@ fn the_concurrent_pair_fits_where_both_fit_at_once_and_not_where_only_one_does()
     assert_eq!(none.fit, Fit::NoGo);
     assert!(none.reason.contains("does not fit even alone"), "{none:?}");
     assert_eq!(concurrent_fit(&Plan { concurrent: None, ..plan }, &cpu_only(1 << 40)), None);
+}
+
+/// A two-block llama as Ollama 0.12.6's `/api/show` describes it (arrays over five emptied).
+fn show_body() -> serde_json::Value {
+    let mut tensors = vec![
+        serde_json::json!({"name": "token_embd.weight", "type": "Q8_0", "shape": [256, 1000]}),
+        serde_json::json!({"name": "output_norm.weight", "type": "F32", "shape": [256]}),
+    ];
+    for b in 0..2 {
+        tensors
+            .push(serde_json::json!({"name": format!("blk.{b}.attn_q.weight"), "type": "Q8_0", "shape": [256, 256]}));
+    }
+    serde_json::json!({
+        "modelfile": "FROM x", "details": {"format": "gguf", "family": "llama", "quantization_level": "Q8_0"},
+        "model_info": {"general.architecture": "llama", "general.file_type": 7, "llama.block_count": 2,
+            "llama.context_length": 4096, "llama.embedding_length": 256, "llama.attention.head_count": 4,
+            "llama.attention.head_count_kv": 2, "tokenizer.ggml.tokens": []},
+        "tensors": tensors, "capabilities": ["completion"],
+    })
+}
+
+fn endpoint_plan(url: &str) -> Plan {
+    Plan::from_toml(&format!(
+        "name='t'\n[defaults]\ncontext=512\n[[models]]\nname='e'\nengine='ollama'\nruntime='endpoint'\nurl='{url}'\ntag='tiny:1b'\n[[prompts]]\nid='p'\ntext='x'\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_ollama_endpoints_fit_is_predicted_from_its_api_show_counting_what_it_holds() {
+    use testkit::fake_http::{FakeServer, Route};
+    // It holds 1 GiB of RAM in a loaded model; this host has only 1 MiB free besides.
+    let ps =
+        serde_json::json!({"models": [{"name": "other:7b", "model": "other:7b", "size": 1u64 << 30, "size_vram": 0}]});
+    let server = FakeServer::start(vec![
+        Route::json("POST", "/api/show", 200, &show_body()),
+        Route::json("GET", "/api/ps", 200, &ps),
+    ])
+    .await
+    .unwrap();
+    let plan = endpoint_plan(&server.url());
+    let shown = ask_endpoints(&plan).await;
+    assert_eq!(server.requests()[0].json().unwrap()["model"], "tiny:1b");
+    let host = HostCapacity { gpus_free_vram: vec![], ram_available: 1 << 20, container_limit: None };
+    let (v, checks) = plan_verdicts_with(&plan, &host, &shown);
+    assert_eq!(v[0].source, format!("Ollama /api/show at {}", server.url()));
+    assert_ne!(v[0].fit, Fit::NoGo, "the loaded model's 1 GiB is Ollama's to unload: {:?}", v[0]);
+    assert_ne!(v[0].fit, Fit::Unknown, "{:?}", v[0]);
+    // Q8_0: 34 bytes per 32; F32: 4 each.
+    assert_eq!(v[0].weights_bytes, Some(1000 * 256 / 32 * 34 + 256 * 4 + 2 * (256 * 256 / 32 * 34)));
+    assert!(v[0].reason.contains("its loaded models hold as free"), "{}", v[0].reason);
+    assert!(checks.iter().any(|c| c.name == "model.e" && c.detail.contains("/api/show at")), "{checks:?}");
+    // Without what it holds the same host is too small: the prediction is a real one.
+    let bare =
+        BTreeMap::from([("e".to_string(), EndpointFigures { held: (0, 0), ..shown.get("e").cloned().unwrap() })]);
+    let (v, _) = plan_verdicts_with(&plan, &host, &bare);
+    assert_eq!(v[0].fit, Fit::NoGo, "{:?}", v[0]);
+
+    // An engine on another machine: figures read, fit not predicted from this host's memory.
+    let remote = endpoint_plan("http://192.0.2.7:11434");
+    let far = BTreeMap::from([(
+        "e".to_string(),
+        EndpointFigures { url: "http://192.0.2.7:11434".into(), ..shown.get("e").cloned().unwrap() },
+    )]);
+    let (v, _) = plan_verdicts_with(&remote, &host, &far);
+    assert_eq!(v[0].fit, Fit::Unknown);
+    assert!(v[0].reason.contains("another machine") && v[0].weights_bytes.is_some(), "{:?}", v[0]);
+
+    // An engine that does not know the model: unknown, with Ollama's words.
+    let missing = FakeServer::start(vec![Route::json(
+        "POST",
+        "/api/show",
+        404,
+        &serde_json::json!({"error": "model 'tiny:1b' not found"}),
+    )])
+    .await
+    .unwrap();
+    let plan = endpoint_plan(&missing.url());
+    let (v, _) = plan_verdicts_with(&plan, &host, &ask_endpoints(&plan).await);
+    assert_eq!(v[0].fit, Fit::Unknown);
+    assert!(v[0].reason.contains("not found") && v[0].reason.contains("/api/show"), "{}", v[0].reason);
 }

@@ -6,6 +6,7 @@ use crate::fit::{FitInputs, HostCapacity, KvType, verdict};
 use crate::{builtin, gguf};
 use protocol::plan::{EngineKind, ModelSpec, Plan, Runtime, expand_path};
 use protocol::results::{Check, CheckStatus, Fit, FitVerdict, HostFacts};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Predicts every model's fit on the measured host.
@@ -69,10 +70,126 @@ pub fn concurrent_fit(plan: &Plan, base: &HostCapacity) -> Option<FitVerdict> {
 /// Predicts every model's fit on a host with `base` capacity (measured, or a host profile);
 /// a Docker model's own memory limit replaces the base container limit.
 pub fn plan_verdicts(plan: &Plan, base: &HostCapacity) -> (Vec<FitVerdict>, Vec<Check>) {
+    plan_verdicts_with(plan, base, &BTreeMap::new())
+}
+
+/// What an Ollama endpoint told about one of the plan's models.
+#[derive(Debug, Clone)]
+pub struct EndpointFigures {
+    /// The engine's url.
+    pub url: String,
+    /// The model's figures from `/api/show`, or why there are none.
+    pub meta: Result<gguf::ModelMeta, String>,
+    /// VRAM and RAM the engine's loaded models hold now (`/api/ps` `size_vram`, `size − size_vram`),
+    /// bytes: Ollama unloads them to make room for a model that does not fit beside them.
+    pub held: (u64, u64),
+}
+
+/// Asks each Ollama endpoint model's engine for its figures (`/api/show`) and what it holds
+/// (`/api/ps`), by model name. An engine that does not answer gives the reason, not an error:
+/// the Writer's own check names a bad endpoint before anything is measured.
+pub async fn ask_endpoints(plan: &Plan) -> BTreeMap<String, EndpointFigures> {
+    let mut out = BTreeMap::new();
+    for m in plan.models.iter().filter(|m| m.runtime == Runtime::Endpoint && m.engine.speaks_ollama()) {
+        let (Some(url), Some(tag)) = (m.url.as_deref(), m.tag.as_deref()) else { continue };
+        let url = url.trim_end_matches('/').to_string();
+        let c = host::ollama::OllamaClient::new(&url);
+        let what = format!("`{tag}` at {url}");
+        let meta = match c.show(tag).await {
+            Ok(show) => gguf::meta_from_show(&show, &what).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{url} did not describe `{tag}` (/api/show): {e}")),
+        };
+        let held = c.ps().await.unwrap_or_default().iter().fold((0u64, 0u64), |(v, r), p| {
+            (v.saturating_add(p.size_vram), r.saturating_add(p.size.saturating_sub(p.size_vram)))
+        });
+        out.insert(m.name.clone(), EndpointFigures { url, meta, held });
+    }
+    out
+}
+
+/// Whether `url` names this machine (loopback), where the measured memory is the engine's.
+fn is_local(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An Ollama endpoint model's fit from its own `/api/show`: predicted like a stored model when
+/// the engine runs on this machine, with the memory its loaded models hold counted as free
+/// (Ollama's scheduler unloads a loaded runner when a new model does not fit beside it,
+/// `o:server/sched.go:219-229`); unknown, with the reason, otherwise.
+fn endpoint_predicted(
+    plan: &Plan,
+    m: &ModelSpec,
+    base: &HostCapacity,
+    f: &EndpointFigures,
+) -> (FitVerdict, Vec<Check>) {
+    let url = &f.url;
+    let meta = match &f.meta {
+        Ok(meta) => meta,
+        Err(why) => {
+            let mut v = endpoint_verdict(m);
+            v.reason = format!("{}; its figures could not be read: {why}", v.reason);
+            return (v, Vec::new());
+        }
+    };
+    let checks = vec![header_check(&m.name, meta, format!("figures read from /api/show at {url}"))];
+    if !is_local(url) {
+        let mut v = endpoint_verdict(m);
+        v.weights_bytes = Some(meta.weights_bytes);
+        v.reason = format!(
+            "the engine at {url} runs on another machine: its memory is not measured here, so the fit of {} of weights is not predicted",
+            gib(meta.weights_bytes)
+        );
+        return (v, checks);
+    }
+    let (held_vram, held_ram) = f.held;
+    let mut host = base.clone();
+    if let Some(g) = host.gpus_free_vram.first_mut() {
+        *g = g.saturating_add(held_vram);
+    }
+    host.ram_available = host.ram_available.saturating_add(held_ram);
+    let inputs = FitInputs {
+        context: plan.context_for(m),
+        parallel: plan.defaults.parallel,
+        gpu_layers_override: m.gpu_layers,
+        ..FitInputs::default()
+    };
+    let mut v = verdict(&m.name, meta, &host, &inputs);
+    v.source = format!("Ollama /api/show at {url}");
+    let held = if held_vram + held_ram > 0 {
+        format!(
+            "; counts the {} of VRAM and {} of RAM its loaded models hold as free (Ollama unloads them to make room)",
+            gib(held_vram),
+            gib(held_ram)
+        )
+    } else {
+        String::new()
+    };
+    v.reason = format!(
+        "{}{held}; predicted for the plan's context with an f16 KV cache: the engine's own settings (OLLAMA_NUM_PARALLEL, OLLAMA_KV_CACHE_TYPE) may differ",
+        v.reason
+    );
+    (v, checks)
+}
+
+/// [`plan_verdicts`] with what Ollama endpoints said about their models ([`ask_endpoints`]).
+pub fn plan_verdicts_with(
+    plan: &Plan,
+    base: &HostCapacity,
+    shown: &BTreeMap<String, EndpointFigures>,
+) -> (Vec<FitVerdict>, Vec<Check>) {
     let mut checks = Vec::new();
     let mut out = Vec::new();
     for m in &plan.models {
-        let (v, file_checks) = model_verdict(plan, m, base);
+        let (v, file_checks) = match shown.get(&m.name).filter(|_| m.runtime == Runtime::Endpoint) {
+            Some(f) => endpoint_predicted(plan, m, base, f),
+            None => model_verdict(plan, m, base),
+        };
         checks.extend(file_checks);
         out.push(v);
     }

@@ -6,6 +6,7 @@
 //! arrays (the tokenizer's vocabulary) are skipped without being stored, and every failure is a
 //! [`GgufError`] that names what was being read and at which byte.
 
+mod api_show;
 mod ggml;
 mod header;
 mod meta;
@@ -19,6 +20,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+pub use api_show::meta_from_show;
 pub use ggml::{GgmlType, file_type_name, ggml_type};
 pub use header::{GgufHeader, TensorInfo, Value, parse_header};
 
@@ -115,6 +117,14 @@ pub enum GgufError {
         needed: u64,
         /// Bytes left in the file.
         left: u64,
+    },
+    /// Ollama's `/api/show` answer lacks what the estimate needs or holds what no file has.
+    #[error("the /api/show answer for {what}: {detail}")]
+    ApiShow {
+        /// The model and where it was asked (`codellama:7b at http://…`).
+        what: String,
+        /// What is wrong.
+        detail: String,
     },
     /// A field holds a value that no valid file has.
     #[error("{what} at byte {offset} is invalid: {detail}")]
