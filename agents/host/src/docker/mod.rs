@@ -8,6 +8,7 @@
 mod cgroup;
 mod containers;
 mod error;
+mod gpu_probe;
 mod image;
 mod logs;
 mod spec;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 pub use error::DockerError;
+pub use gpu_probe::{ContainerGpu, GPU_PROBE_PURPOSE, GPU_QUERY, GpuProbe};
 pub use image::{ImagePull, PullFailure, PullProgress};
 pub use spec::{ContainerSpec, RunningContainer};
 pub use state::{ContainerState, ContainerStats};

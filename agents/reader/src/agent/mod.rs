@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use facts::{host_facts, model_store, ollama_store};
+pub use facts::{gpu_probe_check, host_facts, model_store, ollama_store};
 pub use verdicts::{concurrent_fit, measured_capacity, plan_verdicts, verdicts};
 
 /// Runs the Reader until `shutdown` turns true.
