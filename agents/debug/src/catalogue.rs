@@ -158,8 +158,44 @@ fn gb(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
+/// Failed host checks, escalated by the Reader before anything is deployed (`model` names the
+/// models they affect, `failure` the checks as the Reader judged them), and the four answers.
+/// None is `safe`, so an ask nobody answers falls back to skipping the affected models
+/// ([`auto_choice`]): nothing the checks rule out is deployed.
+pub fn host_checks(e: &Escalation) -> Diagnosis {
+    let mut options = vec![
+        opt(
+            "continue anyway".into(),
+            "the failed checks stay in the report; every model is deployed as planned",
+            false,
+            RemedyAction::Continue,
+        ),
+        opt(
+            "fix the host, then re-verify".into(),
+            "the Reader runs every check again; a check that still fails asks again",
+            false,
+            RemedyAction::Reverify,
+        ),
+        opt(
+            format!("skip the affected models ({})", e.model),
+            "the other models are deployed; the report records why these were not",
+            false,
+            RemedyAction::Skip,
+        ),
+        opt("abort the cycle".into(), "nothing is deployed; the reports say why", false, RemedyAction::Abort),
+    ];
+    for (i, o) in options.iter_mut().enumerate() {
+        o.number = i as u32 + 1;
+    }
+    let text = format!("host checks failed before anything was deployed: {}", e.failure);
+    Diagnosis { class: FailureClass::HostCheck, text, confidence: 1.0, options }
+}
+
 /// Diagnoses an escalation with the evidence Debug gathered.
 pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
+    if e.suspected == FailureClass::HostCheck {
+        return host_checks(e);
+    }
     let mut haystack = e.failure.to_lowercase();
     for l in &ev.log_tail {
         haystack.push('\n');

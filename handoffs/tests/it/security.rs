@@ -207,6 +207,7 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         (Role::Main, Role::Reader),
         (Role::Reader, Role::Writer),
         (Role::Writer, Role::Debug),
+        (Role::Reader, Role::Debug),
         (Role::Writer, Role::Documentation),
         (Role::Main, Role::Debug),
         (Role::Debug, Role::Documentation),
