@@ -440,6 +440,33 @@ mod tests {
     }
 
     #[test]
+    fn failed_host_checks_offer_continue_reverify_skip_and_abort_and_time_out_to_skip() {
+        // Even a failure text that matches an engine signature stays a host-check diagnosis.
+        let mut e = esc(
+            "disk.free: 3.0 GB (needs ≥ 100 GB); memory.allocatable: the container was killed by the OOM killer",
+            &[],
+        );
+        e.suspected = FailureClass::HostCheck;
+        e.model = "a, b".into();
+        let d = diagnose(&e, &Evidence { oom_killed: Some(true), ..Default::default() });
+        assert_eq!(d.class, FailureClass::HostCheck);
+        assert!(d.text.contains("disk.free: 3.0 GB"), "{}", d.text);
+        let actions: Vec<_> = d.options.iter().map(|o| (o.number, o.action.clone())).collect();
+        assert_eq!(
+            actions,
+            [
+                (1, RemedyAction::Continue),
+                (2, RemedyAction::Reverify),
+                (3, RemedyAction::Skip),
+                (4, RemedyAction::Abort)
+            ]
+        );
+        assert!(d.options[2].summary.contains("(a, b)"));
+        // Nobody answers: the affected models are skipped, never deployed unchecked.
+        assert_eq!(auto_choice(&d, 1, 3).action, RemedyAction::Skip);
+    }
+
+    #[test]
     fn oom_kill_raises_the_limit_when_the_host_has_room() {
         let e = esc("container exited", &[Setting::MemoryLimitGb(0.5), Setting::Context(2048)]);
         let ev = Evidence { oom_killed: Some(true), host_ram_available: Some(16 << 30), ..Default::default() };
