@@ -105,7 +105,7 @@ fn a_failed_disk_check_waits_for_the_operator_then_re_verifies_and_skips() {
     let first = host_check_escalation(&url, 1);
     nothing_deployed(&url);
     // Fix and re-verify: the Reader measures again, the disk is still short, it asks again.
-    resolve(&url, &first.id, "2");
+    resolve(&url, &first.id, "--reverify");
     let second = host_check_escalation(&url, 2);
     assert_ne!(second.id, first.id);
     nothing_deployed(&url);
@@ -136,7 +136,7 @@ fn an_operator_who_continues_anyway_gets_the_model_measured() {
     let up = up(&url, &unmeetable(tmp.path(), "gate-continue", ""), &out);
     let e = host_check_escalation(&url, 1);
     nothing_deployed(&url);
-    resolve(&url, &e.id, "1");
+    resolve(&url, &e.id, "--continue");
     let dir = finished(up, &out);
     let r = results(&dir);
     assert_eq!(first_model(&r).status, ModelStatus::Measured, "{:?}", first_model(&r));
