@@ -126,12 +126,18 @@ pub enum Cmd {
         /// Retry with these settings instead (key=value; repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Skip the model.
+        /// Skip the model (for failed host checks: the models they affect).
         #[arg(long, conflicts_with_all = ["abort", "set"])]
         skip: bool,
         /// Abort the cycle.
         #[arg(long, conflicts_with = "set")]
         abort: bool,
+        /// Failed host checks: go on as if they had passed.
+        #[arg(long = "continue", conflicts_with_all = ["skip", "abort", "set", "reverify"])]
+        continue_anyway: bool,
+        /// Failed host checks: run the Reader's checks again (after your fix).
+        #[arg(long, conflicts_with_all = ["skip", "abort", "set"])]
+        reverify: bool,
         /// Your name, recorded with the decision.
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
@@ -276,8 +282,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 crate::client::one_shot(&cli.nats, req, cli.json).await
             }
         }
-        Cmd::Resolve { id, option, set, skip, abort, by } => {
-            let action = if skip {
+        Cmd::Resolve { id, option, set, skip, abort, continue_anyway, reverify, by } => {
+            let action = if continue_anyway {
+                Some(RemedyAction::Continue)
+            } else if reverify {
+                Some(RemedyAction::Reverify)
+            } else if skip {
                 Some(RemedyAction::Skip)
             } else if abort {
                 Some(RemedyAction::Abort)
@@ -293,7 +303,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 None
             };
             if action.is_none() && option.is_none() {
-                eprintln!("error: name an option number, or --set KEY=VALUE, --skip or --abort");
+                eprintln!(
+                    "error: name an option number, or --set KEY=VALUE, --skip, --abort, --continue or --reverify"
+                );
                 return Ok(exit::BAD_INPUT);
             }
             let req = protocol::operator::OperatorRequest::Resolve { id, option, action, by };

@@ -101,7 +101,8 @@ pub fn route(kind: PackageKind) -> Route {
             Route::Edges(&[(R::Reader, R::Writer), (R::Reader, R::Main), (R::Main, R::Writer)])
         }
         PackageKind::BenchmarkResults => Route::Edges(&[(R::Writer, R::Documentation)]),
-        PackageKind::Escalation => Route::Edges(&[(R::Writer, R::Debug)]),
+        // The Reader escalates failed host checks before anything is deployed.
+        PackageKind::Escalation => Route::Edges(&[(R::Writer, R::Debug), (R::Reader, R::Debug)]),
         PackageKind::OperatorDecision => Route::Edges(&[(R::Main, R::Debug)]),
         PackageKind::TroubleshootingLog => Route::Edges(&[(R::Debug, R::Documentation)]),
         PackageKind::ReportsPublished => Route::Edges(&[(R::Documentation, R::Main)]),

@@ -46,6 +46,40 @@ pub struct VerificationReport {
     /// with a concurrent phase; the Reader predicts it so Main can place the phase).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent_fit: Option<FitVerdict>,
+    /// How failed host checks were settled before anything was deployed (none failed: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<CheckGate>,
+}
+
+/// The answer to failed host checks, decided (by the operator or the plan's
+/// `policy.failed_checks`) before the report went on: the Writer deploys nothing it rules out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckGate {
+    /// Every escalation the failed checks raised, one per verification round (their records,
+    /// with the decision, are in the escalation log).
+    pub escalations: Vec<String>,
+    /// The checks that failed in the last round.
+    pub failed: Vec<String>,
+    /// What was decided: `Continue`, `Skip` (the affected models) or `Abort`.
+    pub action: RemedyAction,
+    /// Who decided (`operator:…`, `policy:failed_checks=…`, `timeout-default`).
+    pub by: String,
+    /// Plan indices of the models the failed checks affect (skipped when the action is `Skip`).
+    pub affected: Vec<u32>,
+}
+
+impl CheckGate {
+    /// Why the cycle stops before deploying, when the decision was to abort.
+    pub fn aborted(&self) -> Option<String> {
+        (self.action == RemedyAction::Abort)
+            .then(|| format!("cycle aborted by {} after failed host checks: {}", self.by, self.failed.join(", ")))
+    }
+
+    /// Why the model at plan index `i` is not deployed, when the decision skips it.
+    pub fn skips(&self, i: usize) -> Option<String> {
+        (self.action == RemedyAction::Skip && self.affected.contains(&(i as u32)))
+            .then(|| format!("skipped by {} after failed host checks: {}", self.by, self.failed.join(", ")))
+    }
 }
 
 impl VerificationReport {

@@ -130,6 +130,9 @@ pub struct HostRequirements {
     pub allocation_image: Option<String>,
     /// Minimum total RAM, GB.
     pub min_ram_gb: Option<f64>,
+    /// The CUDA image the GPU-in-container check runs `nvidia-smi` in (pulled when absent;
+    /// default [`DEFAULT_GPU_CHECK_IMAGE`]). The check runs when a Docker model asks for GPUs.
+    pub gpu_check_image: Option<String>,
 }
 
 /// Which inference engine serves a model.
@@ -522,6 +525,9 @@ pub struct Policy {
     /// How long Main lets an agent the cycle waits on go without a heartbeat (it beats every
     /// 5 s) before it fails the cycle with that agent's name, seconds; 0 = wait for ever.
     pub agent_timeout_s: u64,
+    /// What a failed host check does before anything is deployed: `ask` (default),
+    /// `continue` or `abort`.
+    pub failed_checks: FailedChecks,
 }
 
 impl Policy {
@@ -539,6 +545,7 @@ impl Default for Policy {
             max_attempts: 3,
             ask_timeout_s: 900,
             agent_timeout_s: 600,
+            failed_checks: FailedChecks::Ask,
         }
     }
 }
@@ -650,6 +657,9 @@ impl Plan {
             {
                 return bad(field.into(), format!("expected 0 to 1000000 GB, got {v}"));
             }
+        }
+        if let Some(problem) = self.host.gpu_check_image.as_deref().and_then(image_reference_problem) {
+            return bad("host.gpu_check_image".into(), problem);
         }
         let mut names = std::collections::BTreeSet::new();
         let all_models = self.models.iter().enumerate().map(|(i, m)| (format!("models[{i}]"), m)).chain(
@@ -922,6 +932,9 @@ mod baseline;
 
 mod criteria;
 pub use criteria::{CriterionKind, Rule};
+
+mod gate;
+pub use gate::{DEFAULT_GPU_CHECK_IMAGE, FailedChecks, image_reference_problem};
 
 #[cfg(test)]
 mod shipped_plans;

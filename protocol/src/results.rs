@@ -626,6 +626,10 @@ pub enum RemedyAction {
     Skip,
     /// Abort the whole cycle.
     Abort,
+    /// Failed host checks: go on as if they had passed.
+    Continue,
+    /// Failed host checks: the Reader runs its checks again (after the operator's fix).
+    Reverify,
 }
 
 /// One ranked remediation option.

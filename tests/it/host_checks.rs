@@ -48,3 +48,57 @@ fn a_container_really_allocates_the_plans_test_amount_under_its_planned_limit() 
         .expect("docker ps");
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "allocation containers left behind");
 }
+
+/// A plan whose Docker model asks for every GPU, its GPU check run in `image`.
+fn gpu_plan(image: &str) -> protocol::plan::Plan {
+    let text = format!(
+        "name = 'gpu'\n[host]\ngpu_check_image = '{image}'\n\
+         [[models]]\nname = 'm'\nengine = 'llama-server'\nruntime = 'docker'\nimage = 'threadcycle/llama-server:test'\n\
+         model_path = '{}'\ngpus = 'all'\n[[prompts]]\nid = 'p'\ntext = 't'\n",
+        model().display()
+    );
+    protocol::plan::Plan::from_toml(&text).expect("valid plan")
+}
+
+#[test]
+fn the_gpu_check_puts_a_container_on_the_gpu_and_names_why_it_cannot() {
+    use protocol::results::CheckStatus;
+    let ok = std::process::Command::new("docker").args(["info"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
+    let info =
+        std::process::Command::new("docker").args(["info", "--format", "{{json .Runtimes}}"]).output().expect("info");
+    if String::from_utf8_lossy(&info.stdout).contains("nvidia") {
+        eprintln!("this engine has the NVIDIA runtime: `bench/gpu-check.sh` covers the GPU path");
+    }
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // The Reader's own run: this engine has no NVIDIA runtime and NVML lists no GPU here, so the
+    // check is `unavailable` (nothing to give), with the engine's refusal and the fix.
+    let (facts, checks) =
+        rt.block_on(agent_reader::agent::host_facts(&gpu_plan("threadcycle/crasher:test"), "local", false));
+    let gpu =
+        checks.iter().find(|c| c.name == "docker.gpu").unwrap_or_else(|| panic!("no docker.gpu check: {checks:?}"));
+    if facts.gpus.is_empty() && !String::from_utf8_lossy(&info.stdout).contains("nvidia") {
+        assert_eq!(gpu.status, CheckStatus::Unavailable, "{gpu:?}");
+        assert!(gpu.measured.contains("no NVIDIA runtime"), "{gpu:?}");
+        assert!(gpu.measured.contains(r#"could not select device driver "" with capabilities: [[gpu]]"#), "{gpu:?}");
+        assert!(gpu.detail.contains("nvidia-ctk runtime configure --runtime=docker"), "{gpu:?}");
+        // The same refusal on a host whose NVML does list a GPU is a failed check.
+        let probe = rt.block_on(async {
+            host::docker::DockerRuntime::connect().await.expect("engine").probe_gpu("threadcycle/crasher:test").await
+        });
+        let failed = agent_reader::agent::gpu_probe_check(&probe, "threadcycle/crasher:test", true);
+        assert_eq!(failed.status, CheckStatus::Fail, "{failed:?}");
+        assert!(failed.measured.contains("no NVIDIA runtime") && failed.detail.contains("nvidia-container-toolkit"));
+    }
+    // A probe image neither here nor pullable: not tested, with the exact pull command.
+    let (_, checks) =
+        rt.block_on(agent_reader::agent::host_facts(&gpu_plan("threadcycle/no-such-cuda:never"), "local", false));
+    let gpu =
+        checks.iter().find(|c| c.name == "docker.gpu").unwrap_or_else(|| panic!("no docker.gpu check: {checks:?}"));
+    assert_eq!(gpu.status, CheckStatus::Warn, "{gpu:?}");
+    assert!(gpu.detail.contains("`docker pull threadcycle/no-such-cuda:never`"), "{gpu:?}");
+    // A plan that asks for no GPU runs no probe.
+    let (_, checks) = rt.block_on(agent_reader::agent::host_facts(&plan("4", "1"), "local", false));
+    assert!(checks.iter().all(|c| c.name != "docker.gpu"), "{checks:?}");
+}

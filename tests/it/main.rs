@@ -9,6 +9,7 @@ mod cycle_docker;
 mod cycle_endpoint;
 mod cycle_escalation;
 mod cycle_faults;
+mod cycle_gate;
 mod cycle_gpu;
 mod cycle_kept_runs;
 mod cycle_multihost;

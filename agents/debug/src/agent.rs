@@ -10,8 +10,8 @@ use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consu
 use protocol::events::{Event, EventBody};
 use protocol::ids::derive_id;
 use protocol::messages::{Escalation, OperatorDecision, TroubleshootingLog};
-use protocol::plan::PolicyAction;
-use protocol::results::{Decision, EscalationRecord, Evidence, RemedyAction};
+use protocol::plan::{FailedChecks, PolicyAction};
+use protocol::results::{Decision, EscalationRecord, Evidence, FailureClass, RemedyAction};
 use protocol::{CycleId, Envelope, Payload, Role};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,8 @@ pub fn describe(a: &RemedyAction) -> String {
         RemedyAction::CoolDown { seconds } => format!("cool down {seconds} s, then retry"),
         RemedyAction::Skip => "skip the model".into(),
         RemedyAction::Abort => "abort the cycle".into(),
+        RemedyAction::Continue => "continue despite the failed checks".into(),
+        RemedyAction::Reverify => "re-verify the host".into(),
     }
 }
 
@@ -119,15 +121,32 @@ impl Debug {
         let evidence = gather(e.evidence.clone(), e.attempt, e.target.as_deref()).await;
         let d: Diagnosis = diagnose(&e, &evidence);
         let policy = e.policy.action_for(d.class);
-        let decision = match policy {
-            PolicyAction::Auto => {
-                let o = auto_choice(&d, e.attempt, e.max_attempts);
-                Some(Decision { option: Some(o.number), action: o.action.clone(), by: "policy:auto".into(), at: now() })
+        let decision = match (d.class, policy) {
+            // Failed host checks follow `policy.failed_checks`.
+            (FailureClass::HostCheck, _) => match e.policy.failed_checks {
+                FailedChecks::Ask => None,
+                FailedChecks::Continue => Some((RemedyAction::Continue, "continue")),
+                FailedChecks::Abort => Some((RemedyAction::Abort, "abort")),
             }
-            PolicyAction::Skip => {
-                Some(Decision { option: None, action: RemedyAction::Skip, by: "policy:skip".into(), at: now() })
-            }
-            PolicyAction::Ask => None,
+            .map(|(action, name)| {
+                let option = d.options.iter().find(|o| o.action == action).map(|o| o.number);
+                Decision { option, action, by: format!("policy:failed_checks={name}"), at: now() }
+            }),
+            (_, policy) => match policy {
+                PolicyAction::Auto => {
+                    let o = auto_choice(&d, e.attempt, e.max_attempts);
+                    Some(Decision {
+                        option: Some(o.number),
+                        action: o.action.clone(),
+                        by: "policy:auto".into(),
+                        at: now(),
+                    })
+                }
+                PolicyAction::Skip => {
+                    Some(Decision { option: None, action: RemedyAction::Skip, by: "policy:skip".into(), at: now() })
+                }
+                PolicyAction::Ask => None,
+            },
         };
         let rec = EscalationRecord {
             id: key.clone(),

@@ -166,9 +166,44 @@ const LIVE_CONTAINER_HOST_OOM: Signature = Signature {
     what: "the kernel's OOM killer killed a process inside the engine's container (no memory limit, the container lived on): the host ran out of memory",
     confidence: 0.9,
 };
+/// Failed host checks, escalated by the Reader before anything is deployed (`model` names the
+/// models they affect, `failure` the checks as the Reader judged them), and the four answers.
+/// None is `safe`, so an ask nobody answers falls back to skipping the affected models
+/// ([`auto_choice`]): nothing the checks rule out is deployed.
+pub fn host_checks(e: &Escalation) -> Diagnosis {
+    let mut options = vec![
+        opt(
+            "continue anyway".into(),
+            "the failed checks stay in the report; every model is deployed as planned",
+            false,
+            RemedyAction::Continue,
+        ),
+        opt(
+            "fix the host, then re-verify".into(),
+            "the Reader runs every check again; a check that still fails asks again",
+            false,
+            RemedyAction::Reverify,
+        ),
+        opt(
+            format!("skip the affected models ({})", e.model),
+            "the other models are deployed; the report records why these were not",
+            false,
+            RemedyAction::Skip,
+        ),
+        opt("abort the cycle".into(), "nothing is deployed; the reports say why", false, RemedyAction::Abort),
+    ];
+    for (i, o) in options.iter_mut().enumerate() {
+        o.number = i as u32 + 1;
+    }
+    let text = format!("host checks failed before anything was deployed: {}", e.failure);
+    Diagnosis { class: FailureClass::HostCheck, text, confidence: 1.0, options }
+}
 
 /// Diagnoses an escalation with the evidence Debug gathered.
 pub fn diagnose(e: &Escalation, ev: &Evidence) -> Diagnosis {
+    if e.suspected == FailureClass::HostCheck {
+        return host_checks(e);
+    }
     let mut haystack = e.failure.to_lowercase();
     for l in &ev.log_tail {
         haystack.push('\n');
@@ -421,6 +456,33 @@ mod tests {
             max_attempts: 3,
             policy: Policy::default(),
         }
+    }
+
+    #[test]
+    fn failed_host_checks_offer_continue_reverify_skip_and_abort_and_time_out_to_skip() {
+        // Even a failure text that matches an engine signature stays a host-check diagnosis.
+        let mut e = esc(
+            "disk.free: 3.0 GB (needs ≥ 100 GB); memory.allocatable: the container was killed by the OOM killer",
+            &[],
+        );
+        e.suspected = FailureClass::HostCheck;
+        e.model = "a, b".into();
+        let d = diagnose(&e, &Evidence { oom_killed: Some(true), ..Default::default() });
+        assert_eq!(d.class, FailureClass::HostCheck);
+        assert!(d.text.contains("disk.free: 3.0 GB"), "{}", d.text);
+        let actions: Vec<_> = d.options.iter().map(|o| (o.number, o.action.clone())).collect();
+        assert_eq!(
+            actions,
+            [
+                (1, RemedyAction::Continue),
+                (2, RemedyAction::Reverify),
+                (3, RemedyAction::Skip),
+                (4, RemedyAction::Abort)
+            ]
+        );
+        assert!(d.options[2].summary.contains("(a, b)"));
+        // Nobody answers: the affected models are skipped, never deployed unchecked.
+        assert_eq!(auto_choice(&d, 1, 3).action, RemedyAction::Skip);
     }
 
     #[test]

@@ -267,6 +267,14 @@ async fn resolve(
     if option.is_none() && action.is_none() {
         return Ok(error("bad_decision", "name an option number, --set key=value, --skip or --abort"));
     }
+    if matches!(action, Some(protocol::results::RemedyAction::Continue | protocol::results::RemedyAction::Reverify))
+        && rec.class != protocol::results::FailureClass::HostCheck
+    {
+        return Ok(error(
+            "bad_decision",
+            format!("--continue and --reverify answer failed host checks; escalation `{id}` is about {}", rec.model),
+        ));
+    }
     if let Some(n) = option
         && !rec.options.iter().any(|o| o.number == n)
     {

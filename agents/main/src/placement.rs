@@ -212,6 +212,7 @@ mod tests {
                 verdicts,
                 placement: None,
                 concurrent_fit: None,
+                gate: None,
             },
         )
     }

@@ -114,7 +114,8 @@ impl Writer {
     }
 
     async fn run_cycle(&self, pkg: Uuid, cycle: &CycleId, report: VerificationReport) -> Handled {
-        let mut aborted: Option<String> = None;
+        // Failed host checks were settled before the report came: an abort deploys nothing.
+        let mut aborted: Option<String> = report.gate.as_ref().and_then(protocol::messages::CheckGate::aborted);
         if self.canceled(cycle).await.map_err(HandleError::from)? {
             // Canceled with a partial report asked for (this Writer restarted after the cancel):
             // what is stored is handed on, the rest is skipped.
@@ -166,7 +167,10 @@ impl Writer {
             let stored = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)?.unwrap_or(result);
             results.push(stored);
         }
-        let escalations = results.iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.escalation.clone())).collect();
+        let gate_escalations = report.gate.iter().flat_map(|g| g.escalations.iter().cloned());
+        let escalations = gate_escalations
+            .chain(results.iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.escalation.clone())))
+            .collect();
         let concurrent = if report.plan.concurrent.is_some()
             && aborted.is_none()
             && report.concurrent_here(self.bus.host.as_str())
@@ -221,6 +225,9 @@ impl Writer {
         aborted: &mut Option<String>,
     ) -> Result<Option<ModelResult>, HandleError> {
         let plan = &report.plan;
+        if let Some(why) = report.gate.as_ref().and_then(|g| g.skips(i)) {
+            return Ok(Some(skipped(i, m, report, why)));
+        }
         if let Some(v) = report.verdicts.get(i).filter(|v| v.fit == Fit::NoGo && !m.ignore_fit) {
             return Ok(Some(skipped(i, m, report, format!("the Reader predicted it does not fit: {}", v.reason))));
         }
@@ -339,6 +346,8 @@ impl Writer {
                             r.attempts = attempts;
                             return Ok(Some(r));
                         }
+                        // Answers to failed host checks: for a model, a plain retry.
+                        RemedyAction::Continue | RemedyAction::Reverify => {}
                         RemedyAction::Abort => {
                             let reason = format!("cycle aborted by {} after {}: {}", decision.by, m.name, f.message);
                             *aborted = Some(reason.clone());
@@ -870,6 +879,7 @@ text = "hi"
             checks: Vec::new(),
             placement: None,
             concurrent_fit: None,
+            gate: None,
         }
     }
 

@@ -207,6 +207,7 @@ async fn every_agent_does_its_real_work_as_its_own_user() {
         (Role::Main, Role::Reader),
         (Role::Reader, Role::Writer),
         (Role::Writer, Role::Debug),
+        (Role::Reader, Role::Debug),
         (Role::Writer, Role::Documentation),
         (Role::Main, Role::Debug),
         (Role::Debug, Role::Documentation),
@@ -354,30 +355,34 @@ async fn forbidden_publishes_and_subscriptions_are_refused() {
     let via_bus = tokio::time::timeout(Duration::from_secs(1), docs.publish(&env)).await;
     assert!(!matches!(via_bus, Ok(Ok(_))), "Documentation's bus published a cycle plan: {via_bus:?}");
 
-    // Only Main publishes operator decisions: Reader's is refused.
+    // Only Main publishes operator decisions, and no edge runs Documentation → Debug: refused by the
+    // server (the Reader → Debug edge carries its escalations of failed host checks; a Reader's
+    // operator decision on it is set aside by the consumer's sender check).
     let (client, mut errors) =
-        probe::connect_watching_errors(&url, cred(&g, Role::Reader), None).await.expect("connect");
+        probe::connect_watching_errors(&url, cred(&g, Role::Documentation), None).await.expect("connect");
     let js = jetstream::new(client.clone());
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
         js.send_publish(
-            "tc.handoff.debug.reader.c1",
-            jetstream::message::PublishMessage::build().payload(operator_decision(Role::Reader).to_bytes().into()),
+            "tc.handoff.debug.documentation.c1",
+            jetstream::message::PublishMessage::build()
+                .payload(operator_decision(Role::Documentation).to_bytes().into()),
         )
         .await?
         .await
         .map_err(async_nats::Error::from)
     })
     .await;
-    assert!(!matches!(attempt, Ok(Ok(_))), "Reader's operator decision was stored: {attempt:?}");
+    assert!(!matches!(attempt, Ok(Ok(_))), "Documentation's operator decision was stored: {attempt:?}");
     assert!(
         probe::refused(
             &mut errors,
-            "Permissions Violation for Publish to \"tc.handoff.debug.reader.c1\"",
+            "Permissions Violation for Publish to \"tc.handoff.debug.documentation.c1\"",
             Duration::from_secs(2)
         )
         .await
     );
-    let via_bus = tokio::time::timeout(Duration::from_secs(1), reader.publish(&operator_decision(Role::Reader))).await;
+    let via_bus =
+        tokio::time::timeout(Duration::from_secs(1), docs.publish(&operator_decision(Role::Documentation))).await;
     assert!(!matches!(via_bus, Ok(Ok(_))));
 
     // A non-operator cannot ask Main, nor pose as Main to hear the operator.

@@ -142,6 +142,8 @@ pub(super) fn action_text(a: &RemedyAction) -> String {
         RemedyAction::CoolDown { seconds } => format!("cool down for {seconds} s, then retry"),
         RemedyAction::Skip => "skip the model".to_string(),
         RemedyAction::Abort => "abort the cycle".to_string(),
+        RemedyAction::Continue => "continue despite the failed checks".to_string(),
+        RemedyAction::Reverify => "re-verify the host".to_string(),
     }
 }
 

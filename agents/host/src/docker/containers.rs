@@ -56,7 +56,7 @@ impl DockerRuntime {
     }
 
     /// Create the container, replacing a leftover one of ours with the same name once.
-    async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+    pub(super) async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         let body = spec.to_create_body();
         let options = || Some(CreateContainerOptionsBuilder::default().name(&spec.name).build());
         match self.docker.create_container(options(), body.clone()).await {

@@ -9,6 +9,7 @@ mod cgroup;
 mod containers;
 mod error;
 mod events;
+mod gpu_probe;
 mod image;
 mod logs;
 mod spec;
@@ -24,6 +25,7 @@ use bollard::Docker;
 
 pub use error::DockerError;
 pub use events::{OomEvent, OomWatch};
+pub use gpu_probe::{ContainerGpu, GPU_PROBE_PURPOSE, GPU_QUERY, GpuProbe};
 pub use image::{ImagePull, PullFailure, PullProgress};
 pub use spec::{ContainerSpec, RunningContainer};
 pub use state::{ContainerState, ContainerStats};

@@ -546,3 +546,32 @@ async fn a_child_killed_at_the_limit_raises_an_oom_event_while_the_container_liv
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(w2.events().is_empty(), "{:?}", w2.events());
 }
+
+#[tokio::test]
+async fn the_gpu_probe_names_a_missing_nvidia_runtime_and_an_unpullable_image_with_their_fix() {
+    let docker = engine_with_crasher().await;
+    // Docker registers its NVIDIA device driver when the toolkit's hook is on its PATH.
+    let hook = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nvidia-container-runtime-hook").is_file()));
+    let probe = docker.probe_gpu(CRASHER).await;
+    if hook {
+        assert!(!matches!(probe, GpuProbe::NoRuntime(_)), "{probe:?}");
+    } else {
+        // The engine's own refusal, quoted, and what to install.
+        assert!(matches!(probe, GpuProbe::NoRuntime(_)), "{probe:?}");
+        assert!(
+            probe.reason().contains(r#"could not select device driver "" with capabilities: [[gpu]]"#),
+            "{probe:?}"
+        );
+        assert!(probe.reason().contains("no NVIDIA runtime"), "{probe:?}");
+        assert!(probe.fix().contains("nvidia-ctk runtime configure --runtime=docker"), "{probe:?}");
+    }
+    let left = docker.list_labeled(&[("threadcycle.purpose", GPU_PROBE_PURPOSE)]).await.unwrap();
+    assert!(left.is_empty(), "probe containers left behind: {left:?}");
+    // An image that is neither here nor pullable: the pull is tried, and the fix is the command.
+    let missing = "threadcycle/no-such-probe-image:never";
+    let probe = docker.probe_gpu(missing).await;
+    assert!(matches!(&probe, GpuProbe::ImageUnavailable { image, .. } if image == missing), "{probe:?}");
+    assert!(probe.reason().contains("docker pull threadcycle/no-such-probe-image:never"), "{probe:?}");
+    assert!(probe.fix().contains("`docker pull threadcycle/no-such-probe-image:never`"), "{probe:?}");
+}

@@ -251,7 +251,6 @@ async fn docker_checks(plan: &Plan, f: &mut HostFacts, probe_allocation: bool, c
             let wants_gpu = plan.models.iter().any(|m| {
                 m.runtime == Runtime::Docker && m.gpus.as_ref().is_some_and(|g| *g != protocol::plan::GpuRequest::None)
             });
-            let nvidia = info.has_nvidia_runtime();
             checks.push(check(
                 "docker.engine",
                 CheckStatus::Pass,
@@ -260,13 +259,7 @@ async fn docker_checks(plan: &Plan, f: &mut HostFacts, probe_allocation: bool, c
                 format!("runtimes: {}", info.runtimes.join(", ")),
             ));
             if wants_gpu {
-                checks.push(check(
-                    "docker.gpu_runtime",
-                    if nvidia { CheckStatus::Pass } else { CheckStatus::Warn },
-                    if nvidia { "nvidia runtime configured".into() } else { "no nvidia runtime".into() },
-                    Some("nvidia runtime for GPU containers".into()),
-                    "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into(),
-                ));
+                checks.push(gpu_in_container_check(&d, plan, !f.gpus.is_empty()).await);
             }
             if let Some(gb) = plan.host.allocatable_gb.filter(|_| probe_allocation) {
                 checks.push(allocation_check(&d, plan, gb).await);
@@ -298,6 +291,58 @@ async fn docker_checks(plan: &Plan, f: &mut HostFacts, probe_allocation: bool, c
                 e.to_string(),
             ));
         }
+    }
+}
+
+/// The seed's `docker run --rm --gpus all <cuda image> nvidia-smi`: what a container that asks
+/// for every GPU sees, or why it sees none with the fix. With no GPU on the host (NVML lists
+/// none) a failure is `unavailable`, not `fail`: there was nothing to give the container.
+async fn gpu_in_container_check(d: &host::docker::DockerRuntime, plan: &Plan, host_has_gpu: bool) -> Check {
+    let image = plan.host.gpu_check_image();
+    let probe = d.probe_gpu(image).await;
+    gpu_probe_check(&probe, image, host_has_gpu)
+}
+
+/// The check a GPU probe's outcome makes (see [`gpu_in_container_check`]).
+pub fn gpu_probe_check(probe: &host::docker::GpuProbe, image: &str, host_has_gpu: bool) -> Check {
+    use host::docker::GpuProbe;
+    let threshold = Some("a container that requests every GPU sees it".to_string());
+    let name = "docker.gpu";
+    match probe {
+        GpuProbe::Seen(gpus) => {
+            let seen: Vec<String> = gpus
+                .iter()
+                .map(|g| format!("{} (driver {}, {:.1} GB)", g.name, g.driver, g.memory_mib as f64 * 1_048_576.0 / GIB))
+                .collect();
+            check(
+                name,
+                CheckStatus::Pass,
+                seen.join("; "),
+                threshold,
+                format!(
+                    "`nvidia-smi --query-gpu=name,driver_version,memory.total` in {image} with every GPU requested"
+                ),
+            )
+        }
+        // The image could not be had: the check did not run, which proves nothing either way.
+        GpuProbe::ImageUnavailable { .. } => check(
+            name,
+            CheckStatus::Warn,
+            "not tested".into(),
+            threshold,
+            format!("{}; fix: {}", probe.reason(), probe.fix()),
+        ),
+        _ if !host_has_gpu => check(
+            name,
+            CheckStatus::Unavailable,
+            probe.reason(),
+            threshold,
+            format!(
+                "NVML lists no GPU on this host, so there was none to give the container; for a GPU host: {}",
+                probe.fix()
+            ),
+        ),
+        _ => check(name, CheckStatus::Fail, probe.reason(), threshold, format!("fix: {}", probe.fix())),
     }
 }
 
