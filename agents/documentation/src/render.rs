@@ -276,7 +276,8 @@ mod tests {
         );
         // The compose service for the host process keeps the recorded flags (-c is context × slots).
         assert!(
-            guide.contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-t", "8", "-ngl", "0""#),
+            guide
+                .contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-lv", "4", "-t", "8", "-ngl", "0""#),
             "{guide}"
         );
     }

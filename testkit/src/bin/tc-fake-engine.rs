@@ -163,7 +163,7 @@ fn parse_llama_args(args: &[String]) -> Result<LlamaArgs, String> {
             }
             // Flags with a value that the fixture accepts and ignores.
             "-t" | "--threads" | "-ngl" | "--gpu-layers" | "--n-gpu-layers" | "-b" | "-ub" | "-ctk" | "-ctv"
-            | "--cache-type-k" | "--cache-type-v" | "-fa" | "--flash-attn" | "--alias" => {
+            | "--cache-type-k" | "--cache-type-v" | "-fa" | "--flash-attn" | "--alias" | "-lv" => {
                 value(flag)?;
             }
             _ => {}
