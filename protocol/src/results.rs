@@ -138,6 +138,9 @@ pub struct FitVerdict {
     pub weights_bytes: Option<u64>,
     /// Predicted KV cache, bytes.
     pub kv_bytes: Option<u64>,
+    /// Predicted compute buffers (scratch for the graph and the logits), bytes.
+    #[serde(default)]
+    pub compute_bytes: Option<u64>,
     /// Predicted VRAM, bytes.
     pub vram_bytes: Option<u64>,
     /// Predicted RAM, bytes.

@@ -809,6 +809,7 @@ text = "hi"
             source: String::new(),
             weights_bytes: None,
             kv_bytes: None,
+            compute_bytes: None,
             vram_bytes: None,
             ram_bytes: None,
             gpu_layers: None,

@@ -166,6 +166,9 @@ pub struct Prediction {
     pub kv_bytes: u64,
     /// Compute graph estimates.
     pub graph: GraphEstimate,
+    /// Compute buffers the engine allocates where it runs: the CPU estimate when no layer is on
+    /// a GPU, else the graph (full or partial) on each GPU used.
+    pub compute_bytes: u64,
     /// Layers counted as Ollama does: blocks plus the output layer.
     pub layers_total: u32,
     /// Layers placed on GPUs.
@@ -271,6 +274,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         kv_per_token,
         kv_bytes: kv_total,
         graph,
+        compute_bytes: 0,
         layers_total,
         layers_on_gpu: 0,
         layers_per_gpu: vec![0; host.gpus_free_vram.len()],
@@ -294,11 +298,9 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
     let requested = inputs.gpu_layers_override.and_then(|n| u32::try_from(n).ok());
     let no_gpu = host.gpus_free_vram.iter().all(|v| *v == 0);
     if no_gpu || requested == Some(0) {
-        p.ram_bytes = meta
-            .weights_bytes
-            .saturating_add(kv_total)
-            .saturating_add(cpu_graph_bytes(meta, u64::from(context) * u64::from(parallel), u64::from(inputs.batch)))
-            .saturating_add(CPU_ENGINE_OVERHEAD);
+        p.compute_bytes = cpu_graph_bytes(meta, u64::from(context) * u64::from(parallel), u64::from(inputs.batch));
+        p.ram_bytes =
+            meta.weights_bytes.saturating_add(kv_total).saturating_add(p.compute_bytes).saturating_add(CPU_ENGINE_OVERHEAD);
         let why = if no_gpu { "no GPU: runs on CPU" } else { "0 GPU layers requested: runs on CPU" };
         if p.ram_bytes <= ram_limit {
             p.fit = Fit::Go;
@@ -328,6 +330,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
     p.weights_on_gpu = place.weights_on_gpu;
     p.weights_in_ram = meta.weights_bytes.saturating_sub(place.weights_on_gpu);
     p.vram_bytes = place.vram;
+    p.compute_bytes = place.graph;
     // llama.cpp keeps the input embeddings in host memory even when every layer is offloaded.
     let output_in_ram = if place.output_on_gpu {
         0
@@ -421,6 +424,8 @@ struct Placement {
     /// Weights and KV of blocks left on the CPU.
     overflow: u64,
     vram: u64,
+    /// Compute graph on all GPUs used.
+    graph: u64,
 }
 
 /// Ollama's `estimateGPULayers` (Era A), §3.1.
@@ -503,12 +508,13 @@ fn place_layers(
 
     let fully = layers >= meta.block_count && (output_on_gpu || meta.output_bytes == 0);
     let graph_used = if fully { graph.full } else { graph.partial };
+    let used = per_gpu.iter().filter(|n| **n > 0).count() as u64;
     let vram = alloc
         .iter()
         .zip(&per_gpu)
         .filter(|(_, n)| **n > 0)
         .fold(0u64, |acc, (a, _)| acc.saturating_add(*a).saturating_add(graph_used));
-    Placement { layers, per_gpu, output_on_gpu, weights_on_gpu, overflow, vram }
+    Placement { layers, per_gpu, output_on_gpu, weights_on_gpu, overflow, vram, graph: graph_used.saturating_mul(used) }
 }
 
 /// Predicts and turns the result into the verdict the Reader publishes.
@@ -521,6 +527,7 @@ pub fn verdict(model: &str, meta: &ModelMeta, host: &HostCapacity, inputs: &FitI
         source: meta.source.to_string(),
         weights_bytes: Some(meta.weights_bytes),
         kv_bytes: (p.fit != Fit::Unknown).then_some(p.kv_bytes),
+        compute_bytes: (p.fit != Fit::Unknown).then_some(p.compute_bytes),
         vram_bytes: (p.fit != Fit::Unknown).then_some(p.vram_bytes),
         ram_bytes: (p.fit != Fit::Unknown).then_some(p.ram_bytes),
         gpu_layers: (p.fit != Fit::Unknown).then_some((p.layers_on_gpu, p.layers_total)),
