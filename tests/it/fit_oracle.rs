@@ -13,11 +13,10 @@ use host::process::{EngineProcess, find_llama_server, free_port};
 use protocol::results::{EngineMemory, FitVerdict, error_pct};
 use std::time::Duration;
 
-/// Largest error allowed on the weights, the KV cache and the host total, percent.
+/// Largest error allowed on the weights, the KV cache, the compute buffers and the host total,
+/// percent. With memory mapping the engine's weights include `CPU_REPACK`, a second copy of the
+/// tensors it repacks for the CPU (12.66 MiB of 247.82 here), which the Reader does not predict.
 const TOLERANCE_PCT: f64 = 10.0;
-/// Largest error allowed on the compute buffers, percent: the Reader's formula is an upper bound
-/// on llama.cpp's graph allocator, so it may overshoot but not undershoot by more than this.
-const COMPUTE_TOLERANCE_PCT: f64 = 25.0;
 
 fn plan(context: u32, mmap: bool) -> protocol::plan::Plan {
     let args = if mmap { "" } else { "args = ['--load-mode', 'none']\n" };
@@ -65,7 +64,8 @@ fn the_fit_prediction_matches_llama_servers_own_buffers() {
     require_parts();
     let _serial = serial();
     let run_dir = tempfile::tempdir().expect("tmp");
-    let cpu_only = agent_reader::fit::HostCapacity { gpus_free_vram: vec![], ram_available: 64 << 30, container_limit: None };
+    let cpu_only =
+        agent_reader::fit::HostCapacity { gpus_free_vram: vec![], ram_available: 64 << 30, container_limit: None };
     let mut failures = Vec::new();
     for context in [512u32, 2048, 8192] {
         for mmap in [true, false] {
@@ -100,15 +100,13 @@ fn the_fit_prediction_matches_llama_servers_own_buffers() {
                 mib(er),
                 pct(r),
             );
-            for (what, err, tol) in [
-                ("weights", w, TOLERANCE_PCT),
-                ("kv", k, TOLERANCE_PCT),
-                ("ram", r, TOLERANCE_PCT),
-                ("compute", c.map(|c| c.min(0.0)), COMPUTE_TOLERANCE_PCT),
-            ] {
+            for (what, err) in [("weights", w), ("kv", k), ("compute", c), ("ram", r)] {
                 match err {
-                    Some(e) if e.abs() <= tol => {}
-                    _ => failures.push(format!("ctx={context} mmap={mmap}: {what} off by {} % (limit {tol} %)", pct(err))),
+                    Some(e) if e.abs() <= TOLERANCE_PCT => {}
+                    _ => failures.push(format!(
+                        "ctx={context} mmap={mmap}: {what} off by {} % (limit {TOLERANCE_PCT} %)",
+                        pct(err)
+                    )),
                 }
             }
         }
