@@ -8,7 +8,7 @@
 //!
 //! - [`render_reports`] (this file) puts the pages, charts and data files together;
 //! - one module per page: `summary` (README.md), `benchmark` (with its sections `telemetry`,
-//!   `roofline`, `concurrent` and `host`), `deployment`, `troubleshooting`, `business`,
+//!   `roofline`, `fitcheck`, `concurrent` and `host`), `deployment`, `troubleshooting`, `business`,
 //!   `quality`, `ledger` (claims.md, with `assessment`), and `data` (the CSV and JSON files);
 //! - `ctx`: what every page shares, built once; `criteria`: the success criteria;
 //! - `view` (one model as the reports see it) and `series` (telemetry over time);
@@ -22,6 +22,7 @@ mod criteria;
 mod ctx;
 mod data;
 mod deployment;
+mod fitcheck;
 mod format;
 mod host;
 mod input;
