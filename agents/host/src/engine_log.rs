@@ -1,7 +1,7 @@
 //! The engine's own account of the memory it allocated, read from its log: model-weight, KV-cache
 //! and compute buffers per device, and the layers it offloaded to the GPU.
 //!
-//! Two families of lines are read (sources in `docs/ENGINE-FACTS.md`, A7 and B1):
+//! Two families of lines are read (`docs/ENGINE-FACTS.md`, "The engine's memory account"):
 //!
 //! - **llama.cpp** (llama-server at `-lv 4`, and Ollama's llama engine, which prints the vendored
 //!   llama.cpp's lines at INFO, `o:llama/llama.go:53-59`):
