@@ -15,7 +15,7 @@
 //! - **Ollama's new engine** (slog text, `o:logutil/logutil.go:14-31`): the server's summary when
 //!   `Load` returns (`o:llm/server.go:669-673`), `msg="model weights" device=CUDA0 size="4.1 GiB"`,
 //!   `msg="kv cache" …`, `msg="compute graph" …` (`o:ml/device.go:201-240`; sizes as
-//!   `format.HumanBytes2`, `o:format/bytes.go:60-71`), and the runner's
+//!   `format.HumanBytes2`, `o:format/bytes.go:52-63`), and the runner's
 //!   `msg="offloaded %d/%d layers to GPU"` (`o:ml/backend/ggml/ggml.go:492`).
 //!
 //! A log can hold several loads: llama.cpp's `--fit` dry run prints `0.00 MiB` buffers first

@@ -948,6 +948,45 @@ mod tests {
         assert_eq!((spec.image.as_str(), spec.container_port, spec.cmd.len()), ("ollama/ollama:0.12.6", 11434, 0));
     }
 
+    /// Ollama (the fake engine as `ollama serve`) loads the model on the first request and logs
+    /// its memory account: the layer split shown is the N/M the engine logged, not `/api/ps`'s
+    /// share of bytes ("100% CPU").
+    #[tokio::test]
+    async fn ollamas_layer_split_and_memory_come_from_its_own_log() {
+        let dir = std::env::temp_dir().join(format!("tc-deploy-ollama-{}", std::process::id()));
+        let store = dir.join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let toml = format!(
+            "name='t'\n[defaults]\ncontext=1024\n[host]\nmodel_store='{}'\n[[models]]\nname='m'\nengine='ollama'\n\
+             runtime='process'\nbinary='{}'\ntag='fake-a:1b'\nenv={{TC_FAKE_TPS='500', TC_FAKE_MODEL_BYTES='10000000', \
+             TC_FAKE_PULL_BPS='100000000', TC_FAKE_LOAD_MS='10'}}\n[[prompts]]\nid='p'\ntext='x'\n",
+            store.display(),
+            testkit::fake_engine().display(),
+        );
+        let plan = Plan::from_toml(&toml).unwrap();
+        let s = Settings::planned(&plan, &plan.models[0]);
+        let cycle = CycleId::generate(chrono::Utc::now());
+        let store_text = store.display().to_string();
+        let mut d = deploy(&cycle, "local", &s, &dir, Some(store_text.as_str()), &|_| {}).await.unwrap();
+        // Nothing is loaded yet: no account.
+        assert_eq!(d.engine_memory().await, None);
+        let req = d.request(&plan, &s, &plan.prompts[0], "Say hello.".into());
+        d.generate(&GenRequest { max_tokens: 4, ..req }).await.unwrap();
+        let e = d.engine_memory().await.expect("the engine's account after the load");
+        assert_eq!(e.source, "ollama server log");
+        assert_eq!(e.offloaded_layers, Some((0, 19)));
+        // `HumanBytes2` prints one decimal: 10,000,000 bytes are "9.5 MiB".
+        assert_eq!(e.weights, vec![protocol::results::DeviceBytes { device: "CPU".into(), bytes: 9_961_472 }]);
+        assert_eq!(e.kv_bytes(), 18 << 20);
+        assert_eq!(d.layers(Some(&e)).await.as_deref(), Some("0/19 layers on GPU"));
+        // Without the engine's line, `/api/ps`'s share is shown and says what it is.
+        let fallback = d.layers(None).await.unwrap();
+        assert!(fallback.starts_with("100% CPU (share of bytes from /api/ps"), "{fallback}");
+        assert_eq!(d.gpu_share(Some(&e)).await, Some(0.0));
+        d.teardown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn a_llama_server_process_runs_exactly_the_recorded_command() {
         let dir = std::env::temp_dir().join(format!("tc-deploy-{}", std::process::id()));

@@ -36,13 +36,22 @@ fn err(predicted: Option<u64>, engine: u64) -> String {
     }
 }
 
-/// The rows of one model that the engine gave an account for.
+/// The rows of one model that the engine gave an account for: its buffers, when it logged any,
+/// and its layer split.
 fn rows(v: &View, e: &EngineMemory) -> Vec<Vec<String>> {
-    let p = v.verdict;
     let model = cell(&v.r.model);
+    let logged_buffers = !(e.weights.is_empty() && e.kv.is_empty() && e.compute.is_empty());
+    let mut out = if logged_buffers { memory_rows(v, e, &model) } else { Vec::new() };
+    out.push(layers_row(v.verdict.and_then(|p| p.gpu_layers), e.offloaded_layers, model));
+    out
+}
+
+/// Weights, KV, compute, their total, VRAM and RAM: predicted, engine-reported, error.
+fn memory_rows(v: &View, e: &EngineMemory, model: &str) -> Vec<Vec<String>> {
+    let p = v.verdict;
+    let model = model.to_string();
     let all = |_: &str| true;
-    let gpu = |d: &str| !is_host_device(d);
-    let on_gpu = |l: &[DeviceBytes]| l.iter().filter(|d| gpu(&d.device)).map(|d| d.bytes).sum::<u64>();
+    let on_gpu = |l: &[DeviceBytes]| l.iter().filter(|d| !is_host_device(&d.device)).map(|d| d.bytes).sum::<u64>();
     let mut out = vec![
         vec![
             model.clone(),
@@ -104,8 +113,12 @@ fn rows(v: &View, e: &EngineMemory) -> Vec<Vec<String>> {
         err(p.and_then(|p| p.ram_bytes), ram),
         "host buffers only; the prediction adds the engine's own runtime, which no buffer line reports".into(),
     ]);
-    let predicted_layers = p.and_then(|p| p.gpu_layers);
-    let layers = match (predicted_layers, e.offloaded_layers) {
+    out
+}
+
+/// Layers on the GPU: predicted against the engine's `offloaded N/M` line.
+fn layers_row(predicted_layers: Option<(u32, u32)>, engine: Option<(u32, u32)>, model: String) -> Vec<String> {
+    let layers = match (predicted_layers, engine) {
         (_, None) => vec![
             opt_layers(predicted_layers),
             DASH.into(),
@@ -122,8 +135,7 @@ fn rows(v: &View, e: &EngineMemory) -> Vec<Vec<String>> {
     };
     let mut row = vec![model, "GPU layers".into()];
     row.extend(layers);
-    out.push(row);
-    out
+    row
 }
 
 fn opt_layers(l: Option<(u32, u32)>) -> String {
