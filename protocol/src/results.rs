@@ -843,3 +843,45 @@ pub struct ConcurrentResult {
     /// What could not be done, and why.
     pub notes: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_from_before_the_engine_account_still_parse() {
+        // A verdict without `compute_bytes`, as Readers before it wrote them.
+        let v: FitVerdict = serde_json::from_str(
+            r#"{"model":"m","fit":"go","source":"GGUF header","weights_bytes":1,"kv_bytes":2,"vram_bytes":0,
+                "ram_bytes":3,"gpu_layers":[0,19],"reason":"r","suggestion":null}"#,
+        )
+        .unwrap();
+        assert_eq!((v.compute_bytes, v.gpu_layers), (None, Some((0, 19))));
+        // An account with fields missing takes their defaults.
+        let e: EngineMemory = serde_json::from_str(r#"{"weights":[{"device":"CUDA0","bytes":10}]}"#).unwrap();
+        assert_eq!((e.vram_bytes(), e.ram_bytes(), e.offloaded_layers), (10, 0, None));
+    }
+
+    #[test]
+    fn host_and_gpu_buffers_are_told_apart() {
+        for d in ["CPU", "CPU_Mapped", "CPU_REPACK", "CUDA_Host"] {
+            assert!(is_host_device(d), "{d}");
+        }
+        for d in ["CUDA0", "CUDA1", "ROCm0", "Vulkan0"] {
+            assert!(!is_host_device(d), "{d}");
+        }
+        let e = EngineMemory {
+            weights: vec![
+                DeviceBytes { device: "CUDA0".into(), bytes: 100 },
+                DeviceBytes { device: "CPU".into(), bytes: 50 },
+            ],
+            kv: vec![DeviceBytes { device: "CUDA0".into(), bytes: 10 }],
+            compute: vec![DeviceBytes { device: "CUDA_Host".into(), bytes: 5 }],
+            ..Default::default()
+        };
+        assert_eq!((e.vram_bytes(), e.ram_bytes(), e.weights_bytes()), (110, 55, 150));
+        assert!(error_pct(110, 100).is_some_and(|e| (e - 10.0).abs() < 1e-9));
+        assert!(error_pct(90, 100).is_some_and(|e| (e + 10.0).abs() < 1e-9));
+        assert_eq!(error_pct(1, 0), None);
+    }
+}
