@@ -138,6 +138,9 @@ pub struct FitVerdict {
     pub weights_bytes: Option<u64>,
     /// Predicted KV cache, bytes.
     pub kv_bytes: Option<u64>,
+    /// Predicted compute buffers (scratch for the graph and the logits), bytes.
+    #[serde(default)]
+    pub compute_bytes: Option<u64>,
     /// Predicted VRAM, bytes.
     pub vram_bytes: Option<u64>,
     /// Predicted RAM, bytes.
@@ -517,6 +520,84 @@ pub struct TelemetrySummary {
     pub notes: Vec<String>,
 }
 
+/// Bytes an engine allocated on one device (`CUDA0`, `CPU`, `CPU_Mapped`, `CUDA_Host`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceBytes {
+    /// The buffer's device as the engine names it.
+    pub device: String,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The engine's own account of the memory it allocated when it loaded the model, read from its
+/// log: weights, KV cache and compute buffers per device, and the layers it offloaded. What the
+/// Reader's fit prediction is held to.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineMemory {
+    /// Where the account was read (`llama-server log`, `ollama log (new engine)`, …).
+    pub source: String,
+    /// Model-weight buffers.
+    pub weights: Vec<DeviceBytes>,
+    /// KV-cache buffers.
+    pub kv: Vec<DeviceBytes>,
+    /// Compute-graph buffers (llama.cpp's logits output buffer included).
+    pub compute: Vec<DeviceBytes>,
+    /// Layers offloaded to the GPU out of the total, as the engine logged them.
+    pub offloaded_layers: Option<(u32, u32)>,
+}
+
+/// Whether a buffer device is host memory: `CPU`, `CPU_Mapped`, `CPU_REPACK`, `CUDA_Host` (pinned
+/// host memory). Anything else (`CUDA0`, `ROCm0`, `Vulkan0`, …) is a GPU's.
+pub fn is_host_device(device: &str) -> bool {
+    device.starts_with("CPU") || device.ends_with("_Host")
+}
+
+/// Prediction error in percent: (predicted − engine) / engine × 100; None when the engine's
+/// figure is 0.
+pub fn error_pct(predicted: u64, engine: u64) -> Option<f64> {
+    (engine > 0).then(|| (predicted as f64 - engine as f64) / engine as f64 * 100.0)
+}
+
+impl EngineMemory {
+    fn sum(list: &[DeviceBytes], keep: impl Fn(&str) -> bool) -> u64 {
+        list.iter().filter(|d| keep(&d.device)).map(|d| d.bytes).sum()
+    }
+
+    /// Model weights, all devices.
+    pub fn weights_bytes(&self) -> u64 {
+        Self::sum(&self.weights, |_| true)
+    }
+
+    /// KV cache, all devices.
+    pub fn kv_bytes(&self) -> u64 {
+        Self::sum(&self.kv, |_| true)
+    }
+
+    /// Compute buffers, all devices.
+    pub fn compute_bytes(&self) -> u64 {
+        Self::sum(&self.compute, |_| true)
+    }
+
+    /// Everything on GPUs: weights, KV and compute on non-host devices.
+    pub fn vram_bytes(&self) -> u64 {
+        let gpu = |d: &str| !is_host_device(d);
+        Self::sum(&self.weights, gpu) + Self::sum(&self.kv, gpu) + Self::sum(&self.compute, gpu)
+    }
+
+    /// Everything in host memory: weights, KV and compute on host devices.
+    pub fn ram_bytes(&self) -> u64 {
+        Self::sum(&self.weights, is_host_device)
+            + Self::sum(&self.kv, is_host_device)
+            + Self::sum(&self.compute, is_host_device)
+    }
+
+    /// Whether the account holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty() && self.kv.is_empty() && self.compute.is_empty() && self.offloaded_layers.is_none()
+    }
+}
+
 /// Everything the Writer measured for one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
@@ -543,6 +624,9 @@ pub struct ModelResult {
     pub peak_ram_bytes: Option<u64>,
     /// Peak VRAM, bytes.
     pub peak_vram_bytes: Option<u64>,
+    /// The engine's own account of what it allocated at load (from its log), when it gave one.
+    #[serde(default)]
+    pub engine_memory: Option<EngineMemory>,
     /// Reproducibility manifest.
     pub manifest: Manifest,
     /// Telemetry sampled while measuring.
@@ -767,4 +851,46 @@ pub struct ConcurrentResult {
     pub together: Vec<TogetherResult>,
     /// What could not be done, and why.
     pub notes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_from_before_the_engine_account_still_parse() {
+        // A verdict without `compute_bytes`, as Readers before it wrote them.
+        let v: FitVerdict = serde_json::from_str(
+            r#"{"model":"m","fit":"go","source":"GGUF header","weights_bytes":1,"kv_bytes":2,"vram_bytes":0,
+                "ram_bytes":3,"gpu_layers":[0,19],"reason":"r","suggestion":null}"#,
+        )
+        .unwrap();
+        assert_eq!((v.compute_bytes, v.gpu_layers), (None, Some((0, 19))));
+        // An account with fields missing takes their defaults.
+        let e: EngineMemory = serde_json::from_str(r#"{"weights":[{"device":"CUDA0","bytes":10}]}"#).unwrap();
+        assert_eq!((e.vram_bytes(), e.ram_bytes(), e.offloaded_layers), (10, 0, None));
+    }
+
+    #[test]
+    fn host_and_gpu_buffers_are_told_apart() {
+        for d in ["CPU", "CPU_Mapped", "CPU_REPACK", "CUDA_Host"] {
+            assert!(is_host_device(d), "{d}");
+        }
+        for d in ["CUDA0", "CUDA1", "ROCm0", "Vulkan0"] {
+            assert!(!is_host_device(d), "{d}");
+        }
+        let e = EngineMemory {
+            weights: vec![
+                DeviceBytes { device: "CUDA0".into(), bytes: 100 },
+                DeviceBytes { device: "CPU".into(), bytes: 50 },
+            ],
+            kv: vec![DeviceBytes { device: "CUDA0".into(), bytes: 10 }],
+            compute: vec![DeviceBytes { device: "CUDA_Host".into(), bytes: 5 }],
+            ..Default::default()
+        };
+        assert_eq!((e.vram_bytes(), e.ram_bytes(), e.weights_bytes()), (110, 55, 150));
+        assert!(error_pct(110, 100).is_some_and(|e| (e - 10.0).abs() < 1e-9));
+        assert!(error_pct(90, 100).is_some_and(|e| (e + 10.0).abs() < 1e-9));
+        assert_eq!(error_pct(1, 0), None);
+    }
 }

@@ -101,4 +101,21 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
     let fenced = format!("```sh\n{}\n```", launch.command_line());
     assert!(guide.contains(&fenced), "the guide does not print the recorded command {fenced}:\n{guide}");
+    // The engine's own memory account, read from llama-server's log (-lv 4), stands beside the
+    // Reader's prediction in the report.
+    let account = model.engine_memory.as_ref().expect("the Writer read llama-server's memory account");
+    assert!(account.weights.iter().any(|d| d.device == "CPU_Mapped"), "{account:?}");
+    assert!(
+        account.weights_bytes() > 200 << 20 && account.kv_bytes() > 0 && account.compute_bytes() > 0,
+        "{account:?}"
+    );
+    assert_eq!(account.vram_bytes(), 0, "{account:?}");
+    let fit = report.split("## Fit prediction against the engine's own account").nth(1).expect("a fit-check section");
+    let kv = fit.lines().find(|l| l.starts_with("| gemma3-270m | KV cache |")).expect("a KV row for the model");
+    let err: f64 = kv
+        .split('|')
+        .nth(5)
+        .and_then(|c| c.trim().trim_end_matches(" %").replace('−', "-").parse().ok())
+        .expect("a KV error");
+    assert!(err.abs() <= 10.0, "the KV prediction is off by {err} %: {kv}");
 }

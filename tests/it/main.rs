@@ -16,6 +16,7 @@ mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;
 mod cycle_up_supervised;
+mod fit_oracle;
 mod host_checks;
 mod hostile_output;
 mod plan_errors;

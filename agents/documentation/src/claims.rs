@@ -413,6 +413,7 @@ expected = { min = 30, max = 60 }
             source: "test".into(),
             weights_bytes: Some((weights_gib * GIB) as u64),
             kv_bytes: None,
+            compute_bytes: None,
             vram_bytes: Some((vram_gib * GIB) as u64),
             ram_bytes: Some((24.0 * GIB) as u64),
             gpu_layers: Some((28, 80)),

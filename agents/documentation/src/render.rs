@@ -8,7 +8,7 @@
 //!
 //! - [`render_reports`] (this file) puts the pages, charts and data files together;
 //! - one module per page: `summary` (README.md), `benchmark` (with its sections `telemetry`,
-//!   `roofline`, `concurrent` and `host`), `deployment`, `troubleshooting`, `business`,
+//!   `roofline`, `fitcheck`, `concurrent` and `host`), `deployment`, `troubleshooting`, `business`,
 //!   `quality`, `ledger` (claims.md, with `assessment`), and `data` (the CSV and JSON files);
 //! - `ctx`: what every page shares, built once; `criteria`: the success criteria;
 //! - `view` (one model as the reports see it) and `series` (telemetry over time);
@@ -22,6 +22,7 @@ mod criteria;
 mod ctx;
 mod data;
 mod deployment;
+mod fitcheck;
 mod format;
 mod host;
 mod input;
@@ -260,6 +261,28 @@ mod tests {
     }
 
     #[test]
+    fn the_fit_check_shows_only_what_the_engine_logged() {
+        let mut input = fixture();
+        let gemma = input.results.models.iter_mut().find(|m| m.model == "gemma3-270m").unwrap();
+        // A log with a layer line and no buffer lines (e.g. llama-server below `-lv 4` on a GPU).
+        gemma.engine_memory = Some(protocol::results::EngineMemory {
+            source: "llama-server log".into(),
+            offloaded_layers: Some((0, 19)),
+            ..Default::default()
+        });
+        let report = page(&render_reports(&input), "benchmark-report.md");
+        let fit = report.split("## Fit prediction against the engine's own account").nth(1).unwrap();
+        let fit = fit.split("\n## ").next().unwrap();
+        let rows: Vec<&str> = fit.lines().filter(|l| l.starts_with("| gemma3-270m |")).collect();
+        assert_eq!(rows, vec!["| gemma3-270m | GPU layers | 0/19 | 0/19 | +0 layers | — |"], "{fit}");
+        // The Ollama model's split is the engine's N/M beside the Reader's.
+        assert!(fit.contains("| llama31-70b | GPU layers | 38/81 | 38/81 | +0 layers |"), "{fit}");
+        assert!(fit.contains("| llama31-70b | KV cache | 4.43 GiB | 1.25 GiB | +254.4 % |"), "{fit}");
+        // A model that was never loaded says so.
+        assert!(fit.contains("- codellama-34b: no engine account (not loaded in this cycle)."), "{fit}");
+    }
+
+    #[test]
     fn the_deployment_guide_prints_the_command_that_ran_byte_for_byte() {
         let input = fixture();
         let guide = page(&render_reports(&input), "deployment-guide.md");
@@ -276,7 +299,8 @@ mod tests {
         );
         // The compose service for the host process keeps the recorded flags (-c is context × slots).
         assert!(
-            guide.contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-t", "8", "-ngl", "0""#),
+            guide
+                .contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-lv", "4", "-t", "8", "-ngl", "0""#),
             "{guide}"
         );
     }

@@ -56,6 +56,11 @@ pub fn llama_server_args(a: &LlamaServerArgs) -> Vec<String> {
         slots.to_string(),
         "--metrics".into(),
         "--no-webui".into(),
+        // libllama's INFO lines (model, KV and compute buffers, offloaded layers: the engine's
+        // memory account) print only from verbosity 4; the default 3 prints none of them
+        // (`L:common/log.cpp:532-550`, `L:common/arg.cpp:3930-3962`).
+        "-lv".into(),
+        "4".into(),
     ]);
     if let Some(t) = s.threads {
         v.extend(["-t".into(), t.to_string()]);
@@ -272,12 +277,12 @@ mod tests {
         let a = LlamaServerArgs { model: "/m/x.gguf", host: "127.0.0.1", port: 8123, settings: &s };
         assert_eq!(
             llama_server_args(&a).join(" "),
-            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 4096 -np 2 --metrics --no-webui -t 4 -ngl 20 --mlock"
+            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 4096 -np 2 --metrics --no-webui -lv 4 -t 4 -ngl 20 --mlock"
         );
         let auto = Settings { context: 2048, gpu_layers: Some(-1), threads: None, slots: 0, ..settings() };
         assert_eq!(
             llama_server_args(&LlamaServerArgs { settings: &auto, ..a.clone() }).join(" "),
-            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui"
+            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui -lv 4"
         );
         let tuned = Settings {
             batch: Some(256),
@@ -287,7 +292,7 @@ mod tests {
         };
         assert_eq!(
             llama_server_args(&LlamaServerArgs { settings: &tuned, ..a }).join(" "),
-            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui \
+            "--model /m/x.gguf --host 127.0.0.1 --port 8123 -c 2048 -np 1 --metrics --no-webui -lv 4 \
              -b 256 -ub 256 -ctk q8_0 -ctv q8_0 -fa on"
         );
     }

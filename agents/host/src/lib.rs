@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod endpoint;
 pub mod engine;
+pub mod engine_log;
 pub mod gpu;
 pub mod launch;
 pub mod ollama;

@@ -121,12 +121,7 @@ pub fn tail_file(path: &Path, n: usize) -> Vec<String> {
 
 /// Layers offloaded to the GPU, from a llama.cpp load log (`offloaded 20/49 layers to GPU`).
 pub fn offloaded_layers(log: &str) -> Option<(u32, u32)> {
-    log.lines().rev().find_map(|l| {
-        let rest = &l[l.find("offloaded ")? + "offloaded ".len()..];
-        let (frac, _) = rest.split_once(" layers")?;
-        let (a, b) = frac.split_once('/')?;
-        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-    })
+    log.lines().rev().find_map(crate::engine_log::offloaded_in)
 }
 
 /// A free loopback port (for an engine told its port by argument or environment).

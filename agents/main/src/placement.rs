@@ -190,6 +190,7 @@ mod tests {
             source: "test".into(),
             weights_bytes: None,
             kv_bytes: None,
+            compute_bytes: None,
             vram_bytes: None,
             ram_bytes: Some(1 << 30),
             gpu_layers: None,

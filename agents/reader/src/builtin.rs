@@ -149,6 +149,7 @@ fn meta(e: &Entry) -> ModelMeta {
         value_length: None,
         feed_forward_length: Some(e.ffn),
         context_length: e.context,
+        sliding_window: None,
         vocab_size: Some(e.vocab),
         file_type: Some(e.file_type),
         quantization: e.quant.into(),

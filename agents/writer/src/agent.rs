@@ -510,6 +510,9 @@ impl Writer {
             }
             self.event(cycle, step(Step::WarmupDone)).await;
         }
+        // The engine's memory account is read right after the load (llama-server: at start;
+        // Ollama: the warm-up's request), before the request lines pile up in its log.
+        let mut engine_memory = dep.engine_memory().await;
         let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
         // Sampling starts after the warm-up: its tokens are not counted, so neither are its
         // joules, its utilisation or its heat.
@@ -592,6 +595,10 @@ impl Writer {
         }
         let sampled_ram = telemetry.engine_mem_bytes.map(|m| m.peak as u64);
         let sampled_vram = telemetry.vram_used_bytes.map(|m| m.peak as u64);
+        if engine_memory.is_none() {
+            // No warm-up: Ollama loaded the model on the first measured request.
+            engine_memory = dep.engine_memory().await;
+        }
         let ollama = matches!(dep.api, crate::deploy::Api::Ollama(_));
         let info = DeployInfo {
             load_ms: if ollama { engine_load_ms.unwrap_or(dep.load_ms) } else { dep.load_ms },
@@ -601,8 +608,9 @@ impl Writer {
             peak_ram: dep.peak_ram().max(sampled_ram),
             peak_vram: dep.vram().await.or(sampled_vram),
             telemetry: Some(telemetry),
-            layers: dep.layers().await,
-            gpu_share: if report.host.gpus.is_empty() { None } else { dep.gpu_share().await },
+            layers: dep.layers(engine_memory.as_ref()).await,
+            gpu_share: if report.host.gpus.is_empty() { None } else { dep.gpu_share(engine_memory.as_ref()).await },
+            engine_memory,
             quantization: dep.quantization.clone(),
             digest: dep.digest.clone(),
             deployment: dep.deployment.clone(),
@@ -704,6 +712,7 @@ struct DeployInfo {
     peak_vram: Option<u64>,
     layers: Option<String>,
     gpu_share: Option<f64>,
+    engine_memory: Option<protocol::results::EngineMemory>,
     quantization: Option<String>,
     digest: Option<String>,
     deployment: Vec<String>,
@@ -783,6 +792,7 @@ fn measured(
         runs,
         peak_ram_bytes: info.peak_ram,
         peak_vram_bytes: info.peak_vram,
+        engine_memory: info.engine_memory.clone(),
         manifest: manifest(report, s, &s.model, Some(&info)),
         telemetry: info.telemetry.clone(),
         deployment: info.deployment.clone(),
@@ -805,6 +815,7 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         prompts: Vec::new(),
         peak_ram_bytes: None,
         peak_vram_bytes: None,
+        engine_memory: None,
         manifest: manifest(report, &s, m, None),
         telemetry: None,
         deployment: Vec::new(),
@@ -864,6 +875,7 @@ text = "hi"
             source: String::new(),
             weights_bytes: None,
             kv_bytes: None,
+            compute_bytes: None,
             vram_bytes: None,
             ram_bytes: None,
             gpu_layers: None,

@@ -8,6 +8,7 @@
 use crate::settings::Settings;
 use host::docker::{ContainerSpec, DockerError, DockerRuntime};
 use host::engine::{EngineError, GenRequest, Generation};
+use host::engine_log::engine_memory;
 use host::launch::{self as build, ContainerBase, LlamaServerArgs};
 use host::ollama::OllamaClient;
 use host::openai::OpenAiClient;
@@ -18,7 +19,7 @@ use protocol::CycleId;
 use protocol::events::Step;
 use protocol::launch::{Launch, shell_word};
 use protocol::plan::{EngineKind, GpuRequest, Plan, PromptSpec, Runtime, expand_path};
-use protocol::results::{Evidence, FailureClass};
+use protocol::results::{EngineMemory, Evidence, FailureClass, is_host_device};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -781,28 +782,58 @@ impl Deployed {
         }
     }
 
-    /// The GPU/CPU split: llama-server's load log, or Ollama's `/api/ps`.
-    pub async fn layers(&self) -> Option<String> {
-        match (&self.api, &self.place) {
-            (Api::Ollama(c), _) => {
-                let ps = c.ps().await.ok()?;
-                ps.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref).map(|p| p.processor())
-            }
-            (Api::OpenAi(_), Place::Process(p)) => {
-                let log = std::fs::read_to_string(p.log_path()).ok()?;
-                offloaded_layers(&log).map(|(a, b)| format!("{a}/{b} layers on GPU"))
-            }
-            (Api::OpenAi(_), Place::Container { docker, id }) => {
-                let log = docker.log_tail(id, 400).await.ok()?.join("\n");
-                offloaded_layers(&log).map(|(a, b)| format!("{a}/{b} layers on GPU"))
-            }
-            (Api::OpenAi(_), Place::Endpoint { .. }) => None,
+    /// The engine's log as far as it can be read: a host process's log file, or a container's
+    /// last lines (enough to hold a load; the account is read right after the load). An
+    /// endpoint's engine keeps its log to itself.
+    async fn engine_log(&self) -> Option<String> {
+        match &self.place {
+            Place::Process(p) => std::fs::read_to_string(p.log_path()).ok(),
+            Place::Container { docker, id } => Some(docker.log_tail(id, 4000).await.ok()?.join("\n")),
+            Place::Endpoint { .. } => None,
         }
     }
 
-    /// Share of the weights in VRAM (0 to 1): llama-server's offloaded layers over all layers, or
+    /// The engine's own account of the memory it allocated for the model (weights, KV cache and
+    /// compute buffers per device, offloaded layers), from its log. llama-server prints it at
+    /// load (`-lv 4`); Ollama when the first request loads the model.
+    pub async fn engine_memory(&self) -> Option<EngineMemory> {
+        let log = self.engine_log().await?;
+        let source = match (&self.api, &self.place) {
+            (Api::Ollama(_), Place::Container { .. }) => "ollama container log",
+            (Api::Ollama(_), _) => "ollama server log",
+            (Api::OpenAi(_), Place::Container { .. }) => "llama-server container log (-lv 4)",
+            (Api::OpenAi(_), _) => "llama-server log (-lv 4)",
+        };
+        engine_memory(&log, source)
+    }
+
+    /// The GPU/CPU split: the N/M layers the engine logged (`engine`, read after the load), or
+    /// for Ollama without such a line, the `/api/ps` share, labelled as a share of bytes.
+    pub async fn layers(&self, engine: Option<&EngineMemory>) -> Option<String> {
+        if let Some((a, b)) = engine.and_then(|e| e.offloaded_layers) {
+            return Some(format!("{a}/{b} layers on GPU"));
+        }
+        match (&self.api, &self.place) {
+            (Api::Ollama(c), _) => {
+                let ps = c.ps().await.ok()?;
+                ps.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref).map(|p| {
+                    format!("{} (share of bytes from /api/ps; the engine logged no layer split)", p.processor())
+                })
+            }
+            (Api::OpenAi(_), _) => {
+                offloaded_layers(&self.engine_log().await?).map(|(a, b)| format!("{a}/{b} layers on GPU"))
+            }
+        }
+    }
+
+    /// Share of the weights in VRAM (0 to 1): the engine's own account (GPU weight buffers over
+    /// all weight buffers) when it logged one, else the offloaded layers over all layers, else
     /// Ollama's `size_vram` over `size`.
-    pub async fn gpu_share(&self) -> Option<f64> {
+    pub async fn gpu_share(&self, engine: Option<&EngineMemory>) -> Option<f64> {
+        if let Some(e) = engine.filter(|e| e.weights_bytes() > 0) {
+            let on_gpu: u64 = e.weights.iter().filter(|d| !is_host_device(&d.device)).map(|d| d.bytes).sum();
+            return Some(on_gpu as f64 / e.weights_bytes() as f64);
+        }
         let layers =
             |log: &str| offloaded_layers(log).filter(|(_, b)| *b > 0).map(|(a, b)| f64::from(a.min(b)) / f64::from(b));
         match (&self.api, &self.place) {
@@ -811,11 +842,7 @@ impl Deployed {
                 let p = ps.into_iter().find(|p| p.name == self.model_ref || p.model == self.model_ref)?;
                 (p.size > 0).then(|| p.size_vram.min(p.size) as f64 / p.size as f64)
             }
-            (Api::OpenAi(_), Place::Process(p)) => layers(&std::fs::read_to_string(p.log_path()).ok()?),
-            (Api::OpenAi(_), Place::Container { docker, id }) => {
-                layers(&docker.log_tail(id, 400).await.ok()?.join("\n"))
-            }
-            (Api::OpenAi(_), Place::Endpoint { .. }) => None,
+            (Api::OpenAi(_), _) => layers(&self.engine_log().await?),
         }
     }
 
@@ -947,6 +974,45 @@ mod tests {
         assert_eq!((spec.image.as_str(), spec.container_port, spec.cmd.len()), ("ollama/ollama:0.12.6", 11434, 0));
     }
 
+    /// Ollama (the fake engine as `ollama serve`) loads the model on the first request and logs
+    /// its memory account: the layer split shown is the N/M the engine logged, not `/api/ps`'s
+    /// share of bytes ("100% CPU").
+    #[tokio::test]
+    async fn ollamas_layer_split_and_memory_come_from_its_own_log() {
+        let dir = std::env::temp_dir().join(format!("tc-deploy-ollama-{}", std::process::id()));
+        let store = dir.join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let toml = format!(
+            "name='t'\n[defaults]\ncontext=1024\n[host]\nmodel_store='{}'\n[[models]]\nname='m'\nengine='ollama'\n\
+             runtime='process'\nbinary='{}'\ntag='fake-a:1b'\nenv={{TC_FAKE_TPS='500', TC_FAKE_MODEL_BYTES='10000000', \
+             TC_FAKE_PULL_BPS='100000000', TC_FAKE_LOAD_MS='10'}}\n[[prompts]]\nid='p'\ntext='x'\n",
+            store.display(),
+            testkit::fake_engine().display(),
+        );
+        let plan = Plan::from_toml(&toml).unwrap();
+        let s = Settings::planned(&plan, &plan.models[0]);
+        let cycle = CycleId::generate(chrono::Utc::now());
+        let store_text = store.display().to_string();
+        let mut d = deploy(&cycle, "local", &s, &dir, Some(store_text.as_str()), &|_| {}).await.unwrap();
+        // Nothing is loaded yet: no account.
+        assert_eq!(d.engine_memory().await, None);
+        let req = d.request(&plan, &s, &plan.prompts[0], "Say hello.".into());
+        d.generate(&GenRequest { max_tokens: 4, ..req }).await.unwrap();
+        let e = d.engine_memory().await.expect("the engine's account after the load");
+        assert_eq!(e.source, "ollama server log");
+        assert_eq!(e.offloaded_layers, Some((0, 19)));
+        // `HumanBytes2` prints one decimal: 10,000,000 bytes are "9.5 MiB".
+        assert_eq!(e.weights, vec![protocol::results::DeviceBytes { device: "CPU".into(), bytes: 9_961_472 }]);
+        assert_eq!(e.kv_bytes(), 18 << 20);
+        assert_eq!(d.layers(Some(&e)).await.as_deref(), Some("0/19 layers on GPU"));
+        // Without the engine's line, `/api/ps`'s share is shown and says what it is.
+        let fallback = d.layers(None).await.unwrap();
+        assert!(fallback.starts_with("100% CPU (share of bytes from /api/ps"), "{fallback}");
+        assert_eq!(d.gpu_share(Some(&e)).await, Some(0.0));
+        d.teardown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn a_llama_server_process_runs_exactly_the_recorded_command() {
         let dir = std::env::temp_dir().join(format!("tc-deploy-{}", std::process::id()));
@@ -977,7 +1043,7 @@ mod tests {
         assert_eq!(
             d.launch.args.join(" "),
             format!(
-                "--model {} --host 127.0.0.1 --port {port} -c 2048 -np 2 --metrics --no-webui -t 3 -ngl 0 --seed-extra a b",
+                "--model {} --host 127.0.0.1 --port {port} -c 2048 -np 2 --metrics --no-webui -lv 4 -t 3 -ngl 0 --seed-extra a b",
                 model.display()
             )
         );

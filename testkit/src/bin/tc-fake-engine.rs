@@ -180,7 +180,7 @@ fn parse_llama_args(args: &[String]) -> Result<LlamaArgs, String> {
             }
             // Flags with a value that the fixture accepts and ignores.
             "-t" | "--threads" | "-ngl" | "--gpu-layers" | "--n-gpu-layers" | "-b" | "-ub" | "-ctk" | "-ctv"
-            | "--cache-type-k" | "--cache-type-v" | "-fa" | "--flash-attn" | "--alias" => {
+            | "--cache-type-k" | "--cache-type-v" | "-fa" | "--flash-attn" | "--alias" | "-lv" => {
                 value(flag)?;
             }
             _ => {}
@@ -309,6 +309,38 @@ fn prompt_tokens(body: &Value) -> u32 {
         None => words(&body["prompt"]),
     };
     u32::try_from(n).unwrap_or(u32::MAX).max(1)
+}
+
+/// Ollama's `format.HumanBytes2` (`o:format/bytes.go:52-63`).
+fn human_bytes2(b: u64) -> String {
+    let (gib, mib, kib) = (1u64 << 30, 1u64 << 20, 1u64 << 10);
+    match b {
+        b if b >= gib => format!("{:.1} GiB", b as f64 / gib as f64),
+        b if b >= mib => format!("{:.1} MiB", b as f64 / mib as f64),
+        b if b >= kib => format!("{:.1} KiB", b as f64 / kib as f64),
+        b => format!("{b} B"),
+    }
+}
+
+/// What Ollama 0.12.6's new engine logs when a model is loaded on the CPU: the runner's
+/// `offloaded 0/N layers to GPU` (`o:ml/backend/ggml/ggml.go:492`) and the server's summary when
+/// `Load` returns (`o:llm/server.go:669-673`, `o:ml/device.go:201-240`). The fake model has 18
+/// blocks plus the output layer; its KV cache holds 18 KiB per token of context.
+fn log_memory_account(weights: u64, ctx: u32) {
+    let kv = u64::from(ctx) * 18 * 1024;
+    let graph = 20u64 << 20;
+    let at = now_rfc3339();
+    println!("time={at} level=INFO source=ggml.go:492 msg=\"offloaded 0/19 layers to GPU\"");
+    for (line, what, size) in [(211, "model weights", weights), (222, "kv cache", kv), (233, "compute graph", graph)] {
+        println!(
+            "time={at} level=INFO source=device.go:{line} msg=\"{what}\" device=CPU size=\"{}\"",
+            human_bytes2(size)
+        );
+    }
+    println!(
+        "time={at} level=INFO source=device.go:238 msg=\"total memory\" size=\"{}\"",
+        human_bytes2(weights + kv + graph)
+    );
 }
 
 fn now_rfc3339() -> String {
@@ -800,6 +832,9 @@ async fn ollama_generate(st: &Ollama, stream: &mut TcpStream, path: &str, model:
     // A cold model takes the load time once, as Ollama's scheduler would.
     let load = if was_loaded { Duration::ZERO } else { Duration::from_millis(st.rates.load_ms) };
     tokio::time::sleep(load).await;
+    if !was_loaded {
+        log_memory_account(st.rates.model_bytes, ctx);
+    }
     let n_prompt = prompt_tokens(body);
     let n = u32::try_from(body["options"]["num_predict"].as_i64().filter(|n| *n > 0).unwrap_or(128)).unwrap_or(128);
     let gap = 1.0 / st.rates.tps;

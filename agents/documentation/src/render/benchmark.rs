@@ -5,6 +5,7 @@
 use super::concurrent::concurrent_section;
 use super::criteria::criteria_table;
 use super::ctx::Ctx;
+use super::fitcheck::fit_against_engine;
 use super::format::{DASH, against, bounds, fit_word, gib, num, opt_gib, opt_num, plain, stat_text};
 use super::host::{checks_table, host_facts};
 use super::paths::nav;
@@ -39,6 +40,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
     s.push_str(&metric_definitions(ctx.plan));
     s.push_str(&host_verification(ctx));
     s.push_str(&fit_verdicts(&ctx.input.results.verification.verdicts));
+    s.push_str(&fit_against_engine(ctx));
     s.push_str(&roofline_section(ctx));
     s.push_str(&criteria_section(ctx));
     s.push_str(&reproducibility(ctx));

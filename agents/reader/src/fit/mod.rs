@@ -5,7 +5,9 @@
 //! one whose formulas are documented and checked against real logs in
 //! `reference/engine-api-facts.md` §3.1 and §3.4:
 //!
-//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element;
+//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element,
+//!   where a sliding-window layer (Gemma 2/3, Cohere 2, gpt-oss) holds only its window plus one
+//!   micro-batch, as llama.cpp allocates it ([`kv_bytes_at`]);
 //! - compute graph = the Era A `GraphSize` formula for llama-like models (§3.1), used for every
 //!   architecture because it is the only one documented; when the vocabulary or head counts are
 //!   unknown it falls back to Ollama's generic `(H / Hkv) × KV / 6`;
@@ -166,6 +168,9 @@ pub struct Prediction {
     pub kv_bytes: u64,
     /// Compute graph estimates.
     pub graph: GraphEstimate,
+    /// Compute buffers the engine allocates where it runs: the CPU estimate when no layer is on
+    /// a GPU, else the graph (full or partial) on each GPU used.
+    pub compute_bytes: u64,
     /// Layers counted as Ollama does: blocks plus the output layer.
     pub layers_total: u32,
     /// Layers placed on GPUs.
@@ -193,13 +198,53 @@ pub fn kv_bytes_per_token(meta: &ModelMeta, kv_type: KvType) -> u64 {
     to_u64((elements * u128::from(bytes)).div_ceil(u128::from(per)))
 }
 
-/// KV cache bytes for `context` tokens in each of `parallel` slots.
+/// Of every `n` layers, the last is full attention and the others slide, per architecture, as
+/// llama.cpp's `set_swa_pattern(n)` lays them out (`o:llama/llama.cpp/src/llama-hparams.cpp:6-16`):
+/// Gemma 2 every 2nd (`o:llama/llama.cpp/src/llama-model.cpp:1147-1154`), Gemma 3 every 6th
+/// (`:1171-1179`), Cohere 2 every 4th (`:1358-1363`), gpt-oss every 2nd (`:2001-2008`).
+fn swa_pattern(architecture: &str) -> Option<u32> {
+    match architecture {
+        "gemma2" | "gpt-oss" => Some(2),
+        "gemma3" => Some(6),
+        "cohere2" => Some(4),
+        _ => None,
+    }
+}
+
+/// Layers whose KV cache holds only the sliding window (0 without one).
+pub fn swa_layers(meta: &ModelMeta) -> u32 {
+    match (meta.sliding_window, swa_pattern(&meta.architecture)) {
+        (Some(_), Some(n)) => (0..meta.block_count).filter(|il| il % n < n - 1).count() as u32,
+        _ => 0,
+    }
+}
+
+/// KV cells of one slot's sliding-window cache: the window plus one micro-batch, padded to 256
+/// and never more than the slot's context (upstream llama.cpp `src/llama-kv-cache-iswa.cpp`,
+/// `size_swa`; `o:llama/llama.cpp/src/llama-kv-cache-iswa.cpp:48` pads the same way). Observed
+/// with llama-server 11434 and Gemma 3 (window 512): 512 cells at context 512, 1024 at 8192.
+pub fn swa_cells(meta: &ModelMeta, context: u32, ubatch: u32) -> u32 {
+    let window = meta.sliding_window.unwrap_or(context);
+    window.saturating_add(ubatch).min(context).div_ceil(256).saturating_mul(256).min(context.max(1))
+}
+
+/// KV cache bytes for `context` tokens in each of `parallel` slots (the default micro-batch).
 pub fn kv_bytes(meta: &ModelMeta, context: u32, parallel: u32, kv_type: KvType) -> u64 {
-    let tokens = u128::from(context) * u128::from(parallel.max(1));
-    let elements = u128::from(meta.block_count)
+    kv_bytes_at(meta, context, parallel, kv_type, DEFAULT_BATCH)
+}
+
+/// KV cache bytes for `context` tokens in each of `parallel` slots at micro-batch `ubatch`:
+/// full-attention layers hold the whole context, sliding-window layers (Gemma 2/3, Cohere 2,
+/// gpt-oss) only [`swa_cells`] per slot (one stream per slot: threadcycle always passes `-np`).
+pub fn kv_bytes_at(meta: &ModelMeta, context: u32, parallel: u32, kv_type: KvType, ubatch: u32) -> u64 {
+    let slots = u128::from(parallel.max(1));
+    let swa = u128::from(swa_layers(meta));
+    let full = u128::from(meta.block_count) - swa;
+    let cells = full * u128::from(context) + swa * u128::from(swa_cells(meta, context, ubatch));
+    let elements = cells
+        * slots
         * u128::from(meta.head_count_kv)
-        * (u128::from(meta.head_dim_k()) + u128::from(meta.head_dim_v()))
-        * tokens;
+        * (u128::from(meta.head_dim_k()) + u128::from(meta.head_dim_v()));
     let (bytes, per) = kv_type.block();
     to_u64((elements * u128::from(bytes)).div_ceil(u128::from(per)))
 }
@@ -228,17 +273,33 @@ pub fn graph_bytes(meta: &ModelMeta, context_total: u64, batch: u64, kv_total: u
     }
 }
 
-/// Compute buffers of a CPU-only llama.cpp engine: the attention scratch of one batch plus the
-/// output buffer for one token's logits. Unlike Ollama's Era-A formula (§3.1) it has no
-/// `batch × vocab` term, because llama.cpp computes logits only for the tokens it outputs — for
-/// Gemma 3 270M (vocab 262,144) that term alone would predict 538 MB the engine never allocates.
-pub fn cpu_graph_bytes(meta: &ModelMeta, context_total: u64, batch: u64) -> u64 {
+/// Compute buffers of a CPU-only llama.cpp engine (llama-server's defaults: flash attention
+/// `auto`, so no `context × batch × heads` score matrix), held to llama-server's own
+/// `compute buffer` and `output buffer` lines (`tests/it/fit_oracle.rs`):
+///
+/// - one micro-batch's activations of one layer, all live at once: 4 × embedding (input, norm,
+///   attention out, residual) + 2 × feed-forward (gate, up) + 2 × heads × head dim (queries,
+///   attention) + KV heads × (key + value dim), as f32;
+/// - the attention masks, f16, context cells × batch: one for the full-attention layers, one for
+///   the sliding-window cache when the model has one;
+/// - the logits of one token, f32 (`output buffer`).
+///
+/// Unlike Ollama's Era-A formula (§3.1) it has no `batch × vocab` term: llama.cpp computes logits
+/// only for the tokens it outputs — for Gemma 3 270M (vocab 262,144) that term alone would
+/// predict 538 MB the engine never allocates.
+pub fn cpu_graph_bytes(meta: &ModelMeta, context: u32, parallel: u32, batch: u32) -> u64 {
     let e = u128::from(meta.embedding_length);
+    let ff = u128::from(meta.feed_forward_length.unwrap_or(meta.embedding_length.saturating_mul(4)));
     let h = u128::from(meta.head_count);
-    let c = u128::from(context_total);
-    let b = u128::from(batch);
+    let hkv = u128::from(meta.head_count_kv);
+    let (hdk, hdv) = (u128::from(meta.head_dim_k()), u128::from(meta.head_dim_v()));
+    let b = u128::from(batch.max(1).min(context.max(1)));
+    let slots = u128::from(parallel.max(1));
+    let activations = 4 * b * (4 * e + 2 * ff + 2 * h * hdk + hkv * (hdk + hdv));
+    let swa = if swa_layers(meta) > 0 { u128::from(swa_cells(meta, context, batch)) } else { 0 };
+    let masks = 2 * b * (u128::from(context) + swa) * slots;
     let v = u128::from(meta.vocab_size.unwrap_or(0));
-    to_u64(4 * b * (1 + 4 * e + c * (1 + h)) + 4 * v)
+    to_u64(activations + masks + 4 * v)
 }
 
 fn to_u64(x: u128) -> u64 {
@@ -260,7 +321,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
     let context = if meta.context_length > 0 { inputs.context.min(meta.context_length) } else { inputs.context };
     let parallel = inputs.parallel.max(1);
     let kv_per_token = kv_bytes_per_token(meta, inputs.kv_type);
-    let kv_total = kv_bytes(meta, context, parallel, inputs.kv_type);
+    let kv_total = kv_bytes_at(meta, context, parallel, inputs.kv_type, inputs.batch.max(1));
     let batch = u64::from(inputs.batch.max(1).min(context.max(1)));
     let graph = graph_bytes(meta, u64::from(context) * u64::from(parallel), batch, kv_total);
     let ram_limit = host.ram_limit();
@@ -271,6 +332,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         kv_per_token,
         kv_bytes: kv_total,
         graph,
+        compute_bytes: 0,
         layers_total,
         layers_on_gpu: 0,
         layers_per_gpu: vec![0; host.gpus_free_vram.len()],
@@ -294,10 +356,11 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
     let requested = inputs.gpu_layers_override.and_then(|n| u32::try_from(n).ok());
     let no_gpu = host.gpus_free_vram.iter().all(|v| *v == 0);
     if no_gpu || requested == Some(0) {
+        p.compute_bytes = cpu_graph_bytes(meta, context, parallel, inputs.batch);
         p.ram_bytes = meta
             .weights_bytes
             .saturating_add(kv_total)
-            .saturating_add(cpu_graph_bytes(meta, u64::from(context) * u64::from(parallel), u64::from(inputs.batch)))
+            .saturating_add(p.compute_bytes)
             .saturating_add(CPU_ENGINE_OVERHEAD);
         let why = if no_gpu { "no GPU: runs on CPU" } else { "0 GPU layers requested: runs on CPU" };
         if p.ram_bytes <= ram_limit {
@@ -328,6 +391,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
     p.weights_on_gpu = place.weights_on_gpu;
     p.weights_in_ram = meta.weights_bytes.saturating_sub(place.weights_on_gpu);
     p.vram_bytes = place.vram;
+    p.compute_bytes = place.graph;
     // llama.cpp keeps the input embeddings in host memory even when every layer is offloaded.
     let output_in_ram = if place.output_on_gpu {
         0
@@ -421,6 +485,8 @@ struct Placement {
     /// Weights and KV of blocks left on the CPU.
     overflow: u64,
     vram: u64,
+    /// Compute graph on all GPUs used.
+    graph: u64,
 }
 
 /// Ollama's `estimateGPULayers` (Era A), §3.1.
@@ -503,12 +569,13 @@ fn place_layers(
 
     let fully = layers >= meta.block_count && (output_on_gpu || meta.output_bytes == 0);
     let graph_used = if fully { graph.full } else { graph.partial };
+    let used = per_gpu.iter().filter(|n| **n > 0).count() as u64;
     let vram = alloc
         .iter()
         .zip(&per_gpu)
         .filter(|(_, n)| **n > 0)
         .fold(0u64, |acc, (a, _)| acc.saturating_add(*a).saturating_add(graph_used));
-    Placement { layers, per_gpu, output_on_gpu, weights_on_gpu, overflow, vram }
+    Placement { layers, per_gpu, output_on_gpu, weights_on_gpu, overflow, vram, graph: graph_used.saturating_mul(used) }
 }
 
 /// Predicts and turns the result into the verdict the Reader publishes.
@@ -521,6 +588,7 @@ pub fn verdict(model: &str, meta: &ModelMeta, host: &HostCapacity, inputs: &FitI
         source: meta.source.to_string(),
         weights_bytes: Some(meta.weights_bytes),
         kv_bytes: (p.fit != Fit::Unknown).then_some(p.kv_bytes),
+        compute_bytes: (p.fit != Fit::Unknown).then_some(p.compute_bytes),
         vram_bytes: (p.fit != Fit::Unknown).then_some(p.vram_bytes),
         ram_bytes: (p.fit != Fit::Unknown).then_some(p.ram_bytes),
         gpu_layers: (p.fit != Fit::Unknown).then_some((p.layers_on_gpu, p.layers_total)),

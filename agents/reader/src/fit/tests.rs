@@ -228,3 +228,25 @@ fn demo_model_fits_anywhere() {
     assert_eq!(v.fit, Fit::Go, "{}", v.reason);
     println!("demo on CPU: {} (RAM {:?})", v.reason, v.ram_bytes.map(human));
 }
+
+#[test]
+fn gemma3_sliding_window_layers_hold_only_the_window() {
+    let m = crate::gguf::read_metadata(&testkit::demo_model()).expect("parses");
+    assert_eq!((m.architecture.as_str(), m.sliding_window, m.block_count), ("gemma3", Some(512), 18));
+    // Every 6th layer attends to the whole context: 3 of 18.
+    assert_eq!(swa_layers(&m), 15);
+    // Window + micro-batch, padded to 256, never over the context (llama-server 11434 logged
+    // 512 cells at context 512 and 1024 at 8192).
+    assert_eq!(swa_cells(&m, 512, 512), 512);
+    assert_eq!(swa_cells(&m, 8192, 512), 1024);
+    assert_eq!(swa_cells(&m, 8192, 100), 768);
+    // 1 KV head × (256 + 256) × 2 bytes per layer and cell: 3 × 8192 + 15 × 1024 cells = 39 MiB,
+    // the two `KV buffer size` lines llama-server printed (24.00 + 15.00 MiB).
+    assert_eq!(kv_bytes_at(&m, 8192, 1, KvType::F16, 512), 39 * MIB);
+    // Two slots: two streams of each cache.
+    assert_eq!(kv_bytes_at(&m, 8192, 2, KvType::F16, 512), 78 * MIB);
+    // A model without a window keeps every layer's full context.
+    let l = llama3_8b();
+    assert_eq!(swa_layers(&l), 0);
+    assert_eq!(kv_bytes_at(&l, 8192, 1, KvType::F16, 512), GIB);
+}

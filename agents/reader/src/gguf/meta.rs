@@ -114,6 +114,7 @@ impl GgufHeader {
             value_length: self.optional_u32(arch, "attention.value_length"),
             feed_forward_length: self.optional_u32(arch, "feed_forward_length"),
             context_length,
+            sliding_window: self.optional_u32(arch, "attention.sliding_window").filter(|w| *w > 0),
             vocab_size,
             file_type,
             quantization,

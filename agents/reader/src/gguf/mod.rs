@@ -191,6 +191,8 @@ pub struct ModelMeta {
     pub feed_forward_length: Option<u32>,
     /// Training context length (`<arch>.context_length`).
     pub context_length: u32,
+    /// Sliding-window attention width (`<arch>.attention.sliding_window`), when the model has one.
+    pub sliding_window: Option<u32>,
     /// Vocabulary size, when it can be learned.
     pub vocab_size: Option<u32>,
     /// `general.file_type` as stored (the "guessed" flag removed).
