@@ -100,7 +100,9 @@ pub async fn ask_endpoints(plan: &Plan) -> BTreeMap<String, EndpointFigures> {
             Ok(show) => gguf::meta_from_show(&show, &what).map_err(|e| e.to_string()),
             Err(e) => Err(format!("{url} did not describe `{tag}` (/api/show): {e}")),
         };
-        let held = c.ps().await.unwrap_or_default().iter().fold((0u64, 0u64), |(v, r), p| {
+        // Only an engine that answered is asked again (an unreachable one would cost a second wait).
+        let loaded = if meta.is_ok() { c.ps().await.unwrap_or_default() } else { Vec::new() };
+        let held = loaded.iter().fold((0u64, 0u64), |(v, r), p| {
             (v.saturating_add(p.size_vram), r.saturating_add(p.size.saturating_sub(p.size_vram)))
         });
         out.insert(m.name.clone(), EndpointFigures { url, meta, held });
