@@ -79,6 +79,7 @@ pub fn escalation(plan: &Plan, host: Option<&str>, failed: &[&Check], affected: 
         settings: first.map(|m| Settings::planned(plan, m)).unwrap_or_else(|| Settings::planned(plan, &plan.models[0])),
         max_attempts: plan.policy.max_attempts,
         policy: plan.policy.clone(),
+        endpoint: None,
     }
 }
 
