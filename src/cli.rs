@@ -89,6 +89,15 @@ pub enum Cmd {
         #[arg(long)]
         watch: bool,
     },
+    /// Follow events as they happen: one line each, or NDJSON with --json (one object per line).
+    /// With a cycle, stops after that cycle's last event.
+    Events {
+        /// Only this cycle's events.
+        cycle: Option<String>,
+        /// Follow (required: the operator's NATS user sees live events only).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Cancel a cycle: the engine is stopped, nothing more is measured.
     Cancel {
         /// The cycle.
@@ -213,12 +222,21 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out).await
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, cli.json).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
         }
         Cmd::NatsConfig { dir, tls } => match handoffs::security::generate(&dir, tls) {
+            Ok(g) if cli.json => {
+                let tls = g.tls.as_ref().map(|t| {
+                    serde_json::json!({ "ca": t.ca_file, "cert": t.cert_file, "key": t.key_file, "verify": t.verify })
+                });
+                let env: serde_json::Map<String, serde_json::Value> =
+                    g.env_files.iter().map(|(r, p)| (r.as_str().to_string(), serde_json::json!(p))).collect();
+                println!("{}", serde_json::json!({ "config": g.config, "env_files": env, "tls": tls }));
+                Ok(0)
+            }
             Ok(g) => {
                 print!("{}", g.summary());
                 Ok(0)
@@ -252,6 +270,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 crate::client::one_shot(&cli.nats, req, cli.json).await
             }
         }
+        Cmd::Events { cycle, follow } => crate::follow::run(&cli.nats, cycle, follow, cli.json).await,
         Cmd::Cancel { cycle } => {
             crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle }, cli.json).await
         }

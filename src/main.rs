@@ -4,8 +4,10 @@ mod agents;
 mod cli;
 mod client;
 mod display;
+mod follow;
 mod nats_args;
 mod plan_file;
+mod status;
 mod supervise;
 mod up;
 

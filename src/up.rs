@@ -160,15 +160,17 @@ pub fn state_root() -> PathBuf {
     base.join("threadcycle/up")
 }
 
-/// How progress is shown: a bar on a terminal, plain lines when piped.
+/// How progress is shown: a bar on a terminal, plain lines when piped; with `--json`, every
+/// event as one JSON object per line on stdout and the rest on stderr.
 struct Progress {
     bar: Option<ProgressBar>,
+    json: bool,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+    fn new(total: u64, json: bool) -> Self {
+        if json || !std::io::stderr().is_terminal() {
+            return Progress { bar: None, json };
         }
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -176,10 +178,14 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
+        Progress { bar: Some(bar), json }
     }
 
     fn event(&self, ev: &Event) {
+        if self.json {
+            println!("{}", crate::follow::render(ev, true));
+            return;
+        }
         let line = crate::display::clean(&ev.line());
         match &self.bar {
             Some(bar) => {
@@ -205,6 +211,7 @@ impl Progress {
         let s = crate::display::clean(s);
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{s}")),
+            None if self.json => eprintln!("{s}"),
             None => println!("{s}"),
         }
     }
@@ -237,6 +244,7 @@ pub async fn run(
     profiles: &[(String, PathBuf)],
     plan_path: &Path,
     out: &Path,
+    json: bool,
 ) -> Result<u8> {
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
@@ -295,9 +303,18 @@ pub async fn run(
     let mut interrupted = interrupt_signal()?;
     let (cycle, outcome) = match handoffs::connect(&client_config).await {
         Ok(client) => {
-            let (cycle, outcome) =
-                follow_cycle(&client, &mut agents, &mut interrupted, hosts, &plan, plan_text, plan_path, &log_dir)
-                    .await;
+            let (cycle, outcome) = follow_cycle(
+                &client,
+                &mut agents,
+                &mut interrupted,
+                hosts,
+                &plan,
+                plan_text,
+                plan_path,
+                &log_dir,
+                json,
+            )
+            .await;
             agents.stop().await;
             // Close our own connection before the server goes, so it does not report a disconnect.
             close(client).await;
@@ -328,7 +345,23 @@ pub async fn run(
         }
     }
     let cycle = cycle.unwrap_or_default();
-    Ok(match outcome? {
+    let outcome = outcome?;
+    if json {
+        let (word, detail) = match &outcome {
+            Outcome::Completed(dir) => ("completed", serde_json::json!({ "reports": dir })),
+            Outcome::Failed(reason) => ("failed", serde_json::json!({ "reason": reason })),
+            Outcome::Refused(code, message) => ("refused", serde_json::json!({ "code": code, "message": message })),
+            Outcome::NoAnswer => ("no_answer", serde_json::json!({ "logs": log_dir })),
+            Outcome::Canceled => ("canceled", serde_json::json!({})),
+        };
+        let mut v = serde_json::json!({ "up": word, "cycle": (!cycle.is_empty()).then_some(&cycle) });
+        if let (Some(o), Some(d)) = (v.as_object_mut(), detail.as_object()) {
+            o.extend(d.clone());
+        }
+        println!("{v}");
+    }
+    Ok(match outcome {
+        Outcome::Completed(_) if json => 0,
         Outcome::Completed(dir) => {
             println!("{}", Path::new(&dir).join("README.md").display());
             0
@@ -392,6 +425,7 @@ async fn follow_cycle(
     plan_text: String,
     plan_path: &Path,
     log_dir: &Path,
+    json: bool,
 ) -> (Option<String>, Result<Outcome>) {
     let mut events = match client.subscribe(protocol::subjects::EVENT_WILDCARD).await {
         Ok(e) => e,
@@ -424,7 +458,7 @@ async fn follow_cycle(
     }
     let Some(cycle) = cycle else { return (None, Ok(Outcome::NoAnswer)) };
     let total = plan.models.len() as u64 * plan.prompts.len() as u64 * u64::from(plan.defaults.repetitions);
-    let progress = Progress::new(total);
+    let progress = Progress::new(total, json);
     progress.println(&format!("cycle {cycle} started (plan `{}`; agent logs in {})", plan.name, log_dir.display()));
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -497,6 +531,8 @@ fn show_escalation(progress: &Progress, e: &EscalationRecord) {
             print_escalation(e);
             println!("  type a number here to answer it");
         }),
+        // With --json the event line already carries it; the human prompt goes to stderr.
+        None if progress.json => eprintln!("escalation {} waiting: threadcycle escalations", e.id),
         None => {
             print_escalation(e);
             println!("  type a number (and Enter) to answer it");

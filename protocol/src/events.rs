@@ -147,6 +147,12 @@ pub enum Step {
     },
     /// The warm-up request finished (it is left out of the results).
     WarmupDone,
+    /// Where the engine put the model's weights, once loaded: the share in VRAM (0 on a host
+    /// without a GPU), for `status`'s GPU/CPU column and the metrics.
+    WeightsPlaced {
+        /// Share of the weights in VRAM, 0 to 1.
+        gpu_share: f64,
+    },
     /// Measuring finished; the pull-ahead is still running.
     WaitingForPullAhead,
     /// The model's turn is over: the engine stopped, or its container kept as the plan asks.
@@ -244,6 +250,7 @@ impl Step {
             }
             Step::EngineReady { seconds } => format!("engine ready after {seconds:.1} s"),
             Step::WarmupDone => "warm-up done (excluded from results)".into(),
+            Step::WeightsPlaced { gpu_share } => format!("weights placed: {}", processor(*gpu_share)),
             Step::WaitingForPullAhead => "measured; waiting for the pull-ahead to finish".into(),
             Step::EngineStopped { kept: true } => "measured; container kept as the plan asks".into(),
             Step::EngineStopped { kept: false } => "engine stopped".into(),
@@ -322,6 +329,18 @@ pub enum EventBody {
         tokens: u32,
         /// Client decode tokens/s.
         decode_tps: Option<f64>,
+        /// End-to-end latency, ms (client side); None from an older Writer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        e2e_ms: Option<f64>,
+        /// Time per output token after the first, ms (the mean inter-token gap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tpot_ms: Option<f64>,
+        /// Prompt tokens, when the engine said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_tokens: Option<u32>,
+        /// Prefill tokens/s the engine reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefill_tps: Option<f64>,
     },
     /// A model's turn ended.
     ModelFinished {
@@ -399,6 +418,17 @@ pub enum EventBody {
     },
 }
 
+/// Where a model's weights are, the way `ollama ps` says it: `100% GPU`, `100% CPU`, or
+/// `48%/52% CPU/GPU` (ollama's `cmd/cmd.go` ListRunningHandler prints the same three forms).
+pub fn processor(gpu_share: f64) -> String {
+    let g = (gpu_share.clamp(0.0, 1.0) * 100.0).round() as u32;
+    match g {
+        100 => "100% GPU".into(),
+        0 => "100% CPU".into(),
+        g => format!("{}%/{g}% CPU/GPU", 100 - g),
+    }
+}
+
 impl Event {
     /// A new event stamped now.
     pub fn new(cycle: CycleId, from: Role, body: EventBody) -> Self {
@@ -418,7 +448,7 @@ impl Event {
                 format!("model {index}/{of} {model}: attempt {attempt}")
             }
             EventBody::Step { model, step } => format!("{model}: {}", step.text()),
-            EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps } => format!(
+            EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps, .. } => format!(
                 "{model} {prompt} #{repetition}: TTFT {ttft_ms:.0} ms, {tokens} tokens{}",
                 decode_tps.map(|t| format!(", {t:.1} tok/s")).unwrap_or_default()
             ),

@@ -452,6 +452,12 @@ impl Writer {
             }
             self.event(cycle, step(Step::WarmupDone)).await;
         }
+        // Loaded by now (Ollama loads on the first request): where the weights went, for
+        // `status` and the metrics.
+        let placed = if report.host.gpus.is_empty() { Some(0.0) } else { dep.gpu_share().await };
+        if let Some(gpu_share) = placed {
+            self.event(cycle, step(Step::WeightsPlaced { gpu_share })).await;
+        }
         let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
         // Sampling starts after the warm-up: its tokens are not counted, so neither are its
         // joules, its utilisation or its heat.
@@ -511,6 +517,10 @@ impl Writer {
                         ttft_ms: r.ttft_ms,
                         tokens: r.output_tokens,
                         decode_tps: r.client_decode_tps,
+                        e2e_ms: Some(r.e2e_ms),
+                        tpot_ms: r.tpot_ms,
+                        prompt_tokens: r.prompt_tokens,
+                        prefill_tps: r.engine_prefill_tps,
                     },
                 )
                 .await;
