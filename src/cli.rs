@@ -50,6 +50,15 @@ pub enum Cmd {
         /// `--host-profile gpu2=hosts/rtx5070ti-32gb.toml`).
         #[arg(long = "host-profile", value_name = "HOST=PATH")]
         host_profiles: Vec<String>,
+        /// Serve Prometheus metrics on this address while the cycle runs (`off`: none).
+        #[arg(long, env = "THREADCYCLE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
+    },
+    /// Serve Prometheus metrics at /metrics, fed from NATS (events and Main's status).
+    Metrics {
+        /// Address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, env = "THREADCYCLE_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+        listen: std::net::SocketAddr,
     },
     /// Run a command that is sent SIGTERM when this command's parent dies (used by `up` for
     /// its nats-server).
@@ -214,7 +223,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
             crate::agents::run(&cli.nats, host, role, out, run_dir, host_profile).await
         }
         Cmd::ExecWithParent { parent, command } => Ok(crate::supervise::exec_with_parent(parent, &command)),
-        Cmd::Up { plan, out, host_profiles } => {
+        Cmd::Metrics { listen } => crate::exporter::run(&cli.nats, listen, cli.json).await,
+        Cmd::Up { plan, out, host_profiles, metrics_listen } => {
+            let metrics = match metrics_listen.as_str() {
+                "off" => None,
+                a => match a.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("error: --metrics-listen `{a}`: {e} (an address like 127.0.0.1:9464, or off)");
+                        return Ok(exit::BAD_INPUT);
+                    }
+                },
+            };
             let profiles = match parse_host_profiles(&host_profiles, &cli.host) {
                 Ok(p) => p,
                 Err(e) => {
@@ -222,7 +242,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, cli.json).await
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, cli.json, metrics).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await

@@ -4,6 +4,7 @@ mod agents;
 mod cli;
 mod client;
 mod display;
+mod exporter;
 mod follow;
 mod nats_args;
 mod plan_file;

@@ -169,6 +169,7 @@ mod tests {
                 tpot_ms: None,
                 prompt_tokens: None,
                 prefill_tps: None,
+                sample: None,
             }));
         }
         // 2 of 4 requests in 100 s (the record's start): 100 s left.

@@ -245,6 +245,7 @@ pub async fn run(
     plan_path: &Path,
     out: &Path,
     json: bool,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<u8> {
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
@@ -303,6 +304,21 @@ pub async fn run(
     let mut interrupted = interrupt_signal()?;
     let (cycle, outcome) = match handoffs::connect(&client_config).await {
         Ok(client) => {
+            // The exporter lives as long as this connection; a busy port costs the metrics,
+            // not the cycle.
+            let _exporter = match metrics {
+                Some(addr) => match crate::exporter::start(client.clone(), addr, Duration::from_secs(2)).await {
+                    Ok((bound, task)) => {
+                        eprintln!("Prometheus metrics at http://{bound}/metrics");
+                        Some(AbortOnDrop(task))
+                    }
+                    Err(e) => {
+                        eprintln!("warning: no metrics: cannot serve them on {addr}: {e} (--metrics-listen)");
+                        None
+                    }
+                },
+                None => None,
+            };
             let (cycle, outcome) = follow_cycle(
                 &client,
                 &mut agents,
@@ -383,6 +399,15 @@ pub async fn run(
             exit::CANCELED
         }
     })
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn server_was_private(nats: &NatsArgs) -> bool {

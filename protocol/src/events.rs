@@ -21,6 +21,32 @@ pub enum Phase {
     Complete,
 }
 
+/// The telemetry sampler's latest figures, carried live (the full series is in the results).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveSample {
+    /// Temperature of the hottest GPU, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_temp_c: Option<f64>,
+    /// GPU utilisation, mean over GPUs, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_pct: Option<f64>,
+    /// Power of all GPUs, W.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_power_w: Option<f64>,
+    /// VRAM used on all GPUs, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_used_bytes: Option<u64>,
+    /// Engine memory (process RSS or container working set), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_mem_bytes: Option<u64>,
+    /// Engine CPU, % of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_cpu_pct: Option<f64>,
+    /// Host memory available, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mem_available_bytes: Option<u64>,
+}
+
 /// Something that happened in a cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -341,6 +367,10 @@ pub enum EventBody {
         /// Prefill tokens/s the engine reports.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefill_tps: Option<f64>,
+        /// The sampler's latest figures when the run ended (GPU, engine process or container,
+        /// host), for the live metrics.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample: Option<LiveSample>,
     },
     /// A model's turn ended.
     ModelFinished {

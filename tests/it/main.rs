@@ -18,4 +18,5 @@ mod cycle_up_supervised;
 mod host_checks;
 mod hostile_output;
 mod plan_errors;
+mod prometheus;
 mod support;

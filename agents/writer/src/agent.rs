@@ -521,6 +521,7 @@ impl Writer {
                         tpot_ms: r.tpot_ms,
                         prompt_tokens: r.prompt_tokens,
                         prefill_tps: r.engine_prefill_tps,
+                        sample: Some(live_sample(&sampler.latest())),
                     },
                 )
                 .await;
@@ -768,6 +769,19 @@ fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String)
 
 fn failed(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Failed { reason })
+}
+
+/// The sampler's latest figures as the event carries them.
+fn live_sample(s: &host::telemetry::Snapshot) -> protocol::events::LiveSample {
+    protocol::events::LiveSample {
+        gpu_temp_c: s.gpu_temp_c,
+        gpu_util_pct: s.gpu_util_pct,
+        gpu_power_w: s.gpu_power_w,
+        vram_used_bytes: s.vram_used_bytes,
+        engine_mem_bytes: s.engine_mem_bytes,
+        engine_cpu_pct: s.engine_cpu_pct,
+        host_mem_available_bytes: s.host_mem_available_bytes,
+    }
 }
 
 #[cfg(test)]
