@@ -108,7 +108,11 @@ mod tests {
         let back: Event = serde_json::from_str(&line).expect("parses");
         assert_eq!(back, ev);
         assert_eq!(serde_json::from_str::<serde_json::Value>(&line).expect("json")["event"], "step");
-        assert!(render(&ev, false).contains("m\nx: pulling m: 50% of"), "{}", render(&ev, false));
+        assert!(
+            render(&ev, false).contains("m\nx: pulling m: 5 B of 10 B (50%), 1 B/s, 5s left"),
+            "{}",
+            render(&ev, false)
+        );
         assert!(ends_cycle(&EventBody::CycleCanceled));
         assert!(!ends_cycle(&EventBody::PhaseStarted { phase: protocol::events::Phase::Complete }));
     }

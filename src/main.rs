@@ -8,6 +8,7 @@ mod exporter;
 mod follow;
 mod nats_args;
 mod plan_file;
+mod progress;
 mod status;
 mod supervise;
 mod up;

@@ -7,14 +7,7 @@ use protocol::events::processor;
 use protocol::operator::{AgentLiveness, CycleRecord, CycleState};
 
 /// Seconds as `ollama ps` writes durations: `45s`, `3m05s`, `1h02m`.
-pub fn duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use protocol::events::duration_text as duration;
 
 /// Left-aligned columns two spaces apart; widths in characters.
 fn columns(rows: &[Vec<String>]) -> String {

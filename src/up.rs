@@ -12,18 +12,17 @@ use crate::display::print_escalation;
 use crate::exit;
 use crate::nats_args::NatsArgs;
 use crate::plan_file::{read_plan, start_request};
+use crate::progress::Progress;
 use crate::supervise::{AgentSpec, Notice, RestartPolicy, Supervisor};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use handoffs::security::{self, Credential};
 use handoffs::server::NatsServer;
-use indicatif::{ProgressBar, ProgressStyle};
 use protocol::events::{Event, EventBody};
 use protocol::operator::{CycleState, OperatorReply, OperatorRequest};
 use protocol::plan::Runtime;
 use protocol::{Role, results::EscalationRecord};
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -158,69 +157,6 @@ pub fn state_root() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("threadcycle/up")
-}
-
-/// How progress is shown: a bar on a terminal, plain lines when piped; with `--json`, every
-/// event as one JSON object per line on stdout and the rest on stderr.
-struct Progress {
-    bar: Option<ProgressBar>,
-    json: bool,
-}
-
-impl Progress {
-    fn new(total: u64, json: bool) -> Self {
-        if json || !std::io::stderr().is_terminal() {
-            return Progress { bar: None, json };
-        }
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests  {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar), json }
-    }
-
-    fn event(&self, ev: &Event) {
-        if self.json {
-            println!("{}", crate::follow::render(ev, true));
-            return;
-        }
-        let line = crate::display::clean(&ev.line());
-        match &self.bar {
-            Some(bar) => {
-                if matches!(ev.body, EventBody::RunMeasured { .. }) {
-                    bar.inc(1);
-                }
-                bar.set_message(line.clone());
-                if matches!(
-                    ev.body,
-                    EventBody::ModelFinished { .. }
-                        | EventBody::EscalationOpened { .. }
-                        | EventBody::EscalationDecided { .. }
-                        | EventBody::CycleStarted { .. }
-                ) {
-                    bar.println(line);
-                }
-            }
-            None => println!("{line}"),
-        }
-    }
-
-    fn println(&self, s: &str) {
-        let s = crate::display::clean(s);
-        match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{s}")),
-            None if self.json => eprintln!("{s}"),
-            None => println!("{s}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 /// How a cycle under `up` ended.
@@ -551,13 +487,13 @@ async fn follow_cycle(
 }
 
 fn show_escalation(progress: &Progress, e: &EscalationRecord) {
-    match &progress.bar {
+    match progress.bar() {
         Some(bar) => bar.suspend(|| {
             print_escalation(e);
             println!("  type a number here to answer it");
         }),
         // With --json the event line already carries it; the human prompt goes to stderr.
-        None if progress.json => eprintln!("escalation {} waiting: threadcycle escalations", e.id),
+        None if progress.json() => eprintln!("escalation {} waiting: threadcycle escalations", e.id),
         None => {
             print_escalation(e);
             println!("  type a number (and Enter) to answer it");

@@ -224,43 +224,18 @@ impl Step {
                 format!("removed {containers} container(s) left by an earlier attempt")
             }
             Step::ContainerCreating { name, image } => format!("creating container {name} from {image}"),
-            Step::ImagePulling { image, completed, total, rate_bps } => match (completed, total) {
-                (Some(done), Some(t)) if *t > 0 => {
-                    let mut line = format!(
-                        "pulling image {image}: {}% of {:.1} GB",
-                        done.saturating_mul(100) / t,
-                        *t as f64 / 1e9
-                    );
-                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
-                        line.push_str(&format!(", {:.1} MB/s", r / 1e6));
-                    }
-                    line
-                }
-                _ => format!("pulling image {image}"),
-            },
+            Step::ImagePulling { image, completed, total, rate_bps } => {
+                format!("pulling image {image}{}", pull_figures(*completed, *total, *rate_bps))
+            }
             Step::ImagePulled { image, bytes, seconds } => {
                 format!("pulled image {image}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
             }
             Step::ModelPresent { model } => format!("{model} already present: pull skipped"),
-            Step::Pulling { model, digest, completed, total, rate_bps } => match (completed, total) {
-                (Some(done), Some(t)) if *t > 0 => {
-                    let mut line = format!(
-                        "pulling {model}: {}% of {:.1} GB ({})",
-                        done.saturating_mul(100) / t,
-                        *t as f64 / 1e9,
-                        digest.as_deref().unwrap_or("")
-                    );
-                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
-                        line.push_str(&format!(
-                            ", {:.1} MB/s, {} s left",
-                            r / 1e6,
-                            (t.saturating_sub(*done) as f64 / r).round()
-                        ));
-                    }
-                    line
-                }
-                _ => format!("pulling {model}"),
-            },
+            Step::Pulling { model, digest, completed, total, rate_bps } => format!(
+                "pulling {model}{}{}",
+                digest.as_deref().map(|d| format!(" (layer {d})")).unwrap_or_default(),
+                pull_figures(*completed, *total, *rate_bps)
+            ),
             Step::Pulled { model, bytes, seconds } => {
                 format!("pulled {model}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
             }
@@ -448,6 +423,54 @@ pub enum EventBody {
     },
 }
 
+/// Bytes as `ollama pull` and `docker pull` show them: decimal units, `512 B`, `12.3 MB`, `4.1 GB`.
+pub fn bytes_text(b: u64) -> String {
+    let b = b as f64;
+    match b {
+        _ if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        _ if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        _ if b >= 1e3 => format!("{:.1} KB", b / 1e3),
+        _ => format!("{b:.0} B"),
+    }
+}
+
+/// Seconds as a short duration: `45s`, `3m05s`, `1h02m`.
+pub fn duration_text(s: f64) -> String {
+    let s = if s.is_finite() { s.max(0.0).round() as u64 } else { 0 };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The rate and time left of a pull: `35.2 MB/s, 1m22s left`; empty without a rate.
+pub fn pull_rate_text(completed: Option<u64>, total: Option<u64>, rate_bps: Option<f64>) -> String {
+    let Some(r) = rate_bps.filter(|r| r.is_finite() && *r > 0.0) else { return String::new() };
+    let mut s = format!("{}/s", bytes_text(r as u64));
+    if let (Some(done), Some(t)) = (completed, total)
+        && t > 0
+    {
+        s.push_str(&format!(", {} left", duration_text(t.saturating_sub(done) as f64 / r)));
+    }
+    s
+}
+
+/// `: 1.2 GB of 4.1 GB (29%), 35.2 MB/s, 1m22s left`, as far as the figures are known.
+fn pull_figures(completed: Option<u64>, total: Option<u64>, rate_bps: Option<f64>) -> String {
+    let (Some(done), Some(t)) = (completed, total) else { return String::new() };
+    if t == 0 {
+        return String::new();
+    }
+    let mut s = format!(": {} of {} ({}%)", bytes_text(done), bytes_text(t), done.min(t).saturating_mul(100) / t);
+    let rate = pull_rate_text(completed, total, rate_bps);
+    if !rate.is_empty() {
+        s.push_str(", ");
+        s.push_str(&rate);
+    }
+    s
+}
+
 /// Where a model's weights are, the way `ollama ps` says it: `100% GPU`, `100% CPU`, or
 /// `48%/52% CPU/GPU` (ollama's `cmd/cmd.go` ListRunningHandler prints the same three forms).
 pub fn processor(gpu_share: f64) -> String {
@@ -508,5 +531,32 @@ impl Event {
             Some(h) => format!("[{}] {}@{} {}", self.cycle, self.from, h, text),
             None => format!("[{}] {} {}", self.cycle, self.from, text),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_read_with_bytes_rate_and_time_left() {
+        let s = Step::Pulling {
+            model: "llama3.1:70b".into(),
+            digest: Some("6a0746a1ec1a".into()),
+            completed: Some(1_200_000_000),
+            total: Some(4_100_000_000),
+            rate_bps: Some(35_200_000.0),
+        };
+        assert_eq!(
+            s.text(),
+            "pulling llama3.1:70b (layer 6a0746a1ec1a): 1.2 GB of 4.1 GB (29%), 35.2 MB/s, 1m22s left"
+        );
+        let s = Step::ImagePulling { image: "ollama/ollama".into(), completed: None, total: None, rate_bps: None };
+        assert_eq!(s.text(), "pulling image ollama/ollama");
+        let s =
+            Step::ImagePulling { image: "i".into(), completed: Some(512), total: Some(2_000_000), rate_bps: Some(0.0) };
+        assert_eq!(s.text(), "pulling image i: 512 B of 2.0 MB (0%)");
+        assert_eq!(duration_text(7322.0), "2h02m");
+        assert_eq!(pull_rate_text(Some(5), Some(10), Some(f64::NAN)), "");
     }
 }
