@@ -270,7 +270,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Ok(exit::FAILED)
             }
         },
-        Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold),
+        Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold, cli.json),
         Cmd::Start { plan } => {
             let (text, _) = match read_plan(&plan) {
                 Ok(p) => p,

@@ -191,7 +191,7 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
+            serde_json::to_string(
                 &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts, "roofline_decode_tps": roofline, "claims": claims })
             )?
         );
@@ -289,13 +289,18 @@ fn print_ledger(plan: &protocol::plan::Plan, ledger: &[(PlanClaim, Foresight)]) 
 }
 
 /// `threadcycle compare`: markdown comparison of two cycles' results.
-pub fn compare(out: &Path, a: &str, b: &str, threshold: f64) -> Result<u8> {
+pub fn compare(out: &Path, a: &str, b: &str, threshold: f64, json: bool) -> Result<u8> {
     let load = |c: &str| -> Result<protocol::messages::BenchmarkResults, String> {
         let p = out.join(c).join("data/results.json");
         let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{} is not a results file: {e}", p.display()))
     };
     match (load(a), load(b)) {
+        (Ok(ra), Ok(rb)) if json => {
+            let figures = agent_documentation::compare::changes(&ra, &rb, threshold);
+            println!("{}", serde_json::json!({ "a": a, "b": b, "threshold_pct": threshold, "figures": figures }));
+            Ok(0)
+        }
         (Ok(ra), Ok(rb)) => {
             print!("{}", agent_documentation::compare::compare(a, &ra, b, &rb, threshold));
             Ok(0)

@@ -76,6 +76,9 @@ pub fn cycles_table(cycles: &[CycleRecord], now: DateTime<Utc>) -> String {
             let model = if r.attempt > 1 { format!("{model} try {}", r.attempt) } else { model };
             let proc_ = r.gpu_share.map(processor).unwrap_or_else(dash);
             rows.push(common(clean(&model), clean(&r.host), proc_, r.decode_tps.or(c.decode_tps_mean())));
+            if let Some(p) = &r.pull {
+                notes.push(format!("{}: {}: {}", c.id, clean(&r.model), clean(&p.text())));
+            }
         }
         if let CycleState::Failed { reason } = &c.state {
             notes.push(format!("{}: failed: {}", c.id, clean(reason)));
@@ -192,6 +195,33 @@ mod tests {
         assert_eq!(j["cycles"][0]["decode_tps_mean"], 45.0);
         assert_eq!(j["cycles"][0]["seconds_left"], 100.0);
         assert_eq!(j["cycles"][0]["models_done"], 1);
+    }
+
+    #[test]
+    fn a_pull_under_way_shows_under_the_table_until_it_ends() {
+        let now = Utc::now();
+        let mut c = record(now);
+        c.apply(&ev(EventBody::ModelStarted { model: "big".into(), index: 1, of: 1, attempt: 1 }));
+        let pulling = Step::Pulling {
+            model: "llama3.1:70b".into(),
+            digest: None,
+            completed: Some(1_200_000_000),
+            total: Some(4_100_000_000),
+            rate_bps: Some(35_200_000.0),
+        };
+        assert!(c.apply(&ev(EventBody::Step { model: "big".into(), step: pulling })));
+        let t = cycles_table(&[c.clone()], now);
+        assert!(
+            t.lines()
+                .any(|l| l
+                    == "20261130-1200-ab12: big: pulling llama3.1:70b: 1.2 GB of 4.1 GB (29%), 35.2 MB/s, 1m22s left"),
+            "{t}"
+        );
+        c.apply(&ev(EventBody::Step {
+            model: "big".into(),
+            step: Step::Pulled { model: "llama3.1:70b".into(), bytes: 4_100_000_000, seconds: 120.0 },
+        }));
+        assert!(!cycles_table(&[c], now).contains("pulling"));
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub struct RunningModel {
     /// Mean client decode tokens/s of those runs.
     #[serde(default)]
     pub decode_tps: Option<f64>,
+    /// The pull under way for it (`Pulling` or `ImagePulling`, with bytes, rate), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::events::Step>,
 }
 
 impl CycleRecord {
@@ -218,7 +221,20 @@ impl CycleRecord {
                     gpu_share: None,
                     runs: 0,
                     decode_tps: None,
+                    pull: None,
                 });
+            }
+            EventBody::Step { model, step: step @ (Step::Pulling { .. } | Step::ImagePulling { .. }) } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.pull = Some(step.clone());
+            }
+            EventBody::Step {
+                model,
+                step:
+                    Step::Pulled { .. } | Step::ImagePulled { .. } | Step::ModelPresent { .. } | Step::EngineReady { .. },
+            } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.pull = None;
             }
             EventBody::Step { model, step: Step::WeightsPlaced { gpu_share } } => {
                 let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };

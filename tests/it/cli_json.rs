@@ -98,6 +98,15 @@ fn events_follow_json_and_up_json_print_one_object_per_line_of_a_real_cycle() {
     let r = results(&cycle_dir(&out));
     let measured: Vec<f64> = first_model(&r).runs.iter().filter_map(|x| x.client_decode_tps).collect();
     assert_eq!(runs, measured);
+    // compare --json: one object, every figure of the cycle against itself unchanged.
+    let cmp = threadcycle().args(["compare", &cycle, &cycle, "--json", "--out"]).arg(&out).output().expect("compare");
+    assert!(cmp.status.success(), "{}", show(&cmp));
+    let lines = ndjson(&String::from_utf8_lossy(&cmp.stdout), "compare --json");
+    let figures = lines[0]["figures"].as_array().expect("figures");
+    let decode = figures.iter().find(|f| f["figure"] == "Decode tok/s (client)").expect("decode");
+    let mean_a = decode["a"].as_f64().expect("a figure");
+    assert!((mean_a - measured.iter().sum::<f64>() / measured.len() as f64).abs() < 1e-9, "{decode}");
+    assert!(figures.iter().all(|f| f["flag"].is_null()), "{}", lines[0]);
     // status --json: one object on one line, with the mean the table shows. `up` stopped its
     // agents; a Main on the same server answers from the cycle record in NATS.
     let mut main = threadcycle()
