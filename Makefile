@@ -21,12 +21,12 @@ CARGO ?= cargo
 # Unit tests that need dockerd or the demo model, left out of `make check` (they run in `make test`).
 FAST_SKIP := --skip docker:: --skip real_docker --skip demo_model
 
-.PHONY: demo test check prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets
+.PHONY: demo test check prereqs prereqs-test deps nats llama model docker browser build clippy bench clean-venv compose-images compose-secrets prometheus
 
 demo: prereqs nats llama model build
 	$(CARGO) run --quiet --bin threadcycle -- up plans/demo.toml
 
-test: prereqs-test deps docker browser
+test: prereqs-test deps docker browser prometheus
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	$(CARGO) test --workspace --no-fail-fast
@@ -71,6 +71,12 @@ docker: llama
 	scripts/build-test-images.sh
 	@command -v docker-compose >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null; }
 	@docker-compose version --short
+
+# A real Prometheus for tests/it/prometheus.rs (Debian's package; the test starts its own on a
+# free port with a temporary config).
+prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -1
 
 # The compose deployment with images built here FROM scratch (no registry needed): see
 # tests/compose/docker-compose.test.yml. `docker compose build` makes the production image.

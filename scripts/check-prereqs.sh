@@ -45,6 +45,7 @@ if [ "$what" = test ]; then
     command -v dockerd >/dev/null 2>&1 || needs_apt+=(docker.io)
     command -v docker-compose >/dev/null 2>&1 || needs_apt+=(docker-compose)
     [ -x /usr/bin/chromium ] || needs_apt+=(chromium)
+    command -v prometheus >/dev/null 2>&1 || needs_apt+=(prometheus)
     if [ ${#needs_apt[@]} -gt 0 ] && [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
         miss "root or password-less sudo, to apt-get install ${needs_apt[*]} (or install them yourself first)"
     fi

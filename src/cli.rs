@@ -55,6 +55,15 @@ pub enum Cmd {
         /// without a report (the NATS store and logs are kept either way).
         #[arg(long, value_enum, default_value = "report")]
         on_interrupt: crate::up::OnInterrupt,
+        /// Serve Prometheus metrics on this address while the cycle runs (`off`: none).
+        #[arg(long, env = "THREADCYCLE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: String,
+    },
+    /// Serve Prometheus metrics at /metrics, fed from NATS (events and Main's status).
+    Metrics {
+        /// Address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, env = "THREADCYCLE_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+        listen: std::net::SocketAddr,
     },
     /// Run a command that is sent SIGTERM when this command's parent dies (used by `up` for
     /// its nats-server).
@@ -93,6 +102,15 @@ pub enum Cmd {
         /// Refresh every two seconds.
         #[arg(long)]
         watch: bool,
+    },
+    /// Follow events as they happen: one line each, or NDJSON with --json (one object per line).
+    /// With a cycle, stops after that cycle's last event.
+    Events {
+        /// Only this cycle's events.
+        cycle: Option<String>,
+        /// Follow (required: the operator's NATS user sees live events only).
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Cancel a cycle: the engine is stopped, nothing more is measured.
     Cancel {
@@ -220,7 +238,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
             crate::agents::run(&cli.nats, host, role, out, run_dir, host_profile).await
         }
         Cmd::ExecWithParent { parent, command } => Ok(crate::supervise::exec_with_parent(parent, &command)),
-        Cmd::Up { plan, out, host_profiles, on_interrupt } => {
+        Cmd::Metrics { listen } => crate::exporter::run(&cli.nats, listen, cli.json).await,
+        Cmd::Up { plan, out, host_profiles, on_interrupt, metrics_listen } => {
+            let metrics = match metrics_listen.as_str() {
+                "off" => None,
+                a => match a.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("error: --metrics-listen `{a}`: {e} (an address like 127.0.0.1:9464, or off)");
+                        return Ok(exit::BAD_INPUT);
+                    }
+                },
+            };
             let profiles = match parse_host_profiles(&host_profiles, &cli.host) {
                 Ok(p) => p,
                 Err(e) => {
@@ -228,12 +257,21 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, on_interrupt).await
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, on_interrupt, cli.json, metrics).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
         }
         Cmd::NatsConfig { dir, tls } => match handoffs::security::generate(&dir, tls) {
+            Ok(g) if cli.json => {
+                let tls = g.tls.as_ref().map(|t| {
+                    serde_json::json!({ "ca": t.ca_file, "cert": t.cert_file, "key": t.key_file, "verify": t.verify })
+                });
+                let env: serde_json::Map<String, serde_json::Value> =
+                    g.env_files.iter().map(|(r, p)| (r.as_str().to_string(), serde_json::json!(p))).collect();
+                println!("{}", serde_json::json!({ "config": g.config, "env_files": env, "tls": tls }));
+                Ok(0)
+            }
             Ok(g) => {
                 print!("{}", g.summary());
                 Ok(0)
@@ -247,7 +285,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Ok(exit::FAILED)
             }
         },
-        Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold),
+        Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold, cli.json),
         Cmd::Start { plan } => {
             let (text, _) = match read_plan(&plan) {
                 Ok(p) => p,
@@ -267,6 +305,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 crate::client::one_shot(&cli.nats, req, cli.json).await
             }
         }
+        Cmd::Events { cycle, follow } => crate::follow::run(&cli.nats, cycle, follow, cli.json).await,
         Cmd::Cancel { cycle, report } => {
             crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle, report }, cli.json)
                 .await

@@ -3,7 +3,7 @@
 use crate::exit;
 use agent_documentation::claims::{self, Foresight, PlanClaim};
 use anyhow::Result;
-use protocol::operator::{CycleState, OperatorReply};
+use protocol::operator::OperatorReply;
 use protocol::results::{EscalationRecord, Fit, FitVerdict};
 use std::path::Path;
 
@@ -15,62 +15,43 @@ fn gib(b: u64) -> String {
     format!("{:.1} GB", b as f64 / (1u64 << 30) as f64)
 }
 
-/// Prints Main's answer.
+/// Prints Main's answer: text, or with `json` one compact JSON object on one line (so
+/// `status --watch --json` is a stream of objects, one per line, for `jq`).
 pub fn print_reply(reply: &OperatorReply, json: bool) {
+    let now = chrono::Utc::now();
     if json {
-        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        let v = match reply {
+            OperatorReply::Status { cycles, agents } => crate::status::status_json(cycles, agents, now),
+            other => serde_json::to_value(other).unwrap_or_default(),
+        };
+        println!("{v}");
         return;
     }
     match reply {
         OperatorReply::Started { cycle } => println!("cycle {cycle} started"),
         OperatorReply::Status { cycles, agents } => {
-            if cycles.is_empty() {
-                println!("no cycles");
-            }
+            print!("{}", crate::status::cycles_table(cycles, now));
             for c in cycles {
-                let state = match &c.state {
-                    CycleState::Running { phase } => format!("running ({phase:?})").to_lowercase(),
-                    CycleState::Completed => "completed".into(),
-                    CycleState::Failed { reason } => format!("failed: {}", clean(reason)),
-                    CycleState::Canceled => "canceled".into(),
-                };
-                let on = if c.hosts.is_empty() { c.host.clone() } else { format!("hosts {}", c.hosts.join(", ")) };
-                println!(
-                    "{}  {}  plan `{}` on {}  models {}/{}  requests {}/{}",
-                    c.id,
-                    state,
-                    clean(&c.plan),
-                    on,
-                    c.models_done,
-                    c.models_total,
-                    c.requests_done,
-                    c.requests_total
-                );
                 for h in &c.hosts {
                     let placed: Vec<&str> =
                         c.placement.iter().filter(|(_, ph)| *ph == h).map(|(m, _)| m.as_str()).collect();
                     if placed.is_empty() {
-                        println!("    host {}: waiting for placement", clean(h));
+                        println!("{} host {}: waiting for placement", c.id, clean(h));
                     } else {
                         let done = c.host_done.get(h).copied().unwrap_or(0);
                         println!(
-                            "    host {}: models {done}/{} ({})",
+                            "{} host {}: models {done}/{} ({})",
+                            c.id,
                             clean(h),
                             placed.len(),
                             clean(&placed.join(", "))
                         );
                     }
                 }
-                if let Some(d) = &c.report_dir {
-                    println!("    reports: {}", clean(d));
-                }
             }
             if !agents.is_empty() {
-                println!("agents:");
-                for a in agents {
-                    let health = if a.age_s > 20.0 { "STALE" } else { "alive" };
-                    println!("  {:<20} {health} (last heartbeat {:.0} s ago, pid {})", a.agent, a.age_s, a.pid);
-                }
+                println!();
+                print!("{}", crate::status::agents_table(agents));
             }
         }
         OperatorReply::Canceled { state } => println!("cycle is now {state:?}"),
@@ -210,7 +191,7 @@ pub async fn plan_check(path: &Path, profile: Option<&Path>, json: bool) -> Resu
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
+            serde_json::to_string(
                 &serde_json::json!({ "plan": plan, "host": host_label, "verdicts": verdicts, "roofline_decode_tps": roofline, "claims": claims })
             )?
         );
@@ -309,13 +290,18 @@ fn print_ledger(plan: &protocol::plan::Plan, ledger: &[(PlanClaim, Foresight)]) 
 }
 
 /// `threadcycle compare`: markdown comparison of two cycles' results.
-pub fn compare(out: &Path, a: &str, b: &str, threshold: f64) -> Result<u8> {
+pub fn compare(out: &Path, a: &str, b: &str, threshold: f64, json: bool) -> Result<u8> {
     let load = |c: &str| -> Result<protocol::messages::BenchmarkResults, String> {
         let p = out.join(c).join("data/results.json");
         let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{} is not a results file: {e}", p.display()))
     };
     match (load(a), load(b)) {
+        (Ok(ra), Ok(rb)) if json => {
+            let figures = agent_documentation::compare::changes(&ra, &rb, threshold);
+            println!("{}", serde_json::json!({ "a": a, "b": b, "threshold_pct": threshold, "figures": figures }));
+            Ok(0)
+        }
         (Ok(ra), Ok(rb)) => {
             print!("{}", agent_documentation::compare::compare(a, &ra, b, &rb, threshold));
             Ok(0)

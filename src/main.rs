@@ -4,8 +4,12 @@ mod agents;
 mod cli;
 mod client;
 mod display;
+mod exporter;
+mod follow;
 mod nats_args;
 mod plan_file;
+mod progress;
+mod status;
 mod supervise;
 mod up;
 

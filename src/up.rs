@@ -12,18 +12,17 @@ use crate::display::print_escalation;
 use crate::exit;
 use crate::nats_args::NatsArgs;
 use crate::plan_file::{read_plan, start_request};
+use crate::progress::Progress;
 use crate::supervise::{AgentSpec, Notice, RestartPolicy, Supervisor};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use handoffs::security::{self, Credential};
 use handoffs::server::NatsServer;
-use indicatif::{ProgressBar, ProgressStyle};
 use protocol::events::{Event, EventBody};
 use protocol::operator::{CycleState, OperatorReply, OperatorRequest};
 use protocol::plan::Runtime;
 use protocol::{Role, results::EscalationRecord};
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -210,62 +209,6 @@ impl MachineLock {
     }
 }
 
-/// How progress is shown: a bar on a terminal, plain lines when piped.
-struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
-        }
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests  {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
-    }
-
-    fn event(&self, ev: &Event) {
-        let line = crate::display::clean(&ev.line());
-        match &self.bar {
-            Some(bar) => {
-                if matches!(ev.body, EventBody::RunMeasured { .. }) {
-                    bar.inc(1);
-                }
-                bar.set_message(line.clone());
-                if matches!(
-                    ev.body,
-                    EventBody::ModelFinished { .. }
-                        | EventBody::EscalationOpened { .. }
-                        | EventBody::EscalationDecided { .. }
-                        | EventBody::CycleStarted { .. }
-                ) {
-                    bar.println(line);
-                }
-            }
-            None => println!("{line}"),
-        }
-    }
-
-    fn println(&self, s: &str) {
-        let s = crate::display::clean(s);
-        match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{s}")),
-            None => println!("{s}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// How a cycle under `up` ended.
 enum Outcome {
     /// Its reports are in this folder.
@@ -299,6 +242,8 @@ pub async fn run(
     plan_path: &Path,
     out: &Path,
     on_interrupt: OnInterrupt,
+    json: bool,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<u8> {
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
@@ -366,6 +311,21 @@ pub async fn run(
     let mut interrupted = interrupt_signal()?;
     let (cycle, outcome) = match handoffs::connect(&client_config).await {
         Ok(client) => {
+            // The exporter lives as long as this connection; a busy port costs the metrics,
+            // not the cycle.
+            let _exporter = match metrics {
+                Some(addr) => match crate::exporter::start(client.clone(), addr, Duration::from_secs(2)).await {
+                    Ok((bound, task)) => {
+                        eprintln!("Prometheus metrics at http://{bound}/metrics");
+                        Some(AbortOnDrop(task))
+                    }
+                    Err(e) => {
+                        eprintln!("warning: no metrics: cannot serve them on {addr}: {e} (--metrics-listen)");
+                        None
+                    }
+                },
+                None => None,
+            };
             let (cycle, outcome) = follow_cycle(
                 &client,
                 &mut agents,
@@ -376,6 +336,7 @@ pub async fn run(
                 plan_text,
                 plan_path,
                 &log_dir,
+                json,
             )
             .await;
             agents.stop().await;
@@ -408,7 +369,24 @@ pub async fn run(
         }
     }
     let cycle = cycle.unwrap_or_default();
-    Ok(match outcome? {
+    let outcome = outcome?;
+    if json {
+        let (word, detail) = match &outcome {
+            Outcome::Completed(dir) => ("completed", serde_json::json!({ "reports": dir })),
+            Outcome::Failed(reason) => ("failed", serde_json::json!({ "reason": reason })),
+            Outcome::Refused(code, message) => ("refused", serde_json::json!({ "code": code, "message": message })),
+            Outcome::NoAnswer => ("no_answer", serde_json::json!({ "logs": log_dir })),
+            Outcome::Canceled => ("canceled", serde_json::json!({})),
+            Outcome::CanceledWithReport(dir) => ("canceled", serde_json::json!({ "partial_reports": dir })),
+        };
+        let mut v = serde_json::json!({ "up": word, "cycle": (!cycle.is_empty()).then_some(&cycle) });
+        if let (Some(o), Some(d)) = (v.as_object_mut(), detail.as_object()) {
+            o.extend(d.clone());
+        }
+        println!("{v}");
+    }
+    Ok(match outcome {
+        Outcome::Completed(_) if json => 0,
         Outcome::Completed(dir) => {
             println!("{}", Path::new(&dir).join("README.md").display());
             0
@@ -429,6 +407,7 @@ pub async fn run(
             eprintln!("error: Main did not answer within 30 s; logs in {}", log_dir.display());
             exit::FAILED
         }
+        Outcome::CanceledWithReport(_) if json => exit::CANCELED,
         Outcome::CanceledWithReport(dir) => {
             eprintln!("cycle {cycle} canceled; the partial report of what was measured is in {dir}");
             println!("{}", Path::new(&dir).join("README.md").display());
@@ -439,6 +418,15 @@ pub async fn run(
             exit::CANCELED
         }
     })
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn server_was_private(nats: &NatsArgs) -> bool {
@@ -482,6 +470,7 @@ async fn follow_cycle(
     plan_text: String,
     plan_path: &Path,
     log_dir: &Path,
+    json: bool,
 ) -> (Option<String>, Result<Outcome>) {
     let mut events = match client.subscribe(protocol::subjects::EVENT_WILDCARD).await {
         Ok(e) => e,
@@ -514,7 +503,7 @@ async fn follow_cycle(
     }
     let Some(cycle) = cycle else { return (None, Ok(Outcome::NoAnswer)) };
     let total = plan.measured_requests();
-    let progress = Progress::new(total);
+    let progress = Progress::new(total, json);
     progress.println(&format!("cycle {cycle} started (plan `{}`; agent logs in {})", plan.name, log_dir.display()));
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -625,11 +614,13 @@ async fn partial_report(
 }
 
 fn show_escalation(progress: &Progress, e: &EscalationRecord) {
-    match &progress.bar {
+    match progress.bar() {
         Some(bar) => bar.suspend(|| {
             print_escalation(e);
             println!("  type a number here to answer it");
         }),
+        // With --json the event line already carries it; the human prompt goes to stderr.
+        None if progress.json() => eprintln!("escalation {} waiting: threadcycle escalations", e.id),
         None => {
             print_escalation(e);
             println!("  type a number (and Enter) to answer it");

@@ -21,6 +21,32 @@ pub enum Phase {
     Complete,
 }
 
+/// The telemetry sampler's latest figures, carried live (the full series is in the results).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveSample {
+    /// Temperature of the hottest GPU, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_temp_c: Option<f64>,
+    /// GPU utilisation, mean over GPUs, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_pct: Option<f64>,
+    /// Power of all GPUs, W.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_power_w: Option<f64>,
+    /// VRAM used on all GPUs, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_used_bytes: Option<u64>,
+    /// Engine memory (process RSS or container working set), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_mem_bytes: Option<u64>,
+    /// Engine CPU, % of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_cpu_pct: Option<f64>,
+    /// Host memory available, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mem_available_bytes: Option<u64>,
+}
+
 /// Something that happened in a cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -147,6 +173,12 @@ pub enum Step {
     },
     /// The warm-up request finished (it is left out of the results).
     WarmupDone,
+    /// Where the engine put the model's weights, once loaded: the share in VRAM (0 on a host
+    /// without a GPU), for `status`'s GPU/CPU column and the metrics.
+    WeightsPlaced {
+        /// Share of the weights in VRAM, 0 to 1.
+        gpu_share: f64,
+    },
     /// Measuring finished; the pull-ahead is still running.
     WaitingForPullAhead,
     /// The model's turn is over: the engine stopped, or its container kept as the plan asks.
@@ -192,43 +224,18 @@ impl Step {
                 format!("removed {containers} container(s) left by an earlier attempt")
             }
             Step::ContainerCreating { name, image } => format!("creating container {name} from {image}"),
-            Step::ImagePulling { image, completed, total, rate_bps } => match (completed, total) {
-                (Some(done), Some(t)) if *t > 0 => {
-                    let mut line = format!(
-                        "pulling image {image}: {}% of {:.1} GB",
-                        done.saturating_mul(100) / t,
-                        *t as f64 / 1e9
-                    );
-                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
-                        line.push_str(&format!(", {:.1} MB/s", r / 1e6));
-                    }
-                    line
-                }
-                _ => format!("pulling image {image}"),
-            },
+            Step::ImagePulling { image, completed, total, rate_bps } => {
+                format!("pulling image {image}{}", pull_figures(*completed, *total, *rate_bps))
+            }
             Step::ImagePulled { image, bytes, seconds } => {
                 format!("pulled image {image}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
             }
             Step::ModelPresent { model } => format!("{model} already present: pull skipped"),
-            Step::Pulling { model, digest, completed, total, rate_bps } => match (completed, total) {
-                (Some(done), Some(t)) if *t > 0 => {
-                    let mut line = format!(
-                        "pulling {model}: {}% of {:.1} GB ({})",
-                        done.saturating_mul(100) / t,
-                        *t as f64 / 1e9,
-                        digest.as_deref().unwrap_or("")
-                    );
-                    if let Some(r) = rate_bps.filter(|r| *r > 0.0) {
-                        line.push_str(&format!(
-                            ", {:.1} MB/s, {} s left",
-                            r / 1e6,
-                            (t.saturating_sub(*done) as f64 / r).round()
-                        ));
-                    }
-                    line
-                }
-                _ => format!("pulling {model}"),
-            },
+            Step::Pulling { model, digest, completed, total, rate_bps } => format!(
+                "pulling {model}{}{}",
+                digest.as_deref().map(|d| format!(" (layer {d})")).unwrap_or_default(),
+                pull_figures(*completed, *total, *rate_bps)
+            ),
             Step::Pulled { model, bytes, seconds } => {
                 format!("pulled {model}: {:.1} GB in {seconds:.1} s", *bytes as f64 / 1e9)
             }
@@ -244,6 +251,7 @@ impl Step {
             }
             Step::EngineReady { seconds } => format!("engine ready after {seconds:.1} s"),
             Step::WarmupDone => "warm-up done (excluded from results)".into(),
+            Step::WeightsPlaced { gpu_share } => format!("weights placed: {}", processor(*gpu_share)),
             Step::WaitingForPullAhead => "measured; waiting for the pull-ahead to finish".into(),
             Step::EngineStopped { kept: true } => "measured; container kept as the plan asks".into(),
             Step::EngineStopped { kept: false } => "engine stopped".into(),
@@ -322,6 +330,22 @@ pub enum EventBody {
         tokens: u32,
         /// Client decode tokens/s.
         decode_tps: Option<f64>,
+        /// End-to-end latency, ms (client side); None from an older Writer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        e2e_ms: Option<f64>,
+        /// Time per output token after the first, ms (the mean inter-token gap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tpot_ms: Option<f64>,
+        /// Prompt tokens, when the engine said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_tokens: Option<u32>,
+        /// Prefill tokens/s the engine reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefill_tps: Option<f64>,
+        /// The sampler's latest figures when the run ended (GPU, engine process or container,
+        /// host), for the live metrics.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample: Option<LiveSample>,
     },
     /// A model's turn ended.
     ModelFinished {
@@ -399,6 +423,65 @@ pub enum EventBody {
     },
 }
 
+/// Bytes as `ollama pull` and `docker pull` show them: decimal units, `512 B`, `12.3 MB`, `4.1 GB`.
+pub fn bytes_text(b: u64) -> String {
+    let b = b as f64;
+    match b {
+        _ if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        _ if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        _ if b >= 1e3 => format!("{:.1} KB", b / 1e3),
+        _ => format!("{b:.0} B"),
+    }
+}
+
+/// Seconds as a short duration: `45s`, `3m05s`, `1h02m`.
+pub fn duration_text(s: f64) -> String {
+    let s = if s.is_finite() { s.max(0.0).round() as u64 } else { 0 };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The rate and time left of a pull: `35.2 MB/s, 1m22s left`; empty without a rate.
+pub fn pull_rate_text(completed: Option<u64>, total: Option<u64>, rate_bps: Option<f64>) -> String {
+    let Some(r) = rate_bps.filter(|r| r.is_finite() && *r > 0.0) else { return String::new() };
+    let mut s = format!("{}/s", bytes_text(r as u64));
+    if let (Some(done), Some(t)) = (completed, total)
+        && t > 0
+    {
+        s.push_str(&format!(", {} left", duration_text(t.saturating_sub(done) as f64 / r)));
+    }
+    s
+}
+
+/// `: 1.2 GB of 4.1 GB (29%), 35.2 MB/s, 1m22s left`, as far as the figures are known.
+fn pull_figures(completed: Option<u64>, total: Option<u64>, rate_bps: Option<f64>) -> String {
+    let (Some(done), Some(t)) = (completed, total) else { return String::new() };
+    if t == 0 {
+        return String::new();
+    }
+    let mut s = format!(": {} of {} ({}%)", bytes_text(done), bytes_text(t), done.min(t).saturating_mul(100) / t);
+    let rate = pull_rate_text(completed, total, rate_bps);
+    if !rate.is_empty() {
+        s.push_str(", ");
+        s.push_str(&rate);
+    }
+    s
+}
+
+/// Where a model's weights are, the way `ollama ps` says it: `100% GPU`, `100% CPU`, or
+/// `48%/52% CPU/GPU` (ollama's `cmd/cmd.go` ListRunningHandler prints the same three forms).
+pub fn processor(gpu_share: f64) -> String {
+    let g = (gpu_share.clamp(0.0, 1.0) * 100.0).round() as u32;
+    match g {
+        100 => "100% GPU".into(),
+        0 => "100% CPU".into(),
+        g => format!("{}%/{g}% CPU/GPU", 100 - g),
+    }
+}
+
 impl Event {
     /// A new event stamped now.
     pub fn new(cycle: CycleId, from: Role, body: EventBody) -> Self {
@@ -418,7 +501,7 @@ impl Event {
                 format!("model {index}/{of} {model}: attempt {attempt}")
             }
             EventBody::Step { model, step } => format!("{model}: {}", step.text()),
-            EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps } => format!(
+            EventBody::RunMeasured { model, prompt, repetition, ttft_ms, tokens, decode_tps, .. } => format!(
                 "{model} {prompt} #{repetition}: TTFT {ttft_ms:.0} ms, {tokens} tokens{}",
                 decode_tps.map(|t| format!(", {t:.1} tok/s")).unwrap_or_default()
             ),
@@ -448,5 +531,32 @@ impl Event {
             Some(h) => format!("[{}] {}@{} {}", self.cycle, self.from, h, text),
             None => format!("[{}] {} {}", self.cycle, self.from, text),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_read_with_bytes_rate_and_time_left() {
+        let s = Step::Pulling {
+            model: "llama3.1:70b".into(),
+            digest: Some("6a0746a1ec1a".into()),
+            completed: Some(1_200_000_000),
+            total: Some(4_100_000_000),
+            rate_bps: Some(35_200_000.0),
+        };
+        assert_eq!(
+            s.text(),
+            "pulling llama3.1:70b (layer 6a0746a1ec1a): 1.2 GB of 4.1 GB (29%), 35.2 MB/s, 1m22s left"
+        );
+        let s = Step::ImagePulling { image: "ollama/ollama".into(), completed: None, total: None, rate_bps: None };
+        assert_eq!(s.text(), "pulling image ollama/ollama");
+        let s =
+            Step::ImagePulling { image: "i".into(), completed: Some(512), total: Some(2_000_000), rate_bps: Some(0.0) };
+        assert_eq!(s.text(), "pulling image i: 512 B of 2.0 MB (0%)");
+        assert_eq!(duration_text(7322.0), "2h02m");
+        assert_eq!(pull_rate_text(Some(5), Some(10), Some(f64::NAN)), "");
     }
 }

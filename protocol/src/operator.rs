@@ -134,6 +134,19 @@ pub struct CycleRecord {
     /// Models finished per host (several-host cycles).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_done: BTreeMap<String, u32>,
+    /// The models being measured now, one per host (folded from events by Main).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<RunningModel>,
+    /// Output tokens of the runs measured so far.
+    #[serde(default)]
+    pub tokens_done: u64,
+    /// Sum of the client decode tokens/s of the runs measured so far (with `decode_runs`, the
+    /// mean so far).
+    #[serde(default)]
+    pub decode_tps_sum: f64,
+    /// Runs with a decode tokens/s figure.
+    #[serde(default)]
+    pub decode_runs: u32,
     /// The plan's `policy.agent_timeout_s`: how long Main lets an agent the cycle waits on stay
     /// silent before it fails the cycle (0 = for ever).
     #[serde(default = "default_agent_timeout_s")]
@@ -145,6 +158,124 @@ pub struct CycleRecord {
 
 fn default_agent_timeout_s() -> u64 {
     600
+}
+
+/// A model whose turn is under way (`status`'s rows, like `ollama ps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningModel {
+    /// Model name from the plan.
+    pub model: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Position from 1, of `of`.
+    pub index: u32,
+    /// Models in the plan.
+    pub of: u32,
+    /// Attempt from 1.
+    pub attempt: u32,
+    /// When its turn began.
+    pub since: DateTime<Utc>,
+    /// Share of its weights in VRAM, once the engine loaded it.
+    #[serde(default)]
+    pub gpu_share: Option<f64>,
+    /// Runs measured in this turn.
+    #[serde(default)]
+    pub runs: u32,
+    /// Mean client decode tokens/s of those runs.
+    #[serde(default)]
+    pub decode_tps: Option<f64>,
+    /// The pull under way for it (`Pulling` or `ImagePulling`, with bytes, rate), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::events::Step>,
+}
+
+impl CycleRecord {
+    /// Mean client decode tokens/s over the runs measured so far.
+    pub fn decode_tps_mean(&self) -> Option<f64> {
+        (self.decode_runs > 0).then(|| self.decode_tps_sum / f64::from(self.decode_runs))
+    }
+
+    /// Seconds left, estimated from the pace so far (time per measured request, engine start-ups
+    /// included); None before the first request or once nothing is left.
+    pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<f64> {
+        if self.state.is_final() || self.requests_done == 0 || self.requests_done >= self.requests_total {
+            return None;
+        }
+        let elapsed = (now - self.started_at).num_milliseconds() as f64 / 1000.0;
+        (elapsed > 0.0)
+            .then(|| elapsed / f64::from(self.requests_done) * f64::from(self.requests_total - self.requests_done))
+    }
+
+    /// Folds one event into the record (phase, progress, what runs where, tokens/s so far).
+    /// Returns false for an event that changes nothing.
+    pub fn apply(&mut self, ev: &crate::events::Event) -> bool {
+        use crate::events::{EventBody, Step};
+        let host = ev.host.clone().unwrap_or_else(|| self.host.clone());
+        match &ev.body {
+            EventBody::PhaseStarted { phase } if !self.state.is_final() => {
+                self.state = CycleState::Running { phase: *phase };
+            }
+            EventBody::ModelStarted { model, index, of, attempt } => {
+                self.running.retain(|r| r.host != host && &r.model != model);
+                self.running.push(RunningModel {
+                    model: model.clone(),
+                    host,
+                    index: *index,
+                    of: *of,
+                    attempt: *attempt,
+                    since: ev.at,
+                    gpu_share: None,
+                    runs: 0,
+                    decode_tps: None,
+                    pull: None,
+                });
+            }
+            EventBody::Step { model, step: step @ (Step::Pulling { .. } | Step::ImagePulling { .. }) } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.pull = Some(step.clone());
+            }
+            EventBody::Step {
+                model,
+                step:
+                    Step::Pulled { .. } | Step::ImagePulled { .. } | Step::ModelPresent { .. } | Step::EngineReady { .. },
+            } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.pull = None;
+            }
+            EventBody::Step { model, step: Step::WeightsPlaced { gpu_share } } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.gpu_share = Some(*gpu_share);
+            }
+            EventBody::ModelFinished { model, .. } => {
+                self.models_done += 1;
+                if let Some(h) = self.placement.get(model) {
+                    *self.host_done.entry(h.clone()).or_insert(0) += 1;
+                }
+                self.running.retain(|r| &r.model != model);
+            }
+            EventBody::RunMeasured { model, tokens, decode_tps, .. } => {
+                self.requests_done += 1;
+                self.tokens_done += u64::from(*tokens);
+                if let Some(t) = decode_tps.filter(|t| t.is_finite()) {
+                    self.decode_tps_sum += t;
+                    self.decode_runs += 1;
+                }
+                if let Some(r) = self.running.iter_mut().find(|r| &r.model == model) {
+                    if let Some(t) = decode_tps.filter(|t| t.is_finite()) {
+                        let n = f64::from(r.runs);
+                        r.decode_tps = Some((r.decode_tps.unwrap_or(0.0) * n + t) / (n + 1.0));
+                    }
+                    r.runs += 1;
+                }
+            }
+            EventBody::CycleCompleted { .. } | EventBody::CycleFailed { .. } | EventBody::CycleCanceled => {
+                self.running.clear();
+            }
+            _ => return false,
+        }
+        self.updated_at = ev.at;
+        true
+    }
 }
 
 /// An agent's liveness as Main sees it.

@@ -73,6 +73,65 @@ fn status(m: Option<&ModelResult>) -> String {
     }
 }
 
+/// One figure of one model in both cycles, for `compare --json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FigureChange {
+    /// Model name.
+    pub model: String,
+    /// The figure, as the markdown names it.
+    pub figure: &'static str,
+    /// In the earlier cycle (None: not measured there).
+    pub a: Option<f64>,
+    /// In the later cycle.
+    pub b: Option<f64>,
+    /// Change, %, when both are known.
+    pub change_pct: Option<f64>,
+    /// `regression`, `improved`, or None.
+    pub flag: Option<&'static str>,
+}
+
+/// Whether a change of `pct` in figure `f` is a regression or an improvement beyond the threshold.
+fn judge(f: &Figure, pct: f64, threshold: f64) -> Option<&'static str> {
+    let (worse, better) = match f.better {
+        Better::Higher => (pct < -threshold, pct > threshold),
+        Better::Lower => (pct > threshold, pct < -threshold),
+        Better::Neither => (false, false),
+    };
+    if worse {
+        Some("regression")
+    } else if better {
+        Some("improved")
+    } else {
+        None
+    }
+}
+
+/// Every figure of every model in either cycle, judged as [`compare`] judges it.
+pub fn changes(a: &BenchmarkResults, b: &BenchmarkResults, threshold_pct: f64) -> Vec<FigureChange> {
+    let threshold = if threshold_pct.is_finite() { threshold_pct.abs() } else { 0.0 };
+    let mut names: Vec<&str> = Vec::new();
+    for m in b.models.iter().chain(&a.models) {
+        if !names.contains(&m.model.as_str()) {
+            names.push(&m.model);
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let ma = a.models.iter().find(|m| m.model == name);
+        let mb = b.models.iter().find(|m| m.model == name);
+        for f in FIGURES {
+            let (va, vb) = (ma.and_then(f.read), mb.and_then(f.read));
+            let change_pct = match (va, vb) {
+                (Some(x), Some(y)) if x.abs() > f64::EPSILON => Some((y - x) / x * 100.0),
+                _ => None,
+            };
+            let flag = change_pct.and_then(|p| judge(f, p, threshold));
+            out.push(FigureChange { model: name.to_string(), figure: f.name, a: va, b: vb, change_pct, flag });
+        }
+    }
+    out
+}
+
 /// Markdown comparing cycle `a` (before) with cycle `b` (after), model by model; a change
 /// beyond `threshold_pct` percent in the worse direction is flagged as a regression.
 pub fn compare(a_cycle: &str, a: &BenchmarkResults, b_cycle: &str, b: &BenchmarkResults, threshold_pct: f64) -> String {
@@ -103,16 +162,8 @@ pub fn compare(a_cycle: &str, a: &BenchmarkResults, b_cycle: &str, b: &Benchmark
             let (change, flag) = match (va, vb) {
                 (Some(x), Some(y)) if x.abs() > f64::EPSILON => {
                     let pct = (y - x) / x * 100.0;
-                    let worse = match f.better {
-                        Better::Higher => pct < -threshold,
-                        Better::Lower => pct > threshold,
-                        Better::Neither => false,
-                    };
-                    let better = match f.better {
-                        Better::Higher => pct > threshold,
-                        Better::Lower => pct < -threshold,
-                        Better::Neither => false,
-                    };
+                    let judged = judge(f, pct, threshold);
+                    let (worse, better) = (judged == Some("regression"), judged == Some("improved"));
                     let line = format!("{} {}: {} → {} ({:+.1} %)", cell(name), f.name, num(va), num(vb), pct);
                     let flag = if worse {
                         regressions.push(line);
@@ -190,6 +241,24 @@ pub fn compare(a_cycle: &str, a: &BenchmarkResults, b_cycle: &str, b: &Benchmark
 mod tests {
     use super::*;
     use crate::fixture::report as fixture;
+
+    #[test]
+    fn changes_judge_figures_as_the_markdown_does() {
+        let before = fixture().results;
+        let mut after = before.clone();
+        for r in &mut after.models[0].runs {
+            r.client_decode_tps = r.client_decode_tps.map(|t| t * 0.8);
+        }
+        let c = changes(&before, &after, 5.0);
+        let d = c
+            .iter()
+            .find(|x| x.model == before.models[0].model && x.figure == "Decode tok/s (client)")
+            .expect("the decode figure");
+        assert_eq!(d.flag, Some("regression"), "{d:?}");
+        assert!(d.change_pct.is_some_and(|p| (p + 20.0).abs() < 1e-9), "{d:?}");
+        let md = compare("a", &before, "b", &after, 5.0);
+        assert_eq!(c.iter().filter(|x| x.flag == Some("regression")).count(), md.matches("**REGRESSION**").count() - 1);
+    }
 
     #[test]
     fn snapshot_comparison_flags_regressions() {

@@ -85,20 +85,7 @@ async fn follow_events(bus: Bus, mut shutdown: watch::Receiver<bool>) {
                             return;
                         }
                         r.last_event_seq = seq;
-                        match &ev.body {
-                            EventBody::PhaseStarted { phase } if !r.state.is_final() => {
-                                r.state = CycleState::Running { phase: *phase };
-                            }
-                            EventBody::ModelFinished { model, .. } => {
-                                r.models_done += 1;
-                                if let Some(h) = r.placement.get(model) {
-                                    *r.host_done.entry(h.clone()).or_insert(0) += 1;
-                                }
-                            }
-                            EventBody::RunMeasured { .. } => r.requests_done += 1,
-                            _ => return,
-                        }
-                        r.updated_at = ev.at;
+                        r.apply(ev);
                     })
                     .await;
                 if let Err(error) = applied {

@@ -110,6 +110,10 @@ async fn start(
         placement: Default::default(),
         host_done: Default::default(),
         agent_timeout_s: plan.policy.agent_timeout_s,
+        running: Vec::new(),
+        tokens_done: 0,
+        decode_tps_sum: 0.0,
+        decode_runs: 0,
     };
     bus.cycles.create(cycle.as_str(), &record).await?;
     bus.event_best_effort(Event::new(

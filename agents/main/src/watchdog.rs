@@ -155,6 +155,10 @@ mod tests {
             placement: Default::default(),
             host_done: Default::default(),
             agent_timeout_s: 600,
+            running: Vec::new(),
+            tokens_done: 0,
+            decode_tps_sum: 0.0,
+            decode_runs: 0,
         }
     }
 

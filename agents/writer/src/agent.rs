@@ -513,6 +513,12 @@ impl Writer {
         // The engine's memory account is read right after the load (llama-server: at start;
         // Ollama: the warm-up's request), before the request lines pile up in its log.
         let mut engine_memory = dep.engine_memory().await;
+        // Loaded by now (Ollama loads on the first request): where the weights went, for
+        // `status` and the metrics.
+        let placed = if report.host.gpus.is_empty() { Some(0.0) } else { dep.gpu_share(engine_memory.as_ref()).await };
+        if let Some(gpu_share) = placed {
+            self.event(cycle, step(Step::WeightsPlaced { gpu_share })).await;
+        }
         let launch = dep.launch_record(&base_req(&plan.prompts[0], plan.prompts[0].text.clone()));
         // Sampling starts after the warm-up: its tokens are not counted, so neither are its
         // joules, its utilisation or its heat.
@@ -572,6 +578,11 @@ impl Writer {
                         ttft_ms: r.ttft_ms,
                         tokens: r.output_tokens,
                         decode_tps: r.client_decode_tps,
+                        e2e_ms: Some(r.e2e_ms),
+                        tpot_ms: r.tpot_ms,
+                        prompt_tokens: r.prompt_tokens,
+                        prefill_tps: r.engine_prefill_tps,
+                        sample: Some(live_sample(&sampler.latest())),
                     },
                 )
                 .await;
@@ -835,6 +846,19 @@ fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String)
 
 fn failed(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Failed { reason })
+}
+
+/// The sampler's latest figures as the event carries them.
+fn live_sample(s: &host::telemetry::Snapshot) -> protocol::events::LiveSample {
+    protocol::events::LiveSample {
+        gpu_temp_c: s.gpu_temp_c,
+        gpu_util_pct: s.gpu_util_pct,
+        gpu_power_w: s.gpu_power_w,
+        vram_used_bytes: s.vram_used_bytes,
+        engine_mem_bytes: s.engine_mem_bytes,
+        engine_cpu_pct: s.engine_cpu_pct,
+        host_mem_available_bytes: s.host_mem_available_bytes,
+    }
 }
 
 #[cfg(test)]
