@@ -257,7 +257,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, on_interrupt, cli.json, metrics).await
+            let opts = crate::up::UpOptions { on_interrupt, json: cli.json, metrics };
+            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, opts).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await

@@ -234,6 +234,17 @@ pub enum OnInterrupt {
     Stop,
 }
 
+/// How `up` runs beside its plan: what Ctrl-C does, JSON output, the metrics address.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    /// What an interrupt does.
+    pub on_interrupt: OnInterrupt,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
 /// Runs a whole cycle on this machine.
 pub async fn run(
     nats: &NatsArgs,
@@ -241,10 +252,9 @@ pub async fn run(
     profiles: &[(String, PathBuf)],
     plan_path: &Path,
     out: &Path,
-    on_interrupt: OnInterrupt,
-    json: bool,
-    metrics: Option<std::net::SocketAddr>,
+    opts: UpOptions,
 ) -> Result<u8> {
+    let UpOptions { on_interrupt, json, metrics } = opts;
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
         Err(e) => {
