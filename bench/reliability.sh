@@ -27,6 +27,7 @@ run docker --test it cycle_docker
 run fuzz -p threadcycle-protocol --lib
 run gguf -p threadcycle-reader --lib gguf
 run compose --test it compose
+run operators --test it two_operators
 # Generated inputs with counts: 10,000 per input class unless FUZZ_CASES says otherwise.
 if [[ "$skip" == *" fuzzcounts "* ]]; then echo skipped >"$log/fuzzcounts.rc"; : >"$log/fuzzcounts.md"
 else bench/fuzz.sh >"$log/fuzzcounts.md" 2>&1; echo $? >"$log/fuzzcounts.rc"; fi
@@ -85,6 +86,8 @@ FAULTS=(
     "a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout escalation"
     "a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes escalation"
     "a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_lines docker"
+    "a_second_up_on_the_machine_is_refused_by_name_before_it_starts operators"
+    "main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends operators"
 )
 sum_of() { # key over the fault scenarios
     local s=0 f
@@ -141,14 +144,16 @@ $(fault_row "Container OOM-killed at its limit, remedied by Debug (auto)" deploy
 $(fault_row "Engine never healthy within its load timeout, retried by policy ($(cell a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout escalations escalation) escalations)" deploying a_never_healthy_engine_is_diagnosed_and_retried_with_a_longer_load_timeout escalation)
 $(fault_row "Model missing: diagnosed and skipped, the cycle completes ($(cell a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes escalations escalation) escalations)" deploying a_missing_model_is_diagnosed_skipped_and_the_cycle_still_completes escalation)
 $(fault_row "Container dies at start (not a GGUF file): escalation with its last log lines, skipped" deploying a_container_that_dies_at_start_gives_an_escalation_carrying_its_last_log_lines docker)
+$(fault_row "A second operator's \`up\` while another holds the machine: refused by name (the holder's pid and plan), exit 4, nothing started (refused: $(cell a_second_up_on_the_machine_is_refused_by_name_before_it_starts refused operators))" start a_second_up_on_the_machine_is_refused_by_name_before_it_starts operators)
+$(fault_row "Two operators, one Main: a second cycle for a busy host refused naming the running cycle (refused: $(cell main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends refused operators), cycles recorded: $(cell main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends cycles_recorded operators)); accepted once it was canceled" start main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends operators)
 
 Totals of these rows in this run: **$(sum_of x faults) faults injected**, **$(sum_of x cycles_completed) cycles completed** (a cycle counts once its reports were written and its results counted), **$(sum_of x results_checked) results checked**, **$(sum_of x lost) lost**, **$(sum_of x duplicates) applied twice**; $((ran - failed_rows))/$ran rows passed$([ $not_run -gt 0 ] && echo ", $not_run not run in this regeneration").
 
 In the matrix each phase is held still the moment its first event arrives (its worker is frozen
 with SIGSTOP), the four other agents are killed and restarted, then the worker itself is killed
 mid-work and restarted; the escalation of the troubleshoot phase is answered after all five died.
-Two operators starting cycles at once on one Main is not tested yet (Main's \`start\` creates a
-cycle for each request without looking at the cycles running).
+Two operators: one cycle per host, held by Main with compare-and-set and by \`up\` with a
+machine lock; the refused start records and sends nothing.
 
 ## Bad input
 

@@ -9,6 +9,7 @@ use std::io::Write as _;
 
 #[test]
 fn a_second_up_on_the_machine_is_refused_by_name_before_it_starts() {
+    let mut s = Scenario::new("a_second_up_on_the_machine_is_refused_by_name_before_it_starts");
     let tmp = tempfile::tempdir().expect("tmp");
     let lock = tmp.path().join("up.lock");
     let mut held = std::fs::File::create(&lock).expect("lock file");
@@ -25,6 +26,8 @@ fn a_second_up_on_the_machine_is_refused_by_name_before_it_starts() {
         .output()
         .expect("run up");
     let err = String::from_utf8_lossy(&o.stderr);
+    s.fault();
+    s.refused = Some(u64::from(o.status.code() == Some(4)));
     assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     assert!(err.contains("another `threadcycle up`") && err.contains("pid 4242, plan plans/other.toml"), "{err}");
     assert!(!out.exists(), "nothing was started or written: {}", show(&o));
@@ -38,6 +41,7 @@ fn a_second_up_on_the_machine_is_refused_by_name_before_it_starts() {
 fn main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends");
     let tmp = tempfile::tempdir().expect("tmp");
     let c = Cluster::start(tmp.path());
     let plan = crash_plan(tmp.path());
@@ -46,6 +50,8 @@ fn main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends() {
         .args(["start", &plan.display().to_string(), "--json", "--nats", &c.nats.url()])
         .output()
         .expect("run start");
+    s.fault();
+    s.refused = Some(u64::from(o.status.code() == Some(4)));
     assert_eq!(o.status.code(), Some(4), "a busy host exits 4: {}", show(&o));
     let second: OperatorReply = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
     match &second {
@@ -58,6 +64,7 @@ fn main_refuses_a_second_cycle_on_a_busy_host_and_accepts_one_after_it_ends() {
     // Only the first cycle exists: nothing of the refused one was recorded or sent.
     let all = c.cli(&["status"]).expect("status");
     let OperatorReply::Status { cycles, .. } = all else { panic!("{all:?}") };
+    s.note("cycles_recorded", cycles.len());
     assert_eq!(cycles.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [first.as_str()]);
     // Canceled, the host is free: the next operator's cycle starts.
     assert!(matches!(c.cli(&["cancel", &first]), Some(OperatorReply::Canceled { .. })), "cancel");
