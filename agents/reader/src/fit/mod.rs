@@ -18,8 +18,11 @@
 //! Newer engines (llama.cpp's `--fit`, Ollama ≥ v0.30) keep a 1 GiB margin per GPU instead, and
 //! land a few layers lower; pass that margin as [`FitInputs::gpu_overhead`] to model them.
 
+pub mod ollama;
 mod suggest;
 
+#[cfg(test)]
+mod ollama_tests;
 #[cfg(test)]
 mod tests;
 
@@ -113,9 +116,25 @@ impl HostCapacity {
     }
 }
 
+/// Which engine's layout rules the prediction follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitEngine {
+    /// llama.cpp's `llama-server`: ggml's real KV block sizes and the CPU compute buffers held to
+    /// llama-server's own log (`tests/it/fit_oracle.rs`).
+    #[default]
+    LlamaServer,
+    /// Ollama 0.12.6: its own estimate ([`ollama`], `o:llm/memory.go`) decides the GPU layers.
+    Ollama,
+}
+
 /// How the model will be run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FitInputs {
+    /// Whose layout rules to follow.
+    pub engine: FitEngine,
+    /// `OLLAMA_FLASH_ATTENTION` when the plan sets it (Ollama only; None: the engine's default).
+    pub flash_attention: Option<bool>,
     /// Context per slot (`num_ctx`); capped at the model's training context, as Ollama does.
     pub context: u32,
     /// Parallel slots (`OLLAMA_NUM_PARALLEL`); the KV cache holds context × slots.
@@ -134,6 +153,8 @@ pub struct FitInputs {
 impl Default for FitInputs {
     fn default() -> Self {
         FitInputs {
+            engine: FitEngine::LlamaServer,
+            flash_attention: None,
             context: 4096,
             parallel: 1,
             kv_type: KvType::F16,
@@ -385,7 +406,18 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         return p;
     }
 
-    let place = place_layers(meta, host, inputs, kv_total, graph, requested);
+    let (place, engine_note, engine_ram) = match inputs.engine {
+        FitEngine::LlamaServer => (place_layers(meta, host, inputs, kv_total, graph, requested), String::new(), 0),
+        FitEngine::Ollama => {
+            let (place, est) = place_ollama(meta, host, inputs, context);
+            p.kv_bytes = est.kv;
+            p.kv_per_token = est.kv / (u64::from(context) * u64::from(parallel)).max(1);
+            p.graph = est.graph;
+            // Ollama refuses to load when TotalSize − VRAMSize exceeds free RAM + swap
+            // (o:llm/server.go:537-541).
+            (place, ollama_note(meta, &est), est.total.saturating_sub(est.vram))
+        }
+    };
     p.layers_on_gpu = place.layers;
     p.layers_per_gpu = place.per_gpu.clone();
     p.weights_on_gpu = place.weights_on_gpu;
@@ -405,7 +437,8 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         .saturating_add(output_in_ram)
         .saturating_add(meta.token_embd_bytes)
         .saturating_add(meta.other_bytes)
-        .saturating_add(RAM_ENGINE_OVERHEAD);
+        .saturating_add(RAM_ENGINE_OVERHEAD)
+        .max(engine_ram);
     let free_vram: u64 = host.gpus_free_vram.iter().sum();
 
     if let Some(n) = requested.filter(|n| *n > place.layers && place.layers < layers_total) {
@@ -415,6 +448,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
             place.layers,
             human(free_vram)
         );
+        p.reason.push_str(&engine_note);
         return p;
     }
 
@@ -459,7 +493,62 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
             tight(p.ram_bytes, ram_limit)
         );
     }
+    p.reason.push_str(&engine_note);
     p
+}
+
+/// Ollama 0.12.6's estimate ([`ollama::schedule`]) as a [`Placement`].
+fn place_ollama(
+    meta: &ModelMeta,
+    host: &HostCapacity,
+    inputs: &FitInputs,
+    context: u32,
+) -> (Placement, ollama::Estimate) {
+    let settings = ollama::Settings {
+        context,
+        batch: inputs.batch,
+        parallel: inputs.parallel.max(1),
+        kv_type: inputs.kv_type,
+        flash_attention: ollama::flash_attention(meta, inputs.flash_attention),
+        num_gpu: inputs.gpu_layers_override.unwrap_or(-1),
+        overhead: inputs.gpu_overhead,
+    };
+    let (gpus, est) = ollama::schedule(meta, &host.gpus_free_vram, &settings);
+    let mut per_gpu = vec![0u32; host.gpus_free_vram.len()];
+    for (n, g) in est.split.iter().zip(&gpus) {
+        per_gpu[*g] = *n;
+    }
+    let used = est.split.iter().filter(|n| **n > 0).count() as u64;
+    let output_on_gpu = est.output_on_gpu;
+    let place = Placement {
+        layers: est.layers,
+        per_gpu,
+        output_on_gpu,
+        weights_on_gpu: est.weights_on_gpu.saturating_add(if output_on_gpu { est.weights_output } else { 0 }),
+        overflow: est.overflow_blocks,
+        vram: est.vram,
+        graph: est.graph_used.saturating_mul(used),
+    };
+    (place, est)
+}
+
+/// What the verdict says about Ollama's own figures and which of its engines runs the model.
+fn ollama_note(meta: &ModelMeta, est: &ollama::Estimate) -> String {
+    let figures = format!(
+        "; Ollama 0.12.6's estimate (llm/memory.go): {} layers, required {} of VRAM, {} in all, graph {}",
+        est.layers,
+        human(est.vram),
+        human(est.total),
+        human(est.graph_used)
+    );
+    if ollama::new_engine(&meta.architecture) {
+        format!(
+            "{figures}; Ollama 0.12.6 runs `{}` on its new engine, which measures the layout at load (fit, alloc, commit; llm/server.go:662-995), so the split it picks can differ from this estimate",
+            meta.architecture
+        )
+    } else {
+        format!("{figures}; `{}` runs on Ollama's llama engine, which loads this estimate", meta.architecture)
+    }
 }
 
 fn tight(need: u64, limit: u64) -> String {
