@@ -1,22 +1,30 @@
 //! Memory prediction: how much VRAM and RAM a model needs at a given context, how many of its
-//! layers go on the GPU, and whether it fits the host at all.
+//! layers go on the GPU, and whether it fits the host at all. The layout rules depend on the
+//! engine ([`FitEngine`]).
 //!
-//! The arithmetic follows Ollama's layer estimator (`llm/memory.go`, v0.11.10 and earlier), the
-//! one whose formulas are documented and checked against real logs in
-//! `reference/engine-api-facts.md` §3.1 and §3.4:
+//! **Ollama models** follow Ollama 0.12.6's own estimate, line by line ([`ollama`]:
+//! `estimateGPULayers`, `o:llm/memory.go:144-428`, and `GraphSize`, `o:fs/ggml/ggml.go:550-798`):
+//! KV per block at Ollama's rounding (f16 2 bytes, q8_0 1, q4_0 ½, the quantised types only with
+//! flash attention), the per-architecture graph formulas with the `(heads / KV heads) × KV / 6`
+//! fallback, the partial graph on more than one GPU, a GPU used only if
+//! `free ≥ overhead + max(graphs) + 457 MiB + 2 × layer` (`:268`), blocks placed from the last one
+//! down while `free > overhead + used + max(graphs) + layer` (`:306-337`), the output layer last
+//! (`:342-362`), the full graph only when every layer is on the GPUs, and the fewest GPUs that
+//! hold everything (`:17-63`). Held to real `msg=offload` log lines in `ollama_tests.rs`. The
+//! architectures Ollama 0.12.6 runs on its new engine (`o:fs/ggml/ggml.go:241-253`) are laid out
+//! by measuring at load (`o:llm/server.go:662-995`); their verdict says so.
 //!
-//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element,
-//!   where a sliding-window layer (Gemma 2/3, Cohere 2, gpt-oss) holds only its window plus one
-//!   micro-batch, as llama.cpp allocates it ([`kv_bytes_at`]);
-//! - compute graph = the Era A `GraphSize` formula for llama-like models (§3.1), used for every
-//!   architecture because it is the only one documented; when the vocabulary or head counts are
-//!   unknown it falls back to Ollama's generic `(H / Hkv) × KV / 6`;
-//! - placement: 457 MiB minimum per CUDA GPU plus one layer held back as a buffer; layers are
-//!   assigned from the last block down while `free > overhead + used + graph + layer`; the output
-//!   layer counts as layer L+1; the full graph is added when every layer fits, else the partial.
+//! **llama-server models** use llama.cpp's real sizes:
 //!
-//! Newer engines (llama.cpp's `--fit`, Ollama ≥ v0.30) keep a 1 GiB margin per GPU instead, and
-//! land a few layers lower; pass that margin as [`FitInputs::gpu_overhead`] to model them.
+//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element
+//!   (ggml blocks: q8_0 34/32, q4_0 18/32), where a sliding-window layer (Gemma 2/3, Cohere 2,
+//!   gpt-oss) holds only its window plus one micro-batch ([`kv_bytes_at`]);
+//! - on the CPU, the compute buffers held to llama-server's own log ([`cpu_graph_bytes`],
+//!   `tests/it/fit_oracle.rs`); on a GPU, Ollama's llama graph formula ([`graph_bytes`]) and
+//!   placement (457 MiB minimum, one layer held back, output layer last).
+//!
+//! llama.cpp's `--fit` keeps a 1 GiB margin per GPU instead; pass that margin as
+//! [`FitInputs::gpu_overhead`] to model it.
 
 pub mod ollama;
 mod suggest;
@@ -578,7 +586,7 @@ struct Placement {
     graph: u64,
 }
 
-/// Ollama's `estimateGPULayers` (Era A), §3.1.
+/// Ollama's `estimateGPULayers` as documented in §3.1 (v0.11.10 and earlier), used for llama-server on a GPU.
 fn place_layers(
     meta: &ModelMeta,
     host: &HostCapacity,
