@@ -2,7 +2,7 @@
 //! held against the host's capacity, and the concurrent phase's models added up.
 
 use super::{GIB, check, env_lookup, gib, ollama_store};
-use crate::fit::{FitInputs, HostCapacity, KvType, verdict};
+use crate::fit::{FitEngine, FitInputs, HostCapacity, KvType, verdict};
 use crate::{builtin, gguf};
 use protocol::plan::{EngineKind, ModelSpec, Plan, Runtime, expand_path};
 use protocol::results::{Check, CheckStatus, Fit, FitVerdict, HostFacts};
@@ -157,6 +157,7 @@ fn endpoint_predicted(
     }
     host.ram_available = host.ram_available.saturating_add(held_ram);
     let inputs = FitInputs {
+        engine: FitEngine::Ollama,
         context: plan.context_for(m),
         parallel: plan.defaults.parallel,
         gpu_layers_override: m.gpu_layers,
@@ -374,7 +375,18 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
                 ..base.clone()
             };
             let kv_type = m.env.get("OLLAMA_KV_CACHE_TYPE").and_then(|t| KvType::parse(t)).unwrap_or(KvType::F16);
+            let ollama = m.engine == EngineKind::Ollama;
             let inputs = FitInputs {
+                engine: if ollama { FitEngine::Ollama } else { FitEngine::LlamaServer },
+                // Ollama reads these from its environment (o:envconfig/config.go:190,
+                // OLLAMA_GPU_OVERHEAD in bytes).
+                flash_attention: m.env.get("OLLAMA_FLASH_ATTENTION").filter(|_| ollama).map(|v| env_bool(v)),
+                gpu_overhead: m
+                    .env
+                    .get("OLLAMA_GPU_OVERHEAD")
+                    .filter(|_| ollama)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0),
                 context: plan.context_for(m),
                 parallel: plan.defaults.parallel,
                 kv_type,
@@ -398,4 +410,9 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
         },
     };
     (v, file_checks)
+}
+
+/// An environment flag as Go's `strconv.ParseBool` reads it (Ollama's `envconfig.Bool`).
+fn env_bool(v: &str) -> bool {
+    matches!(v.trim(), "1" | "t" | "T" | "TRUE" | "true" | "True")
 }

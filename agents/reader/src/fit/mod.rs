@@ -1,25 +1,36 @@
 //! Memory prediction: how much VRAM and RAM a model needs at a given context, how many of its
-//! layers go on the GPU, and whether it fits the host at all.
+//! layers go on the GPU, and whether it fits the host at all. The layout rules depend on the
+//! engine ([`FitEngine`]).
 //!
-//! The arithmetic follows Ollama's layer estimator (`llm/memory.go`, v0.11.10 and earlier), the
-//! one whose formulas are documented and checked against real logs in
-//! `reference/engine-api-facts.md` §3.1 and §3.4:
+//! **Ollama models** follow Ollama 0.12.6's own estimate, line by line ([`ollama`]:
+//! `estimateGPULayers`, `o:llm/memory.go:144-428`, and `GraphSize`, `o:fs/ggml/ggml.go:550-798`):
+//! KV per block at Ollama's rounding (f16 2 bytes, q8_0 1, q4_0 ½, the quantised types only with
+//! flash attention), the per-architecture graph formulas with the `(heads / KV heads) × KV / 6`
+//! fallback, the partial graph on more than one GPU, a GPU used only if
+//! `free ≥ overhead + max(graphs) + 457 MiB + 2 × layer` (`:268`), blocks placed from the last one
+//! down while `free > overhead + used + max(graphs) + layer` (`:306-337`), the output layer last
+//! (`:342-362`), the full graph only when every layer is on the GPUs, and the fewest GPUs that
+//! hold everything (`:17-63`). Held to real `msg=offload` log lines in `ollama_tests.rs`. The
+//! architectures Ollama 0.12.6 runs on its new engine (`o:fs/ggml/ggml.go:241-253`) are laid out
+//! by measuring at load (`o:llm/server.go:662-995`); their verdict says so.
 //!
-//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element,
-//!   where a sliding-window layer (Gemma 2/3, Cohere 2, gpt-oss) holds only its window plus one
-//!   micro-batch, as llama.cpp allocates it ([`kv_bytes_at`]);
-//! - compute graph = the Era A `GraphSize` formula for llama-like models (§3.1), used for every
-//!   architecture because it is the only one documented; when the vocabulary or head counts are
-//!   unknown it falls back to Ollama's generic `(H / Hkv) × KV / 6`;
-//! - placement: 457 MiB minimum per CUDA GPU plus one layer held back as a buffer; layers are
-//!   assigned from the last block down while `free > overhead + used + graph + layer`; the output
-//!   layer counts as layer L+1; the full graph is added when every layer fits, else the partial.
+//! **llama-server models** use llama.cpp's real sizes:
 //!
-//! Newer engines (llama.cpp's `--fit`, Ollama ≥ v0.30) keep a 1 GiB margin per GPU instead, and
-//! land a few layers lower; pass that margin as [`FitInputs::gpu_overhead`] to model them.
+//! - KV cache = context × slots × layers × KV heads × (key dim + value dim) × bytes per element
+//!   (ggml blocks: q8_0 34/32, q4_0 18/32), where a sliding-window layer (Gemma 2/3, Cohere 2,
+//!   gpt-oss) holds only its window plus one micro-batch ([`kv_bytes_at`]);
+//! - on the CPU, the compute buffers held to llama-server's own log ([`cpu_graph_bytes`],
+//!   `tests/it/fit_oracle.rs`); on a GPU, Ollama's llama graph formula ([`graph_bytes`]) and
+//!   placement (457 MiB minimum, one layer held back, output layer last).
+//!
+//! llama.cpp's `--fit` keeps a 1 GiB margin per GPU instead; pass that margin as
+//! [`FitInputs::gpu_overhead`] to model it.
 
+pub mod ollama;
 mod suggest;
 
+#[cfg(test)]
+mod ollama_tests;
 #[cfg(test)]
 mod tests;
 
@@ -113,9 +124,25 @@ impl HostCapacity {
     }
 }
 
+/// Which engine's layout rules the prediction follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitEngine {
+    /// llama.cpp's `llama-server`: ggml's real KV block sizes and the CPU compute buffers held to
+    /// llama-server's own log (`tests/it/fit_oracle.rs`).
+    #[default]
+    LlamaServer,
+    /// Ollama 0.12.6: its own estimate ([`ollama`], `o:llm/memory.go`) decides the GPU layers.
+    Ollama,
+}
+
 /// How the model will be run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FitInputs {
+    /// Whose layout rules to follow.
+    pub engine: FitEngine,
+    /// `OLLAMA_FLASH_ATTENTION` when the plan sets it (Ollama only; None: the engine's default).
+    pub flash_attention: Option<bool>,
     /// Context per slot (`num_ctx`); capped at the model's training context, as Ollama does.
     pub context: u32,
     /// Parallel slots (`OLLAMA_NUM_PARALLEL`); the KV cache holds context × slots.
@@ -134,6 +161,8 @@ pub struct FitInputs {
 impl Default for FitInputs {
     fn default() -> Self {
         FitInputs {
+            engine: FitEngine::LlamaServer,
+            flash_attention: None,
             context: 4096,
             parallel: 1,
             kv_type: KvType::F16,
@@ -385,7 +414,18 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         return p;
     }
 
-    let place = place_layers(meta, host, inputs, kv_total, graph, requested);
+    let (place, engine_note, engine_ram) = match inputs.engine {
+        FitEngine::LlamaServer => (place_layers(meta, host, inputs, kv_total, graph, requested), String::new(), 0),
+        FitEngine::Ollama => {
+            let (place, est) = place_ollama(meta, host, inputs, context);
+            p.kv_bytes = est.kv;
+            p.kv_per_token = est.kv / (u64::from(context) * u64::from(parallel)).max(1);
+            p.graph = est.graph;
+            // Ollama refuses to load when TotalSize − VRAMSize exceeds free RAM + swap
+            // (o:llm/server.go:537-541).
+            (place, ollama_note(meta, &est), est.total.saturating_sub(est.vram))
+        }
+    };
     p.layers_on_gpu = place.layers;
     p.layers_per_gpu = place.per_gpu.clone();
     p.weights_on_gpu = place.weights_on_gpu;
@@ -405,7 +445,8 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
         .saturating_add(output_in_ram)
         .saturating_add(meta.token_embd_bytes)
         .saturating_add(meta.other_bytes)
-        .saturating_add(RAM_ENGINE_OVERHEAD);
+        .saturating_add(RAM_ENGINE_OVERHEAD)
+        .max(engine_ram);
     let free_vram: u64 = host.gpus_free_vram.iter().sum();
 
     if let Some(n) = requested.filter(|n| *n > place.layers && place.layers < layers_total) {
@@ -415,6 +456,7 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
             place.layers,
             human(free_vram)
         );
+        p.reason.push_str(&engine_note);
         return p;
     }
 
@@ -459,7 +501,62 @@ pub fn predict(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs) -> Pre
             tight(p.ram_bytes, ram_limit)
         );
     }
+    p.reason.push_str(&engine_note);
     p
+}
+
+/// Ollama 0.12.6's estimate ([`ollama::schedule`]) as a [`Placement`].
+fn place_ollama(
+    meta: &ModelMeta,
+    host: &HostCapacity,
+    inputs: &FitInputs,
+    context: u32,
+) -> (Placement, ollama::Estimate) {
+    let settings = ollama::Settings {
+        context,
+        batch: inputs.batch,
+        parallel: inputs.parallel.max(1),
+        kv_type: inputs.kv_type,
+        flash_attention: ollama::flash_attention(meta, inputs.flash_attention),
+        num_gpu: inputs.gpu_layers_override.unwrap_or(-1),
+        overhead: inputs.gpu_overhead,
+    };
+    let (gpus, est) = ollama::schedule(meta, &host.gpus_free_vram, &settings);
+    let mut per_gpu = vec![0u32; host.gpus_free_vram.len()];
+    for (n, g) in est.split.iter().zip(&gpus) {
+        per_gpu[*g] = *n;
+    }
+    let used = est.split.iter().filter(|n| **n > 0).count() as u64;
+    let output_on_gpu = est.output_on_gpu;
+    let place = Placement {
+        layers: est.layers,
+        per_gpu,
+        output_on_gpu,
+        weights_on_gpu: est.weights_on_gpu.saturating_add(if output_on_gpu { est.weights_output } else { 0 }),
+        overflow: est.overflow_blocks,
+        vram: est.vram,
+        graph: est.graph_used.saturating_mul(used),
+    };
+    (place, est)
+}
+
+/// What the verdict says about Ollama's own figures and which of its engines runs the model.
+fn ollama_note(meta: &ModelMeta, est: &ollama::Estimate) -> String {
+    let figures = format!(
+        "; Ollama 0.12.6's estimate (llm/memory.go): {} layers, required {} of VRAM, {} in all, graph {}",
+        est.layers,
+        human(est.vram),
+        human(est.total),
+        human(est.graph_used)
+    );
+    if ollama::new_engine(&meta.architecture) {
+        format!(
+            "{figures}; Ollama 0.12.6 runs `{}` on its new engine, which measures the layout at load (fit, alloc, commit; llm/server.go:662-995), so the split it picks can differ from this estimate",
+            meta.architecture
+        )
+    } else {
+        format!("{figures}; `{}` runs on Ollama's llama engine, which loads this estimate", meta.architecture)
+    }
 }
 
 fn tight(need: u64, limit: u64) -> String {
@@ -489,7 +586,7 @@ struct Placement {
     graph: u64,
 }
 
-/// Ollama's `estimateGPULayers` (Era A), §3.1.
+/// Ollama's `estimateGPULayers` as documented in §3.1 (v0.11.10 and earlier), used for llama-server on a GPU.
 fn place_layers(
     meta: &ModelMeta,
     host: &HostCapacity,

@@ -64,11 +64,12 @@ pub fn suggest(meta: &ModelMeta, host: &HostCapacity, inputs: &FitInputs, p: &Pr
         }
     }
     if inputs.kv_type == KvType::F16 {
-        let q8 = FitInputs { kv_type: KvType::Q8_0, ..inputs.clone() };
+        // Ollama counts a quantised cache only with flash attention on (o:llm/memory.go:202-208).
+        let q8 = FitInputs { kv_type: KvType::Q8_0, flash_attention: Some(true), ..inputs.clone() };
         if fits(meta, host, &q8) {
             return format!(
                 "use a q8_0 KV cache (OLLAMA_KV_CACHE_TYPE=q8_0 with flash attention on): KV {} instead of {}",
-                human(kv_bytes(meta, p.context, inputs.parallel, KvType::Q8_0)),
+                human(predict(meta, host, &q8).kv_bytes),
                 human(p.kv_bytes)
             );
         }
