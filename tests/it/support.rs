@@ -35,7 +35,11 @@ pub const NO_NVML: &str = "/nonexistent/threadcycle-tests/libnvidia-ml.so.1";
 /// A `threadcycle` command with the right PATH and no GPU (see [`NO_NVML`]).
 pub fn threadcycle() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_threadcycle"));
+    // `up`'s machine lock is this test run's own (its `up` runs are serial): a cycle someone
+    // runs on the machine meanwhile neither blocks the tests nor is blocked by them.
+    let lock = std::env::temp_dir().join(format!("threadcycle-tests-{}.lock", std::process::id()));
     c.env("PATH", path_env())
+        .env("THREADCYCLE_LOCK", lock)
         .env_remove("NATS_URL")
         .env("THREADCYCLE_LOG", "warn")
         .env(host::gpu::LIB_ENV, NO_NVML)

@@ -241,7 +241,7 @@ fn every_role_has_forbidden_probes_and_they_are_forbidden() {
     assert!(
         forbidden_publishes(Role::Documentation).contains(&"tc.handoff.reader.documentation.local.probe".to_string())
     );
-    assert!(forbidden_publishes(Role::Reader).contains(&"tc.handoff.debug.reader.probe".to_string()));
+    assert!(forbidden_publishes(Role::Reader).contains(&"tc.handoff.documentation.reader.probe".to_string()));
     assert!(forbidden_publishes(Role::Writer).contains(&"tc.handoff.debug.main.probe".to_string()));
     assert!(forbidden_subscriptions(Role::Writer).contains(&"_INBOX.main.>".to_string()));
 }

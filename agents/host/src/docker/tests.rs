@@ -513,7 +513,7 @@ fn pull_progress_folds_the_layers_the_engine_reports() {
         total: Some(5_000_000_000),
         rate_bps: Some(50e6),
     };
-    assert_eq!(step.text(), "pulling image ollama/ollama:0.12.6: 80% of 5.0 GB, 50.0 MB/s");
+    assert_eq!(step.text(), "pulling image ollama/ollama:0.12.6: 4.0 GB of 5.0 GB (80%), 50.0 MB/s, 20s left");
 }
 
 #[tokio::test]
