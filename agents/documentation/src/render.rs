@@ -94,7 +94,7 @@ mod tests {
     //! Every page of the one report fixture, rendered and checked.
     use super::criteria::Verdict;
     use super::ctx::Ctx;
-    use super::data::{csv_field, csv_text};
+    use super::data::{csv_file, csv_text};
     use super::view::Effective;
     use super::*;
     use crate::fixture::{HOSTILE, report as fixture};
@@ -209,8 +209,8 @@ mod tests {
         let csv = page(&render_reports(&fixture()), "data/results.csv");
         assert_eq!(csv.matches("\r\n").count(), 1 + 18);
         assert!(csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE));
-        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_file([[csv_text("=HYPERLINK(\"x\")")]]), "\"'=HYPERLINK(\"\"x\"\")\"\r\n");
+        assert_eq!(csv_file([["a,b"]]), "\"a,b\"\r\n");
     }
 
     #[test]
