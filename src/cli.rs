@@ -31,6 +31,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Write logs as one JSON object per line (also `THREADCYCLE_LOG_FORMAT=json`).
+    #[arg(long, global = true)]
+    pub log_json: bool,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -190,6 +193,14 @@ pub enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         threshold: f64,
     },
+    /// Print a shell completion script (e.g. `threadcycle completions bash >
+    /// /etc/bash_completion.d/threadcycle`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, as roff (e.g. `threadcycle man > threadcycle.1`).
+    Man,
 }
 
 /// Plan subcommands.
@@ -257,7 +268,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                     return Ok(exit::BAD_INPUT);
                 }
             };
-            let opts = crate::up::UpOptions { on_interrupt, json: cli.json, metrics };
+            let opts = crate::up::UpOptions { on_interrupt, json: cli.json, metrics, log_json: cli.log_json };
             crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, opts).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
@@ -286,6 +297,16 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 Ok(exit::FAILED)
             }
         },
+        Cmd::Completions { shell } => {
+            print!("{}", crate::amenities::completions(shell));
+            Ok(0)
+        }
+        Cmd::Man => {
+            use std::io::Write;
+            let page = crate::amenities::man_page()?;
+            std::io::stdout().write_all(&page).context("writing the man page")?;
+            Ok(0)
+        }
         Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold, cli.json),
         Cmd::Start { plan } => {
             let (text, _) = match read_plan(&plan) {

@@ -1,6 +1,7 @@
 //! `threadcycle`: one binary for the five agent processes and the operator's commands.
 
 mod agents;
+mod amenities;
 mod cli;
 mod client;
 mod display;
@@ -35,14 +36,21 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("THREADCYCLE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(args.cmd, cli::Cmd::Agent { .. }) { "info" } else { "warn" })
     });
-    // Colours only on a terminal: agent logs are files, and `up`'s output may be piped.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    let format =
+        match amenities::LogFormat::choose(args.log_json, std::env::var("THREADCYCLE_LOG_FORMAT").ok().as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::BAD_INPUT);
+            }
+        };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        // One object per line: timestamp, level, fields (with message), the current span.
+        amenities::LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        // Colours only on a terminal: agent logs are files, and `up`'s output may be piped.
+        amenities::LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -37,6 +37,7 @@ fn agent_specs(
     out: &Path,
     log_dir: &Path,
     creds: Option<&[Credential]>,
+    log_json: bool,
 ) -> Result<(Vec<AgentSpec>, Vec<PathBuf>)> {
     let exe = std::env::current_exe().context("cannot find the threadcycle binary")?;
     std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
@@ -77,6 +78,10 @@ fn agent_specs(
         args.push(out.as_os_str().to_owned());
         if let Some((_, p)) = profiles.iter().find(|(h, _)| role == Role::Reader && h == host) {
             args.extend([OsString::from("--host-profile"), p.as_os_str().to_owned()]);
+        }
+        // `up --log-json`: the agents' logs too (THREADCYCLE_LOG_FORMAT is inherited anyway).
+        if log_json {
+            args.push("--log-json".into());
         }
         specs.push(AgentSpec { log: log_dir.join(format!("{tag}.log")), tag, program: exe.clone(), args, env });
     }
@@ -243,6 +248,8 @@ pub struct UpOptions {
     pub json: bool,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The agents log one JSON object per line (`--log-json`).
+    pub log_json: bool,
 }
 
 /// Runs a whole cycle on this machine.
@@ -254,7 +261,7 @@ pub async fn run(
     out: &Path,
     opts: UpOptions,
 ) -> Result<u8> {
-    let UpOptions { on_interrupt, json, metrics } = opts;
+    let UpOptions { on_interrupt, json, metrics, log_json } = opts;
     let (plan_text, plan) = match read_plan(plan_path) {
         Ok(p) => p,
         Err(e) => {
@@ -310,7 +317,7 @@ pub async fn run(
     };
     let out_abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let log_dir = work.path().join("logs");
-    let (specs, run_dirs) = agent_specs(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref())?;
+    let (specs, run_dirs) = agent_specs(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref(), log_json)?;
     let mut agents = Supervisor::start(specs, RestartPolicy::default())?;
     let uses_docker = plan.models.iter().any(|m| m.runtime == Runtime::Docker);
     let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));

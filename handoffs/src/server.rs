@@ -34,11 +34,8 @@ pub fn find_binary() -> Result<PathBuf, BusError> {
         }
         return Err(BusError::Server(format!("$NATS_SERVER points at {}, which is not a file", p.display())));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| BusError::Server(INSTALL_HINT.into()))
+    // The first executable on PATH, as the shell finds it (the `which` crate).
+    which::which_in("nats-server", std::env::var_os("PATH"), "/").map_err(|_| BusError::Server(INSTALL_HINT.into()))
 }
 
 fn free_port() -> Result<u16, BusError> {

@@ -882,7 +882,10 @@ fn validate_model(at: &str, m: &ModelSpec) -> Result<(), PlanError> {
 
 /// Expands `~`, `$VAR`, `${VAR}` and `${VAR:-default}` in a path from a plan.
 ///
-/// `lookup` supplies the environment (so the caller decides where it comes from).
+/// `lookup` supplies the environment (so the caller decides where it comes from). Hand-written
+/// rather than `shellexpand`'s, which differs where a plan's mistakes must be errors: it leaves
+/// an unclosed `${` and a `~` without HOME as they are, and does not expand a default
+/// (`${MODELS:-~/models}`).
 pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = raw;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `threadcycle` binary on real parts: nats-server, llama-server and the
 //! Gemma 3 270M model. `make test` installs them; a missing one fails with what to install.
 
+mod amenities;
 mod cli_json;
 mod compose;
 mod cycle_concurrent;

@@ -74,19 +74,12 @@ pub fn render_html(title: &str, pages: &[Page], svgs: &BTreeMap<String, String>)
     out
 }
 
-/// HTML-escapes text for element content and attribute values.
+/// HTML-escapes text for element content and attribute values: `&`, `<`, `>`, `"` and `'`
+/// (pulldown-cmark's own escaper, the one its HTML writer uses).
 pub fn escape(text: &str) -> String {
     let mut s = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => s.push_str("&amp;"),
-            '<' => s.push_str("&lt;"),
-            '>' => s.push_str("&gt;"),
-            '"' => s.push_str("&quot;"),
-            '\'' => s.push_str("&#39;"),
-            c => s.push(c),
-        }
-    }
+    // Writing into a String cannot fail: its `write_str` is `push_str`.
+    let _ = pulldown_cmark_escape::escape_html(&mut s, text);
     s
 }
 
@@ -200,6 +193,16 @@ pub fn markdown_to_html(md: &str, path: &str, pages: &[&str], svgs: &BTreeMap<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_covers_the_five_characters_and_keeps_the_rest() {
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape("plain ünïcode ✓ \u{1b}"), "plain ünïcode ✓ \u{1b}");
+        assert_eq!(escape(""), "");
+    }
 
     fn one(md: &str) -> String {
         markdown_to_html(md, "README.md", &["README.md", "quality.md"], &BTreeMap::new())

@@ -94,7 +94,7 @@ mod tests {
     //! Every page of the one report fixture, rendered and checked.
     use super::criteria::Verdict;
     use super::ctx::Ctx;
-    use super::data::{csv_field, csv_text};
+    use super::data::{csv_file, csv_text};
     use super::view::Effective;
     use super::*;
     use crate::fixture::{HOSTILE, report as fixture};
@@ -209,8 +209,39 @@ mod tests {
         let csv = page(&render_reports(&fixture()), "data/results.csv");
         assert_eq!(csv.matches("\r\n").count(), 1 + 18);
         assert!(csv.contains(&format!("\"{}\"", HOSTILE.replace('"', "\"\""))) || csv.contains(HOSTILE));
-        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_file([[csv_text("=HYPERLINK(\"x\")")]]), "\"'=HYPERLINK(\"\"x\"\")\"\r\n");
+        assert_eq!(csv_file([["a,b"]]), "\"a,b\"\r\n");
+    }
+
+    /// The cells of one model's row in the benchmark report's matrix.
+    fn matrix_row(input: &ReportInput, model: &str) -> Vec<String> {
+        let report = page(&render_reports(input), "benchmark-report.md");
+        let line = report.lines().find(|l| l.starts_with(&format!("| {model} |"))).expect("a matrix row");
+        line.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect()
+    }
+
+    #[test]
+    fn matrix_carries_llama_bench_columns_from_the_results() {
+        // Columns 3..=7: Size GiB, Quant, Backend, GPU layers, Threads.
+        let input = fixture();
+        assert_eq!(matrix_row(&input, "gemma3-270m")[3..8], ["0.23", "Q4\\_K\\_M", "CPU", "0/19", "8"]);
+        // A GPU host whose engine did not give its weight share: the offloaded layers decide.
+        let backend = |layers: Option<&str>| {
+            let mut input = fixture();
+            let g = input.results.models.iter_mut().find(|m| m.model == "gemma3-270m").expect("gemma");
+            g.manifest.driver = Some("580.95".into());
+            g.manifest.gpu_weight_share = None;
+            g.manifest.gpu_layers = layers.map(str::to_string);
+            matrix_row(&input, "gemma3-270m")[5].clone()
+        };
+        assert_eq!(backend(Some("0/19")), "CPU");
+        assert_eq!(backend(Some("7/19")), "CUDA");
+        assert_eq!(backend(None), "—");
+        // No GGUF header read: the engine's weight buffers, never the built-in table's estimate.
+        let qwen = matrix_row(&input, "qwen25-coder-14b");
+        assert_eq!(qwen[3..8], ["8.61", "Q4\\_K\\_M", "CUDA", "49/49", "default"]);
+        // Not measured, and its size only estimated (built-in table): nothing to show.
+        assert_eq!(matrix_row(&input, "codellama-34b")[3..8], ["—", "—", "—", "—", "—"]);
     }
 
     #[test]

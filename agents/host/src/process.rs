@@ -79,13 +79,16 @@ fn existing(path: PathBuf, missing: impl FnOnce(&Path) -> String) -> Result<Path
     if path.is_file() { Ok(path) } else { Err(ProcessError::NotFound(missing(&path))) }
 }
 
-/// The first file called `name` in a PATH folder, else [`ProcessError::NotFound`] with `hint`.
+/// The first executable called `name` in a PATH folder, else [`ProcessError::NotFound`] with
+/// `hint`.
 fn on_path(name: &str, hint: &str) -> Result<PathBuf, ProcessError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| ProcessError::NotFound(hint.into()))
+    executable_in(name, std::env::var_os("PATH")).ok_or_else(|| ProcessError::NotFound(hint.into()))
+}
+
+/// The first executable file called `name` in the folders of `path` (a PATH value), as the shell
+/// finds it (the `which` crate): a file without an execute bit, or a folder, is passed over.
+pub fn executable_in(name: &str, path: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    which::which_in(name, path, "/").ok()
 }
 
 /// `llama-server --version` as one line (e.g. `version: 7070 (0e3d6ad)`).
@@ -296,6 +299,26 @@ mod tests {
         let log = "load_tensors: offloading 20 repeating layers to GPU\nload_tensors: offloaded 20/49 layers to GPU\n";
         assert_eq!(offloaded_layers(log), Some((20, 49)));
         assert_eq!(offloaded_layers("nothing"), None);
+    }
+
+    #[test]
+    fn path_lookup_finds_the_first_executable() {
+        use std::os::unix::fs::PermissionsExt;
+        let (a, b, c) = (tempfile_dir(), tempfile_dir(), tempfile_dir());
+        // a: a plain file of that name (not executable); b: a folder of that name; c: the binary.
+        std::fs::write(a.join("llama-server"), "not a program").unwrap();
+        std::fs::create_dir(b.join("llama-server")).unwrap();
+        let bin = c.join("llama-server");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([&a, &b, &c]).unwrap();
+        assert_eq!(executable_in("llama-server", Some(path.clone())), Some(bin.clone()));
+        assert_eq!(executable_in("ollama", Some(path)), None);
+        assert_eq!(executable_in("llama-server", Some(std::env::join_paths([&a, &b]).unwrap())), None);
+        assert_eq!(executable_in("llama-server", None), None);
+        for d in [a, b, c] {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn endpoints_note(plan: &Plan) -> String {
 fn validation_matrix(ctx: &Ctx) -> String {
     let mut s = String::new();
     s.push_str("## Performance validation matrix\n\n");
-    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)).\n\n");
+    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)). Size, Quant, Backend, GPU layers and Threads are the columns `llama-bench` prints: Size is the weights' size from the GGUF header (else the engine's account of its weight buffers; never an estimate), Quant the quantisation the engine reported, Backend `CUDA` when the engine put any weights on the GPU and `CPU` when it put none there, GPU layers the layers the engine offloaded, and Threads the plan's CPU threads (`default`: the engine chose).\n\n");
     let rows: Vec<Vec<String>> = ctx
         .views
         .iter()
@@ -87,13 +87,21 @@ fn validation_matrix(ctx: &Ctx) -> String {
                 v.name(),
                 outcome(v),
                 v.spec.and_then(|m| m.params_b).map(|p| format!("{} B", num(p))).unwrap_or_else(|| DASH.into()),
-                opt_gib(v.peak_ram()),
-                opt_gib(v.peak_vram()),
+                opt_gib(v.size_bytes()),
+                v.r.manifest.quantization.as_deref().filter(|_| v.measured()).map(cell).unwrap_or_else(|| DASH.into()),
+                v.backend().unwrap_or(DASH).into(),
                 if v.measured() {
                     v.r.manifest.gpu_layers.as_deref().map(cell).unwrap_or_else(|| DASH.into())
                 } else {
                     DASH.into()
                 },
+                match (v.measured(), v.r.manifest.threads) {
+                    (true, Some(t)) => t.to_string(),
+                    (true, None) => "default".into(),
+                    (false, _) => DASH.into(),
+                },
+                opt_gib(v.peak_ram()),
+                opt_gib(v.peak_vram()),
                 opt_num(v.all.e2e_ms.map(|s| s.mean / 1000.0)),
                 opt_num(v.all.words.map(|s| s.mean)),
                 opt_num(v.all.client_tps.map(|s| s.mean)),
@@ -102,16 +110,20 @@ fn validation_matrix(ctx: &Ctx) -> String {
             ]
         })
         .collect();
-    let mut align = vec![Align::Left, Align::Left];
+    let mut align = vec![Align::Left, Align::Left, Align::Right, Align::Right, Align::Left, Align::Left];
     align.extend([Align::Right; 9]);
     let mut rows = rows;
     let mut headers = vec![
         "Model",
         "Outcome",
         "Params",
+        "Size GiB",
+        "Quant",
+        "Backend",
+        "GPU layers",
+        "Threads",
         "Peak RAM GiB",
         "Peak VRAM GiB",
-        "GPU layers",
         "Response s",
         "Words",
         "Decode tok/s",

@@ -18,21 +18,30 @@ pub(super) fn results_json(results: &BenchmarkResults) -> String {
     }
 }
 
-/// A CSV field, quoted when it must be (RFC 4180).
-pub(super) fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// A CSV file from its records: RFC 4180 quoting where a field needs it (a comma, a quote or a
+/// line break), CRLF line ends, written by the `csv` crate. Writing into memory cannot fail
+/// but for a record of another length, which the file then says instead of being cut short.
+pub(super) fn csv_file<R: IntoIterator<Item = S>, S: AsRef<[u8]>>(records: impl IntoIterator<Item = R>) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(Vec::new());
+    for (i, r) in records.into_iter().enumerate() {
+        if let Err(e) = w.write_record(r) {
+            return format!("error\r\nthe CSV could not be written at record {}: {e}\r\n", i + 1);
+        }
+    }
+    match w.into_inner() {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("error\r\nthe CSV could not be written: {e}\r\n"),
     }
 }
 
-/// A text field from outside: control characters shown as symbols ([`terminal_safe`]),
-/// spreadsheet formula starters defused with a leading `'`.
+/// A text field from outside, before quoting: control characters shown as symbols
+/// ([`terminal_safe`]), spreadsheet formula starters defused with a leading `'`.
 pub(super) fn csv_text(s: &str) -> String {
     let safe = terminal_safe(s);
-    let s = safe.as_str();
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { csv_field(&format!("'{s}")) } else { csv_field(s) }
+    if safe.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{safe}") } else { safe }
 }
 
 pub(super) fn csv_opt(v: Option<f64>) -> String {
@@ -81,37 +90,31 @@ pub(super) fn telemetry_csv(series: &[(String, Series)]) -> String {
             }
         }
     }
-    let mut out = String::from("model");
-    for c in &columns {
-        out.push(',');
-        out.push_str(&csv_text(c));
-    }
-    out.push_str("\r\n");
+    let mut records: Vec<Vec<String>> = Vec::new();
+    records.push(std::iter::once("model".to_string()).chain(columns.iter().map(|c| csv_text(c))).collect());
     let mut row: Vec<&str> = Vec::new();
     for (model, s) in series {
         let index: Vec<Option<usize>> = columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
         for line in &s.rows {
             row.clear();
             row.extend(Series::cells(line));
-            out.push_str(&csv_text(model));
+            let mut record = vec![csv_text(model)];
             for i in &index {
-                out.push(',');
                 let v = i.and_then(|i| row.get(i)).copied().unwrap_or("");
-                if v.is_empty() || v.parse::<f64>().is_ok_and(f64::is_finite) {
-                    out.push_str(v);
+                record.push(if v.is_empty() || v.parse::<f64>().is_ok_and(f64::is_finite) {
+                    v.to_string()
                 } else {
-                    out.push_str(&csv_text(v));
-                }
+                    csv_text(v)
+                });
             }
-            out.push_str("\r\n");
+            records.push(record);
         }
     }
-    out
+    csv_file(records)
 }
 
 pub(super) fn results_csv(results: &BenchmarkResults) -> String {
-    let mut out = CSV_COLUMNS.join(",");
-    out.push_str("\r\n");
+    let mut records: Vec<Vec<String>> = vec![CSV_COLUMNS.iter().map(|c| c.to_string()).collect()];
     let mut models: Vec<&ModelResult> = results.models.iter().collect();
     models.sort_by_key(|m| m.index);
     for m in models {
@@ -148,22 +151,37 @@ pub(super) fn results_csv(results: &BenchmarkResults) -> String {
                 csv_text(r.answer.as_ref().map(|b| b.sha256.as_str()).unwrap_or_default()),
                 csv_text(&r.excerpt),
             ];
-            out.push_str(&row.join(","));
-            out.push_str("\r\n");
+            records.push(row.into());
         }
     }
-    out
+    csv_file(records)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{csv_field, csv_text};
+    use super::{csv_file, csv_text};
+
+    fn line(cells: &[&str]) -> String {
+        csv_file([cells])
+    }
 
     #[test]
     fn text_from_outside_is_cleaned_and_defused() {
         assert_eq!(csv_text("=1+1\u{1b}[2J"), "'=1+1␛[2J");
-        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(line(&[&csv_text("=HYPERLINK(\"x\")")]), "\"'=HYPERLINK(\"\"x\"\")\"\r\n");
         assert_eq!(csv_text("a\rb"), "a␍b");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        for starter in ["+1", "-1", "@SUM(A1)", "\tx"] {
+            assert!(csv_text(starter).starts_with('\''), "{starter}");
+        }
+        assert_eq!(
+            line(&["a,b", "plain", "", "say \"hi\"", "two\nlines"]),
+            "\"a,b\",plain,,\"say \"\"hi\"\"\",\"two\nlines\"\r\n"
+        );
+    }
+
+    #[test]
+    fn a_record_of_another_length_is_said_not_cut() {
+        let out = csv_file([vec!["a", "b"], vec!["c"]]);
+        assert!(out.starts_with("error\r\n") && out.contains("record 2"), "{out}");
     }
 }

@@ -122,6 +122,38 @@ impl View<'_> {
         self.r.peak_vram_bytes.or_else(|| self.tel().and_then(|t| t.vram_used_bytes).map(|m| m.peak.max(0.0) as u64))
     }
 
+    /// The weights' size as llama-bench's `size` column gives it (the model's tensor bytes): from
+    /// the GGUF header when the Reader read one, else the engine's own account of its weight
+    /// buffers when it was loaded; None for a recalled or estimated figure.
+    pub(super) fn size_bytes(&self) -> Option<u64> {
+        let header = self.verdict.filter(|f| f.source.starts_with("GGUF header")).and_then(|f| f.weights_bytes);
+        let engine = || {
+            let e = self.r.engine_memory.as_ref().filter(|_| self.measured())?;
+            Some(e.weights.iter().map(|d| d.bytes).sum::<u64>())
+        };
+        header.or_else(engine).filter(|b| *b > 0)
+    }
+
+    /// Where the weights ran, named as llama-bench's `backend` column names it: `CUDA` when the
+    /// engine put any weights or layers on the (NVIDIA) GPU, `CPU` when it put none there or the
+    /// host has no GPU (no driver in the manifest); None when not measured or the engine did not
+    /// say.
+    pub(super) fn backend(&self) -> Option<&'static str> {
+        if !self.measured() {
+            return None;
+        }
+        let m = &self.r.manifest;
+        let on_gpu = |yes: bool| if yes { "CUDA" } else { "CPU" };
+        if let Some(share) = m.gpu_weight_share.filter(|x| (0.0..=1.0).contains(x)) {
+            return Some(on_gpu(share > 0.0));
+        }
+        if m.driver.is_none() {
+            return Some("CPU");
+        }
+        let layers: u32 = m.gpu_layers.as_deref()?.split('/').next()?.trim().parse().ok()?;
+        Some(on_gpu(layers > 0))
+    }
+
     /// Why the GPU figures are missing, when the sampler saw no GPU at all.
     pub(super) fn no_gpu(&self, host_note: Option<&str>) -> Option<String> {
         let t = self.tel()?;
