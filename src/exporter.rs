@@ -257,7 +257,14 @@ impl Metrics {
                 self.models_finished.get_or_create(&c).set(0);
             }
             EventBody::PhaseStarted { phase } => set_phase(*phase),
-            EventBody::CycleCompleted { .. } => set_phase(Phase::Complete),
+            EventBody::CycleCompleted { .. } => {
+                set_phase(Phase::Complete);
+                // Nothing left to run (Main's next answer, if any, says the same).
+                self.seconds_left.get_or_create(&c).set(0.0);
+            }
+            EventBody::CycleFailed { .. } | EventBody::CycleCanceled => {
+                self.seconds_left.get_or_create(&c).set(0.0);
+            }
             EventBody::ModelFinished { .. } => {
                 self.models_finished.get_or_create(&c).inc();
             }
@@ -331,6 +338,10 @@ impl Metrics {
                     match c.seconds_left(now) {
                         Some(s) => {
                             self.seconds_left.get_or_create(&l).set(s);
+                        }
+                        // An ended cycle has nothing left to run.
+                        None if c.state.is_final() => {
+                            self.seconds_left.get_or_create(&l).set(0.0);
                         }
                         None => {
                             self.seconds_left.remove(&l);
