@@ -191,6 +191,24 @@ pub fn chat_template_check(model: &str) -> String {
 }
 
 impl FitVerdict {
+    /// A verdict that predicts nothing: `source` says where figures would have come from,
+    /// `reason` why there are none.
+    pub fn unknown(model: &str, source: &str, reason: String) -> FitVerdict {
+        FitVerdict {
+            model: model.into(),
+            fit: Fit::Unknown,
+            source: source.into(),
+            weights_bytes: None,
+            kv_bytes: None,
+            compute_bytes: None,
+            vram_bytes: None,
+            ram_bytes: None,
+            gpu_layers: None,
+            reason,
+            suggestion: None,
+        }
+    }
+
     /// The share of the layers the Reader predicted on the GPU (0 to 1), when it predicted a split.
     pub fn predicted_gpu_share(&self) -> Option<f64> {
         self.gpu_layers.filter(|(_, t)| *t > 0).map(|(g, t)| f64::from(g.min(t)) / f64::from(t))

@@ -119,8 +119,7 @@ impl Writer {
         if self.canceled(cycle).await.map_err(HandleError::from)? {
             // Canceled with a partial report asked for (this Writer restarted after the cancel):
             // what is stored is handed on, the rest is skipped.
-            let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
-            if !rec.is_some_and(|r| r.partial_report) {
+            if !self.partial_report_asked(cycle).await? {
                 tracing::info!(message = "Cycle already final; report ignored.", %cycle);
                 return Ok(());
             }
@@ -365,6 +364,12 @@ impl Writer {
         Ok(Some(r))
     }
 
+    /// Whether the operator canceled the cycle asking for a partial report.
+    async fn partial_report_asked(&self, cycle: &CycleId) -> Result<bool, HandleError> {
+        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
+        Ok(rec.is_some_and(|r| r.partial_report))
+    }
+
     /// The model in progress when the cycle was canceled: `Ok(None)` (nothing handed on) unless
     /// the operator asked for a partial report; then every run measured so far is kept in a
     /// result that says how far it got, and `aborted` makes the rest of the cycle skipped, so
@@ -380,8 +385,7 @@ impl Writer {
         attempts: Vec<Attempt>,
         aborted: &mut Option<String>,
     ) -> Result<Option<ModelResult>, HandleError> {
-        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
-        if !rec.is_some_and(|r| r.partial_report) {
+        if !self.partial_report_asked(cycle).await? {
             return Ok(None);
         }
         let plan = &report.plan;

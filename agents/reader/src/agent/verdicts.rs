@@ -289,22 +289,14 @@ fn header_check(model: &str, meta: &gguf::ModelMeta, from: String) -> Check {
 /// An endpoint's fit is not threadcycle's to predict: the engine already runs with its own
 /// settings (context, slots, GPU layers) and may hold other models; none of it is known here.
 fn endpoint_verdict(m: &ModelSpec) -> FitVerdict {
-    FitVerdict {
-        model: m.name.clone(),
-        fit: Fit::Unknown,
-        source: "not controlled".into(),
-        weights_bytes: None,
-        kv_bytes: None,
-        compute_bytes: None,
-        vram_bytes: None,
-        ram_bytes: None,
-        gpu_layers: None,
-        reason: format!(
+    FitVerdict::unknown(
+        &m.name,
+        "not controlled",
+        format!(
             "not controlled: the engine at {} was started outside threadcycle with its own settings and may hold other models, so its fit is measured, not predicted",
             m.url.as_deref().unwrap_or_default()
         ),
-        suggestion: None,
-    }
+    )
 }
 
 fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict, Vec<Check>) {
@@ -395,19 +387,7 @@ fn model_verdict(plan: &Plan, m: &ModelSpec, base: &HostCapacity) -> (FitVerdict
             };
             verdict(&m.name, &meta, &host, &inputs)
         }
-        Err(reason) => FitVerdict {
-            model: m.name.clone(),
-            fit: Fit::Unknown,
-            source: "none".into(),
-            weights_bytes: None,
-            kv_bytes: None,
-            compute_bytes: None,
-            vram_bytes: None,
-            ram_bytes: None,
-            gpu_layers: None,
-            reason,
-            suggestion: None,
-        },
+        Err(reason) => FitVerdict::unknown(&m.name, "none", reason),
     };
     (v, file_checks)
 }
