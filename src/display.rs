@@ -21,7 +21,7 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
     let now = chrono::Utc::now();
     if json {
         let v = match reply {
-            OperatorReply::Status { cycles, agents } => crate::status::status_json(cycles, agents, now),
+            OperatorReply::Status { cycles, agents, .. } => crate::status::status_json(cycles, agents, now),
             other => serde_json::to_value(other).unwrap_or_default(),
         };
         println!("{v}");
@@ -29,7 +29,7 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
     }
     match reply {
         OperatorReply::Started { cycle } => println!("cycle {cycle} started"),
-        OperatorReply::Status { cycles, agents } => {
+        OperatorReply::Status { cycles, agents, .. } => {
             print!("{}", crate::status::cycles_table(cycles, now));
             for c in cycles {
                 for h in &c.hosts {

@@ -86,6 +86,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "threadcycle_escalations_waiting",
     "threadcycle_agent_heartbeat_age_seconds",
     "threadcycle_main_up",
+    "threadcycle_handoff_packages",
     "threadcycle_dead_letters_total",
     "threadcycle_duplicates_ignored_total",
     "threadcycle_agent_silent_total",
@@ -123,6 +124,7 @@ pub struct Metrics {
     escalations_waiting: Gauge,
     heartbeat_age: Family<Labels, GaugeF>,
     main_up: Gauge,
+    handoffs: Family<Labels, Gauge>,
     dead_letters: Family<Labels, Counter>,
     duplicates: Counter,
     agent_silent: Family<Labels, Counter>,
@@ -189,6 +191,11 @@ impl Metrics {
                 Family::default()
             ),
             main_up: reg!("main_up", "1 when Main answered the last status request", Gauge::default()),
+            handoffs: reg!(
+                "handoff_packages",
+                "Handoff packages on the stream per edge (from, to), as Main counts them",
+                Family::default()
+            ),
             dead_letters: reg!("dead_letters", "Packages set aside on the dead-letter stream", Family::default()),
             duplicates: reg!("duplicates_ignored", "Packages delivered again and ignored", Counter::default()),
             agent_silent: reg!("agent_silent", "Times Main's watchdog found an agent silent", Family::default()),
@@ -330,7 +337,7 @@ impl Metrics {
     /// Folds Main's status and escalations answers in.
     pub fn main_answers(&self, status: Option<&OperatorReply>, escalations: Option<&OperatorReply>) {
         match status {
-            Some(OperatorReply::Status { cycles, agents }) => {
+            Some(OperatorReply::Status { cycles, agents, handoffs }) => {
                 self.main_up.set(1);
                 let now = chrono::Utc::now();
                 for c in cycles {
@@ -350,6 +357,10 @@ impl Metrics {
                 }
                 for a in agents {
                     self.heartbeat_age.get_or_create(&labels(&[("agent", &a.agent)])).set(a.age_s);
+                }
+                for h in handoffs {
+                    let l = labels(&[("from", &h.from), ("to", &h.to)]);
+                    self.handoffs.get_or_create(&l).set(i64::try_from(h.packages).unwrap_or(i64::MAX));
                 }
             }
             _ => {
@@ -523,7 +534,7 @@ mod tests {
         m.main_answers(None, None);
         assert!(m.render().lines().any(|l| l == "threadcycle_main_up 0"));
         m.main_answers(
-            Some(&OperatorReply::Status { cycles: vec![], agents: vec![] }),
+            Some(&OperatorReply::Status { cycles: vec![], agents: vec![], handoffs: vec![] }),
             Some(&OperatorReply::Escalations { items: vec![] }),
         );
         let t = m.render();

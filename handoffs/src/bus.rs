@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, consumer::pull, kv, object_store, stream};
 use futures::StreamExt;
 use protocol::events::Event;
 use protocol::messages::Offloaded;
-use protocol::operator::{AgentLiveness, OperatorReply, OperatorRequest};
+use protocol::operator::{AgentLiveness, HandoffCount, OperatorReply, OperatorRequest};
 use protocol::results::{BlobRef, EscalationRecord};
 use protocol::subjects as subj;
 use protocol::{Envelope, HostId, Payload, Role};
@@ -422,6 +422,30 @@ impl Bus {
         }
         out.sort_by(|a, b| a.opened_at.cmp(&b.opened_at));
         Ok(out)
+    }
+
+    /// Handoff packages on the stream per edge (`tc.handoff.<to>.<from>.…`), counted by the server
+    /// (`STREAM.INFO` with a subject filter), sorted by sender then receiver.
+    pub async fn handoff_counts(&self) -> Result<Vec<HandoffCount>, BusError> {
+        let stream = self
+            .js
+            .get_stream(subj::HANDOFF_STREAM)
+            .await
+            .map_err(|e| BusError::js(format!("stream {}", subj::HANDOFF_STREAM), e))?;
+        let mut subjects = stream
+            .info_with_subjects(subj::HANDOFF_WILDCARD)
+            .await
+            .map_err(|e| BusError::js(format!("count the subjects of {}", subj::HANDOFF_STREAM), e))?;
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = std::collections::BTreeMap::new();
+        while let Some(item) = subjects.next().await {
+            let (subject, n) =
+                item.map_err(|e| BusError::js(format!("count the subjects of {}", subj::HANDOFF_STREAM), e))?;
+            let mut parts = subject.split('.').skip(2);
+            if let (Some(to), Some(from)) = (parts.next(), parts.next()) {
+                *counts.entry((from.to_string(), to.to_string())).or_default() += n as u64;
+            }
+        }
+        Ok(counts.into_iter().map(|((from, to), packages)| HandoffCount { from, to, packages }).collect())
     }
 
     /// Main's side of the operator service: the requests sent to `subjects::OPERATOR_SUBJECT`,

@@ -278,6 +278,17 @@ impl CycleRecord {
     }
 }
 
+/// Handoff packages stored on one edge of the cycle (sender → receiver), counted by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffCount {
+    /// The sending agent's role.
+    pub from: String,
+    /// The receiving agent's role.
+    pub to: String,
+    /// Packages on the handoff stream for this edge.
+    pub packages: u64,
+}
+
 /// An agent's liveness as Main sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentLiveness {
@@ -306,6 +317,9 @@ pub enum OperatorReply {
         cycles: Vec<CycleRecord>,
         /// Agents.
         agents: Vec<AgentLiveness>,
+        /// Handoff packages kept on the stream, per edge (Main's count; empty from an older Main).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        handoffs: Vec<HandoffCount>,
     },
     /// The cycle is canceled (or already final).
     Canceled {

@@ -53,6 +53,9 @@ pub struct Plan {
     /// Inputs for the business case.
     #[serde(default)]
     pub cost: Option<CostInputs>,
+    /// llama-bench's standard test per model (`pp512` / `tg128`).
+    #[serde(default)]
+    pub standard: StandardTest,
     /// Claims the plan's source document makes, each checked against a measurement in the
     /// reports' claims ledger (the models' `projected` figures are claims too).
     #[serde(default)]
@@ -724,6 +727,7 @@ impl Plan {
                 return bad("cost.hours_per_day".into(), format!("expected at most 24, got {}", c.hours_per_day));
             }
         }
+        self.validate_standard()?;
         self.validate_claims()
     }
 
@@ -932,6 +936,9 @@ pub fn expand_path(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 mod endpoint;
 
 mod baseline;
+
+mod standard;
+pub use standard::StandardTest;
 
 mod criteria;
 pub use criteria::{CriterionKind, Rule};

@@ -645,6 +645,9 @@ pub struct ModelResult {
     /// The engine's own account of what it allocated at load (from its log), when it gave one.
     #[serde(default)]
     pub engine_memory: Option<EngineMemory>,
+    /// llama-bench's standard test (`pp512` / `tg128`) on the same engine, when the plan ran it.
+    #[serde(default)]
+    pub standard: Option<StandardResult>,
     /// Reproducibility manifest.
     pub manifest: Manifest,
     /// Telemetry sampled while measuring.
@@ -661,6 +664,33 @@ pub struct ModelResult {
     pub started_at: String,
     /// End time.
     pub finished_at: String,
+}
+
+/// One test of the standard row (`pp512` or `tg128`), repeated: tokens/s per repetition from the
+/// engine's own counters, as `llama-bench` prints its `t/s` column (mean ± standard deviation).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StandardRun {
+    /// The test's name as llama-bench prints it (`pp512`, `tg128`).
+    pub test: String,
+    /// Tokens the engine counted in the timed part (when it differs from the test's nominal
+    /// count, e.g. a model that stopped early on Ollama, the report says so).
+    pub tokens: u32,
+    /// Tokens/s of each repetition.
+    pub tps: Vec<f64>,
+}
+
+/// The standard test of one model: what ran, where the figures come from, and why a test is
+/// missing when one is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StandardResult {
+    /// The counters the figures come from (`llama-server /completion timings`, …).
+    pub source: String,
+    /// The tests that ran.
+    pub runs: Vec<StandardRun>,
+    /// Why the standard test (or part of it) did not run, in the operator's words.
+    pub note: Option<String>,
 }
 
 /// Failure classes Debug knows.

@@ -118,4 +118,20 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
         .and_then(|c| c.trim().trim_end_matches(" %").replace('−', "-").parse().ok())
         .expect("a KV error");
     assert!(err.abs() <= 10.0, "the KV prediction is off by {err} %: {kv}");
+    // The quantisation llama.cpp logged at load, and llama-bench's standard test on the same
+    // engine: pp512 over exactly 512 prompt tokens, tg128 over 128 generated ones (ignore_eos),
+    // each repetition timed by the engine, in a table like llama-bench's.
+    assert_eq!(model.manifest.quantization.as_deref(), Some("Q4_K - Medium"), "{:?}", model.manifest);
+    let st = model.standard.as_ref().expect("the standard test ran");
+    assert_eq!(st.note, None, "{st:?}");
+    let (pp, tg) = (&st.runs[0], &st.runs[1]);
+    assert_eq!((pp.test.as_str(), pp.tokens, tg.test.as_str(), tg.tokens), ("pp512", 512, "tg128", 128), "{st:?}");
+    let reps = plan.standard.repetitions as usize;
+    assert!(pp.tps.len() == reps && tg.tps.len() == reps, "{st:?}");
+    assert!(pp.tps.iter().chain(&tg.tps).all(|t| *t > 0.5), "{st:?}");
+    // Prefill of a batch outruns token-by-token decode on any CPU.
+    assert!(pp.tps.iter().sum::<f64>() > tg.tps.iter().sum::<f64>(), "{st:?}");
+    let table = report.split("## Standard test").nth(1).expect("a standard-test section");
+    let row = table.lines().find(|l| l.starts_with("| gemma3-270m |") && l.contains("| tg128 |")).expect("a tg128 row");
+    assert!(row.contains(" ± ") && row.contains("| Q4\\_K - Medium |") && row.contains("| CPU |"), "{row}");
 }

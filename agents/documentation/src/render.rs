@@ -31,6 +31,7 @@ mod paths;
 mod quality;
 mod roofline;
 mod series;
+mod standard;
 mod summary;
 mod telemetry;
 mod troubleshooting;

@@ -68,6 +68,16 @@ pub fn engine_memory(log: &str, source: &str) -> Option<EngineMemory> {
     (!account.is_empty()).then_some(account)
 }
 
+/// The weights' quantisation as llama.cpp names it when it loads a GGUF (`Q4_K - Medium`): the
+/// loader's `%s: file type   = %s` line (`L:src/llama-model-loader.cpp`, `print_info`, with
+/// `llama_model_ftype_name`), the name `llama-bench` puts in its `model` column. The last load's.
+pub fn file_type(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("print_info: file type").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once('=').map(|(_, v)| v.trim().to_string()))
+        .rfind(|v| !v.is_empty())
+}
+
 /// `offloaded N/M layers to GPU` in either engine's form.
 pub fn offloaded_in(line: &str) -> Option<(u32, u32)> {
     let rest = &line[line.find("offloaded ")? + "offloaded ".len()..];
@@ -146,6 +156,14 @@ mod tests {
     use super::*;
 
     const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn the_file_type_is_the_loaders_line() {
+        // As llama-server printed it here at -lv 4 for the demo GGUF.
+        let log = "0.01.213.522 I print_info: file format = GGUF V3 (latest)\n0.01.213.523 I print_info: file type   = Q4_K - Medium\n0.01.833.096 I print_info: model params          = 268.10 M\n";
+        assert_eq!(file_type(log).as_deref(), Some("Q4_K - Medium"));
+        assert_eq!(file_type("load_tensors: CPU model buffer size = 1.00 MiB\n"), None);
+    }
 
     fn mib(x: f64) -> u64 {
         (x * MIB).round() as u64

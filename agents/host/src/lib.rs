@@ -12,5 +12,6 @@ pub mod launch;
 pub mod ollama;
 pub mod openai;
 pub mod process;
+pub mod standard;
 pub mod system;
 pub mod telemetry;

@@ -229,7 +229,13 @@ async fn status(bus: &Bus, cycle: Option<&str>) -> Result<OperatorReply, BusErro
         }
     }
     agents.sort_by(|a, b| a.agent.cmp(&b.agent));
-    Ok(OperatorReply::Status { cycles, agents })
+    // The counts are a view for the exporter: a stream that cannot be read leaves them out
+    // rather than failing the status.
+    let handoffs = bus.handoff_counts().await.unwrap_or_else(|e| {
+        tracing::warn!(message = "Handoff counts not read.", error = %e);
+        Vec::new()
+    });
+    Ok(OperatorReply::Status { cycles, agents, handoffs })
 }
 
 /// Cancels a cycle; with `report`, the Writer hands on every run measured so far and the

@@ -596,6 +596,8 @@ impl Writer {
         }
         let runs = kept.clone();
         let (mut telemetry, series) = sampler.finish(tokens).await;
+        // After the sampler: the standard test's tokens and joules are not the runs'.
+        let standard = crate::standard::run(&dep, m.engine, plan, &base_req(&plan.prompts[0], String::new())).await;
         if let Some(p) = pull_ahead {
             // The engine serves the download: keep it up until the next model is in the store.
             if !p.0.is_finished() {
@@ -626,7 +628,8 @@ impl Writer {
             layers: dep.layers(engine_memory.as_ref()).await,
             gpu_share: if report.host.gpus.is_empty() { None } else { dep.gpu_share(engine_memory.as_ref()).await },
             engine_memory,
-            quantization: dep.quantization.clone(),
+            quantization: dep.quantization().await,
+            standard,
             digest: dep.digest.clone(),
             deployment: dep.deployment.clone(),
         };
@@ -729,6 +732,7 @@ struct DeployInfo {
     gpu_share: Option<f64>,
     engine_memory: Option<protocol::results::EngineMemory>,
     quantization: Option<String>,
+    standard: Option<protocol::results::StandardResult>,
     digest: Option<String>,
     deployment: Vec<String>,
 }
@@ -808,6 +812,7 @@ fn measured(
         peak_ram_bytes: info.peak_ram,
         peak_vram_bytes: info.peak_vram,
         engine_memory: info.engine_memory.clone(),
+        standard: info.standard.clone(),
         manifest: manifest(report, s, &s.model, Some(&info)),
         telemetry: info.telemetry.clone(),
         deployment: info.deployment.clone(),
@@ -831,6 +836,7 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         peak_ram_bytes: None,
         peak_vram_bytes: None,
         engine_memory: None,
+        standard: None,
         manifest: manifest(report, &s, m, None),
         telemetry: None,
         deployment: Vec::new(),

@@ -807,6 +807,16 @@ impl Deployed {
         engine_memory(&log, source)
     }
 
+    /// The weights' quantisation: Ollama's `/api/show` (read at deployment), else llama.cpp's
+    /// own `file type` line in the engine's log.
+    pub async fn quantization(&self) -> Option<String> {
+        match (&self.quantization, &self.api) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Api::OpenAi(_)) => host::engine_log::file_type(&self.engine_log().await?),
+            (None, Api::Ollama(_)) => None,
+        }
+    }
+
     /// The GPU/CPU split: the N/M layers the engine logged (`engine`, read after the load), or
     /// for Ollama without such a line, the `/api/ps` share, labelled as a share of bytes.
     pub async fn layers(&self, engine: Option<&EngineMemory>) -> Option<String> {

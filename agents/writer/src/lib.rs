@@ -8,4 +8,5 @@ pub mod deploy;
 pub mod endpoint;
 pub mod measure;
 pub mod settings;
+pub mod standard;
 pub mod thermal;

@@ -33,6 +33,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
     for v in &ctx.views {
         projected_against_measured(&mut s, v);
     }
+    s.push_str(&super::standard::section(ctx));
     s.push_str(&charts_section(ctx));
     s.push_str(&telemetry_section(ctx));
     s.push_str(&per_prompt_detail(ctx));
