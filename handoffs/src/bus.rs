@@ -588,3 +588,34 @@ impl FollowedEvent {
         self.msg.ack().await.map_err(|e| BusError::js(format!("ack on {EVENT_FOLLOWER}"), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_room_retries_while_the_store_is_full_and_no_longer() {
+        let mut calls = 0;
+        let r = wait_for_room("a result", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(BusError::js("publish to x", "insufficient resources (code 503, error code 10023)"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+        let mut calls = 0;
+        let r: Result<(), BusError> = wait_for_room("a result", || {
+            calls += 1;
+            async { Err(BusError::js("publish to x", "timed out")) }
+        })
+        .await;
+        assert!(r.is_err_and(|e| !e.is_store_full()));
+        assert_eq!(calls, 1, "an error other than a full store is returned at once");
+    }
+}

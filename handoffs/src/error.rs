@@ -77,9 +77,7 @@ impl BusError {
 /// stream or bucket that no longer fits) or the disk itself full.
 fn store_full(reason: &str) -> bool {
     let r = reason.to_ascii_lowercase();
-    r.contains("insufficient resources")
-        || r.contains("insufficient storage")
-        || r.contains("no space left on device")
+    r.contains("insufficient resources") || r.contains("insufficient storage") || r.contains("no space left on device")
 }
 
 #[cfg(test)]

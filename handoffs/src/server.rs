@@ -118,7 +118,8 @@ impl NatsServer {
         if !self.launcher.is_empty() {
             return Err(BusError::Server("a server started through a launcher cannot be reloaded; restart it".into()));
         }
-        let pid = self.child.as_ref().map(Child::id).ok_or_else(|| BusError::Server("nats-server is not running".into()))?;
+        let pid =
+            self.child.as_ref().map(Child::id).ok_or_else(|| BusError::Server("nats-server is not running".into()))?;
         let bin = find_binary()?;
         let o = Command::new(&bin)
             .arg("--signal")

@@ -62,7 +62,16 @@ impl PrivateDocker {
             .expect("dockerd log");
         let r = |p: &str| self.root.join(p).display().to_string();
         let child = Command::new("dockerd")
-            .args(["-H", &self.host(), "--data-root", &r("data"), "--exec-root", &r("exec"), "--pidfile", &r("docker.pid")])
+            .args([
+                "-H",
+                &self.host(),
+                "--data-root",
+                &r("data"),
+                "--exec-root",
+                &r("exec"),
+                "--pidfile",
+                &r("docker.pid"),
+            ])
             .args(["--bridge", &self.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
             .args(["--cgroup-parent", &format!("/{}", self.bridge), "--containerd-namespace", &self.bridge])
             .args(["--containerd-plugins-namespace", &format!("{}-plugins", self.bridge)])
@@ -172,7 +181,8 @@ fn the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes
     assert!(host_ok(&["info"]), "no Docker engine answers: run `scripts/start-dockerd.sh` (make test does)");
     assert!(host_ok(&["image", "inspect", IMAGE]), "image {IMAGE} is missing: run `scripts/build-test-images.sh`");
     let _serial = serial();
-    let mut s = Scenario::new("the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once");
+    let mut s =
+        Scenario::new("the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut docker = PrivateDocker::start(&tmp.path().join("d"));
     docker.load_image(IMAGE);
@@ -208,7 +218,10 @@ fn the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes
     let said: Vec<&str> = m.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert!(m.attempts.len() >= 2, "the restart was not noticed as a failed attempt: {said:?}");
     let first = &m.attempts[0].outcome;
-    assert!(first.contains("Docker engine") && first.contains(&docker.host()), "the failure does not name the Docker engine: {first}");
+    assert!(
+        first.contains("Docker engine") && first.contains(&docker.host()),
+        "the failure does not name the Docker engine: {first}"
+    );
     assert!(!r.escalations.is_empty(), "no escalation: {said:?}");
     assert!(left.is_empty(), "containers left on the private engine: {left:?} (before the restart: {before:?})");
     assert!(on_machine.is_empty(), "the cycle made containers on the machine's engine: {on_machine:?}");

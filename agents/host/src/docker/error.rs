@@ -219,3 +219,29 @@ pub(super) fn container_error(action: &'static str, id: &str, e: BollardError) -
         DockerError::Api { action, target: id.to_string(), source: e }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_that_does_not_answer_is_named_and_told_from_a_refusal() {
+        let gone = DockerError::Api {
+            action: "inspect container",
+            target: "c1".into(),
+            source: BollardError::SocketNotFoundError("/run/d.sock".into()),
+        };
+        assert!(gone.engine_unreachable());
+        let text = gone.to_string();
+        assert!(text.contains("the Docker engine at ") && text.contains("dockerd stopped or is restarting"), "{text}");
+        assert!(text.contains(&engine_address()), "{text}");
+        let refused = DockerError::Api {
+            action: "inspect container",
+            target: "c1".into(),
+            source: BollardError::DockerResponseServerError { status_code: 500, message: "boom".into() },
+        };
+        assert!(!refused.engine_unreachable());
+        assert!(!refused.to_string().contains("did not answer"), "{refused}");
+        assert!(DockerError::NoEngine { socket: "unix:///x".into(), detail: "gone".into() }.engine_unreachable());
+    }
+}
