@@ -18,6 +18,7 @@ run() { # name, cargo args...
 }
 run crash --test it cycle_crash
 run faults --test it cycle_faults
+run outages --test it cycle_outages
 run supervised --test it cycle_up_supervised::the_writer_killed_under_up_mid_benchmark
 run hostile --test it hostile_output
 run delivery -p threadcycle-handoffs --test it handoff_delivery
@@ -80,6 +81,8 @@ FAULTS=(
     "the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised"
     "an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug faults"
     "start_with_nats_unreachable_names_the_url_and_exits_non_zero faults"
+    "the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once outages"
+    "a_full_jetstream_store_is_named_and_the_cycle_resumes_when_room_returns outages"
     "a_package_delivered_twice_is_applied_once delivery"
     "a_server_restart_on_its_store_keeps_unapplied_packages delivery"
     "an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit docker"
@@ -138,6 +141,8 @@ $(fault_row "Main SIGKILLed while an escalation waits for the operator" debuggin
 $(fault_row "Writer SIGKILLed under \`threadcycle up\`: restarted by \`up\`'s supervision; engines of the killed Writer left running: $(cell the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once engines_left supervised)" benchmarking the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised)
 $(fault_row "Engine frozen (SIGSTOP) mid-answer: the stall limit (3 s) cuts the request, Debug names the stall and offers a longer limit, the operator takes it; frozen engines left: $(cell an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug engines_left faults)" benchmarking an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug faults)
 $(fault_row "NATS unreachable when the operator starts a cycle: the error names the URL, non-zero exit after $(cell start_with_nats_unreachable_names_the_url_and_exits_non_zero secs faults) s (refused clearly: $(cell start_with_nats_unreachable_names_the_url_and_exits_non_zero refused faults))" start start_with_nats_unreachable_names_the_url_and_exits_non_zero faults)
+$(fault_row "Docker engine (a private dockerd of the test's) stopped with SIGTERM mid-benchmark ($(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once stop_secs outages) s to stop, its container with it), started again on its data root: the failure names the engine, Debug's remedy retries ($(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once escalations outages) escalations, $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once attempts outages) attempts); containers left: $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once containers_left outages), made on the machine's engine: $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once containers_on_the_machine_engine outages)" benchmarking the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once outages)
+$(fault_row "JetStream store full mid-benchmark (server restarted on its store with \`max_file_store\` = $(cell a_full_jetstream_store_is_named_and_the_cycle_resumes_when_room_returns limit_bytes outages) bytes, a few KiB over what it held): the error names the store limit, the Writer holds its runs and engine, agents died: $(cell a_full_jetstream_store_is_named_and_the_cycle_resumes_when_room_returns agents_died outages); room returned while it ran (a higher limit, reloaded), attempts: $(cell a_full_jetstream_store_is_named_and_the_cycle_resumes_when_room_returns attempts outages)" benchmarking a_full_jetstream_store_is_named_and_the_cycle_resumes_when_room_returns outages)
 $(fault_row "Package delivered twice (within and past JetStream's dedup window); copies refused: $(cell a_package_delivered_twice_is_applied_once refused delivery)" "any handoff" a_package_delivered_twice_is_applied_once delivery)
 $(fault_row "NATS restarted with an unapplied package in the stream" "any handoff" a_server_restart_on_its_store_keeps_unapplied_packages delivery)
 $(fault_row "Container OOM-killed at its limit, remedied by Debug (auto)" deploying an_oom_killed_container_is_diagnosed_and_auto_raises_its_memory_limit docker)

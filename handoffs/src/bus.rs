@@ -117,6 +117,37 @@ impl Kv {
     }
 }
 
+/// Runs `op` until it succeeds or fails for another reason than a full JetStream store
+/// ([`BusError::StoreFull`]): while the store is full, it waits (1 s, doubling to 15 s) and
+/// tries again, saying so in the log at once and then every minute. What the caller holds (a
+/// measured run, a result) stays in memory meanwhile instead of being dropped and measured again.
+pub async fn wait_for_room<T, F, Fut>(what: &str, mut op: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let mut pause = Duration::from_secs(1);
+    let mut told: Option<std::time::Instant> = None;
+    loop {
+        match op().await {
+            Err(error) if error.is_store_full() => {
+                if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(message = "JetStream store full; holding the data and waiting for room.", %what, %error);
+                    told = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            other => {
+                if told.is_some() && other.is_ok() {
+                    tracing::info!(message = "JetStream store has room again; stored.", %what);
+                }
+                return other;
+            }
+        }
+    }
+}
+
 /// What happened to a published package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishOutcome {
@@ -579,5 +610,36 @@ impl FollowedEvent {
     /// number lets the follower recognise).
     pub async fn ack(&self) -> Result<(), BusError> {
         self.msg.ack().await.map_err(|e| BusError::js(format!("ack on {EVENT_FOLLOWER}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_room_retries_while_the_store_is_full_and_no_longer() {
+        let mut calls = 0;
+        let r = wait_for_room("a result", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(BusError::js("publish to x", "insufficient resources (code 503, error code 10023)"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+        let mut calls = 0;
+        let r: Result<(), BusError> = wait_for_room("a result", || {
+            calls += 1;
+            async { Err(BusError::js("publish to x", "timed out")) }
+        })
+        .await;
+        assert!(r.is_err_and(|e| !e.is_store_full()));
+        assert_eq!(calls, 1, "an error other than a full store is returned at once");
     }
 }

@@ -27,9 +27,11 @@ pub enum HandleError {
 }
 
 impl From<BusError> for HandleError {
-    /// NATS trouble while handling a package is transient: leave it in the stream and retry.
+    /// NATS trouble while handling a package is transient: leave it in the stream and retry
+    /// (a full store later than a lost connection: room comes back when the operator acts).
     fn from(e: BusError) -> Self {
-        HandleError::Retry { reason: e.to_string(), after: Duration::from_secs(2) }
+        let after = Duration::from_secs(if e.is_store_full() { 10 } else { 2 });
+        HandleError::Retry { reason: e.to_string(), after }
     }
 }
 
@@ -197,7 +199,9 @@ async fn process_one<H: Handler>(bus: &Bus, stats: &ConsumeStats, handler: &H, m
     match outcome {
         Ok(()) => {
             let record = serde_json::json!({ "kind": kind, "cycle": cycle.as_str(), "applied_at": chrono::Utc::now() });
-            if let Err(error) = bus.ledger.create(&key, &record).await {
+            // A full store holds the record back until there is room: the package was applied,
+            // and a redelivery would run the handler again.
+            if let Err(error) = crate::wait_for_room("the ledger record", || bus.ledger.create(&key, &record)).await {
                 // Not recorded: leave it unacked so it is redelivered and recognised by its effects' ids.
                 tracing::warn!(message = "Could not record an applied package.", %error, %id);
                 return;

@@ -23,7 +23,7 @@ pub mod routes;
 pub mod security;
 pub mod server;
 
-pub use bus::{Bus, EventFeed, FollowedEvent, Kv, OperatorCall, OperatorCalls, PublishOutcome};
+pub use bus::{Bus, EventFeed, FollowedEvent, Kv, OperatorCall, OperatorCalls, PublishOutcome, wait_for_room};
 pub use connect::{ConnectConfig, connect, inbox_prefix_for};
 pub use consume::{ConsumeStats, HandleError, Handled, Handler, consume};
 pub use error::BusError;

@@ -19,6 +19,10 @@ pub struct NatsServer {
     port: u16,
     store: PathBuf,
     config: PathBuf,
+    /// Configuration text appended to the generated one (authorization, TLS).
+    extra_config: String,
+    /// JetStream's `max_file_store` in bytes; `None`: the server's default (most of the disk).
+    max_file_store: Option<u64>,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
     /// A command the server is started through (`launcher… nats-server -c …`); empty: none.
@@ -69,15 +73,66 @@ impl NatsServer {
         std::fs::create_dir_all(&store)
             .map_err(|e| BusError::Server(format!("cannot create {}: {e}", store.display())))?;
         let port = free_port()?;
-        let config = dir.join("nats.conf");
-        let text = format!(
-            "listen: \"127.0.0.1:{port}\"\nserver_name: threadcycle_{port}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{extra_config}\n"
-        );
-        std::fs::write(&config, text)
-            .map_err(|e| BusError::Server(format!("cannot write {}: {e}", config.display())))?;
-        let mut s = NatsServer { child: None, port, store, config, _tmp: None, log: dir.join("nats.log"), launcher };
+        let mut s = NatsServer {
+            child: None,
+            port,
+            store,
+            config: dir.join("nats.conf"),
+            extra_config: extra_config.to_string(),
+            max_file_store: None,
+            _tmp: None,
+            log: dir.join("nats.log"),
+            launcher,
+        };
+        s.write_config()?;
         s.spawn()?;
         Ok(s)
+    }
+
+    /// Writes the configuration file the server reads at start and at reload.
+    fn write_config(&self) -> Result<(), BusError> {
+        let (port, store) = (self.port, &self.store);
+        let limit = self.max_file_store.map(|b| format!("  max_file_store: {b}\n")).unwrap_or_default();
+        let text = format!(
+            "listen: \"127.0.0.1:{port}\"\nserver_name: threadcycle_{port}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n{limit}}}\n{}\n",
+            self.extra_config
+        );
+        std::fs::write(&self.config, text)
+            .map_err(|e| BusError::Server(format!("cannot write {}: {e}", self.config.display())))
+    }
+
+    /// Sets JetStream's `max_file_store` (bytes; `None`: the server's default) in the
+    /// configuration. A lower limit, or one where there was none, takes effect at the next
+    /// [`NatsServer::restart`] (nats-server refuses to reload either); a higher one also at a
+    /// [`NatsServer::reload`]. Streams already stored are kept when the limit is lower than what
+    /// they hold: the server then refuses new messages with `insufficient resources`, as when
+    /// its disk fills.
+    pub fn set_max_file_store(&mut self, bytes: Option<u64>) -> Result<(), BusError> {
+        self.max_file_store = bytes;
+        self.write_config()
+    }
+
+    /// Makes the running server read its configuration again (`nats-server --signal reload`).
+    /// Not for a server started through a launcher (the signal would reach the launcher).
+    pub fn reload(&self) -> Result<(), BusError> {
+        if !self.launcher.is_empty() {
+            return Err(BusError::Server("a server started through a launcher cannot be reloaded; restart it".into()));
+        }
+        let pid =
+            self.child.as_ref().map(Child::id).ok_or_else(|| BusError::Server("nats-server is not running".into()))?;
+        let bin = find_binary()?;
+        let o = Command::new(&bin)
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .output()
+            .map_err(|e| BusError::Server(format!("cannot run {}: {e}", bin.display())))?;
+        if !o.status.success() {
+            return Err(BusError::Server(format!(
+                "nats-server --signal reload={pid} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     fn spawn(&mut self) -> Result<(), BusError> {

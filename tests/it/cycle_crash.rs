@@ -20,12 +20,19 @@ pub(super) struct Cluster {
     pub(super) out: PathBuf,
     pub(super) logs: PathBuf,
     pub(super) run_dir: PathBuf,
+    /// Environment every agent is started with (`DOCKER_HOST` of a private Docker engine…).
+    env: Vec<(String, String)>,
 }
 
-const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
+pub(super) const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
 
 impl Cluster {
     pub(super) fn start(dir: &Path) -> Cluster {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// [`Cluster::start`] with `env` set for every agent, restarted ones included.
+    pub(super) fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
         let mut c = Cluster {
             nats,
@@ -33,6 +40,7 @@ impl Cluster {
             out: dir.join("out"),
             logs: dir.join("logs"),
             run_dir: dir.join("run"),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         std::fs::create_dir_all(&c.logs).expect("logs");
         for r in ROLES {
@@ -52,6 +60,7 @@ impl Cluster {
             .arg(&self.out)
             .env("THREADCYCLE_RUN_DIR", &self.run_dir)
             .env("THREADCYCLE_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
@@ -65,6 +74,11 @@ impl Cluster {
         let pid = self.agents.get(role).map(|c| c.id()).expect("agent running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Whether the agent started for `role` still runs (false once it exited, crashed included).
+    pub(super) fn alive(&mut self, role: &'static str) -> bool {
+        self.agents.get_mut(role).is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub(super) fn kill(&mut self, role: &'static str) {
@@ -138,7 +152,7 @@ pub(super) fn crash_plan(dir: &Path) -> PathBuf {
 }
 
 /// The crash plan's prompts: three, each twice.
-const CRASH_PROMPTS: [&str; 3] = ["hello", "second", "third"];
+pub(super) const CRASH_PROMPTS: [&str; 3] = ["hello", "second", "third"];
 
 pub(super) fn no_engine_left(run_dir: &Path) {
     let pids: Vec<_> = std::fs::read_dir(run_dir)

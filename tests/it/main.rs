@@ -15,6 +15,7 @@ mod cycle_gate;
 mod cycle_gpu;
 mod cycle_kept_runs;
 mod cycle_multihost;
+mod cycle_outages;
 mod cycle_pull_ahead;
 mod cycle_scale;
 mod cycle_up_supervised;

@@ -42,6 +42,14 @@ const SIGNATURES: &[Signature] = &[
         what: "the engine was killed by the kernel's OOM killer",
         confidence: 0.8,
     },
+    Signature {
+        class: FailureClass::EngineExited,
+        // The Writer's words when the container's Docker engine did not answer
+        // (`host::docker` names it so).
+        needles: &["dockerd stopped or is restarting"],
+        what: "the Docker engine stopped or restarted and took the engine's container with it; deploying again waits for the engine to answer",
+        confidence: 0.9,
+    },
     // Ollama 0.12.6's load refusals, sent as HTTP 500 `{"error":…}` (o:server/routes.go:2259-2271).
     Signature {
         class: FailureClass::HostOutOfMemory,
@@ -495,6 +503,20 @@ mod tests {
         assert_eq!(d.options[0].action, RemedyAction::Retry { set: vec![Setting::MemoryLimitGb(3.0)] });
         assert_eq!(auto_choice(&d, 1, 3).number, 1);
         assert!(matches!(auto_choice(&d, 3, 3).action, RemedyAction::Skip));
+    }
+
+    #[test]
+    fn a_docker_engine_that_went_away_is_named_and_retried_unchanged() {
+        let mut e = esc(
+            "hello: the engine's container went down with its Docker engine (stream broke): Docker could not inspect container `c1`: the Docker engine at unix:///run/d.sock did not answer: dockerd stopped or is restarting",
+            &[],
+        );
+        e.suspected = FailureClass::EngineExited;
+        let d = diagnose(&e, &Evidence::default());
+        assert_eq!(d.class, FailureClass::EngineExited);
+        assert!(d.text.contains("Docker engine stopped or restarted"), "{}", d.text);
+        assert!(matches!(d.options[0].action, RemedyAction::CoolDown { .. }), "{:?}", d.options);
+        assert_eq!(auto_choice(&d, 1, 3).number, 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::deploy::{Deployed, Failure, deploy, engine_failure, remove_failed};
 use crate::measure::{run_result, summarise, with_nonce};
 use crate::settings::Settings;
 use crate::thermal::ThermalGuard;
-use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume};
+use handoffs::{Bus, BusError, ConsumeStats, HandleError, Handled, Handler, consume, wait_for_room};
 use host::engine::{EngineError, GenRequest};
 use host::telemetry::Sampler;
 use protocol::events::{Event, EventBody, Phase, Step};
@@ -154,7 +154,9 @@ impl Writer {
                     None => return Ok(()),
                 },
             };
-            if !self.bus.results.create(&key, &result).await.map_err(HandleError::from)? {
+            // A full store holds the measured result here until there is room (not re-measured).
+            let stored = wait_for_room("a model's result", || self.bus.results.create(&key, &result)).await;
+            if !stored.map_err(HandleError::from)? {
                 tracing::warn!(message = "A result for this model was already stored; keeping the first.", %key);
             }
             let outcome = match &result.status {
@@ -208,7 +210,7 @@ impl Writer {
                 })),
             )
         };
-        self.bus.publish(&out).await.map_err(HandleError::from)?;
+        wait_for_room("the benchmark results", || self.bus.publish(&out)).await.map_err(HandleError::from)?;
         self.event(cycle, EventBody::PhaseStarted { phase: Phase::Documenting }).await;
         Ok(())
     }
@@ -315,7 +317,7 @@ impl Writer {
                             })),
                         )
                     };
-                    self.bus.publish(&out).await.map_err(HandleError::from)?;
+                    wait_for_room("an escalation", || self.bus.publish(&out)).await.map_err(HandleError::from)?;
                     let decision = self.await_decision(cycle, &esc.to_string(), plan).await;
                     remove_failed(failed_target.as_deref()).await;
                     let Some(decision) = decision? else {
@@ -571,7 +573,9 @@ impl Writer {
                     Err(e) => return Err(request_failure(&mut dep, &p.id, e).await),
                 };
                 let key = format!("answers/{cycle}/{}/{}/{rep}", m.name, p.id);
-                let blob = self.bus.put_blob(&key, g.text.as_bytes()).await.map_err(AttemptError::Bus)?;
+                // A full store holds the measured run (and the engine) until there is room.
+                let store = || self.bus.put_blob(&key, g.text.as_bytes());
+                let blob = wait_for_room("a measured answer", store).await.map_err(AttemptError::Bus)?;
                 let r = run_result(&p.id, rep, &nonce, &g, analyse(&g.text, &p.required_topics), Some(blob));
                 self.event(
                     cycle,
@@ -606,7 +610,7 @@ impl Writer {
             p.finish().await;
         }
         let key = format!("telemetry/{cycle}/{}/attempt-{}", m.name, s.changes.len() + 1);
-        match self.bus.put_blob(&key, series.as_bytes()).await {
+        match wait_for_room("the telemetry series", || self.bus.put_blob(&key, series.as_bytes())).await {
             Ok(blob) => telemetry.series = Some(blob),
             Err(error) => tracing::warn!(message = "Telemetry series not stored.", %error),
         }
@@ -740,7 +744,11 @@ struct DeployInfo {
 async fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> AttemptError {
     let mut f = engine_failure(&e, what);
     f.evidence = dep.evidence(e.engine_text().map(str::to_string)).await;
-    if let Some(st) = f.evidence.exit_status.clone() {
+    if let Some(gone) = dep.docker_unreachable().await {
+        // dockerd stopped or is restarting: the container stopped with it.
+        f.class = FailureClass::EngineExited;
+        f.message = format!("{what}: the engine's container went down with its Docker engine ({e}): {gone}");
+    } else if let Some(st) = f.evidence.exit_status.clone() {
         f.class =
             if f.evidence.oom_killed == Some(true) { FailureClass::OomKilled } else { FailureClass::EngineExited };
         f.message = format!("{what}: the engine died ({st}) during the request: {e}");

@@ -123,6 +123,9 @@ impl Drop for Deployed {
     }
 }
 
+/// How long a deployment waits for a Docker engine that does not answer (dockerd restarting).
+const DOCKER_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Labels every container of ours carries (the Docker adapter adds `threadcycle.managed`).
 pub fn labels(cycle: &CycleId, model: &str, host: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -348,7 +351,10 @@ async fn deploy_container(
     on_step: &(dyn Fn(Step) + Sync),
 ) -> Result<Deployed, Failure> {
     let m = &s.model;
-    let docker = DockerRuntime::connect().await.map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
+    // A Docker engine restarting (its socket gone for a few seconds) is waited for.
+    let docker = DockerRuntime::connect_waiting(DOCKER_PATIENCE)
+        .await
+        .map_err(|e| Failure::new(FailureClass::Other, e.to_string()))?;
     let name = format!("tc-{cycle}-{}", m.name);
     let removed = docker
         .remove_labeled(&[("threadcycle.cycle", cycle.as_str()), ("threadcycle.model", m.name.as_str())])
@@ -735,6 +741,13 @@ impl Deployed {
             Place::Container { id, .. } => format!("container:{id}"),
             Place::Endpoint { url, .. } => format!("endpoint:{url}"),
         }
+    }
+
+    /// For a container: the Docker engine's error when the engine does not answer now
+    /// (dockerd stopped or restarting: the container went down with it).
+    pub async fn docker_unreachable(&self) -> Option<DockerError> {
+        let Place::Container { docker, id } = &self.place else { return None };
+        docker.state(id).await.err().filter(DockerError::engine_unreachable)
     }
 
     /// Evidence about the engine's state after a failed request.

@@ -92,6 +92,16 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// Whether the Docker engine itself did not answer (no engine, or dockerd stopped or
+    /// restarting mid-call), as opposed to an engine that answered with a refusal.
+    pub fn engine_unreachable(&self) -> bool {
+        match self {
+            DockerError::NoEngine { .. } => true,
+            DockerError::Api { source, .. } => is_unreachable(source),
+            _ => false,
+        }
+    }
+
     /// The container's last log lines, when this error carries them.
     pub fn log_tail(&self) -> &[String] {
         match self {
@@ -101,14 +111,40 @@ impl DockerError {
     }
 }
 
-/// The engine's own message for an API error, without bollard's wrapping.
+/// The engine's own message for an API error, without bollard's wrapping; when the engine
+/// did not answer at all, that, naming where it was looked for.
 pub(super) fn engine_message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { status_code, message } => {
             format!("{} (HTTP {status_code})", message.trim())
         }
+        other if is_unreachable(other) => format!(
+            "the Docker engine at {} did not answer: dockerd stopped or is restarting (its containers stop with it unless live-restore is on; check `systemctl status docker`) ({other})",
+            engine_address()
+        ),
         other => other.to_string(),
     }
+}
+
+/// Where the engine is reached: `DOCKER_HOST`, else the local socket.
+pub(super) fn engine_address() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| format!("unix://{}", super::DEFAULT_SOCKET))
+}
+
+/// Whether a bollard error means the engine did not answer (socket gone, connection refused or
+/// cut, no response in time) rather than an answer from it.
+pub(super) fn is_unreachable(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::IOError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::SocketNotFoundError(_)
+            | BollardError::RequestTimeoutError
+    )
 }
 
 /// `"512 MiB"` / `"8 GiB"` rendering of a byte count.
@@ -181,5 +217,31 @@ pub(super) fn container_error(action: &'static str, id: &str, e: BollardError) -
         DockerError::NotFound { container: id.to_string() }
     } else {
         DockerError::Api { action, target: id.to_string(), source: e }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_that_does_not_answer_is_named_and_told_from_a_refusal() {
+        let gone = DockerError::Api {
+            action: "inspect container",
+            target: "c1".into(),
+            source: BollardError::SocketNotFoundError("/run/d.sock".into()),
+        };
+        assert!(gone.engine_unreachable());
+        let text = gone.to_string();
+        assert!(text.contains("the Docker engine at ") && text.contains("dockerd stopped or is restarting"), "{text}");
+        assert!(text.contains(&engine_address()), "{text}");
+        let refused = DockerError::Api {
+            action: "inspect container",
+            target: "c1".into(),
+            source: BollardError::DockerResponseServerError { status_code: 500, message: "boom".into() },
+        };
+        assert!(!refused.engine_unreachable());
+        assert!(!refused.to_string().contains("did not answer"), "{refused}");
+        assert!(DockerError::NoEngine { socket: "unix:///x".into(), detail: "gone".into() }.engine_unreachable());
     }
 }

@@ -81,7 +81,7 @@ impl DockerRuntime {
     /// Connect to the local engine (or `DOCKER_HOST`) and check that it answers a ping.
     pub async fn connect() -> Result<Self, DockerError> {
         let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty());
-        let socket = host.clone().unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        let socket = error::engine_address();
         let no_engine = |detail: String| DockerError::NoEngine { socket: socket.clone(), detail };
         let docker = match &host {
             Some(_) => Docker::connect_with_defaults(),
@@ -92,6 +92,26 @@ impl DockerRuntime {
             Ok(Ok(_)) => Ok(Self { docker }),
             Ok(Err(e)) => Err(no_engine(e.to_string())),
             Err(_) => Err(no_engine(format!("no answer to a ping within {}", fmt_duration(PING_TIMEOUT)))),
+        }
+    }
+
+    /// [`DockerRuntime::connect`], waiting up to `patience` for an engine that does not answer
+    /// (dockerd restarting: its socket is gone or refuses for a few seconds), retrying after
+    /// 0.5 s, doubling to 5 s. The last error when it never answers.
+    pub async fn connect_waiting(patience: Duration) -> Result<Self, DockerError> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match Self::connect().await {
+                Err(e) if start.elapsed() + pause < patience => {
+                    if pause == Duration::from_millis(500) {
+                        tracing::warn!(message = "Docker engine not answering; waiting for it.", error = %e, patience_s = patience.as_secs());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
         }
     }
 
