@@ -70,6 +70,7 @@ docker: llama
 	scripts/start-dockerd.sh
 	scripts/build-test-images.sh
 	@command -v docker-compose >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null; }
+	@command -v ip >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 >/dev/null; }
 	@docker-compose version --short
 
 # A real Prometheus for tests/it/prometheus.rs (Debian's package; the test starts its own on a
