@@ -6,6 +6,8 @@
 #   2. client decode tokens/s (mean)  vs  `llama-bench -p 0 -n 128 -t 2` (no server) goal: within 10 %
 #   3. client TTFT  vs  llama-server `timings.prompt_ms` (the gap is HTTP + one decode step + the
 #      first SSE chunk)
+#   4. the report's standard test (pp512 / tg128 through llama-server's /completion, [standard])
+#      vs `llama-bench -p 512 -n 128` on the same file                          goal: within 10 %
 #
 # It runs `threadcycle up` on a generated plan (Gemma 3 270M Q4_K_M on llama-server as a host
 # process, 2 threads, max_tokens 128, 5 repetitions, 2 prompts), reads data/results.json, and runs
@@ -40,6 +42,9 @@ context = 2048
 request_timeout_s = 600
 load_timeout_s = 300
 
+[standard]
+repetitions = 5
+
 [[models]]
 name = "gemma3-270m"
 engine = "llama-server"
@@ -59,14 +64,14 @@ title = "A long guide"
 text = "Write a long, step-by-step guide (at least 20 numbered steps, each with two sentences of explanation) to setting up a home server."
 EOF
 
-bench_tg() { # llama-bench tg$MAX_TOKENS with the same threads; prints the JSON to $1
-  llama-bench -m "$MODEL" -p 0 -n "$MAX_TOKENS" -t "$THREADS" -r 5 -o json >"$1" 2>"$1.err" \
+bench_tg() { # llama-bench pp512 and tg$MAX_TOKENS with the same threads; prints the JSON to $1
+  llama-bench -m "$MODEL" -p 512 -n "$MAX_TOKENS" -t "$THREADS" -r 5 -o json >"$1" 2>"$1.err" \
     || { echo "llama-bench failed: $(tail -3 "$1.err")" >&2; return 1; }
 }
 
 echo "== decode accuracy ($(date -u +%FT%TZ)); work folder $OUT"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "-- llama-bench before the cycle: llama-bench -m $MODEL -p 0 -n $MAX_TOKENS -t $THREADS -r 5 -o json"
+echo "-- llama-bench before the cycle: llama-bench -m $MODEL -p 512 -n $MAX_TOKENS -t $THREADS -r 5 -o json"
 bench_tg "$OUT/llama-bench-before.json"
 echo "-- threadcycle up $PLAN (binary $TC)"
 start=$(date +%s.%N)
@@ -147,10 +152,30 @@ print(f"   TTFT - prompt_ms = {mean(gaps):.1f} ms mean (min {min(gaps):.1f}, max
       f"; one decode step at the engine's mean rate is {1000/mean(engine):.1f} ms")
 print("   (the first token is sampled from the prefill's logits, so TTFT - prompt_ms is request parsing, templating and")
 print("    tokenising, sampling and detokenising the first token, and the HTTP/SSE hop: no decode step)")
+print("\n4) the report's standard test (llama-server /completion timings) vs llama-bench, same file and threads")
+std = next((m.get("standard") for m in res["models"] if m.get("standard")), None)
+ok4 = None
+if not std or not std.get("runs"):
+    print("   no standard test in the results: " + str(std))
+else:
+    ok4 = True
+    for run in std["runs"]:
+        test = run["test"]
+        want = (lambda x: x.get("n_prompt") == 512 and x.get("n_gen") == 0) if test == "pp512" else \
+               (lambda x: x.get("n_gen") == int(test[2:]) and x.get("n_prompt") == 0)
+        lbs = [s for d in lb for x in d if want(x) for s in x.get("samples_ts", [])]
+        if not lbs:
+            print(f"   {test}: llama-bench has no matching row"); ok4 = False; continue
+        med_t, med_b = st.median(run["tps"]), st.median(lbs)
+        r = med_t / med_b
+        ok4 = ok4 and abs(r - 1) <= 0.10
+        print(f"   {test}: threadcycle {mean(run['tps']):.2f} ± {sd(run['tps']):.2f} tok/s (median {med_t:.2f}, {len(run['tps'])} reps, {run['tokens']} tokens)"
+              f"; llama-bench {mean(lbs):.2f} ± {sd(lbs):.2f} (median {med_b:.2f}, {len(lbs)} samples); medians {r:.4f} ({(r-1)*100:+.1f} %)")
+    print(f"   goal |diff| <= 10 % (medians): {'MET' if ok4 else 'MISSED'}")
 summary = {"client_engine_ratio": r_mean, "client_engine_worst": worst, "client_llamabench_ratio_median": ratio2,
            "client_tps": c_mean, "engine_tps": mean(engine), "llama_bench_tps": [r["avg_ts"] for r in rows], "client_llamabench_ratios": ratios2,
            "ttft_ms": mean(ttft), "prompt_ms": mean(pms), "ttft_minus_prompt_ms": mean(gaps),
-           "goal_engine_2pct": ok1, "goal_llamabench_10pct": ok2}
+           "goal_engine_2pct": ok1, "goal_llamabench_10pct": ok2, "goal_standard_10pct": ok4}
 print("\nSUMMARY " + json.dumps(summary))
 PY
 echo
