@@ -24,6 +24,6 @@ pub mod security;
 pub mod server;
 
 pub use bus::{Bus, EventFeed, FollowedEvent, Kv, OperatorCall, OperatorCalls, PublishOutcome};
-pub use connect::{ConnectConfig, connect, inbox_prefix_for};
+pub use connect::{ConnectConfig, connect, inbox_prefix_for, server_addrs};
 pub use consume::{ConsumeStats, HandleError, Handled, Handler, consume};
 pub use error::BusError;

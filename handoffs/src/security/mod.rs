@@ -53,6 +53,9 @@ pub enum SecurityError {
     /// A key or certificate could not be made.
     #[error("cannot make the TLS certificates: {0}")]
     Certificate(String),
+    /// A cluster size that cannot keep a majority after losing a node.
+    #[error("cannot lay out a NATS cluster of {0}")]
+    BadCluster(String),
     /// An env file is not one this module wrote.
     #[error("{path} is not a threadcycle NATS credentials file: {reason}")]
     BadEnvFile {
