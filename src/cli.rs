@@ -296,7 +296,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 print!("{}", g.summary());
                 Ok(0)
             }
-            Err(e @ (handoffs::security::SecurityError::Exists(_) | handoffs::security::SecurityError::BadCluster(_))) => {
+            Err(
+                e @ (handoffs::security::SecurityError::Exists(_) | handoffs::security::SecurityError::BadCluster(_)),
+            ) => {
                 eprintln!("error: {e}");
                 Ok(exit::BAD_INPUT)
             }

@@ -74,7 +74,8 @@ fn package(cycle: &CycleId, i: usize) -> Envelope {
 
 /// A bus for `role` on the servers `urls`; retried while a cluster elects its leaders.
 async fn bus(urls: &str, role: Role, replicas: Option<usize>) -> Res<Bus> {
-    let client = connect(&ConnectConfig { url: urls.into(), name: format!("bench-{role}"), ..Default::default() }).await?;
+    let client =
+        connect(&ConnectConfig { url: urls.into(), name: format!("bench-{role}"), ..Default::default() }).await?;
     let t = Instant::now();
     loop {
         match Bus::open_replicated(client.clone(), role, HostId::local(), replicas).await {

@@ -181,7 +181,11 @@ fn check_replicas(stream: &str, have: usize, wanted: Option<usize>) {
     }
 }
 
-async fn ensure_stream(js: &jetstream::Context, mut cfg: stream::Config, replicas: Option<usize>) -> Result<(), BusError> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    mut cfg: stream::Config,
+    replicas: Option<usize>,
+) -> Result<(), BusError> {
     let name = cfg.name.clone();
     cfg.num_replicas = replicas_or_one(replicas);
     let s = js.get_or_create_stream(cfg).await.map_err(|e| BusError::js(format!("create stream {name}"), e))?;
@@ -191,7 +195,11 @@ async fn ensure_stream(js: &jetstream::Context, mut cfg: stream::Config, replica
 
 /// The replica count of an existing bucket's stream (`KV_<bucket>`, `OBJ_<bucket>`), checked
 /// only when a count is configured.
-async fn check_bucket_replicas(js: &jetstream::Context, stream: String, replicas: Option<usize>) -> Result<(), BusError> {
+async fn check_bucket_replicas(
+    js: &jetstream::Context,
+    stream: String,
+    replicas: Option<usize>,
+) -> Result<(), BusError> {
     if replicas.is_none() {
         return Ok(());
     }

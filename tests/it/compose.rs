@@ -243,12 +243,21 @@ fn compose_config(env: &[(String, String)]) -> serde_json::Value {
         .output()
         .expect("docker-compose runs");
     assert!(o.status.success(), "docker-compose config failed:\n{}", show(&o));
-    let mut py = Command::new("python3")
+    // The interpreter named on docker-compose's `#!` line has PyYAML (compose v1 needs it).
+    let compose_bin = std::env::split_paths(&path_env())
+        .map(|d| d.join("docker-compose"))
+        .find(|p| p.is_file())
+        .expect("docker-compose on PATH");
+    let script = std::fs::read(&compose_bin).unwrap_or_default();
+    let first = String::from_utf8_lossy(&script[..script.len().min(200)]).lines().next().unwrap_or("").to_string();
+    let python = first.strip_prefix("#!").map(str::trim).filter(|p| p.contains("python")).unwrap_or("/usr/bin/python3");
+    let mut py = Command::new(python)
         .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python3 (docker-compose's own interpreter)");
+        .expect("docker-compose's python interpreter");
     use std::io::Write;
     py.stdin.take().expect("stdin").write_all(&o.stdout).expect("write");
     let json = py.wait_with_output().expect("python3");
@@ -298,9 +307,11 @@ fn the_cluster_profile_runs_three_nodes_from_the_configs_nats_config_writes() {
     with_cluster.extend(cluster_env.clone());
     let cfg = compose_config(&with_cluster);
     let services = &cfg["services"];
-    for (svc, file, volume) in
-        [("nats", "nats.conf", "nats-data"), ("nats-2", "nats-2.conf", "nats-2-data"), ("nats-3", "nats-3.conf", "nats-3-data")]
-    {
+    for (svc, file, volume) in [
+        ("nats", "nats.conf", "nats-data"),
+        ("nats-2", "nats-2.conf", "nats-2-data"),
+        ("nats-3", "nats-3.conf", "nats-3-data"),
+    ] {
         let vols = services[svc]["volumes"].to_string();
         assert!(vols.contains(&dir.join(file).display().to_string()) && vols.contains(volume), "{svc}: {vols}");
         assert!(services[svc]["healthcheck"].is_object(), "{svc} has no healthcheck");

@@ -29,8 +29,13 @@ struct StreamState {
 fn stream_names() -> Vec<String> {
     let mut v: Vec<String> =
         [subj::HANDOFF_STREAM, subj::EVENT_STREAM, subj::DEAD_LETTER_STREAM].iter().map(|s| s.to_string()).collect();
-    for b in [subj::LEDGER_BUCKET, subj::CYCLES_BUCKET, subj::ESCALATIONS_BUCKET, subj::RESULTS_BUCKET, subj::HEARTBEATS_BUCKET]
-    {
+    for b in [
+        subj::LEDGER_BUCKET,
+        subj::CYCLES_BUCKET,
+        subj::ESCALATIONS_BUCKET,
+        subj::RESULTS_BUCKET,
+        subj::HEARTBEATS_BUCKET,
+    ] {
         v.push(format!("KV_{b}"));
     }
     v.push(format!("OBJ_{}", subj::BLOB_BUCKET));
@@ -114,6 +119,10 @@ fn the_handoff_stream_leader_killed_mid_cycle_on_a_three_node_cluster_loses_noth
     }
     c.wait_for(&cycle, "the first measured requests", 180, |r| r.requests_done >= 2);
     let before = streams(&urls);
+    // All three copies are current before the kill (a leader and two peers in step).
+    for st in &before {
+        assert_eq!(st.current_peers, 2, "{st:?}");
+    }
     let handoffs = before.iter().find(|st| st.name == subj::HANDOFF_STREAM).expect("handoff stream");
     let leader = handoffs.leader.clone().expect("a handoff stream leader");
     let victim = names.iter().position(|n| *n == leader).expect("the leader is a node");
