@@ -9,7 +9,8 @@
 //! - [`routes`]: the one table of who sends which package to whom, which both the server's
 //!   permissions and `consume` are made from.
 //! - [`security`]: least-privilege users, the server configuration and TLS certificates.
-//! - [`server`]: a private `nats-server` on a free loopback port (for `threadcycle up` and tests).
+//! - [`server`]: a private `nats-server` on a free loopback port (for `threadcycle up` and tests),
+//!   and `NatsCluster`, several joined by routes into one JetStream cluster.
 //!
 //! Architecture invariant: only this crate knows how packages map to JetStream; agents see
 //! typed envelopes and KV records. The NATS client and the JetStream context are private to
