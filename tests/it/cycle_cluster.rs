@@ -60,7 +60,7 @@ fn streams(urls: &str) -> Vec<StreamState> {
             let deadline = Instant::now() + Duration::from_secs(30);
             let info = loop {
                 let got = match js.get_stream(&name).await {
-                    Ok(mut s) => s.info().await.map(|i| i.clone()).map_err(|e| e.to_string()),
+                    Ok(mut s) => s.info().await.cloned().map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 match got {
