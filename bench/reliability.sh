@@ -17,6 +17,7 @@ run() { # name, cargo args...
     echo $? >"$log/$name.rc"
 }
 run crash --test it cycle_crash
+run cluster --test it cycle_cluster
 run faults --test it cycle_faults
 run outages --test it cycle_outages
 run supervised --test it cycle_up_supervised::the_writer_killed_under_up_mid_benchmark
@@ -76,6 +77,7 @@ FAULTS=(
     "the_writer_killed_with_a_container_up_leaves_no_container_behind crash"
     "the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_duplicates crash"
     "the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle crash"
+    "the_handoff_stream_leader_killed_mid_cycle_on_a_three_node_cluster_loses_nothing cluster"
     "a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land crash"
     "main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it crash"
     "the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised"
@@ -136,6 +138,7 @@ $(fault_row "Every agent SIGKILLed and restarted once in every phase: $(cell $M 
 $(fault_row "Writer SIGKILLed with its container up (Docker runtime), while deploying and mid-benchmark; $(cell $D containers_reaped crash) containers of dead Writers found by label and removed, $(cell $D containers_left crash) left behind" "deploying, benchmarking" $D crash)
 $(fault_row "Writer SIGKILLed, restarted (orphan engine reaped)" benchmarking the_writer_killed_mid_benchmark_and_restarted_completes_the_cycle_without_duplicates crash)
 $(fault_row "NATS server SIGKILLed, restarted on its store" benchmarking the_nats_server_killed_mid_cycle_and_restarted_on_its_store_completes_the_cycle crash)
+$(fault_row "Three-node NATS cluster (streams and buckets R3): the node leading the handoff stream SIGKILLed and left down (it led $(cell the_handoff_stream_leader_killed_mid_cycle_on_a_three_node_cluster_loses_nothing leaderships_lost cluster) of the 9 streams and buckets); the other two take over ($(cell the_handoff_stream_leader_killed_mid_cycle_on_a_three_node_cluster_loses_nothing secs cluster) s)" benchmarking the_handoff_stream_leader_killed_mid_cycle_on_a_three_node_cluster_loses_nothing cluster)
 $(fault_row "Writer SIGKILLed and *not* restarted: Main's watchdog fails the cycle naming \`writer-local\` after \`policy.agent_timeout_s\` (15 s here); the Writer restarted later finishes it and the completion replaces the failure" benchmarking a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land crash)
 $(fault_row "Main SIGKILLed while an escalation waits for the operator" debugging main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it crash)
 $(fault_row "Writer SIGKILLed under \`threadcycle up\`: restarted by \`up\`'s supervision; engines of the killed Writer left running: $(cell the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once engines_left supervised)" benchmarking the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised)

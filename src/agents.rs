@@ -85,7 +85,7 @@ pub async fn run(
     }
     let client = connect(&nats.config(&url, &format!("threadcycle-{role}"), true)).await?;
     let bus = loop {
-        match Bus::open(client.clone(), role, host.clone()).await {
+        match Bus::open_replicated(client.clone(), role, host.clone(), nats.replicas.map(usize::from)).await {
             Ok(b) => break b,
             Err(error) => {
                 tracing::warn!(message = "JetStream not ready; retrying.", %error);

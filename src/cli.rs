@@ -179,6 +179,11 @@ pub enum Cmd {
         /// Also make a self-signed CA and a server certificate (EC P-256, made in-process).
         #[arg(long)]
         tls: bool,
+        /// A cluster of N nodes (3 or 5) for docker-compose.yml's `cluster` profile: nats.conf,
+        /// nats-2.conf, nats-3.conf… joined by routes, and cluster.env (streams and buckets
+        /// replicated 3 times).
+        #[arg(long, value_name = "N")]
+        cluster: Option<usize>,
     },
     /// Compare two cycles' results (markdown, regressions flagged).
     Compare {
@@ -274,21 +279,26 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
         }
-        Cmd::NatsConfig { dir, tls } => match handoffs::security::generate(&dir, tls) {
+        Cmd::NatsConfig { dir, tls, cluster } => match handoffs::security::generate(&dir, tls, cluster.unwrap_or(0)) {
             Ok(g) if cli.json => {
                 let tls = g.tls.as_ref().map(|t| {
                     serde_json::json!({ "ca": t.ca_file, "cert": t.cert_file, "key": t.key_file, "verify": t.verify })
                 });
                 let env: serde_json::Map<String, serde_json::Value> =
                     g.env_files.iter().map(|(r, p)| (r.as_str().to_string(), serde_json::json!(p))).collect();
-                println!("{}", serde_json::json!({ "config": g.config, "env_files": env, "tls": tls }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "config": g.config, "node_configs": g.node_configs, "cluster_env": g.cluster_env, "env_files": env, "tls": tls })
+                );
                 Ok(0)
             }
             Ok(g) => {
                 print!("{}", g.summary());
                 Ok(0)
             }
-            Err(e @ handoffs::security::SecurityError::Exists(_)) => {
+            Err(
+                e @ (handoffs::security::SecurityError::Exists(_) | handoffs::security::SecurityError::BadCluster(_)),
+            ) => {
                 eprintln!("error: {e}");
                 Ok(exit::BAD_INPUT)
             }

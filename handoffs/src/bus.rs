@@ -184,9 +184,58 @@ pub struct Bus {
     blob_threshold: usize,
 }
 
-async fn ensure_stream(js: &jetstream::Context, cfg: stream::Config) -> Result<(), BusError> {
+/// How many copies JetStream keeps of every stream and bucket, from `--nats-replicas` /
+/// `THREADCYCLE_NATS_REPLICAS`: `None` (the default) creates them with one copy (one server);
+/// `Some(3)` on a three-node cluster creates them replicated three times, so losing any one
+/// node loses nothing and the cycle goes on.
+///
+/// The count applies when a stream or bucket is created. One that already exists keeps the
+/// count it has: agents may not send `STREAM.UPDATE` (see `security::permissions`), so a
+/// differing count is logged as a warning naming the stream, and the NATS administrator changes
+/// it (`nats stream edit <stream> --replicas 3`).
+fn replicas_or_one(replicas: Option<usize>) -> usize {
+    replicas.unwrap_or(1).max(1)
+}
+
+/// Warns when an existing stream's replica count differs from the configured one.
+fn check_replicas(stream: &str, have: usize, wanted: Option<usize>) {
+    if let Some(want) = wanted
+        && want != have.max(1)
+    {
+        tracing::warn!(
+            message = "An existing stream keeps its replica count; change it as the NATS administrator.",
+            stream,
+            replicas = have.max(1),
+            configured = want,
+            fix = %format!("nats stream edit {stream} --replicas {want}"),
+        );
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    mut cfg: stream::Config,
+    replicas: Option<usize>,
+) -> Result<(), BusError> {
     let name = cfg.name.clone();
-    js.get_or_create_stream(cfg).await.map_err(|e| BusError::js(format!("create stream {name}"), e))?;
+    cfg.num_replicas = replicas_or_one(replicas);
+    let s = js.get_or_create_stream(cfg).await.map_err(|e| BusError::js(format!("create stream {name}"), e))?;
+    check_replicas(&name, s.cached_info().config.num_replicas, replicas);
+    Ok(())
+}
+
+/// The replica count of an existing bucket's stream (`KV_<bucket>`, `OBJ_<bucket>`), checked
+/// only when a count is configured.
+async fn check_bucket_replicas(
+    js: &jetstream::Context,
+    stream: String,
+    replicas: Option<usize>,
+) -> Result<(), BusError> {
+    if replicas.is_none() {
+        return Ok(());
+    }
+    let s = js.get_stream(&stream).await.map_err(|e| BusError::js(format!("read stream {stream}"), e))?;
+    check_replicas(&stream, s.cached_info().config.num_replicas, replicas);
     Ok(())
 }
 
@@ -195,15 +244,20 @@ async fn ensure_kv(
     name: &'static str,
     history: i64,
     max_age: Duration,
+    replicas: Option<usize>,
 ) -> Result<Kv, BusError> {
     let store = match js.get_key_value(name).await {
-        Ok(s) => s,
+        Ok(s) => {
+            check_bucket_replicas(js, format!("KV_{name}"), replicas).await?;
+            s
+        }
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: name.into(),
                 history,
                 max_age,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas_or_one(replicas),
                 ..Default::default()
             })
             .await
@@ -213,8 +267,21 @@ async fn ensure_kv(
 }
 
 impl Bus {
-    /// Creates or verifies the streams and buckets, and returns the handle for `role` on `host`.
+    /// Creates or verifies the streams and buckets (one copy each, for one server), and returns
+    /// the handle for `role` on `host`.
     pub async fn open(client: async_nats::Client, role: Role, host: HostId) -> Result<Bus, BusError> {
+        Bus::open_replicated(client, role, host, None).await
+    }
+
+    /// [`Bus::open`], creating missing streams and buckets with `replicas` copies each (on a
+    /// cluster; an existing one keeps its count, with a warning when it differs); `None`: one
+    /// copy.
+    pub async fn open_replicated(
+        client: async_nats::Client,
+        role: Role,
+        host: HostId,
+        replicas: Option<usize>,
+    ) -> Result<Bus, BusError> {
         let js = jetstream::new(client.clone());
         ensure_stream(
             &js,
@@ -230,6 +297,7 @@ impl Bus {
                 max_message_size: 1 << 20,
                 ..Default::default()
             },
+            replicas,
         )
         .await?;
         ensure_stream(
@@ -243,6 +311,7 @@ impl Bus {
                 max_bytes: 1 << 30,
                 ..Default::default()
             },
+            replicas,
         )
         .await?;
         ensure_stream(
@@ -256,19 +325,24 @@ impl Bus {
                 max_bytes: 256 << 20,
                 ..Default::default()
             },
+            replicas,
         )
         .await?;
-        let ledger = ensure_kv(&js, subj::LEDGER_BUCKET, 1, 60 * DAY).await?;
-        let cycles = ensure_kv(&js, subj::CYCLES_BUCKET, 5, Duration::ZERO).await?;
-        let escalations = ensure_kv(&js, subj::ESCALATIONS_BUCKET, 5, Duration::ZERO).await?;
-        let results = ensure_kv(&js, subj::RESULTS_BUCKET, 1, 90 * DAY).await?;
-        let heartbeats = ensure_kv(&js, subj::HEARTBEATS_BUCKET, 1, DAY).await?;
+        let ledger = ensure_kv(&js, subj::LEDGER_BUCKET, 1, 60 * DAY, replicas).await?;
+        let cycles = ensure_kv(&js, subj::CYCLES_BUCKET, 5, Duration::ZERO, replicas).await?;
+        let escalations = ensure_kv(&js, subj::ESCALATIONS_BUCKET, 5, Duration::ZERO, replicas).await?;
+        let results = ensure_kv(&js, subj::RESULTS_BUCKET, 1, 90 * DAY, replicas).await?;
+        let heartbeats = ensure_kv(&js, subj::HEARTBEATS_BUCKET, 1, DAY, replicas).await?;
         let blobs = match js.get_object_store(subj::BLOB_BUCKET).await {
-            Ok(o) => o,
+            Ok(o) => {
+                check_bucket_replicas(&js, format!("OBJ_{}", subj::BLOB_BUCKET), replicas).await?;
+                o
+            }
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: subj::BLOB_BUCKET.into(),
                     storage: stream::StorageType::File,
+                    num_replicas: replicas_or_one(replicas),
                     ..Default::default()
                 })
                 .await

@@ -88,5 +88,41 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError
     if cfg.require_tls {
         opts = opts.require_tls(true);
     }
-    opts.connect(cfg.url.as_str()).await.map_err(|e| BusError::Connect { url: cfg.url.clone(), reason: e.to_string() })
+    let servers = server_addrs(&cfg.url)?;
+    opts.connect(servers).await.map_err(|e| BusError::Connect { url: cfg.url.clone(), reason: e.to_string() })
+}
+
+/// The servers of a comma-separated URL list (`nats://a:4222,nats://b:4222,…`, the nodes of a
+/// cluster): the client connects to one and fails over to the others. An empty entry or one
+/// that is not a NATS URL is refused by name.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let bad = |reason: String| BusError::Connect { url: urls.to_string(), reason };
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .map(|u| {
+            if u.is_empty() {
+                return Err(bad("an empty server URL in the comma-separated list".into()));
+            }
+            u.parse::<async_nats::ServerAddr>().map_err(|e| bad(format!("`{u}`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_list_names_every_server_and_a_bad_entry_is_refused_by_name() {
+        let a = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats-3:4224").expect("three");
+        let ports: Vec<u16> = a.iter().map(|s| s.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").expect("one").len(), 1);
+        let e = server_addrs("nats://a:4222,,nats://b:4222").expect_err("empty entry").to_string();
+        assert!(e.contains("empty server URL"), "{e}");
+        let e = server_addrs("nats://a:4222,http://b:4222").expect_err("bad scheme").to_string();
+        assert!(e.contains("`http://b:4222`"), "{e}");
+    }
 }

@@ -9,7 +9,8 @@
 //! - [`routes`]: the one table of who sends which package to whom, which both the server's
 //!   permissions and `consume` are made from.
 //! - [`security`]: least-privilege users, the server configuration and TLS certificates.
-//! - [`server`]: a private `nats-server` on a free loopback port (for `threadcycle up` and tests).
+//! - [`server`]: a private `nats-server` on a free loopback port (for `threadcycle up` and tests),
+//!   and `NatsCluster`, several joined by routes into one JetStream cluster.
 //!
 //! Architecture invariant: only this crate knows how packages map to JetStream; agents see
 //! typed envelopes and KV records. The NATS client and the JetStream context are private to
@@ -24,6 +25,6 @@ pub mod security;
 pub mod server;
 
 pub use bus::{Bus, EventFeed, FollowedEvent, Kv, OperatorCall, OperatorCalls, PublishOutcome, wait_for_room};
-pub use connect::{ConnectConfig, connect, inbox_prefix_for};
+pub use connect::{ConnectConfig, connect, inbox_prefix_for, server_addrs};
 pub use consume::{ConsumeStats, HandleError, Handled, Handler, consume};
 pub use error::BusError;

@@ -185,6 +185,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's name (`threadcycle_<port>`), as JetStream names a stream's leader.
+    pub fn server_name(&self) -> String {
+        format!("threadcycle_{}", self.port)
+    }
+
     /// The JetStream store directory.
     pub fn store_dir(&self) -> &Path {
         &self.store
@@ -202,6 +207,68 @@ impl NatsServer {
     pub fn restart(&mut self) -> Result<(), BusError> {
         self.kill();
         self.spawn()
+    }
+}
+
+/// Private nats-servers on loopback joined by routes into one JetStream cluster (the tests and
+/// the handoff benchmark; a deployment uses `threadcycle nats-config --cluster 3`). Every node
+/// has its own store directory and `sync_interval: always`; each lists every node's route
+/// (its own is ignored by the server). The nodes stop when the handle is dropped.
+pub struct NatsCluster {
+    /// The nodes, in start order.
+    pub nodes: Vec<NatsServer>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes in a fresh temporary directory.
+    pub fn start(n: usize) -> Result<NatsCluster, BusError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("threadcycle-nats-cluster-")
+            .tempdir()
+            .map_err(|e| BusError::Server(format!("cannot create a store directory: {e}")))?;
+        let mut c = Self::start_in(tmp.path(), n, "")?;
+        c._tmp = Some(tmp);
+        Ok(c)
+    }
+
+    /// Starts `n` nodes with their stores under `dir/node-<i>` (kept after stop), with extra
+    /// config text appended to every node's configuration.
+    pub fn start_in(dir: &Path, n: usize, extra_config: &str) -> Result<NatsCluster, BusError> {
+        if n == 0 {
+            return Err(BusError::Server("a cluster needs at least one node".into()));
+        }
+        // Held together so the n route ports differ.
+        let listeners = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Server(format!("no free loopback port: {e}")))?;
+        let route_ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Server(e.to_string()))?;
+        drop(listeners);
+        let routes =
+            route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect::<Vec<_>>().join(", ");
+        let mut nodes = Vec::with_capacity(n);
+        for (i, port) in route_ports.iter().enumerate() {
+            let block = format!(
+                "cluster {{\n  name: threadcycle\n  listen: \"127.0.0.1:{port}\"\n  routes: [{routes}]\n}}\n{extra_config}"
+            );
+            nodes.push(NatsServer::start_in(&dir.join(format!("node-{}", i + 1)), &block)?);
+        }
+        Ok(NatsCluster { nodes, _tmp: None })
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The node whose server name is `name` (a stream leader's, say).
+    pub fn node_named(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.server_name() == name)
     }
 }
 

@@ -232,3 +232,103 @@ text = "Say hello in five words."
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0 running", "{svc}");
     }
 }
+
+/// `docker-compose config` as JSON (compose v1 prints YAML; its own PyYAML converts it).
+fn compose_config(env: &[(String, String)]) -> serde_json::Value {
+    let o = Command::new("docker-compose")
+        .current_dir(root())
+        .args(["-f", "docker-compose.yml", "config"])
+        .env("PATH", path_env())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("docker-compose runs");
+    assert!(o.status.success(), "docker-compose config failed:\n{}", show(&o));
+    // The interpreter named on docker-compose's `#!` line has PyYAML (compose v1 needs it).
+    let compose_bin = std::env::split_paths(&path_env())
+        .map(|d| d.join("docker-compose"))
+        .find(|p| p.is_file())
+        .expect("docker-compose on PATH");
+    let script = std::fs::read(&compose_bin).unwrap_or_default();
+    let first = String::from_utf8_lossy(&script[..script.len().min(200)]).lines().next().unwrap_or("").to_string();
+    let python = first.strip_prefix("#!").map(str::trim).filter(|p| p.contains("python")).unwrap_or("/usr/bin/python3");
+    let mut py = Command::new(python)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker-compose's python interpreter");
+    use std::io::Write;
+    py.stdin.take().expect("stdin").write_all(&o.stdout).expect("write");
+    let json = py.wait_with_output().expect("python3");
+    assert!(json.status.success(), "the compose config is not YAML: {}", show(&json));
+    serde_json::from_slice(&json.stdout).expect("JSON")
+}
+
+/// The `cluster` profile from the configs `nats-config --cluster 3` writes: each node's config
+/// is accepted by the real nats-server (`-t`), names itself and routes to all three with the
+/// same users; compose runs `nats`, `nats-2` and `nats-3` on their own configs and volumes, the
+/// last two only in the profile; with `cluster.env` every agent gets all three URLs and
+/// replicas 3, without it the one server as before. A cluster of 2 is refused by name.
+#[test]
+fn the_cluster_profile_runs_three_nodes_from_the_configs_nats_config_writes() {
+    let compose = Command::new("docker-compose").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(compose, "docker-compose is not installed: `apt-get install docker-compose` (make test does)");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("nats");
+    let o = threadcycle().args(["nats-config", "--cluster", "3", "--dir"]).arg(&dir).output().expect("nats-config");
+    assert!(o.status.success(), "{}", show(&o));
+    let configs = ["nats.conf", "nats-2.conf", "nats-3.conf"].map(|f| dir.join(f));
+    let texts: Vec<String> = configs.iter().map(|p| std::fs::read_to_string(p).expect("node config")).collect();
+    for (i, (path, text)) in configs.iter().zip(&texts).enumerate() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let t = Command::new("nats-server").arg("-t").arg("-c").arg(path).env("PATH", path_env()).output();
+        let t = t.expect("nats-server (make nats)");
+        assert!(t.status.success(), "nats-server refuses {}: {}", path.display(), show(&t));
+        assert!(text.contains(&format!("server_name: \"threadcycle-{}\"", i + 1)), "{text}");
+        assert!(text.contains("sync_interval: always"), "{text}");
+        for host in ["nats", "nats-2", "nats-3"] {
+            assert!(text.contains(&format!("@{host}:6222\"")), "no route to {host} in {}", path.display());
+        }
+        let auth = |t: &str| t[t.find("authorization {\n  users").expect("users block")..].to_string();
+        assert_eq!(auth(text), auth(&texts[0]), "{} has other users than nats.conf", path.display());
+    }
+    let cluster_env = env_file(&dir.join("cluster.env"));
+    let get = |k: &str| cluster_env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let urls = "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222";
+    assert_eq!(get("THREADCYCLE_NATS_URL").as_deref(), Some(urls));
+    assert_eq!(get("THREADCYCLE_NATS_REPLICAS").as_deref(), Some("3"));
+    assert_eq!(get("COMPOSE_PROFILES").as_deref(), Some("cluster"));
+
+    let base = vec![("THREADCYCLE_NATS_DIR".to_string(), dir.display().to_string())];
+    let mut with_cluster = base.clone();
+    with_cluster.extend(cluster_env.clone());
+    let cfg = compose_config(&with_cluster);
+    let services = &cfg["services"];
+    for (svc, file, volume) in [
+        ("nats", "nats.conf", "nats-data"),
+        ("nats-2", "nats-2.conf", "nats-2-data"),
+        ("nats-3", "nats-3.conf", "nats-3-data"),
+    ] {
+        let vols = services[svc]["volumes"].to_string();
+        assert!(vols.contains(&dir.join(file).display().to_string()) && vols.contains(volume), "{svc}: {vols}");
+        assert!(services[svc]["healthcheck"].is_object(), "{svc} has no healthcheck");
+        let profiles = services[svc]["profiles"].to_string();
+        assert_eq!(profiles.contains("cluster"), svc != "nats", "{svc}: profiles {profiles}");
+    }
+    for agent in ["main", "reader", "writer", "debug", "documentation", "operator"] {
+        let env = &services[agent]["environment"];
+        assert_eq!(env["NATS_URL"], urls, "{agent}");
+        assert_eq!(env["THREADCYCLE_NATS_REPLICAS"], "3", "{agent}");
+    }
+    let single = compose_config(&base);
+    assert_eq!(single["services"]["main"]["environment"]["NATS_URL"], "nats://nats:4222");
+    assert_eq!(single["services"]["main"]["environment"]["THREADCYCLE_NATS_REPLICAS"], "1");
+
+    let o = threadcycle().args(["nats-config", "--cluster", "2", "--dir"]).arg(tmp.path().join("two")).output();
+    let o = o.expect("nats-config");
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3 or 5"), "{}", show(&o));
+}

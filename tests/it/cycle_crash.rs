@@ -13,9 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The five agents run by hand against one NATS server, so the test can kill them.
+/// The five agents run by hand against one NATS server (or the nodes of a NATS cluster), so the
+/// test can kill them.
 pub(super) struct Cluster {
     pub(super) nats: NatsServer,
+    /// The other nodes when the agents run on a NATS cluster (`cycle_cluster`); empty: one server.
+    pub(super) peers: Vec<NatsServer>,
+    /// What the agents and the CLI are given as `--nats`: every node's URL.
+    url: String,
+    /// Extra environment of every agent.
+    env: Vec<(String, String)>,
     agents: BTreeMap<&'static str, Child>,
     pub(super) out: PathBuf,
     pub(super) logs: PathBuf,
@@ -34,8 +41,19 @@ impl Cluster {
     /// [`Cluster::start`] with `env` set for every agent, restarted ones included.
     pub(super) fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
+        Cluster::start_on(dir, vec![nats], &[])
+    }
+
+    /// The agents on the NATS servers `nodes` (all given to them as a URL list), with `env`.
+    pub(super) fn start_on(dir: &Path, nodes: Vec<NatsServer>, env: &[(&str, &str)]) -> Cluster {
+        let url = nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",");
+        let mut nodes = nodes.into_iter();
+        let nats = nodes.next().expect("one NATS server at least");
         let mut c = Cluster {
             nats,
+            peers: nodes.collect(),
+            url,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             agents: BTreeMap::new(),
             out: dir.join("out"),
             logs: dir.join("logs"),
@@ -56,8 +74,9 @@ impl Cluster {
             .open(self.logs.join(format!("{role}.log")))
             .expect("log");
         let child = threadcycle()
-            .args(["agent", role, "--nats", &self.nats.url(), "--out"])
+            .args(["agent", role, "--nats", &self.url, "--out"])
             .arg(&self.out)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("THREADCYCLE_RUN_DIR", &self.run_dir)
             .env("THREADCYCLE_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -89,7 +108,12 @@ impl Cluster {
     }
 
     pub(super) fn cli(&self, args: &[&str]) -> Option<OperatorReply> {
-        ask_main(&self.nats.url(), args)
+        ask_main(&self.url, args)
+    }
+
+    /// Node `i` of the NATS servers (0: `nats`, then the peers).
+    pub(super) fn node_mut(&mut self, i: usize) -> &mut NatsServer {
+        if i == 0 { &mut self.nats } else { &mut self.peers[i - 1] }
     }
 
     pub(super) fn start_cycle(&self, plan: &Path) -> String {

@@ -4,6 +4,7 @@
 mod amenities;
 mod cli_json;
 mod compose;
+mod cycle_cluster;
 mod cycle_concurrent;
 mod cycle_crash;
 mod cycle_demo;

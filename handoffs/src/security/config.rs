@@ -129,6 +129,10 @@ pub struct GenerateOptions {
     pub client_dir: Option<PathBuf>,
     /// Names and addresses the server certificate is valid for.
     pub tls_names: Vec<String>,
+    /// Nodes of a cluster (docker-compose.yml's `cluster` profile): 0 or 1 for one server;
+    /// 3 or 5 for `nats.conf` (service `nats`) plus `nats-<i>.conf` (services `nats-<i>`),
+    /// joined by password-authenticated routes on port 6222, and `cluster.env`.
+    pub cluster: usize,
 }
 
 impl Default for GenerateOptions {
@@ -142,6 +146,7 @@ impl Default for GenerateOptions {
             server_dir: None,
             client_dir: None,
             tls_names: vec!["localhost".into(), "nats".into(), "127.0.0.1".into()],
+            cluster: 0,
         }
     }
 }
@@ -149,8 +154,12 @@ impl Default for GenerateOptions {
 /// What [`generate`] wrote.
 #[derive(Debug, Clone)]
 pub struct Generated {
-    /// The server configuration.
+    /// The server configuration (node 1's in a cluster).
     pub config: PathBuf,
+    /// The other nodes' configurations (`nats-2.conf`, …); empty for one server.
+    pub node_configs: Vec<PathBuf>,
+    /// With a cluster, the compose variables that select it (`cluster.env`).
+    pub cluster_env: Option<PathBuf>,
     /// One credentials file per user.
     pub env_files: Vec<(Role, PathBuf)>,
     /// The TLS files, as this machine sees them.
@@ -168,6 +177,16 @@ impl Generated {
     /// A summary safe to print (no secret).
     pub fn summary(&self) -> String {
         let mut s = format!("wrote {}\n", self.config.display());
+        for c in &self.node_configs {
+            s.push_str(&format!("wrote {}\n", c.display()));
+        }
+        if let Some(c) = &self.cluster_env {
+            s.push_str(&format!(
+                "wrote {} (the compose profile `cluster`: `cat {} >> .env`, then `docker compose up -d`)\n",
+                c.display(),
+                c.display()
+            ));
+        }
         for (role, path) in &self.env_files {
             s.push_str(&format!("wrote {} (credentials of the `{}` user, mode 0600)\n", path.display(), role.as_str()));
         }
@@ -205,9 +224,9 @@ pub fn read_env_file(path: &Path) -> Result<Credential, SecurityError> {
 }
 
 /// [`generate_with`] with the defaults docker-compose.yml runs (listen `0.0.0.0:4222`,
-/// store `/data/jetstream`, monitoring on 8222).
-pub fn generate(dir: &Path, tls: bool) -> Result<Generated, SecurityError> {
-    generate_with(dir, &GenerateOptions { tls, ..Default::default() })
+/// store `/data/jetstream`, monitoring on 8222); `cluster` nodes (0: one server).
+pub fn generate(dir: &Path, tls: bool, cluster: usize) -> Result<Generated, SecurityError> {
+    generate_with(dir, &GenerateOptions { tls, cluster, ..Default::default() })
 }
 
 /// Writes `nats.conf`, one `<user>.env` per user and, with TLS, the CA and server certificate.
@@ -219,8 +238,19 @@ pub fn generate_with(dir: &Path, opts: &GenerateOptions) -> Result<Generated, Se
     if config.exists() {
         return Err(SecurityError::Exists(config));
     }
+    let nodes = match opts.cluster {
+        0 | 1 => 1,
+        n @ (3 | 5) => n,
+        n => {
+            return Err(SecurityError::BadCluster(format!(
+                "{n} nodes: a cluster has 3 or 5 (an odd count, so a majority survives losing a node)"
+            )));
+        }
+    };
     let credentials = USERS.iter().map(|r| Credential::generate(*r)).collect::<Result<Vec<_>, _>>()?;
-    let tls = if opts.tls { Some(make_certificates(&dir.join("tls"), &opts.tls_names)?) } else { None };
+    let mut tls_names = opts.tls_names.clone();
+    tls_names.extend((2..=nodes).map(node_host));
+    let tls = if opts.tls { Some(make_certificates(&dir.join("tls"), &tls_names)?) } else { None };
     // The paths the server sees.
     let seen_from = |base: &Option<PathBuf>, p: &Path| match base {
         Some(b) => b.join(p.strip_prefix(&dir).unwrap_or(p)),
@@ -233,12 +263,59 @@ pub fn generate_with(dir: &Path, opts: &GenerateOptions) -> Result<Generated, Se
         verify: t.verify,
     });
     let client_ca = tls.as_ref().map(|t| seen_from(&opts.client_dir, &t.ca_file));
+    let authorization = server_config(&credentials, server_tls.as_ref());
+    let route_password = if nodes > 1 { Some(random_password()?) } else { None };
+    let mut node_configs = Vec::new();
+    for i in 1..=nodes {
+        let text = node_config(opts, i, nodes, route_password.as_deref(), &authorization);
+        if i == 1 {
+            write_private(&config, &text)?;
+        } else {
+            let path = dir.join(format!("nats-{i}.conf"));
+            write_private(&path, &text)?;
+            node_configs.push(path);
+        }
+    }
+    let cluster_env = if nodes > 1 {
+        let path = dir.join("cluster.env");
+        let urls = (1..=nodes).map(|i| format!("nats://{}:4222", node_host(i))).collect::<Vec<_>>().join(",");
+        write_private(
+            &path,
+            &format!(
+                "# threadcycle: docker-compose.yml's `cluster` profile ({nodes} NATS nodes; the compose file\n\
+                 # runs 3). Add these lines to the .env beside docker-compose.yml:\n\
+                 #   cat {} >> .env\n\
+                 COMPOSE_PROFILES=cluster\nTHREADCYCLE_NATS_URL={urls}\nTHREADCYCLE_NATS_REPLICAS=3\n",
+                path.display()
+            ),
+        )?;
+        Some(path)
+    } else {
+        None
+    };
+    let mut env_files = Vec::new();
+    for c in &credentials {
+        let path = dir.join(format!("{}.env", c.user()));
+        write_private(&path, &env_text(c, client_ca.as_deref()))?;
+        env_files.push((c.role, path));
+    }
+    Ok(Generated { config, node_configs, cluster_env, env_files, tls, credentials })
+}
+
+/// The compose service (and host name) of cluster node `i`: `nats`, `nats-2`, `nats-3`, …
+fn node_host(i: usize) -> String {
+    if i == 1 { "nats".into() } else { format!("nats-{i}") }
+}
+
+/// One server's configuration: node `i` of `nodes` (1 of 1: one server).
+fn node_config(opts: &GenerateOptions, i: usize, nodes: usize, route_password: Option<&str>, auth: &str) -> String {
+    let name = if nodes > 1 { format!("{}-{i}", opts.server_name) } else { opts.server_name.clone() };
     let mut text = format!(
         "# NATS for threadcycle, generated by `threadcycle nats-config`. Holds passwords: keep it private (mode 0600).\n\
          # One user per agent role and one for the operator; permissions are least-privilege (see\n\
          # handoffs::security::permissions). Unauthenticated clients are refused.\n\n\
          server_name: {}\nlisten: {}\n",
-        quote(&opts.server_name),
+        quote(&name),
         quote(&opts.listen)
     );
     if let Some(h) = &opts.http {
@@ -248,15 +325,23 @@ pub fn generate_with(dir: &Path, opts: &GenerateOptions) -> Result<Generated, Se
         "\njetstream {{\n  store_dir: {}\n  sync_interval: always\n  max_file_store: 20GB\n  max_memory_store: 256MB\n}}\n\n",
         quote(&opts.store_dir)
     ));
-    text.push_str(&server_config(&credentials, server_tls.as_ref()));
-    write_private(&config, &text)?;
-    let mut env_files = Vec::new();
-    for c in &credentials {
-        let path = dir.join(format!("{}.env", c.user()));
-        write_private(&path, &env_text(c, client_ca.as_deref()))?;
-        env_files.push((c.role, path));
+    if let Some(pw) = route_password {
+        // Routes inside the compose network, authenticated with their own password; clients
+        // are told only the URLs they were given (`no_advertise`: the containers' addresses
+        // mean nothing on the host).
+        let routes = (1..=nodes)
+            .map(|j| quote(&format!("nats-route://route:{pw}@{}:6222", node_host(j))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        text.push_str(&format!(
+            "# Node {i} of {nodes}: streams and buckets are replicated 3 times (THREADCYCLE_NATS_REPLICAS=3).\n\
+             cluster {{\n  name: \"threadcycle\"\n  listen: \"0.0.0.0:6222\"\n  no_advertise: true\n  \
+             authorization {{ user: \"route\", password: {} }}\n  routes: [{routes}]\n}}\n\n",
+            quote(pw)
+        ));
     }
-    Ok(Generated { config, env_files, tls, credentials })
+    text.push_str(auth);
+    text
 }
 
 #[cfg(test)]

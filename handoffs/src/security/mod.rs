@@ -10,7 +10,10 @@
 //!   [`server_config`] and, with TLS, a `tls { ... }` block) and `D/<user>.env` (mode 0600) for
 //!   `main`, `reader`, `writer`, `debug`, `documentation` and `operator`: `NATS_USER`,
 //!   `NATS_PASSWORD` and, with TLS, `NATS_CA` — the variables the binary's NATS flags already
-//!   read. Passwords are 32 bytes from `/dev/urandom`, hex-encoded. They never reach a log line:
+//!   read. With `--cluster 3`: also `D/nats-2.conf`, `D/nats-3.conf` (the same users, each
+//!   node with a `cluster` block routing to `nats`, `nats-2`, `nats-3` on port 6222 with a random
+//!   route password) and `D/cluster.env` (docker-compose.yml's `cluster` profile: all three
+//!   URLs, `THREADCYCLE_NATS_REPLICAS=3`). Passwords are 32 bytes from `/dev/urandom`, hex-encoded. They never reach a log line:
 //!   the [`Credential`] `Debug` output is redacted and nothing here logs them.
 //! - [`certs`]: with TLS, `D/tls/ca.pem`, `D/tls/ca-key.pem` (0600), `D/tls/server.pem`,
 //!   `D/tls/server-key.pem` (0600), made in-process with `rcgen`: an EC P-256 CA valid ten years
@@ -53,6 +56,9 @@ pub enum SecurityError {
     /// A key or certificate could not be made.
     #[error("cannot make the TLS certificates: {0}")]
     Certificate(String),
+    /// A cluster size that cannot keep a majority after losing a node.
+    #[error("cannot lay out a NATS cluster of {0}")]
+    BadCluster(String),
     /// An env file is not one this module wrote.
     #[error("{path} is not a threadcycle NATS credentials file: {reason}")]
     BadEnvFile {
