@@ -21,14 +21,13 @@ pub(super) struct Cluster {
     pub(super) peers: Vec<NatsServer>,
     /// What the agents and the CLI are given as `--nats`: every node's URL.
     url: String,
-    /// Extra environment of every agent.
+    /// Environment every agent is started with, restarted ones included (`DOCKER_HOST` of a
+    /// private Docker engine…).
     env: Vec<(String, String)>,
     agents: BTreeMap<&'static str, Child>,
     pub(super) out: PathBuf,
     pub(super) logs: PathBuf,
     pub(super) run_dir: PathBuf,
-    /// Environment every agent is started with (`DOCKER_HOST` of a private Docker engine…).
-    env: Vec<(String, String)>,
 }
 
 pub(super) const ROLES: [&str; 5] = ["main", "reader", "writer", "debug", "documentation"];
@@ -41,7 +40,7 @@ impl Cluster {
     /// [`Cluster::start`] with `env` set for every agent, restarted ones included.
     pub(super) fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
         let nats = NatsServer::start_in(&dir.join("nats"), "").expect("nats-server (make nats)");
-        Cluster::start_on(dir, vec![nats], &[])
+        Cluster::start_on(dir, vec![nats], env)
     }
 
     /// The agents on the NATS servers `nodes` (all given to them as a URL list), with `env`.
@@ -58,7 +57,6 @@ impl Cluster {
             out: dir.join("out"),
             logs: dir.join("logs"),
             run_dir: dir.join("run"),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         std::fs::create_dir_all(&c.logs).expect("logs");
         for r in ROLES {
@@ -76,7 +74,6 @@ impl Cluster {
         let child = threadcycle()
             .args(["agent", role, "--nats", &self.url, "--out"])
             .arg(&self.out)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("THREADCYCLE_RUN_DIR", &self.run_dir)
             .env("THREADCYCLE_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
