@@ -16,6 +16,7 @@ mod cycle_gpu;
 mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_pull_ahead;
+mod cycle_resume;
 mod cycle_scale;
 mod cycle_up_supervised;
 mod fit_oracle;
