@@ -427,10 +427,7 @@ pub async fn run(
     drop(server);
     // A refused plan measured nothing; a completed cycle's results are in its reports. A kept
     // cycle's folder goes only once the cycle completed.
-    let done = match (&outcome, &work) {
-        (Ok(Outcome::Completed(_)), _) | (Ok(Outcome::Refused(..)), Work::Fresh(_)) => true,
-        _ => false,
-    };
+    let done = matches!((&outcome, &work), (Ok(Outcome::Completed(_)), _) | (Ok(Outcome::Refused(..)), Work::Fresh(_)));
     if done {
         let removed = match work {
             Work::Fresh(t) => t.close(),
