@@ -587,11 +587,15 @@ impl Writer {
                 let key = format!("answers/{cycle}/{}/{}/{rep}", m.name, p.id);
                 let blob = self.bus.put_blob(&key, g.text.as_bytes()).await.map_err(AttemptError::Bus)?;
                 let r = run_result(&p.id, rep, &nonce, &g, analyse(&g.text, &p.required_topics), Some(blob));
-                // Stored before it is announced: a run the operator saw measured is never
-                // measured again after a restart or a resume.
+                // Stored before it is announced: a run the operator saw measured is not measured
+                // again after a restart or a resume. Best effort: should the store refuse it (a
+                // very long model's runs past the message size), the run is only measured again
+                // after a restart, never lost from this attempt.
                 let mut stored = KeptRuns { settings: s.effective.clone(), runs: kept.clone() };
                 stored.runs.push(r.clone());
-                self.bus.results.put(kept_at, &stored).await.map_err(AttemptError::Bus)?;
+                if let Err(error) = self.bus.results.put(kept_at, &stored).await {
+                    tracing::warn!(message = "Runs so far not stored; a restart measures them again.", %error);
+                }
                 self.event(
                     cycle,
                     EventBody::RunMeasured {
