@@ -43,9 +43,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the whole cycle on this machine: a private NATS, the five agents, progress, reports.
+    ///
+    /// A cycle that does not complete (Ctrl-C, a failure, `up` killed) keeps its NATS store and
+    /// logs under `$XDG_STATE_HOME/threadcycle/up/<cycle>`; `threadcycle up --resume <cycle>`
+    /// continues it from its last completed run and writes the full report.
     Up {
-        /// The plan file.
-        plan: PathBuf,
+        /// The plan file (not with --resume).
+        #[arg(required_unless_present = "resume")]
+        plan: Option<PathBuf>,
+        /// Continue a canceled, failed or interrupted cycle from its last completed run, on the
+        /// NATS store `up` kept for it (the plan is the one it started with).
+        #[arg(long, value_name = "CYCLE", conflicts_with = "plan")]
+        resume: Option<String>,
         /// Where reports go.
         #[arg(long, env = "THREADCYCLE_OUT", default_value = "docs-out")]
         out: PathBuf,
@@ -55,7 +64,8 @@ pub enum Cmd {
         host_profiles: Vec<String>,
         /// What Ctrl-C (or SIGTERM) does: `report` cancels the cycle and writes a partial report
         /// of everything measured so far (a second Ctrl-C stops without it); `stop` cancels
-        /// without a report (the NATS store and logs are kept either way).
+        /// without a report; `keep` stops without canceling, leaving the cycle resumable. The
+        /// NATS store and logs are kept in each case, and `up --resume <cycle>` measures the rest.
         #[arg(long, value_enum, default_value = "report")]
         on_interrupt: crate::up::OnInterrupt,
         /// Serve Prometheus metrics on this address while the cycle runs (`off`: none).
@@ -93,10 +103,14 @@ pub enum Cmd {
         #[arg(long, env = "THREADCYCLE_HOST_PROFILE")]
         host_profile: Option<PathBuf>,
     },
-    /// Start a cycle from a plan (Main must be running).
+    /// Start a cycle from a plan (Main must be running), or resume one.
     Start {
-        /// The plan file.
-        plan: PathBuf,
+        /// The plan file (not with --resume).
+        #[arg(required_unless_present = "resume")]
+        plan: Option<PathBuf>,
+        /// Continue a canceled, failed or interrupted cycle from its last completed run.
+        #[arg(long, value_name = "CYCLE", conflicts_with = "plan")]
+        resume: Option<String>,
     },
     /// Show cycles and agents.
     Status {
@@ -255,7 +269,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::ExecWithParent { parent, command } => Ok(crate::supervise::exec_with_parent(parent, &command)),
         Cmd::Metrics { listen } => crate::exporter::run(&cli.nats, listen, cli.json).await,
-        Cmd::Up { plan, out, host_profiles, on_interrupt, metrics_listen } => {
+        Cmd::Up { plan, resume, out, host_profiles, on_interrupt, metrics_listen } => {
             let metrics = match metrics_listen.as_str() {
                 "off" => None,
                 a => match a.parse::<std::net::SocketAddr>() {
@@ -274,7 +288,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 }
             };
             let opts = crate::up::UpOptions { on_interrupt, json: cli.json, metrics, log_json: cli.log_json };
-            crate::up::run(&cli.nats, &cli.host, &profiles, &plan, &out, opts).await
+            let target = match (&resume, &plan) {
+                (Some(c), _) => crate::up::Target::Resume(c),
+                (None, Some(p)) => crate::up::Target::Plan(p),
+                (None, None) => {
+                    eprintln!("error: name a plan file, or --resume <cycle>");
+                    return Ok(exit::BAD_INPUT);
+                }
+            };
+            crate::up::run(&cli.nats, &cli.host, &profiles, target, &out, opts).await
         }
         Cmd::Plan { cmd: PlanCmd::Check { plan, host_profile } } => {
             crate::display::plan_check(&plan, host_profile.as_deref(), cli.json).await
@@ -318,7 +340,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold, cli.json),
-        Cmd::Start { plan } => {
+        Cmd::Start { resume: Some(cycle), .. } => {
+            let req = protocol::operator::OperatorRequest::Resume { cycle };
+            crate::client::one_shot(&cli.nats, req, cli.json).await
+        }
+        Cmd::Start { plan, .. } => {
+            let Some(plan) = plan else {
+                eprintln!("error: name a plan file, or --resume <cycle>");
+                return Ok(exit::BAD_INPUT);
+            };
             let (text, _) = match read_plan(&plan) {
                 Ok(p) => p,
                 Err(e) => {

@@ -55,9 +55,12 @@ pub async fn one_shot(nats: &NatsArgs, req: OperatorRequest, json: bool) -> Resu
     match request(&client, &req, Duration::from_secs(15)).await {
         Ok(reply) => {
             display::print_reply(&reply, json);
+            let req = &req;
             Ok(match reply {
                 OperatorReply::Error { code, .. }
-                    if code == "bad_plan" || code == "bad_decision" || code == "unknown_option" =>
+                    if ["bad_plan", "bad_decision", "unknown_option", "already_complete", "not_resumable"]
+                        .contains(&code.as_str())
+                        || (code == "not_found" && matches!(req, OperatorRequest::Resume { .. })) =>
                 {
                     exit::BAD_INPUT
                 }

@@ -55,6 +55,10 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
             }
         }
         OperatorReply::Canceled { state } => println!("cycle is now {state:?}"),
+        OperatorReply::Resumed { cycle, resumes: 0 } => {
+            println!("cycle {cycle} goes on (it was interrupted; what was in flight is redelivered)")
+        }
+        OperatorReply::Resumed { cycle, resumes } => println!("cycle {cycle} resumed (resume {resumes})"),
         OperatorReply::Reports { dir, files } => match dir {
             Some(d) => {
                 println!("{}", clean(d));

@@ -216,6 +216,8 @@ impl MachineLock {
 
 /// How a cycle under `up` ended.
 enum Outcome {
+    /// Interrupted with `--on-interrupt keep`: left running in the kept store, to resume.
+    Interrupted,
     /// Its reports are in this folder.
     Completed(String),
     /// It failed, for this reason.
@@ -237,6 +239,42 @@ pub enum OnInterrupt {
     Report,
     /// Cancel without a report.
     Stop,
+    /// Leave the cycle resumable: stop the engine and the agents without canceling it; `threadcycle
+    /// up --resume <cycle>` continues it from its last completed run.
+    Keep,
+}
+
+/// What `up` runs: a new cycle from a plan file, or a kept cycle resumed.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A plan file.
+    Plan(&'a Path),
+    /// The id of a cycle that did not complete.
+    Resume(&'a str),
+}
+
+/// The folder `up` works in: a fresh one, renamed after the cycle when it is kept, or a kept
+/// cycle's folder (`--resume`).
+enum Work {
+    Fresh(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Work {
+    fn path(&self) -> &Path {
+        match self {
+            Work::Fresh(t) => t.path(),
+            Work::Kept(p) => p,
+        }
+    }
+}
+
+/// The command that resumes `cycle` (with `--nats` when the server is not `up`'s own).
+pub fn resume_command(nats: &NatsArgs, cycle: &str) -> String {
+    match &nats.url {
+        Some(u) => format!("threadcycle up --resume {cycle} --nats {u}"),
+        None => format!("threadcycle up --resume {cycle}"),
+    }
 }
 
 /// How `up` runs beside its plan: what Ctrl-C does, JSON output, the metrics address.
@@ -257,33 +295,59 @@ pub async fn run(
     nats: &NatsArgs,
     hosts: &[String],
     profiles: &[(String, PathBuf)],
-    plan_path: &Path,
+    target: Target<'_>,
     out: &Path,
     opts: UpOptions,
 ) -> Result<u8> {
     let UpOptions { on_interrupt, json, metrics, log_json } = opts;
-    let (plan_text, plan) = match read_plan(plan_path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(exit::BAD_INPUT);
-        }
+    let root = state_root();
+    let (ask, kept) = match target {
+        Target::Plan(plan_path) => match read_plan(plan_path) {
+            Ok((text, plan)) => {
+                let ask = Ask::Start {
+                    request: start_request(text, plan_path.display().to_string(), hosts),
+                    plan: plan.name.clone(),
+                    total: plan.measured_requests(),
+                    docker: plan.models.iter().any(|m| m.runtime == Runtime::Docker),
+                };
+                (ask, None)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+        Target::Resume(cycle) => match kept_folder(&root, cycle, server_was_private(nats)) {
+            Ok(k) => (Ask::Resume(cycle.to_string()), k),
+            Err(why) => {
+                eprintln!("error: {why}");
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+    };
+    let lock_note = match target {
+        Target::Plan(p) => p.to_path_buf(),
+        Target::Resume(c) => PathBuf::from(format!("--resume {c}")),
     };
     // One `up` per machine: a second operator's cycle would share the first one's GPU and
     // measure its engine. Held until this function returns (the lock goes with the process).
-    let _machine = match MachineLock::take(plan_path) {
+    let _machine = match MachineLock::take(&lock_note) {
         Ok(l) => l,
         Err(why) => {
             eprintln!("error (host_busy): {why}");
             return Ok(exit::BUSY);
         }
     };
-    let root = state_root();
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("starting-")
-        .tempdir_in(&root)
-        .with_context(|| format!("cannot create a work folder in {}", root.display()))?;
+    let work = match kept {
+        Some(k) => Work::Kept(k),
+        None => Work::Fresh(
+            tempfile::Builder::new()
+                .prefix("starting-")
+                .tempdir_in(&root)
+                .with_context(|| format!("cannot create a work folder in {}", root.display()))?,
+        ),
+    };
     // The private server is locked down like a production one: one user per agent with only
     // the subjects it needs, and this command as the operator.
     let (server, url, creds) = match &nats.url {
@@ -319,7 +383,11 @@ pub async fn run(
     let log_dir = work.path().join("logs");
     let (specs, run_dirs) = agent_specs(&url, hosts, profiles, &out_abs, &log_dir, creds.as_deref(), log_json)?;
     let mut agents = Supervisor::start(specs, RestartPolicy::default())?;
-    let uses_docker = plan.models.iter().any(|m| m.runtime == Runtime::Docker);
+    // A resumed cycle's plan is Main's: its containers are looked for by label anyway.
+    let uses_docker = match &ask {
+        Ask::Start { docker, .. } => *docker,
+        Ask::Resume(_) => true,
+    };
     let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));
     let client_config = match operator {
         Some(c) => c.connect_config(&url, None),
@@ -343,19 +411,8 @@ pub async fn run(
                 },
                 None => None,
             };
-            let (cycle, outcome) = follow_cycle(
-                &client,
-                &mut agents,
-                &mut interrupted,
-                on_interrupt,
-                hosts,
-                &plan,
-                plan_text,
-                plan_path,
-                &log_dir,
-                json,
-            )
-            .await;
+            let (cycle, outcome) =
+                follow_cycle(&client, &mut agents, &mut interrupted, on_interrupt, ask, nats, &log_dir, json).await;
             agents.stop().await;
             // Close our own connection before the server goes, so it does not report a disconnect.
             close(client).await;
@@ -368,17 +425,29 @@ pub async fn run(
     };
     reap_engines(&run_dirs, cycle.as_deref(), uses_docker).await;
     drop(server);
-    // A refused plan measured nothing; a completed cycle's results are in its reports.
-    if matches!(outcome, Ok(Outcome::Completed(_) | Outcome::Refused(..))) {
-        if let Err(e) = work.close() {
+    // A refused plan measured nothing; a completed cycle's results are in its reports. A kept
+    // cycle's folder goes only once the cycle completed.
+    let done = matches!((&outcome, &work), (Ok(Outcome::Completed(_)), _) | (Ok(Outcome::Refused(..)), Work::Fresh(_)));
+    if done {
+        let removed = match work {
+            Work::Fresh(t) => t.close(),
+            Work::Kept(p) => std::fs::remove_dir_all(p),
+        };
+        if let Err(e) = removed {
             tracing::warn!(message = "Cannot remove the work folder.", error = %e);
         }
     } else {
         // Nothing measured is thrown away: the store (with every handoff and result so far) and
         // the logs stay, under the cycle's name.
-        let kept = work.keep();
-        let named = cycle.as_ref().map(|c| root.join(c)).filter(|n| !n.exists() && std::fs::rename(&kept, n).is_ok());
-        let dir = named.unwrap_or(kept);
+        let dir = match work {
+            Work::Kept(p) => p,
+            Work::Fresh(t) => {
+                let kept = t.keep();
+                let named =
+                    cycle.as_ref().map(|c| root.join(c)).filter(|n| !n.exists() && std::fs::rename(&kept, n).is_ok());
+                named.unwrap_or(kept)
+            }
+        };
         if server_was_private(nats) {
             eprintln!("the cycle's NATS store and agent logs are kept in {}", dir.display());
         } else {
@@ -393,8 +462,11 @@ pub async fn run(
             Outcome::Failed(reason) => ("failed", serde_json::json!({ "reason": reason })),
             Outcome::Refused(code, message) => ("refused", serde_json::json!({ "code": code, "message": message })),
             Outcome::NoAnswer => ("no_answer", serde_json::json!({ "logs": log_dir })),
-            Outcome::Canceled => ("canceled", serde_json::json!({})),
-            Outcome::CanceledWithReport(dir) => ("canceled", serde_json::json!({ "partial_reports": dir })),
+            Outcome::Canceled => ("canceled", serde_json::json!({ "resume": resume_command(nats, &cycle) })),
+            Outcome::Interrupted => ("interrupted", serde_json::json!({ "resume": resume_command(nats, &cycle) })),
+            Outcome::CanceledWithReport(dir) => {
+                ("canceled", serde_json::json!({ "partial_reports": dir, "resume": resume_command(nats, &cycle) }))
+            }
         };
         let mut v = serde_json::json!({ "up": word, "cycle": (!cycle.is_empty()).then_some(&cycle) });
         if let (Some(o), Some(d)) = (v.as_object_mut(), detail.as_object()) {
@@ -415,7 +487,7 @@ pub async fn run(
         Outcome::Refused(code, message) => {
             eprintln!("error ({code}): {message}");
             match code.as_str() {
-                "bad_plan" => exit::BAD_INPUT,
+                "bad_plan" | "not_found" | "already_complete" | "not_resumable" => exit::BAD_INPUT,
                 "host_busy" => exit::BUSY,
                 _ => exit::FAILED,
             }
@@ -426,12 +498,23 @@ pub async fn run(
         }
         Outcome::CanceledWithReport(_) if json => exit::CANCELED,
         Outcome::CanceledWithReport(dir) => {
-            eprintln!("cycle {cycle} canceled; the partial report of what was measured is in {dir}");
+            eprintln!(
+                "cycle {cycle} canceled; the partial report of what was measured is in {dir}; to measure the rest: {}",
+                resume_command(nats, &cycle)
+            );
             println!("{}", Path::new(&dir).join("README.md").display());
             exit::CANCELED
         }
+        Outcome::Canceled if cycle.is_empty() => {
+            eprintln!("canceled before the cycle started");
+            exit::CANCELED
+        }
         Outcome::Canceled => {
-            eprintln!("cycle {cycle} canceled");
+            eprintln!("cycle {cycle} canceled; to measure the rest: {}", resume_command(nats, &cycle));
+            exit::CANCELED
+        }
+        Outcome::Interrupted => {
+            eprintln!("cycle {cycle} interrupted, not canceled; to continue it: {}", resume_command(nats, &cycle));
             exit::CANCELED
         }
     })
@@ -444,6 +527,56 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// What `up` asks Main for.
+enum Ask {
+    /// A new cycle.
+    Start {
+        /// The start request.
+        request: OperatorRequest,
+        /// The plan's name.
+        plan: String,
+        /// Requests it measures.
+        total: u64,
+        /// Whether a model runs in Docker.
+        docker: bool,
+    },
+    /// A kept cycle goes on.
+    Resume(String),
+}
+
+/// The folder a cycle that did not complete was kept in, for `--resume`; `None` with a server of
+/// the operator's own (`--nats`), which holds the cycle's store itself.
+fn kept_folder(root: &Path, cycle: &str, private: bool) -> Result<Option<PathBuf>, String> {
+    if protocol::CycleId::parse(cycle).is_err() {
+        return Err(format!("`{cycle}` is not a cycle id (like 20261130-213500-a1b2c3)"));
+    }
+    // Renamed after the cycle, or (`up` was killed before it could rename it) a `starting-…`
+    // folder that names the cycle inside.
+    let named = root.join(cycle);
+    let dir = if named.is_dir() {
+        named
+    } else {
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| std::fs::read_to_string(p.join("cycle")).is_ok_and(|c| c.trim() == cycle))
+            .unwrap_or(named)
+    };
+    if !private {
+        return Ok(dir.is_dir().then_some(dir));
+    }
+    if !dir.join("nats/jetstream").is_dir() {
+        return Err(format!(
+            "no kept cycle {cycle}: {} holds no NATS store (`up` keeps a cycle's store there when the cycle does not complete, and removes it once it completes; `ls {}` lists the kept ones)",
+            dir.display(),
+            root.display()
+        ));
+    }
+    Ok(Some(dir))
 }
 
 fn server_was_private(nats: &NatsArgs) -> bool {
@@ -482,10 +615,8 @@ async fn follow_cycle(
     agents: &mut Supervisor,
     interrupted: &mut (impl std::future::Future<Output = ()> + Unpin),
     on_interrupt: OnInterrupt,
-    hosts: &[String],
-    plan: &protocol::plan::Plan,
-    plan_text: String,
-    plan_path: &Path,
+    ask: Ask,
+    nats: &NatsArgs,
     log_dir: &Path,
     json: bool,
 ) -> (Option<String>, Result<Outcome>) {
@@ -493,8 +624,10 @@ async fn follow_cycle(
         Ok(e) => e,
         Err(e) => return (None, Err(e.into())),
     };
-    let plan_source = plan_path.display().to_string();
-    let start = start_request(plan_text, plan_source, hosts);
+    let start = match &ask {
+        Ask::Start { request, .. } => request.clone(),
+        Ask::Resume(cycle) => OperatorRequest::Resume { cycle: cycle.clone() },
+    };
     let mut cycle = None;
     for _ in 0..120 {
         let reply = tokio::select! {
@@ -502,7 +635,7 @@ async fn follow_cycle(
             _ = &mut *interrupted => return (None, Ok(Outcome::Canceled)),
         };
         match reply {
-            Ok(OperatorReply::Started { cycle: c }) => {
+            Ok(OperatorReply::Started { cycle: c } | OperatorReply::Resumed { cycle: c, .. }) => {
                 cycle = Some(c);
                 break;
             }
@@ -519,9 +652,36 @@ async fn follow_cycle(
         }
     }
     let Some(cycle) = cycle else { return (None, Ok(Outcome::NoAnswer)) };
-    let total = plan.measured_requests();
-    let progress = Progress::new(total, json);
-    progress.println(&format!("cycle {cycle} started (plan `{}`; agent logs in {})", plan.name, log_dir.display()));
+    // Named inside too: a work folder left by an `up` that was killed is found by `--resume`.
+    if let Some(work) = log_dir.parent() {
+        let _ = std::fs::write(work.join("cycle"), &cycle);
+    }
+    let progress = match &ask {
+        Ask::Start { plan, total, .. } => {
+            let progress = Progress::new(*total, json);
+            progress.println(&format!("cycle {cycle} started (plan `{plan}`; agent logs in {})", log_dir.display()));
+            progress
+        }
+        Ask::Resume(_) => {
+            // The record says how far the cycle got.
+            let ask = OperatorRequest::Status { cycle: Some(cycle.clone()) };
+            let rec = match request(client, &ask, Duration::from_secs(10)).await {
+                Ok(OperatorReply::Status { cycles, .. }) => cycles.into_iter().next(),
+                _ => None,
+            };
+            let (plan, total, done) = rec
+                .map_or((String::new(), 0, 0), |r| (r.plan, r.requests_total, r.requests_done.min(r.requests_total)));
+            let progress = Progress::new(u64::from(total), json);
+            if let Some(bar) = progress.bar() {
+                bar.set_position(u64::from(done));
+            }
+            progress.println(&format!(
+                "cycle {cycle} resumed (plan `{plan}`, {done} of {total} requests measured before; agent logs in {})",
+                log_dir.display()
+            ));
+            progress
+        }
+    };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut waiting: Vec<String> = Vec::new();
@@ -577,11 +737,18 @@ async fn follow_cycle(
                     }
             }
             _ = &mut *interrupted => {
+                let resume = resume_command(nats, &cycle);
+                if on_interrupt == OnInterrupt::Keep {
+                    progress.println(&format!(
+                        "interrupted: stopping the engine and the agents; the cycle is not canceled and stays resumable: {resume}"
+                    ));
+                    break Outcome::Interrupted;
+                }
                 let report = on_interrupt == OnInterrupt::Report;
-                progress.println(if report {
-                    "canceling: the run in progress finishes, then the reports of what was measured are written (partial); Ctrl-C again stops without them…"
+                progress.println(&if report {
+                    format!("canceling: the run in progress finishes, then the reports of what was measured are written (partial); Ctrl-C again stops without them. `{resume}` measures the rest later (`--on-interrupt keep` leaves a cycle resumable without canceling it)…")
                 } else {
-                    "canceling: stopping the engine and the agents…"
+                    format!("canceling: stopping the engine and the agents; `{resume}` measures the rest later…")
                 });
                 let cancel = OperatorRequest::Cancel { cycle: cycle.clone(), report };
                 let _ = request(client, &cancel, Duration::from_secs(10)).await;

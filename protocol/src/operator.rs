@@ -40,6 +40,13 @@ pub enum OperatorRequest {
         /// Cycle.
         cycle: String,
     },
+    /// Continue a canceled, failed or interrupted cycle from its last completed run: Main
+    /// reopens it and publishes its plan again (ids derived from the first one, so asking twice
+    /// publishes nothing new); the Writer measures only what is not stored yet.
+    Resume {
+        /// Cycle.
+        cycle: String,
+    },
     /// Open (or all) escalations.
     Escalations {
         /// Include decided ones.
@@ -154,6 +161,17 @@ pub struct CycleRecord {
     /// Canceled with a partial report asked for: the Writer hands on what it measured.
     #[serde(default)]
     pub partial_report: bool,
+    /// How many times the operator reopened the cycle (`resume`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumes: u32,
+    /// When the operator last resumed it: Main's watchdog counts an agent's silence from then
+    /// at the earliest (its last heartbeat may be from before an interrupted `up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_agent_timeout_s() -> u64 {
@@ -325,6 +343,14 @@ pub enum OperatorReply {
     Canceled {
         /// Final state.
         state: CycleState,
+    },
+    /// The cycle goes on (`resume`).
+    Resumed {
+        /// Its id.
+        cycle: String,
+        /// How many times it was reopened so far (0: it was still running, interrupted; what was
+        /// in flight is redelivered from the store).
+        resumes: u32,
     },
     /// Report location.
     Reports {

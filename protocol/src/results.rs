@@ -154,6 +154,14 @@ pub struct FitVerdict {
 }
 
 /// The most answer text kept from one request; more is cut (hostile or runaway output).
+/// Why the models not measured in a cycle canceled with a partial report were skipped (the
+/// `aborted` reason of its results).
+pub const PARTIAL_REPORT: &str = "cycle canceled by the operator: a partial report of what was measured";
+
+/// The start of the reason of a model whose runs were cut short by a cancel with a partial
+/// report (its measured runs kept).
+pub const CANCELED_AFTER: &str = "canceled by the operator after ";
+
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// Decode tokens/s that memory bandwidth allows: each generated token reads every weight once,

@@ -18,6 +18,7 @@ mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_outages;
 mod cycle_pull_ahead;
+mod cycle_resume;
 mod cycle_scale;
 mod cycle_up_supervised;
 mod fit_oracle;

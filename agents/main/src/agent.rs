@@ -113,10 +113,19 @@ impl Handler for MainAgent {
                     None => CycleState::Completed,
                 };
                 let mut first = false;
+                let mut stale = false;
                 let updated = self
                     .bus
                     .cycles
                     .update::<CycleRecord, _>(cycle.as_str(), |rec| {
+                        // The partial report of a cancel, landing after the operator resumed the
+                        // cycle: the resumed run writes the full one; the cycle goes on.
+                        stale = rec.resumes > 0
+                            && !rec.state.is_final()
+                            && r.aborted.as_deref() == Some(protocol::results::PARTIAL_REPORT);
+                        if stale {
+                            return;
+                        }
                         first = !rec.state.is_final() || rec.report_dir.is_none();
                         if !matches!(rec.state, CycleState::Canceled) {
                             rec.state = state.clone();
@@ -129,6 +138,10 @@ impl Handler for MainAgent {
                     .map_err(HandleError::from)?;
                 if updated.is_none() {
                     return Err(HandleError::Reject(format!("reports published for unknown cycle `{cycle}`")));
+                }
+                if stale {
+                    tracing::info!(message = "Partial report of a resumed cycle; the cycle goes on.", %cycle);
+                    return Ok(());
                 }
                 if first {
                     let body = match &r.aborted {

@@ -6,4 +6,5 @@ pub mod agent;
 pub mod multihost;
 pub mod operator;
 pub mod placement;
+pub mod resume;
 pub mod watchdog;

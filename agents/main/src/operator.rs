@@ -28,6 +28,7 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
         }
         OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
         OperatorRequest::Cancel { cycle, report } => cancel(bus, &cycle, report).await?,
+        OperatorRequest::Resume { cycle } => crate::resume::resume(bus, &cycle).await?,
         OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
             Some(r) => OperatorReply::Reports { dir: r.report_dir, files: r.report_files },
             None => error("not_found", format!("no cycle `{cycle}`")),
@@ -106,6 +107,8 @@ async fn start(
         report_dir: None,
         report_files: Vec::new(),
         last_event_seq: 0,
+        resumes: 0,
+        resumed_at: None,
         hosts: several.clone(),
         placement: Default::default(),
         host_done: Default::default(),
@@ -115,6 +118,14 @@ async fn start(
         decode_tps_sum: 0.0,
         decode_runs: 0,
     };
+    // What a resume needs to publish the plan again, kept before the cycle exists.
+    let started = crate::resume::StartedPlan {
+        plan_toml: plan_toml.into(),
+        plan_source: source.into(),
+        hosts: host_ids.iter().map(ToString::to_string).collect(),
+        package: uuid::Uuid::now_v7(),
+    };
+    started.keep(bus, &cycle).await?;
     bus.cycles.create(cycle.as_str(), &record).await?;
     bus.event_best_effort(Event::new(
         cycle.clone(),
@@ -122,24 +133,47 @@ async fn start(
         EventBody::CycleStarted { plan: plan.name.clone(), models: plan.models.len() as u32, requests },
     ))
     .await;
-    // One plan per host; with several, each Reader reports to Main, which places the models.
-    for h in &host_ids {
-        let env = Envelope::new(
-            cycle.clone(),
-            Role::Main,
-            Role::Reader,
-            None,
-            Payload::CyclePlan(Box::new(CyclePlan {
-                plan: plan.clone(),
-                plan_hash: record.plan_hash.clone(),
-                plan_source: source.into(),
-                host: h.to_string(),
-                hosts: several.clone(),
-            })),
-        );
-        bus.publish_to(&env, h).await?;
-    }
+    publish_plans(bus, &cycle, &plan, &record.plan_hash, &started, 0).await?;
     Ok(OperatorReply::Started { cycle: cycle.to_string() })
+}
+
+/// Sends the plan to each host's Reader (with several, each Reader reports to Main, which places
+/// the models). The ids derive from the cycle's first plan package and `resumes`, so publishing
+/// again for the same count is recognised (JetStream's dedup window, then the Reader's ledger).
+pub(crate) async fn publish_plans(
+    bus: &Bus,
+    cycle: &CycleId,
+    plan: &Plan,
+    plan_hash: &str,
+    started: &crate::resume::StartedPlan,
+    resumes: u32,
+) -> Result<(), BusError> {
+    let several: Vec<String> = if started.hosts.len() > 1 { started.hosts.clone() } else { Vec::new() };
+    for h in &started.hosts {
+        let host = HostId::parse(h).map_err(|e| BusError::BadRecord {
+            bucket: protocol::subjects::LEDGER_BUCKET.into(),
+            key: crate::resume::plan_key(cycle.as_str()),
+            reason: format!("host `{h}`: {e}"),
+        })?;
+        let env = Envelope {
+            id: protocol::ids::derive_id(started.package, &format!("cycle-plan-{h}"), resumes),
+            ..Envelope::new(
+                cycle.clone(),
+                Role::Main,
+                Role::Reader,
+                None,
+                Payload::CyclePlan(Box::new(CyclePlan {
+                    plan: plan.clone(),
+                    plan_hash: plan_hash.into(),
+                    plan_source: started.plan_source.clone(),
+                    host: h.clone(),
+                    hosts: several.clone(),
+                })),
+            )
+        };
+        bus.publish_to(&env, &host).await?;
+    }
+    Ok(())
 }
 
 /// Who holds a host: the cycle running on it.
@@ -161,7 +195,12 @@ fn hold_key(h: &HostId) -> String {
 /// Takes `h` for `cycle`, compare-and-set so two operators starting at once never both win: the
 /// hold is free when absent, when its cycle has ended, or when its cycle never got a record
 /// (a start that failed half-way, after [`STARTING_S`]). `Some(why)` says what runs there.
-async fn take_host(bus: &Bus, h: &HostId, cycle: &CycleId, source: &str) -> Result<Option<String>, BusError> {
+pub(crate) async fn take_host(
+    bus: &Bus,
+    h: &HostId,
+    cycle: &CycleId,
+    source: &str,
+) -> Result<Option<String>, BusError> {
     let key = hold_key(h);
     let mine = HostHold { cycle: cycle.to_string(), plan_source: source.into(), taken_at: chrono::Utc::now() };
     for _ in 0..16 {
@@ -195,7 +234,7 @@ async fn take_host(bus: &Bus, h: &HostId, cycle: &CycleId, source: &str) -> Resu
 
 /// Gives back a hold taken for a cycle that did not start (best effort: a hold whose cycle has
 /// no record is free anyway).
-async fn release_host(bus: &Bus, h: &HostId, cycle: &CycleId) {
+pub(crate) async fn release_host(bus: &Bus, h: &HostId, cycle: &CycleId) {
     let key = hold_key(h);
     if let Ok(Some((held, _))) = bus.ledger.get_rev::<HostHold>(&key).await
         && held.cycle == cycle.as_str()

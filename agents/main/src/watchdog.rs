@@ -51,7 +51,8 @@ pub fn silent_agents(
     awaited_agents(rec)
         .into_iter()
         .filter_map(|agent| {
-            let since = beats.get(&agent).map(|b| b.last_seen.max(rec.started_at)).unwrap_or(rec.updated_at);
+            let floor = rec.resumed_at.unwrap_or(rec.started_at).max(rec.started_at);
+            let since = beats.get(&agent).map(|b| b.last_seen.max(floor)).unwrap_or(rec.updated_at);
             let silent = (now - since).num_seconds().max(0) as u64;
             (silent >= SILENT_AFTER_S).then_some((agent, silent))
         })
@@ -136,6 +137,8 @@ mod tests {
         let t0 = Utc::now() - D::seconds(1000);
         CycleRecord {
             partial_report: false,
+            resumes: 0,
+            resumed_at: None,
             id: "c".into(),
             plan: "p".into(),
             plan_source: "p.toml".into(),

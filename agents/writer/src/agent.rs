@@ -133,7 +133,11 @@ impl Writer {
                 continue;
             }
             let key = format!("{cycle}.{i}");
-            if let Some(done) = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)? {
+            let stored = self.bus.results.get::<ModelResult>(&key).await.map_err(HandleError::from)?;
+            // A model cut short by a cancel with a partial report is measured on when the cycle
+            // was resumed (its runs are kept); the partial result is then replaced.
+            let cut_short = stored.as_ref().is_some_and(|d| aborted.is_none() && is_cut_short(d));
+            if let Some(done) = stored.filter(|_| !cut_short) {
                 if let ModelStatus::Skipped { reason } = &done.status
                     && (reason.starts_with("cycle aborted") || reason == PARTIAL)
                 {
@@ -155,8 +159,14 @@ impl Writer {
                 },
             };
             // A full store holds the measured result here until there is room (not re-measured).
-            let stored = wait_for_room("a model's result", || self.bus.results.create(&key, &result)).await;
-            if !stored.map_err(HandleError::from)? {
+            if cut_short && !is_cut_short(&result) {
+                wait_for_room("a model's result", || self.bus.results.put(&key, &result))
+                    .await
+                    .map_err(HandleError::from)?;
+            } else if !wait_for_room("a model's result", || self.bus.results.create(&key, &result))
+                .await
+                .map_err(HandleError::from)?
+            {
                 tracing::warn!(message = "A result for this model was already stored; keeping the first.", %key);
             }
             let outcome = match &result.status {
@@ -245,6 +255,12 @@ impl Writer {
         // only what is missing, unless the remedy changed how the engine runs.
         let mut kept: Vec<RunResult> = Vec::new();
         let mut kept_under = settings.effective.clone();
+        // Runs stored before a cancel, a crash or an interrupted `up`.
+        if let Some(k) = self.bus.results.get::<KeptRuns>(&kept_key(cycle, i)).await.map_err(HandleError::from)?
+            && measures_alike(&k.settings, &settings.effective)
+        {
+            kept = k.runs;
+        }
         let max = plan.policy.max_attempts.max(1);
         for number in 1..=max {
             self.event(
@@ -268,7 +284,7 @@ impl Writer {
                 self.event(cycle, EventBody::Step { model: m.name.clone(), step }).await;
             }
             let next = pull_ahead_target(report, self.bus.host.as_str(), i);
-            match self.attempt(cycle, report, &settings, next, &mut kept).await {
+            match self.attempt(cycle, report, &settings, next, &mut kept, &kept_key(cycle, i)).await {
                 Ok((runs, dep_info)) => {
                     attempts.push(Attempt {
                         number,
@@ -398,7 +414,8 @@ impl Writer {
             m,
             report,
             format!(
-                "canceled by the operator after {} of {planned} measured run(s); the runs measured are kept",
+                "{}{} of {planned} measured run(s); the runs measured are kept",
+                protocol::results::CANCELED_AFTER,
                 kept.len()
             ),
         );
@@ -472,6 +489,7 @@ impl Writer {
         s: &Settings,
         next: Option<&ModelSpec>,
         kept: &mut Vec<RunResult>,
+        kept_at: &str,
     ) -> Result<(Vec<RunResult>, DeployInfo), AttemptError> {
         let plan = &report.plan;
         let m = &s.model;
@@ -577,6 +595,15 @@ impl Writer {
                 let store = || self.bus.put_blob(&key, g.text.as_bytes());
                 let blob = wait_for_room("a measured answer", store).await.map_err(AttemptError::Bus)?;
                 let r = run_result(&p.id, rep, &nonce, &g, analyse(&g.text, &p.required_topics), Some(blob));
+                // Stored before it is announced: a run the operator saw measured is not measured
+                // again after a restart or a resume. Best effort: should the store refuse it (a
+                // very long model's runs past the message size), the run is only measured again
+                // after a restart, never lost from this attempt.
+                let mut stored = KeptRuns { settings: s.effective.clone(), runs: kept.clone() };
+                stored.runs.push(r.clone());
+                if let Err(error) = self.bus.results.put(kept_at, &stored).await {
+                    tracing::warn!(message = "Runs so far not stored; a restart measures them again.", %error);
+                }
                 self.event(
                     cycle,
                     EventBody::RunMeasured {
@@ -856,7 +883,27 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
 }
 
 /// Why the rest of a cycle canceled with a partial report was not measured.
-const PARTIAL: &str = "cycle canceled by the operator: a partial report of what was measured";
+const PARTIAL: &str = protocol::results::PARTIAL_REPORT;
+
+/// Whether a stored result is a cancel's placeholder: a model skipped for a partial report, or
+/// one whose runs were cut short by the cancel.
+fn is_cut_short(r: &ModelResult) -> bool {
+    matches!(&r.status, ModelStatus::Skipped { reason }
+        if reason == PARTIAL || reason.starts_with(protocol::results::CANCELED_AFTER))
+}
+
+/// The runs of model `i` measured so far (across attempts, engine restarts and Writer
+/// restarts), with the settings they ran under: kept in the results bucket as each is measured,
+/// so a resumed or redelivered cycle measures only what is missing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct KeptRuns {
+    settings: protocol::settings::Settings,
+    runs: Vec<RunResult>,
+}
+
+fn kept_key(cycle: &CycleId, i: usize) -> String {
+    format!("{cycle}.{i}.runs")
+}
 
 fn skipped(i: usize, m: &ModelSpec, report: &VerificationReport, reason: String) -> ModelResult {
     not_measured(i, m, report, ModelStatus::Skipped { reason })
