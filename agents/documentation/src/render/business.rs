@@ -85,7 +85,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
         let crate::claims::MtokCost { kwh, electricity: energy, hardware: hw, total } =
             crate::claims::mtok_cost(cost, tps, en.j_per_token);
         totals.push((v.name(), total));
-        let _ = write!(parts_line(&mut parts), "- {}: {}", v.name(), en.parts.join("; "));
+        parts.push(format!("- {}: {}", v.name(), en.parts.join("; ")));
         if let Some(r) = cost.input_output_ratio {
             let prefill = v.all.prefill_tps.as_ref().map(|p| p.mean).filter(|p| *p > 0.0);
             let mix = prefill.and_then(|p| crate::claims::mix_cost(cost, tps, p, en.watts, r));
@@ -146,12 +146,6 @@ pub(super) fn page(ctx: &Ctx) -> String {
     s.push_str("\n## Against cloud APIs\n\n");
     cloud_table(&mut s, cost, &totals);
     s
-}
-
-/// Pushes an empty line for `write!` to fill (keeps the per-model loop short).
-fn parts_line(parts: &mut Vec<String>) -> &mut String {
-    parts.push(String::new());
-    parts.last_mut().unwrap_or_else(|| unreachable!("just pushed"))
 }
 
 /// The power row of the inputs: how many models had a measured part.

@@ -224,8 +224,6 @@ pub(super) struct Energy {
     /// Whole-box energy per output token, J.
     pub(super) j_per_token: Option<f64>,
     pub(super) energy_source: String,
-    /// Whether any part was measured (GPU by NVML, CPU package by RAPL).
-    pub(super) measured: bool,
     /// Which parts were measured and which assumed, in words.
     pub(super) parts: Vec<String>,
 }
@@ -250,13 +248,17 @@ pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -
             power_source: "assumed".into(),
             j_per_token: cost.assumed_power_w.map(|w| w / tps),
             energy_source: "from assumed power".into(),
-            measured: false,
             parts: vec![match cost.assumed_power_w {
-                Some(w) => format!("whole box assumed at {} W (plan `cost.assumed_power_w`): nothing was measured", super::format::num(w)),
+                Some(w) => format!("whole box assumed at {} W (plan `cost.assumed_power_w`): nothing was measured", super::format::plain(w)),
                 None => "nothing measured and no `cost.assumed_power_w`".into(),
             }],
         };
     }
+    let what = match (gpu.is_some(), cpu.is_some()) {
+        (true, true) => "measured GPU + CPU",
+        (true, false) => "measured GPU",
+        _ => "measured CPU",
+    };
     let mut j = 0.0;
     for (part, missing) in [(gpu, "GPU not measured (no NVML energy or power)"), (cpu, "CPU package not measured (no readable RAPL counter): not counted")] {
         match part {
@@ -270,18 +272,16 @@ pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -
     match cost.rest_of_system_w {
         Some(w) => {
             j += w / tps;
-            parts.push(format!("rest of the system assumed at {} W (plan `cost.rest_of_system_w`)", super::format::num(w)));
+            parts.push(format!("rest of the system assumed at {} W (plan `cost.rest_of_system_w`)", super::format::plain(w)));
         }
         None => parts.push("rest of the system not counted (no `cost.rest_of_system_w`)".into()),
     }
-    let what = if cpu.is_some() && gpu.is_some() { "measured GPU + CPU" } else if gpu.is_some() { "measured GPU" } else { "measured CPU" };
     let rest = if cost.rest_of_system_w.is_some() { " + assumed rest" } else { "" };
     Energy {
         watts: Some(j * tps),
         power_source: format!("{what}{rest}"),
         j_per_token: Some(j),
         energy_source: format!("{what}{rest}"),
-        measured: true,
         parts,
     }
 }
