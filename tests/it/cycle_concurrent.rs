@@ -62,7 +62,10 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
         assert!(e.engine_source.as_deref().is_some_and(|s| s.contains("llama-server log")), "{e:?}");
     }
     let section = report.split("## Concurrent phase").nth(1).expect("the section");
-    assert!(section.contains(&format!("Telemetry over the whole concurrent phase ({} samples", t.samples)), "{section}");
+    assert!(
+        section.contains(&format!("Telemetry over the whole concurrent phase ({} samples", t.samples)),
+        "{section}"
+    );
     assert!(section.contains("- GPU temperature: not sampled (no GPU seen by NVML)"), "{section}");
     assert!(section.contains("| gemma-a | ") && section.contains("GPU buffers in the llama-server log"), "{section}");
 }

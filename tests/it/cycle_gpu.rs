@@ -35,7 +35,10 @@ fn script() -> String {
 
 /// A fake RAPL package zone whose counter rises 2 J every 50 ms and wraps at 100 J: the
 /// sampler must undo the wraps. Each value is written whole (renamed into place).
-fn powercap_feeder(root: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+fn powercap_feeder(
+    root: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
     let zone = root.join("intel-rapl:0");
     std::fs::create_dir_all(&zone).expect("zone");
     std::fs::write(zone.join("name"), "package-0\n").expect("name");
@@ -191,7 +194,11 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     assert!(vram_row.contains("engine-reported: GPU buffers in the llama-server log"), "{vram_row}");
     // The business case counts the whole box and says what it measured and what it assumed.
     let business = std::fs::read_to_string(dir.join("business-case.md")).expect("business case");
-    for part in ["GPU measured by NVML", "CPU package measured by RAPL intel-rapl:0 (package-0)", "rest of the system assumed at 60 W"] {
+    for part in [
+        "GPU measured by NVML",
+        "CPU package measured by RAPL intel-rapl:0 (package-0)",
+        "rest of the system assumed at 60 W",
+    ] {
         assert!(business.contains(part), "{part}:\n{business}");
     }
     assert!(business.contains("## Cost per million tokens at a 3:1 input:output mix"), "{business}");

@@ -183,8 +183,14 @@ impl Writer {
                     }
                     self.event(cycle, EventBody::Step { model: "concurrent".into(), step: Step::ConcurrentStarted })
                         .await;
-                    let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir, self.gpus.clone())
-                        .await;
+                    let r = crate::concurrent::run(
+                        cycle,
+                        self.bus.host.as_str(),
+                        &report,
+                        &self.cfg.run_dir,
+                        self.gpus.clone(),
+                    )
+                    .await;
                     self.bus.results.create(&key, &r).await.map_err(HandleError::from)?;
                     Some(r)
                 }

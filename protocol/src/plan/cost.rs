@@ -49,7 +49,8 @@ pub struct CostInputs {
 
 /// Checks one `[[cost.cloud]]` entry: a name, prices ≥ 0 (low ≤ high), a real date and a source.
 fn validate_cloud(i: usize, p: &CloudPrice) -> Result<(), PlanError> {
-    let bad = |field: &str, problem: String| Err(PlanError::Invalid { field: format!("cost.cloud[{i}].{field}"), problem });
+    let bad =
+        |field: &str, problem: String| Err(PlanError::Invalid { field: format!("cost.cloud[{i}].{field}"), problem });
     if p.name.trim().is_empty() {
         return bad("name", "must not be empty: name the provider and model".into());
     }
@@ -65,7 +66,10 @@ fn validate_cloud(i: usize, p: &CloudPrice) -> Result<(), PlanError> {
         }
     }
     if p.usd_per_mtok_min > p.usd_per_mtok_max {
-        return bad("usd_per_mtok_min", format!("{} is above usd_per_mtok_max {}", p.usd_per_mtok_min, p.usd_per_mtok_max));
+        return bad(
+            "usd_per_mtok_min",
+            format!("{} is above usd_per_mtok_max {}", p.usd_per_mtok_min, p.usd_per_mtok_max),
+        );
     }
     if !is_date(&p.as_of) {
         return bad("as_of", format!("expected the date the price was read as YYYY-MM-DD, got `{}`", p.as_of));
@@ -154,7 +158,8 @@ mod tests {
         let p = plan(ok).unwrap();
         let c = &p.cost.unwrap().cloud[0];
         assert_eq!((c.input_usd_per_mtok, c.source.as_str()), (Some(0.15), "https://example.com/pricing"));
-        let missing = "cloud = [{ name = \"X\", usd_per_mtok_min = 1, usd_per_mtok_max = 2, as_of = \"2025-06-01\" }]\n";
+        let missing =
+            "cloud = [{ name = \"X\", usd_per_mtok_min = 1, usd_per_mtok_max = 2, as_of = \"2025-06-01\" }]\n";
         let err = plan(missing).unwrap_err().to_string();
         assert!(err.contains("missing field `source`"), "{err}");
         let empty = ok.replace("https://example.com/pricing", " ");
@@ -165,7 +170,10 @@ mod tests {
             assert!(problem.contains(date), "{problem}");
         }
         assert!(plan(&ok.replace("2025-06-01", "2024-02-29")).is_ok());
-        assert_eq!(invalid(&ok.replace("usd_per_mtok_min = 0.6", "usd_per_mtok_min = 7")).0, "cost.cloud[0].usd_per_mtok_min");
+        assert_eq!(
+            invalid(&ok.replace("usd_per_mtok_min = 0.6", "usd_per_mtok_min = 7")).0,
+            "cost.cloud[0].usd_per_mtok_min"
+        );
         assert_eq!(invalid(&ok.replace("0.15", "-1")).0, "cost.cloud[0].input_usd_per_mtok");
     }
 

@@ -139,7 +139,11 @@ pub(super) fn page(ctx: &Ctx) -> String {
     if let Some(r) = cost.input_output_ratio {
         let _ = writeln!(s, "\n## Cost per million tokens at a {}:1 input:output mix\n", plain(r));
         s.push_str("Comparable with cloud prices that charge prompt and output tokens apart: prompt tokens at the measured prefill speed (the engine's own timing), output tokens at the measured decode speed, both at the whole-box power above.\n\n");
-        s.push_str(&figures_table(1, &["Model", "Prefill tok/s", "Decode tok/s", "Output-only per Mtok", "Mixed per Mtok"], &mixes));
+        s.push_str(&figures_table(
+            1,
+            &["Model", "Prefill tok/s", "Decode tok/s", "Output-only per Mtok", "Mixed per Mtok"],
+            &mixes,
+        ));
     }
     claims_check(&mut s, ctx, &totals);
 
@@ -153,7 +157,9 @@ fn power_value(ctx: &Ctx, cost: &CostInputs) -> String {
     let measured = ctx
         .measured()
         .filter(|v| {
-            v.tel().is_some_and(|t| t.joules_per_token.is_some() || t.gpu_power_w.is_some() || t.cpu_joules_per_token.is_some())
+            v.tel().is_some_and(|t| {
+                t.joules_per_token.is_some() || t.gpu_power_w.is_some() || t.cpu_joules_per_token.is_some()
+            })
         })
         .count();
     let all = ctx.measured().count();
@@ -179,7 +185,9 @@ fn claims_check(s: &mut String, ctx: &Ctx, totals: &[(String, Option<f64>)]) {
         let want = crate::claims::figure(protocol::plan::ClaimMetric::UsdPerMtok, &c.expected);
         for (name, total) in totals.iter().filter(|(n, _)| c.model.as_ref().is_none_or(|m| cell(m) == *n)) {
             let verdict = match total {
-                Some(t) if crate::claims::holds(&c.expected, *t) => format!("**PASS**: {} per million output tokens", usd(*t)),
+                Some(t) if crate::claims::holds(&c.expected, *t) => {
+                    format!("**PASS**: {} per million output tokens", usd(*t))
+                }
                 Some(t) => format!("**FAIL**: {} per million output tokens", usd(*t)),
                 None => "not measured: no power figure, measured or assumed".into(),
             };
@@ -194,7 +202,8 @@ pub(super) fn cloud_table(s: &mut String, cost: &CostInputs, totals: &[(String, 
         return;
     }
     let ratio = cost.input_output_ratio;
-    let mut headers: Vec<String> = vec!["Cloud offer".into(), "Output USD per Mtok".into(), "Input USD per Mtok".into()];
+    let mut headers: Vec<String> =
+        vec!["Cloud offer".into(), "Output USD per Mtok".into(), "Input USD per Mtok".into()];
     if let Some(r) = ratio {
         headers.push(format!("At {}:1 mix", plain(r)));
     }

@@ -4,8 +4,8 @@
 use super::ctx::Ctx;
 use super::fitcheck::size;
 use super::format::{DASH, duration};
-use protocol::results::TelemetrySummary;
 use crate::markdown::{Align, cell, inline, table};
+use protocol::results::TelemetrySummary;
 use std::fmt::Write as _;
 
 /// The plan's concurrent phase: levels against one model, and models deployed together.
@@ -119,7 +119,8 @@ fn sustained(s: &mut String, t: &TelemetrySummary) {
     match t.gpu_temp_c {
         Some(m) => {
             let start = t.gpu_temp_first_c.map_or_else(|| DASH.into(), |c| format!("{c:.0} °C"));
-            let _ = writeln!(s, "- GPU temperature: {start} at the start → peak {:.0} °C (mean {:.1} °C)", m.peak, m.mean);
+            let _ =
+                writeln!(s, "- GPU temperature: {start} at the start → peak {:.0} °C (mean {:.1} °C)", m.peak, m.mean);
         }
         None => s.push_str("- GPU temperature: not sampled (no GPU seen by NVML)\n"),
     }
@@ -127,12 +128,13 @@ fn sustained(s: &mut String, t: &TelemetrySummary) {
         let reasons = if t.throttle_reasons.is_empty() {
             String::new()
         } else {
-            format!(
-                " ({})",
-                t.throttle_reasons.iter().map(|r| format!("`{}`", cell(r))).collect::<Vec<_>>().join(", ")
-            )
+            format!(" ({})", t.throttle_reasons.iter().map(|r| format!("`{}`", cell(r))).collect::<Vec<_>>().join(", "))
         };
-        let share = if t.duration_s > 0.0 { format!(", {:.0} % of the phase", th / t.duration_s * 100.0) } else { String::new() };
+        let share = if t.duration_s > 0.0 {
+            format!(", {:.0} % of the phase", th / t.duration_s * 100.0)
+        } else {
+            String::new()
+        };
         let _ = writeln!(s, "- Throttled: {}{share}{reasons}", duration(th));
     }
     if let Some(u) = t.gpu_util_pct {

@@ -189,7 +189,11 @@ pub(super) fn nvml_vram(t: &protocol::results::TelemetrySummary) -> Option<(u64,
         return Some((bytes(m), format!("NVML per process: {}", cell(scope))));
     }
     t.vram_used_bytes.map(|m| {
-        (bytes(m), "NVML device total: every process and the driver's allocations (the driver listed no engine process)".into())
+        (
+            bytes(m),
+            "NVML device total: every process and the driver's allocations (the driver listed no engine process)"
+                .into(),
+        )
     })
 }
 
@@ -235,7 +239,14 @@ pub(super) fn vram_by_source(ctx: &Ctx) -> String {
         return s;
     }
     s.push_str(&table(
-        &["Model", "Measured VRAM (peak)", "What NVML counted", "Engine-reported VRAM", "Engine's source", "Difference"],
+        &[
+            "Model",
+            "Measured VRAM (peak)",
+            "What NVML counted",
+            "Engine-reported VRAM",
+            "Engine's source",
+            "Difference",
+        ],
         &[Align::Left, Align::Right, Align::Left, Align::Right, Align::Left, Align::Right],
         &rows,
     ));

@@ -249,7 +249,10 @@ pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -
             j_per_token: cost.assumed_power_w.map(|w| w / tps),
             energy_source: "from assumed power".into(),
             parts: vec![match cost.assumed_power_w {
-                Some(w) => format!("whole box assumed at {} W (plan `cost.assumed_power_w`): nothing was measured", super::format::plain(w)),
+                Some(w) => format!(
+                    "whole box assumed at {} W (plan `cost.assumed_power_w`): nothing was measured",
+                    super::format::plain(w)
+                ),
                 None => "nothing measured and no `cost.assumed_power_w`".into(),
             }],
         };
@@ -260,7 +263,10 @@ pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -
         _ => "measured CPU",
     };
     let mut j = 0.0;
-    for (part, missing) in [(gpu, "GPU not measured (no NVML energy or power)"), (cpu, "CPU package not measured (no readable RAPL counter): not counted")] {
+    for (part, missing) in [
+        (gpu, "GPU not measured (no NVML energy or power)"),
+        (cpu, "CPU package not measured (no readable RAPL counter): not counted"),
+    ] {
         match part {
             Some((pj, what)) => {
                 j += pj;
@@ -272,7 +278,10 @@ pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -
     match cost.rest_of_system_w {
         Some(w) => {
             j += w / tps;
-            parts.push(format!("rest of the system assumed at {} W (plan `cost.rest_of_system_w`)", super::format::plain(w)));
+            parts.push(format!(
+                "rest of the system assumed at {} W (plan `cost.rest_of_system_w`)",
+                super::format::plain(w)
+            ));
         }
         None => parts.push("rest of the system not counted (no `cost.rest_of_system_w`)".into()),
     }

@@ -327,7 +327,12 @@ async fn real_docker_stats_of_a_running_container_stay_within_its_limit() {
 #[test]
 fn recorder_counts_cpu_package_energy_across_a_wrap_throttle_time_and_the_start_temperature() {
     use super::rapl::RaplZone;
-    let zone = |uj: u64| RaplZone { zone: "intel-rapl:0".into(), name: Some("package-0".into()), energy_uj: uj, max_uj: 1_000_000_000 };
+    let zone = |uj: u64| RaplZone {
+        zone: "intel-rapl:0".into(),
+        name: Some("package-0".into()),
+        energy_uj: uj,
+        max_uj: 1_000_000_000,
+    };
     let mut rec = Recorder::new(8);
     rec.proc_scope = Some("engine pid 7".into());
     // 0.5 s apart: 30 J, then a wrap (70 J to the top + 10 J), then 40 J.
