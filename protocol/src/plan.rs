@@ -553,38 +553,6 @@ impl Default for Policy {
     }
 }
 
-/// A dated cloud API price.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudPrice {
-    /// Provider and model, e.g. `GPT-4`.
-    pub name: String,
-    /// USD per million tokens, low end.
-    pub usd_per_mtok_min: f64,
-    /// USD per million tokens, high end.
-    pub usd_per_mtok_max: f64,
-    /// When the price was quoted (YYYY-MM-DD).
-    pub as_of: String,
-}
-
-/// Inputs for cost per million tokens.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CostInputs {
-    /// Electricity price, USD per kWh.
-    pub electricity_usd_per_kwh: f64,
-    /// Hardware price, USD.
-    pub hardware_usd: f64,
-    /// Hardware lifetime, years.
-    pub lifetime_years: f64,
-    /// Hours of use per day.
-    pub hours_per_day: f64,
-    /// Power draw to assume when none is measured, watts.
-    pub assumed_power_w: Option<f64>,
-    /// Cloud prices to compare against.
-    pub cloud: Vec<CloudPrice>,
-}
-
 impl Plan {
     /// Parses and validates a plan from TOML text.
     pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
@@ -713,19 +681,7 @@ impl Plan {
             return bad("policy.max_attempts".into(), format!("expected 1 to 100, got {}", self.policy.max_attempts));
         }
         if let Some(c) = &self.cost {
-            for (field, v) in [
-                ("cost.electricity_usd_per_kwh", c.electricity_usd_per_kwh),
-                ("cost.hardware_usd", c.hardware_usd),
-                ("cost.lifetime_years", c.lifetime_years),
-                ("cost.hours_per_day", c.hours_per_day),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    return bad(field.into(), format!("expected a number ≥ 0, got {v}"));
-                }
-            }
-            if c.hours_per_day > 24.0 {
-                return bad("cost.hours_per_day".into(), format!("expected at most 24, got {}", c.hours_per_day));
-            }
+            c.validate()?;
         }
         self.validate_standard()?;
         self.validate_claims()
@@ -942,6 +898,9 @@ pub use standard::StandardTest;
 
 mod criteria;
 pub use criteria::{CriterionKind, Rule};
+
+mod cost;
+pub use cost::{CloudPrice, CostInputs};
 
 mod gate;
 pub use gate::{DEFAULT_GPU_CHECK_IMAGE, FailedChecks, image_reference_problem};

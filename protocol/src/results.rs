@@ -540,6 +540,30 @@ pub struct TelemetrySummary {
     pub host_swap_used_bytes: Option<MetricSummary>,
     /// Pauses made by the thermal guard.
     pub thermal_pauses: Vec<ThermalPause>,
+    /// GPU memory NVML lists for the engine's processes, bytes: the engine's pid when it ran as
+    /// a host process, every process on the GPUs when it ran in a container (NVML lists host
+    /// pids, which a container's are not mapped to). `gpu_process_scope` says which.
+    #[serde(default)]
+    pub gpu_process_mem_bytes: Option<MetricSummary>,
+    /// Whose memory `gpu_process_mem_bytes` is (`engine pid 1234`, `every process on the GPUs`).
+    #[serde(default)]
+    pub gpu_process_scope: Option<String>,
+    /// Temperature of the hottest GPU at the first sample, °C (the start of a thermal rise).
+    #[serde(default)]
+    pub gpu_temp_first_c: Option<f64>,
+    /// Seconds of the sampled window during which NVML named a throttle reason (sampling
+    /// intervals with one, idle left out).
+    #[serde(default)]
+    pub throttled_s: Option<f64>,
+    /// CPU package energy over the run, J, from the RAPL counters (wraps handled).
+    #[serde(default)]
+    pub cpu_energy_j: Option<f64>,
+    /// Which RAPL domains the CPU energy came from (`intel-rapl:0 (package-0)`, …).
+    #[serde(default)]
+    pub cpu_energy_source: Option<String>,
+    /// CPU package energy per generated token, J.
+    #[serde(default)]
+    pub cpu_joules_per_token: Option<f64>,
     /// The (downsampled) time series, CSV, in the object store.
     pub series: Option<BlobRef>,
     /// Why some figures are missing (e.g. no NVIDIA GPU).
@@ -648,8 +672,14 @@ pub struct ModelResult {
     pub prompts: Vec<PromptSummary>,
     /// Peak resident memory of the engine, bytes (process RSS or container usage).
     pub peak_ram_bytes: Option<u64>,
-    /// Peak VRAM, bytes.
+    /// Peak VRAM NVML measured, bytes: the engine's processes when the driver listed them
+    /// (`telemetry.gpu_process_scope`), else the whole device's VRAM in use. Never an engine's
+    /// own figure (see `engine_vram_bytes`).
     pub peak_vram_bytes: Option<u64>,
+    /// VRAM the engine itself reported holding, bytes: Ollama's `/api/ps` `size_vram`. An
+    /// engine-reported figure, not a measurement; llama.cpp's own account is `engine_memory`.
+    #[serde(default)]
+    pub engine_vram_bytes: Option<u64>,
     /// The engine's own account of what it allocated at load (from its log), when it gave one.
     #[serde(default)]
     pub engine_memory: Option<EngineMemory>,
@@ -898,6 +928,23 @@ pub struct TogetherResult {
     pub error: Option<String>,
 }
 
+/// GPU memory one engine held while the concurrent models ran together.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineGpuMemory {
+    /// Model name.
+    pub model: String,
+    /// The engine's host pid, when it ran as a host process.
+    pub pid: Option<u32>,
+    /// GPU memory NVML listed for that pid, bytes (measured).
+    pub nvml_bytes: Option<u64>,
+    /// VRAM the engine reported holding, bytes (llama.cpp's GPU buffers from its log, or
+    /// Ollama's `/api/ps` `size_vram`): the engine's own account, not a measurement.
+    pub engine_reported_bytes: Option<u64>,
+    /// Where `engine_reported_bytes` came from.
+    pub engine_source: Option<String>,
+}
+
 /// The plan's concurrent phase.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ConcurrentResult {
@@ -905,6 +952,12 @@ pub struct ConcurrentResult {
     pub levels: Vec<LevelResult>,
     /// All concurrent models deployed at once.
     pub together: Vec<TogetherResult>,
+    /// Telemetry sampled over the whole concurrent phase (levels and models together).
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySummary>,
+    /// GPU memory of each engine while the models ran together.
+    #[serde(default)]
+    pub engines: Vec<EngineGpuMemory>,
     /// What could not be done, and why.
     pub notes: Vec<String>,
 }

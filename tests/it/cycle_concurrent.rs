@@ -49,4 +49,23 @@ fn the_concurrent_phase_measures_levels_and_models_together() {
     let ledger = std::fs::read_to_string(dir.join("claims.md")).expect("claims ledger");
     assert!(ledger.contains("against gemma-a on the same prompts") && ledger.contains("gemma: "), "{ledger}");
     assert!(c.together.iter().all(|t| t.error.is_none() && t.degradation.is_some()), "{c:?}");
+    // The sampler ran through the whole phase, and each engine's GPU memory was read while the
+    // two ran together: its pid (NVML lists none here: no GPU), and its own account of its
+    // buffers (a CPU build: nothing on a GPU).
+    let t = c.telemetry.as_ref().unwrap_or_else(|| panic!("no concurrent telemetry: {c:?}"));
+    assert!(t.samples >= 2 && t.duration_s > 0.0, "{t:?}");
+    assert!(t.engine_mem_bytes.is_none() && t.host_mem_available_bytes.is_some(), "{t:?}");
+    assert_eq!(c.engines.iter().map(|e| e.model.as_str()).collect::<Vec<_>>(), ["gemma-a", "gemma-b"], "{c:?}");
+    for e in &c.engines {
+        assert!(e.pid.is_some() && e.nvml_bytes.is_none(), "{e:?}");
+        assert_eq!(e.engine_reported_bytes, Some(0), "{e:?}");
+        assert!(e.engine_source.as_deref().is_some_and(|s| s.contains("llama-server log")), "{e:?}");
+    }
+    let section = report.split("## Concurrent phase").nth(1).expect("the section");
+    assert!(
+        section.contains(&format!("Telemetry over the whole concurrent phase ({} samples", t.samples)),
+        "{section}"
+    );
+    assert!(section.contains("- GPU temperature: not sampled (no GPU seen by NVML)"), "{section}");
+    assert!(section.contains("| gemma-a | ") && section.contains("GPU buffers in the llama-server log"), "{section}");
 }

@@ -33,6 +33,35 @@ fn script() -> String {
     )
 }
 
+/// A fake RAPL package zone whose counter rises 2 J every 50 ms and wraps at 100 J: the
+/// sampler must undo the wraps. Each value is written whole (renamed into place).
+fn powercap_feeder(
+    root: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let zone = root.join("intel-rapl:0");
+    std::fs::create_dir_all(&zone).expect("zone");
+    std::fs::write(zone.join("name"), "package-0\n").expect("name");
+    std::fs::write(zone.join("max_energy_range_uj"), "100000000\n").expect("range");
+    std::fs::write(zone.join("energy_uj"), "0\n").expect("counter");
+    std::thread::spawn(move || {
+        let mut uj: u64 = 0;
+        let mut wraps = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            uj += 2_000_000;
+            if uj > 100_000_000 {
+                uj -= 100_000_000;
+                wraps += 1;
+            }
+            let tmp = zone.join("energy_uj.tmp");
+            std::fs::write(&tmp, format!("{uj}\n")).expect("counter");
+            std::fs::rename(&tmp, zone.join("energy_uj")).expect("counter");
+        }
+        wraps
+    })
+}
+
 #[test]
 fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     require_parts();
@@ -47,18 +76,28 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
         "",
         "[[prompts]]\nid = \"vram\"\ntext = \"Why does VRAM matter for language models?\"\n\n\
          [[prompts]]\nid = \"cooling\"\ntext = \"How should a homelab GPU be cooled?\"\n\n\
-         [criteria]\nmin_gpu_util_pct = 80\nmax_temp_c = 70\nresume_temp_c = 65\nmax_idle_temp_c = 50\n",
+         [criteria]\nmin_gpu_util_pct = 80\nmax_temp_c = 70\nresume_temp_c = 65\nmax_idle_temp_c = 50\n\n\
+         [cost]\nelectricity_usd_per_kwh = 0.30\nhardware_usd = 2200\nlifetime_years = 3\nhours_per_day = 8\n\
+         rest_of_system_w = 60\ninput_output_ratio = 3\n\
+         cloud = [{ name = \"OpenAI GPT-4o mini\", usd_per_mtok_min = 0.6, usd_per_mtok_max = 0.6, input_usd_per_mtok = 0.15, as_of = \"2025-06-01\", source = \"https://openai.com/api/pricing/\" }]\n\n\
+         [[claims]]\ntext = \"$2–5 per million tokens\"\nmetric = \"usd_per_mtok\"\nexpected = { min = 2, max = 5 }\n",
     );
+    let powercap = tmp.path().join("powercap");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = powercap_feeder(powercap.clone(), stop.clone());
     let out = tmp.path().join("out");
     let o = threadcycle()
         .env(host::gpu::LIB_ENV, testkit::nvml_double::library())
         .env(testkit::nvml_double::SCRIPT_ENV, &script_path)
+        .env(host::telemetry::rapl::ROOT_ENV, &powercap)
         .args(["up"])
         .arg(&plan)
         .arg("--out")
         .arg(&out)
         .output()
         .expect("run");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let wraps = feeder.join().expect("feeder");
     assert!(o.status.success(), "{}", show(&o));
     let dir = cycle_dir(&out);
     let r = results(&dir);
@@ -103,6 +142,21 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     let col = header.iter().position(|h| *h == "gpu_process_mem_bytes").expect("gpu_process_mem_bytes column");
     let last = csv.lines().last().expect("a row").split(',').nth(col).expect("cell").to_string();
     assert_eq!(last, "1181116006", "{csv}");
+    // VRAM named by its source: NVML's per-process figure for the engine's pid is the measured
+    // peak; llama-server reports no `size_vram` (its own account is the buffer log).
+    assert_eq!(t.gpu_process_mem_bytes.map(|m| m.peak), Some(1_181_116_006.0), "{t:?}");
+    assert!(t.gpu_process_scope.as_deref().is_some_and(|s| s.starts_with("engine pid ")), "{t:?}");
+    assert_eq!((model.peak_vram_bytes, model.engine_vram_bytes), (Some(1_181_116_006), None), "{model:?}");
+    // Thermal impact: the first sample's temperature and the seconds throttled (`SW_POWER_CAP`).
+    assert!(t.gpu_temp_first_c.is_some(), "{t:?}");
+    assert!(t.throttled_s.is_some_and(|s| s > 0.0 && s <= t.duration_s + 1e-9), "{t:?}");
+    // CPU package energy from the scripted RAPL counter, its wraps undone: 2 J per 50 ms, so
+    // about 40 W over the sampled window (scheduling on a busy machine lowers it).
+    let cpu = t.cpu_energy_j.unwrap_or_else(|| panic!("no CPU energy: {t:?}"));
+    assert_eq!(t.cpu_energy_source.as_deref(), Some("RAPL intel-rapl:0 (package-0)"), "{t:?}");
+    let expected = 40.0 * t.duration_s;
+    assert!(cpu >= 0.3 * expected && cpu <= expected + 45.0, "{cpu} J over {} s ({wraps} wraps): {t:?}", t.duration_s);
+    assert!(t.cpu_joules_per_token.is_some_and(|j| (j - cpu / tokens as f64).abs() < 1e-9), "{t:?}");
     // The thermal guard paused while the card was over 70 °C and resumed once it fell to 60.
     let pauses = &t.thermal_pauses;
     assert!(!pauses.is_empty() && pauses.iter().all(|p| p.recovered && p.temp_c == 74.0), "{t:?}");
@@ -134,6 +188,26 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
     assert!(report.contains("`SW_POWER_CAP`"), "{report}");
     assert!(report.contains("- GPU bandwidth: 896 GB/s (NVIDIA GeForce RTX 5070 Ti, from NVML"), "{report}");
     assert!(!report.contains("0 % (no GPU)"), "{report}");
+    let by_source = report.split("## VRAM by source").nth(1).unwrap_or_else(|| panic!("no VRAM by source:\n{report}"));
+    let vram_row = by_source.lines().find(|l| l.starts_with("| gemma")).unwrap_or_else(|| panic!("{by_source}"));
+    assert!(vram_row.contains("1.10 GiB") && vram_row.contains("NVML per process: engine pid"), "{vram_row}");
+    assert!(vram_row.contains("engine-reported: GPU buffers in the llama-server log"), "{vram_row}");
+    // The business case counts the whole box and says what it measured and what it assumed.
+    let business = std::fs::read_to_string(dir.join("business-case.md")).expect("business case");
+    for part in [
+        "GPU measured by NVML",
+        "CPU package measured by RAPL intel-rapl:0 (package-0)",
+        "rest of the system assumed at 60 W",
+    ] {
+        assert!(business.contains(part), "{part}:\n{business}");
+    }
+    assert!(business.contains("## Cost per million tokens at a 3:1 input:output mix"), "{business}");
+    assert!(business.contains("https://openai.com/api/pricing/") && business.contains("2025-06-01"), "{business}");
+    let claim = business
+        .lines()
+        .find(|l| l.starts_with("- \"$2–5 per million tokens\""))
+        .unwrap_or_else(|| panic!("no claim line:\n{business}"));
+    assert!(claim.contains("**PASS**") || claim.contains("**FAIL**"), "{claim}");
     for chart in ["charts/gpu-temperature.svg", "charts/gpu-power.svg"] {
         assert!(dir.join(chart).is_file(), "{chart} missing");
     }

@@ -179,6 +179,21 @@ pub fn mtok_cost(cost: &CostInputs, tps: f64, j_per_token: Option<f64>) -> MtokC
     MtokCost { kwh, electricity, hardware, total }
 }
 
+/// Cost per million tokens at `ratio` prompt tokens per output token: the time r/(r+1) million
+/// prompt tokens take at `prefill_tps` and 1/(r+1) million output tokens at `decode_tps`, paid at
+/// `watts` for electricity and the hardware's rate per hour of use. `None` without a power figure,
+/// a speed or hours of use.
+pub fn mix_cost(cost: &CostInputs, decode_tps: f64, prefill_tps: f64, watts: Option<f64>, ratio: f64) -> Option<f64> {
+    let w = watts.filter(|w| w.is_finite() && *w >= 0.0)?;
+    let hours = cost.lifetime_years * 365.0 * cost.hours_per_day;
+    if !(decode_tps > 0.0 && prefill_tps > 0.0 && hours > 0.0 && ratio.is_finite() && ratio >= 0.0) {
+        return None;
+    }
+    let seconds = 1e6 * (ratio / (ratio + 1.0) / prefill_tps + 1.0 / (ratio + 1.0) / decode_tps);
+    let per_hour = w / 1000.0 * cost.electricity_usd_per_kwh + cost.hardware_usd / hours;
+    Some(per_hour * seconds / 3600.0)
+}
+
 /// A figure in the ledger: whole numbers as they are, else three significant digits at most.
 pub fn num(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
@@ -509,6 +524,14 @@ expected = { min = 30, max = 60 }
     fn the_cost_formula_is_energy_plus_hardware() {
         let cost = plan().cost.expect("cost");
         let c = mtok_cost(&cost, 10.0, Some(40.0));
+        // The mix: all output is the output-only cost; 3:1 at a prefill 30× the decode speed
+        // takes (0.75/300 + 0.25/10) × 10⁶ s = 27,500 s instead of 100,000 s.
+        let only = mix_cost(&cost, 10.0, 300.0, Some(400.0), 0.0).unwrap();
+        assert!((only - c.total.unwrap()).abs() < 1e-9, "{only} {c:?}");
+        let mixed = mix_cost(&cost, 10.0, 300.0, Some(400.0), 3.0).unwrap();
+        assert!((mixed - only * 0.275).abs() < 1e-9, "{mixed} {only}");
+        assert_eq!(mix_cost(&cost, 10.0, 0.0, Some(400.0), 3.0), None);
+        assert_eq!(mix_cost(&cost, 10.0, 300.0, None, 3.0), None);
         // 40 J × 10⁶ = 11.1 kWh → $3.33; $2200 over 8760 h = $0.251/h over 36,000 tok/h → $6.98.
         assert!((c.electricity.unwrap_or(0.0) - 3.333).abs() < 0.01, "{c:?}");
         assert!((c.hardware.unwrap_or(0.0) - 6.976).abs() < 0.01, "{c:?}");

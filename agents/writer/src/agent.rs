@@ -195,7 +195,14 @@ impl Writer {
                     }
                     self.event(cycle, EventBody::Step { model: "concurrent".into(), step: Step::ConcurrentStarted })
                         .await;
-                    let r = crate::concurrent::run(cycle, self.bus.host.as_str(), &report, &self.cfg.run_dir).await;
+                    let r = crate::concurrent::run(
+                        cycle,
+                        self.bus.host.as_str(),
+                        &report,
+                        &self.cfg.run_dir,
+                        self.gpus.clone(),
+                    )
+                    .await;
                     self.bus.results.create(&key, &r).await.map_err(HandleError::from)?;
                     Some(r)
                 }
@@ -642,7 +649,10 @@ impl Writer {
             Err(error) => tracing::warn!(message = "Telemetry series not stored.", %error),
         }
         let sampled_ram = telemetry.engine_mem_bytes.map(|m| m.peak as u64);
-        let sampled_vram = telemetry.vram_used_bytes.map(|m| m.peak as u64);
+        // NVML's measurement: the engine's processes where the driver lists them, else the
+        // whole device. The engine's own figure (`/api/ps`) is kept apart, never called measured.
+        let sampled_vram =
+            telemetry.gpu_process_mem_bytes.or(telemetry.vram_used_bytes).map(|m| m.peak.max(0.0) as u64);
         if engine_memory.is_none() {
             // No warm-up: Ollama loaded the model on the first measured request.
             engine_memory = dep.engine_memory().await;
@@ -654,7 +664,8 @@ impl Writer {
             launch: Some(launch),
             engine_version: dep.engine_version.clone(),
             peak_ram: dep.peak_ram().max(sampled_ram),
-            peak_vram: dep.vram().await.or(sampled_vram),
+            peak_vram: sampled_vram,
+            engine_vram: dep.vram().await,
             telemetry: Some(telemetry),
             layers: dep.layers(engine_memory.as_ref()).await,
             gpu_share: if report.host.gpus.is_empty() { None } else { dep.gpu_share(engine_memory.as_ref()).await },
@@ -759,6 +770,7 @@ struct DeployInfo {
     engine_version: Option<String>,
     peak_ram: Option<u64>,
     peak_vram: Option<u64>,
+    engine_vram: Option<u64>,
     layers: Option<String>,
     gpu_share: Option<f64>,
     engine_memory: Option<protocol::results::EngineMemory>,
@@ -846,6 +858,7 @@ fn measured(
         runs,
         peak_ram_bytes: info.peak_ram,
         peak_vram_bytes: info.peak_vram,
+        engine_vram_bytes: info.engine_vram,
         engine_memory: info.engine_memory.clone(),
         standard: info.standard.clone(),
         manifest: manifest(report, s, &s.model, Some(&info)),
@@ -870,6 +883,7 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         prompts: Vec::new(),
         peak_ram_bytes: None,
         peak_vram_bytes: None,
+        engine_vram_bytes: None,
         engine_memory: None,
         standard: None,
         manifest: manifest(report, &s, m, None),

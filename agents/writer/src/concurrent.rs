@@ -1,16 +1,22 @@
 //! The plan's concurrent phase: 1/2/4… requests in flight against one model, and several models
-//! deployed at once — response-time degradation against the same model alone.
+//! deployed at once — response-time degradation against the same model alone. The telemetry
+//! sampler runs through the whole phase (GPU memory, temperature, throttling, energy), and while
+//! the models run together each engine's GPU memory is read: NVML's per-process figure for its
+//! pid beside the engine's own report.
 
 use crate::deploy::{Deployed, deploy};
 use crate::measure::with_nonce;
 use crate::settings::Settings;
 use futures::future::join_all;
 use host::engine::GenRequest;
+use host::gpu::Gpus;
+use host::telemetry::{EngineTarget, Sampler, process_gpu_memory};
 use protocol::CycleId;
 use protocol::messages::VerificationReport;
 use protocol::plan::{ModelSpec, Runtime};
-use protocol::results::{ConcurrentResult, LevelResult, TogetherResult};
+use protocol::results::{ConcurrentResult, EngineGpuMemory, LevelResult, TogetherResult};
 use std::path::Path;
+use std::sync::Arc;
 
 fn request(report: &VerificationReport, dep: &Deployed, s: &Settings) -> GenRequest {
     let plan = &report.plan;
@@ -23,8 +29,14 @@ fn mean(xs: &[f64]) -> f64 {
     if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
 }
 
-/// Runs `level` requests at once and summarises them.
-async fn level(report: &VerificationReport, dep: &Deployed, s: &Settings, model: &str, level: u32) -> LevelResult {
+/// Runs `level` requests at once and summarises them, with the output tokens they produced.
+async fn level(
+    report: &VerificationReport,
+    dep: &Deployed,
+    s: &Settings,
+    model: &str,
+    level: u32,
+) -> (LevelResult, u64) {
     let reqs: Vec<GenRequest> = (0..level).map(|_| request(report, dep, s)).collect();
     let start = tokio::time::Instant::now();
     let out = join_all(reqs.iter().map(|r| dep.generate(r))).await;
@@ -41,7 +53,7 @@ async fn level(report: &VerificationReport, dep: &Deployed, s: &Settings, model:
             (*t > 1 && d > 0.0).then(|| f64::from(t - 1) / d)
         })
         .collect();
-    LevelResult {
+    let result = LevelResult {
         model: model.into(),
         level,
         requests: ok.len() as u32,
@@ -51,7 +63,8 @@ async fn level(report: &VerificationReport, dep: &Deployed, s: &Settings, model:
         mean_decode_tps: (!decode.is_empty()).then(|| mean(&decode)),
         aggregate_tps: if wall > 0.0 { f64::from(tokens.iter().sum::<u32>()) / wall } else { 0.0 },
         degradation: None,
-    }
+    };
+    (result, tokens.iter().map(|t| u64::from(*t)).sum())
 }
 
 /// What the concurrency figures of an endpoint model mean: threadcycle did not set how many
@@ -66,11 +79,63 @@ fn endpoint_note(m: &ModelSpec, max_level: u32) -> String {
     )
 }
 
-/// Runs the concurrent phase; what cannot be done is noted, never faked.
-pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_dir: &Path) -> ConcurrentResult {
+/// One engine's GPU memory while the models run together: NVML's figure for its pid (measured)
+/// beside the engine's own account (reported).
+async fn engine_gpu_memory(name: &str, dep: &Deployed, gpus: &Arc<Gpus>) -> EngineGpuMemory {
+    let pid = match dep.telemetry_target() {
+        EngineTarget::Process { pid } => Some(pid),
+        _ => None,
+    };
+    let nvml_bytes = match pid {
+        Some(p) => {
+            let g = gpus.clone();
+            // NVML calls block: off the runtime's threads.
+            tokio::task::spawn_blocking(move || process_gpu_memory(&g, p)).await.ok().flatten()
+        }
+        None => None,
+    };
+    let (engine_reported_bytes, engine_source) = match dep.vram().await {
+        Some(b) => (Some(b), Some("Ollama /api/ps size_vram".to_string())),
+        None => match dep.engine_memory().await.filter(|e| !e.is_empty()) {
+            Some(e) => (Some(e.vram_bytes()), Some(format!("GPU buffers in the {}", e.source))),
+            None => (None, None),
+        },
+    };
+    EngineGpuMemory { model: name.into(), pid, nvml_bytes, engine_reported_bytes, engine_source }
+}
+
+/// Runs the concurrent phase with the telemetry sampler running through it; what cannot be done
+/// is noted, never faked.
+pub async fn run(
+    cycle: &CycleId,
+    host: &str,
+    report: &VerificationReport,
+    run_dir: &Path,
+    gpus: Arc<Gpus>,
+) -> ConcurrentResult {
+    let plan = &report.plan;
+    let Some(c) = &plan.concurrent else { return ConcurrentResult::default() };
+    // Every engine of the phase at once: NVML's process memory counts every process on the GPUs.
+    let sampler = Sampler::start(EngineTarget::None, plan.defaults.sample_hz, gpus.clone());
+    let mut tokens = 0;
+    let mut out = phase(cycle, host, report, run_dir, c, &gpus, &mut tokens).await;
+    let (telemetry, _series) = sampler.finish(tokens).await;
+    out.telemetry = Some(telemetry);
+    out
+}
+
+/// The levels against each model, then the models together.
+async fn phase(
+    cycle: &CycleId,
+    host: &str,
+    report: &VerificationReport,
+    run_dir: &Path,
+    c: &protocol::plan::ConcurrentPhase,
+    gpus: &Arc<Gpus>,
+    tokens: &mut u64,
+) -> ConcurrentResult {
     let plan = &report.plan;
     let mut out = ConcurrentResult::default();
-    let Some(c) = &plan.concurrent else { return out };
     let models: Vec<ModelSpec> =
         if c.models.is_empty() { plan.models.iter().take(1).cloned().collect() } else { c.models.clone() };
     let mut levels: Vec<u32> = c.levels.clone();
@@ -98,7 +163,8 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
         let _ = dep.generate(&GenRequest { max_tokens: 8, ..request(report, &dep, &s) }).await;
         let mut alone = None;
         for l in &levels {
-            let mut r = level(report, &dep, &s, &m.name, *l).await;
+            let (mut r, t) = level(report, &dep, &s, &m.name, *l).await;
+            *tokens += t;
             if *l == 1 {
                 alone = (r.requests > 0).then_some(r.mean_e2e_ms);
             }
@@ -121,11 +187,16 @@ pub async fn run(cycle: &CycleId, host: &str, report: &VerificationReport, run_d
     if deployed.len() >= 2 {
         let reqs: Vec<GenRequest> = deployed.iter().map(|(_, s, d)| request(report, d, s)).collect();
         let results = join_all(deployed.iter().zip(&reqs).map(|((_, _, d), r)| d.generate(r))).await;
+        // Still loaded: what each engine holds on the GPU beside the others.
+        for (name, _, d) in &deployed {
+            out.engines.push(engine_gpu_memory(name, d, gpus).await);
+        }
         for ((name, _, _), r) in deployed.iter().zip(results) {
             let alone =
                 out.levels.iter().find(|l| &l.model == name && l.level == 1 && l.requests > 0).map(|l| l.mean_e2e_ms);
             out.together.push(match r {
                 Ok(g) => {
+                    *tokens += u64::from(g.output_tokens.unwrap_or(g.chunk_times.len() as u32));
                     let e2e = g.e2e.as_secs_f64() * 1000.0;
                     TogetherResult {
                         model: name.clone(),

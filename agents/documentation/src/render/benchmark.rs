@@ -5,7 +5,7 @@
 use super::concurrent::concurrent_section;
 use super::criteria::criteria_table;
 use super::ctx::Ctx;
-use super::fitcheck::fit_against_engine;
+use super::fitcheck::{fit_against_engine, vram_by_source};
 use super::format::{DASH, against, bounds, fit_word, gib, num, opt_gib, opt_num, plain, stat_text};
 use super::host::{checks_table, host_facts};
 use super::paths::nav;
@@ -42,6 +42,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
     s.push_str(&host_verification(ctx));
     s.push_str(&fit_verdicts(&ctx.input.results.verification.verdicts));
     s.push_str(&fit_against_engine(ctx));
+    s.push_str(&vram_by_source(ctx));
     s.push_str(&roofline_section(ctx));
     s.push_str(&criteria_section(ctx));
     s.push_str(&reproducibility(ctx));
@@ -79,7 +80,7 @@ fn endpoints_note(plan: &Plan) -> String {
 fn validation_matrix(ctx: &Ctx) -> String {
     let mut s = String::new();
     s.push_str("## Performance validation matrix\n\n");
-    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM and VRAM are the Writer's peaks; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)). Size, Quant, Backend, GPU layers and Threads are the columns `llama-bench` prints: Size is the weights' size from the GGUF header (else the engine's account of its weight buffers; never an estimate), Quant the quantisation the engine reported, Backend `CUDA` when the engine put any weights on the GPU and `CPU` when it put none there, GPU layers the layers the engine offloaded, and Threads the plan's CPU threads (`default`: the engine chose).\n\n");
+    s.push_str("Measured figures per model. Response time is client-side end-to-end latency per request; decode and TTFT are defined [below](#metric-definitions). \"—\" means not measured. GiB are 2³⁰ bytes; the plan's \"GB\" are read the same way, as Docker reads memory limits. Peak RAM is the Writer's peak; where it recorded none, the telemetry sampler's peak is shown (see [Telemetry](#telemetry)). Peak VRAM is measured by NVML (the engine's process where the driver lists it, else the device's VRAM in use); the engine's own figure is kept apart, in [VRAM by source](#vram-by-source). Size, Quant, Backend, GPU layers and Threads are the columns `llama-bench` prints: Size is the weights' size from the GGUF header (else the engine's account of its weight buffers; never an estimate), Quant the quantisation the engine reported, Backend `CUDA` when the engine put any weights on the GPU and `CPU` when it put none there, GPU layers the layers the engine offloaded, and Threads the plan's CPU threads (`default`: the engine chose).\n\n");
     let rows: Vec<Vec<String>> = ctx
         .views
         .iter()

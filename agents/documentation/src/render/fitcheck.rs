@@ -10,7 +10,7 @@ use protocol::results::{DeviceBytes, EngineMemory, error_pct, is_host_device};
 use std::fmt::Write as _;
 
 /// Bytes as MiB below 1 GiB, else GiB, with two decimals.
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
     } else {
@@ -177,5 +177,78 @@ pub(super) fn fit_against_engine(ctx: &Ctx) -> String {
         };
         let _ = writeln!(s, "- {}: no engine account ({why}).", cell(&v.r.model));
     }
+    s
+}
+
+/// What NVML measured for a model's VRAM and whose memory it is: the engine's processes where
+/// the driver listed them, else the device's VRAM in use.
+pub(super) fn nvml_vram(t: &protocol::results::TelemetrySummary) -> Option<(u64, String)> {
+    let bytes = |m: protocol::results::MetricSummary| m.peak.max(0.0) as u64;
+    if let Some(m) = t.gpu_process_mem_bytes {
+        let scope = t.gpu_process_scope.as_deref().unwrap_or("the engine's processes");
+        return Some((bytes(m), format!("NVML per process: {}", cell(scope))));
+    }
+    t.vram_used_bytes.map(|m| {
+        (
+            bytes(m),
+            "NVML device total: every process and the driver's allocations (the driver listed no engine process)"
+                .into(),
+        )
+    })
+}
+
+/// What the engine itself said it holds on the GPU: Ollama's `/api/ps` `size_vram`, else the
+/// GPU buffers of its load log (llama.cpp's weights, KV cache and compute buffers).
+pub(super) fn engine_vram(v: &View) -> Option<(u64, String)> {
+    if let Some(b) = v.r.engine_vram_bytes {
+        return Some((b, "engine-reported: Ollama `/api/ps` `size_vram`".into()));
+    }
+    let e = v.r.engine_memory.as_ref().filter(|e| !e.is_empty())?;
+    Some((e.vram_bytes(), format!("engine-reported: GPU buffers in the {}", cell(&e.source))))
+}
+
+/// VRAM by source: NVML's measurement beside the engine's own report, never mixed.
+pub(super) fn vram_by_source(ctx: &Ctx) -> String {
+    let mut s = String::from("\n## VRAM by source\n\n");
+    s.push_str("Two different figures, side by side. **Measured** is NVML's peak over the measured runs: the GPU memory the driver lists for the engine's process when it lists it (a host process's pid; for a container every process on the GPUs, since NVML lists host pids), else the whole device's VRAM in use, which also holds other processes and the driver's allocations. **Engine-reported** is what the engine says it allocated: Ollama's `/api/ps` `size_vram`, or the GPU buffers llama.cpp logged at load (weights, KV cache, compute). The engine's figure leaves out the CUDA context and allocator overhead, so measured is normally the larger.\n\n");
+    let rows: Vec<Vec<String>> = ctx
+        .views
+        .iter()
+        .filter(|v| v.measured())
+        .map(|v| {
+            let nvml = v.tel().and_then(nvml_vram);
+            let engine = engine_vram(v);
+            let diff = match (&nvml, &engine) {
+                (Some((n, _)), Some((e, _))) if *e > 0 => {
+                    format!("{:+.0} % measured vs reported", (*n as f64 - *e as f64) / *e as f64 * 100.0)
+                }
+                _ => DASH.into(),
+            };
+            vec![
+                cell(&v.r.model),
+                nvml.as_ref().map_or_else(|| DASH.into(), |(b, _)| size(*b)),
+                nvml.map_or_else(|| "not measured: no GPU sampled by NVML".into(), |(_, w)| w),
+                engine.as_ref().map_or_else(|| DASH.into(), |(b, _)| size(*b)),
+                engine.map_or_else(|| "the engine reported no GPU figure".into(), |(_, w)| w),
+                diff,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("No model was measured.\n");
+        return s;
+    }
+    s.push_str(&table(
+        &[
+            "Model",
+            "Measured VRAM (peak)",
+            "What NVML counted",
+            "Engine-reported VRAM",
+            "Engine's source",
+            "Difference",
+        ],
+        &[Align::Left, Align::Right, Align::Left, Align::Right, Align::Left, Align::Right],
+        &rows,
+    ));
     s
 }

@@ -269,7 +269,7 @@ fn cost(ctx: &Ctx, v: &View, c: &PlanClaim) -> (String, Held) {
     let Some((tps, _)) = v.all.decode().filter(|(t, _)| *t > 0.0) else {
         return ("no decode speed was measured".into(), Held::NotMeasured);
     };
-    let en = energy_of(v, tps, cost.assumed_power_w);
+    let en = energy_of(v, tps, cost);
     match claims::mtok_cost(cost, tps, en.j_per_token).total {
         Some(t) => judge(
             &c.expected,

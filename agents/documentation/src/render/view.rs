@@ -215,44 +215,83 @@ pub(super) fn outcome(v: &View) -> String {
     }
 }
 
-/// Power and energy per token for the cost table, with where each came from.
+/// A model's whole-box energy per output token and where each part came from.
 pub(super) struct Energy {
+    /// Whole-box power while generating, W (measured parts plus the assumed rest, or the
+    /// assumed wall power).
     pub(super) watts: Option<f64>,
     pub(super) power_source: String,
+    /// Whole-box energy per output token, J.
     pub(super) j_per_token: Option<f64>,
     pub(super) energy_source: String,
+    /// Which parts were measured and which assumed, in words.
+    pub(super) parts: Vec<String>,
 }
 
-/// Measured energy per token when the sampler had it, else the mean measured GPU power over
-/// the decode speed, else the plan's assumed power.
-pub(super) fn energy_of(v: &View, tps: f64, assumed_w: Option<f64>) -> Energy {
+/// Energy per output token of the whole box: the GPU as NVML measured it (its energy per token,
+/// else its mean power over the decode speed), the CPU package as RAPL measured it, and the plan's
+/// `rest_of_system_w` for everything else. With no part measured, the plan's assumed wall power.
+pub(super) fn energy_of(v: &View, tps: f64, cost: &protocol::plan::CostInputs) -> Energy {
     let t = v.tel();
-    let mean_w = t.and_then(|t| t.gpu_power_w).map(|m| m.mean);
-    if let Some(j) = t.and_then(|t| t.joules_per_token).filter(|j| j.is_finite()) {
-        let src = t
-            .and_then(|t| t.energy_source.as_deref())
-            .map(|s| format!("measured, {}", cell(s)))
-            .unwrap_or_else(|| "measured".into());
+    let mut parts = Vec::new();
+    let gpu = t.and_then(|t| match t.joules_per_token.filter(|j| j.is_finite()) {
+        Some(j) => Some((j, format!("GPU measured by NVML ({})", t.energy_source.as_deref().map_or("energy", |s| s)))),
+        None => t.gpu_power_w.map(|m| (m.mean / tps, "GPU measured by NVML (mean power ÷ decode speed)".to_string())),
+    });
+    let cpu = t.and_then(|t| {
+        let j = t.cpu_joules_per_token.filter(|j| j.is_finite())?;
+        Some((j, format!("CPU package measured by {}", t.cpu_energy_source.as_deref().unwrap_or("RAPL"))))
+    });
+    if gpu.is_none() && cpu.is_none() {
         return Energy {
-            watts: mean_w,
-            power_source: "measured mean".into(),
-            j_per_token: Some(j),
-            energy_source: src,
+            watts: cost.assumed_power_w,
+            power_source: "assumed".into(),
+            j_per_token: cost.assumed_power_w.map(|w| w / tps),
+            energy_source: "from assumed power".into(),
+            parts: vec![match cost.assumed_power_w {
+                Some(w) => format!(
+                    "whole box assumed at {} W (plan `cost.assumed_power_w`): nothing was measured",
+                    super::format::plain(w)
+                ),
+                None => "nothing measured and no `cost.assumed_power_w`".into(),
+            }],
         };
     }
-    if let Some(w) = mean_w {
-        return Energy {
-            watts: Some(w),
-            power_source: "measured mean".into(),
-            j_per_token: Some(w / tps),
-            energy_source: "from measured power".into(),
-        };
+    let what = match (gpu.is_some(), cpu.is_some()) {
+        (true, true) => "measured GPU + CPU",
+        (true, false) => "measured GPU",
+        _ => "measured CPU",
+    };
+    let mut j = 0.0;
+    for (part, missing) in [
+        (gpu, "GPU not measured (no NVML energy or power)"),
+        (cpu, "CPU package not measured (no readable RAPL counter): not counted"),
+    ] {
+        match part {
+            Some((pj, what)) => {
+                j += pj;
+                parts.push(cell(&what));
+            }
+            None => parts.push(missing.into()),
+        }
     }
+    match cost.rest_of_system_w {
+        Some(w) => {
+            j += w / tps;
+            parts.push(format!(
+                "rest of the system assumed at {} W (plan `cost.rest_of_system_w`)",
+                super::format::plain(w)
+            ));
+        }
+        None => parts.push("rest of the system not counted (no `cost.rest_of_system_w`)".into()),
+    }
+    let rest = if cost.rest_of_system_w.is_some() { " + assumed rest" } else { "" };
     Energy {
-        watts: assumed_w,
-        power_source: "assumed".into(),
-        j_per_token: assumed_w.map(|w| w / tps),
-        energy_source: "from assumed power".into(),
+        watts: Some(j * tps),
+        power_source: format!("{what}{rest}"),
+        j_per_token: Some(j),
+        energy_source: format!("{what}{rest}"),
+        parts,
     }
 }
 

@@ -8,6 +8,7 @@
 //! engine and the host.
 
 mod energy;
+pub mod rapl;
 mod recorder;
 mod sampler;
 mod series;
@@ -17,7 +18,7 @@ mod tests;
 
 pub use energy::EnergyMeter;
 pub use recorder::{SamplerCost, Snapshot};
-pub use sampler::{EngineTarget, Sampler};
+pub use sampler::{EngineTarget, Sampler, process_gpu_memory};
 pub use series::{Accumulator, Downsampler, SeriesPoint, summarise};
 
 /// Highest sampling rate the plan may ask for, Hz.

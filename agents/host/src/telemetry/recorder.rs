@@ -7,6 +7,7 @@ use std::time::Duration;
 use protocol::results::{TelemetrySummary, ThermalPause};
 
 use super::energy::EnergyMeter;
+use super::rapl::{CpuEnergy, RaplZone};
 use super::series::{Accumulator, Downsampler};
 use crate::gpu::GpuSample;
 use crate::system::MemInfo;
@@ -55,6 +56,8 @@ pub(super) struct Reading {
     pub(super) gpu_proc_mem: Option<u64>,
     pub(super) engine: EngineReading,
     pub(super) host: Option<MemInfo>,
+    /// The CPU package RAPL counters (empty: none readable).
+    pub(super) rapl: Vec<RaplZone>,
 }
 
 impl Reading {
@@ -121,7 +124,13 @@ pub(super) struct Recorder {
     acc: [Accumulator; WIDTH],
     pub(super) series: Downsampler,
     energy: EnergyMeter,
+    cpu_energy: CpuEnergy,
     throttle: BTreeSet<String>,
+    /// Seconds between samples at whose end a GPU was throttled.
+    throttled_s: f64,
+    first_temp: Option<f64>,
+    /// Whose GPU memory the process column counts (set by the sampler).
+    pub(super) proc_scope: Option<String>,
     notes: Vec<String>,
     pub(super) limit: Option<u64>,
     samples: u32,
@@ -140,7 +149,11 @@ impl Recorder {
             acc: [Accumulator::default(); WIDTH],
             series: Downsampler::new(WIDTH, cap),
             energy: EnergyMeter::default(),
+            cpu_energy: CpuEnergy::default(),
             throttle: BTreeSet::new(),
+            throttled_s: 0.0,
+            first_temp: None,
+            proc_scope: None,
             notes: Vec::new(),
             limit: None,
             samples: 0,
@@ -171,8 +184,16 @@ impl Recorder {
         }
         self.series.push(r.t_s, &values);
         self.energy.add(r.t_s, &r.gpus);
+        self.cpu_energy.add(&r.rapl);
         for g in &r.gpus {
             self.throttle.extend(g.throttle.iter().cloned());
+        }
+        // The interval that ends at a throttled sample counts as throttled (none before the first).
+        if r.gpus.iter().any(|g| !g.throttle.is_empty()) && self.first_t.is_some() {
+            self.throttled_s += (r.t_s - self.last_t).max(0.0);
+        }
+        if self.first_temp.is_none() && self.samples == 0 {
+            self.first_temp = values[Metric::GpuTemp as usize];
         }
         if r.engine.limit.is_some() {
             self.limit = r.engine.limit;
@@ -217,6 +238,11 @@ impl Recorder {
     pub(super) fn summary(&self, hz: f64, output_tokens: u64) -> TelemetrySummary {
         let s = |m: Metric| self.acc[m as usize].summary();
         let energy = self.energy.result();
+        let cpu = self.cpu_energy.result();
+        let per_token = |j: f64| (output_tokens > 0).then(|| j / output_tokens as f64);
+        let gpus_seen = self.acc[Metric::GpuTemp as usize].summary().is_some()
+            || self.acc[Metric::VramUsed as usize].summary().is_some();
+        let proc_mem = s(Metric::GpuProcMem);
         TelemetrySummary {
             sample_hz: hz,
             samples: self.samples,
@@ -237,6 +263,13 @@ impl Recorder {
             host_mem_available_bytes: s(Metric::HostAvailable),
             host_swap_used_bytes: s(Metric::HostSwapUsed),
             thermal_pauses: self.pauses.clone(),
+            gpu_process_scope: proc_mem.and(self.proc_scope.clone()),
+            gpu_process_mem_bytes: proc_mem,
+            gpu_temp_first_c: self.first_temp,
+            throttled_s: gpus_seen.then_some(self.throttled_s),
+            cpu_joules_per_token: cpu.as_ref().and_then(|(j, _)| per_token(*j)),
+            cpu_energy_j: cpu.as_ref().map(|(j, _)| *j),
+            cpu_energy_source: cpu.map(|(_, src)| src),
             series: None,
             notes: self.notes.clone(),
         }

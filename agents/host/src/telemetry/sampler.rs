@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::rapl::{self, RaplZone};
 use super::recorder::{COLUMNS, EngineReading, Reading, Recorder, SamplerCost, Snapshot};
 use super::{MAX_HZ, SERIES_CAP};
 use crate::docker::{ContainerStats, DockerError, DockerRuntime};
@@ -89,6 +90,13 @@ impl Sampler {
         if let Some(why) = gpus.note() {
             rec.note(why);
         }
+        rec.proc_scope = match &target {
+            EngineTarget::Container { .. } => {
+                Some("every process on the GPUs (NVML lists host pids; a container's are not mapped)".into())
+            }
+            EngineTarget::Process { pid } => Some(format!("engine pid {pid}")),
+            EngineTarget::None => Some("every process on the GPUs".into()),
+        };
         let shared = Arc::new(Shared { rec: Mutex::new(rec), container: Mutex::new(ContainerFeed::default()) });
         let started = Instant::now();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -205,11 +213,12 @@ struct MachineRead {
     host: Option<MemInfo>,
     proc_mem: Option<u64>,
     proc_ticks: Option<u64>,
+    rapl: Result<Vec<RaplZone>, String>,
     at: Instant,
 }
 
 /// NVML and `/proc` reads for one tick (blocking: runs on the blocking pool).
-fn read_machine(gpus: &Gpus, pid: Option<u32>, container: bool) -> MachineRead {
+fn read_machine(gpus: &Gpus, pid: Option<u32>, container: bool, powercap: &std::path::Path) -> MachineRead {
     let gpu_samples = gpus.sample().map_err(|e| e.to_string());
     // A container's processes are not mapped to pids here: count every process on the GPUs.
     let proc_filter = if container { None } else { pid };
@@ -223,8 +232,15 @@ fn read_machine(gpus: &Gpus, pid: Option<u32>, container: bool) -> MachineRead {
         host: system::meminfo().ok(),
         proc_mem: pid.and_then(system::process_memory).map(|(rss, _)| rss),
         proc_ticks: pid.and_then(system::process_cpu_ticks),
+        rapl: rapl::read(powercap),
         at: Instant::now(),
     }
+}
+
+/// GPU memory NVML lists for `pid` on every GPU, bytes; `None` without NVML or when the
+/// driver does not list the process (blocking: NVML calls).
+pub fn process_gpu_memory(gpus: &Gpus, pid: u32) -> Option<u64> {
+    gpu_process_memory(gpus, Some(pid))
 }
 
 /// VRAM used by GPU processes (only `pid` when given), bytes; `None` when NVML lists none.
@@ -267,6 +283,8 @@ async fn sample_loop(
     let mut seen_seq = 0;
     let mut nvml_failed = false;
     let mut process_gone = false;
+    let mut rapl_noted = false;
+    let powercap = Arc::new(rapl::root());
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -274,7 +292,8 @@ async fn sample_loop(
         }
         let began = Instant::now();
         let g = gpus.clone();
-        let Ok(read) = tokio::task::spawn_blocking(move || read_machine(&g, pid, container)).await else {
+        let root = powercap.clone();
+        let Ok(read) = tokio::task::spawn_blocking(move || read_machine(&g, pid, container, &root)).await else {
             continue;
         };
         let mut engine = EngineReading::default();
@@ -315,7 +334,18 @@ async fn sample_loop(
                 Vec::new()
             }
         };
+        // No powercap tree (a VM, a non-x86 host) is no news: the reports say the CPU was not
+        // measured. Counters that exist but cannot be read are worth a note.
+        let rapl = read.rapl.unwrap_or_else(|e| {
+            if !rapl_noted {
+                rapl_noted = true;
+                let why = if e.contains("ermission denied") { "; root only since Linux 5.10" } else { "" };
+                lock(&shared.rec).note(format!("CPU package energy not measured: RAPL counter unreadable ({e}{why})"));
+            }
+            Vec::new()
+        });
         let reading = Reading {
+            rapl,
             t_s: read.at.duration_since(started).as_secs_f64(),
             gpus: gpus_now,
             gpu_proc_mem: read.gpu_proc_mem,

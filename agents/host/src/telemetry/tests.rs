@@ -323,3 +323,48 @@ async fn real_docker_stats_of_a_running_container_stay_within_its_limit() {
     assert_eq!(s.notes, vec![NO_NVML.to_string()]);
     assert!(csv.lines().nth(1).is_some());
 }
+
+#[test]
+fn recorder_counts_cpu_package_energy_across_a_wrap_throttle_time_and_the_start_temperature() {
+    use super::rapl::RaplZone;
+    let zone = |uj: u64| RaplZone {
+        zone: "intel-rapl:0".into(),
+        name: Some("package-0".into()),
+        energy_uj: uj,
+        max_uj: 1_000_000_000,
+    };
+    let mut rec = Recorder::new(8);
+    rec.proc_scope = Some("engine pid 7".into());
+    // 0.5 s apart: 30 J, then a wrap (70 J to the top + 10 J), then 40 J.
+    let counters = [900_000_000, 930_000_000, 10_000_000, 50_000_000];
+    let temps = [41, 55, 63, 70];
+    for (i, (uj, temp)) in counters.into_iter().zip(temps).enumerate() {
+        let mut g = gpu(0, temp, 200.0, None);
+        if i >= 2 {
+            g.throttle = vec!["SW_THERMAL_SLOWDOWN".into()];
+        }
+        rec.record(&Reading {
+            t_s: i as f64 * 0.5,
+            gpus: vec![g],
+            gpu_proc_mem: Some(3 << 30),
+            rapl: vec![zone(uj)],
+            ..Reading::default()
+        });
+    }
+    let s = rec.summary(2.0, 50);
+    assert_eq!(s.cpu_energy_j, Some(150.0), "{s:?}");
+    assert_eq!(s.cpu_joules_per_token, Some(3.0));
+    assert_eq!(s.cpu_energy_source.as_deref(), Some("RAPL intel-rapl:0 (package-0)"));
+    // The two intervals that end at a throttled sample.
+    assert_eq!(s.throttled_s, Some(1.0));
+    assert_eq!((s.gpu_temp_first_c, s.gpu_temp_c.map(|t| t.peak)), (Some(41.0), Some(70.0)));
+    assert_eq!(s.gpu_process_mem_bytes.map(|m| m.peak), Some(f64::from(3u32 << 30)));
+    assert_eq!(s.gpu_process_scope.as_deref(), Some("engine pid 7"));
+    // Without GPUs or counters: no figures, not zeros.
+    let mut bare = Recorder::new(8);
+    bare.proc_scope = Some("engine pid 7".into());
+    bare.record(&Reading { t_s: 0.0, ..Reading::default() });
+    bare.record(&Reading { t_s: 1.0, ..Reading::default() });
+    let s = bare.summary(1.0, 10);
+    assert_eq!((s.cpu_energy_j, s.throttled_s, s.gpu_process_scope, s.gpu_temp_first_c), (None, None, None, None));
+}
