@@ -57,6 +57,9 @@ pub struct Plan {
     /// reports' claims ledger (the models' `projected` figures are claims too).
     #[serde(default)]
     pub claims: Vec<Claim>,
+    /// A search for each model's best settings after its measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TuneSpec>,
 }
 
 /// Measurement settings shared by all models.
@@ -724,6 +727,7 @@ impl Plan {
                 return bad("cost.hours_per_day".into(), format!("expected at most 24, got {}", c.hours_per_day));
             }
         }
+        self.validate_tune()?;
         self.validate_claims()
     }
 
@@ -935,6 +939,9 @@ mod baseline;
 
 mod criteria;
 pub use criteria::{CriterionKind, Rule};
+
+mod tune;
+pub use tune::{TuneGoal, TuneKnob, TuneSpec};
 
 mod gate;
 pub use gate::{DEFAULT_GPU_CHECK_IMAGE, FailedChecks, image_reference_problem};

@@ -17,6 +17,7 @@ mod cycle_kept_runs;
 mod cycle_multihost;
 mod cycle_pull_ahead;
 mod cycle_scale;
+mod cycle_tune;
 mod cycle_up_supervised;
 mod fit_oracle;
 mod host_checks;

@@ -34,6 +34,7 @@ mod series;
 mod summary;
 mod telemetry;
 mod troubleshooting;
+mod tune;
 mod view;
 
 use crate::html;

@@ -28,6 +28,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod tune;
+
 /// Where the Writer keeps engine pid and log files.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -147,13 +149,17 @@ impl Writer {
             if aborted.is_none() && report.placement.is_some() {
                 aborted = self.aborted_elsewhere(cycle).await.map_err(HandleError::from)?;
             }
-            let result = match &aborted {
+            let mut result = match &aborted {
                 Some(reason) => skipped(i, m, &report, reason.clone()),
                 None => match self.model(pkg, cycle, &report, i, m, &mut aborted).await? {
                     Some(r) => r,
                     None => return Ok(()),
                 },
             };
+            // `[tune]`: after the model's measurement, Debug's search for its best settings.
+            if result.status == ModelStatus::Measured {
+                result.tune = self.tune(pkg, cycle, &report, i, m, &result).await?;
+            }
             if !self.bus.results.create(&key, &result).await.map_err(HandleError::from)? {
                 tracing::warn!(message = "A result for this model was already stored; keeping the first.", %key);
             }
@@ -815,6 +821,7 @@ fn measured(
         pull_ms: info.pull_ms,
         started_at,
         finished_at: now(),
+        tune: None,
     }
 }
 
@@ -838,6 +845,7 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         pull_ms: None,
         started_at: now(),
         finished_at: now(),
+        tune: None,
     }
 }
 
