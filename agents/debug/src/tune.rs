@@ -132,13 +132,14 @@ fn will_not_fit(req: &TuneRequest, c: &TuneConfig) -> (Option<u64>, Option<Strin
 /// The candidates of one stage around `from`, in the order they are tried, each with why.
 fn stage_candidates(
     req: &TuneRequest,
+    history: &[Trial],
     knob: TuneKnob,
     from: &TuneConfig,
     notes: &mut Vec<String>,
 ) -> Vec<(TuneConfig, String)> {
     let ev = &req.evidence;
     match knob {
-        TuneKnob::GpuLayers => gpu_layer_candidates(req, from, notes),
+        TuneKnob::GpuLayers => gpu_layer_candidates(req, history, from, notes),
         TuneKnob::Threads => {
             let cpus = ev.cpus.max(1);
             let physical = (cpus / 2).max(1);
@@ -185,7 +186,12 @@ fn stage_candidates(
 
 /// GPU layers: the Reader's predicted count first (less what the VRAM headroom needs), then
 /// bisection between the largest count that ran and the smallest that did not.
-fn gpu_layer_candidates(req: &TuneRequest, from: &TuneConfig, notes: &mut Vec<String>) -> Vec<(TuneConfig, String)> {
+fn gpu_layer_candidates(
+    req: &TuneRequest,
+    history: &[Trial],
+    from: &TuneConfig,
+    notes: &mut Vec<String>,
+) -> Vec<(TuneConfig, String)> {
     let ev = &req.evidence;
     if ev.gpus == 0 {
         notes.push("GPU layers not searched: the host has no GPU".into());
@@ -196,7 +202,7 @@ fn gpu_layer_candidates(req: &TuneRequest, from: &TuneConfig, notes: &mut Vec<St
         return Vec::new();
     };
     let tried = |ok: bool| {
-        req.trials
+        history
             .iter()
             .filter(|t| {
                 (t.stage == "gpu_layers" || t.stage == "baseline")
@@ -210,7 +216,7 @@ fn gpu_layer_candidates(req: &TuneRequest, from: &TuneConfig, notes: &mut Vec<St
     let bad = tried(false).into_iter().min();
     let at = |n: u32, why: String| vec![(TuneConfig { gpu_layers: Some(n as i32), ..*from }, why)];
     let predicted = ev.predicted_gpu_layers.unwrap_or(total).min(total);
-    if !req.trials.iter().any(|t| t.stage == "gpu_layers") && from.gpu_layers != Some(predicted as i32) {
+    if !history.iter().any(|t| t.stage == "gpu_layers") && from.gpu_layers != Some(predicted as i32) {
         return at(predicted, format!("GPU layers = {predicted} of {total}, the Reader's predicted largest that fits"));
     }
     match (good, bad) {
@@ -267,28 +273,38 @@ pub fn propose(req: &TuneRequest) -> Plan {
     let stages: Vec<TuneKnob> = TuneKnob::ORDER.into_iter().filter(|k| spec.vary.contains(k)).collect();
     let current = req.trials.iter().rev().find_map(|t| stages.iter().position(|k| k.as_str() == t.stage)).unwrap_or(0);
     for (at, knob) in stages.iter().enumerate() {
-        let mut stage_notes = Vec::new();
-        let cands = stage_candidates(req, *knob, &from, &mut stage_notes);
-        notes.extend(stage_notes);
-        if at < current {
-            continue;
-        }
-        for (config, why) in cands {
-            let seen = req.trials.iter().chain(skipped.iter()).any(|t| t.config == config);
-            if seen || config == from {
-                continue;
+        // Candidates are recomputed after each skip: bisection goes on below a count that is
+        // predicted not to fit.
+        loop {
+            let mut history = req.trials.clone();
+            history.extend(skipped.iter().cloned());
+            let mut stage_notes = Vec::new();
+            let cands = stage_candidates(req, &history, *knob, &from, &mut stage_notes);
+            for n in stage_notes {
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
             }
+            if at < current {
+                break;
+            }
+            let Some((config, why)) =
+                cands.into_iter().find(|(c, _)| *c != from && !history.iter().any(|t| t.config == *c))
+            else {
+                break;
+            };
             let (ram, no_fit) = will_not_fit(req, &config);
             let mut t = candidate(number, *knob, why, config);
             t.predicted_ram_bytes = ram;
             number += 1;
-            if let Some(reason) = no_fit {
-                t.verdict = TrialVerdict::Skipped;
-                t.note = reason;
-                skipped.push(t);
-                continue;
+            match no_fit {
+                Some(reason) => {
+                    t.verdict = TrialVerdict::Skipped;
+                    t.note = reason;
+                    skipped.push(t);
+                }
+                None => return Plan { next: Some(t), skipped, notes, conclusion: None },
             }
-            return Plan { next: Some(t), skipped, notes, conclusion: None };
         }
     }
     let names: Vec<&str> = stages.iter().map(|k| k.as_str()).collect();
