@@ -65,7 +65,11 @@ fn model_section(s: &mut String, ctx: &Ctx, v: &View, spec: &ModelSpec, e: &Effe
                 w.number,
                 cell(&w.config.describe())
             );
-            launch_steps(s, ctx.plan, spec, e, launch)
+            launch_steps(s, ctx.plan, spec, e, launch);
+            if let Some(measured) = &v.r.launch {
+                s.push_str("\nThe plan's own settings, as the benchmark ran them:\n\n");
+                s.push_str(&crate::markdown::fence(&measured.command_line(), "sh"));
+            }
         }
         (None, Some(launch)) => launch_steps(s, ctx.plan, spec, e, launch),
         (None, None) => recorded_lines_step(s, &v.r.deployment),
