@@ -518,7 +518,7 @@ impl Bus {
     pub async fn escalation_records(&self) -> Result<Vec<EscalationRecord>, BusError> {
         let mut out = Vec::new();
         for k in self.escalations.keys().await? {
-            if k.starts_with("ask.") {
+            if k.starts_with("ask.") || k.starts_with("tune.") {
                 continue;
             }
             if let Some(r) = self.escalations.get::<EscalationRecord>(&k).await? {

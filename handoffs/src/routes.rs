@@ -27,11 +27,13 @@ pub enum PackageKind {
     ReportsPublished,
     /// `offloaded`: a reference to a package kept in the object store.
     Offloaded,
+    /// `tune_request`.
+    TuneRequest,
 }
 
 impl PackageKind {
     /// Every kind (a test checks it against `Payload::KINDS`).
-    pub const ALL: [PackageKind; 8] = [
+    pub const ALL: [PackageKind; 9] = [
         PackageKind::CyclePlan,
         PackageKind::VerificationReport,
         PackageKind::BenchmarkResults,
@@ -40,6 +42,7 @@ impl PackageKind {
         PackageKind::TroubleshootingLog,
         PackageKind::ReportsPublished,
         PackageKind::Offloaded,
+        PackageKind::TuneRequest,
     ];
 
     /// The kind of a payload.
@@ -53,6 +56,7 @@ impl PackageKind {
             Payload::TroubleshootingLog(_) => PackageKind::TroubleshootingLog,
             Payload::ReportsPublished(_) => PackageKind::ReportsPublished,
             Payload::Offloaded(_) => PackageKind::Offloaded,
+            Payload::TuneRequest(_) => PackageKind::TuneRequest,
         }
     }
 
@@ -67,6 +71,7 @@ impl PackageKind {
             PackageKind::TroubleshootingLog => "troubleshooting_log",
             PackageKind::ReportsPublished => "reports_published",
             PackageKind::Offloaded => "offloaded",
+            PackageKind::TuneRequest => "tune_request",
         }
     }
 }
@@ -107,6 +112,9 @@ pub fn route(kind: PackageKind) -> Route {
         PackageKind::TroubleshootingLog => Route::Edges(&[(R::Debug, R::Documentation)]),
         PackageKind::ReportsPublished => Route::Edges(&[(R::Documentation, R::Main)]),
         PackageKind::Offloaded => Route::AnyEdge,
+        // The Writer asks Debug for the next tuning candidate; Debug's proposal is a record in
+        // the escalations bucket, as its decisions are.
+        PackageKind::TuneRequest => Route::Edges(&[(R::Writer, R::Debug)]),
     }
 }
 

@@ -57,13 +57,15 @@ pub enum Payload {
     TroubleshootingLog(Box<TroubleshootingLog>),
     /// Documentation → Main.
     ReportsPublished(ReportsPublished),
+    /// Writer → Debug: the tuning search so far; Debug proposes the next candidate.
+    TuneRequest(Box<crate::tune::TuneRequest>),
     /// A payload kept in the object store.
     Offloaded(Offloaded),
 }
 
 impl Payload {
     /// Every kind this build knows, as written on the wire.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "cycle_plan",
         "verification_report",
         "benchmark_results",
@@ -72,6 +74,7 @@ impl Payload {
         "troubleshooting_log",
         "reports_published",
         "offloaded",
+        "tune_request",
     ];
 
     /// The kind as written on the wire.
@@ -85,6 +88,7 @@ impl Payload {
             Payload::TroubleshootingLog(_) => "troubleshooting_log",
             Payload::ReportsPublished(_) => "reports_published",
             Payload::Offloaded(_) => "offloaded",
+            Payload::TuneRequest(_) => "tune_request",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod results;
 pub mod settings;
 pub mod subjects;
 pub mod text;
+pub mod tune;
 
 pub use envelope::{Envelope, EnvelopeError, Payload, SCHEMA_VERSION};
 pub use ids::{CycleId, HostId, IdError, Role};

@@ -60,6 +60,9 @@ pub struct Plan {
     /// reports' claims ledger (the models' `projected` figures are claims too).
     #[serde(default)]
     pub claims: Vec<Claim>,
+    /// A search for each model's best settings after its measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TuneSpec>,
 }
 
 /// Measurement settings shared by all models.
@@ -684,6 +687,7 @@ impl Plan {
             c.validate()?;
         }
         self.validate_standard()?;
+        self.validate_tune()?;
         self.validate_claims()
     }
 
@@ -901,6 +905,9 @@ pub use criteria::{CriterionKind, Rule};
 
 mod cost;
 pub use cost::{CloudPrice, CostInputs};
+
+mod tune;
+pub use tune::{TuneGoal, TuneKnob, TuneSpec};
 
 mod gate;
 pub use gate::{DEFAULT_GPU_CHECK_IMAGE, FailedChecks, image_reference_problem};

@@ -702,6 +702,9 @@ pub struct ModelResult {
     pub started_at: String,
     /// End time.
     pub finished_at: String,
+    /// The tuning phase's trials and winner, when the plan has `[tune]` (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<crate::tune::TuneResult>,
 }
 
 /// One test of the standard row (`pp512` or `tg128`), repeated: tokens/s per repetition from the

@@ -20,6 +20,7 @@ mod cycle_outages;
 mod cycle_pull_ahead;
 mod cycle_resume;
 mod cycle_scale;
+mod cycle_tune;
 mod cycle_up_supervised;
 mod fit_oracle;
 mod host_checks;

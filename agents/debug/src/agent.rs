@@ -103,12 +103,43 @@ impl Handler for Debug {
         match payload {
             Payload::Escalation(e) => self.escalation(id, &cycle, *e).await,
             Payload::OperatorDecision(d) => self.operator(&cycle, d).await,
+            Payload::TuneRequest(r) => self.tune(id, &cycle, &r).await,
             other => Err(HandleError::Reject(format!("debug does not take `{}` packages", other.kind()))),
         }
     }
 }
 
 impl Debug {
+    /// A tuning round: the planner's proposal, kept as `tune.<request id>` in the escalations
+    /// bucket (create-if-absent: a redelivered request finds it and changes nothing), where the
+    /// Writer polls for it.
+    async fn tune(&self, id: Uuid, cycle: &CycleId, req: &protocol::tune::TuneRequest) -> Handled {
+        let key = format!("tune.{id}");
+        if self.bus.escalations.get::<protocol::tune::TuneProposal>(&key).await.map_err(HandleError::from)?.is_some() {
+            return Ok(());
+        }
+        let p = crate::tune::propose(req);
+        match (&p.next, &p.conclusion) {
+            (Some(t), _) => {
+                tracing::info!(message = "Tuning: next candidate.", model = %req.model, trial = t.number, stage = %t.stage, config = %t.config.describe())
+            }
+            (None, Some(c)) => tracing::info!(message = "Tuning concluded.", model = %req.model, outcome = %c.outcome),
+            (None, None) => {}
+        }
+        let proposal = protocol::tune::TuneProposal {
+            request: id.to_string(),
+            cycle: cycle.to_string(),
+            model: req.model.clone(),
+            next: p.next,
+            skipped: p.skipped,
+            notes: p.notes,
+            conclusion: p.conclusion,
+            decided_at: now(),
+        };
+        self.bus.escalations.create(&key, &proposal).await.map_err(HandleError::from)?;
+        Ok(())
+    }
+
     async fn escalation(&self, id: Uuid, cycle: &CycleId, e: Escalation) -> Handled {
         let key = id.to_string();
         if let Some(existing) = self.bus.escalations.get::<EscalationRecord>(&key).await.map_err(HandleError::from)? {

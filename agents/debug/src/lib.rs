@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod catalogue;
 pub mod endpoint;
+pub mod tune;

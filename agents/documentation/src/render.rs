@@ -35,6 +35,7 @@ mod standard;
 mod summary;
 mod telemetry;
 mod troubleshooting;
+mod tune;
 mod view;
 
 use crate::html;
@@ -324,15 +325,21 @@ mod tests {
             let fenced = format!("```sh\n{}\n```", launch.command_line());
             assert!(guide.contains(&fenced), "model {i}: {fenced}\n{guide}");
         }
+        // The tuned model: its winner's command, as the Writer recorded it when it restored it.
+        let tuned = input.results.models[3].tune.as_ref().and_then(|t| t.launch.as_ref()).unwrap();
+        assert!(guide.contains(&format!("```sh\n{}\n```", tuned.command_line())), "{guide}");
+        assert!(guide.contains("**Tuned.**"), "{guide}");
         // The Ollama request carries the options the measured requests carried.
         assert!(
             guide.contains(r#""options":{"num_ctx":8192,"num_predict":512,"seed":42,"temperature":0.0}"#),
             "{guide}"
         );
-        // The compose service for the host process keeps the recorded flags (-c is context × slots).
+        // The compose service for the host process keeps the recorded flags (-c is context × slots):
+        // the tuned winner's, since the steps start the engine with them.
         assert!(
-            guide
-                .contains(r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-lv", "4", "-t", "8", "-ngl", "0""#),
+            guide.contains(
+                r#""-c", "8192", "-np", "1", "--metrics", "--no-webui", "-lv", "4", "-t", "4", "-b", "512", "-ub", "512""#
+            ),
             "{guide}"
         );
     }
@@ -342,6 +349,8 @@ mod tests {
         let mut input = fixture();
         input.results.models[3].launch = None;
         input.results.models[3].deployment.clear();
+        // Untuned: a tuned model has a recorded launch, its winner's.
+        input.results.models[3].tune = None;
         let guide = page(&render_reports(&input), "deployment-guide.md");
         assert!(guide.contains("The Writer recorded no command for this model"), "{guide}");
     }

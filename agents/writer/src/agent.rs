@@ -28,6 +28,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod tune;
+
 /// Where the Writer keeps engine pid and log files.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -151,13 +153,17 @@ impl Writer {
             if aborted.is_none() && report.placement.is_some() {
                 aborted = self.aborted_elsewhere(cycle).await.map_err(HandleError::from)?;
             }
-            let result = match &aborted {
+            let mut result = match &aborted {
                 Some(reason) => skipped(i, m, &report, reason.clone()),
                 None => match self.model(pkg, cycle, &report, i, m, &mut aborted).await? {
                     Some(r) => r,
                     None => return Ok(()),
                 },
             };
+            // `[tune]`: after the model's measurement, Debug's search for its best settings.
+            if result.status == ModelStatus::Measured {
+                result.tune = self.tune(pkg, cycle, &report, i, m, &result).await?;
+            }
             // A full store holds the measured result here until there is room (not re-measured).
             if cut_short && !is_cut_short(&result) {
                 wait_for_room("a model's result", || self.bus.results.put(&key, &result))
@@ -868,6 +874,7 @@ fn measured(
         pull_ms: info.pull_ms,
         started_at,
         finished_at: now(),
+        tune: None,
     }
 }
 
@@ -893,6 +900,7 @@ fn not_measured(i: usize, m: &ModelSpec, report: &VerificationReport, status: Mo
         pull_ms: None,
         started_at: now(),
         finished_at: now(),
+        tune: None,
     }
 }
 

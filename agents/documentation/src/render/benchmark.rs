@@ -38,6 +38,7 @@ pub(super) fn page(ctx: &Ctx) -> String {
     s.push_str(&telemetry_section(ctx));
     s.push_str(&per_prompt_detail(ctx));
     s.push_str(&concurrent_section(ctx));
+    s.push_str(&super::tune::tune_section(ctx));
     s.push_str(&metric_definitions(ctx.plan));
     s.push_str(&host_verification(ctx));
     s.push_str(&fit_verdicts(&ctx.input.results.verification.verdicts));

@@ -55,9 +55,24 @@ fn model_section(s: &mut String, ctx: &Ctx, v: &View, spec: &ModelSpec, e: &Effe
         }
     }
     s.push_str(&settings_table(v, spec, e));
-    match &v.r.launch {
-        Some(launch) => launch_steps(s, ctx.plan, spec, e, launch),
-        None => recorded_lines_step(s, &v.r.deployment),
+    // Tuned: the winner's launch, as the Writer recorded it when it restored the winner.
+    let tuned = v.r.tune.as_ref().and_then(|t| Some((t.winner_beats_baseline()?, t.launch.as_ref()?)));
+    match (tuned, &v.r.launch) {
+        (Some((w, launch)), _) => {
+            let _ = writeln!(
+                s,
+                "\n**Tuned.** The [tuning phase](benchmark-report.md#tuning) found faster settings than the plan's: trial {} ({}). The steps below start the engine with them; the table above is what the benchmark measured.",
+                w.number,
+                cell(&w.config.describe())
+            );
+            launch_steps(s, ctx.plan, spec, e, launch);
+            if let Some(measured) = &v.r.launch {
+                s.push_str("\nThe plan's own settings, as the benchmark ran them:\n\n");
+                s.push_str(&crate::markdown::fence(&measured.command_line(), "sh"));
+            }
+        }
+        (None, Some(launch)) => launch_steps(s, ctx.plan, spec, e, launch),
+        (None, None) => recorded_lines_step(s, &v.r.deployment),
     }
 }
 

@@ -1,0 +1,108 @@
+//! The tuning demo end to end on real llama-server: Debug's staged search, each candidate
+//! measured by the Writer with the engine restarted, a candidate predicted not to fit skipped,
+//! the winner restored and measured again, and the reports showing it all.
+
+use super::support::*;
+use protocol::plan::{Plan, TuneKnob};
+use protocol::results::ModelStatus;
+use protocol::tune::TrialVerdict;
+
+#[test]
+fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("docs-out");
+    let o = threadcycle()
+        .args(["up", "plans/demo-tune.toml", "--out"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", show(&o));
+    let dir = cycle_dir(&out);
+    let plan = Plan::from_toml(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo-tune.toml")).expect("plan"),
+    )
+    .expect("valid");
+    let spec = plan.tune.as_ref().expect("the demo plan tunes");
+    let limit = (spec.memory_limit_gb.expect("a memory limit") * (1u64 << 30) as f64) as u64;
+    let r = results(&dir);
+    let model = first_model(&r);
+    assert_eq!(model.status, ModelStatus::Measured, "{model:?}");
+    let t = model.tune.as_ref().expect("the model was tuned");
+    assert_eq!(t.stopped, None, "{t:?}");
+
+    // The search: the baseline first, then stages in order, numbered in order.
+    let base = &t.trials[0];
+    assert_eq!((base.number, base.stage.as_str(), base.verdict), (1, "baseline", TrialVerdict::Measured), "{t:?}");
+    assert_eq!((base.config.threads, base.config.batch), (Some(2), Some(512)), "the plan's settings");
+    let order = |stage: &str| TuneKnob::ORDER.iter().position(|k| k.as_str() == stage);
+    let stages: Vec<usize> = t.trials[1..].iter().map(|x| order(&x.stage).expect("a known stage")).collect();
+    assert!(stages.windows(2).all(|w| w[0] <= w[1]), "stages out of order: {:?}", t.trials);
+    for (i, x) in t.trials.iter().enumerate() {
+        assert_eq!(x.number as usize, i + 1, "{x:?}");
+    }
+    assert!(t.notes.iter().any(|n| n == "GPU layers not searched: the host has no GPU"), "{:?}", t.notes);
+    let measured: Vec<_> = t.trials.iter().filter(|x| x.verdict != TrialVerdict::Skipped).collect();
+    assert!(measured.len() >= 3 && measured.len() as u32 <= spec.max_trials, "{measured:?}");
+    for x in measured.iter().filter(|x| x.verdict == TrialVerdict::Measured) {
+        let d = x.decode_tps.as_ref().expect("decode measured");
+        assert!(d.n == spec.repetitions && d.mean > 0.0, "{x:?}");
+        assert!(x.ttft_ms.as_ref().is_some_and(|s| s.mean > 0.0), "{x:?}");
+        assert!(x.peak_ram_bytes.is_some_and(|b| b > 50 << 20 && b <= limit), "{x:?}");
+    }
+    assert!(t.trials.iter().any(|x| x.stage == "threads" && x.verdict != TrialVerdict::Skipped), "{t:?}");
+    assert!(t.trials.iter().any(|x| x.stage == "kv_type" && x.verdict != TrialVerdict::Skipped), "{t:?}");
+
+    // The batch of the whole context is predicted above the limit: skipped with the figure, never run.
+    let skipped: Vec<_> = t.trials.iter().filter(|x| x.verdict == TrialVerdict::Skipped).collect();
+    let big = skipped.iter().find(|x| x.config.batch == Some(8192)).expect("the 8192 batch skipped");
+    assert!(big.predicted_ram_bytes.is_some_and(|p| p > limit), "{big:?}");
+    assert!(big.note.contains("above the limit of 0.60 GiB"), "{big:?}");
+    assert!(big.decode_tps.is_none() && big.peak_ram_bytes.is_none(), "a skipped candidate is not measured: {big:?}");
+    assert!(!measured.iter().any(|x| x.config == big.config), "{t:?}");
+
+    // The winner: the best measured, or the baseline kept when nothing beat it beyond noise.
+    let c = t.conclusion.as_ref().expect("Debug concluded");
+    assert_eq!(c.baseline, Some(1));
+    let w = t.trial(c.winner.expect("a winner")).expect("the winner is a trial");
+    assert_eq!(w.verdict, TrialVerdict::Measured, "{w:?}");
+    let (wd, bd) = (w.decode_tps.as_ref().expect("w"), base.decode_tps.as_ref().expect("b"));
+    let noise = c.noise_pct.expect("noise") / 100.0 * bd.mean;
+    assert!(wd.mean >= bd.mean - noise, "the winner {wd:?} is slower than the baseline {bd:?} beyond noise");
+    if w.number == 1 {
+        assert!(c.outcome.contains("Baseline kept"), "{}", c.outcome);
+    } else {
+        assert!(wd.mean > bd.mean && c.gain_pct > c.noise_pct, "{c:?}");
+        let best = measured
+            .iter()
+            .filter(|x| x.verdict == TrialVerdict::Measured)
+            .map(|x| x.decode_tps.as_ref().map_or(0.0, |s| s.mean))
+            .fold(0.0, f64::max);
+        assert_eq!(wd.mean, best, "the winner is the best measured");
+    }
+
+    // Restored at the end: the winner's settings started again and measured.
+    let again = t.confirmation.as_ref().expect("the winner restored");
+    assert_eq!((again.config, again.verdict), (w.config, TrialVerdict::Measured), "{again:?}");
+    let launch = t.launch.as_ref().expect("the winner's launch");
+    let arg = |flag: &str| launch.args.windows(2).find(|p| p[0] == flag).map(|p| p[1].clone());
+    assert_eq!(arg("-t"), w.config.threads.map(|v| v.to_string()), "{launch:?}");
+    assert_eq!(arg("-b"), w.config.batch.map(|v| v.to_string()), "{launch:?}");
+    assert_eq!(arg("-ctk"), w.config.kv_type.map(|k| k.as_str().to_string()), "{launch:?}");
+
+    // The reports: the tuning table, the skipped row, the verdict; the guide's command.
+    let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");
+    let section = report.split("\n## Tuning\n").nth(1).expect("a tuning section");
+    let rows: Vec<&str> =
+        section.lines().take_while(|l| !l.starts_with("## ")).filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 1 + t.trials.len() + 1, "header, each trial, the restored winner: {section}");
+    assert!(rows.iter().any(|r| r.contains("batch 8192") && r.contains("| skipped |")), "{section}");
+    assert!(section.contains("GPU layers not searched: the host has no GPU"), "{section}");
+    assert!(section.contains("**Winner: trial") || section.contains("**Baseline kept**"), "{section}");
+    let guide = std::fs::read_to_string(dir.join("deployment-guide.md")).expect("guide");
+    let used = if w.number == 1 { model.launch.as_ref().expect("launch") } else { launch };
+    assert!(guide.contains(&format!("```sh\n{}\n```", used.command_line())), "{guide}");
+    assert_eq!(guide.contains("**Tuned.**"), w.number != 1, "{guide}");
+}
