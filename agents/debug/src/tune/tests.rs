@@ -1,3 +1,5 @@
+//! The tuning planner's tests: search order, skips, failures, budgets, GPU-layer bisection.
+
 use super::*;
 use protocol::plan::TuneSpec;
 
