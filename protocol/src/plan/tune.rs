@@ -155,7 +155,7 @@ impl Plan {
         }
         for (field, v) in [("memory_limit_gb", t.memory_limit_gb), ("vram_headroom_gb", t.vram_headroom_gb)] {
             if let Some(v) = v
-                && !(v.is_finite() && v >= 0.0 && v <= 1_000_000.0)
+                && !(v.is_finite() && (0.0..=1_000_000.0).contains(&v))
             {
                 return bad(field, format!("expected 0 to 1000000 GB, got {v}"));
             }

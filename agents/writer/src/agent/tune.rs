@@ -273,9 +273,9 @@ impl Writer {
         t.peak_temp_c = telemetry.gpu_temp_c.as_ref().map(|m| m.peak);
         dep.teardown().await;
         let summary = summarise(&runs, plan.defaults.cv_flag).into_iter().next();
-        t.decode_tps = summary.as_ref().and_then(|p| p.client_decode_tps.clone());
-        t.prefill_tps = summary.as_ref().and_then(|p| p.engine_prefill_tps.clone());
-        t.ttft_ms = summary.as_ref().and_then(|p| p.ttft_ms.clone());
+        t.decode_tps = summary.as_ref().and_then(|p| p.client_decode_tps);
+        t.prefill_tps = summary.as_ref().and_then(|p| p.engine_prefill_tps);
+        t.ttft_ms = summary.as_ref().and_then(|p| p.ttft_ms);
         t.verdict = TrialVerdict::Measured;
         if let (Some(peak), Some(limit)) = (t.peak_ram_bytes, ev.memory_limit_bytes)
             && peak > limit
