@@ -74,8 +74,10 @@ fn the_demo_cycle_on_the_nvml_double_reports_every_gpu_figure() {
         "gpu",
         "sample_hz = 5",
         "",
-        "[[prompts]]\nid = \"vram\"\ntext = \"Why does VRAM matter for language models?\"\n\n\
-         [[prompts]]\nid = \"cooling\"\ntext = \"How should a homelab GPU be cooled?\"\n\n\
+        // Long enough answers that the card is past its limit before the last request starts
+        // (the fifth read comes 0.8 s into the sampling), however fast this machine is.
+        "[[prompts]]\nid = \"vram\"\ntext = \"Why does VRAM matter for language models?\"\nmax_tokens = 96\n\n\
+         [[prompts]]\nid = \"cooling\"\ntext = \"How should a homelab GPU be cooled?\"\nmax_tokens = 96\n\n\
          [criteria]\nmin_gpu_util_pct = 80\nmax_temp_c = 70\nresume_temp_c = 65\nmax_idle_temp_c = 50\n\n\
          [cost]\nelectricity_usd_per_kwh = 0.30\nhardware_usd = 2200\nlifetime_years = 3\nhours_per_day = 8\n\
          rest_of_system_w = 60\ninput_output_ratio = 3\n\

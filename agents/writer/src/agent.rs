@@ -641,7 +641,9 @@ impl Writer {
         let runs = kept.clone();
         let (mut telemetry, series) = sampler.finish(tokens).await;
         // After the sampler: the standard test's tokens and joules are not the runs'.
-        let standard = crate::standard::run(&dep, m.engine, plan, &base_req(&plan.prompts[0], String::new())).await;
+        let standard =
+            crate::standard::run(&dep, m.engine, s.effective.context, plan, &base_req(&plan.prompts[0], String::new()))
+                .await;
         if let Some(p) = pull_ahead {
             // The engine serves the download: keep it up until the next model is in the store.
             if !p.0.is_finished() {

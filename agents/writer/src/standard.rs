@@ -9,14 +9,29 @@ use protocol::plan::{EngineKind, Plan};
 use protocol::results::StandardResult;
 use std::time::Duration;
 
-/// Runs the plan's standard test on `dep` (`engine` is the model's engine; `req` a request of
-/// the measured runs, whose engine options the test keeps so the model is not reloaded). None
-/// when the plan turns it off; a result with a note when it cannot run or fails, so the report
-/// says why its row is missing.
-pub async fn run(dep: &Deployed, engine: EngineKind, plan: &Plan, req: &GenRequest) -> Option<StandardResult> {
+/// Runs the plan's standard test on `dep` (`engine` is the model's engine, `context` the context
+/// it runs with; `req` a request of the measured runs, whose engine options the test keeps so the
+/// model is not reloaded). None when the plan turns it off; a result with a note when it cannot
+/// run or fails, so the report says why its row is missing.
+pub async fn run(
+    dep: &Deployed,
+    engine: EngineKind,
+    context: u32,
+    plan: &Plan,
+    req: &GenRequest,
+) -> Option<StandardResult> {
     let st = &plan.standard;
     if !st.enabled() {
         return None;
+    }
+    let need = st.prompt_tokens.max(st.gen_tokens) + 1;
+    if context < need {
+        return Some(StandardResult {
+            note: Some(format!(
+                "not run: the model's context of {context} tokens is smaller than the {need} the test needs (raise the context, or lower `standard.prompt_tokens`/`gen_tokens`)"
+            )),
+            ..StandardResult::default()
+        });
     }
     let spec = StandardSpec {
         prompt_tokens: st.prompt_tokens,
