@@ -982,19 +982,7 @@ text = "hi"
 "#
         ))
         .expect("valid plan");
-        let verdict = |model: &str, fit| FitVerdict {
-            model: model.into(),
-            fit,
-            source: String::new(),
-            weights_bytes: None,
-            kv_bytes: None,
-            compute_bytes: None,
-            vram_bytes: None,
-            ram_bytes: None,
-            gpu_layers: None,
-            reason: "r".into(),
-            suggestion: None,
-        };
+        let verdict = |model: &str, fit| FitVerdict { fit, ..FitVerdict::unknown(model, "", "r".into()) };
         VerificationReport {
             verdicts: vec![verdict("a", Fit::Go), verdict("b", second_fit), verdict("c", Fit::Go)],
             plan,
