@@ -790,6 +790,9 @@ struct DeployInfo {
 
 async fn request_failure(dep: &mut Deployed, what: &str, e: EngineError) -> AttemptError {
     let mut f = engine_failure(&e, what);
+    if matches!(e, EngineError::Unreachable { .. }) {
+        dep.settle_exit(Duration::from_secs(2)).await;
+    }
     f.evidence = dep.evidence(e.engine_text().map(str::to_string)).await;
     if let Some(gone) = dep.docker_unreachable().await {
         // dockerd stopped or is restarting: the container stopped with it.

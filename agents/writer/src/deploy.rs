@@ -751,6 +751,24 @@ impl Deployed {
     }
 
     /// Evidence about the engine's state after a failed request.
+    /// After a dropped connection: gives an engine that is going down up to `within` to finish
+    /// exiting, so its exit is seen (a closed socket can arrive before the process is reapable).
+    /// Returns early when the engine has exited; an engine still running costs the full wait.
+    pub async fn settle_exit(&mut self, within: Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            let gone = match &mut self.place {
+                Place::Process(p) => p.exit_status().is_some(),
+                Place::Container { docker, id } => docker.state(id).await.map(|s| !s.running).unwrap_or(true),
+                Place::Endpoint { .. } => return,
+            };
+            if gone {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn evidence(&mut self, engine_error: Option<String>) -> Evidence {
         match &mut self.place {
             Place::Process(p) => {
