@@ -198,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn a_model_cut_short_and_measured_on_after_a_resume_counts_once() {
+        let mut c = record(Utc::now());
+        for outcome in ["skipped: canceled with a partial report", "measured"] {
+            c.apply(&ev(EventBody::ModelFinished { model: "gemma".into(), outcome: outcome.into() }));
+        }
+        assert_eq!(c.models_done, 1, "{c:?}");
+        c.apply(&ev(EventBody::ModelFinished { model: "qwen".into(), outcome: "measured".into() }));
+        assert_eq!(c.models_done, 2, "{c:?}");
+        assert!(cycles_table(&[c], Utc::now()).contains("0/4 req, 2/2 models"));
+    }
+
+    #[test]
     fn a_pull_under_way_shows_under_the_table_until_it_ends() {
         let now = Utc::now();
         let mut c = record(now);

@@ -4,7 +4,7 @@ use crate::events::Phase;
 use crate::results::{EscalationRecord, RemedyAction};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A command from the CLI to Main.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +119,8 @@ pub struct CycleRecord {
     pub updated_at: DateTime<Utc>,
     /// Models in the plan.
     pub models_total: u32,
-    /// Models finished.
+    /// Models finished (each counted once: a model cut short by a cancel and measured on after
+    /// a resume finishes twice).
     pub models_done: u32,
     /// Requests measured so far.
     pub requests_done: u32,
@@ -161,6 +162,9 @@ pub struct CycleRecord {
     /// Canceled with a partial report asked for: the Writer hands on what it measured.
     #[serde(default)]
     pub partial_report: bool,
+    /// The models counted in `models_done`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub finished: BTreeSet<String>,
     /// How many times the operator reopened the cycle (`resume`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resumes: u32,
@@ -265,9 +269,11 @@ impl CycleRecord {
                 r.gpu_share = Some(*gpu_share);
             }
             EventBody::ModelFinished { model, .. } => {
-                self.models_done += 1;
-                if let Some(h) = self.placement.get(model) {
-                    *self.host_done.entry(h.clone()).or_insert(0) += 1;
+                if self.finished.insert(model.clone()) {
+                    self.models_done += 1;
+                    if let Some(h) = self.placement.get(model) {
+                        *self.host_done.entry(h.clone()).or_insert(0) += 1;
+                    }
                 }
                 self.running.retain(|r| &r.model != model);
             }

@@ -108,6 +108,7 @@ async fn start(
         report_files: Vec::new(),
         last_event_seq: 0,
         resumes: 0,
+        finished: Default::default(),
         resumed_at: None,
         hosts: several.clone(),
         placement: Default::default(),

@@ -138,6 +138,7 @@ mod tests {
         CycleRecord {
             partial_report: false,
             resumes: 0,
+            finished: Default::default(),
             resumed_at: None,
             id: "c".into(),
             plan: "p".into(),
