@@ -9,19 +9,9 @@ fn the_demo_plan_runs_end_to_end_with_a_measured_row_for_every_prompt() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("docs-out");
-    let o = threadcycle()
-        .args(["up", "plans/demo.toml", "--out"])
-        .arg(&out)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", show(&o));
+    let (o, plan) = up_repo_plan("demo.toml", &out);
     let dir = cycle_dir(&out);
     assert!(String::from_utf8_lossy(&o.stdout).trim_end().ends_with("README.md"), "{}", show(&o));
-    let plan = protocol::plan::Plan::from_toml(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo.toml")).expect("plan"),
-    )
-    .expect("valid");
     let r = results(&dir);
     let model = first_model(&r);
     assert_eq!(model.status, ModelStatus::Measured, "{model:?}");

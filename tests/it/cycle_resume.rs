@@ -4,13 +4,12 @@
 //! wrote a partial report (the full report replaces it). Resuming a completed or unknown cycle
 //! is refused by name with exit code 2.
 
+use super::background::Background;
 use super::support::*;
 use protocol::messages::BenchmarkResults;
 use protocol::results::{ModelResult, ModelStatus};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 /// The demo plan's prompts; it repeats each three times.
 const PROMPTS: [&str; 3] = ["homelab-intro", "gpu-memory", "docker-basics"];
@@ -20,89 +19,11 @@ fn demo_plan() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo.toml")
 }
 
-/// A `threadcycle up` in the background, its output in files.
-struct Run {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Run {
-    fn spawn(args: &[&std::ffi::OsStr], state: &Path, files: &Path) -> Run {
-        let (stdout, stderr) = (files.with_extension("stdout"), files.with_extension("stderr"));
-        let child = threadcycle()
-            .args(args)
-            .env("XDG_STATE_HOME", state)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("run threadcycle up");
-        Run { child, stdout, stderr }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout(), self.stderr())
-    }
-
-    /// Runs measured so far, from the plain progress lines (each says `TTFT`).
-    fn measured(&self) -> usize {
-        self.stdout().matches(" TTFT ").count()
-    }
-
-    fn wait_measured(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while self.measured() < n {
-            assert!(self.child.try_wait().expect("wait").is_none(), "up ended early:\n{}", self.output());
-            assert!(Instant::now() < deadline, "{n} run(s) were never measured:\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn interrupt(&self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
-    }
-
-    /// Waits for `up` to exit; its exit code.
-    fn wait(&mut self, secs: u64) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("up did not end within {secs} s:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The cycle's id, from the `cycle … started` (or `resumed`) line.
-    fn cycle(&self) -> String {
-        self.stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("cycle ")?.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no cycle id in the output:\n{}", self.output()))
-            .to_string()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `threadcycle <args>` in the background, its output in `<files>.stdout` and `.stderr`.
+fn spawn(args: &[&std::ffi::OsStr], state: &Path, files: &Path) -> Background {
+    let mut cmd = threadcycle();
+    cmd.args(args);
+    Background::spawn(cmd, state, files)
 }
 
 /// What a report holds, measurements aside: each model with its status and how many times each
@@ -151,13 +72,13 @@ fn up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninter
         None,
     );
     let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
-    let mut first = Run::spawn(
+    let mut first = spawn(
         &[os("up"), plan.as_os_str(), os("--on-interrupt"), os("keep"), os("--out"), out.as_os_str()],
         &state,
         &tmp.path().join("first"),
     );
-    first.wait_measured(2);
-    first.interrupt();
+    first.wait_measured(2, 300);
+    first.signal(nix::sys::signal::Signal::SIGINT);
     s.fault();
     assert_eq!(first.wait(120), Some(130), "{}", first.output());
     let cycle = first.cycle();
@@ -169,7 +90,7 @@ fn up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninter
     assert!(kept.join("nats/jetstream").is_dir(), "no NATS store kept in {}:\n{text}", kept.display());
     assert!(!out.join(&cycle).exists(), "`keep` wrote a report: it must leave the cycle running:\n{text}");
 
-    let mut second = Run::spawn(
+    let mut second = spawn(
         &[os("up"), os("--resume"), os(&cycle), os("--out"), out.as_os_str()],
         &state,
         &tmp.path().join("second"),
@@ -213,13 +134,13 @@ fn a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_th
     let tmp = tempfile::tempdir().expect("tmp");
     let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
     let plan = demo_plan();
-    let mut first = Run::spawn(
+    let mut first = spawn(
         &[os("up"), os("--nats"), os(&url), plan.as_os_str(), os("--out"), out.as_os_str()],
         &state,
         &tmp.path().join("first"),
     );
-    first.wait_measured(2);
-    first.interrupt();
+    first.wait_measured(2, 300);
+    first.signal(nix::sys::signal::Signal::SIGINT);
     s.fault();
     assert_eq!(first.wait(300), Some(130), "{}", first.output());
     let cycle = first.cycle();
@@ -232,7 +153,7 @@ fn a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_th
     assert!(cut.runs.len() >= 2, "the partial report lost runs: {cut:?}");
     assert!(std::fs::read_to_string(dir.join("README.md")).expect("summary").contains("partial report"));
 
-    let mut second = Run::spawn(
+    let mut second = spawn(
         &[os("up"), os("--nats"), os(&url), os("--resume"), os(&cycle), os("--out"), out.as_os_str()],
         &state,
         &tmp.path().join("second"),

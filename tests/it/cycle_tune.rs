@@ -1,9 +1,11 @@
 //! The tuning demo end to end on real llama-server: Debug's staged search, each candidate
 //! measured by the Writer with the engine restarted, a candidate predicted not to fit skipped,
-//! the winner restored and measured again, and the reports showing it all.
+//! the winner restored and measured again, and the reports showing it all; and the Writer
+//! killed mid-search under `up` going on from its stored search, nothing measured twice.
 
+use super::background::{Background, agent_log, signal};
 use super::support::*;
-use protocol::plan::{Plan, TuneKnob};
+use protocol::plan::TuneKnob;
 use protocol::results::ModelStatus;
 use protocol::tune::TrialVerdict;
 
@@ -13,18 +15,8 @@ fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("docs-out");
-    let o = threadcycle()
-        .args(["up", "plans/demo-tune.toml", "--out"])
-        .arg(&out)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", show(&o));
+    let (_, plan) = up_repo_plan("demo-tune.toml", &out);
     let dir = cycle_dir(&out);
-    let plan = Plan::from_toml(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/demo-tune.toml")).expect("plan"),
-    )
-    .expect("valid");
     let spec = plan.tune.as_ref().expect("the demo plan tunes");
     let limit = (spec.memory_limit_gb.expect("a memory limit") * (1u64 << 30) as f64) as u64;
     let r = results(&dir);
@@ -105,4 +97,74 @@ fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
     let used = if w.number == 1 { model.launch.as_ref().expect("launch") } else { launch };
     assert!(guide.contains(&format!("```sh\n{}\n```", used.command_line())), "{guide}");
     assert_eq!(guide.contains("**Tuned.**"), w.number != 1, "{guide}");
+}
+
+/// The Writer SIGKILLed under `up` in the middle of the search: `up` restarts it, and the
+/// restarted Writer goes on from the search it stored after each trial — the trials measured
+/// before the kill are kept, not measured again, and the report shows one search.
+#[test]
+fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
+    let mut cmd = threadcycle();
+    cmd.args(["up", "plans/demo-tune.toml", "--out"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("THREADCYCLE_LOG", "info");
+    let mut up = Background::spawn(cmd, &state, &tmp.path().join("up"));
+    // Two trials measured, the third under way: the Writer logs each trial as it starts it.
+    let starts = |log: &str| -> Vec<u32> {
+        log.lines()
+            .filter(|l| l.contains("Tuning trial."))
+            .filter_map(|l| l.split_once(" trial=")?.1.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    up.wait_until("the third tuning trial", 600, |_| starts(&agent_log(&state, "writer")).len() >= 3);
+    let writer = agent_child(up.child.id(), "writer").expect("the Writer runs");
+    signal(writer, nix::sys::signal::Signal::SIGKILL);
+    // `up` removes its state when the cycle completes: the Writer's log is read while it runs.
+    let mut log = String::new();
+    let code = loop {
+        let now = agent_log(&state, "writer");
+        if now.len() >= log.len() {
+            log = now;
+        }
+        if let Some(st) = up.child.try_wait().expect("wait") {
+            break st.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0), "{}", up.output());
+    assert!(up.output().contains("the writer agent crashed (signal: 9 (SIGKILL))"), "{}", up.output());
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("Tuning resumed from the stored search."))
+        .unwrap_or_else(|| panic!("the restarted Writer did not go on from the stored search:\n{log}"));
+    let kept: usize = resumed
+        .split_once("trials_kept=")
+        .and_then(|(_, n)| n.split_whitespace().next()?.parse().ok())
+        .expect("trials_kept in the log line");
+    assert!(kept >= 2, "{resumed}");
+    let cut = starts(&log)[2];
+    let r = results(&cycle_dir(&out));
+    let t = first_model(&r).tune.clone().expect("the model was tuned");
+    assert_eq!(t.stopped, None, "{t:?}");
+    assert!(t.conclusion.is_some() && t.confirmation.is_some(), "{t:?}");
+    for (i, x) in t.trials.iter().enumerate() {
+        assert_eq!(x.number as usize, i + 1, "one search, numbered in order: {:?}", t.trials);
+    }
+    // Each trial started once, but the one the kill cut short, which started again.
+    let measured: Vec<u32> = t.trials.iter().filter(|x| x.verdict != TrialVerdict::Skipped).map(|x| x.number).collect();
+    let all = starts(&log);
+    for n in &measured {
+        let times = all.iter().filter(|x| *x == n).count();
+        assert_eq!(times, if *n == cut { 2 } else { 1 }, "trial {n} started {times} time(s): {all:?}\n{log}");
+    }
+    assert_eq!(all.len(), measured.len() + 1, "{all:?} for {measured:?}");
+    println!(
+        "tuning resumed after a SIGKILL: {kept} trial(s) kept, trial {cut} measured again, {} in all",
+        measured.len()
+    );
 }

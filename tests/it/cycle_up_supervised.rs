@@ -3,19 +3,31 @@
 //! running, keeps the cycle's NATS store and logs, and writes a partial report of every run
 //! measured (`--on-interrupt stop`: none).
 
+use super::background::{Background, agent_log, signal};
 use super::cycle_crash::{containers_of, crash_plan};
 use super::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `threadcycle up` running in the background, its output going to files.
+/// A `threadcycle up` running in the background, with the folders it keeps its state and
+/// writes its reports in.
 struct Up {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    run: Background,
     state: PathBuf,
     out: PathBuf,
+}
+
+impl std::ops::Deref for Up {
+    type Target = Background;
+    fn deref(&self) -> &Background {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for Up {
+    fn deref_mut(&mut self) -> &mut Background {
+        &mut self.run
+    }
 }
 
 impl Up {
@@ -23,7 +35,7 @@ impl Up {
     /// the engine's.
     fn mid_benchmark(dir: &Path, measured: usize) -> (Up, u32, u32) {
         let mut up = Up::start(dir, &crash_plan(dir));
-        up.wait_measured(measured);
+        up.wait_measured(measured, 240);
         let (writer, engine) = up.writer_and_engine();
         (up, writer, engine)
     }
@@ -33,78 +45,15 @@ impl Up {
     }
 
     fn start_with(dir: &Path, plan: &Path, args: &[&str]) -> Up {
-        let (stdout, stderr, state, out) =
-            (dir.join("up.stdout"), dir.join("up.stderr"), dir.join("state"), dir.join("out"));
-        let child = threadcycle()
-            .arg("up")
-            .arg(plan)
-            .args(args)
-            .arg("--out")
-            .arg(&out)
-            .env("XDG_STATE_HOME", &state)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("run threadcycle up");
-        Up { child, stdout, stderr, state, out }
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    /// Waits until `n` requests were measured (the plain progress lines say `TTFT`).
-    fn wait_measured(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            if text.matches(" TTFT ").count() >= n {
-                return;
-            }
-            assert!(self.child.try_wait().expect("wait").is_none(), "up ended early:\n{}", self.output());
-            assert!(Instant::now() < deadline, "{n} request(s) were never measured:\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (state, out) = (dir.join("state"), dir.join("out"));
+        let mut cmd = threadcycle();
+        cmd.arg("up").arg(plan).args(args).arg("--out").arg(&out);
+        Up { run: Background::spawn(cmd, &state, &dir.join("up")), state, out }
     }
 
     /// The Writer's log (every restart appends to it), from the kept state folder.
     fn writer_log(&self) -> String {
-        std::fs::read_dir(self.state.join("threadcycle/up"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|d| std::fs::read_to_string(d.path().join("logs/writer.log")).unwrap_or_default())
-            .collect()
-    }
-
-    /// Waits for `up` to exit; its exit code.
-    fn wait(&mut self, secs: u64) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("up did not end within {secs} s:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The cycle's id, from the `cycle … started` line.
-    fn cycle(&self) -> String {
-        let text = std::fs::read_to_string(&self.stdout).expect("stdout");
-        text.lines()
-            .find_map(|l| l.strip_prefix("cycle ")?.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no cycle id in the output:\n{}", self.output()))
-            .to_string()
+        agent_log(&self.state, "writer")
     }
 
     /// The Writer's pid and the pid of the engine it runs.
@@ -122,13 +71,6 @@ impl Up {
     }
 }
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The parent pid of a process.
 fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -136,7 +78,7 @@ fn ppid(pid: u32) -> Option<u32> {
 }
 
 /// The engine (a `llama-server --model … --port …`) the Writer `writer` started.
-fn engine_of(writer: u32) -> Option<u32> {
+pub(super) fn engine_of(writer: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ");
@@ -145,16 +87,11 @@ fn engine_of(writer: u32) -> Option<u32> {
 }
 
 /// Whether a process still runs (a zombie waiting for its reaper does not).
-fn running(pid: u32) -> bool {
+pub(super) fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string)))
         .is_some_and(|state| state != "Z" && state != "X")
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
-    nix::sys::signal::kill(pid, sig).expect("signal");
 }
 
 #[test]
@@ -229,7 +166,7 @@ fn ctrl_c_with_on_interrupt_stop_writes_no_report() {
     let tmp = tempfile::tempdir().expect("tmp");
     let plan = crash_plan(tmp.path());
     let mut up = Up::start_with(tmp.path(), &plan, &["--on-interrupt", "stop"]);
-    up.wait_measured(1);
+    up.wait_measured(1, 240);
     signal(up.child.id(), nix::sys::signal::Signal::SIGINT);
     let code = up.wait(120);
     let text = up.output();
@@ -324,7 +261,7 @@ fn ctrl_c_right_after_the_writer_died_removes_its_container() {
     );
     std::fs::write(&plan, text).expect("write plan");
     let mut up = Up::start(tmp.path(), &plan);
-    up.wait_measured(1);
+    up.wait_measured(1, 240);
     let cycle = up.cycle();
     assert!(!containers_of(&cycle).is_empty(), "no container of cycle {cycle} runs:\n{}", up.output());
     let writer = agent_child(up.child.id(), "writer").expect("the Writer runs");

@@ -2,6 +2,7 @@
 //! Gemma 3 270M model. `make test` installs them; a missing one fails with what to install.
 
 mod amenities;
+mod background;
 mod cli_json;
 mod compose;
 mod cycle_cluster;

@@ -28,6 +28,21 @@ pub fn require_parts() {
     model();
 }
 
+/// `threadcycle up plans/<name> --out <out>` from the repository root, run to its end: its
+/// output (the test fails with it unless `up` succeeded) and the plan, parsed.
+pub fn up_repo_plan(name: &str, out: &Path) -> (std::process::Output, protocol::plan::Plan) {
+    let o = threadcycle()
+        .args(["up", &format!("plans/{name}"), "--out"])
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run threadcycle up");
+    assert!(o.status.success(), "{}", show(&o));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans").join(name);
+    let plan = protocol::plan::Plan::from_toml(&std::fs::read_to_string(&path).expect("plan")).expect("valid");
+    (o, plan)
+}
+
 /// An NVML library path that does not exist: the tests' default, so they see no GPU whether or
 /// not the machine has one (`cycle_gpu` sets the NVML double instead).
 pub const NO_NVML: &str = "/nonexistent/threadcycle-tests/libnvidia-ml.so.1";

@@ -55,6 +55,26 @@ fn evidence(report: &VerificationReport, spec: &TuneSpec, s: &Settings, measured
     }
 }
 
+/// The search so far, stored in the results bucket under `<cycle>.<i>.tune` after every round:
+/// a restarted Writer goes on from the next round with every trial measured so far, instead of
+/// searching again. A round's request id is derived from the round, so the proposal Debug
+/// already answered for a round is read back, not asked again.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct TuneProgress {
+    /// Rounds completed.
+    round: u32,
+    /// Seconds the search had run (its `max_minutes` counts them).
+    elapsed_s: f64,
+    /// Trials, notes and the conclusion so far.
+    result: TuneResult,
+    /// The baseline's launch (the guide's command if no winner is restored).
+    winner_launch: Option<Launch>,
+}
+
+fn progress_key(cycle: &CycleId, i: usize) -> String {
+    format!("{cycle}.{i}.tune")
+}
+
 /// A measured trial: its figures, and the launch it ran with.
 struct Measured {
     trial: Trial,
@@ -81,16 +101,47 @@ impl Writer {
         };
         let planned = Settings::planned(plan, m);
         let ev = evidence(report, spec, &planned, measured);
-        let mut out = TuneResult {
-            goal: spec.goal,
-            prompt: prompt.id.clone(),
-            repetitions: spec.repetitions,
-            ..Default::default()
+        let key = progress_key(cycle, i);
+        let kept = self.bus.results.get::<TuneProgress>(&key).await.map_err(HandleError::from)?;
+        if let Some(k) = &kept {
+            tracing::info!(
+                message = "Tuning resumed from the stored search.",
+                model = %m.name,
+                rounds = k.round,
+                trials_kept = k.result.trials.len()
+            );
+        }
+        let TuneProgress { round: done_rounds, elapsed_s, result, mut winner_launch } =
+            kept.unwrap_or_else(|| TuneProgress {
+                result: TuneResult {
+                    goal: spec.goal,
+                    prompt: prompt.id.clone(),
+                    repetitions: spec.repetitions,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        let mut out = result;
+        let now = Instant::now();
+        let started = Duration::try_from_secs_f64(elapsed_s).ok().and_then(|d| now.checked_sub(d)).unwrap_or(now);
+        let save = |round: u32, out: &TuneResult, winner_launch: &Option<Launch>| {
+            let p = TuneProgress {
+                round,
+                elapsed_s: started.elapsed().as_secs_f64(),
+                result: out.clone(),
+                winner_launch: winner_launch.clone(),
+            };
+            let key = key.clone();
+            async move {
+                handoffs::wait_for_room("the tuning search so far", || self.bus.results.put(&key, &p))
+                    .await
+                    .map_err(HandleError::from)
+            }
         };
-        let started = Instant::now();
-        let mut winner_launch = None;
         // Each round measures at most one candidate; skipped ones are bounded by the stages.
-        for round in 1..=spec.max_trials.saturating_mul(4).saturating_add(16) {
+        let last_round = spec.max_trials.saturating_mul(4).saturating_add(16);
+        let first_round = if out.conclusion.is_some() { last_round + 1 } else { done_rounds + 1 };
+        for round in first_round..=last_round {
             if self.canceled(cycle).await.map_err(HandleError::from)? {
                 out.stopped = Some(format!(
                     "canceled by the operator after {} trial(s); the trials measured are kept",
@@ -135,6 +186,7 @@ impl Writer {
             out.trials.extend(proposal.skipped);
             if let Some(c) = proposal.conclusion {
                 out.conclusion = Some(c);
+                save(round, &out, &winner_launch).await?;
                 break;
             }
             let Some(next) = proposal.next else { break };
@@ -152,6 +204,7 @@ impl Writer {
                 ));
                 return Ok(Some(out));
             }
+            save(round, &out, &winner_launch).await?;
         }
         // Restore the winner: the engine started once more with its settings and measured again;
         // that launch is the deployment guide's command.
