@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fault, bad-input and security tests and writes docs/RELIABILITY.md from what they
 # report. Every figure in the page comes from this run: a test that fails is reported as failed.
-#   bench/reliability.sh        (needs `make deps docker`; ~15 minutes)
+#   bench/reliability.sh        (needs `make deps docker`; ~45 minutes on 2 cores)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -21,6 +21,8 @@ run cluster --test it cycle_cluster
 run faults --test it cycle_faults
 run outages --test it cycle_outages
 run supervised --test it cycle_up_supervised::the_writer_killed_under_up_mid_benchmark
+run resume --test it cycle_resume
+run tune --test it cycle_tune::the_writer_killed_mid_tuning
 run hostile --test it hostile_output
 run delivery -p threadcycle-handoffs --test it handoff_delivery
 run security -p threadcycle-handoffs --test it security
@@ -81,6 +83,9 @@ FAULTS=(
     "a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land crash"
     "main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it crash"
     "the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised"
+    "up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninterrupted_cycle resume"
+    "a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_the_full_report_replaces_it resume"
+    "the_writer_killed_mid_tuning_goes_on_from_its_stored_search tune"
     "an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug faults"
     "start_with_nats_unreachable_names_the_url_and_exits_non_zero faults"
     "the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once outages"
@@ -142,6 +147,9 @@ $(fault_row "Three-node NATS cluster (streams and buckets R3): the node leading 
 $(fault_row "Writer SIGKILLed and *not* restarted: Main's watchdog fails the cycle naming \`writer-local\` after \`policy.agent_timeout_s\` (15 s here); the Writer restarted later finishes it and the completion replaces the failure" benchmarking a_writer_that_stays_silent_fails_the_cycle_by_name_and_its_late_results_still_land crash)
 $(fault_row "Main SIGKILLed while an escalation waits for the operator" debugging main_killed_while_an_escalation_waits_still_lets_the_operator_resolve_it crash)
 $(fault_row "Writer SIGKILLed under \`threadcycle up\`: restarted by \`up\`'s supervision; engines of the killed Writer left running: $(cell the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once engines_left supervised)" benchmarking the_writer_killed_under_up_mid_benchmark_is_restarted_and_the_cycle_completes_exactly_once supervised)
+$(fault_row "Ctrl-C to \`up --on-interrupt keep\` after $(cell up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninterrupted_cycle runs_before resume) runs, then \`up --resume\` on its kept store: $(cell up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninterrupted_cycle runs_after resume) runs more, the report shaped as an uninterrupted cycle's; resuming the completed cycle refused (refused: $(cell up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninterrupted_cycle refused resume))" benchmarking up_interrupted_with_keep_resumes_on_its_kept_store_to_the_shape_of_an_uninterrupted_cycle resume)
+$(fault_row "Ctrl-C to \`up\` on the operator's server (a partial report written), then \`up --resume\`: the partial report's runs kept, not measured again, the full report replaces it; results stored for the cycle: $(cell a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_the_full_report_replaces_it result_keys resume); a completed and an unknown cycle refused (refused: $(cell a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_the_full_report_replaces_it refused resume))" benchmarking a_cycle_canceled_with_a_partial_report_resumes_on_the_operators_server_and_the_full_report_replaces_it resume)
+$(fault_row "Writer SIGKILLed under \`up\` mid-tuning: restarted by \`up\`, it goes on from the search it stored after each trial ($(cell the_writer_killed_mid_tuning_goes_on_from_its_stored_search trials_kept tune) trials kept; the one the kill cut short measured again); results checked are the model's run and its $(cell the_writer_killed_mid_tuning_goes_on_from_its_stored_search trials tune) measured trials, duplicates a trial measured twice" tuning the_writer_killed_mid_tuning_goes_on_from_its_stored_search tune)
 $(fault_row "Engine frozen (SIGSTOP) mid-answer: the stall limit (3 s) cuts the request, Debug names the stall and offers a longer limit, the operator takes it; frozen engines left: $(cell an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug engines_left faults)" benchmarking an_engine_that_hangs_mid_answer_is_cut_by_the_stall_limit_and_named_by_debug faults)
 $(fault_row "NATS unreachable when the operator starts a cycle: the error names the URL, non-zero exit after $(cell start_with_nats_unreachable_names_the_url_and_exits_non_zero secs faults) s (refused clearly: $(cell start_with_nats_unreachable_names_the_url_and_exits_non_zero refused faults))" start start_with_nats_unreachable_names_the_url_and_exits_non_zero faults)
 $(fault_row "Docker engine (a private dockerd of the test's) stopped with SIGTERM mid-benchmark ($(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once stop_secs outages) s to stop, its container with it), started again on its data root: the failure names the engine, Debug's remedy retries ($(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once escalations outages) escalations, $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once attempts outages) attempts); containers left: $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once containers_left outages), made on the machine's engine: $(cell the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once containers_on_the_machine_engine outages)" benchmarking the_docker_engine_restarted_mid_benchmark_is_survived_and_the_cycle_completes_exactly_once outages)

@@ -106,6 +106,7 @@ fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
 fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
     require_parts();
     let _serial = serial();
+    let mut s = Scenario::new("the_writer_killed_mid_tuning_goes_on_from_its_stored_search");
     let tmp = tempfile::tempdir().expect("tmp");
     let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
     let mut cmd = threadcycle();
@@ -124,6 +125,7 @@ fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
     up.wait_until("the third tuning trial", 600, |_| starts(&agent_log(&state, "writer")).len() >= 3);
     let writer = agent_child(up.child.id(), "writer").expect("the Writer runs");
     signal(writer, nix::sys::signal::Signal::SIGKILL);
+    s.fault();
     // `up` removes its state when the cycle completes: the Writer's log is read while it runs.
     let mut log = String::new();
     let code = loop {
@@ -148,7 +150,9 @@ fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
         .expect("trials_kept in the log line");
     assert!(kept >= 2, "{resumed}");
     let cut = starts(&log)[2];
-    let r = results(&cycle_dir(&out));
+    let dir = cycle_dir(&out);
+    s.check_dir(&dir, &["homelab-intro"], 1);
+    let r = results(&dir);
     let t = first_model(&r).tune.clone().expect("the model was tuned");
     assert_eq!(t.stopped, None, "{t:?}");
     assert!(t.conclusion.is_some() && t.confirmation.is_some(), "{t:?}");
@@ -158,9 +162,22 @@ fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
     // Each trial started once, but the one the kill cut short, which started again.
     let measured: Vec<u32> = t.trials.iter().filter(|x| x.verdict != TrialVerdict::Skipped).map(|x| x.number).collect();
     let all = starts(&log);
+    // Counted before the assertions: a trial kept before the kill and missing from the result is
+    // lost; a trial started more often than allowed was measured twice.
+    let allowed = |n: u32| if n == cut { 2 } else { 1 };
+    s.count(ResultCount {
+        checked: measured.len() as u64,
+        lost: (1..cut).filter(|n| t.trial(*n).is_none()).count() as u64,
+        duplicates: measured
+            .iter()
+            .map(|n| all.iter().filter(|x| *x == n).count().saturating_sub(allowed(*n)) as u64)
+            .sum(),
+    });
+    s.note("trials_kept", kept);
+    s.note("trials", measured.len());
     for n in &measured {
         let times = all.iter().filter(|x| *x == n).count();
-        assert_eq!(times, if *n == cut { 2 } else { 1 }, "trial {n} started {times} time(s): {all:?}\n{log}");
+        assert_eq!(times, allowed(*n), "trial {n} started {times} time(s): {all:?}\n{log}");
     }
     assert_eq!(all.len(), measured.len() + 1, "{all:?} for {measured:?}");
     println!(

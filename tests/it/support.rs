@@ -388,13 +388,18 @@ impl Scenario {
         // Counted only once the cycle's reports exist: the cycle completed.
         let cycles = self.extra.iter().find(|(k, _)| k == "cycles_completed").and_then(|(_, v)| v.parse().ok());
         self.note("cycles_completed", cycles.unwrap_or(0u64) + 1);
+        self.count(c);
+        assert_eq!((c.lost, c.duplicates), (0, 0), "results in {} lost or doubled: {c:?}", dir.display());
+        c
+    }
+
+    /// Adds a count the test made itself (trials, packages) to the line's figures.
+    pub fn count(&mut self, c: ResultCount) {
         let mut total = self.counted.unwrap_or_default();
         total.checked += c.checked;
         total.lost += c.lost;
         total.duplicates += c.duplicates;
         self.counted = Some(total);
-        assert_eq!((c.lost, c.duplicates), (0, 0), "results in {} lost or doubled: {c:?}", dir.display());
-        c
     }
 
     /// The `RELIABILITY …` line.
