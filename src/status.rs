@@ -79,6 +79,15 @@ pub fn cycles_table(cycles: &[CycleRecord], now: DateTime<Utc>) -> String {
             if let Some(p) = &r.pull {
                 notes.push(format!("{}: {}: {}", c.id, clean(&r.model), clean(&p.text())));
             }
+            if let Some(t) = &r.tuning {
+                notes.push(format!(
+                    "{}: {}: {} ({} trial(s) ended so far)",
+                    c.id,
+                    clean(&r.model),
+                    clean(&t.text()),
+                    r.trials_done
+                ));
+            }
         }
         if let CycleState::Failed { reason } = &c.state {
             notes.push(format!("{}: failed: {}", c.id, clean(reason)));
@@ -195,6 +204,48 @@ mod tests {
         assert_eq!(j["cycles"][0]["decode_tps_mean"], 45.0);
         assert_eq!(j["cycles"][0]["seconds_left"], 100.0);
         assert_eq!(j["cycles"][0]["models_done"], 1);
+    }
+
+    #[test]
+    fn a_tuning_search_under_way_shows_its_latest_trial_until_it_ends() {
+        let now = Utc::now();
+        let mut c = record(now);
+        c.apply(&ev(EventBody::ModelStarted { model: "gemma".into(), index: 1, of: 2, attempt: 1 }));
+        let trial = |number: u32, stage: &str| Step::TuneTrial {
+            number,
+            max_trials: 6,
+            stage: stage.into(),
+            config: format!("GPU layers default, threads {number}, batch 512, KV default"),
+        };
+        let done = |number: u32, tps: f64| Step::TuneTrialDone {
+            number,
+            verdict: "measured".into(),
+            decode_tps: Some(tps),
+            ttft_ms: Some(120.4),
+        };
+        for step in [trial(1, "baseline"), done(1, 50.0), trial(2, "threads")] {
+            assert!(c.apply(&ev(EventBody::Step { model: "gemma".into(), step })));
+        }
+        let t = cycles_table(&[c.clone()], now);
+        assert!(
+            t.contains(
+                "20261130-1200-ab12: gemma: tuning: trial 2 (threads; at most 6 measured): GPU layers default, threads 2, batch 512, KV default (1 trial(s) ended so far)"
+            ),
+            "{t}"
+        );
+        c.apply(&ev(EventBody::Step { model: "gemma".into(), step: done(2, 55.25) }));
+        let t = cycles_table(&[c.clone()], now);
+        assert!(
+            t.contains("gemma: tuning: trial 2 measured: 55.2 tok/s decode, TTFT 120 ms (2 trial(s) ended so far)"),
+            "{t}"
+        );
+        let j = status_json(&[c.clone()], &[], now);
+        assert_eq!(j["cycles"][0]["running"][0]["trials_done"], 2, "{j}");
+        c.apply(&ev(EventBody::Step {
+            model: "gemma".into(),
+            step: Step::TuneDone { outcome: "Baseline kept".into() },
+        }));
+        assert!(!cycles_table(&[c], now).contains("tuning"));
     }
 
     #[test]

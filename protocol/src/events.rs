@@ -213,6 +213,33 @@ pub enum Step {
     },
     /// The concurrent phase began.
     ConcurrentStarted,
+    /// A tuning trial began: the engine restarted with the candidate's settings.
+    TuneTrial {
+        /// The trial's number in the search.
+        number: u32,
+        /// The plan's `tune.max_trials` (measured trials at most, the baseline included).
+        max_trials: u32,
+        /// The stage that proposed it (`baseline`, `threads`, `batch`…).
+        stage: String,
+        /// The candidate's settings, in words.
+        config: String,
+    },
+    /// A tuning trial ended.
+    TuneTrialDone {
+        /// The trial's number.
+        number: u32,
+        /// Its verdict (`measured`, `over limit`, `failed`, `canceled`).
+        verdict: String,
+        /// Mean client decode tokens/s of its runs.
+        decode_tps: Option<f64>,
+        /// Mean time to first token of its runs, ms.
+        ttft_ms: Option<f64>,
+    },
+    /// The tuning search ended.
+    TuneDone {
+        /// Its outcome in words (the winner against the baseline, or why it stopped).
+        outcome: String,
+    },
 }
 
 impl Step {
@@ -267,6 +294,19 @@ impl Step {
             Step::EndpointLeftRunning { url } => format!("measured; the engine at {url} left running as found"),
             Step::CoolingDown { seconds } => format!("cooling down for {seconds} s"),
             Step::ConcurrentStarted => "concurrent phase started".into(),
+            Step::TuneTrial { number, max_trials, stage, config } => {
+                format!("tuning: trial {number} ({stage}; at most {max_trials} measured): {config}")
+            }
+            Step::TuneTrialDone { number, verdict, decode_tps, ttft_ms } => {
+                let figures: Vec<String> = decode_tps
+                    .map(|t| format!("{t:.1} tok/s decode"))
+                    .into_iter()
+                    .chain(ttft_ms.map(|t| format!("TTFT {t:.0} ms")))
+                    .collect();
+                let figures = if figures.is_empty() { String::new() } else { format!(": {}", figures.join(", ")) };
+                format!("tuning: trial {number} {verdict}{figures}")
+            }
+            Step::TuneDone { outcome } => format!("tuning done: {outcome}"),
         }
     }
 }

@@ -209,6 +209,13 @@ pub struct RunningModel {
     /// The pull under way for it (`Pulling` or `ImagePulling`, with bytes, rate), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<crate::events::Step>,
+    /// Its tuning search, while one runs: the latest trial begun or ended (`TuneTrial`,
+    /// `TuneTrialDone`), and how many trials ended so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::events::Step>,
+    /// Tuning trials ended so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trials_done: u32,
 }
 
 impl CycleRecord {
@@ -250,6 +257,8 @@ impl CycleRecord {
                     runs: 0,
                     decode_tps: None,
                     pull: None,
+                    tuning: None,
+                    trials_done: 0,
                 });
             }
             EventBody::Step { model, step: step @ (Step::Pulling { .. } | Step::ImagePulling { .. }) } => {
@@ -263,6 +272,17 @@ impl CycleRecord {
             } => {
                 let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
                 r.pull = None;
+            }
+            EventBody::Step { model, step: step @ (Step::TuneTrial { .. } | Step::TuneTrialDone { .. }) } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                if matches!(step, Step::TuneTrialDone { .. }) {
+                    r.trials_done += 1;
+                }
+                r.tuning = Some(step.clone());
+            }
+            EventBody::Step { model, step: Step::TuneDone { .. } } => {
+                let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };
+                r.tuning = None;
             }
             EventBody::Step { model, step: Step::WeightsPlaced { gpu_share } } => {
                 let Some(r) = self.running.iter_mut().find(|r| &r.model == model) else { return false };

@@ -15,7 +15,7 @@ fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
     let _serial = serial();
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("docs-out");
-    let (_, plan) = up_repo_plan("demo-tune.toml", &out);
+    let (o, plan) = up_repo_plan("demo-tune.toml", &out);
     let dir = cycle_dir(&out);
     let spec = plan.tune.as_ref().expect("the demo plan tunes");
     let limit = (spec.memory_limit_gb.expect("a memory limit") * (1u64 << 30) as f64) as u64;
@@ -74,6 +74,15 @@ fn the_tuning_demo_searches_skips_what_cannot_fit_and_keeps_the_best() {
             .fold(0.0, f64::max);
         assert_eq!(wd.mean, best, "the winner is the best measured");
     }
+
+    // Live: each trial's start and end, and the search's end, in the progress lines.
+    let lines = String::from_utf8_lossy(&o.stdout);
+    let progress = |l: &str| l.split_once("gemma3-270m: tuning").map(|(_, rest)| rest.to_string());
+    let live: Vec<String> = lines.lines().filter_map(progress).collect();
+    assert!(live.first().is_some_and(|l| l.starts_with(": trial 1 (baseline; at most 6 measured): ")), "{live:?}");
+    assert!(live.iter().filter(|l| l.starts_with(": trial ") && l.contains(" measured: ")).count() >= 3, "{live:?}");
+    assert!(live.last().is_some_and(|l| l.starts_with(" done: ") && l.contains(&c.outcome)), "{live:?}");
+    assert_eq!(live.iter().filter(|l| l.contains("; at most 6 measured)")).count(), measured.len() + 1, "{live:?}");
 
     // Restored at the end: the winner's settings started again and measured.
     let again = t.confirmation.as_ref().expect("the winner restored");

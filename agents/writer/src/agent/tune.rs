@@ -12,6 +12,7 @@ use crate::settings::Settings;
 use handoffs::HandleError;
 use host::engine::GenRequest;
 use host::telemetry::Sampler;
+use protocol::events::{EventBody, Step};
 use protocol::ids::derive_id;
 use protocol::launch::Launch;
 use protocol::messages::VerificationReport;
@@ -75,6 +76,21 @@ fn progress_key(cycle: &CycleId, i: usize) -> String {
     format!("{cycle}.{i}.tune")
 }
 
+/// The event of a trial's start, for `status` and the progress lines.
+fn trial_started(t: &Trial, max_trials: u32) -> Step {
+    Step::TuneTrial { number: t.number, max_trials, stage: t.stage.clone(), config: t.config.describe() }
+}
+
+/// The event of a trial's end, for `status` and the progress lines.
+fn trial_done(t: &Trial) -> Step {
+    Step::TuneTrialDone {
+        number: t.number,
+        verdict: t.verdict.as_str().to_string(),
+        decode_tps: t.decode_tps.as_ref().map(|s| s.mean),
+        ttft_ms: t.ttft_ms.as_ref().map(|s| s.mean),
+    }
+}
+
 /// A measured trial: its figures, and the launch it ran with.
 struct Measured {
     trial: Trial,
@@ -82,8 +98,31 @@ struct Measured {
 }
 
 impl Writer {
-    /// Tunes model `i` after its measurement `measured`. `Ok(None)` when the plan does not tune it.
+    /// Tunes model `i` after its measurement `measured`. `Ok(None)` when the plan does not tune
+    /// it. Each trial's start and end, and the search's end, are events (`status` shows them).
     pub(super) async fn tune(
+        &self,
+        pkg: Uuid,
+        cycle: &CycleId,
+        report: &VerificationReport,
+        i: usize,
+        m: &ModelSpec,
+        measured: &ModelResult,
+    ) -> Result<Option<TuneResult>, HandleError> {
+        let out = self.search(pkg, cycle, report, i, m, measured).await?;
+        if let Some(t) = &out {
+            let outcome = match (&t.stopped, &t.conclusion) {
+                (Some(why), _) => why.clone(),
+                (None, Some(c)) => c.outcome.clone(),
+                (None, None) => format!("ended after {} trial(s) without a conclusion", t.trials.len()),
+            };
+            self.step(cycle, m, Step::TuneDone { outcome }).await;
+        }
+        Ok(out)
+    }
+
+    /// The search itself: Debug's proposals measured until it concludes, then the winner restored.
+    async fn search(
         &self,
         pkg: Uuid,
         cycle: &CycleId,
@@ -191,7 +230,9 @@ impl Writer {
             }
             let Some(next) = proposal.next else { break };
             tracing::info!(message = "Tuning trial.", model = %m.name, trial = next.number, config = %next.config.describe());
+            self.step(cycle, m, trial_started(&next, spec.max_trials)).await;
             let done = self.trial(cycle, report, m, spec, prompt, next, &ev).await?;
+            self.step(cycle, m, trial_done(&done.trial)).await;
             let canceled = done.trial.verdict == TrialVerdict::Canceled;
             if done.trial.stage == "baseline" {
                 winner_launch = done.launch.clone();
@@ -213,11 +254,17 @@ impl Writer {
             let mut again = w.clone();
             again.stage = "confirmation".into();
             again.why = format!("trial {} restored at the end of the search and measured again", w.number);
+            self.step(cycle, m, trial_started(&again, spec.max_trials)).await;
             let done = self.trial(cycle, report, m, spec, prompt, again, &ev).await?;
+            self.step(cycle, m, trial_done(&done.trial)).await;
             out.launch = done.launch.or(winner_launch);
             out.confirmation = Some(done.trial);
         }
         Ok(Some(out))
+    }
+
+    async fn step(&self, cycle: &CycleId, m: &ModelSpec, step: Step) {
+        self.event(cycle, EventBody::Step { model: m.name.clone(), step }).await;
     }
 
     /// Waits for Debug's proposal. `Ok(None)` when the cycle was canceled or Debug did not answer.
