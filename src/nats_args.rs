@@ -33,7 +33,8 @@ pub struct NatsArgs {
     #[arg(long = "nats-key", global = true, env = "NATS_KEY")]
     pub key: Option<PathBuf>,
     /// Copies JetStream keeps of each stream and bucket an agent creates: 3 on a three-node
-    /// cluster (`nats-config --cluster 3`), so losing one node loses nothing; default 1.
+    /// cluster (`nats-config --cluster 3`), so losing one node loses nothing. Unset: detected,
+    /// 1 on one server, 3 on a cluster that can hold them.
     #[arg(long = "nats-replicas", global = true, env = "THREADCYCLE_NATS_REPLICAS",
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: Option<u8>,

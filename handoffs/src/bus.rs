@@ -185,9 +185,10 @@ pub struct Bus {
 }
 
 /// How many copies JetStream keeps of every stream and bucket, from `--nats-replicas` /
-/// `THREADCYCLE_NATS_REPLICAS`: `None` (the default) creates them with one copy (one server);
-/// `Some(3)` on a three-node cluster creates them replicated three times, so losing any one
-/// node loses nothing and the cycle goes on.
+/// `THREADCYCLE_NATS_REPLICAS`: `None` (the default) is detected ([`detect_replicas`]: one
+/// copy on a single server, three on a cluster of three or more); `Some(3)` on a three-node
+/// cluster creates them replicated three times, so losing any one node loses nothing and the
+/// cycle goes on.
 ///
 /// The count applies when a stream or bucket is created. One that already exists keeps the
 /// count it has: agents may not send `STREAM.UPDATE` (see `security::permissions`), so a
@@ -195,6 +196,19 @@ pub struct Bus {
 /// it (`nats stream edit <stream> --replicas 3`).
 fn replicas_or_one(replicas: Option<usize>) -> usize {
     replicas.unwrap_or(1).max(1)
+}
+
+/// The replica count when none is configured: one on a single server; on a cluster, the count
+/// the handoff stream already has, or three for a new one (the caller falls back to one when
+/// the cluster cannot hold three). A cluster is known from the server's INFO (`cluster`).
+async fn detect_replicas(client: &async_nats::Client, js: &jetstream::Context) -> Option<usize> {
+    let cluster = client.server_info().cluster.filter(|c| !c.is_empty())?;
+    let n = match js.get_stream(subj::HANDOFF_STREAM).await {
+        Ok(s) => s.cached_info().config.num_replicas.max(1),
+        Err(_) => 3,
+    };
+    tracing::info!(message = "NATS cluster found; streams and buckets are replicated.", cluster, replicas = n);
+    Some(n)
 }
 
 /// Warns when an existing stream's replica count differs from the configured one.
@@ -267,15 +281,15 @@ async fn ensure_kv(
 }
 
 impl Bus {
-    /// Creates or verifies the streams and buckets (one copy each, for one server), and returns
-    /// the handle for `role` on `host`.
+    /// Creates or verifies the streams and buckets (one copy each on one server, three on a
+    /// cluster), and returns the handle for `role` on `host`.
     pub async fn open(client: async_nats::Client, role: Role, host: HostId) -> Result<Bus, BusError> {
         Bus::open_replicated(client, role, host, None).await
     }
 
     /// [`Bus::open`], creating missing streams and buckets with `replicas` copies each (on a
     /// cluster; an existing one keeps its count, with a warning when it differs); `None`: one
-    /// copy.
+    /// copy on a single server, three on a cluster that can hold them (detected).
     pub async fn open_replicated(
         client: async_nats::Client,
         role: Role,
@@ -283,23 +297,41 @@ impl Bus {
         replicas: Option<usize>,
     ) -> Result<Bus, BusError> {
         let js = jetstream::new(client.clone());
-        ensure_stream(
-            &js,
-            stream::Config {
-                name: subj::HANDOFF_STREAM.into(),
-                subjects: vec![subj::HANDOFF_WILDCARD.into()],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                discard: stream::DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
-                max_age: 30 * DAY,
-                max_bytes: 4 << 30,
-                max_message_size: 1 << 20,
-                ..Default::default()
+        let (replicas, detected) = match replicas {
+            Some(n) => (Some(n), false),
+            None => match detect_replicas(&client, &js).await {
+                Some(n) => (Some(n), true),
+                None => (None, false),
             },
-            replicas,
-        )
-        .await?;
+        };
+        let handoff_stream = stream::Config {
+            name: subj::HANDOFF_STREAM.into(),
+            subjects: vec![subj::HANDOFF_WILDCARD.into()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            max_age: 30 * DAY,
+            max_bytes: 4 << 30,
+            max_message_size: 1 << 20,
+            ..Default::default()
+        };
+        // A detected count is tried on the first stream; a cluster too small for it (fewer than
+        // three JetStream servers) refuses, and every stream and bucket gets one copy.
+        let replicas = match ensure_stream(&js, handoff_stream.clone(), replicas).await {
+            Err(e) if detected && replicas.is_some_and(|n| n > 1) => {
+                tracing::warn!(
+                    message = "The NATS cluster could not hold three copies; streams and buckets get one (set --nats-replicas to choose).",
+                    error = %e,
+                );
+                ensure_stream(&js, handoff_stream, Some(1)).await?;
+                Some(1)
+            }
+            other => {
+                other?;
+                replicas
+            }
+        };
         ensure_stream(
             &js,
             stream::Config {

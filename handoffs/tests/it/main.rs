@@ -2,4 +2,5 @@
 
 mod handoff_delivery;
 mod probe;
+mod replicas;
 mod security;
