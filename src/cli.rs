@@ -137,6 +137,11 @@ pub enum Cmd {
         /// missing) instead of stopping without one.
         #[arg(long)]
         report: bool,
+        /// Stop only the tuning: the search under way ends after its current trial with the best
+        /// found so far (restored and measured again), later models are not tuned, and the cycle
+        /// goes on.
+        #[arg(long, conflicts_with = "report")]
+        tuning: bool,
     },
     /// Where a cycle's reports are.
     Reports {
@@ -368,9 +373,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Events { cycle, follow } => crate::follow::run(&cli.nats, cycle, follow, cli.json).await,
-        Cmd::Cancel { cycle, report } => {
-            crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Cancel { cycle, report }, cli.json)
-                .await
+        Cmd::Cancel { cycle, report, tuning } => {
+            let req = protocol::operator::OperatorRequest::Cancel { cycle, report, tuning };
+            crate::client::one_shot(&cli.nats, req, cli.json).await
         }
         Cmd::Reports { cycle } => {
             crate::client::one_shot(&cli.nats, protocol::operator::OperatorRequest::Reports { cycle }, cli.json).await

@@ -55,6 +55,14 @@ pub fn print_reply(reply: &OperatorReply, json: bool) {
             }
         }
         OperatorReply::Canceled { state } => println!("cycle is now {state:?}"),
+        OperatorReply::TuningStopped { cycle, tuning } if tuning.is_empty() => {
+            println!("tuning stopped in cycle {}: no search is under way; later models will not be tuned", clean(cycle))
+        }
+        OperatorReply::TuningStopped { cycle, tuning } => println!(
+            "tuning stopped in cycle {}: {} conclude(s) after the trial under way with the best found so far; later models will not be tuned",
+            clean(cycle),
+            clean(&tuning.join(", "))
+        ),
         OperatorReply::Resumed { cycle, resumes: 0 } => {
             println!("cycle {cycle} goes on (it was interrupted; what was in flight is redelivered)")
         }

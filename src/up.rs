@@ -750,7 +750,7 @@ async fn follow_cycle(
                 } else {
                     format!("canceling: stopping the engine and the agents; `{resume}` measures the rest later…")
                 });
-                let cancel = OperatorRequest::Cancel { cycle: cycle.clone(), report };
+                let cancel = OperatorRequest::Cancel { cycle: cycle.clone(), report, tuning: false };
                 let _ = request(client, &cancel, Duration::from_secs(10)).await;
                 if report && let Some(dir) = partial_report(client, agents, &progress, log_dir, &cycle).await {
                     break Outcome::CanceledWithReport(dir);

@@ -34,6 +34,10 @@ pub enum OperatorRequest {
         /// Write a partial report of what was measured (the Writer hands on every run so far).
         #[serde(default)]
         report: bool,
+        /// Stop only the tuning: the search under way concludes from its trials so far, later
+        /// models are not tuned, the cycle goes on.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tuning: bool,
     },
     /// Where a cycle's reports are.
     Reports {
@@ -162,6 +166,10 @@ pub struct CycleRecord {
     /// Canceled with a partial report asked for: the Writer hands on what it measured.
     #[serde(default)]
     pub partial_report: bool,
+    /// The operator stopped the tuning (`cancel --tuning`): the search under way ends with the
+    /// best found so far after its current trial, and later models are not tuned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tuning_stopped: bool,
     /// The models counted in `models_done`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub finished: BTreeSet<String>,
@@ -369,6 +377,13 @@ pub enum OperatorReply {
     Canceled {
         /// Final state.
         state: CycleState,
+    },
+    /// The tuning is stopped; the cycle goes on (`cancel --tuning`).
+    TuningStopped {
+        /// The cycle.
+        cycle: String,
+        /// The models whose search was under way (they conclude after their current trial).
+        tuning: Vec<String>,
     },
     /// The cycle goes on (`resume`).
     Resumed {

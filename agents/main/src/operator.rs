@@ -27,7 +27,8 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
             start(bus, &plan_toml, &plan_source, &host, &hosts).await?
         }
         OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
-        OperatorRequest::Cancel { cycle, report } => cancel(bus, &cycle, report).await?,
+        OperatorRequest::Cancel { cycle, tuning: true, .. } => stop_tuning(bus, &cycle).await?,
+        OperatorRequest::Cancel { cycle, report, tuning: false } => cancel(bus, &cycle, report).await?,
         OperatorRequest::Resume { cycle } => crate::resume::resume(bus, &cycle).await?,
         OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
             Some(r) => OperatorReply::Reports { dir: r.report_dir, files: r.report_files },
@@ -109,6 +110,7 @@ async fn start(
         last_event_seq: 0,
         resumes: 0,
         finished: Default::default(),
+        tuning_stopped: false,
         resumed_at: None,
         hosts: several.clone(),
         placement: Default::default(),
@@ -299,6 +301,30 @@ async fn cancel(bus: &Bus, cycle: &str, report: bool) -> Result<OperatorReply, B
         bus.event_best_effort(Event::new(id, Role::Main, EventBody::CycleCanceled)).await;
     }
     Ok(OperatorReply::Canceled { state: rec.state })
+}
+
+/// Stops the tuning of a running cycle (`cancel --tuning`): the Writer reads the flag before
+/// each round of a search and asks Debug to conclude; later models are not tuned.
+async fn stop_tuning(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
+    let mut final_state = None;
+    let rec = bus
+        .cycles
+        .update::<CycleRecord, _>(cycle, |r| {
+            final_state = None;
+            if r.state.is_final() {
+                final_state = Some(r.state.clone());
+            } else {
+                r.tuning_stopped = true;
+                r.updated_at = chrono::Utc::now();
+            }
+        })
+        .await?;
+    let Some(rec) = rec else { return Ok(error("not_found", format!("no cycle `{cycle}`"))) };
+    if let Some(state) = final_state {
+        return Ok(error("not_running", format!("cycle `{cycle}` is already {state:?}: nothing is tuning")));
+    }
+    let tuning = rec.running.iter().filter(|r| r.tuning.is_some()).map(|r| r.model.clone()).collect();
+    Ok(OperatorReply::TuningStopped { cycle: cycle.to_string(), tuning })
 }
 
 async fn resolve(

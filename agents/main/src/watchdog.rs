@@ -139,6 +139,7 @@ mod tests {
             partial_report: false,
             resumes: 0,
             finished: Default::default(),
+            tuning_stopped: false,
             resumed_at: None,
             id: "c".into(),
             plan: "p".into(),

@@ -40,7 +40,16 @@ fn cpu_evidence() -> TuneEvidence {
 }
 
 fn request(spec: TuneSpec, evidence: TuneEvidence, trials: Vec<Trial>) -> TuneRequest {
-    TuneRequest { model: "m".into(), index: 0, round: trials.len() as u32 + 1, spec, evidence, trials, elapsed_s: 0.0 }
+    TuneRequest {
+        model: "m".into(),
+        index: 0,
+        round: trials.len() as u32 + 1,
+        spec,
+        evidence,
+        trials,
+        elapsed_s: 0.0,
+        stop: None,
+    }
 }
 
 /// Runs the search to its end with `measure` standing in for the Writer.
@@ -217,4 +226,34 @@ fn ttft_is_lower_is_better() {
     let c = conclude(TuneGoal::Ttft, &[a, b], "search complete".into());
     assert_eq!(c.winner, Some(2));
     assert!((c.gain_pct.expect("gain") - 50.0).abs() < 1e-9);
+}
+
+#[test]
+fn the_operators_stop_concludes_from_the_trials_so_far() {
+    let sp = spec(&TuneKnob::ORDER, 8);
+    // Before any trial: nothing to conclude from, no candidate proposed.
+    let mut req = request(sp.clone(), cpu_evidence(), Vec::new());
+    req.stop = Some("stopped by the operator".into());
+    let p = propose(&req);
+    assert!(p.next.is_none(), "{p:?}");
+    let c = p.conclusion.expect("a conclusion");
+    assert_eq!((c.winner, c.baseline), (None, None), "{c:?}");
+    assert!(c.outcome.starts_with("stopped by the operator"), "{}", c.outcome);
+    // After a baseline and a faster candidate: the candidate wins, nothing more is proposed.
+    let first = propose(&request(sp.clone(), cpu_evidence(), Vec::new())).next.expect("baseline");
+    let mut trials = vec![Trial { decode_tps: Some(stat(50.0, 0.5)), ..first }];
+    let mut second = propose(&request(sp.clone(), cpu_evidence(), trials.clone())).next.expect("a candidate");
+    second.decode_tps = Some(stat(60.0, 0.5));
+    trials.push(second);
+    let mut req = request(sp, cpu_evidence(), trials);
+    req.stop = Some("stopped by the operator after 2 trial(s) measured".into());
+    let p = propose(&req);
+    assert!(p.next.is_none() && p.skipped.is_empty(), "{p:?}");
+    let c = p.conclusion.expect("a conclusion");
+    assert_eq!((c.winner, c.baseline), (Some(2), Some(1)), "{c:?}");
+    assert!(
+        c.outcome.starts_with("stopped by the operator after 2 trial(s) measured. Winner: trial 2"),
+        "{}",
+        c.outcome
+    );
 }

@@ -16,6 +16,7 @@ use protocol::events::{EventBody, Step};
 use protocol::ids::derive_id;
 use protocol::launch::Launch;
 use protocol::messages::VerificationReport;
+use protocol::operator::CycleRecord;
 use protocol::plan::{ModelSpec, TuneSpec};
 use protocol::results::{AnswerAnalysis, ModelResult, RunResult};
 use protocol::tune::{Trial, TrialVerdict, TuneEvidence, TuneProposal, TuneRequest, TuneResult};
@@ -142,6 +143,18 @@ impl Writer {
         let ev = evidence(report, spec, &planned, measured);
         let key = progress_key(cycle, i);
         let kept = self.bus.results.get::<TuneProgress>(&key).await.map_err(HandleError::from)?;
+        let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
+        if kept.is_none() && rec.is_some_and(|r| r.tuning_stopped) {
+            return Ok(Some(TuneResult {
+                goal: spec.goal,
+                prompt: prompt.id.clone(),
+                repetitions: spec.repetitions,
+                stopped: Some(
+                    "not tuned: the operator stopped the tuning (`cancel --tuning`) before this model's search".into(),
+                ),
+                ..Default::default()
+            }));
+        }
         if let Some(k) = &kept {
             tracing::info!(
                 message = "Tuning resumed from the stored search.",
@@ -181,7 +194,8 @@ impl Writer {
         let last_round = spec.max_trials.saturating_mul(4).saturating_add(16);
         let first_round = if out.conclusion.is_some() { last_round + 1 } else { done_rounds + 1 };
         for round in first_round..=last_round {
-            if self.canceled(cycle).await.map_err(HandleError::from)? {
+            let rec: Option<CycleRecord> = self.bus.cycles.get(cycle.as_str()).await.map_err(HandleError::from)?;
+            if rec.as_ref().is_some_and(|r| r.state.stops_work()) {
                 out.stopped = Some(format!(
                     "canceled by the operator after {} trial(s); the trials measured are kept",
                     out.trials.len()
@@ -197,6 +211,10 @@ impl Writer {
                 evidence: ev.clone(),
                 trials: out.trials.clone(),
                 elapsed_s: started.elapsed().as_secs_f64(),
+                stop: rec.as_ref().filter(|r| r.tuning_stopped).map(|_| {
+                    let n = out.trials.iter().filter(|t| t.verdict != TrialVerdict::Skipped).count();
+                    format!("stopped by the operator (`cancel --tuning`) after {n} trial(s) measured")
+                }),
             };
             let env = Envelope {
                 id,
