@@ -235,6 +235,21 @@ pub enum Step {
         /// Mean time to first token of its runs, ms.
         ttft_ms: Option<f64>,
     },
+    /// One concurrency level of the concurrent phase measured against one model.
+    ConcurrentLevel {
+        /// The model.
+        model: String,
+        /// Requests in flight at once.
+        level: u32,
+        /// Requests that finished.
+        requests: u32,
+        /// Requests that failed.
+        failed: u32,
+        /// Mean end-to-end latency, ms.
+        mean_e2e_ms: f64,
+        /// Mean e2e over the same model's with one request in flight.
+        degradation: Option<f64>,
+    },
     /// The tuning search ended.
     TuneDone {
         /// Its outcome in words (the winner against the baseline, or why it stopped).
@@ -307,6 +322,11 @@ impl Step {
                 format!("tuning: trial {number} {verdict}{figures}")
             }
             Step::TuneDone { outcome } => format!("tuning done: {outcome}"),
+            Step::ConcurrentLevel { model, level, requests, failed, mean_e2e_ms, degradation } => format!(
+                "{model} with {level} request(s) in flight: {requests} answered{}, mean {mean_e2e_ms:.0} ms end to end{}",
+                if *failed > 0 { format!(", {failed} failed") } else { String::new() },
+                degradation.map(|d| format!(" ({d:.2}× alone)")).unwrap_or_default()
+            ),
         }
     }
 }

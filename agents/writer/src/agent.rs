@@ -201,15 +201,16 @@ impl Writer {
                     }
                     self.event(cycle, EventBody::Step { model: "concurrent".into(), step: Step::ConcurrentStarted })
                         .await;
-                    let r = crate::concurrent::run(
+                    let at = crate::concurrent::Where {
                         cycle,
-                        self.bus.host.as_str(),
-                        &report,
-                        &self.cfg.run_dir,
-                        self.gpus.clone(),
-                    )
-                    .await;
-                    self.bus.results.create(&key, &r).await.map_err(HandleError::from)?;
+                        host: self.bus.host.as_str(),
+                        bus: &self.bus,
+                        run_dir: &self.cfg.run_dir,
+                    };
+                    let r = crate::concurrent::run(&at, &report, self.gpus.clone()).await?;
+                    wait_for_room("the concurrent phase's result", || self.bus.results.create(&key, &r))
+                        .await
+                        .map_err(HandleError::from)?;
                     Some(r)
                 }
             }

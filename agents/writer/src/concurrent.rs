@@ -8,13 +8,15 @@ use crate::deploy::{Deployed, deploy};
 use crate::measure::with_nonce;
 use crate::settings::Settings;
 use futures::future::join_all;
+use handoffs::{Bus, HandleError, wait_for_room};
 use host::engine::GenRequest;
 use host::gpu::Gpus;
 use host::telemetry::{EngineTarget, Sampler, process_gpu_memory};
-use protocol::CycleId;
+use protocol::events::{Event, EventBody, Step};
 use protocol::messages::VerificationReport;
 use protocol::plan::{ModelSpec, Runtime};
 use protocol::results::{ConcurrentResult, EngineGpuMemory, LevelResult, TogetherResult};
+use protocol::{CycleId, Role};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -104,38 +106,65 @@ async fn engine_gpu_memory(name: &str, dep: &Deployed, gpus: &Arc<Gpus>) -> Engi
     EngineGpuMemory { model: name.into(), pid, nvml_bytes, engine_reported_bytes, engine_source }
 }
 
+/// One model's levels, stored in `tc_results` as soon as they are measured
+/// (`<cycle>.concurrent.<j>`): a Writer restarted during the phase keeps them and measures only
+/// the models still missing.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct KeptLevels {
+    levels: Vec<LevelResult>,
+    notes: Vec<String>,
+}
+
+/// Where the phase runs: the cycle, the host, the bus its progress and kept levels go to.
+pub struct Where<'a> {
+    /// The cycle.
+    pub cycle: &'a CycleId,
+    /// This Writer's host.
+    pub host: &'a str,
+    /// The Writer's bus.
+    pub bus: &'a Bus,
+    /// Where engines keep their logs.
+    pub run_dir: &'a Path,
+}
+
+impl Where<'_> {
+    async fn step(&self, step: Step) {
+        let body = EventBody::Step { model: "concurrent".into(), step };
+        self.bus.event_best_effort(Event::new(self.cycle.clone(), Role::Writer, body)).await;
+    }
+}
+
 /// Runs the concurrent phase with the telemetry sampler running through it; what cannot be done
 /// is noted, never faked.
 pub async fn run(
-    cycle: &CycleId,
-    host: &str,
+    at: &Where<'_>,
     report: &VerificationReport,
-    run_dir: &Path,
     gpus: Arc<Gpus>,
-) -> ConcurrentResult {
+) -> Result<ConcurrentResult, HandleError> {
     let plan = &report.plan;
-    let Some(c) = &plan.concurrent else { return ConcurrentResult::default() };
+    let Some(c) = &plan.concurrent else { return Ok(ConcurrentResult::default()) };
     // Every engine of the phase at once: NVML's process memory counts every process on the GPUs.
     let sampler = Sampler::start(EngineTarget::None, plan.defaults.sample_hz, gpus.clone());
     let mut tokens = 0;
-    let mut out = phase(cycle, host, report, run_dir, c, &gpus, &mut tokens).await;
+    let out = phase(at, report, c, &gpus, &mut tokens).await;
     let (telemetry, _series) = sampler.finish(tokens).await;
+    let mut out = out?;
     out.telemetry = Some(telemetry);
-    out
+    Ok(out)
 }
 
 /// The levels against each model, then the models together.
 async fn phase(
-    cycle: &CycleId,
-    host: &str,
+    at: &Where<'_>,
     report: &VerificationReport,
-    run_dir: &Path,
     c: &protocol::plan::ConcurrentPhase,
     gpus: &Arc<Gpus>,
     tokens: &mut u64,
-) -> ConcurrentResult {
+) -> Result<ConcurrentResult, HandleError> {
+    let (cycle, host, run_dir) = (at.cycle, at.host, at.run_dir);
     let plan = &report.plan;
     let mut out = ConcurrentResult::default();
+    let mut kept = Vec::new();
     let models: Vec<ModelSpec> =
         if c.models.is_empty() { plan.models.iter().take(1).cloned().collect() } else { c.models.clone() };
     let mut levels: Vec<u32> = c.levels.clone();
@@ -144,37 +173,63 @@ async fn phase(
     levels.dedup();
     let max_level = levels.last().copied().unwrap_or(1);
     let quiet = |_: protocol::events::Step| {};
-    for m in &models {
+    for (j, m) in models.iter().enumerate() {
+        let key = format!("{cycle}.concurrent.{j}");
+        if let Some(k) = at.bus.results.get::<KeptLevels>(&key).await? {
+            out.levels.extend(k.levels);
+            out.notes.extend(k.notes);
+            kept.push(m.name.clone());
+            continue;
+        }
+        let mut this = KeptLevels::default();
         let mut s = Settings::planned(plan, m);
         if m.runtime == Runtime::Endpoint {
             // Its parallel slots are the running engine's own: measured as found.
-            out.notes.push(endpoint_note(m, max_level));
+            this.notes.push(endpoint_note(m, max_level));
         } else {
             s.effective.slots = max_level;
         }
-        let mut dep = match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
-            Ok(d) => d,
+        match deploy(cycle, host, &s, run_dir, plan.host.model_store.as_deref(), &quiet).await {
+            Ok(mut dep) => {
+                // Warm-up, excluded like in the main phase.
+                let _ = dep.generate(&GenRequest { max_tokens: 8, ..request(report, &dep, &s) }).await;
+                let mut alone = None;
+                for l in &levels {
+                    let (mut r, t) = level(report, &dep, &s, &m.name, *l).await;
+                    *tokens += t;
+                    if *l == 1 {
+                        alone = (r.requests > 0).then_some(r.mean_e2e_ms);
+                    }
+                    r.degradation = alone.filter(|a| *a > 0.0 && r.requests > 0).map(|a| r.mean_e2e_ms / a);
+                    at.step(Step::ConcurrentLevel {
+                        model: m.name.clone(),
+                        level: r.level,
+                        requests: r.requests,
+                        failed: r.failed,
+                        mean_e2e_ms: r.mean_e2e_ms,
+                        degradation: r.degradation,
+                    })
+                    .await;
+                    this.levels.push(r);
+                }
+                dep.teardown().await;
+            }
             Err(f) => {
-                out.notes.push(format!("{}: could not be deployed for the concurrency levels: {}", m.name, f.message));
-                continue;
+                this.notes.push(format!("{}: could not be deployed for the concurrency levels: {}", m.name, f.message))
             }
-        };
-        // Warm-up, excluded like in the main phase.
-        let _ = dep.generate(&GenRequest { max_tokens: 8, ..request(report, &dep, &s) }).await;
-        let mut alone = None;
-        for l in &levels {
-            let (mut r, t) = level(report, &dep, &s, &m.name, *l).await;
-            *tokens += t;
-            if *l == 1 {
-                alone = (r.requests > 0).then_some(r.mean_e2e_ms);
-            }
-            r.degradation = alone.filter(|a| *a > 0.0 && r.requests > 0).map(|a| r.mean_e2e_ms / a);
-            out.levels.push(r);
         }
-        dep.teardown().await;
+        wait_for_room("a model's concurrency levels", || at.bus.results.create(&key, &this)).await?;
+        out.levels.extend(this.levels);
+        out.notes.extend(this.notes);
+    }
+    if !kept.is_empty() {
+        out.notes.push(format!(
+            "the Writer restarted during this phase: the levels of {} were measured before and kept; the telemetry covers what ran after",
+            kept.join(", ")
+        ));
     }
     if models.len() < 2 {
-        return out;
+        return Ok(out);
     }
     let mut deployed = Vec::new();
     for m in &models {
@@ -221,5 +276,5 @@ async fn phase(
     for (_, _, d) in &mut deployed {
         d.teardown().await;
     }
-    out
+    Ok(out)
 }
