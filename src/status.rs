@@ -162,11 +162,11 @@ mod tests {
         assert!(c.apply(&ev(EventBody::PhaseStarted { phase: Phase::Benchmarking })));
         c.apply(&ev(EventBody::ModelStarted { model: "gemma".into(), index: 1, of: 2, attempt: 1 }));
         c.apply(&ev(EventBody::Step { model: "gemma".into(), step: Step::WeightsPlaced { gpu_share: 0.58 } }));
-        for tps in [40.0, 50.0] {
+        for (repetition, tps) in [(1, 40.0), (2, 50.0)] {
             c.apply(&ev(EventBody::RunMeasured {
                 model: "gemma".into(),
                 prompt: "p".into(),
-                repetition: 1,
+                repetition,
                 ttft_ms: 10.0,
                 tokens: 12,
                 decode_tps: Some(tps),
@@ -257,7 +257,25 @@ mod tests {
         assert_eq!(c.models_done, 1, "{c:?}");
         c.apply(&ev(EventBody::ModelFinished { model: "qwen".into(), outcome: "measured".into() }));
         assert_eq!(c.models_done, 2, "{c:?}");
-        assert!(cycles_table(&[c], Utc::now()).contains("0/4 req, 2/2 models"));
+        // A run measured again (a retry under changed settings) counts once.
+        let run = |rep: u32| EventBody::RunMeasured {
+            model: "gemma".into(),
+            prompt: "hello".into(),
+            repetition: rep,
+            ttft_ms: 10.0,
+            tokens: 12,
+            decode_tps: Some(40.0),
+            e2e_ms: None,
+            tpot_ms: None,
+            prompt_tokens: None,
+            prefill_tps: None,
+            sample: None,
+        };
+        for rep in [1, 2, 1] {
+            c.apply(&ev(run(rep)));
+        }
+        assert_eq!((c.requests_done, c.tokens_done, c.decode_runs), (2, 24, 2), "{c:?}");
+        assert!(cycles_table(&[c], Utc::now()).contains("2/4 req, 2/2 models"));
     }
 
     #[test]

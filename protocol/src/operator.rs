@@ -170,6 +170,10 @@ pub struct CycleRecord {
     /// best found so far after its current trial, and later models are not tuned.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tuning_stopped: bool,
+    /// The runs counted in `requests_done` (`model/prompt#repetition`): a run measured again
+    /// (a retry under changed settings) counts once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub runs_counted: BTreeSet<String>,
     /// The models counted in `models_done`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub finished: BTreeSet<String>,
@@ -305,7 +309,10 @@ impl CycleRecord {
                 }
                 self.running.retain(|r| &r.model != model);
             }
-            EventBody::RunMeasured { model, tokens, decode_tps, .. } => {
+            EventBody::RunMeasured { model, prompt, repetition, tokens, decode_tps, .. } => {
+                if !self.runs_counted.insert(format!("{model}/{prompt}#{repetition}")) {
+                    return false;
+                }
                 self.requests_done += 1;
                 self.tokens_done += u64::from(*tokens);
                 if let Some(t) = decode_tps.filter(|t| t.is_finite()) {

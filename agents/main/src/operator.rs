@@ -111,6 +111,7 @@ async fn start(
         resumes: 0,
         finished: Default::default(),
         tuning_stopped: false,
+        runs_counted: Default::default(),
         resumed_at: None,
         hosts: several.clone(),
         placement: Default::default(),

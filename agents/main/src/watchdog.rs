@@ -140,6 +140,7 @@ mod tests {
             resumes: 0,
             finished: Default::default(),
             tuning_stopped: false,
+            runs_counted: Default::default(),
             resumed_at: None,
             id: "c".into(),
             plan: "p".into(),
