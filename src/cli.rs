@@ -346,7 +346,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Compare { a, b, out, threshold } => crate::display::compare(&out, &a, &b, threshold, cli.json),
         Cmd::Start { resume: Some(cycle), .. } => {
-            let req = protocol::operator::OperatorRequest::Resume { cycle };
+            let req = protocol::operator::OperatorRequest::Resume { cycle, hosts: Vec::new() };
             crate::client::one_shot(&cli.nats, req, cli.json).await
         }
         Cmd::Start { plan, .. } => {

@@ -318,7 +318,7 @@ pub async fn run(
             }
         },
         Target::Resume(cycle) => match kept_folder(&root, cycle, server_was_private(nats)) {
-            Ok(k) => (Ask::Resume(cycle.to_string()), k),
+            Ok(k) => (Ask::Resume(cycle.to_string(), hosts.to_vec()), k),
             Err(why) => {
                 eprintln!("error: {why}");
                 return Ok(exit::BAD_INPUT);
@@ -386,7 +386,7 @@ pub async fn run(
     // A resumed cycle's plan is Main's: its containers are looked for by label anyway.
     let uses_docker = match &ask {
         Ask::Start { docker, .. } => *docker,
-        Ask::Resume(_) => true,
+        Ask::Resume(..) => true,
     };
     let operator = creds.as_ref().and_then(|cs| cs.iter().find(|c| c.user() == Role::Operator.as_str()));
     let client_config = match operator {
@@ -487,7 +487,7 @@ pub async fn run(
         Outcome::Refused(code, message) => {
             eprintln!("error ({code}): {message}");
             match code.as_str() {
-                "bad_plan" | "not_found" | "already_complete" | "not_resumable" => exit::BAD_INPUT,
+                "bad_plan" | "not_found" | "already_complete" | "not_resumable" | "wrong_hosts" => exit::BAD_INPUT,
                 "host_busy" => exit::BUSY,
                 _ => exit::FAILED,
             }
@@ -543,7 +543,7 @@ enum Ask {
         docker: bool,
     },
     /// A kept cycle goes on.
-    Resume(String),
+    Resume(String, Vec<String>),
 }
 
 /// The folder a cycle that did not complete was kept in, for `--resume`; `None` with a server of
@@ -626,7 +626,7 @@ async fn follow_cycle(
     };
     let start = match &ask {
         Ask::Start { request, .. } => request.clone(),
-        Ask::Resume(cycle) => OperatorRequest::Resume { cycle: cycle.clone() },
+        Ask::Resume(cycle, hosts) => OperatorRequest::Resume { cycle: cycle.clone(), hosts: hosts.clone() },
     };
     let mut cycle = None;
     for _ in 0..120 {
@@ -662,7 +662,7 @@ async fn follow_cycle(
             progress.println(&format!("cycle {cycle} started (plan `{plan}`; agent logs in {})", log_dir.display()));
             progress
         }
-        Ask::Resume(_) => {
+        Ask::Resume(..) => {
             // The record says how far the cycle got.
             let ask = OperatorRequest::Status { cycle: Some(cycle.clone()) };
             let rec = match request(client, &ask, Duration::from_secs(10)).await {

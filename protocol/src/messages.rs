@@ -107,6 +107,15 @@ pub struct Placement {
     /// Why the concurrent phase runs there, or why it runs nowhere (empty without a phase).
     #[serde(default)]
     pub concurrent_reason: String,
+    /// The cycle's round when this share was handed out: 0 at its start, then the number of
+    /// times it was resumed. Documentation gathers each round's results apart, so a resumed
+    /// cycle's reports are the merge of its latest round.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Placement {

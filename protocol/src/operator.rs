@@ -50,6 +50,10 @@ pub enum OperatorRequest {
     Resume {
         /// Cycle.
         cycle: String,
+        /// The hosts the asking `up` runs agents for (empty: not checked, agents run elsewhere).
+        /// A several-host cycle needs a Reader and a Writer for each of its hosts.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hosts: Vec<String>,
     },
     /// Open (or all) escalations.
     Escalations {

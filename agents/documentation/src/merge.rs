@@ -96,6 +96,7 @@ mod tests {
                 .collect(),
             concurrent: None,
             concurrent_reason: String::new(),
+            round: 0,
         };
         let part = |h: &str| {
             let mut p = whole.clone();

@@ -3,9 +3,10 @@
 //! share.
 //!
 //! Crash safety: each report is kept in `tc_results` as `verify.<cycle>.<host>` (with its package
-//! id) and the placement as `placement.<cycle>`, both create-if-absent, so a restarted Main
-//! loses nothing; the shares' ids are derived from each host's report package, so placing again
-//! after a redelivery publishes the same packages, which the Writers' ledgers absorb.
+//! id; `.r<n>` after the n-th resume) and the placement as `placement.<cycle>`, both
+//! create-if-absent, so a restarted Main loses nothing; the shares' ids are derived from each
+//! host's report package, so placing again after a redelivery publishes the same packages, which
+//! the Writers' ledgers absorb. A resume keeps the first placement: no model moves host.
 
 use crate::placement::place;
 use handoffs::{Bus, HandleError, Handled};
@@ -27,9 +28,9 @@ pub struct StoredReport {
     pub report: VerificationReport,
 }
 
-/// Where a host's report is kept.
-pub fn report_key(cycle: &CycleId, host: &str) -> String {
-    format!("verify.{cycle}.{host}")
+/// Where a host's report is kept: one per round (0 at the start, then one per resume).
+pub fn report_key(cycle: &CycleId, host: &str, round: u32) -> String {
+    if round == 0 { format!("verify.{cycle}.{host}") } else { format!("verify.{cycle}.{host}.r{round}") }
 }
 
 /// Where the placement is kept.
@@ -53,13 +54,16 @@ pub async fn take_report(bus: &Bus, pkg: Uuid, cycle: &CycleId, report: Verifica
             rec.hosts.join(", ")
         )));
     }
+    // A resumed cycle's Readers verify again: each round's reports are kept apart, and the
+    // shares of the round go out once every host's report of it is in.
+    let round = rec.resumes;
     let stored = StoredReport { package: pkg, report };
-    if !bus.results.create(&report_key(cycle, &host), &stored).await.map_err(HandleError::from)? {
+    if !bus.results.create(&report_key(cycle, &host, round), &stored).await.map_err(HandleError::from)? {
         tracing::info!(message = "This host's report was already kept; keeping the first.", %cycle, %host);
     }
     let mut reports = Vec::new();
     for h in &rec.hosts {
-        match bus.results.get::<StoredReport>(&report_key(cycle, h)).await.map_err(HandleError::from)? {
+        match bus.results.get::<StoredReport>(&report_key(cycle, h, round)).await.map_err(HandleError::from)? {
             Some(r) => reports.push((h.clone(), r)),
             None => {
                 tracing::info!(message = "Waiting for the other hosts' reports.", %cycle, waiting_for = %h);
@@ -109,7 +113,7 @@ pub async fn take_report(bus: &Bus, pkg: Uuid, cycle: &CycleId, report: Verifica
                 Role::Main,
                 Role::Writer,
                 Some(stored.package),
-                Payload::VerificationReport(Box::new(share(&stored.report, &placement))),
+                Payload::VerificationReport(Box::new(share(&stored.report, &Placement { round, ..placement.clone() }))),
             )
         };
         bus.publish_to(&env, &host_id).await.map_err(HandleError::from)?;

@@ -29,7 +29,7 @@ async fn answer_inner(bus: &Bus, req: OperatorRequest) -> Result<OperatorReply, 
         OperatorRequest::Status { cycle } => status(bus, cycle.as_deref()).await?,
         OperatorRequest::Cancel { cycle, tuning: true, .. } => stop_tuning(bus, &cycle).await?,
         OperatorRequest::Cancel { cycle, report, tuning: false } => cancel(bus, &cycle, report).await?,
-        OperatorRequest::Resume { cycle } => crate::resume::resume(bus, &cycle).await?,
+        OperatorRequest::Resume { cycle, hosts } => crate::resume::resume(bus, &cycle, &hosts).await?,
         OperatorRequest::Reports { cycle } => match bus.cycles.get::<CycleRecord>(&cycle).await? {
             Some(r) => OperatorReply::Reports { dir: r.report_dir, files: r.report_files },
             None => error("not_found", format!("no cycle `{cycle}`")),

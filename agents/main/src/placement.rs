@@ -137,7 +137,7 @@ pub fn place(plan: &Plan, reports: &[(String, VerificationReport)]) -> Placement
         });
     }
     let (concurrent, concurrent_reason) = place_concurrent(plan, reports, &hosts, &loads);
-    Placement { hosts, models: placed.into_iter().flatten().collect(), concurrent, concurrent_reason }
+    Placement { hosts, models: placed.into_iter().flatten().collect(), concurrent, concurrent_reason, round: 0 }
 }
 
 /// The host for the concurrent phase: the best together-verdict, then the least loaded.

@@ -9,6 +9,10 @@
 //! agents stopped) is not reopened: its unacked package is redelivered from the store, and the
 //! plan published again for the current count is recognised as a repeat. The Writer skips every
 //! model already stored and re-measures only the runs it has not stored.
+//!
+//! A several-host cycle resumes the same way: each Reader verifies again, Main keeps the first
+//! placement (no model moves to another host) and hands each Writer its share for the new
+//! round (`multihost`), and Documentation merges the round's results from every host.
 
 use crate::operator::{publish_plans, release_host, take_host};
 use handoffs::{Bus, BusError};
@@ -59,7 +63,8 @@ fn complete(rec: &CycleRecord) -> OperatorReply {
 }
 
 /// Answers `resume <cycle>`.
-pub async fn resume(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
+/// `asked_hosts`: the hosts the asking `up` runs agents for (empty when not known).
+pub async fn resume(bus: &Bus, cycle: &str, asked_hosts: &[String]) -> Result<OperatorReply, BusError> {
     let Some(rec) = bus.cycles.get::<CycleRecord>(cycle).await? else {
         return Ok(error("not_found", format!("no cycle `{cycle}` (`threadcycle status` lists the cycles)")));
     };
@@ -72,12 +77,15 @@ pub async fn resume(bus: &Bus, cycle: &str) -> Result<OperatorReply, BusError> {
             format!("cycle {cycle} was started by a threadcycle that did not keep its plan; start the plan again"),
         ));
     };
-    if started.hosts.len() > 1 {
+    if !asked_hosts.is_empty() && asked_hosts != started.hosts.as_slice() {
+        let flags: Vec<String> = started.hosts.iter().map(|h| format!("--host {h}")).collect();
         return Ok(error(
-            "not_resumable",
+            "wrong_hosts",
             format!(
-                "cycle {cycle} runs on several hosts ({}); resuming a several-host cycle is not supported yet",
-                started.hosts.join(", ")
+                "cycle {cycle} runs on host(s) {}, not {}: resume it with the same hosts (`threadcycle up --resume {cycle} {}`, with the same --host-profile for each)",
+                started.hosts.join(", "),
+                asked_hosts.join(", "),
+                flags.join(" ")
             ),
         ));
     }

@@ -1051,6 +1051,7 @@ text = "hi"
             models: vec![place("a"), place("b"), place("b")],
             concurrent: None,
             concurrent_reason: String::new(),
+            round: 0,
         });
         assert_eq!(share_position(&r, "b", 1), (1, 2));
         assert_eq!(share_position(&r, "b", 2), (2, 2));
